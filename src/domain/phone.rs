@@ -1,0 +1,165 @@
+//! Phone numbers in E.164 form.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A phone number in E.164 form: `+`, a country code, and at most 15 digits in all.
+///
+/// Two ways in, because the two sources deserve different trust:
+/// - [`E164::normalise`] for what operators type: formatting is removed and the number is checked
+///   against the numbering plan, so a typo is caught when the plan is edited, not when a call fails.
+/// - [`E164::from_provider`] for what the telephony provider sends: already E.164, checked for
+///   shape only (cheap, and a call to a number the metadata does not know must still route).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct E164(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("`{0}` has no country code: write it in international form, e.g. +14155550100")]
+    NoCountryCode(String),
+    #[error("`{0}` is not a phone number")]
+    NotANumber(String),
+    #[error("`{0}` is not a valid number in its country's numbering plan")]
+    Invalid(String),
+}
+
+impl E164 {
+    /// Normalises an operator-entered number such as `+1 (415) 555-0100` to `+14155550100`.
+    pub fn normalise(input: &str) -> Result<Self, PhoneError> {
+        let trimmed = input.trim();
+        if !trimmed.starts_with('+') {
+            return Err(if phonenumber::is_viable(trimmed) {
+                PhoneError::NoCountryCode(trimmed.to_owned())
+            } else {
+                PhoneError::NotANumber(trimmed.to_owned())
+            });
+        }
+        let number =
+            phonenumber::parse(None, trimmed).map_err(|_| PhoneError::NotANumber(trimmed.to_owned()))?;
+        if number.extension().is_some() || !phonenumber::is_valid(&number) {
+            return Err(PhoneError::Invalid(trimmed.to_owned()));
+        }
+        Self::from_provider(&number.format().mode(phonenumber::Mode::E164).to_string())
+            .map_err(|_| PhoneError::Invalid(trimmed.to_owned()))
+    }
+
+    /// Accepts exactly `+` followed by 2 to 15 digits, the first not zero.
+    pub fn from_provider(text: &str) -> Result<Self, PhoneError> {
+        let digits = text
+            .strip_prefix('+')
+            .ok_or_else(|| PhoneError::NotANumber(text.to_owned()))?;
+        let well_formed = (2..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if well_formed {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(PhoneError::NotANumber(text.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for E164 {
+    type Error = PhoneError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::normalise(&text)
+    }
+}
+
+impl From<E164> for String {
+    fn from(number: E164) -> Self {
+        number.0
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_formatting_is_normalised() {
+        for input in [
+            "+14155550100",
+            "+1 (415) 555-0100",
+            " +1.415.555.0100 ",
+            "+1-415-555-0100",
+        ] {
+            assert_eq!(
+                E164::normalise(input).unwrap().as_str(),
+                "+14155550100",
+                "{input}"
+            );
+        }
+        assert_eq!(
+            E164::normalise("+44 20 7183 8750").unwrap().as_str(),
+            "+442071838750"
+        );
+    }
+
+    #[test]
+    fn national_numbers_are_rejected_with_a_hint() {
+        let err = E164::normalise("(415) 555-0100").unwrap_err();
+        assert_eq!(err, PhoneError::NoCountryCode("(415) 555-0100".into()));
+        assert!(err.to_string().contains("+14155550100"));
+    }
+
+    #[test]
+    fn numbers_outside_the_numbering_plan_are_rejected() {
+        assert!(matches!(
+            E164::normalise("+15555550100"),
+            Err(PhoneError::Invalid(_))
+        ));
+        assert!(matches!(
+            E164::normalise("+1415555010"),
+            Err(PhoneError::Invalid(_))
+        ));
+        assert!(matches!(
+            E164::normalise("+1 415 555 0100 ext. 12"),
+            Err(PhoneError::Invalid(_))
+        ));
+        assert!(matches!(E164::normalise("pizza"), Err(PhoneError::NotANumber(_))));
+        assert!(matches!(E164::normalise(""), Err(PhoneError::NotANumber(_))));
+    }
+
+    #[test]
+    fn provider_numbers_are_checked_for_shape_only() {
+        assert!(E164::from_provider("+15555550100").is_ok());
+        for bad in [
+            "anonymous",
+            "",
+            "client:alice",
+            "+",
+            "+0123",
+            "14155550100",
+            "+1415555010012345",
+            "+1 415",
+        ] {
+            assert!(E164::from_provider(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn deserialising_normalises() {
+        let number: E164 = serde_json::from_str(r#""+1 (415) 555-0100""#).unwrap();
+        assert_eq!(serde_json::to_string(&number).unwrap(), r#""+14155550100""#);
+    }
+}

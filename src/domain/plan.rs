@@ -1,0 +1,385 @@
+//! The routing plan an operator defines: companies, their buyers, campaigns and publishers.
+//!
+//! Each entity is its editable fields only; [`Record`] adds what the store assigns. The types
+//! deserialize straight from API bodies and plan files, rejecting anything invalid with the
+//! offending field named, so an entity that exists is a valid one.
+
+use std::{collections::HashSet, hash::Hash};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::{
+    destination::Destination,
+    ids::Id,
+    money::Money,
+    phone::E164,
+    schedule::BusinessHours,
+    values::{
+        ConversionSeconds, DedupeSeconds, Name, Priority, ReservationSeconds, RingTimeoutSeconds, SendDigits,
+        Weight,
+    },
+};
+
+pub type CompanyId = Id<Company>;
+pub type BuyerId = Id<Buyer>;
+pub type CampaignId = Id<Campaign>;
+pub type PublisherId = Id<Publisher>;
+
+/// What every kind of plan entity shares, so the store and the API treat them alike.
+pub trait PlanEntity:
+    Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Singular, for messages: "buyer".
+    const KIND: &'static str;
+    /// Whether records of this kind belong to a company (all but companies do).
+    const OWNED_BY_COMPANY: bool;
+
+    fn name(&self) -> &Name;
+}
+
+/// A stored entity: its fields plus what the store assigned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record<T: PlanEntity> {
+    pub id: Id<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<CompanyId>,
+    #[serde(flatten)]
+    pub spec: T,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Company {
+    pub name: Name,
+    /// Lets the company's campaigns route by duplicate status. Off unless turned on: with it, a
+    /// campaign can run out of buyers for a caller, so a company opts in deliberately.
+    #[serde(default)]
+    pub duplicate_caller_handling: bool,
+}
+
+impl PlanEntity for Company {
+    const KIND: &'static str = "company";
+    const OWNED_BY_COMPANY: bool = false;
+
+    fn name(&self) -> &Name {
+        &self.name
+    }
+}
+
+/// A buyer (target, handler): who pays for converted calls, and their rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Buyer {
+    pub name: Name,
+    pub destination: Destination,
+    #[serde(default)]
+    pub ring_timeout_seconds: RingTimeoutSeconds,
+    #[serde(default)]
+    pub conversion_seconds: ConversionSeconds,
+    #[serde(default)]
+    pub dedupe_seconds: DedupeSeconds,
+    #[serde(default)]
+    pub duplicate_after: DuplicateAfter,
+    /// Buyers sharing a group share de-dupe history: a conversion with one is one with all.
+    #[serde(default)]
+    pub dedupe_group: Option<Name>,
+    /// Paid to the publisher per conversion.
+    #[serde(default)]
+    pub payout: Money,
+    /// Paid by the buyer per conversion.
+    #[serde(default)]
+    pub revenue: Money,
+    #[serde(default)]
+    pub caps: Caps,
+    /// Absent: always open.
+    #[serde(default)]
+    pub business_hours: Option<BusinessHours>,
+    #[serde(default)]
+    pub send_digits: Option<SendDigits>,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl PlanEntity for Buyer {
+    const KIND: &'static str = "buyer";
+    const OWNED_BY_COMPANY: bool = true;
+
+    fn name(&self) -> &Name {
+        &self.name
+    }
+}
+
+/// What makes a later call from the same caller a duplicate for a buyer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateAfter {
+    /// The caller converted with the buyer (Retreaver's rule, Ringba's "Converted").
+    #[default]
+    Converted,
+    /// The caller was connected to the buyer at all (Ringba's "Connected").
+    Connected,
+}
+
+/// Per-buyer limits. Absent limits do not apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Caps {
+    /// Calls ringing or connected to the buyer at once.
+    pub concurrency: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub monthly: Option<u32>,
+    pub lifetime: Option<u32>,
+    /// What the hourly to lifetime caps count.
+    pub counted_on: CapCounting,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapCounting {
+    Connected,
+    /// Buyers usually cap what they pay for.
+    #[default]
+    Converted,
+}
+
+/// A campaign: the tracking numbers callers dial and the plan for routing them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Campaign {
+    pub name: Name,
+    #[serde(default)]
+    pub numbers: TrackingNumbers,
+    #[serde(default)]
+    pub duplicate_caller_handling: DuplicateHandling,
+    #[serde(default)]
+    pub buyers: RoutingList,
+    /// Dialed, duplicates or not, once no buyer of the list is left.
+    #[serde(default)]
+    pub fallback_buyer_id: Option<BuyerId>,
+    /// Where the call goes when even the fallback buyer could not take it.
+    #[serde(default)]
+    pub redirect_campaign_id: Option<CampaignId>,
+    #[serde(default)]
+    pub rtb_reservation_seconds: ReservationSeconds,
+}
+
+impl PlanEntity for Campaign {
+    const KIND: &'static str = "campaign";
+    const OWNED_BY_COMPANY: bool = true;
+
+    fn name(&self) -> &Name {
+        &self.name
+    }
+}
+
+/// The campaign's duplicate caller handling, effective only while its company has the feature on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateHandling {
+    /// Route as if duplicate status did not exist (calls are still marked duplicate or not).
+    #[default]
+    Off,
+    /// Skip every buyer for whom this call would be a duplicate at its end.
+    #[serde(alias = "new_convertible_handler")]
+    NewConvertibleBuyer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignBuyer {
+    pub buyer_id: BuyerId,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub weight: Weight,
+}
+
+/// A campaign's tracking numbers, each listed once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<E164>", into = "Vec<E164>")]
+pub struct TrackingNumbers(Vec<E164>);
+
+impl TrackingNumbers {
+    pub fn as_slice(&self) -> &[E164] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<E164>> for TrackingNumbers {
+    type Error = String;
+
+    fn try_from(numbers: Vec<E164>) -> Result<Self, Self::Error> {
+        ensure_unique(&numbers, |n| n.clone(), |n| format!("{n} is listed twice"))?;
+        Ok(Self(numbers))
+    }
+}
+
+impl From<TrackingNumbers> for Vec<E164> {
+    fn from(numbers: TrackingNumbers) -> Self {
+        numbers.0
+    }
+}
+
+/// A campaign's buyers in the order given, each listed once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<CampaignBuyer>", into = "Vec<CampaignBuyer>")]
+pub struct RoutingList(Vec<CampaignBuyer>);
+
+impl RoutingList {
+    pub fn as_slice(&self) -> &[CampaignBuyer] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<CampaignBuyer>> for RoutingList {
+    type Error = String;
+
+    fn try_from(buyers: Vec<CampaignBuyer>) -> Result<Self, Self::Error> {
+        ensure_unique(
+            &buyers,
+            |b| b.buyer_id,
+            |b| format!("buyer {} is listed twice", b.buyer_id),
+        )?;
+        Ok(Self(buyers))
+    }
+}
+
+impl From<RoutingList> for Vec<CampaignBuyer> {
+    fn from(buyers: RoutingList) -> Self {
+        buyers.0
+    }
+}
+
+fn ensure_unique<T, K: Eq + Hash>(
+    items: &[T],
+    key: impl Fn(&T) -> K,
+    describe: impl Fn(&T) -> String,
+) -> Result<(), String> {
+    let mut seen = HashSet::with_capacity(items.len());
+    match items.iter().find(|item| !seen.insert(key(item))) {
+        Some(repeated) => Err(describe(repeated)),
+        None => Ok(()),
+    }
+}
+
+/// A publisher (affiliate, source): who brings callers; named on RTB pings by `external_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publisher {
+    pub name: Name,
+    #[serde(default)]
+    pub external_id: Option<Name>,
+}
+
+impl PlanEntity for Publisher {
+    const KIND: &'static str = "publisher";
+    const OWNED_BY_COMPANY: bool = true;
+
+    fn name(&self) -> &Name {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn error_of<T: DeserializeOwned + std::fmt::Debug>(value: serde_json::Value) -> (String, String) {
+        let err = serde_path_to_error::deserialize::<_, T>(value).unwrap_err();
+        (err.path().to_string(), err.inner().to_string())
+    }
+
+    #[test]
+    fn a_minimal_buyer_gets_the_documented_defaults() {
+        let buyer: Buyer =
+            serde_json::from_value(json!({"name": "Acme", "destination": "+1 415 555 0101"})).unwrap();
+        assert_eq!(buyer.ring_timeout_seconds.get(), 30);
+        assert_eq!(buyer.conversion_seconds.get(), 90);
+        assert_eq!(buyer.dedupe_seconds.get(), 0);
+        assert_eq!(buyer.duplicate_after, DuplicateAfter::Converted);
+        assert_eq!(buyer.caps, Caps::default());
+        assert!(!buyer.paused);
+        assert_eq!(buyer.destination.to_string(), "+14155550101");
+    }
+
+    #[test]
+    fn companies_leave_duplicate_caller_handling_off_unless_asked() {
+        let company: Company = serde_json::from_value(json!({"name": "Acme"})).unwrap();
+        assert!(!company.duplicate_caller_handling);
+    }
+
+    #[test]
+    fn new_convertible_handler_is_new_convertible_buyer() {
+        for mode in ["new_convertible_buyer", "new_convertible_handler"] {
+            let campaign: Campaign =
+                serde_json::from_value(json!({"name": "C", "duplicate_caller_handling": mode})).unwrap();
+            assert_eq!(
+                campaign.duplicate_caller_handling,
+                DuplicateHandling::NewConvertibleBuyer
+            );
+        }
+        let campaign: Campaign = serde_json::from_value(json!({"name": "C"})).unwrap();
+        assert_eq!(campaign.duplicate_caller_handling, DuplicateHandling::Off);
+    }
+
+    #[test]
+    fn invalid_fields_are_named_by_their_path() {
+        let (path, message) = error_of::<Buyer>(json!({"name": "A", "destination": "555-0100"}));
+        assert_eq!(path, "destination");
+        assert!(message.contains("country code"), "{message}");
+
+        let (path, _) =
+            error_of::<Buyer>(json!({"name": "A", "destination": "+14155550101", "caps": {"daily": -1}}));
+        assert_eq!(path, "caps.daily");
+
+        let (path, message) =
+            error_of::<Buyer>(json!({"name": "A", "destination": "+14155550101", "dedupe_second": 5}));
+        assert_eq!(path, "dedupe_second");
+        assert!(message.contains("unknown field `dedupe_second`"), "{message}");
+
+        let (path, message) =
+            error_of::<Campaign>(json!({"name": "C", "numbers": ["+18005550100", "+1 800 555 0100"]}));
+        assert_eq!(path, "numbers");
+        assert!(message.contains("+18005550100 is listed twice"), "{message}");
+
+        let (path, _) = error_of::<Campaign>(json!({"name": "C", "buyers": [{"buyer_id": "nope"}]}));
+        assert_eq!(path, "buyers[0].buyer_id");
+
+        let (path, _) = error_of::<Campaign>(json!({"name": "C", "duplicate_caller_handling": "on"}));
+        assert_eq!(path, "duplicate_caller_handling");
+    }
+
+    #[test]
+    fn a_buyer_listed_twice_in_a_campaign_is_rejected() {
+        let id = BuyerId::generate().to_string();
+        let (path, message) = error_of::<Campaign>(
+            json!({"name": "C", "buyers": [{"buyer_id": id}, {"buyer_id": id, "priority": 2}]}),
+        );
+        assert_eq!(path, "buyers");
+        assert!(message.contains("listed twice"), "{message}");
+    }
+
+    #[test]
+    fn records_show_their_fields_flat() {
+        let record = Record {
+            id: PublisherId::generate(),
+            company_id: Some(CompanyId::generate()),
+            spec: Publisher {
+                name: Name::try_from("Search Partners".to_owned()).unwrap(),
+                external_id: None,
+            },
+            created_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["name"], "Search Partners");
+        assert_eq!(json["created_at"], "1970-01-01T00:00:00Z");
+        assert!(json["company_id"].is_string());
+    }
+}

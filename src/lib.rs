@@ -1,0 +1,3 @@
+//! Switchboard: a call controller for pay-per-call networks.
+
+pub mod domain;
