@@ -1,0 +1,115 @@
+//! Persistence behind a small interface. The rest of the code never sees SQL.
+
+mod sql;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use sql::{Backend, SqlStore};
+
+use crate::{
+    domain::{
+        ids::Id,
+        plan::{Buyer, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, Record},
+    },
+    plan::{ImportReport, Plan},
+};
+
+/// Create, read, update and delete for one kind of plan entity.
+#[async_trait]
+pub trait PlanTable<T: PlanEntity>: Send + Sync {
+    /// Ordered by id, i.e. by creation.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Record<T>>, StoreError>;
+    async fn get(&self, id: Id<T>) -> Result<Record<T>, StoreError>;
+    /// `company` is the owner for every kind but companies themselves, which take `None`.
+    async fn insert(&self, company: Option<CompanyId>, spec: &T) -> Result<Record<T>, StoreError>;
+    /// Replaces the fields; a record whose fields do not change is left as it was, `updated_at`
+    /// included.
+    async fn update(&self, id: Id<T>, spec: &T) -> Result<Record<T>, StoreError>;
+    /// Refused with [`StoreError::Conflict`] while other records refer to this one.
+    async fn delete(&self, id: Id<T>) -> Result<(), StoreError>;
+}
+
+/// Everything Switchboard keeps.
+#[async_trait]
+pub trait Store: PlanTable<Company> + PlanTable<Buyer> + PlanTable<Campaign> + PlanTable<Publisher> {
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Sets (or, with `None`, removes) the campaign's RTB key, kept only as a SHA-256 digest.
+    async fn set_rtb_key(&self, campaign: CampaignId, key_sha256: Option<&str>) -> Result<(), StoreError>;
+    /// Whether the campaign has an RTB key.
+    async fn has_rtb_key(&self, campaign: CampaignId) -> Result<bool, StoreError>;
+    /// Applies a plan in one transaction: all of it or nothing.
+    async fn import_plan(&self, plan: &Plan) -> Result<ImportReport, StoreError>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub company_id: Option<CompanyId>,
+    /// Only records after this id (the last id of the previous page).
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no {kind} with id {id}")]
+    NotFound { kind: &'static str, id: String },
+    /// The change collides with other records: a name or number already taken, a record still
+    /// referred to.
+    #[error("{}", match field { Some(field) => format!("{field}: {message}"), None => message.clone() })]
+    Conflict { field: Option<String>, message: String },
+    /// The change refers to records that do not exist or belong to another company.
+    #[error("{field}: {message}")]
+    InvalidReference { field: String, message: String },
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("stored data cannot be read: {0}")]
+    Corrupt(String),
+    #[error("migrations failed")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("the database failed")]
+    Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    pub(crate) fn not_found<T: PlanEntity>(id: Id<T>) -> Self {
+        Self::NotFound {
+            kind: T::KIND,
+            id: id.to_string(),
+        }
+    }
+
+    pub(crate) fn conflict(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn invalid_reference(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidReference {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &error {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                Self::Unavailable(error)
+            }
+            // The explicit checks name the colliding record; these are the backstop for races.
+            E::Database(db) if db.is_unique_violation() => {
+                Self::conflict(None, "the change collides with an existing record")
+            }
+            E::Database(db) if db.is_foreign_key_violation() => {
+                Self::conflict(None, "the change would break a reference between records")
+            }
+            _ => Self::Database(error),
+        }
+    }
+}

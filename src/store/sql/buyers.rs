@@ -1,0 +1,193 @@
+use async_trait::async_trait;
+use sqlx::AnyConnection;
+
+use super::{Query, SqlEntity, count, enum_text, parse_id, parse_stored, timestamp};
+use crate::{
+    domain::{
+        money::Money,
+        plan::{Buyer, BuyerId, Caps, Record},
+    },
+    store::StoreError,
+};
+
+#[derive(sqlx::FromRow)]
+struct BuyerRow {
+    id: String,
+    company_id: String,
+    name: String,
+    destination: String,
+    ring_timeout_seconds: i64,
+    conversion_seconds: i64,
+    dedupe_seconds: i64,
+    duplicate_after: String,
+    dedupe_group: Option<String>,
+    payout_cents: i64,
+    revenue_cents: i64,
+    cap_concurrency: Option<i64>,
+    cap_hourly: Option<i64>,
+    cap_daily: Option<i64>,
+    cap_monthly: Option<i64>,
+    cap_lifetime: Option<i64>,
+    caps_counted_on: String,
+    business_hours: Option<String>,
+    send_digits: Option<String>,
+    paused: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+fn money(column: &str, cents: i64) -> Result<Money, StoreError> {
+    Money::from_cents(cents).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn cap(column: &str, value: Option<i64>) -> Result<Option<u32>, StoreError> {
+    value.map(|v| count(v, column)).transpose()
+}
+
+impl TryFrom<BuyerRow> for Record<Buyer> {
+    type Error = StoreError;
+
+    fn try_from(row: BuyerRow) -> Result<Self, Self::Error> {
+        let business_hours = row
+            .business_hours
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("business_hours: {e}")))?;
+        Ok(Record {
+            id: parse_id(&row.id)?,
+            company_id: Some(parse_id(&row.company_id)?),
+            spec: Buyer {
+                name: parse_stored("name", row.name.into())?,
+                destination: parse_stored("destination", row.destination.into())?,
+                ring_timeout_seconds: parse_stored("ring_timeout_seconds", row.ring_timeout_seconds.into())?,
+                conversion_seconds: parse_stored("conversion_seconds", row.conversion_seconds.into())?,
+                dedupe_seconds: parse_stored("dedupe_seconds", row.dedupe_seconds.into())?,
+                duplicate_after: parse_stored("duplicate_after", row.duplicate_after.into())?,
+                dedupe_group: parse_stored("dedupe_group", row.dedupe_group.into())?,
+                payout: money("payout_cents", row.payout_cents)?,
+                revenue: money("revenue_cents", row.revenue_cents)?,
+                caps: Caps {
+                    concurrency: cap("cap_concurrency", row.cap_concurrency)?,
+                    hourly: cap("cap_hourly", row.cap_hourly)?,
+                    daily: cap("cap_daily", row.cap_daily)?,
+                    monthly: cap("cap_monthly", row.cap_monthly)?,
+                    lifetime: cap("cap_lifetime", row.cap_lifetime)?,
+                    counted_on: parse_stored("caps_counted_on", row.caps_counted_on.into())?,
+                },
+                business_hours,
+                send_digits: parse_stored("send_digits", row.send_digits.into())?,
+                paused: row.paused != 0,
+            },
+            created_at: timestamp(row.created_at_ms)?,
+            updated_at: timestamp(row.updated_at_ms)?,
+        })
+    }
+}
+
+#[async_trait]
+impl SqlEntity for Buyer {
+    const DELETE: &'static str = "DELETE FROM buyers WHERE id = $1";
+
+    async fn fetch(
+        conn: &mut AnyConnection,
+        query: &Query<'_, Self>,
+    ) -> Result<Vec<Record<Self>>, StoreError> {
+        let rows: Vec<BuyerRow> = sqlx::query_as(
+            "SELECT id, company_id, name, destination, ring_timeout_seconds, conversion_seconds,
+                    dedupe_seconds, duplicate_after, dedupe_group, payout_cents, revenue_cents,
+                    cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime, caps_counted_on,
+                    business_hours, send_digits, paused, created_at_ms, updated_at_ms
+             FROM buyers
+             WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR company_id = $2)
+               AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
+             ORDER BY id LIMIT $5",
+        )
+        .bind(query.id_param())
+        .bind(query.company_param())
+        .bind(query.name_param())
+        .bind(query.after_param())
+        .bind(query.limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter().map(Record::try_from).collect()
+    }
+
+    async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
+        let buyer = &record.spec;
+        let caps = &buyer.caps;
+        let business_hours = buyer
+            .business_hours
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("business_hours: {e}")))?;
+        sqlx::query(
+            "INSERT INTO buyers (id, company_id, name, destination, ring_timeout_seconds,
+                conversion_seconds, dedupe_seconds, duplicate_after, dedupe_group, payout_cents,
+                revenue_cents, cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime,
+                caps_counted_on, business_hours, send_digits, paused, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                $18, $19, $20, $21, $22)
+             ON CONFLICT (id) DO UPDATE SET
+                name = excluded.name, destination = excluded.destination,
+                ring_timeout_seconds = excluded.ring_timeout_seconds,
+                conversion_seconds = excluded.conversion_seconds,
+                dedupe_seconds = excluded.dedupe_seconds, duplicate_after = excluded.duplicate_after,
+                dedupe_group = excluded.dedupe_group, payout_cents = excluded.payout_cents,
+                revenue_cents = excluded.revenue_cents, cap_concurrency = excluded.cap_concurrency,
+                cap_hourly = excluded.cap_hourly, cap_daily = excluded.cap_daily,
+                cap_monthly = excluded.cap_monthly, cap_lifetime = excluded.cap_lifetime,
+                caps_counted_on = excluded.caps_counted_on, business_hours = excluded.business_hours,
+                send_digits = excluded.send_digits, paused = excluded.paused,
+                updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(record.id.to_string())
+        .bind(record.company_id.map(|id| id.to_string()))
+        .bind(buyer.name.as_str())
+        .bind(buyer.destination.to_string())
+        .bind(i64::from(buyer.ring_timeout_seconds.get()))
+        .bind(i64::from(buyer.conversion_seconds.get()))
+        .bind(i64::from(buyer.dedupe_seconds.get()))
+        .bind(enum_text(&buyer.duplicate_after))
+        .bind(buyer.dedupe_group.as_ref().map(|g| g.as_str().to_owned()))
+        .bind(buyer.payout.cents())
+        .bind(buyer.revenue.cents())
+        .bind(caps.concurrency.map(i64::from))
+        .bind(caps.hourly.map(i64::from))
+        .bind(caps.daily.map(i64::from))
+        .bind(caps.monthly.map(i64::from))
+        .bind(caps.lifetime.map(i64::from))
+        .bind(enum_text(&caps.counted_on))
+        .bind(business_hours)
+        .bind(buyer.send_digits.as_ref().map(|d| d.as_str().to_owned()))
+        .bind(i64::from(buyer.paused))
+        .bind(record.created_at.as_millisecond())
+        .bind(record.updated_at.as_millisecond())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn check_unreferenced(conn: &mut AnyConnection, id: BuyerId) -> Result<(), StoreError> {
+        let users: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM campaigns
+             WHERE fallback_buyer_id = $1
+                OR id IN (SELECT campaign_id FROM campaign_buyers WHERE buyer_id = $1)
+             ORDER BY name",
+        )
+        .bind(id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = users.into_iter().map(|(name,)| format!("{name:?}")).collect();
+        Err(StoreError::conflict(
+            None,
+            format!(
+                "the buyer is still used by campaign(s) {}: remove it there first",
+                names.join(", ")
+            ),
+        ))
+    }
+}

@@ -1,0 +1,400 @@
+//! The SQL store: one implementation for SQLite and PostgreSQL through `sqlx::Any`.
+//!
+//! Queries are written once for both engines: `$n` placeholders, times as epoch milliseconds,
+//! flags as 0/1 integers, ids as text. Each engine has its own migrations because their DDL
+//! differs.
+
+mod buyers;
+mod campaigns;
+mod companies;
+mod import;
+mod publishers;
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::{
+    AnyConnection, AnyPool, Executor, Transaction,
+    any::{Any, AnyConnectOptions, AnyPoolOptions},
+    migrate::{MigrateDatabase, Migrator},
+};
+use uuid::Uuid;
+
+use super::{ListFilter, PlanTable, Store, StoreError};
+use crate::{
+    domain::{
+        ids::Id,
+        plan::{CampaignId, CompanyId, PlanEntity, Record},
+        values::Name,
+    },
+    plan::{ImportReport, Plan},
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database engine a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':')?.0;
+        match scheme {
+            "sqlite" => Some(Self::Sqlite),
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects (creating a missing SQLite file) without touching the schema.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).ok_or_else(|| {
+            StoreError::Database(sqlx::Error::Configuration(
+                "the database URL must start with sqlite: or postgres:".into(),
+            ))
+        })?;
+        if backend == Backend::Sqlite && !Any::database_exists(url).await? {
+            Any::create_database(url).await?;
+        }
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                // One writer at a time in SQLite anyway; a few readers alongside it.
+                Backend::Sqlite => 4,
+                Backend::Postgres => 10,
+            })
+            // Fail fast into a clear "unavailable" rather than hanging a request.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        if backend == Backend::Sqlite {
+            // Persistent in the file: readers no longer wait for the writer.
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn connect_and_migrate(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A transaction that will write. SQLite must take its write lock up front: a deferred
+    /// transaction that reads first can fail to upgrade when another writer got there.
+    async fn write_tx(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// Which records of a kind to fetch; every field narrows the result.
+#[derive(Debug)]
+pub(super) struct Query<'a, T> {
+    pub id: Option<Id<T>>,
+    pub company_id: Option<CompanyId>,
+    pub name: Option<&'a Name>,
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+impl<T> Query<'_, T> {
+    fn by_id(id: Id<T>) -> Self {
+        Self {
+            id: Some(id),
+            company_id: None,
+            name: None,
+            after: None,
+            limit: 1,
+        }
+    }
+
+    fn list(filter: &ListFilter) -> Self {
+        Self {
+            id: None,
+            company_id: filter.company_id,
+            name: None,
+            after: filter.after,
+            limit: i64::from(filter.limit),
+        }
+    }
+
+    // Bind values: every filter is an optional text parameter, `NULL` meaning "any".
+    fn id_param(&self) -> Option<String> {
+        self.id.map(|id| id.to_string())
+    }
+    fn company_param(&self) -> Option<String> {
+        self.company_id.map(|id| id.to_string())
+    }
+    fn name_param(&self) -> Option<String> {
+        self.name.map(|name| name.as_str().to_owned())
+    }
+    fn after_param(&self) -> Option<String> {
+        self.after.map(|id| id.to_string())
+    }
+}
+
+impl<'a, T> Query<'a, T> {
+    fn by_name(company_id: Option<CompanyId>, name: &'a Name) -> Self {
+        Self {
+            id: None,
+            company_id,
+            name: Some(name),
+            after: None,
+            limit: 2,
+        }
+    }
+}
+
+/// How one kind of plan entity is kept in SQL. The generic code below does the rest once for
+/// every kind: transactions, not-found, leaving unchanged records alone, name collisions.
+#[async_trait]
+pub(super) trait SqlEntity: PlanEntity {
+    /// `DELETE` of one record by id (`$1`).
+    const DELETE: &'static str;
+
+    async fn fetch(
+        conn: &mut AnyConnection,
+        query: &Query<'_, Self>,
+    ) -> Result<Vec<Record<Self>>, StoreError>;
+
+    /// Checks a new or changed record against the others (names are checked generically).
+    async fn check(_conn: &mut AnyConnection, _record: &Record<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Inserts the record, or updates it in place (keeping `created_at`).
+    async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError>;
+
+    /// Refuses deletion while other records refer to this one.
+    async fn check_unreferenced(_conn: &mut AnyConnection, _id: Id<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Millisecond precision, as stored, so a record returned by a write equals the one read later.
+fn now() -> Timestamp {
+    Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn timestamp(ms: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_millisecond(ms).map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+fn parse_id<K>(text: &str) -> Result<Id<K>, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("`{text}` is not an id")))
+}
+
+/// Reads a stored text value back through the same parser that accepted it.
+fn parse_stored<T: serde::de::DeserializeOwned>(
+    column: &str,
+    value: serde_json::Value,
+) -> Result<T, StoreError> {
+    serde_json::from_value(value).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// The text a unit enum serializes to, as its column stores it.
+fn enum_text<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => String::new(),
+    }
+}
+
+fn count(value: i64, column: &str) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value} is out of range")))
+}
+
+async fn fetch_one<T: SqlEntity>(conn: &mut AnyConnection, id: Id<T>) -> Result<Record<T>, StoreError> {
+    T::fetch(conn, &Query::by_id(id))
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::not_found(id))
+}
+
+async fn find_by_name<T: SqlEntity>(
+    conn: &mut AnyConnection,
+    company_id: Option<CompanyId>,
+    name: &Name,
+) -> Result<Option<Record<T>>, StoreError> {
+    Ok(T::fetch(conn, &Query::by_name(company_id, name)).await?.pop())
+}
+
+async fn check_record<T: SqlEntity>(conn: &mut AnyConnection, record: &Record<T>) -> Result<(), StoreError> {
+    let holder = find_by_name::<T>(conn, record.company_id, record.spec.name()).await?;
+    if holder.is_some_and(|other| other.id != record.id) {
+        let scope = if T::OWNED_BY_COMPANY {
+            " in this company"
+        } else {
+            ""
+        };
+        return Err(StoreError::conflict(
+            Some("name"),
+            format!(
+                "a {} named {:?} already exists{scope}",
+                T::KIND,
+                record.spec.name().as_str()
+            ),
+        ));
+    }
+    T::check(conn, record).await
+}
+
+pub(super) async fn insert_in<T: SqlEntity>(
+    conn: &mut AnyConnection,
+    company_id: Option<CompanyId>,
+    spec: &T,
+) -> Result<Record<T>, StoreError> {
+    match (T::OWNED_BY_COMPANY, company_id) {
+        (true, Some(company)) => match fetch_one(conn, company).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound { .. }) => {
+                let message = format!("no company with id {company}");
+                return Err(StoreError::invalid_reference("company_id", message));
+            }
+            Err(other) => return Err(other),
+        },
+        (false, None) => {}
+        (owned, _) => {
+            return Err(StoreError::Corrupt(format!(
+                "a {} {} a company",
+                T::KIND,
+                if owned { "needs" } else { "cannot have" }
+            )));
+        }
+    }
+    let now = now();
+    let record = Record {
+        id: Id::generate(),
+        company_id,
+        spec: spec.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    check_record(conn, &record).await?;
+    T::write(conn, &record).await?;
+    Ok(record)
+}
+
+/// Returns the record as it now is and whether it changed.
+pub(super) async fn update_in<T: SqlEntity>(
+    conn: &mut AnyConnection,
+    id: Id<T>,
+    spec: &T,
+) -> Result<(Record<T>, bool), StoreError> {
+    let current = fetch_one(conn, id).await?;
+    if current.spec == *spec {
+        return Ok((current, false));
+    }
+    let record = Record {
+        spec: spec.clone(),
+        updated_at: now(),
+        ..current
+    };
+    check_record(conn, &record).await?;
+    T::write(conn, &record).await?;
+    Ok((record, true))
+}
+
+#[async_trait]
+impl<T: SqlEntity> PlanTable<T> for SqlStore {
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Record<T>>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        T::fetch(&mut conn, &Query::list(filter)).await
+    }
+
+    async fn get(&self, id: Id<T>) -> Result<Record<T>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_one(&mut conn, id).await
+    }
+
+    async fn insert(&self, company_id: Option<CompanyId>, spec: &T) -> Result<Record<T>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let record = insert_in(&mut tx, company_id, spec).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn update(&self, id: Id<T>, spec: &T) -> Result<Record<T>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let (record, changed) = update_in(&mut tx, id, spec).await?;
+        if changed {
+            tx.commit().await?;
+        }
+        Ok(record)
+    }
+
+    async fn delete(&self, id: Id<T>) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        fetch_one(&mut tx, id).await?;
+        T::check_unreferenced(&mut tx, id).await?;
+        sqlx::query(T::DELETE)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn set_rtb_key(&self, campaign: CampaignId, key_sha256: Option<&str>) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        campaigns::set_rtb_key(&mut tx, campaign, key_sha256).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn has_rtb_key(&self, campaign: CampaignId) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(campaigns::rtb_key_sha256(&mut conn, campaign).await?.is_some())
+    }
+
+    async fn import_plan(&self, plan: &Plan) -> Result<ImportReport, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let report = import::apply(&mut tx, plan).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+}

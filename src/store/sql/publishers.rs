@@ -1,0 +1,104 @@
+use async_trait::async_trait;
+use sqlx::AnyConnection;
+
+use super::{Query, SqlEntity, parse_id, parse_stored, timestamp};
+use crate::{
+    domain::plan::{Publisher, Record},
+    store::StoreError,
+};
+
+#[derive(sqlx::FromRow)]
+struct PublisherRow {
+    id: String,
+    company_id: String,
+    name: String,
+    external_id: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl TryFrom<PublisherRow> for Record<Publisher> {
+    type Error = StoreError;
+
+    fn try_from(row: PublisherRow) -> Result<Self, Self::Error> {
+        Ok(Record {
+            id: parse_id(&row.id)?,
+            company_id: Some(parse_id(&row.company_id)?),
+            spec: Publisher {
+                name: parse_stored("name", row.name.into())?,
+                external_id: parse_stored("external_id", row.external_id.into())?,
+            },
+            created_at: timestamp(row.created_at_ms)?,
+            updated_at: timestamp(row.updated_at_ms)?,
+        })
+    }
+}
+
+#[async_trait]
+impl SqlEntity for Publisher {
+    const DELETE: &'static str = "DELETE FROM publishers WHERE id = $1";
+
+    async fn fetch(
+        conn: &mut AnyConnection,
+        query: &Query<'_, Self>,
+    ) -> Result<Vec<Record<Self>>, StoreError> {
+        let rows: Vec<PublisherRow> = sqlx::query_as(
+            "SELECT id, company_id, name, external_id, created_at_ms, updated_at_ms
+             FROM publishers
+             WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR company_id = $2)
+               AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
+             ORDER BY id LIMIT $5",
+        )
+        .bind(query.id_param())
+        .bind(query.company_param())
+        .bind(query.name_param())
+        .bind(query.after_param())
+        .bind(query.limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter().map(Record::try_from).collect()
+    }
+
+    async fn check(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
+        let Some(external_id) = &record.spec.external_id else {
+            return Ok(());
+        };
+        let holder: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM publishers WHERE company_id = $1 AND external_id = $2 AND id <> $3",
+        )
+        .bind(record.company_id.map(|id| id.to_string()))
+        .bind(external_id.as_str())
+        .bind(record.id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        match holder {
+            Some((name,)) => Err(StoreError::conflict(
+                Some("external_id"),
+                format!(
+                    "publisher {name:?} already has external id {:?}",
+                    external_id.as_str()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO publishers (id, company_id, name, external_id, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET
+                name = excluded.name, external_id = excluded.external_id,
+                updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(record.id.to_string())
+        .bind(record.company_id.map(|id| id.to_string()))
+        .bind(record.spec.name.as_str())
+        .bind(record.spec.external_id.as_ref().map(|id| id.as_str().to_owned()))
+        .bind(record.created_at.as_millisecond())
+        .bind(record.updated_at.as_millisecond())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
