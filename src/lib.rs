@@ -1,5 +1,16 @@
 //! Switchboard: a call controller for pay-per-call networks.
+//!
+//! - [`domain`]: the pure core (types and rules, no I/O).
+//! - [`store`]: persistence behind a small trait, on SQLite or PostgreSQL.
+//! - [`http`]: webhooks and the API, translating requests to calls into the core.
+//! - [`plan`]: plan files, the routing plan as TOML.
+//! - [`config`], [`telemetry`], [`startup`], [`cli`]: running the service.
 
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod http;
 pub mod plan;
+pub mod startup;
 pub mod store;
+pub mod telemetry;

@@ -1,0 +1,115 @@
+//! The command line: `serve`, `migrate` and `import`.
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    config::Settings,
+    plan::{DEMO_PLAN, Plan},
+    startup::Application,
+    store::{SqlStore, Store},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Call controller for pay-per-call networks"
+)]
+pub struct Cli {
+    /// A TOML settings file; environment variables override what it sets.
+    #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the database up to date, then serve webhooks and the API.
+    Serve {
+        /// Import the demo plan (examples/demo-plan.toml) first; importing it again changes nothing.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Bring the database schema up to date and exit.
+    Migrate,
+    /// Apply a plan file: create what is missing, update what changed, leave the rest alone.
+    Import {
+        /// The plan file (TOML).
+        plan: PathBuf,
+        /// Only check the plan; touch nothing.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { demo } => serve(settings, demo).await,
+        Command::Migrate => {
+            let store = connect(&settings).await?;
+            store.close().await;
+            println!("The database at {} is up to date.", settings.database_url);
+            Ok(())
+        }
+        Command::Import { plan: path, check } => {
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let plan =
+                Plan::parse(&text).with_context(|| format!("{} is not a valid plan", path.display()))?;
+            if check {
+                println!("{} is a valid plan.", path.display());
+                return Ok(());
+            }
+            let store = connect(&settings).await?;
+            let report = store
+                .import_plan(&plan)
+                .await
+                .with_context(|| format!("{} was not imported; nothing changed", path.display()))?;
+            store.close().await;
+            println!("Imported {}: {report}.", path.display());
+            Ok(())
+        }
+    }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<SqlStore> {
+    SqlStore::connect_and_migrate(settings.database_url.expose())
+        .await
+        .with_context(|| format!("cannot open the database at {}", settings.database_url))
+}
+
+async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    let store = connect(&settings).await?;
+    if demo {
+        let plan = Plan::parse(DEMO_PLAN).context("the built-in demo plan is invalid")?;
+        let report = store
+            .import_plan(&plan)
+            .await
+            .context("cannot import the demo plan")?;
+        tracing::info!(%report, "demo plan imported");
+    }
+    if settings.admin_token.is_none() {
+        tracing::warn!("ADMIN_TOKEN is not set: the admin API refuses every request");
+    }
+    if !settings.public_url_configured {
+        tracing::warn!(
+            public_url = %settings.public_url,
+            "PUBLIC_URL is not set: using the bind address, which a telephony provider cannot reach"
+        );
+    }
+    let app = Application::build(&settings, Arc::new(store))
+        .with_context(|| format!("cannot listen on {}", settings.bind))?;
+    tracing::info!(
+        database = %settings.database_url,
+        public_url = %settings.public_url,
+        "Switchboard listening on http://{}",
+        app.address()
+    );
+    app.run_until_stopped()
+        .await
+        .context("the server stopped with an error")
+}

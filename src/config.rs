@@ -1,0 +1,322 @@
+//! Settings: from the environment and an optional TOML file (the environment wins), with
+//! defaults for everything so the service starts with none of them set.
+
+use std::{fmt, net::SocketAddr, path::Path};
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::store::Backend;
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+
+/// Every setting, by its environment variable; a settings file uses the same names in lower case.
+const KEYS: [&str; 6] = [
+    "DATABASE_URL",
+    "BIND",
+    "PUBLIC_URL",
+    "ADMIN_TOKEN",
+    "TWILIO_AUTH_TOKEN",
+    "LOG_FORMAT",
+];
+
+#[derive(Debug)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    pub bind: SocketAddr,
+    /// The base URL the telephony provider reaches us on: callback URLs and signatures use it,
+    /// never the socket address (which a proxy hides).
+    pub public_url: PublicUrl,
+    /// Whether `public_url` was configured or only derived from `bind`.
+    pub public_url_configured: bool,
+    /// Unset: the admin API refuses every request.
+    pub admin_token: Option<SecretString>,
+    pub twilio_auth_token: Option<SecretString>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the settings: {0}")]
+    Source(#[from] config::ConfigError),
+    #[error("{key} is invalid: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str) -> impl FnOnce(String) -> ConfigError {
+    move |message| ConfigError::Invalid { key, message }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    database_url: Option<String>,
+    bind: Option<String>,
+    public_url: Option<String>,
+    admin_token: Option<SecretString>,
+    twilio_auth_token: Option<SecretString>,
+    log_format: Option<String>,
+}
+
+impl Settings {
+    /// Reads the process environment and, if given, the settings file.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_sources(file, std::env::vars())
+    }
+
+    pub fn from_sources(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        // Only our own variables, so a typo in the file is reported rather than ignored.
+        let ours: config::Map<String, String> = environment
+            .into_iter()
+            .filter(|(key, value)| KEYS.contains(&key.as_str()) && !value.is_empty())
+            .collect();
+        let mut builder = Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let raw: Raw = builder
+            .add_source(Environment::default().source(Some(ours)))
+            .build()?
+            .try_deserialize()?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
+        let bind_text = raw.bind.as_deref().unwrap_or(DEFAULT_BIND);
+        let bind: SocketAddr = bind_text
+            .parse()
+            .map_err(|_| format!("`{bind_text}` is not an address:port such as {DEFAULT_BIND}"))
+            .map_err(invalid("BIND"))?;
+        let database_url = DatabaseUrl::parse(raw.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL))
+            .map_err(invalid("DATABASE_URL"))?;
+        let public_url_configured = raw.public_url.is_some();
+        let public_url = match raw.public_url {
+            Some(text) => PublicUrl::parse(&text).map_err(invalid("PUBLIC_URL"))?,
+            None => PublicUrl::derived_from(bind),
+        };
+        if let Some(token) = &raw.admin_token
+            && token.expose_secret().len() < 16
+        {
+            return Err(invalid("ADMIN_TOKEN")(
+                "must be at least 16 characters long".into(),
+            ));
+        }
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid("LOG_FORMAT")(format!(
+                    "`{other}` is neither `human` nor `json`"
+                )));
+            }
+        };
+        Ok(Self {
+            database_url,
+            bind,
+            public_url,
+            public_url_configured,
+            admin_token: raw.admin_token,
+            twilio_auth_token: raw.twilio_auth_token,
+            log_format,
+        })
+    }
+}
+
+/// A database URL; it may hold a password, so it is shown only with the password removed.
+pub struct DatabaseUrl {
+    url: SecretString,
+    backend: Backend,
+}
+
+impl DatabaseUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let backend = Backend::of_url(text)
+            .ok_or_else(|| "must start with sqlite: (embedded) or postgres: (shared)".to_owned())?;
+        if backend == Backend::Postgres {
+            Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
+        }
+        Ok(Self {
+            url: text.to_owned().into(),
+            backend,
+        })
+    }
+
+    pub fn expose(&self) -> &str {
+        self.url.expose_secret()
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Url::parse(self.expose()) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("REDACTED"));
+                f.write_str(url.as_str())
+            }
+            _ => f.write_str(self.expose()),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// The externally visible base URL, without a trailing slash (a path prefix is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("`{text}` must be an http:// or https:// URL with a host"));
+        }
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err(format!(
+                "`{text}` must not carry credentials, a query or a fragment"
+            ));
+        }
+        Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
+    }
+
+    /// For local use only: an unspecified bind address is reached through loopback.
+    pub fn derived_from(bind: SocketAddr) -> Self {
+        let mut address = bind;
+        if address.ip().is_unspecified() {
+            address.set_ip(if bind.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Self(format!("http://{address}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// An absolute URL for `path` (which starts with `/`).
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.0)
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn from_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_sources(None, vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn nothing_is_required() {
+        let settings = from_env(&[("PATH", "/usr/bin"), ("HOME", "/root")]).unwrap();
+        assert_eq!(settings.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(settings.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(settings.database_url.backend(), Backend::Sqlite);
+        assert_eq!(settings.public_url.as_str(), "http://127.0.0.1:8080");
+        assert!(!settings.public_url_configured);
+        assert!(settings.admin_token.is_none());
+        assert_eq!(settings.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn the_public_url_is_derived_from_bind_until_configured() {
+        let settings = from_env(&[("BIND", "0.0.0.0:9000")]).unwrap();
+        assert_eq!(settings.public_url.as_str(), "http://127.0.0.1:9000");
+        let settings = from_env(&[("PUBLIC_URL", "https://calls.example.com/sb/")]).unwrap();
+        assert_eq!(
+            settings.public_url.join("/voice/incoming"),
+            "https://calls.example.com/sb/voice/incoming"
+        );
+        assert!(settings.public_url_configured);
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_by_its_name() {
+        let cases = [
+            ("BIND", "localhost", "BIND is invalid"),
+            ("DATABASE_URL", "mysql://db/x", "DATABASE_URL is invalid"),
+            ("PUBLIC_URL", "ftp://example.com", "PUBLIC_URL is invalid"),
+            ("PUBLIC_URL", "https://example.com/?a=1", "PUBLIC_URL is invalid"),
+            ("ADMIN_TOKEN", "short", "ADMIN_TOKEN is invalid"),
+            ("LOG_FORMAT", "xml", "LOG_FORMAT is invalid"),
+        ];
+        for (key, value, expected) in cases {
+            let err = from_env(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let settings = from_env(&[
+            ("ADMIN_TOKEN", "admin-token-0123456789"),
+            ("TWILIO_AUTH_TOKEN", "twilio-secret-abc"),
+            ("DATABASE_URL", "postgres://sb:hunter2@db.internal/switchboard"),
+        ])
+        .unwrap();
+        let shown = format!("{settings:?} {}", settings.database_url);
+        for secret in ["admin-token-0123456789", "twilio-secret-abc", "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(
+            shown.contains("postgres://sb:REDACTED@db.internal/switchboard"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_settings_file_is_read_and_the_environment_overrides_it() {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        writeln!(file, "bind = \"127.0.0.1:7000\"\nlog_format = \"json\"").unwrap();
+        let settings = Settings::from_sources(
+            Some(file.path()),
+            [("BIND".to_owned(), "127.0.0.1:7001".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(settings.bind.port(), 7001);
+        assert_eq!(settings.log_format, LogFormat::Json);
+
+        let mut typo = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        writeln!(typo, "bnd = \"127.0.0.1:7000\"").unwrap();
+        let err = Settings::from_sources(Some(typo.path()), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bnd"), "{err}");
+    }
+}

@@ -1,0 +1,245 @@
+//! The admin API over the routing plan: the same operations for every kind of entity.
+//!
+//! `POST /{kind}` creates (`company_id` in the body for kinds a company owns), `GET /{kind}`
+//! lists (`?company_id=&after=&limit=`), and `/{kind}/{id}` is read with `GET`, replaced with
+//! `PUT`, merged with `PATCH` (RFC 7396 JSON merge patch) and removed with `DELETE`.
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{auth::Admin, error::ApiError, json};
+use crate::{
+    domain::{
+        ids::Id,
+        plan::{Campaign, CampaignId, CompanyId, PlanEntity, Record},
+        values::RtbKey,
+    },
+    store::{ListFilter, PlanTable, Store},
+};
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// The routes of one kind of entity, under `path`.
+pub fn resource<T: PlanEntity>(path: &str) -> actix_web::Scope
+where
+    dyn Store: PlanTable<T>,
+{
+    web::scope(path)
+        .route("", web::get().to(list::<T>))
+        .route("", web::post().to(create::<T>))
+        .route("/{id}", web::get().to(get::<T>))
+        .route("/{id}", web::put().to(replace::<T>))
+        .route("/{id}", web::patch().to(patch::<T>))
+        .route("/{id}", web::delete().to(delete::<T>))
+}
+
+/// A campaign's RTB key, which the campaign record never shows.
+pub fn rtb_key_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/campaigns/{id}/rtb_key", web::get().to(rtb_key_status))
+        .route("/campaigns/{id}/rtb_key", web::put().to(set_rtb_key))
+        .route("/campaigns/{id}/rtb_key", web::delete().to(delete_rtb_key));
+}
+
+type StoreData = web::Data<dyn Store>;
+
+fn parse_id<T: PlanEntity>(text: &str) -> Result<Id<T>, ApiError> {
+    // An id that cannot exist is simply not found.
+    text.parse()
+        .map_err(|_| ApiError::NotFound(format!("no {} with id {text}", T::KIND)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    company_id: Option<CompanyId>,
+    after: Option<Uuid>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Page<T: PlanEntity> {
+    data: Vec<Record<T>>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<Id<T>>,
+}
+
+async fn list<T: PlanEntity>(
+    _: Admin,
+    store: StoreData,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError>
+where
+    dyn Store: PlanTable<T>,
+{
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let filter = ListFilter {
+        company_id: params.company_id,
+        after: params.after,
+        limit,
+    };
+    let data = PlanTable::<T>::list(store.as_ref(), &filter).await?;
+    let next_after = match data.last() {
+        Some(last) if data.len() == limit as usize => Some(last.id),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(Page { data, next_after }))
+}
+
+async fn get<T: PlanEntity>(
+    _: Admin,
+    store: StoreData,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError>
+where
+    dyn Store: PlanTable<T>,
+{
+    let record = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(record))
+}
+
+async fn create<T: PlanEntity>(
+    _: Admin,
+    store: StoreData,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError>
+where
+    dyn Store: PlanTable<T>,
+{
+    let mut fields = json::object(&body)?;
+    let company_id = if T::OWNED_BY_COMPANY {
+        let value = fields
+            .remove("company_id")
+            .ok_or_else(|| ApiError::invalid("company_id", "missing field `company_id`"))?;
+        let id = serde_json::from_value::<CompanyId>(value)
+            .map_err(|e| ApiError::invalid("company_id", e.to_string()))?;
+        Some(id)
+    } else {
+        None
+    };
+    let spec: T = json::typed(Value::Object(fields))?;
+    let record = PlanTable::<T>::insert(store.as_ref(), company_id, &spec).await?;
+    let location = format!("{}/{}", req.path().trim_end_matches('/'), record.id);
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .json(record))
+}
+
+async fn replace<T: PlanEntity>(
+    _: Admin,
+    store: StoreData,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError>
+where
+    dyn Store: PlanTable<T>,
+{
+    let current = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
+    let mut fields = json::object(&body)?;
+    remove_read_only(&mut fields, &current)?;
+    let spec: T = json::typed(Value::Object(fields))?;
+    let record = PlanTable::<T>::update(store.as_ref(), current.id, &spec).await?;
+    Ok(HttpResponse::Ok().json(record))
+}
+
+async fn patch<T: PlanEntity>(
+    _: Admin,
+    store: StoreData,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError>
+where
+    dyn Store: PlanTable<T>,
+{
+    let current = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
+    let mut changes = json::object(&body)?;
+    remove_read_only(&mut changes, &current)?;
+    let mut merged = serde_json::to_value(&current.spec).map_err(|_| ApiError::Internal)?;
+    json_patch::merge(&mut merged, &Value::Object(changes));
+    let spec: T = json::typed(merged)?;
+    let record = PlanTable::<T>::update(store.as_ref(), current.id, &spec).await?;
+    Ok(HttpResponse::Ok().json(record))
+}
+
+async fn delete<T: PlanEntity>(
+    _: Admin,
+    store: StoreData,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError>
+where
+    dyn Store: PlanTable<T>,
+{
+    PlanTable::<T>::delete(store.as_ref(), parse_id(&id)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Lets a client send back what it read: the fields the store assigns are dropped, as long as
+/// the body does not try to change the record's identity.
+fn remove_read_only<T: PlanEntity>(
+    fields: &mut Map<String, Value>,
+    current: &Record<T>,
+) -> Result<(), ApiError> {
+    let identity = [
+        ("id", Some(current.id.to_string())),
+        ("company_id", current.company_id.map(|id| id.to_string())),
+    ];
+    for (key, value) in identity {
+        match fields.remove(key) {
+            Some(sent) if sent.as_str() != value.as_deref() => {
+                return Err(ApiError::invalid(
+                    key,
+                    format!("a {}'s {key} cannot change", T::KIND),
+                ));
+            }
+            _ => {}
+        }
+    }
+    fields.remove("created_at");
+    fields.remove("updated_at");
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RtbKeyRequest {
+    key: Option<RtbKey>,
+}
+
+#[derive(Serialize)]
+struct RtbKeyStatus {
+    configured: bool,
+}
+
+async fn rtb_key_status(_: Admin, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let configured = store.has_rtb_key(parse_id::<Campaign>(&id)?).await?;
+    Ok(HttpResponse::Ok().json(RtbKeyStatus { configured }))
+}
+
+/// Sets the key given, or a new random one, and shows it this once: only its digest is kept.
+async fn set_rtb_key(
+    _: Admin,
+    store: StoreData,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let campaign: CampaignId = parse_id(&id)?;
+    let request: RtbKeyRequest = json::typed(Value::Object(json::object(&body)?))?;
+    let key = request.key.unwrap_or_else(RtbKey::generate);
+    store.set_rtb_key(campaign, Some(&key.sha256_hex())).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "key": key.expose() })))
+}
+
+async fn delete_rtb_key(_: Admin, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    store.set_rtb_key(parse_id::<Campaign>(&id)?, None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
