@@ -1,5 +1,7 @@
 //! Logs and spans through `tracing`: human-readable by default, JSON lines on request.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{
     EnvFilter,
     fmt::{self, format::FmtSpan},
@@ -17,7 +19,12 @@ pub fn init(format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match format {
         LogFormat::Human => registry
-            .with(fmt::layer().with_span_events(FmtSpan::CLOSE))
+            .with(
+                fmt::layer()
+                    // Colours for a terminal only: log files and collectors get plain text.
+                    .with_ansi(std::io::stdout().is_terminal())
+                    .with_span_events(FmtSpan::CLOSE),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(

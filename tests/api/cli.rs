@@ -1,0 +1,196 @@
+//! The `switchboard` binary as an operator runs it.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+
+use crate::helpers::{ADMIN_TOKEN, expect_json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// The binary in `dir`, with none of the developer's own settings leaking in.
+fn switchboard(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command.current_dir(dir);
+    for key in [
+        "DATABASE_URL",
+        "BIND",
+        "PUBLIC_URL",
+        "ADMIN_TOKEN",
+        "TWILIO_AUTH_TOKEN",
+        "LOG_FORMAT",
+        "SWITCHBOARD_CONFIG",
+        "RUST_LOG",
+    ] {
+        command.env_remove(key);
+    }
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("run switchboard")
+}
+
+/// A running `serve`, killed when dropped.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut child = switchboard(dir)
+            .args(args)
+            .env("BIND", "127.0.0.1:0")
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start switchboard");
+        let stdout = child.stdout.take().expect("stdout");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    /// The address from the "listening on" line.
+    fn address(&self) -> String {
+        let line = self.wait_for("Switchboard listening on ");
+        let rest = line.split("listening on ").nth(1).expect("an address");
+        rest.split_whitespace().next().expect("an address").to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[actix_web::test]
+async fn serve_demo_starts_on_a_fresh_machine_and_says_where_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    {
+        let server = Server::start(dir.path(), &["serve", "--demo"]);
+        let imported = server.wait_for("demo plan imported");
+        assert!(imported.contains("campaigns: 2 created"), "{imported}");
+        let address = server.address();
+        let health = client.get(format!("{address}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let campaigns = client
+            .get(format!("{address}/api/v1/campaigns"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let campaigns = expect_json(campaigns, StatusCode::OK).await;
+        assert_eq!(campaigns["data"].as_array().unwrap().len(), 2);
+    }
+    assert!(
+        dir.path().join("switchboard.db").exists(),
+        "the embedded database is a file in the working directory"
+    );
+
+    let server = Server::start(dir.path(), &["serve", "--demo"]);
+    let imported = server.wait_for("demo plan imported");
+    assert!(
+        imported.contains("campaigns: 0 created, 0 updated, 2 unchanged"),
+        "{imported}"
+    );
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(switchboard(dir.path()).arg("migrate").env("BIND", "everywhere"));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("BIND is invalid"), "{stderr}");
+
+    let output = run(switchboard(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", "mysql://db/switchboard"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+    assert!(!dir.path().join("switchboard.db").exists(), "nothing was created");
+}
+
+#[test]
+fn a_settings_file_can_hold_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.toml"),
+        "database_url = \"sqlite://from-file.db\"\n",
+    )
+    .unwrap();
+    let output = run(switchboard(dir.path()).args(["--config", "settings.toml", "migrate"]));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.path().join("from-file.db").exists());
+}
+
+#[test]
+fn migrate_and_import_report_what_they_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(switchboard(dir.path()).arg("migrate"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.path().join("switchboard.db").exists());
+
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo-plan.toml");
+    let output = run(switchboard(dir.path()).args(["import", demo]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("buyers: 5 created"),
+        "{stdout}"
+    );
+    let output = run(switchboard(dir.path()).args(["import", demo]));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("buyers: 0 created, 0 updated, 5 unchanged"));
+
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[companies]]\nname = \"X\"\n[[companies.campaigns]]\nname = \"C\"\nbuyers = [{ buyer = \"Ghost\" }]\n",
+    )
+    .unwrap();
+    let output = run(switchboard(dir.path()).args(["import", "bad.toml"]));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("companies[0].campaigns[0].buyers[0].buyer"),
+        "{stderr}"
+    );
+
+    let output = run(switchboard(dir.path()).args(["import", "--check", demo]));
+    assert!(output.status.success());
+}

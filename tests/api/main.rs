@@ -1,0 +1,8 @@
+//! Integration tests: one binary, so the crate links once.
+
+mod helpers;
+
+mod admin_api;
+mod cli;
+mod plan_import;
+mod store;
