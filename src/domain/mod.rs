@@ -1,9 +1,13 @@
 //! The pure core: domain types and rules, no I/O.
 
+pub mod call;
+pub mod dedupe;
 pub mod destination;
 pub mod ids;
 pub mod money;
 pub mod phone;
 pub mod plan;
+pub mod routing;
 pub mod schedule;
+pub mod twiml;
 pub mod values;

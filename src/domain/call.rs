@@ -1,0 +1,520 @@
+//! A live call: who is calling, where it is in its life, and every buyer it was offered to.
+//!
+//! [`CallRecord`] is the whole state of a call. It changes only through its transition methods,
+//! is persisted after every webhook, and can be rebuilt from the store, so a call survives the
+//! actor (or the process) that was handling it.
+
+use std::{collections::HashSet, fmt};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    phone::E164,
+    plan::{BuyerId, CampaignId, CompanyId},
+};
+
+/// The provider's id of a call. Twilio's are `CA` and 32 hex digits; other Twilio-compatible
+/// providers use UUIDs, so any 2–64 letters, digits, `-` and `_` are accepted (the id goes into
+/// callback URLs, so nothing else may).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CallSid(String);
+
+impl CallSid {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let valid = (2..=64).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!("`{text}` is not a call id"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CallSid {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
+    }
+}
+
+impl From<CallSid> for String {
+    fn from(sid: CallSid) -> Self {
+        sid.0
+    }
+}
+
+impl fmt::Display for CallSid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who is calling. A withheld or non-telephone caller id (`anonymous`, empty, `client:alice`)
+/// still routes, but cannot be de-duplicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Number(E164),
+    Unknown(String),
+}
+
+impl Caller {
+    pub fn from_provider(from: &str) -> Self {
+        match E164::from_provider(from.trim()) {
+            Ok(number) => Self::Number(number),
+            Err(_) => Self::Unknown(from.to_owned()),
+        }
+    }
+
+    pub fn number(&self) -> Option<&E164> {
+        match self {
+            Self::Number(number) => Some(number),
+            Self::Unknown(_) => None,
+        }
+    }
+
+    /// What the provider sent.
+    pub fn raw(&self) -> &str {
+        match self {
+            Self::Number(number) => number.as_str(),
+            Self::Unknown(raw) => raw,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// Arrived; no buyer dialed yet.
+    Routing,
+    /// A buyer's phone is ringing.
+    Dialing,
+    /// The caller is talking to a buyer.
+    Connected,
+    Ended,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It reached a buyer (possibly the fallback buyer, possibly after a redirect).
+    Connected,
+    /// Switchboard ended it on purpose: nobody was left to take it. See [`DropReason`].
+    Dropped,
+    /// The caller hung up before a buyer answered.
+    Abandoned,
+    /// The number dialed belongs to no campaign.
+    Rejected,
+}
+
+/// Why a call was dropped: the reason that kept the most buyers out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Every buyer left would have considered the call a duplicate.
+    Duplicate,
+    /// Buyers were dialed; none answered.
+    Unanswered,
+    /// The campaign had no buyer that could take calls (none listed, or all paused).
+    NoBuyer,
+    /// The number dialed belongs to no campaign.
+    UnknownNumber,
+}
+
+/// `DialCallStatus`: how a `<Dial>` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DialStatus {
+    /// Answered and connected (the buyer or the caller then hung up).
+    Completed,
+    /// Answered (conferences only).
+    Answered,
+    Busy,
+    NoAnswer,
+    Failed,
+    Canceled,
+}
+
+impl DialStatus {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned()))
+            .map_err(|_| format!("`{text}` is not a DialCallStatus"))
+    }
+
+    pub fn connected(self) -> bool {
+        matches!(self, Self::Completed | Self::Answered)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    /// A buyer of the campaign's list.
+    Buyer,
+    /// The campaign's fallback buyer, dialed duplicates or not.
+    Fallback,
+}
+
+/// One buyer dialed for this call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1, 2, …: part of the callback URLs, so late callbacks of an earlier attempt are told apart.
+    pub number: u32,
+    pub buyer_id: BuyerId,
+    pub campaign_id: CampaignId,
+    pub kind: AttemptKind,
+    /// Whether the call is a duplicate for this buyer: predicted when dialed, settled when the
+    /// leg ends. `None` for an unknown caller.
+    pub duplicate: Option<bool>,
+    pub status: Option<DialStatus>,
+    pub connected_seconds: Option<u32>,
+    pub converted: bool,
+    pub started_at: Timestamp,
+    pub answered_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+}
+
+/// The whole state of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub sid: CallSid,
+    pub caller: Caller,
+    /// The number dialed (`To`), as sent.
+    pub called: String,
+    pub company_id: Option<CompanyId>,
+    /// The campaign routing the call now.
+    pub campaign_id: Option<CampaignId>,
+    /// Every campaign the call was routed in, in order (redirects never revisit one).
+    pub visited: Vec<CampaignId>,
+    pub state: CallState,
+    pub outcome: Option<Outcome>,
+    pub drop_reason: Option<DropReason>,
+    pub attempts: Vec<Attempt>,
+    /// Buyers skipped because the call would have been a duplicate for them.
+    pub duplicates_avoided: u32,
+    pub started_at: Timestamp,
+    pub state_changed_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    /// How many timeline entries are stored; the next one is numbered after them.
+    pub timeline_len: u32,
+}
+
+impl CallRecord {
+    pub fn new(sid: CallSid, caller: Caller, called: String, now: Timestamp) -> Self {
+        Self {
+            sid,
+            caller,
+            called,
+            company_id: None,
+            campaign_id: None,
+            visited: Vec::new(),
+            state: CallState::Routing,
+            outcome: None,
+            drop_reason: None,
+            attempts: Vec::new(),
+            duplicates_avoided: 0,
+            started_at: now,
+            state_changed_at: now,
+            ended_at: None,
+            timeline_len: 0,
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.state == CallState::Ended
+    }
+
+    /// Buyers already dialed on this call, in any campaign.
+    pub fn tried(&self) -> HashSet<BuyerId> {
+        self.attempts.iter().map(|a| a.buyer_id).collect()
+    }
+
+    pub fn current_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    pub fn attempt(&self, number: u32) -> Option<&Attempt> {
+        self.attempts.iter().find(|a| a.number == number)
+    }
+
+    /// The attempt that connected the caller to a buyer, if any.
+    pub fn connected_attempt(&self) -> Option<&Attempt> {
+        self.attempts
+            .iter()
+            .find(|a| a.answered_at.is_some() || a.status.is_some_and(DialStatus::connected))
+    }
+
+    fn set_state(&mut self, state: CallState, now: Timestamp) {
+        if self.state != state {
+            self.state = state;
+            self.state_changed_at = now;
+        }
+    }
+
+    /// The call is now routed in `campaign` (its first, or a redirect's target).
+    pub fn enter_campaign(&mut self, company: CompanyId, campaign: CampaignId) {
+        self.company_id = Some(company);
+        self.campaign_id = Some(campaign);
+        if !self.visited.contains(&campaign) {
+            self.visited.push(campaign);
+        }
+    }
+
+    pub fn begin_attempt(
+        &mut self,
+        buyer_id: BuyerId,
+        campaign_id: CampaignId,
+        kind: AttemptKind,
+        duplicate: Option<bool>,
+        now: Timestamp,
+    ) -> &Attempt {
+        let number = self.attempts.last().map_or(1, |a| a.number + 1);
+        self.attempts.push(Attempt {
+            number,
+            buyer_id,
+            campaign_id,
+            kind,
+            duplicate,
+            status: None,
+            connected_seconds: None,
+            converted: false,
+            started_at: now,
+            answered_at: None,
+            ended_at: None,
+        });
+        self.set_state(CallState::Dialing, now);
+        &self.attempts[self.attempts.len() - 1]
+    }
+
+    /// The buyer answered attempt `number`. Returns whether this is news.
+    pub fn leg_answered(&mut self, number: u32, now: Timestamp) -> bool {
+        let is_current = self.current_attempt().is_some_and(|a| a.number == number);
+        let Some(attempt) = self.attempts.iter_mut().find(|a| a.number == number) else {
+            return false;
+        };
+        if attempt.answered_at.is_some() {
+            return false;
+        }
+        attempt.answered_at = Some(now);
+        if is_current && self.state == CallState::Dialing {
+            self.set_state(CallState::Connected, now);
+        }
+        true
+    }
+
+    /// The `<Dial>` of attempt `number` ended. `duplicate` is the settled de-dupe status for its
+    /// buyer (as of now), `conversion_seconds` the buyer's rule. Returns the attempt as settled,
+    /// or `None` for an attempt this call never made (or one already settled).
+    pub fn attempt_ended(
+        &mut self,
+        number: u32,
+        status: DialStatus,
+        connected_seconds: u32,
+        duplicate: Option<bool>,
+        conversion_seconds: u32,
+        now: Timestamp,
+    ) -> Option<Attempt> {
+        let attempt = self.attempts.iter_mut().find(|a| a.number == number)?;
+        if attempt.status.is_some() {
+            return None;
+        }
+        attempt.status = Some(status);
+        attempt.ended_at = Some(now);
+        if status.connected() {
+            attempt.answered_at.get_or_insert(now);
+            attempt.connected_seconds = Some(connected_seconds);
+            attempt.duplicate = duplicate;
+            attempt.converted = duplicate != Some(true) && connected_seconds >= conversion_seconds;
+        }
+        let settled = attempt.clone();
+        if status.connected() && !self.is_ended() {
+            self.set_state(CallState::Connected, now);
+        }
+        Some(settled)
+    }
+
+    pub fn end(&mut self, outcome: Outcome, reason: Option<DropReason>, now: Timestamp) {
+        if self.is_ended() {
+            return;
+        }
+        self.outcome = Some(outcome);
+        self.drop_reason = reason;
+        self.ended_at = Some(now);
+        self.set_state(CallState::Ended, now);
+    }
+
+    /// The provider says the call is over: it connected, or the caller gave up first.
+    pub fn hung_up(&mut self, now: Timestamp) {
+        let outcome = if self.connected_attempt().is_some() {
+            Outcome::Connected
+        } else {
+            Outcome::Abandoned
+        };
+        self.end(outcome, None, now);
+    }
+
+    /// Whether the call was a duplicate for the buyer it reached.
+    pub fn duplicate(&self) -> Option<bool> {
+        self.connected_attempt().and_then(|a| a.duplicate)
+    }
+
+    pub fn converted(&self) -> bool {
+        self.attempts.iter().any(|a| a.converted)
+    }
+}
+
+/// What Switchboard tells the provider to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// `<Dial>` a buyer; callbacks name the attempt.
+    Dial {
+        attempt: u32,
+        destination: super::destination::Destination,
+        ring_timeout_seconds: u32,
+        send_digits: Option<String>,
+    },
+    /// `<Redirect>` the call into another campaign.
+    Redirect { campaign: CampaignId },
+    /// Nobody is left: say so and hang up.
+    End,
+    /// The conversation is over.
+    Hangup,
+    /// The number belongs to no campaign: refuse the call unanswered.
+    Reject,
+    /// An acknowledgement (status callbacks): nothing to do.
+    Acknowledge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid() -> CallSid {
+        CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    #[test]
+    fn call_ids_are_restricted_to_what_fits_in_a_url() {
+        assert!(CallSid::parse("CA0123456789abcdef0123456789abcdef").is_ok());
+        assert!(CallSid::parse("9f6e3b52-7c1b-4f3e-a7d2-1a2b3c4d5e6f").is_ok());
+        for bad in ["", "C", "../../etc/passwd", "CA 12", "CA%2F", &"A".repeat(65)] {
+            assert!(CallSid::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn withheld_and_non_phone_callers_are_unknown() {
+        assert!(Caller::from_provider("+14155550123").number().is_some());
+        for raw in ["anonymous", "", "client:alice", "unknown", "266696687", "sip:a@b"] {
+            let caller = Caller::from_provider(raw);
+            assert_eq!(caller.number(), None, "{raw:?}");
+            assert_eq!(caller.raw(), raw);
+        }
+    }
+
+    #[test]
+    fn dial_statuses_read_as_twilio_writes_them() {
+        assert_eq!(DialStatus::parse("no-answer").unwrap(), DialStatus::NoAnswer);
+        assert!(DialStatus::parse("completed").unwrap().connected());
+        assert!(!DialStatus::parse("busy").unwrap().connected());
+        assert!(DialStatus::parse("ringing").is_err());
+    }
+
+    #[test]
+    fn a_call_moves_from_routing_to_dialing_to_connected_to_ended() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let mut call = CallRecord::new(
+            sid(),
+            Caller::from_provider("+14155550123"),
+            "+18005550100".into(),
+            t0,
+        );
+        assert_eq!(call.state, CallState::Routing);
+        let buyer = BuyerId::generate();
+        let campaign = CampaignId::generate();
+        assert_eq!(
+            call.begin_attempt(buyer, campaign, AttemptKind::Buyer, Some(false), t0)
+                .number,
+            1
+        );
+        assert_eq!(call.state, CallState::Dialing);
+        assert!(call.leg_answered(1, t0));
+        assert!(
+            !call.leg_answered(1, t0),
+            "a repeated answered callback is no news"
+        );
+        assert_eq!(call.state, CallState::Connected);
+        let settled = call
+            .attempt_ended(1, DialStatus::Completed, 120, Some(false), 90, t0)
+            .unwrap();
+        assert!(settled.converted);
+        assert!(
+            call.attempt_ended(1, DialStatus::Completed, 120, Some(false), 90, t0)
+                .is_none()
+        );
+        call.hung_up(t0);
+        assert_eq!(
+            (call.state, call.outcome),
+            (CallState::Ended, Some(Outcome::Connected))
+        );
+        assert_eq!(call.duplicate(), Some(false));
+        assert!(call.converted());
+    }
+
+    #[test]
+    fn short_or_duplicate_connections_do_not_convert() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let mut call = CallRecord::new(
+            sid(),
+            Caller::from_provider("+14155550123"),
+            "+18005550100".into(),
+            t0,
+        );
+        let (a, b, c) = (BuyerId::generate(), BuyerId::generate(), CampaignId::generate());
+        call.begin_attempt(a, c, AttemptKind::Buyer, Some(false), t0);
+        assert!(
+            !call
+                .attempt_ended(1, DialStatus::Completed, 89, Some(false), 90, t0)
+                .unwrap()
+                .converted
+        );
+        call.begin_attempt(b, c, AttemptKind::Buyer, Some(false), t0);
+        let settled = call
+            .attempt_ended(2, DialStatus::Completed, 300, Some(true), 90, t0)
+            .unwrap();
+        assert!(!settled.converted, "a duplicate is not paid");
+    }
+
+    #[test]
+    fn a_caller_who_hangs_up_before_anyone_answers_abandoned_the_call() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let mut call = CallRecord::new(
+            sid(),
+            Caller::Unknown("anonymous".into()),
+            "+18005550100".into(),
+            t0,
+        );
+        call.begin_attempt(
+            BuyerId::generate(),
+            CampaignId::generate(),
+            AttemptKind::Buyer,
+            None,
+            t0,
+        );
+        call.attempt_ended(1, DialStatus::NoAnswer, 0, None, 90, t0);
+        call.hung_up(t0);
+        assert_eq!(call.outcome, Some(Outcome::Abandoned));
+        call.end(Outcome::Dropped, Some(DropReason::Unanswered), t0);
+        assert_eq!(call.outcome, Some(Outcome::Abandoned), "an end is final");
+    }
+}

@@ -1,0 +1,358 @@
+//! De-duplication: would this call be a duplicate for that buyer?
+//!
+//! A call is a duplicate for a buyer when the caller already converted with the buyer (or, for
+//! `duplicate_after = connected`, was connected to it) less than the buyer's `dedupe_seconds`
+//! ago; buyers in a `dedupe_group` share that history. The [`DedupeIndex`] keeps only the
+//! latest touch per caller and scope, so a check costs the same however long the history is.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+
+use super::{
+    phone::E164,
+    plan::{Buyer, BuyerId, CompanyId, DuplicateAfter, Record},
+};
+
+/// Whose history a buyer's de-dupe consults: the buyer's own, or its group's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Buyer(BuyerId),
+    Group { company: CompanyId, name: String },
+}
+
+impl Scope {
+    /// The scope a buyer's rule checks.
+    pub fn checked_by(buyer: &Record<Buyer>) -> Self {
+        match (&buyer.spec.dedupe_group, buyer.company_id) {
+            (Some(group), Some(company)) => Self::Group {
+                company,
+                name: group.as_str().to_owned(),
+            },
+            _ => Self::Buyer(buyer.id),
+        }
+    }
+
+    /// Every scope a touch with this buyer counts in: its own, and its group's. Keeping the
+    /// buyer's own history too means leaving a group loses nothing.
+    pub fn touched_by(buyer: &Record<Buyer>) -> Vec<Self> {
+        let own = Self::Buyer(buyer.id);
+        match Self::checked_by(buyer) {
+            group @ Self::Group { .. } => vec![own, group],
+            _ => vec![own],
+        }
+    }
+
+    /// The stored form: `buyer:<id>` or `group:<company id>:<name>`.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Buyer(id) => format!("buyer:{id}"),
+            Self::Group { company, name } => format!("group:{company}:{name}"),
+        }
+    }
+
+    pub fn parse_key(key: &str) -> Result<Self, String> {
+        let invalid = || format!("`{key}` is not a de-dupe scope");
+        match key.split_once(':') {
+            Some(("buyer", id)) => id.parse().map(Self::Buyer).map_err(|_| invalid()),
+            Some(("group", rest)) => {
+                let (company, name) = rest.split_once(':').ok_or_else(invalid)?;
+                Ok(Self::Group {
+                    company: company.parse().map_err(|_| invalid())?,
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(invalid()),
+        }
+    }
+}
+
+/// What happened between a caller and a buyer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    Connected,
+    /// A conversion is also a connection.
+    Converted,
+}
+
+/// The latest touches of one caller within one scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub last_connected: Option<Timestamp>,
+    pub last_converted: Option<Timestamp>,
+}
+
+/// A buyer's de-dupe rule, as a check needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub buyer: BuyerId,
+    pub scope: Scope,
+    pub window_seconds: u32,
+    pub after: DuplicateAfter,
+}
+
+impl Rule {
+    pub fn of(buyer: &Record<Buyer>) -> Self {
+        Self {
+            buyer: buyer.id,
+            scope: Scope::checked_by(buyer),
+            window_seconds: buyer.spec.dedupe_seconds.get(),
+            after: buyer.spec.duplicate_after,
+        }
+    }
+
+    /// Duplicate when the touch the rule counts happened less than the window before `at`: a
+    /// window of 60 s makes a call 59.999 s after a conversion a duplicate and one at 60 s new.
+    /// A touch stamped after `at` (clocks of two nodes disagreeing) counts as inside the window.
+    pub fn is_duplicate(&self, mark: &Mark, at: Timestamp) -> bool {
+        if self.window_seconds == 0 {
+            return false;
+        }
+        let last = match self.after {
+            DuplicateAfter::Converted => mark.last_converted,
+            DuplicateAfter::Connected => mark.last_connected.max(mark.last_converted),
+        };
+        let window_ms = i64::from(self.window_seconds) * 1000;
+        last.is_some_and(|t| at.as_millisecond() - t.as_millisecond() < window_ms)
+    }
+}
+
+const NEVER: i64 = i64::MIN;
+
+/// One caller's latest touches in one scope, in milliseconds (`NEVER` when none).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    scope: u32,
+    connected_ms: i64,
+    converted_ms: i64,
+}
+
+/// The latest touch of every caller with every scope, in memory.
+#[derive(Debug, Default)]
+pub struct DedupeIndex {
+    callers: HashMap<u64, Vec<Entry>>,
+    scope_ids: HashMap<Scope, u32>,
+    entries: usize,
+}
+
+/// E.164 is at most 15 digits, so a number fits a `u64`: a cheap key.
+fn caller_key(caller: &E164) -> u64 {
+    caller.as_str()[1..].parse().unwrap_or_default()
+}
+
+fn to_timestamp(ms: i64) -> Option<Timestamp> {
+    (ms != NEVER)
+        .then(|| Timestamp::from_millisecond(ms).ok())
+        .flatten()
+}
+
+impl DedupeIndex {
+    /// Records a touch; older news never overwrites newer.
+    pub fn record(&mut self, caller: &E164, scope: &Scope, touch: Touch, at: Timestamp) {
+        let next_id = self.scope_ids.len() as u32;
+        let scope = *self.scope_ids.entry(scope.clone()).or_insert(next_id);
+        let entries = self.callers.entry(caller_key(caller)).or_default();
+        let i = match entries.iter().position(|e| e.scope == scope) {
+            Some(i) => i,
+            None => {
+                self.entries += 1;
+                entries.push(Entry {
+                    scope,
+                    connected_ms: NEVER,
+                    converted_ms: NEVER,
+                });
+                entries.len() - 1
+            }
+        };
+        let entry = &mut entries[i];
+        let ms = at.as_millisecond();
+        entry.connected_ms = entry.connected_ms.max(ms);
+        if touch == Touch::Converted {
+            entry.converted_ms = entry.converted_ms.max(ms);
+        }
+    }
+
+    /// Loads a stored mark (start-up).
+    pub fn load(&mut self, caller: &E164, scope: &Scope, mark: Mark) {
+        if let Some(at) = mark.last_connected {
+            self.record(caller, scope, Touch::Connected, at);
+        }
+        if let Some(at) = mark.last_converted {
+            self.record(caller, scope, Touch::Converted, at);
+        }
+    }
+
+    pub fn mark(&self, caller: &E164, scope: &Scope) -> Mark {
+        let found = self.scope_ids.get(scope).and_then(|id| {
+            self.callers
+                .get(&caller_key(caller))?
+                .iter()
+                .find(|e| e.scope == *id)
+        });
+        found.map_or_else(Mark::default, |e| Mark {
+            last_connected: to_timestamp(e.connected_ms),
+            last_converted: to_timestamp(e.converted_ms),
+        })
+    }
+
+    /// The buyers among `rules` for whom a call from `caller` at `at` would be a duplicate.
+    pub fn duplicates<'r>(
+        &self,
+        caller: &E164,
+        rules: impl IntoIterator<Item = &'r Rule>,
+        at: Timestamp,
+    ) -> Vec<BuyerId> {
+        rules
+            .into_iter()
+            .filter(|rule| rule.is_duplicate(&self.mark(caller, &rule.scope), at))
+            .map(|rule| rule.buyer)
+            .collect()
+    }
+
+    /// How many (caller, scope) marks are held.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+
+    use super::*;
+    use crate::domain::{ids::Id, values::DedupeSeconds};
+
+    fn caller() -> E164 {
+        E164::from_provider("+14155550123").unwrap()
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_700_000_000 + seconds)
+    }
+
+    fn rule(window_seconds: u32, after: DuplicateAfter) -> Rule {
+        Rule {
+            buyer: Id::generate(),
+            scope: Scope::Buyer(Id::generate()),
+            window_seconds,
+            after,
+        }
+    }
+
+    #[test]
+    fn the_window_includes_its_start_and_excludes_its_end() {
+        let rule = rule(3600, DuplicateAfter::Converted);
+        let mut index = DedupeIndex::default();
+        index.record(&caller(), &rule.scope, Touch::Converted, at(0));
+        let mark = index.mark(&caller(), &rule.scope);
+        assert!(rule.is_duplicate(&mark, at(0)));
+        assert!(rule.is_duplicate(&mark, at(3599)));
+        assert!(rule.is_duplicate(&mark, at(3600) - SignedDuration::from_millis(1)));
+        assert!(!rule.is_duplicate(&mark, at(3600)));
+        assert!(!rule.is_duplicate(&mark, at(90_000)));
+        assert!(
+            rule.is_duplicate(&mark, at(-5)),
+            "a touch stamped in the future counts"
+        );
+    }
+
+    #[test]
+    fn a_zero_window_accepts_every_duplicate() {
+        let rule = rule(0, DuplicateAfter::Connected);
+        let mark = Mark {
+            last_connected: Some(at(0)),
+            last_converted: Some(at(0)),
+        };
+        assert!(!rule.is_duplicate(&mark, at(0)));
+    }
+
+    #[test]
+    fn connected_rules_count_any_connection_and_converted_rules_only_conversions() {
+        let converted = rule(3600, DuplicateAfter::Converted);
+        let connected = Rule {
+            after: DuplicateAfter::Connected,
+            ..converted.clone()
+        };
+        let mut index = DedupeIndex::default();
+        index.record(&caller(), &converted.scope, Touch::Connected, at(0));
+        let mark = index.mark(&caller(), &converted.scope);
+        assert!(
+            !converted.is_duplicate(&mark, at(10)),
+            "a short call is no conversion"
+        );
+        assert!(connected.is_duplicate(&mark, at(10)));
+
+        index.record(&caller(), &converted.scope, Touch::Converted, at(100));
+        let mark = index.mark(&caller(), &converted.scope);
+        assert_eq!(mark.last_connected, Some(at(100)), "a conversion is a connection");
+        assert!(converted.is_duplicate(&mark, at(200)));
+    }
+
+    #[test]
+    fn older_news_never_overwrites_newer() {
+        let scope = Scope::Buyer(Id::generate());
+        let mut index = DedupeIndex::default();
+        index.record(&caller(), &scope, Touch::Converted, at(500));
+        index.record(&caller(), &scope, Touch::Converted, at(100));
+        assert_eq!(index.mark(&caller(), &scope).last_converted, Some(at(500)));
+        assert_eq!(index.len(), 1);
+    }
+
+    fn buyer(group: Option<&str>, company: CompanyId) -> Record<Buyer> {
+        let mut spec: Buyer =
+            serde_json::from_value(serde_json::json!({"name": "B", "destination": "+14155550101"})).unwrap();
+        spec.dedupe_group = group.map(|g| g.to_owned().try_into().unwrap());
+        spec.dedupe_seconds = DedupeSeconds::try_from(86_400).unwrap();
+        Record {
+            id: Id::generate(),
+            company_id: Some(company),
+            spec,
+            created_at: at(0),
+            updated_at: at(0),
+        }
+    }
+
+    #[test]
+    fn buyers_in_a_group_share_history_and_keep_their_own() {
+        let company = Id::generate();
+        let (one, two, loner) = (
+            buyer(Some("Parent Co"), company),
+            buyer(Some("Parent Co"), company),
+            buyer(None, company),
+        );
+        let mut index = DedupeIndex::default();
+        for scope in Scope::touched_by(&one) {
+            index.record(&caller(), &scope, Touch::Converted, at(0));
+        }
+        let rules = [Rule::of(&one), Rule::of(&two), Rule::of(&loner)];
+        let duplicates = index.duplicates(&caller(), &rules, at(60));
+        assert_eq!(duplicates, vec![one.id, two.id]);
+        let other_caller = E164::from_provider("+14155550999").unwrap();
+        assert!(index.duplicates(&other_caller, &rules, at(60)).is_empty());
+        assert!(
+            index
+                .mark(&caller(), &Scope::Buyer(one.id))
+                .last_converted
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn scope_keys_round_trip() {
+        let company: CompanyId = Id::generate();
+        for scope in [
+            Scope::Buyer(Id::generate()),
+            Scope::Group {
+                company,
+                name: "Parent: Co".into(),
+            },
+        ] {
+            assert_eq!(Scope::parse_key(&scope.key()).unwrap(), scope);
+        }
+        assert!(Scope::parse_key("team:x").is_err());
+    }
+}
