@@ -176,32 +176,36 @@ impl PlanCompany {
 }
 
 impl PlanCampaign {
-    /// The campaign with names resolved. `buyer_id` must know every buyer the plan names (the
-    /// plan was checked); `campaign_id` answers `None` for a campaign not stored yet.
+    /// The campaign with names resolved. `buyer_id` must know every buyer the plan names (a
+    /// checked plan only names its own); `campaign_id` answers `None` for a campaign not stored
+    /// yet, which leaves the redirect to be set once it is.
     pub fn to_campaign(
         &self,
-        buyer_id: impl Fn(&Name) -> BuyerId,
+        buyer_id: impl Fn(&Name) -> Option<BuyerId>,
         campaign_id: impl Fn(&Name) -> Option<CampaignId>,
-    ) -> Campaign {
-        let buyers: Vec<CampaignBuyer> = self
+    ) -> Result<Campaign, String> {
+        let resolve =
+            |name: &Name| buyer_id(name).ok_or_else(|| format!("no buyer named {:?}", name.as_str()));
+        let buyers = self
             .buyers
             .iter()
-            .map(|entry| CampaignBuyer {
-                buyer_id: buyer_id(&entry.buyer),
-                priority: entry.priority,
-                weight: entry.weight,
+            .map(|entry| {
+                Ok(CampaignBuyer {
+                    buyer_id: resolve(&entry.buyer)?,
+                    priority: entry.priority,
+                    weight: entry.weight,
+                })
             })
-            .collect();
-        Campaign {
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Campaign {
             name: self.name.clone(),
             numbers: self.numbers.clone(),
             duplicate_caller_handling: self.duplicate_caller_handling,
-            // Unique buyer names map to unique ids, so this cannot fail after `check`.
-            buyers: buyers.try_into().unwrap_or_default(),
-            fallback_buyer_id: self.fallback_buyer.as_ref().map(&buyer_id),
+            buyers: buyers.try_into()?,
+            fallback_buyer_id: self.fallback_buyer.as_ref().map(resolve).transpose()?,
             redirect_campaign_id: self.redirect_campaign.as_ref().and_then(campaign_id),
             rtb_reservation_seconds: self.rtb_reservation_seconds,
-        }
+        })
     }
 }
 

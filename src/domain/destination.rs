@@ -67,6 +67,18 @@ impl Destination {
     }
 }
 
+impl Destination {
+    /// A destination read back from the store: it was fully checked when written, so a phone
+    /// number is only checked for shape (see [`E164::from_provider`]).
+    pub fn from_stored(text: &str) -> Result<Self, DestinationError> {
+        if text.starts_with("sip:") || text.starts_with("sips:") {
+            SipUri::parse(text).map(Self::Sip)
+        } else {
+            Ok(Self::Phone(E164::from_provider(text)?))
+        }
+    }
+}
+
 impl TryFrom<String> for Destination {
     type Error = DestinationError;
 

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Two ways in, because the two sources deserve different trust:
 /// - [`E164::normalise`] for what operators type: formatting is removed and the number is checked
 ///   against the numbering plan, so a typo is caught when the plan is edited, not when a call fails.
-/// - [`E164::from_provider`] for what the telephony provider sends: already E.164, checked for
-///   shape only (cheap, and a call to a number the metadata does not know must still route).
+/// - [`E164::from_provider`] for what the telephony provider sends, and for what the store gives
+///   back: already E.164, checked for shape only (cheap; a call to a number the metadata does not
+///   know must still route; and stored data stays readable whatever the metadata says later).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct E164(String);

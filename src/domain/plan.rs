@@ -16,8 +16,8 @@ use super::{
     phone::E164,
     schedule::BusinessHours,
     values::{
-        ConversionSeconds, DedupeSeconds, Name, Priority, ReservationSeconds, RingTimeoutSeconds, SendDigits,
-        Weight,
+        CapLimit, ConversionSeconds, DedupeSeconds, Name, Priority, ReservationSeconds, RingTimeoutSeconds,
+        SendDigits, Weight,
     },
 };
 
@@ -128,11 +128,11 @@ pub enum DuplicateAfter {
 #[serde(deny_unknown_fields, default)]
 pub struct Caps {
     /// Calls ringing or connected to the buyer at once.
-    pub concurrency: Option<u32>,
-    pub hourly: Option<u32>,
-    pub daily: Option<u32>,
-    pub monthly: Option<u32>,
-    pub lifetime: Option<u32>,
+    pub concurrency: Option<CapLimit>,
+    pub hourly: Option<CapLimit>,
+    pub daily: Option<CapLimit>,
+    pub monthly: Option<CapLimit>,
+    pub lifetime: Option<CapLimit>,
     /// What the hourly to lifetime caps count.
     pub counted_on: CapCounting,
 }

@@ -54,6 +54,9 @@ pub type DedupeSeconds = Bounded<0, 3_153_600_000, 0>;
 pub type Priority = Bounded<0, 1000, 1>;
 /// Share of calls among buyers of equal priority.
 pub type Weight = Bounded<1, 10_000, 1>;
+/// A cap on calls. At least 1: a buyer that should take no calls is paused, and an absent cap
+/// means no limit.
+pub type CapLimit = Bounded<1, 1_000_000_000, 1>;
 /// How long an RTB bid holds its buyer for the caller.
 pub type ReservationSeconds = Bounded<1, 3600, 60>;
 

@@ -16,7 +16,7 @@ use crate::{
         plan::{Campaign, CampaignId, CompanyId, PlanEntity, Record},
         values::RtbKey,
     },
-    store::{ListFilter, PlanTable, Store},
+    store::{ListFilter, PlanTable, Store, StoreError},
 };
 
 const DEFAULT_PAGE: u32 = 100;
@@ -148,9 +148,13 @@ where
     let mut fields = json::object(&body)?;
     remove_read_only(&mut fields, &current)?;
     let spec: T = json::typed(Value::Object(fields))?;
-    let record = PlanTable::<T>::update(store.as_ref(), current.id, &spec).await?;
+    // A replacement: the last writer wins, as with any PUT.
+    let record = PlanTable::<T>::update(store.as_ref(), current.id, &spec, None).await?;
     Ok(HttpResponse::Ok().json(record))
 }
+
+/// Attempts at a merge before giving up on a record that keeps changing under it.
+const PATCH_ATTEMPTS: usize = 3;
 
 async fn patch<T: PlanEntity>(
     _: Admin,
@@ -161,14 +165,29 @@ async fn patch<T: PlanEntity>(
 where
     dyn Store: PlanTable<T>,
 {
-    let current = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
     let mut changes = json::object(&body)?;
-    remove_read_only(&mut changes, &current)?;
-    let mut merged = serde_json::to_value(&current.spec).map_err(|_| ApiError::Internal)?;
-    json_patch::merge(&mut merged, &Value::Object(changes));
-    let spec: T = json::typed(merged)?;
-    let record = PlanTable::<T>::update(store.as_ref(), current.id, &spec).await?;
+    for _ in 1..PATCH_ATTEMPTS {
+        let current = PlanTable::<T>::get(store.as_ref(), id).await?;
+        let spec = merge(&mut changes, &current)?;
+        // Applies only to the record as read, so a concurrent change is merged, not lost.
+        match PlanTable::<T>::update(store.as_ref(), id, &spec, Some(&current.spec)).await {
+            Err(StoreError::Stale) => continue,
+            result => return Ok(HttpResponse::Ok().json(result?)),
+        }
+    }
+    let current = PlanTable::<T>::get(store.as_ref(), id).await?;
+    let spec = merge(&mut changes, &current)?;
+    let record = PlanTable::<T>::update(store.as_ref(), id, &spec, Some(&current.spec)).await?;
     Ok(HttpResponse::Ok().json(record))
+}
+
+/// `current` with `changes` merged in (RFC 7396).
+fn merge<T: PlanEntity>(changes: &mut Map<String, Value>, current: &Record<T>) -> Result<T, ApiError> {
+    remove_read_only(changes, current)?;
+    let mut merged = serde_json::to_value(&current.spec).map_err(|_| ApiError::Internal)?;
+    json_patch::merge(&mut merged, &Value::Object(changes.clone()));
+    json::typed(merged)
 }
 
 async fn delete<T: PlanEntity>(
@@ -236,7 +255,10 @@ async fn set_rtb_key(
     let request: RtbKeyRequest = json::typed(Value::Object(json::object(&body)?))?;
     let key = request.key.unwrap_or_else(RtbKey::generate);
     store.set_rtb_key(campaign, Some(&key.sha256_hex())).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "key": key.expose() })))
+    // Shown this once: no cache may keep it.
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "key": key.expose() })))
 }
 
 async fn delete_rtb_key(_: Admin, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -23,6 +23,9 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal,
+    /// An error the HTTP layer answered by itself (a body too large, a method not routed).
+    #[error("{}", .0.canonical_reason().unwrap_or("request refused"))]
+    Http(StatusCode),
 }
 
 impl ApiError {
@@ -42,6 +45,14 @@ impl ApiError {
             Self::Malformed(_) => "malformed_body",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::Http(status) => match status.as_u16() {
+                404 => "not_found",
+                405 => "method_not_allowed",
+                413 => "payload_too_large",
+                415 => "unsupported_media_type",
+                400..=499 => "bad_request",
+                _ => "internal",
+            },
         }
     }
 }
@@ -52,6 +63,11 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => Self::NotFound(error.to_string()),
             StoreError::Conflict { field, message } => Self::Conflict { field, message },
             StoreError::InvalidReference { field, message } => Self::Invalid { field, message },
+            StoreError::Stale => Self::Conflict {
+                field: None,
+                message: "the record kept changing while this change was being made; read it and try again"
+                    .into(),
+            },
             StoreError::Unavailable(ref cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 Self::Unavailable
@@ -87,6 +103,7 @@ impl ResponseError for ApiError {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Http(status) => *status,
         }
     }
 

@@ -24,8 +24,9 @@ pub trait PlanTable<T: PlanEntity>: Send + Sync {
     /// `company` is the owner for every kind but companies themselves, which take `None`.
     async fn insert(&self, company: Option<CompanyId>, spec: &T) -> Result<Record<T>, StoreError>;
     /// Replaces the fields; a record whose fields do not change is left as it was, `updated_at`
-    /// included.
-    async fn update(&self, id: Id<T>, spec: &T) -> Result<Record<T>, StoreError>;
+    /// included. With `expected`, only if the record still has those fields, else
+    /// [`StoreError::Stale`]: a read-modify-write never loses a concurrent change.
+    async fn update(&self, id: Id<T>, spec: &T, expected: Option<&T>) -> Result<Record<T>, StoreError>;
     /// Refused with [`StoreError::Conflict`] while other records refer to this one.
     async fn delete(&self, id: Id<T>) -> Result<(), StoreError>;
 }
@@ -62,6 +63,9 @@ pub enum StoreError {
     /// The change refers to records that do not exist or belong to another company.
     #[error("{field}: {message}")]
     InvalidReference { field: String, message: String },
+    /// The record changed since it was read (see [`PlanTable::update`]).
+    #[error("the record changed while this change was being made")]
+    Stale,
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("stored data cannot be read: {0}")]
@@ -102,6 +106,7 @@ impl From<sqlx::Error> for StoreError {
             E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
                 Self::Unavailable(error)
             }
+            E::Database(db) if is_transient(db.code().as_deref()) => Self::Unavailable(error),
             // The explicit checks name the colliding record; these are the backstop for races.
             E::Database(db) if db.is_unique_violation() => {
                 Self::conflict(None, "the change collides with an existing record")
@@ -112,4 +117,17 @@ impl From<sqlx::Error> for StoreError {
             _ => Self::Database(error),
         }
     }
+}
+
+/// Failures that go away on their own: worth a retry, not a bug.
+fn is_transient(code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    // SQLite: BUSY and LOCKED, with their extended codes (the low byte is the primary code).
+    let sqlite = code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+    // PostgreSQL: connection exceptions, insufficient resources, operator intervention
+    // (shutdown), serialization failure and deadlock.
+    let postgres = code.len() == 5
+        && (["08", "53", "57"].iter().any(|class| code.starts_with(class))
+            || matches!(code, "40001" | "40P01"));
+    sqlite || postgres
 }

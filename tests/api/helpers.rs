@@ -25,6 +25,45 @@ pub enum Engine {
 pub struct TestDb {
     pub url: String,
     _dir: Option<TempDir>,
+    /// PostgreSQL: the server and the schema to drop afterwards.
+    schema: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A connection of its own, for looking at what the service stored.
+    pub async fn connect(&self) -> AnyConnection {
+        AnyConnection::connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((base, schema)) = self.schema.take() else {
+            return;
+        };
+        // Drop is not async, and the test's runtime may be gone: a thread with its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin = AnyConnection::connect(&base).await?;
+                // Cleanup must never hang a test run; a schema left behind is harmless.
+                admin.execute("SET lock_timeout = '5s'").await?;
+                admin
+                    .execute(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                    .await?;
+                admin.close().await
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop a test schema: {error}");
+        }
+    }
 }
 
 impl TestDb {
@@ -34,7 +73,11 @@ impl TestDb {
             Engine::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary directory");
                 let url = format!("sqlite://{}", dir.path().join("switchboard.db").display());
-                Some(Self { url, _dir: Some(dir) })
+                Some(Self {
+                    url,
+                    _dir: Some(dir),
+                    schema: None,
+                })
             }
             Engine::Postgres => {
                 let Ok(base) = std::env::var("TEST_POSTGRES_URL") else {
@@ -61,6 +104,7 @@ impl TestDb {
                 Some(Self {
                     url: url.into(),
                     _dir: None,
+                    schema: Some((base, schema)),
                 })
             }
         }
@@ -88,7 +132,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Arc<SqlStore>,
-    _db: TestDb,
+    pub db: TestDb,
 }
 
 impl TestApp {
@@ -117,7 +161,7 @@ impl TestApp {
             address,
             client: reqwest::Client::new(),
             store,
-            _db: db,
+            db,
         })
     }
 

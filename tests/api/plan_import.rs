@@ -143,6 +143,45 @@ on_both_engines! {
         assert_eq!(snapshot(&s).await, before);
     }
 
+    async fn a_number_can_move_to_another_company_in_one_import(s: TestStore) {
+        s.store.import_plan(&Plan::parse(TWO_CAMPAIGNS).unwrap()).await.unwrap();
+        let moved = format!(
+            "{}\n{}",
+            TWO_CAMPAIGNS.replace(r#"numbers = ["+18775550100"]"#, "numbers = []"),
+            r#"
+            [[companies]]
+            name = "Newcomer"
+            [[companies.campaigns]]
+            name = "Taken Over"
+            numbers = ["+18775550100"]
+            "#
+        );
+        let report = s.store.import_plan(&Plan::parse(&moved).unwrap()).await.unwrap();
+        assert_eq!(report.campaigns, tally(1, 1, 1));
+        let campaigns: Vec<Record<Campaign>> = s.store.list(&all()).await.unwrap();
+        let taker = campaigns.iter().find(|c| c.spec.name.as_str() == "Taken Over").unwrap();
+        assert_eq!(taker.spec.numbers.as_slice()[0].as_str(), "+18775550100");
+    }
+
+    async fn imports_running_at_once_all_succeed(s: TestStore) {
+        // Several nodes started with `serve --demo` at the same moment.
+        let plan = Plan::parse(DEMO_PLAN).unwrap();
+        let store = std::sync::Arc::new(s.store.clone());
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, plan) = (store.clone(), plan.clone());
+                actix_web::rt::spawn(async move { store.import_plan(&plan).await })
+            })
+            .collect();
+        let mut created = 0;
+        for run in runs {
+            let report = run.await.unwrap().expect("every import succeeds");
+            created += report.campaigns.created;
+        }
+        assert_eq!(created, 2, "exactly one import created the campaigns");
+        assert_eq!(PlanTable::<Campaign>::list(&s.store, &all()).await.unwrap().len(), 2);
+    }
+
     async fn rtb_keys_from_a_plan_are_set_once(s: TestStore) {
         let plan = Plan::parse(DEMO_PLAN).unwrap();
         s.store.import_plan(&plan).await.unwrap();

@@ -75,16 +75,32 @@ on_both_engines! {
     async fn an_update_that_changes_nothing_leaves_the_record_alone(s: TestStore) {
         let acme = new_company(&s, "Acme").await;
         let original = s.store.insert(Some(acme.id), &buyer("A", "+14155550101")).await.unwrap();
-        let same = s.store.update(original.id, &original.spec).await.unwrap();
+        let same = s.store.update(original.id, &original.spec, None).await.unwrap();
         assert_eq!(same, original, "updated_at must not move when nothing changed");
 
         std::thread::sleep(std::time::Duration::from_millis(5));
         let mut changed = original.spec.clone();
         changed.paused = true;
-        let updated = s.store.update(original.id, &changed).await.unwrap();
+        let updated = s.store.update(original.id, &changed, None).await.unwrap();
         assert!(updated.updated_at > original.updated_at);
         assert_eq!(updated.created_at, original.created_at);
         assert!(PlanTable::<Buyer>::get(&s.store, original.id).await.unwrap().spec.paused);
+    }
+
+    async fn an_update_based_on_a_stale_read_is_refused(s: TestStore) {
+        let acme = new_company(&s, "Acme").await;
+        let read = s.store.insert(Some(acme.id), &buyer("A", "+14155550101")).await.unwrap();
+        let mut theirs = read.spec.clone();
+        theirs.paused = true;
+        s.store.update(read.id, &theirs, Some(&read.spec)).await.unwrap();
+
+        let mut mine = read.spec.clone();
+        mine.payout = switchboard::domain::money::Money::from_cents(500).unwrap();
+        let err = s.store.update(read.id, &mine, Some(&read.spec)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Stale), "{err}");
+        let stored: Record<Buyer> = s.store.get(read.id).await.unwrap();
+        assert!(stored.spec.paused, "the other change survives");
+        assert_eq!(stored.spec.payout.cents(), 0);
     }
 
     async fn a_tracking_number_belongs_to_one_campaign(s: TestStore) {
@@ -107,7 +123,7 @@ on_both_engines! {
 
         let mut released = first.spec.clone();
         released.numbers = serde_json::from_value(json!(["+18885550100"])).unwrap();
-        s.store.update(first.id, &released).await.unwrap();
+        s.store.update(first.id, &released, None).await.unwrap();
         let second = s.store
             .insert(Some(acme.id), &campaign(json!({ "name": "Second", "numbers": ["+18005550100"] })))
             .await
@@ -159,7 +175,7 @@ on_both_engines! {
         let own = s.store.insert(Some(acme.id), &campaign(json!({ "name": "Self" }))).await.unwrap();
         let mut looping = own.spec.clone();
         looping.redirect_campaign_id = Some(own.id);
-        let err = s.store.update(own.id, &looping).await.unwrap_err();
+        let err = s.store.update(own.id, &looping, None).await.unwrap_err();
         assert!(err.to_string().contains("cannot redirect to itself"), "{err}");
 
         let missing_company = switchboard::domain::ids::Id::generate();
@@ -247,6 +263,9 @@ on_both_engines! {
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
         s.store.set_rtb_key(one.id, None).await.unwrap();
         assert!(!s.store.has_rtb_key(one.id).await.unwrap());
+        let missing = switchboard::domain::ids::Id::generate();
+        let err = s.store.set_rtb_key(missing, Some(&"b".repeat(64))).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { kind: "campaign", .. }), "{err}");
     }
 
     async fn migrating_again_is_harmless(s: TestStore) {

@@ -1,11 +1,13 @@
 use async_trait::async_trait;
 use sqlx::AnyConnection;
 
-use super::{Query, SqlEntity, count, enum_text, parse_id, parse_stored, timestamp};
+use super::{Query, SqlEntity, enum_text, parse_id, parse_stored, timestamp};
 use crate::{
     domain::{
+        destination::Destination,
         money::Money,
         plan::{Buyer, BuyerId, Caps, Record},
+        values::CapLimit,
     },
     store::StoreError,
 };
@@ -40,8 +42,8 @@ fn money(column: &str, cents: i64) -> Result<Money, StoreError> {
     Money::from_cents(cents).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
-fn cap(column: &str, value: Option<i64>) -> Result<Option<u32>, StoreError> {
-    value.map(|v| count(v, column)).transpose()
+fn cap(column: &str, value: Option<i64>) -> Result<Option<CapLimit>, StoreError> {
+    value.map(|v| parse_stored(column, v.into())).transpose()
 }
 
 impl TryFrom<BuyerRow> for Record<Buyer> {
@@ -58,7 +60,8 @@ impl TryFrom<BuyerRow> for Record<Buyer> {
             company_id: Some(parse_id(&row.company_id)?),
             spec: Buyer {
                 name: parse_stored("name", row.name.into())?,
-                destination: parse_stored("destination", row.destination.into())?,
+                destination: Destination::from_stored(&row.destination)
+                    .map_err(|e| StoreError::Corrupt(format!("destination: {e}")))?,
                 ring_timeout_seconds: parse_stored("ring_timeout_seconds", row.ring_timeout_seconds.into())?,
                 conversion_seconds: parse_stored("conversion_seconds", row.conversion_seconds.into())?,
                 dedupe_seconds: parse_stored("dedupe_seconds", row.dedupe_seconds.into())?,
@@ -148,16 +151,16 @@ impl SqlEntity for Buyer {
         .bind(i64::from(buyer.ring_timeout_seconds.get()))
         .bind(i64::from(buyer.conversion_seconds.get()))
         .bind(i64::from(buyer.dedupe_seconds.get()))
-        .bind(enum_text(&buyer.duplicate_after))
+        .bind(enum_text(&buyer.duplicate_after)?)
         .bind(buyer.dedupe_group.as_ref().map(|g| g.as_str().to_owned()))
         .bind(buyer.payout.cents())
         .bind(buyer.revenue.cents())
-        .bind(caps.concurrency.map(i64::from))
-        .bind(caps.hourly.map(i64::from))
-        .bind(caps.daily.map(i64::from))
-        .bind(caps.monthly.map(i64::from))
-        .bind(caps.lifetime.map(i64::from))
-        .bind(enum_text(&caps.counted_on))
+        .bind(caps.concurrency.map(|cap| i64::from(cap.get())))
+        .bind(caps.hourly.map(|cap| i64::from(cap.get())))
+        .bind(caps.daily.map(|cap| i64::from(cap.get())))
+        .bind(caps.monthly.map(|cap| i64::from(cap.get())))
+        .bind(caps.lifetime.map(|cap| i64::from(cap.get())))
+        .bind(enum_text(&caps.counted_on)?)
         .bind(business_hours)
         .bind(buyer.send_digits.as_ref().map(|d| d.as_str().to_owned()))
         .bind(i64::from(buyer.paused))

@@ -7,7 +7,8 @@ use super::{Query, SqlEntity, enum_text, parse_id, parse_stored, timestamp};
 use crate::{
     domain::{
         ids::Id,
-        plan::{BuyerId, Campaign, CampaignBuyer, CampaignId, CompanyId, Record},
+        phone::E164,
+        plan::{BuyerId, Campaign, CampaignBuyer, CampaignId, CompanyId, Record, TrackingNumbers},
     },
     store::StoreError,
 };
@@ -118,7 +119,7 @@ impl SqlEntity for Campaign {
                     company_id: Some(parse_id(&row.company_id)?),
                     spec: Campaign {
                         name: parse_stored("name", row.name.into())?,
-                        numbers: parse_stored("numbers", numbers.into())?,
+                        numbers: stored_numbers(numbers)?,
                         duplicate_caller_handling: parse_stored(
                             "duplicate_caller_handling",
                             row.duplicate_caller_handling.into(),
@@ -204,7 +205,7 @@ impl SqlEntity for Campaign {
         .bind(&id)
         .bind(record.company_id.map(|id| id.to_string()))
         .bind(campaign.name.as_str())
-        .bind(enum_text(&campaign.duplicate_caller_handling))
+        .bind(enum_text(&campaign.duplicate_caller_handling)?)
         .bind(campaign.fallback_buyer_id.map(|id| id.to_string()))
         .bind(campaign.redirect_campaign_id.map(|id| id.to_string()))
         .bind(i64::from(campaign.rtb_reservation_seconds.get()))
@@ -270,6 +271,19 @@ impl SqlEntity for Campaign {
     }
 }
 
+/// Stored numbers were checked against the numbering plan when written; reading them back only
+/// checks their shape, so a newer numbering-plan database can never make stored data unreadable.
+fn stored_numbers(numbers: Vec<String>) -> Result<TrackingNumbers, StoreError> {
+    let numbers = numbers
+        .iter()
+        .map(|n| E164::from_provider(n))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("campaign_numbers: {e}")))?;
+    numbers
+        .try_into()
+        .map_err(|e: String| StoreError::Corrupt(format!("campaign_numbers: {e}")))
+}
+
 /// The company a record belongs to, `None` if there is no such record.
 async fn owner_of<K>(
     conn: &mut AnyConnection,
@@ -318,6 +332,7 @@ pub(super) async fn set_rtb_key(
     campaign: CampaignId,
     key_sha256: Option<&str>,
 ) -> Result<(), StoreError> {
+    rtb_key_sha256(conn, campaign).await?;
     if let Some(digest) = key_sha256 {
         let holder: Option<(String,)> =
             sqlx::query_as("SELECT name FROM campaigns WHERE rtb_key_sha256 = $1 AND id <> $2")

@@ -9,7 +9,7 @@ use super::{SqlEntity, campaigns, find_by_name, insert_in, update_in};
 use crate::{
     domain::{
         ids::Id,
-        plan::{BuyerId, Campaign, CampaignId, CompanyId},
+        plan::{BuyerId, Campaign, CampaignId, Company, CompanyId},
         values::Name,
     },
     plan::{ImportReport, Plan, PlanCampaign, Tally},
@@ -63,7 +63,7 @@ async fn upsert<T: SqlEntity>(
     match find_by_name::<T>(conn, company, spec.name()).await? {
         None => Ok((insert_in(conn, company, spec).await?.id, Outcome::Created)),
         Some(existing) => {
-            let (record, changed) = update_in(conn, existing.id, spec).await?;
+            let (record, changed) = update_in(conn, existing.id, spec, None).await?;
             Ok((
                 record.id,
                 if changed {
@@ -78,6 +78,7 @@ async fn upsert<T: SqlEntity>(
 
 pub(super) async fn apply(conn: &mut AnyConnection, plan: &Plan) -> Result<ImportReport, StoreError> {
     let mut report = ImportReport::default();
+    let mut campaign_outcomes = release_numbers(conn, plan).await?;
     for (c, entry) in plan.companies.iter().enumerate() {
         let path = format!("companies[{c}]");
         let (company_id, outcome) = upsert(conn, None, &entry.company())
@@ -105,11 +106,15 @@ pub(super) async fn apply(conn: &mut AnyConnection, plan: &Plan) -> Result<Impor
             .iter()
             .enumerate()
             .map(|(i, campaign)| (format!("{path}.campaigns[{i}]"), campaign));
+        let context = CampaignContext {
+            company_id,
+            buyer_ids: &buyer_ids,
+        };
         apply_campaigns(
             conn,
-            company_id,
+            &context,
             campaigns.collect(),
-            &buyer_ids,
+            &mut campaign_outcomes,
             &mut report.campaigns,
         )
         .await?;
@@ -117,36 +122,34 @@ pub(super) async fn apply(conn: &mut AnyConnection, plan: &Plan) -> Result<Impor
     Ok(report)
 }
 
-/// Campaigns can redirect to each other in a cycle and can trade tracking numbers, so they are
-/// applied in three passes: release numbers the plan moves away, create the missing campaigns,
-/// then bring every campaign to the plan with all references resolvable.
-async fn apply_campaigns(
+/// Tracking numbers may move between campaigns, even between companies: every number the plan
+/// takes away from a stored campaign is freed before any campaign claims one.
+async fn release_numbers(
     conn: &mut AnyConnection,
-    company_id: CompanyId,
-    entries: Vec<(String, &PlanCampaign)>,
-    buyer_ids: &HashMap<&Name, BuyerId>,
-    tally: &mut Tally,
-) -> Result<(), StoreError> {
-    let company = Some(company_id);
-    let buyer_id = |name: &Name| buyer_ids[name];
-    let mut ids: HashMap<&Name, CampaignId> = HashMap::new();
-    let mut outcomes: HashMap<CampaignId, Outcome> = HashMap::new();
-
-    for (_, entry) in &entries {
-        if let Some(existing) = find_by_name::<Campaign>(conn, company, &entry.name).await? {
-            ids.insert(&entry.name, existing.id);
+    plan: &Plan,
+) -> Result<HashMap<CampaignId, Outcome>, StoreError> {
+    let mut outcomes = HashMap::new();
+    for entry in &plan.companies {
+        let Some(company) = find_by_name::<Company>(conn, None, &entry.name).await? else {
+            continue;
+        };
+        for campaign in &entry.campaigns {
+            let Some(existing) = find_by_name::<Campaign>(conn, Some(company.id), &campaign.name).await?
+            else {
+                continue;
+            };
             let mut released = existing.spec.clone();
             released.numbers = existing
                 .spec
                 .numbers
                 .as_slice()
                 .iter()
-                .filter(|number| entry.numbers.as_slice().contains(number))
+                .filter(|number| campaign.numbers.as_slice().contains(number))
                 .cloned()
                 .collect::<Vec<_>>()
                 .try_into()
                 .map_err(StoreError::Corrupt)?;
-            let (_, changed) = update_in(conn, existing.id, &released).await?;
+            let (_, changed) = update_in(conn, existing.id, &released, None).await?;
             outcomes.insert(
                 existing.id,
                 if changed {
@@ -157,9 +160,36 @@ async fn apply_campaigns(
             );
         }
     }
+    Ok(outcomes)
+}
+
+struct CampaignContext<'a> {
+    company_id: CompanyId,
+    buyer_ids: &'a HashMap<&'a Name, BuyerId>,
+}
+
+/// Campaigns can redirect to each other in a cycle, so the missing ones are created first and
+/// every campaign is then brought to the plan with all references resolvable.
+async fn apply_campaigns(
+    conn: &mut AnyConnection,
+    context: &CampaignContext<'_>,
+    entries: Vec<(String, &PlanCampaign)>,
+    outcomes: &mut HashMap<CampaignId, Outcome>,
+    tally: &mut Tally,
+) -> Result<(), StoreError> {
+    let company = Some(context.company_id);
+    let buyer_id = |name: &Name| context.buyer_ids.get(name).copied();
+    let mut ids: HashMap<&Name, CampaignId> = HashMap::new();
+    for (_, entry) in &entries {
+        if let Some(existing) = find_by_name::<Campaign>(conn, company, &entry.name).await? {
+            ids.insert(&entry.name, existing.id);
+        }
+    }
     for (path, entry) in &entries {
         if !ids.contains_key(&entry.name) {
-            let spec = entry.to_campaign(buyer_id, |name| ids.get(name).copied());
+            let spec = entry
+                .to_campaign(buyer_id, |name| ids.get(name).copied())
+                .map_err(StoreError::Corrupt)?;
             let record = insert_in(conn, company, &spec).await.map_err(at(path.clone()))?;
             ids.insert(&entry.name, record.id);
             outcomes.insert(record.id, Outcome::Created);
@@ -167,8 +197,10 @@ async fn apply_campaigns(
     }
     for (path, entry) in &entries {
         let id = ids[&entry.name];
-        let spec = entry.to_campaign(buyer_id, |name| ids.get(name).copied());
-        let (_, mut changed) = update_in(conn, id, &spec).await.map_err(at(path.clone()))?;
+        let spec = entry
+            .to_campaign(buyer_id, |name| ids.get(name).copied())
+            .map_err(StoreError::Corrupt)?;
+        let (_, mut changed) = update_in(conn, id, &spec, None).await.map_err(at(path.clone()))?;
         if let Some(key) = &entry.rtb_key {
             let digest = key.sha256_hex();
             if campaigns::rtb_key_sha256(conn, id).await?.as_deref() != Some(digest.as_str()) {

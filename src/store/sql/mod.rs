@@ -31,6 +31,9 @@ use crate::{
     plan::{ImportReport, Plan},
 };
 
+/// The advisory lock key of plan changes on PostgreSQL ("SWBD").
+const PLAN_WRITE_LOCK: i64 = 0x5357_4244;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -112,12 +115,36 @@ impl SqlStore {
         self.pool.close().await;
     }
 
-    /// A transaction that will write. SQLite must take its write lock up front: a deferred
-    /// transaction that reads first can fail to upgrade when another writer got there.
+    /// A transaction that changes the routing plan. Plan changes are rare (operators, imports)
+    /// and check-then-write (names, numbers, references), so they run one at a time: SQLite
+    /// takes its write lock up front (a deferred transaction that reads first can fail to
+    /// upgrade), PostgreSQL takes a transaction-scoped advisory lock, which also serialises
+    /// several nodes importing at once.
     async fn write_tx(&self) -> Result<Transaction<'static, Any>, StoreError> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PLAN_WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        })
+    }
+
+    /// A transaction that only reads, seeing one snapshot across its statements (a campaign
+    /// is read in three).
+    async fn read_tx(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            // WAL readers see the snapshot of their first read.
+            Backend::Sqlite => self.pool.begin().await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
         })
     }
 }
@@ -175,7 +202,7 @@ impl<'a, T> Query<'a, T> {
             company_id,
             name: Some(name),
             after: None,
-            limit: 2,
+            limit: 1,
         }
     }
 }
@@ -208,7 +235,8 @@ pub(super) trait SqlEntity: PlanEntity {
 
 /// Millisecond precision, as stored, so a record returned by a write equals the one read later.
 fn now() -> Timestamp {
-    Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap_or(Timestamp::UNIX_EPOCH)
+    let now = Timestamp::now();
+    now - jiff::SignedDuration::from_nanos(i64::from(now.subsec_nanosecond() % 1_000_000))
 }
 
 fn timestamp(ms: i64) -> Result<Timestamp, StoreError> {
@@ -229,15 +257,11 @@ fn parse_stored<T: serde::de::DeserializeOwned>(
 }
 
 /// The text a unit enum serializes to, as its column stores it.
-fn enum_text<T: serde::Serialize>(value: &T) -> String {
+fn enum_text<T: serde::Serialize + std::fmt::Debug>(value: &T) -> Result<String, StoreError> {
     match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => text,
-        _ => String::new(),
+        Ok(serde_json::Value::String(text)) => Ok(text),
+        _ => Err(StoreError::Corrupt(format!("{value:?} has no text form"))),
     }
-}
-
-fn count(value: i64, column: &str) -> Result<u32, StoreError> {
-    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value} is out of range")))
 }
 
 async fn fetch_one<T: SqlEntity>(conn: &mut AnyConnection, id: Id<T>) -> Result<Record<T>, StoreError> {
@@ -311,13 +335,18 @@ pub(super) async fn insert_in<T: SqlEntity>(
     Ok(record)
 }
 
-/// Returns the record as it now is and whether it changed.
+/// Returns the record as it now is and whether it changed. With `expected`, the change applies
+/// only if the record still has those fields (optimistic concurrency for read-modify-write).
 pub(super) async fn update_in<T: SqlEntity>(
     conn: &mut AnyConnection,
     id: Id<T>,
     spec: &T,
+    expected: Option<&T>,
 ) -> Result<(Record<T>, bool), StoreError> {
     let current = fetch_one(conn, id).await?;
+    if expected.is_some_and(|expected| *expected != current.spec) {
+        return Err(StoreError::Stale);
+    }
     if current.spec == *spec {
         return Ok((current, false));
     }
@@ -331,45 +360,65 @@ pub(super) async fn update_in<T: SqlEntity>(
     Ok((record, true))
 }
 
+/// Ends a transaction: committed when its work succeeded, rolled back at once when it failed.
+/// A transaction merely dropped only queues its rollback until the connection is next used,
+/// and until then PostgreSQL keeps every lock it took, the plan-write lock included.
+async fn finish<R>(tx: Transaction<'static, Any>, result: Result<R, StoreError>) -> Result<R, StoreError> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rollback failed; the connection is discarded");
+            }
+            Err(error)
+        }
+    }
+}
+
 #[async_trait]
 impl<T: SqlEntity> PlanTable<T> for SqlStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record<T>>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        T::fetch(&mut conn, &Query::list(filter)).await
+        let mut tx = self.read_tx().await?;
+        let result = T::fetch(&mut tx, &Query::list(filter)).await;
+        finish(tx, result).await
     }
 
     async fn get(&self, id: Id<T>) -> Result<Record<T>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        fetch_one(&mut conn, id).await
+        let mut tx = self.read_tx().await?;
+        let result = fetch_one(&mut tx, id).await;
+        finish(tx, result).await
     }
 
     async fn insert(&self, company_id: Option<CompanyId>, spec: &T) -> Result<Record<T>, StoreError> {
         let mut tx = self.write_tx().await?;
-        let record = insert_in(&mut tx, company_id, spec).await?;
-        tx.commit().await?;
-        Ok(record)
+        let result = insert_in(&mut tx, company_id, spec).await;
+        finish(tx, result).await
     }
 
-    async fn update(&self, id: Id<T>, spec: &T) -> Result<Record<T>, StoreError> {
+    async fn update(&self, id: Id<T>, spec: &T, expected: Option<&T>) -> Result<Record<T>, StoreError> {
         let mut tx = self.write_tx().await?;
-        let (record, changed) = update_in(&mut tx, id, spec).await?;
-        if changed {
-            tx.commit().await?;
-        }
-        Ok(record)
+        let result = update_in(&mut tx, id, spec, expected).await;
+        finish(tx, result.map(|(record, _)| record)).await
     }
 
     async fn delete(&self, id: Id<T>) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        fetch_one(&mut tx, id).await?;
-        T::check_unreferenced(&mut tx, id).await?;
-        sqlx::query(T::DELETE)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let result = delete_in(&mut tx, id).await;
+        finish(tx, result).await
     }
+}
+
+async fn delete_in<T: SqlEntity>(conn: &mut AnyConnection, id: Id<T>) -> Result<(), StoreError> {
+    fetch_one(conn, id).await?;
+    T::check_unreferenced(conn, id).await?;
+    sqlx::query(T::DELETE)
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -381,9 +430,8 @@ impl Store for SqlStore {
 
     async fn set_rtb_key(&self, campaign: CampaignId, key_sha256: Option<&str>) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        campaigns::set_rtb_key(&mut tx, campaign, key_sha256).await?;
-        tx.commit().await?;
-        Ok(())
+        let result = campaigns::set_rtb_key(&mut tx, campaign, key_sha256).await;
+        finish(tx, result).await
     }
 
     async fn has_rtb_key(&self, campaign: CampaignId) -> Result<bool, StoreError> {
@@ -393,8 +441,7 @@ impl Store for SqlStore {
 
     async fn import_plan(&self, plan: &Plan) -> Result<ImportReport, StoreError> {
         let mut tx = self.write_tx().await?;
-        let report = import::apply(&mut tx, plan).await?;
-        tx.commit().await?;
-        Ok(report)
+        let result = import::apply(&mut tx, plan).await;
+        finish(tx, result).await
     }
 }
