@@ -163,14 +163,19 @@ impl DatabaseUrl {
     }
 }
 
+/// Scheme, user, host, port and database only: a password may sit in the authority or in the
+/// query (`?password=`), and neither is ever shown.
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match Url::parse(self.expose()) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("REDACTED"));
+            Ok(mut url) if url.has_host() => {
+                let _ = url.set_password(None);
+                url.set_query(None);
+                url.set_fragment(None);
                 f.write_str(url.as_str())
             }
-            _ => f.write_str(self.expose()),
+            // `sqlite://file.db`: a file name, no secrets; options are dropped all the same.
+            _ => f.write_str(self.expose().split('?').next().unwrap_or_default()),
         }
     }
 }
@@ -187,18 +192,17 @@ pub struct PublicUrl(String);
 
 impl PublicUrl {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        // The value is not repeated in messages: it could hold credentials.
+        let url = Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(format!("`{text}` must be an http:// or https:// URL with a host"));
+            return Err("must be an http:// or https:// URL with a host".into());
         }
         if url.query().is_some()
             || url.fragment().is_some()
             || !url.username().is_empty()
             || url.password().is_some()
         {
-            return Err(format!(
-                "`{text}` must not carry credentials, a query or a fragment"
-            ));
+            return Err("must not carry credentials, a query or a fragment".into());
         }
         Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
     }
@@ -287,7 +291,10 @@ mod tests {
         let settings = from_env(&[
             ("ADMIN_TOKEN", "admin-token-0123456789"),
             ("TWILIO_AUTH_TOKEN", "twilio-secret-abc"),
-            ("DATABASE_URL", "postgres://sb:hunter2@db.internal/switchboard"),
+            (
+                "DATABASE_URL",
+                "postgres://sb:hunter2@db.internal:5433/switchboard?sslmode=require",
+            ),
         ])
         .unwrap();
         let shown = format!("{settings:?} {}", settings.database_url);
@@ -295,9 +302,14 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(
-            shown.contains("postgres://sb:REDACTED@db.internal/switchboard"),
+            shown.contains("postgres://sb@db.internal:5433/switchboard"),
             "{shown}"
         );
+
+        let in_query = DatabaseUrl::parse("postgres://sb@db.internal/switchboard?password=s3cretpw").unwrap();
+        assert_eq!(in_query.to_string(), "postgres://sb@db.internal/switchboard");
+        let err = from_env(&[("PUBLIC_URL", "https://user:s3cretpw@example.com/")]).unwrap_err();
+        assert!(!err.to_string().contains("s3cretpw"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::{io, net::SocketAddr, sync::Arc};
 
-use actix_web::{App, HttpServer, dev::Server, web};
+use actix_web::{App, HttpServer, dev::Server, middleware::NormalizePath, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::{config::Settings, http, http::auth::AdminToken, store::Store};
@@ -22,6 +22,8 @@ impl Application {
         let admin_token = web::Data::new(AdminToken::new(settings.admin_token.as_ref()));
         let server = HttpServer::new(move || {
             App::new()
+                // `/api/v1/buyers/` is `/api/v1/buyers`.
+                .wrap(NormalizePath::trim())
                 .wrap(TracingLogger::default())
                 .app_data(store.clone())
                 .app_data(admin_token.clone())

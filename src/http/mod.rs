@@ -6,7 +6,13 @@ pub mod error;
 mod health;
 pub mod json;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{
+    HttpResponse, ResponseError,
+    dev::ServiceResponse,
+    http::header,
+    middleware::{ErrorHandlerResponse, ErrorHandlers},
+    web,
+};
 
 use self::error::ApiError;
 use crate::domain::plan::{Buyer, Campaign, Company, Publisher};
@@ -21,6 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz))
     .service(
         web::scope("/api/v1")
+            .wrap(ErrorHandlers::new().default_handler(json_errors))
             .configure(admin::rtb_key_routes)
             .service(admin::resource::<Company>("/companies"))
             .service(admin::resource::<Buyer>("/buyers"))
@@ -33,4 +40,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// API clients get JSON errors, including for a path or method that does not exist.
 async fn api_not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such API endpoint".into()))
+}
+
+/// Errors actix answers by itself (an oversized body, an unroutable method) get the API's JSON
+/// form too.
+fn json_errors<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = response
+        .response()
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(response.map_into_left_body()));
+    }
+    let status = response.status();
+    let (request, _) = response.into_parts();
+    let replacement = ApiError::Http(status).error_response();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(request, replacement).map_into_right_body(),
+    ))
 }

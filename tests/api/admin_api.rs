@@ -64,6 +64,7 @@ on_both_engines! {
             (json!({"company_id": company, "name": "B", "destination": "sip:nobody"}), "destination", "sip:user@host"),
             (json!({"company_id": company, "name": "B", "destination": "+14155550101", "ring_timeout_seconds": 2}), "ring_timeout_seconds", "between 5 and 600"),
             (json!({"company_id": company, "name": "B", "destination": "+14155550101", "caps": {"daily": -5}}), "caps.daily", ""),
+            (json!({"company_id": company, "name": "B", "destination": "+14155550101", "caps": {"daily": 0}}), "caps.daily", "between 1 and"),
             (json!({"company_id": company, "name": "B", "destination": "+14155550101", "duplicate_after": "sometimes"}), "duplicate_after", "unknown variant"),
             (json!({"company_id": company, "name": "B", "destination": "+14155550101", "payout": 1.005}), "payout", "two decimals"),
             (json!({"company_id": company, "name": "B", "destination": "+14155550101", "business_hours": {"time_zone": "Moon/Base"}}), "business_hours.time_zone", "time zone"),
@@ -150,6 +151,50 @@ on_both_engines! {
         assert_eq!(still, patched, "refused patches change nothing");
     }
 
+    async fn concurrent_patches_of_different_fields_both_land(app: TestApp) {
+        let acme = app.create("/companies", json!({"name": "Acme"})).await;
+        let buyer = app.create("/buyers", json!({"company_id": acme, "name": "A", "destination": "+14155550101"})).await;
+        let path = format!("/buyers/{buyer}");
+        for round in 1..=5u32 {
+            let (monthly, lifetime) = futures_util::join!(
+                app.patch(&path, json!({"caps": {"monthly": round * 10}})),
+                app.patch(&path, json!({"caps": {"lifetime": round * 100}})),
+            );
+            assert_eq!(monthly.status(), StatusCode::OK);
+            assert_eq!(lifetime.status(), StatusCode::OK);
+            let stored = expect_json(app.get(&path).await, StatusCode::OK).await;
+            assert_eq!(stored["caps"]["monthly"], round * 10, "round {round}: {stored}");
+            assert_eq!(stored["caps"]["lifetime"], round * 100, "round {round}: {stored}");
+        }
+    }
+
+    async fn every_api_error_is_json(app: TestApp) {
+        let wrong_method = app.admin(Method::DELETE, "/companies").send().await.unwrap();
+        let status = wrong_method.status();
+        assert!(status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED, "{status}");
+        assert!(expect_json(wrong_method, status).await["error"]["code"].is_string());
+
+        let huge = json!({"name": "x".repeat(300_000)});
+        let too_large = app.post("/companies", huge).await;
+        expect_error(too_large, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None).await;
+
+        let slash = app.post("/companies/", json!({"name": "Trailing"})).await;
+        assert_eq!(slash.status(), StatusCode::CREATED, "a trailing slash is the same endpoint");
+
+        let lower = app
+            .client
+            .get(app.url("/api/v1/companies"))
+            .header("Authorization", format!("bearer {}", crate::helpers::ADMIN_TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(lower.status(), StatusCode::OK, "the auth scheme is case-insensitive");
+
+        let missing = uuid::Uuid::now_v7();
+        let key = app.put(&format!("/campaigns/{missing}/rtb_key"), json!({})).await;
+        expect_error(key, StatusCode::NOT_FOUND, "not_found", None).await;
+    }
+
     async fn lists_are_paginated(app: TestApp) {
         for name in ["A", "B", "C", "D", "E"] {
             app.create("/companies", json!({"name": name})).await;
@@ -179,6 +224,14 @@ on_both_engines! {
         assert_eq!(expect_json(app.get(&path).await, StatusCode::OK).await["configured"], true);
         let record = app.get(&format!("/campaigns/{campaign}")).await.text().await.unwrap();
         assert!(!record.contains(&key), "the campaign never shows its key");
+        let mut db = app.db.connect().await;
+        let (stored,): (String,) = sqlx::query_as("SELECT rtb_key_sha256 FROM campaigns WHERE id = $1")
+            .bind(&campaign)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
+        assert_eq!(stored, digest, "only the digest is kept");
 
         let chosen = expect_json(app.put(&path, json!({"key": "publisher-agreed-key-2026"})).await, StatusCode::OK).await;
         assert_eq!(chosen["key"], "publisher-agreed-key-2026");
