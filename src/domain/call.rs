@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    money::Money,
     phone::E164,
     plan::{BuyerId, CampaignId, CompanyId},
 };
@@ -200,8 +201,8 @@ pub struct CallRecord {
     pub outcome: Option<Outcome>,
     pub drop_reason: Option<DropReason>,
     pub attempts: Vec<Attempt>,
-    /// Buyers skipped because the call would have been a duplicate for them.
-    pub duplicates_avoided: u32,
+    /// Buyers skipped because the call would have been a duplicate for them, each once.
+    pub duplicate_buyers: Vec<BuyerId>,
     pub started_at: Timestamp,
     pub state_changed_at: Timestamp,
     pub ended_at: Option<Timestamp>,
@@ -222,7 +223,7 @@ impl CallRecord {
             outcome: None,
             drop_reason: None,
             attempts: Vec::new(),
-            duplicates_avoided: 0,
+            duplicate_buyers: Vec::new(),
             started_at: now,
             state_changed_at: now,
             ended_at: None,
@@ -363,6 +364,24 @@ impl CallRecord {
         self.end(outcome, None, now);
     }
 
+    /// Notes buyers a decision skipped as duplicates.
+    pub fn avoided_duplicates(&mut self, buyers: impl IntoIterator<Item = BuyerId>) {
+        for buyer in buyers {
+            if !self.duplicate_buyers.contains(&buyer) {
+                self.duplicate_buyers.push(buyer);
+            }
+        }
+    }
+
+    pub fn used_fallback(&self) -> bool {
+        self.attempts.iter().any(|a| a.kind == AttemptKind::Fallback)
+    }
+
+    /// How many times the call was redirected to another campaign.
+    pub fn redirects(&self) -> usize {
+        self.visited.len().saturating_sub(1)
+    }
+
     /// Whether the call was a duplicate for the buyer it reached.
     pub fn duplicate(&self) -> Option<bool> {
         self.connected_attempt().and_then(|a| a.duplicate)
@@ -371,6 +390,20 @@ impl CallRecord {
     pub fn converted(&self) -> bool {
         self.attempts.iter().any(|a| a.converted)
     }
+}
+
+/// A converted call: what is owed, by whom, to whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversion {
+    pub call_sid: CallSid,
+    pub attempt: u32,
+    pub buyer_id: BuyerId,
+    pub campaign_id: CampaignId,
+    pub caller: Option<E164>,
+    pub connected_seconds: u32,
+    pub payout: Money,
+    pub revenue: Money,
+    pub at: Timestamp,
 }
 
 /// What Switchboard tells the provider to do next.

@@ -82,6 +82,38 @@ pub struct Mark {
     pub last_converted: Option<Timestamp>,
 }
 
+/// A touch to remember: stored, then applied to the in-memory index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Touched {
+    pub caller: E164,
+    pub scope: Scope,
+    pub touch: Touch,
+    pub at: Timestamp,
+}
+
+impl Touched {
+    /// Every touch a connection (or conversion) with `buyer` leaves.
+    pub fn with_buyer(caller: &E164, buyer: &Record<Buyer>, touch: Touch, at: Timestamp) -> Vec<Self> {
+        Scope::touched_by(buyer)
+            .into_iter()
+            .map(|scope| Self {
+                caller: caller.clone(),
+                scope,
+                touch,
+                at,
+            })
+            .collect()
+    }
+}
+
+/// A stored mark, as loaded at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMark {
+    pub caller: E164,
+    pub scope: Scope,
+    pub mark: Mark,
+}
+
 /// A buyer's de-dupe rule, as a check needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {

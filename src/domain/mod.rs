@@ -9,5 +9,7 @@ pub mod phone;
 pub mod plan;
 pub mod routing;
 pub mod schedule;
+pub mod signature;
+pub mod timeline;
 pub mod twiml;
 pub mod values;

@@ -1,0 +1,65 @@
+//! A call's timeline: every webhook received and every decision taken, in order, so a
+//! supervisor can see why a call went where it went.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    call::{DialStatus, DropReason, Outcome},
+    plan::BuyerId,
+    routing::Decision,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A webhook as received: which endpoint, and every parameter.
+    Webhook {
+        endpoint: String,
+        params: BTreeMap<String, String>,
+    },
+    /// A routing decision, with the verdict on every buyer considered.
+    Decision(Decision),
+    /// The buyer of an attempt answered.
+    Answered { attempt: u32, buyer_id: BuyerId },
+    /// An attempt's `<Dial>` ended, and what it came to.
+    DialEnded {
+        attempt: u32,
+        buyer_id: BuyerId,
+        status: DialStatus,
+        connected_seconds: u32,
+        /// Settled when the leg ended; `None` for an unknown caller.
+        duplicate: Option<bool>,
+        converted: bool,
+    },
+    /// The call ended.
+    Ended {
+        outcome: Outcome,
+        drop_reason: Option<DropReason>,
+    },
+    /// A webhook that could not be applied (unknown call, unknown attempt): kept for diagnosis.
+    Ignored { reason: String },
+}
+
+impl Event {
+    /// The stored `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Webhook { .. } => "webhook",
+            Self::Decision(_) => "decision",
+            Self::Answered { .. } => "answered",
+            Self::DialEnded { .. } => "dial_ended",
+            Self::Ended { .. } => "ended",
+            Self::Ignored { .. } => "ignored",
+        }
+    }
+}
