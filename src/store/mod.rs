@@ -9,8 +9,11 @@ pub use sql::{Backend, SqlStore};
 
 use crate::{
     domain::{
+        call::{CallRecord, CallSid, Conversion},
+        dedupe::{StoredMark, Touched},
         ids::Id,
         plan::{Buyer, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, Record},
+        timeline::TimelineEntry,
     },
     plan::{ImportReport, Plan},
 };
@@ -31,9 +34,35 @@ pub trait PlanTable<T: PlanEntity>: Send + Sync {
     async fn delete(&self, id: Id<T>) -> Result<(), StoreError>;
 }
 
+/// Live calls and what they leave behind.
+#[async_trait]
+pub trait CallStore: Send + Sync {
+    /// Saves a call after a webhook, all in one transaction: its state and attempts, its new
+    /// timeline entries, and the conversion and de-dupe marks the webhook produced. The new
+    /// entries are the last `timeline.len()` of the call's `timeline_len`.
+    async fn save_call(&self, change: &CallChange<'_>) -> Result<(), StoreError>;
+    async fn call(&self, sid: &CallSid) -> Result<Option<CallRecord>, StoreError>;
+    async fn timeline(&self, sid: &CallSid) -> Result<Vec<TimelineEntry>, StoreError>;
+    /// Every de-dupe mark, to rebuild the index at start-up.
+    async fn dedupe_marks(&self) -> Result<Vec<StoredMark>, StoreError>;
+    /// A number that changes whenever the routing plan does, by any process.
+    async fn plan_revision(&self) -> Result<i64, StoreError>;
+}
+
+/// What one webhook changed about a call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallChange<'a> {
+    pub call: &'a CallRecord,
+    pub timeline: &'a [TimelineEntry],
+    pub conversion: Option<&'a Conversion>,
+    pub touched: &'a [Touched],
+}
+
 /// Everything Switchboard keeps.
 #[async_trait]
-pub trait Store: PlanTable<Company> + PlanTable<Buyer> + PlanTable<Campaign> + PlanTable<Publisher> {
+pub trait Store:
+    PlanTable<Company> + PlanTable<Buyer> + PlanTable<Campaign> + PlanTable<Publisher> + CallStore
+{
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Sets (or, with `None`, removes) the campaign's RTB key, kept only as a SHA-256 digest.

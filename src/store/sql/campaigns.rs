@@ -355,5 +355,5 @@ pub(super) async fn set_rtb_key(
     if updated.rows_affected() == 0 {
         return Err(StoreError::not_found(campaign));
     }
-    Ok(())
+    super::bump_revision(conn).await
 }

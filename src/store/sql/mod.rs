@@ -5,6 +5,7 @@
 //! differs.
 
 mod buyers;
+mod calls;
 mod campaigns;
 mod companies;
 mod import;
@@ -332,6 +333,7 @@ pub(super) async fn insert_in<T: SqlEntity>(
     };
     check_record(conn, &record).await?;
     T::write(conn, &record).await?;
+    bump_revision(conn).await?;
     Ok(record)
 }
 
@@ -357,6 +359,7 @@ pub(super) async fn update_in<T: SqlEntity>(
     };
     check_record(conn, &record).await?;
     T::write(conn, &record).await?;
+    bump_revision(conn).await?;
     Ok((record, true))
 }
 
@@ -416,6 +419,14 @@ async fn delete_in<T: SqlEntity>(conn: &mut AnyConnection, id: Id<T>) -> Result<
     T::check_unreferenced(conn, id).await?;
     sqlx::query(T::DELETE)
         .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    bump_revision(conn).await
+}
+
+/// Tells routing caches, in this process and others, that the plan changed.
+pub(super) async fn bump_revision(conn: &mut AnyConnection) -> Result<(), StoreError> {
+    sqlx::query("UPDATE plan_revision SET revision = revision + 1 WHERE id = 1")
         .execute(&mut *conn)
         .await?;
     Ok(())
