@@ -95,17 +95,21 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     if settings.admin_token.is_none() {
         tracing::warn!("ADMIN_TOKEN is not set: the admin API refuses every request");
     }
-    if !settings.public_url_configured {
-        tracing::warn!(
-            public_url = %settings.public_url,
-            "PUBLIC_URL is not set: using the bind address, which a telephony provider cannot reach"
-        );
+    if settings.twilio_auth_token.is_none() {
+        tracing::warn!("TWILIO_AUTH_TOKEN is not set: webhook signatures are not checked");
     }
     let app = Application::build(&settings, Arc::new(store))
-        .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        .await
+        .with_context(|| format!("cannot start on {}", settings.bind))?;
+    if settings.public_url.is_none() {
+        tracing::warn!(
+            public_url = %app.public_url(),
+            "PUBLIC_URL is not set: using the bound address, which a telephony provider cannot reach"
+        );
+    }
     tracing::info!(
         database = %settings.database_url,
-        public_url = %settings.public_url,
+        public_url = %app.public_url(),
         "Switchboard listening on http://{}",
         app.address()
     );

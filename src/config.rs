@@ -1,7 +1,11 @@
 //! Settings: from the environment and an optional TOML file (the environment wins), with
 //! defaults for everything so the service starts with none of them set.
 
-use std::{fmt, net::SocketAddr, path::Path};
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
@@ -14,14 +18,19 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 8] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
     "ADMIN_TOKEN",
     "TWILIO_AUTH_TOKEN",
     "LOG_FORMAT",
+    "TWIML_TEMPLATES_DIR",
+    "END_MESSAGE",
 ];
+
+pub const DEFAULT_END_MESSAGE: &str =
+    "We are sorry, nobody is available to take your call right now. Please try again later.";
 
 #[derive(Debug)]
 pub struct Settings {
@@ -29,13 +38,16 @@ pub struct Settings {
     pub bind: SocketAddr,
     /// The base URL the telephony provider reaches us on: callback URLs and signatures use it,
     /// never the socket address (which a proxy hides).
-    pub public_url: PublicUrl,
-    /// Whether `public_url` was configured or only derived from `bind`.
-    pub public_url_configured: bool,
+    /// Unset: derived from the address actually bound (for local use only).
+    pub public_url: Option<PublicUrl>,
     /// Unset: the admin API refuses every request.
     pub admin_token: Option<SecretString>,
     pub twilio_auth_token: Option<SecretString>,
     pub log_format: LogFormat,
+    /// TwiML templates that replace the built-in ones, file by file.
+    pub twiml_templates_dir: Option<PathBuf>,
+    /// Said before hanging up when no buyer, fallback or redirect is left.
+    pub end_message: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +78,8 @@ struct Raw {
     admin_token: Option<SecretString>,
     twilio_auth_token: Option<SecretString>,
     log_format: Option<String>,
+    twiml_templates_dir: Option<PathBuf>,
+    end_message: Option<String>,
 }
 
 impl Settings {
@@ -102,11 +116,10 @@ impl Settings {
             .map_err(invalid("BIND"))?;
         let database_url = DatabaseUrl::parse(raw.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL))
             .map_err(invalid("DATABASE_URL"))?;
-        let public_url_configured = raw.public_url.is_some();
-        let public_url = match raw.public_url {
-            Some(text) => PublicUrl::parse(&text).map_err(invalid("PUBLIC_URL"))?,
-            None => PublicUrl::derived_from(bind),
-        };
+        let public_url = raw
+            .public_url
+            .map(|text| PublicUrl::parse(&text).map_err(invalid("PUBLIC_URL")))
+            .transpose()?;
         if let Some(token) = &raw.admin_token
             && token.expose_secret().len() < 16
         {
@@ -127,10 +140,11 @@ impl Settings {
             database_url,
             bind,
             public_url,
-            public_url_configured,
             admin_token: raw.admin_token,
             twilio_auth_token: raw.twilio_auth_token,
             log_format,
+            twiml_templates_dir: raw.twiml_templates_dir,
+            end_message: raw.end_message.unwrap_or_else(|| DEFAULT_END_MESSAGE.to_owned()),
         })
     }
 }
@@ -252,22 +266,20 @@ mod tests {
         assert_eq!(settings.bind.to_string(), DEFAULT_BIND);
         assert_eq!(settings.database_url.expose(), DEFAULT_DATABASE_URL);
         assert_eq!(settings.database_url.backend(), Backend::Sqlite);
-        assert_eq!(settings.public_url.as_str(), "http://127.0.0.1:8080");
-        assert!(!settings.public_url_configured);
+        assert_eq!(settings.public_url, None);
         assert!(settings.admin_token.is_none());
         assert_eq!(settings.log_format, LogFormat::Human);
     }
 
     #[test]
-    fn the_public_url_is_derived_from_bind_until_configured() {
-        let settings = from_env(&[("BIND", "0.0.0.0:9000")]).unwrap();
-        assert_eq!(settings.public_url.as_str(), "http://127.0.0.1:9000");
+    fn the_public_url_keeps_its_path_prefix_or_is_derived_from_the_bound_address() {
         let settings = from_env(&[("PUBLIC_URL", "https://calls.example.com/sb/")]).unwrap();
         assert_eq!(
-            settings.public_url.join("/voice/incoming"),
+            settings.public_url.unwrap().join("/voice/incoming"),
             "https://calls.example.com/sb/voice/incoming"
         );
-        assert!(settings.public_url_configured);
+        let bound: SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        assert_eq!(PublicUrl::derived_from(bound).as_str(), "http://127.0.0.1:9000");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - [`plan`]: plan files, the routing plan as TOML.
 //! - [`config`], [`telemetry`], [`startup`], [`cli`]: running the service.
 
+pub mod calls;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;

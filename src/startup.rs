@@ -1,47 +1,160 @@
-//! Assembling the service: the store, the HTTP server and the shared state they need.
+//! Assembling the service: the store, the live-call actors, the HTTP server and the shared
+//! state they need.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use actix_web::{App, HttpServer, dev::Server, middleware::NormalizePath, web};
+use actix::Actor;
+use actix_web::{App, HttpServer, dev::Server, web};
 use tracing_actix_web::TracingLogger;
 
-use crate::{config::Settings, http, http::auth::AdminToken, store::Store};
+use crate::{
+    calls::{CallDeps, Calls, DedupeActor, PlanCache},
+    clock::{Clock, SystemClock},
+    config::{PublicUrl, Settings},
+    domain::twiml::{TemplateError, TemplateName, Templates},
+    http::{self, auth::AdminToken, voice::Voice},
+    store::{Store, StoreError},
+    telemetry::RequestSpans,
+};
+
+/// How long a routing plan is used before the store is asked whether it changed elsewhere.
+const PLAN_MAX_AGE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("a TwiML template is invalid: {0}")]
+    Template(#[from] TemplateError),
+    #[error("cannot read the TwiML templates in {dir}: {source}")]
+    TemplateDir { dir: String, source: io::Error },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] io::Error),
+}
 
 /// Bound and ready to serve; nothing is served until [`Application::run_until_stopped`].
 pub struct Application {
     server: Server,
     address: SocketAddr,
+    public_url: PublicUrl,
+    calls: Calls,
 }
 
 impl Application {
     /// Binds `settings.bind` (port 0 picks a free port, which tests use).
-    pub fn build(settings: &Settings, store: Arc<dyn Store>) -> io::Result<Self> {
+    pub async fn build(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, store, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let templates = load_templates(settings.twiml_templates_dir.as_deref())?;
         let listener = std::net::TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| PublicUrl::derived_from(address));
+        let dedupe = DedupeActor::load(store.as_ref()).await?.start();
+        let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
+        let calls = Calls::start(CallDeps {
+            store: store.clone(),
+            dedupe,
+            plan: plan.clone(),
+            clock,
+        });
+        let voice = web::Data::new(Voice {
+            calls: calls.clone(),
+            templates,
+            public_url: public_url.clone(),
+            end_message: settings.end_message.clone(),
+            auth_token: settings.twilio_auth_token.clone(),
+        });
         let store: web::Data<dyn Store> = web::Data::from(store);
+        let plan: web::Data<PlanCache> = web::Data::from(plan);
         let admin_token = web::Data::new(AdminToken::new(settings.admin_token.as_ref()));
+
         let server = HttpServer::new(move || {
             App::new()
-                // `/api/v1/buyers/` is `/api/v1/buyers`.
-                .wrap(NormalizePath::trim())
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpans>::new())
                 .app_data(store.clone())
+                .app_data(plan.clone())
                 .app_data(admin_token.clone())
+                .app_data(voice.clone())
                 .configure(http::routes)
         })
         .listen(listener)?
         // Long enough for in-flight requests, short enough for a supervisor's stop timeout.
         .shutdown_timeout(10)
         .run();
-        Ok(Self { server, address })
+        Ok(Self {
+            server,
+            address,
+            public_url,
+            calls,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
     }
 
+    /// The base URL written into callbacks and used to check signatures.
+    pub fn public_url(&self) -> &PublicUrl {
+        &self.public_url
+    }
+
+    /// The live calls (tests and supervisors look at them).
+    pub fn calls(&self) -> Calls {
+        self.calls.clone()
+    }
+
     /// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         self.server.await
     }
+}
+
+/// The built-in templates, each replaced by a file of the same name in `dir` if there is one.
+/// Any other `.xml` file there is an error: a misspelt override would otherwise be ignored.
+pub fn load_templates(dir: Option<&Path>) -> Result<Templates, StartupError> {
+    let Some(dir) = dir else {
+        return Ok(Templates::builtin()?);
+    };
+    let unreadable = |source| StartupError::TemplateDir {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let mut overrides = HashMap::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        if path.extension().is_none_or(|ext| ext != "xml") {
+            continue;
+        }
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let Some(name) = TemplateName::from_file_name(file) else {
+            return Err(StartupError::Template(TemplateError {
+                file: path.display().to_string(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "no template is called {file}; the templates are {}",
+                    TemplateName::ALL.map(TemplateName::file_name).join(", ")
+                ),
+            }));
+        };
+        let text = std::fs::read_to_string(&path).map_err(unreadable)?;
+        overrides.insert(name, (path.display().to_string(), text));
+    }
+    Ok(Templates::parse(|name| {
+        overrides.remove(&name).unwrap_or_else(|| {
+            (
+                format!("(built in) {}", name.file_name()),
+                name.builtin().to_owned(),
+            )
+        })
+    })?)
 }

@@ -9,7 +9,29 @@ use tracing_subscriber::{
     util::SubscriberInitExt,
 };
 
+use actix_web::{
+    Error,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+};
+use tracing::Span;
+use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+
 use crate::config::LogFormat;
+
+/// Request spans: tracing-actix-web's, plus a `call_sid` field that webhook handlers fill, so
+/// every line logged while handling a webhook names its call.
+pub struct RequestSpans;
+
+impl RootSpanBuilder for RequestSpans {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        tracing_actix_web::root_span!(request, call_sid = tracing::field::Empty)
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
 
 /// Installs the global subscriber. `RUST_LOG` filters as usual; the default keeps sqlx's
 /// per-statement logging out of the way. A span's close is logged, so every request leaves one

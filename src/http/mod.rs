@@ -5,17 +5,40 @@ pub mod auth;
 pub mod error;
 mod health;
 pub mod json;
+pub mod voice;
 
 use actix_web::{
     HttpResponse, ResponseError,
-    dev::ServiceResponse,
-    http::header,
-    middleware::{ErrorHandlerResponse, ErrorHandlers},
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::{Method, header},
+    middleware::{self, ErrorHandlerResponse, ErrorHandlers, Next, NormalizePath},
     web,
 };
 
 use self::error::ApiError;
-use crate::domain::plan::{Buyer, Campaign, Company, Publisher};
+use crate::{
+    calls::PlanCache,
+    domain::plan::{Buyer, Campaign, Company, Publisher},
+};
+
+/// Live calls route on an in-memory plan: a successful change through the API makes the next
+/// call read it afresh.
+async fn invalidate_plan_after_writes(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let writes = request.method() != Method::GET;
+    let plan = request.app_data::<web::Data<PlanCache>>().cloned();
+    let response = next.call(request).await?;
+    if writes
+        && response.status().is_success()
+        && let Some(plan) = plan
+    {
+        plan.invalidate();
+    }
+    Ok(response)
+}
 
 /// Every route of the service.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -25,9 +48,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
+    .configure(voice::routes)
     .service(
         web::scope("/api/v1")
+            .wrap(middleware::from_fn(invalidate_plan_after_writes))
             .wrap(ErrorHandlers::new().default_handler(json_errors))
+            // `/api/v1/buyers/` is `/api/v1/buyers`. (Not for webhooks: their signature covers
+            // the exact URL requested.)
+            .wrap(NormalizePath::trim())
             .configure(admin::rtb_key_routes)
             .service(admin::resource::<Company>("/companies"))
             .service(admin::resource::<Buyer>("/buyers"))

@@ -1,0 +1,118 @@
+//! Live calls as actors: one [`CallActor`](call_actor::CallActor) per call, found through the
+//! [`CallRegistry`](registry::CallRegistry), asking the [`DedupeActor`] which buyers have
+//! converted the caller.
+
+mod call_actor;
+pub mod dedupe_actor;
+pub mod plan_cache;
+mod registry;
+
+use std::sync::Arc;
+
+use actix::{Actor, Addr, Arbiter, MailboxError, Message};
+
+use self::registry::{CallRegistry, Closed, LiveCount, Open};
+pub use self::{dedupe_actor::DedupeActor, plan_cache::PlanCache};
+use crate::{
+    clock::Clock,
+    domain::{
+        call::{Answer, CallSid, DialStatus},
+        plan::CampaignId,
+    },
+    store::Store,
+};
+
+/// What every call actor needs.
+#[derive(Clone)]
+pub struct CallDeps {
+    pub store: Arc<dyn Store>,
+    pub dedupe: Addr<DedupeActor>,
+    pub plan: Arc<PlanCache>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A webhook for one call, as its actor receives it.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Answer")]
+pub struct Webhook {
+    pub sid: CallSid,
+    pub input: Input,
+    /// The endpoint it arrived on and every parameter, for the call's timeline.
+    pub endpoint: &'static str,
+    pub params: Vec<(String, String)>,
+}
+
+impl Webhook {
+    /// A parameter the provider sent, if it did.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The call arrived on a tracking number.
+    Incoming { from: String, to: String },
+    /// A `<Dial>` ended: its action URL.
+    DialEnded {
+        attempt: u32,
+        status: DialStatus,
+        connected_seconds: u32,
+    },
+    /// A buyer's leg changed state: its status callback.
+    LegStatus { attempt: u32, status: String },
+    /// The provider followed a `<Redirect>` into another campaign.
+    Redirected { campaign: CampaignId },
+    /// The parent call's status callback.
+    CallStatus { status: String },
+}
+
+/// The live calls, as the HTTP layer sees them.
+#[derive(Clone)]
+pub struct Calls {
+    registry: Addr<CallRegistry>,
+}
+
+impl Calls {
+    pub fn start(deps: CallDeps) -> Self {
+        Self {
+            registry: CallRegistry::new(deps).start(),
+        }
+    }
+
+    /// Hands a webhook to its call's actor and returns the answer. An actor that stopped in
+    /// the meantime (its call ended) is replaced once; if no actor can answer, the call still
+    /// gets an answer that ends it cleanly rather than an error.
+    pub async fn handle(&self, webhook: Webhook) -> Answer {
+        for _ in 0..2 {
+            let open = Open {
+                sid: webhook.sid.clone(),
+                arbiter: Arbiter::current(),
+            };
+            let Ok(actor) = self.registry.send(open).await else {
+                break;
+            };
+            match actor.send(webhook.clone()).await {
+                Ok(answer) => return answer,
+                Err(MailboxError::Closed) => self.registry.do_send(Closed {
+                    sid: webhook.sid.clone(),
+                    actor,
+                }),
+                Err(MailboxError::Timeout) => break,
+            }
+        }
+        tracing::error!(call_sid = %webhook.sid, "no call actor could take the webhook");
+        match webhook.input {
+            Input::LegStatus { .. } | Input::CallStatus { .. } => Answer::Acknowledge,
+            _ => Answer::End,
+        }
+    }
+
+    /// How many calls have a live actor.
+    pub async fn live(&self) -> usize {
+        self.registry.send(LiveCount).await.unwrap_or_default()
+    }
+}

@@ -1,0 +1,122 @@
+//! The routing plan as calls read it: held in memory, reloaded when it changes.
+//!
+//! Every call reads the plan, so it is not read from the database per call. Changes made
+//! through this process's API invalidate the cache at once; changes made elsewhere (a CLI
+//! import, another node) are noticed through the store's plan revision, checked at most once
+//! per `max_age`.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    domain::{
+        plan::{Buyer, Campaign, Company, PlanEntity, Record},
+        routing::RoutingPlan,
+    },
+    store::{ListFilter, PlanTable, Store, StoreError},
+};
+
+pub struct PlanCache {
+    store: Arc<dyn Store>,
+    max_age: Duration,
+    cached: RwLock<Cached>,
+    /// One reload at a time; the others keep reading the current plan meanwhile.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+struct Cached {
+    plan: Arc<RoutingPlan>,
+    revision: i64,
+    checked: Option<Instant>,
+}
+
+impl PlanCache {
+    pub async fn load(store: Arc<dyn Store>, max_age: Duration) -> Result<Self, StoreError> {
+        let revision = store.plan_revision().await?;
+        let plan = Arc::new(read_plan(store.as_ref()).await?);
+        Ok(Self {
+            store,
+            max_age,
+            cached: RwLock::new(Cached {
+                plan,
+                revision,
+                checked: Some(Instant::now()),
+            }),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The plan, reloaded first if it may have changed. If the store cannot be reached the
+    /// plan in hand is used: a call is better routed on a plan a moment old than not at all.
+    pub async fn current(&self) -> Arc<RoutingPlan> {
+        if let Some(plan) = self.fresh() {
+            return plan;
+        }
+        let _reloading = self.reloading.lock().await;
+        if let Some(plan) = self.fresh() {
+            return plan;
+        }
+        if let Err(error) = self.refresh().await {
+            tracing::warn!(%error, "could not check the routing plan; using the one in hand");
+            self.write().checked = Some(Instant::now());
+        }
+        self.read().plan.clone()
+    }
+
+    /// The plan changed here: the next read checks the store.
+    pub fn invalidate(&self) {
+        self.write().checked = None;
+    }
+
+    fn fresh(&self) -> Option<Arc<RoutingPlan>> {
+        let cached = self.read();
+        let fresh = cached.checked.is_some_and(|at| at.elapsed() < self.max_age);
+        fresh.then(|| cached.plan.clone())
+    }
+
+    async fn refresh(&self) -> Result<(), StoreError> {
+        // The revision is read before the plan: a change landing in between is seen next time.
+        let revision = self.store.plan_revision().await?;
+        if revision != self.read().revision {
+            let plan = Arc::new(read_plan(self.store.as_ref()).await?);
+            let mut cached = self.write();
+            cached.plan = plan;
+            cached.revision = revision;
+        }
+        self.write().checked = Some(Instant::now());
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cached> {
+        self.cached
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cached> {
+        self.cached
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+async fn read_plan(store: &(dyn Store + 'static)) -> Result<RoutingPlan, StoreError> {
+    Ok(RoutingPlan::new(
+        all::<Company>(store).await?,
+        all::<Buyer>(store).await?,
+        all::<Campaign>(store).await?,
+    ))
+}
+
+async fn all<T: PlanEntity>(store: &(dyn Store + 'static)) -> Result<Vec<Record<T>>, StoreError>
+where
+    dyn Store: PlanTable<T>,
+{
+    let everything = ListFilter {
+        limit: u32::MAX,
+        ..ListFilter::default()
+    };
+    PlanTable::<T>::list(store, &everything).await
+}

@@ -1,0 +1,293 @@
+//! Voice webhooks: form parameters in, a message to the call's actor, TwiML out.
+//!
+//! - `POST /voice/incoming`: a tracking number's voice URL; the campaign is found by `To`.
+//! - `POST /voice/status`: the parent call's status callback.
+//! - `POST /voice/calls/{sid}/attempts/{n}/action` and `…/status`: the dial's action URL and the
+//!   buyer leg's status callback, written by Switchboard into its own `<Dial>`.
+//! - `POST /voice/calls/{sid}/redirect/{campaign}`: written into its own `<Redirect>`.
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, http::StatusCode, http::header, web};
+use secrecy::{ExposeSecret, SecretString};
+use tracing_actix_web::RootSpan;
+
+use crate::{
+    calls::{Calls, Input, Webhook},
+    config::PublicUrl,
+    domain::{
+        call::{Answer, CallSid, DialStatus},
+        destination::Destination,
+        plan::CampaignId,
+        signature::{self, Algorithm},
+        twiml::{TemplateName, Templates, Values},
+    },
+};
+
+/// What the voice endpoints need.
+pub struct Voice {
+    pub calls: Calls,
+    pub templates: Templates,
+    pub public_url: PublicUrl,
+    /// Said before hanging up when no buyer is left.
+    pub end_message: String,
+    /// Unset: signatures are not checked (start-up says so).
+    pub auth_token: Option<SecretString>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/voice")
+            .route("/incoming", web::post().to(incoming))
+            .route("/incoming", web::get().to(incoming))
+            .route("/status", web::post().to(call_status))
+            .route(
+                "/calls/{sid}/attempts/{attempt}/action",
+                web::post().to(dial_action),
+            )
+            .route(
+                "/calls/{sid}/attempts/{attempt}/status",
+                web::post().to(leg_status),
+            )
+            .route("/calls/{sid}/redirect/{campaign}", web::post().to(redirected)),
+    );
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("the request signature is missing or wrong")]
+    Forbidden,
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ResponseError for WebhookError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl Voice {
+    /// The webhook's parameters, once its signature is checked against the public URL (never
+    /// the socket address, which a proxy hides).
+    fn verify(&self, req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, WebhookError> {
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let url = self.public_url.join(path_and_query);
+        // A GET carries its parameters in the (signed) URL; a POST in its form body.
+        let (params, signed) = if req.method() == actix_web::http::Method::GET {
+            (form(req.query_string().as_bytes())?, Vec::new())
+        } else {
+            let params = form(body)?;
+            (params.clone(), params)
+        };
+        if let Some(token) = &self.auth_token {
+            let presented = header_text(req, "X-Twilio-Signature").unwrap_or_default();
+            let algorithm =
+                Algorithm::from_settings(header_text(req, "X-Twilio-Webhooks-Signature-Settings"));
+            if !signature::is_valid(token.expose_secret(), &url, &signed, presented, algorithm) {
+                tracing::warn!(%url, "refused a webhook with a missing or wrong signature");
+                return Err(WebhookError::Forbidden);
+            }
+        }
+        Ok(params)
+    }
+
+    /// Renders an answer as TwiML (status callbacks get `204`).
+    fn respond(&self, sid: &CallSid, answer: Answer) -> HttpResponse {
+        let calls = |path: String| self.public_url.join(&format!("/voice/calls/{sid}{path}"));
+        let document = match answer {
+            Answer::Acknowledge => return HttpResponse::NoContent().finish(),
+            Answer::Dial {
+                attempt,
+                destination,
+                ring_timeout_seconds,
+                send_digits,
+            } => {
+                let action_url = calls(format!("/attempts/{attempt}/action"));
+                let status_url = calls(format!("/attempts/{attempt}/status"));
+                let timeout = ring_timeout_seconds.to_string();
+                let send_digits = send_digits.unwrap_or_default();
+                match &destination {
+                    Destination::Phone(number) => self.templates.render(
+                        TemplateName::DialNumber,
+                        &Values(&[
+                            ("action_url", &action_url),
+                            ("status_url", &status_url),
+                            ("timeout", &timeout),
+                            ("number", number.as_str()),
+                            ("send_digits", &send_digits),
+                        ]),
+                    ),
+                    Destination::Sip(uri) => self.templates.render(
+                        TemplateName::DialSip,
+                        &Values(&[
+                            ("action_url", &action_url),
+                            ("status_url", &status_url),
+                            ("timeout", &timeout),
+                            ("sip_uri", uri.as_str()),
+                        ]),
+                    ),
+                }
+            }
+            Answer::Redirect { campaign } => {
+                let redirect_url = calls(format!("/redirect/{campaign}"));
+                self.templates.render(
+                    TemplateName::Redirect,
+                    &Values(&[("redirect_url", &redirect_url)]),
+                )
+            }
+            Answer::End => self
+                .templates
+                .render(TemplateName::End, &Values(&[("message", &self.end_message)])),
+            Answer::Hangup => self.templates.render(TemplateName::Hangup, &Values(&[])),
+            Answer::Reject => self.templates.render(TemplateName::UnknownNumber, &Values(&[])),
+        };
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "text/xml; charset=utf-8"))
+            .body(document)
+    }
+
+    async fn handle(
+        &self,
+        root: &RootSpan,
+        sid: CallSid,
+        input: Input,
+        endpoint: &'static str,
+        params: Vec<(String, String)>,
+    ) -> HttpResponse {
+        root.record("call_sid", tracing::field::display(&sid));
+        let webhook = Webhook {
+            sid: sid.clone(),
+            input,
+            endpoint,
+            params,
+        };
+        let answer = self.calls.handle(webhook).await;
+        self.respond(&sid, answer)
+    }
+}
+
+fn form(bytes: &[u8]) -> Result<Vec<(String, String)>, WebhookError> {
+    serde_urlencoded::from_bytes(bytes)
+        .map_err(|e| WebhookError::BadRequest(format!("the form cannot be read: {e}")))
+}
+
+fn header_text<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
+    req.headers().get(name).and_then(|value| value.to_str().ok())
+}
+
+fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+fn call_sid_of(params: &[(String, String)]) -> Result<CallSid, WebhookError> {
+    let text =
+        param(params, "CallSid").ok_or_else(|| WebhookError::BadRequest("CallSid is missing".into()))?;
+    CallSid::parse(text).map_err(WebhookError::BadRequest)
+}
+
+fn path_sid(text: &str) -> Result<CallSid, WebhookError> {
+    CallSid::parse(text).map_err(WebhookError::BadRequest)
+}
+
+type Data = web::Data<Voice>;
+
+async fn incoming(
+    req: HttpRequest,
+    body: web::Bytes,
+    voice: Data,
+    root: RootSpan,
+) -> Result<HttpResponse, WebhookError> {
+    let params = voice.verify(&req, &body)?;
+    let sid = call_sid_of(&params)?;
+    let input = Input::Incoming {
+        from: param(&params, "From").unwrap_or_default().to_owned(),
+        to: param(&params, "To").unwrap_or_default().to_owned(),
+    };
+    Ok(voice.handle(&root, sid, input, "incoming", params).await)
+}
+
+async fn call_status(
+    req: HttpRequest,
+    body: web::Bytes,
+    voice: Data,
+    root: RootSpan,
+) -> Result<HttpResponse, WebhookError> {
+    let params = voice.verify(&req, &body)?;
+    let sid = call_sid_of(&params)?;
+    let input = Input::CallStatus {
+        status: param(&params, "CallStatus").unwrap_or_default().to_owned(),
+    };
+    Ok(voice.handle(&root, sid, input, "status", params).await)
+}
+
+async fn dial_action(
+    req: HttpRequest,
+    body: web::Bytes,
+    path: web::Path<(String, u32)>,
+    voice: Data,
+    root: RootSpan,
+) -> Result<HttpResponse, WebhookError> {
+    let params = voice.verify(&req, &body)?;
+    let (sid, attempt) = path.into_inner();
+    // A dial that ended without a status we know did not connect: the next buyer is tried.
+    let status = param(&params, "DialCallStatus")
+        .and_then(|s| DialStatus::parse(s).ok())
+        .unwrap_or(DialStatus::Failed);
+    let connected_seconds = param(&params, "DialCallDuration")
+        .and_then(|d| d.trim().parse().ok())
+        .unwrap_or(0);
+    let input = Input::DialEnded {
+        attempt,
+        status,
+        connected_seconds,
+    };
+    Ok(voice
+        .handle(&root, path_sid(&sid)?, input, "dial_action", params)
+        .await)
+}
+
+async fn leg_status(
+    req: HttpRequest,
+    body: web::Bytes,
+    path: web::Path<(String, u32)>,
+    voice: Data,
+    root: RootSpan,
+) -> Result<HttpResponse, WebhookError> {
+    let params = voice.verify(&req, &body)?;
+    let (sid, attempt) = path.into_inner();
+    let input = Input::LegStatus {
+        attempt,
+        status: param(&params, "CallStatus").unwrap_or_default().to_owned(),
+    };
+    Ok(voice
+        .handle(&root, path_sid(&sid)?, input, "leg_status", params)
+        .await)
+}
+
+async fn redirected(
+    req: HttpRequest,
+    body: web::Bytes,
+    path: web::Path<(String, String)>,
+    voice: Data,
+    root: RootSpan,
+) -> Result<HttpResponse, WebhookError> {
+    let params = voice.verify(&req, &body)?;
+    let (sid, campaign) = path.into_inner();
+    let campaign: CampaignId = campaign
+        .parse()
+        .map_err(|_| WebhookError::BadRequest(format!("`{campaign}` is not a campaign id")))?;
+    Ok(voice
+        .handle(
+            &root,
+            path_sid(&sid)?,
+            Input::Redirected { campaign },
+            "redirect",
+            params,
+        )
+        .await)
+}
