@@ -14,6 +14,8 @@ use tempfile::TempDir;
 use url::Url;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The provider account's auth token in tests: every webhook is signed with it.
+pub const AUTH_TOKEN: &str = "test-auth-token-5f4dcc3b5aa765d6";
 
 #[derive(Debug, Clone, Copy)]
 pub enum Engine {
@@ -132,17 +134,43 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Arc<SqlStore>,
+    pub calls: switchboard::calls::Calls,
     pub db: TestDb,
 }
 
 impl TestApp {
     pub async fn start(engine: Engine) -> Option<Self> {
-        Self::start_with(engine, &[("ADMIN_TOKEN", ADMIN_TOKEN)]).await
+        Self::start_with(
+            engine,
+            &[("ADMIN_TOKEN", ADMIN_TOKEN), ("TWILIO_AUTH_TOKEN", AUTH_TOKEN)],
+        )
+        .await
+    }
+
+    /// Starts on a database that already holds `plan`, as a server restarted over its data.
+    pub async fn start_with_plan(engine: Engine, plan: &switchboard::plan::Plan) -> Option<Self> {
+        let db = TestDb::create(engine).await?;
+        let store = SqlStore::connect_and_migrate(&db.url)
+            .await
+            .expect("connect and migrate");
+        switchboard::store::Store::import_plan(&store, plan)
+            .await
+            .expect("import the plan");
+        store.close().await;
+        Self::start_on(
+            db,
+            &[("ADMIN_TOKEN", ADMIN_TOKEN), ("TWILIO_AUTH_TOKEN", AUTH_TOKEN)],
+        )
+        .await
     }
 
     /// Starts with these settings in addition to the database and a free port.
     pub async fn start_with(engine: Engine, settings: &[(&str, &str)]) -> Option<Self> {
-        let db = TestDb::create(engine).await?;
+        Self::start_on(TestDb::create(engine).await?, settings).await
+    }
+
+    /// Starts on an existing database.
+    pub async fn start_on(db: TestDb, settings: &[(&str, &str)]) -> Option<Self> {
         let mut environment = vec![
             ("DATABASE_URL".to_owned(), db.url.clone()),
             ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
@@ -154,19 +182,53 @@ impl TestApp {
                 .await
                 .expect("connect and migrate"),
         );
-        let app = Application::build(&settings, store.clone()).expect("bind");
+        let app = Application::build(&settings, store.clone())
+            .await
+            .expect("start the service");
         let address = format!("http://{}", app.address());
+        let calls = app.calls();
         actix_web::rt::spawn(app.run_until_stopped());
         Some(Self {
             address,
             client: reqwest::Client::new(),
             store,
+            calls,
             db,
         })
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// A second service on this one's database, as after a restart: everything it knows comes
+    /// from the store. (The first keeps serving on its own port until the test ends.)
+    pub async fn restart(self) -> Self {
+        Self::start_on(
+            self.db,
+            &[("ADMIN_TOKEN", ADMIN_TOKEN), ("TWILIO_AUTH_TOKEN", AUTH_TOKEN)],
+        )
+        .await
+        .expect("the database is still there")
+    }
+
+    /// A webhook as the provider sends it: the form body, signed for `url`.
+    pub async fn webhook(&self, url: &str, body: &str) -> Response {
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(body).expect("a form body");
+        let signature = switchboard::domain::signature::sign(
+            AUTH_TOKEN,
+            url,
+            &params,
+            switchboard::domain::signature::Algorithm::HmacSha1,
+        );
+        self.client
+            .post(url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("X-Twilio-Signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("webhook request")
     }
 
     /// An admin API request, authenticated.

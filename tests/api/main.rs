@@ -5,4 +5,6 @@ mod helpers;
 mod admin_api;
 mod cli;
 mod plan_import;
+mod replay;
 mod store;
+mod voice;

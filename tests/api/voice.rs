@@ -1,0 +1,283 @@
+//! Voice webhooks beyond the replayed scenarios: forged and malformed requests, retries,
+//! restarts, plan changes, TwiML templates, and call actors' lives.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use switchboard::{
+    config::Settings,
+    domain::call::CallSid,
+    plan::Plan,
+    startup::Application,
+    store::{CallStore, SqlStore},
+};
+
+use crate::helpers::{AUTH_TOKEN, Engine, TestApp, TestDb, expect_json, on_both_engines};
+
+const PLAN: &str = include_str!("../fixtures/plans/acme.toml");
+const CALLER: &str = "+14155550123";
+const MAIN: &str = "+18005550100";
+
+fn sid(n: u32) -> String {
+    format!("CA{n:032x}")
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap()
+}
+
+fn incoming(sid: &str, from: &str, to: &str) -> String {
+    form(&[
+        ("AccountSid", "AC00000000000000000000000000000001"),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", sid),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("From", from),
+        ("To", to),
+    ])
+}
+
+fn dial_ended(sid: &str, status: &str, seconds: u32) -> String {
+    form(&[
+        ("CallSid", sid),
+        ("CallStatus", "in-progress"),
+        ("DialCallStatus", status),
+        ("DialCallDuration", &seconds.to_string()),
+        ("From", CALLER),
+        ("To", MAIN),
+    ])
+}
+
+fn call_over(sid: &str) -> String {
+    form(&[
+        ("CallSid", sid),
+        ("CallStatus", "completed"),
+        ("CallDuration", "130"),
+        ("SequenceNumber", "0"),
+    ])
+}
+
+/// The service on the replay fixtures' base plan.
+struct Acme(TestApp);
+
+impl Acme {
+    async fn start(engine: Engine) -> Option<Self> {
+        TestApp::start_with_plan(engine, &Plan::parse(PLAN).unwrap())
+            .await
+            .map(Self)
+    }
+}
+
+impl std::ops::Deref for Acme {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
+}
+
+/// The number a `<Dial>` dials, and its action URL.
+async fn dialed(response: reqwest::Response) -> (String, String) {
+    assert_eq!(response.status(), StatusCode::OK);
+    let twiml = response.text().await.unwrap();
+    let number = twiml
+        .split("\">")
+        .nth(2)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("not a dial: {twiml}"))
+        .to_owned();
+    let action = twiml
+        .split("action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    (number, action)
+}
+
+/// A whole call from `caller` that talks `seconds` to whoever picks up; returns who did.
+async fn whole_call(app: &TestApp, sid: &str, caller: &str, seconds: u32) -> String {
+    let (number, action) = dialed(
+        app.webhook(&app.url("/voice/incoming"), &incoming(sid, caller, MAIN))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        app.webhook(&action, &dial_ended(sid, "completed", seconds))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.webhook(&app.url("/voice/status"), &call_over(sid))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    number
+}
+
+on_both_engines! {
+    async fn forged_or_unsigned_webhooks_are_refused_and_change_nothing(app: Acme) {
+        let url = app.url("/voice/incoming");
+        let body = incoming(&sid(1), CALLER, MAIN);
+        let send = |signature: Option<String>, body: String| {
+            let mut request = app.client.post(&url).header("Content-Type", "application/x-www-form-urlencoded").body(body);
+            if let Some(signature) = signature {
+                request = request.header("X-Twilio-Signature", signature);
+            }
+            request.send()
+        };
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
+        let sign = |url: &str, params: &[(String, String)]| {
+            switchboard::domain::signature::sign(AUTH_TOKEN, url, params, switchboard::domain::signature::Algorithm::HmacSha1)
+        };
+        assert_eq!(send(None, body.clone()).await.unwrap().status(), StatusCode::FORBIDDEN, "unsigned");
+        assert_eq!(send(Some("bm90IGEgc2lnbmF0dXJl".into()), body.clone()).await.unwrap().status(), StatusCode::FORBIDDEN);
+        let elsewhere = sign("https://attacker.example/voice/incoming", &params);
+        assert_eq!(send(Some(elsewhere), body.clone()).await.unwrap().status(), StatusCode::FORBIDDEN, "signed for another URL");
+        let tampered = body.replace("%2B14155550123", "%2B14155550999");
+        assert_eq!(send(Some(sign(&url, &params)), tampered).await.unwrap().status(), StatusCode::FORBIDDEN, "tampered");
+        let stored = app.store.call(&CallSid::parse(&sid(1)).unwrap()).await.unwrap();
+        assert!(stored.is_none(), "a refused webhook records nothing");
+
+        assert_eq!(send(Some(sign(&url, &params)), body).await.unwrap().status(), StatusCode::OK, "the genuine one");
+    }
+
+    async fn malformed_webhooks_get_a_clear_client_error(app: Acme) {
+        let url = app.url("/voice/incoming");
+        let missing = app.webhook(&url, &form(&[("From", CALLER), ("To", MAIN)])).await;
+        assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+        assert!(missing.text().await.unwrap().contains("CallSid"));
+        let hostile = app.webhook(&url, &incoming("../../etc/passwd", CALLER, MAIN)).await;
+        assert_eq!(hostile.status(), StatusCode::BAD_REQUEST);
+        let no_to = app.webhook(&url, &form(&[("CallSid", &sid(2)), ("From", CALLER)])).await;
+        assert_eq!(no_to.status(), StatusCode::OK, "a live call still gets TwiML");
+        assert!(no_to.text().await.unwrap().contains("<Reject"), "nothing to route to: rejected");
+        let unknown = app.webhook(&app.url("/voice/status"), &call_over(&sid(3))).await;
+        assert_eq!(unknown.status(), StatusCode::NO_CONTENT, "a status for a call never seen is acknowledged");
+    }
+
+    async fn a_retried_first_webhook_gets_the_same_twiml_and_dials_once(app: Acme) {
+        let url = app.url("/voice/incoming");
+        let body = incoming(&sid(4), CALLER, MAIN);
+        let first = app.webhook(&url, &body).await.text().await.unwrap();
+        let retry = app.webhook(&url, &body).await.text().await.unwrap();
+        assert_eq!(first, retry);
+        let call = app.store.call(&CallSid::parse(&sid(4)).unwrap()).await.unwrap().unwrap();
+        assert_eq!(call.attempts.len(), 1, "no second attempt");
+    }
+
+    async fn a_converted_caller_stays_a_duplicate_after_a_restart(app: Acme) {
+        assert_eq!(whole_call(&app, &sid(5), CALLER, 120).await, "+14155550101");
+        let app = app.0.restart().await;
+        assert_eq!(whole_call(&app, &sid(6), CALLER, 30).await, "+14155550102", "the de-dupe index is rebuilt from the store");
+    }
+
+    async fn a_call_finds_its_actor_gone_once_it_ends(app: Acme) {
+        let url = app.url("/voice/incoming");
+        let (_, action) = dialed(app.webhook(&url, &incoming(&sid(7), CALLER, MAIN)).await).await;
+        assert_eq!(app.calls.live().await, 1);
+        app.webhook(&action, &dial_ended(&sid(7), "completed", 100)).await;
+        app.webhook(&app.url("/voice/status"), &call_over(&sid(7))).await;
+        let mut live = usize::MAX;
+        for _ in 0..50 {
+            live = app.calls.live().await;
+            if live == 0 {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(live, 0, "an ended call's actor stops");
+
+        // A late callback still lands: a new actor resumes the call from the store.
+        let late = app.webhook(&action, &dial_ended(&sid(7), "completed", 100)).await;
+        assert!(late.text().await.unwrap().contains("<Hangup"));
+        let call = app.store.call(&CallSid::parse(&sid(7)).unwrap()).await.unwrap().unwrap();
+        assert_eq!(call.attempts.len(), 1);
+        assert!(call.converted());
+    }
+}
+
+on_both_engines! {
+    async fn a_plan_changed_through_the_api_routes_the_very_next_call(app: TestApp) {
+        let company = app.create("/companies", json!({"name": "Fresh", "duplicate_caller_handling": true})).await;
+        let buyer = app.create("/buyers", json!({"company_id": company, "name": "New Buyer", "destination": "+14155550177"})).await;
+        let campaign = app.create("/campaigns", json!({"company_id": company, "name": "New", "numbers": ["+18885550177"]})).await;
+        let patch = json!({"buyers": [{"buyer_id": buyer}]});
+        expect_json(app.patch(&format!("/campaigns/{campaign}"), patch).await, StatusCode::OK).await;
+        let response = app.webhook(&app.url("/voice/incoming"), &incoming(&sid(8), CALLER, "+18885550177")).await;
+        assert_eq!(dialed(response).await.0, "+14155550177");
+    }
+}
+
+#[actix_web::test]
+async fn templates_in_a_directory_replace_the_built_in_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("end.xml"),
+        "<Response>\n  <Say voice=\"alice\">Acme says: {message}</Say>\n  <Hangup/>\n</Response>\n",
+    )
+    .unwrap();
+    let settings = [
+        ("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWIML_TEMPLATES_DIR", dir.path().to_str().unwrap()),
+        ("END_MESSAGE", "Please call back tomorrow & thank you."),
+    ];
+    let app = TestApp::start_with(Engine::Sqlite, &settings).await.unwrap();
+    let company = app.create("/companies", json!({"name": "Acme"})).await;
+    app.create(
+        "/campaigns",
+        json!({"company_id": company, "name": "Empty", "numbers": ["+18885550188"]}),
+    )
+    .await;
+    let response = app
+        .webhook(
+            &app.url("/voice/incoming"),
+            &incoming(&sid(9), CALLER, "+18885550188"),
+        )
+        .await;
+    let twiml = response.text().await.unwrap();
+    assert!(
+        twiml.ends_with(r#"<Response><Say voice="alice">Acme says: Please call back tomorrow &amp; thank you.</Say><Hangup /></Response>"#),
+        "{twiml}"
+    );
+}
+
+#[actix_web::test]
+async fn a_bad_template_stops_start_up_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("end.xml"),
+        "<Response>\n  <Say>{mesage}</Say>\n</Response>\n",
+    )
+    .unwrap();
+    let error = start_with_templates(dir.path()).await;
+    assert!(error.contains("end.xml:2:"), "{error}");
+    assert!(error.contains("unknown placeholder {mesage}"), "{error}");
+
+    std::fs::remove_file(dir.path().join("end.xml")).unwrap();
+    std::fs::write(dir.path().join("dial-number.xml"), "<Response/>").unwrap();
+    let error = start_with_templates(dir.path()).await;
+    assert!(
+        error.contains("dial-number.xml") && error.contains("dial_number.xml"),
+        "{error}"
+    );
+}
+
+async fn start_with_templates(dir: &std::path::Path) -> String {
+    let db = TestDb::create(Engine::Sqlite).await.unwrap();
+    let store = std::sync::Arc::new(SqlStore::connect_and_migrate(&db.url).await.unwrap());
+    let environment = [
+        ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
+        ("TWIML_TEMPLATES_DIR".to_owned(), dir.display().to_string()),
+    ];
+    let settings = Settings::from_sources(None, environment).unwrap();
+    match Application::build(&settings, store).await {
+        Ok(_) => panic!("a bad template must stop start-up"),
+        Err(error) => error.to_string(),
+    }
+}
