@@ -202,7 +202,7 @@ impl Decision {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     Dial { buyer: BuyerId, kind: AttemptKind },
     Redirect { campaign: CampaignId },

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+mod calls;
 pub mod error;
 mod health;
 pub mod json;
@@ -57,6 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             // the exact URL requested.)
             .wrap(NormalizePath::trim())
             .configure(admin::rtb_key_routes)
+            .configure(calls::routes)
             .service(admin::resource::<Company>("/companies"))
             .service(admin::resource::<Buyer>("/buyers"))
             .service(admin::resource::<Campaign>("/campaigns"))

@@ -281,3 +281,32 @@ async fn start_with_templates(dir: &std::path::Path) -> String {
         Err(error) => error.to_string(),
     }
 }
+
+on_both_engines! {
+    async fn a_call_can_be_read_back_with_its_timeline(app: Acme) {
+        whole_call(&app, &sid(10), CALLER, 120).await;
+        whole_call(&app, &sid(11), CALLER, 30).await;
+        let call = expect_json(app.get(&format!("/calls/{}", sid(11))).await, StatusCode::OK).await;
+        assert_eq!(call["outcome"], "connected");
+        assert_eq!(call["duplicates_avoided"], 1);
+        assert_eq!(call["caller_known"], true);
+        let timeline = call["timeline"].as_array().unwrap();
+        let kinds: Vec<&str> = timeline.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["webhook", "decision", "webhook", "dial_ended", "webhook", "ended"]);
+        let decision = &timeline[1];
+        assert_eq!(decision["action"]["type"], "dial");
+        let verdicts: Vec<(&str, &str)> = decision["considered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap(), c["verdict"].as_str().unwrap()))
+            .collect();
+        assert_eq!(verdicts, [("Acme Auto", "duplicate"), ("Budget Cover", "chosen")]);
+        assert_eq!(timeline[0]["params"]["From"], CALLER, "each webhook keeps its parameters");
+
+        let missing = app.get(&format!("/calls/{}", sid(99))).await;
+        crate::helpers::expect_error(missing, StatusCode::NOT_FOUND, "not_found", None).await;
+        let anonymous = app.client.get(app.url(&format!("/api/v1/calls/{}", sid(10)))).send().await.unwrap();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    }
+}
