@@ -8,7 +8,7 @@ use actix_web::{App, HttpServer, dev::Server, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::{
-    calls::{CallDeps, Calls, DedupeActor, PlanCache},
+    calls::{CallDeps, CallTimings, Calls, DedupeActor, PlanCache},
     clock::{Clock, SystemClock},
     config::{PublicUrl, Settings},
     domain::twiml::{TemplateError, TemplateName, Templates},
@@ -43,13 +43,15 @@ pub struct Application {
 impl Application {
     /// Binds `settings.bind` (port 0 picks a free port, which tests use).
     pub async fn build(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StartupError> {
-        Self::build_with_clock(settings, store, Arc::new(SystemClock)).await
+        Self::build_with(settings, store, Arc::new(SystemClock), CallTimings::default()).await
     }
 
-    pub async fn build_with_clock(
+    /// With a clock and call-actor timings of the caller's choosing (tests, simulations).
+    pub async fn build_with(
         settings: &Settings,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        timings: CallTimings,
     ) -> Result<Self, StartupError> {
         let templates = load_templates(settings.twiml_templates_dir.as_deref())?;
         let listener = std::net::TcpListener::bind(settings.bind)?;
@@ -65,6 +67,7 @@ impl Application {
             dedupe,
             plan: plan.clone(),
             clock,
+            timings,
         });
         let voice = web::Data::new(Voice {
             calls: calls.clone(),

@@ -1,9 +1,12 @@
 //! One actor per live call: it applies the call's webhooks one at a time, routes, persists
-//! every transition, and stops when the call ends.
+//! every transition, and stops a while after the call ends.
 
 use std::{collections::HashSet, sync::Arc};
 
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
+    SpawnHandle, WrapFuture,
+};
 use jiff::Timestamp;
 
 use super::{
@@ -13,10 +16,13 @@ use super::{
 };
 use crate::{
     domain::{
-        call::{Answer, CallRecord, CallSid, CallState, Caller, Conversion, DropReason, Outcome},
+        call::{
+            Answer, Attempt, CallRecord, CallSid, CallState, Caller, Conversion, DialStatus, DropReason,
+            Outcome,
+        },
         dedupe::{Rule, Touch, Touched},
         phone::E164,
-        plan::{Buyer, BuyerId, Campaign, Record},
+        plan::{Buyer, BuyerId, Campaign, CampaignId, Record},
         routing::{Action, CallSituation, RoutingPlan, Verdict},
         timeline::{Event, TimelineEntry},
     },
@@ -29,6 +35,10 @@ pub struct CallActor {
     registry: Addr<CallRegistry>,
     /// `None` until the first webhook, which creates the call or resumes it from the store.
     record: Option<CallRecord>,
+    /// What the store has not taken yet; retried until it does.
+    unsaved: Unsaved,
+    /// The next retry of a save, or the actor's stop.
+    timer: Option<SpawnHandle>,
 }
 
 impl CallActor {
@@ -38,7 +48,34 @@ impl CallActor {
             deps,
             registry,
             record: None,
+            unsaved: Unsaved::default(),
+            timer: None,
         }
+    }
+
+    /// After every webhook: retry an unsaved change soon; otherwise stop once the call ended
+    /// (after a grace period, so that callbacks arriving together after the end all queue here
+    /// rather than race to a new actor) or once the call has been quiet for long (its next
+    /// webhook resumes it from the store).
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let Some(record) = &self.record else {
+            ctx.stop();
+            return;
+        };
+        let timings = self.deps.timings;
+        self.timer = Some(if !self.unsaved.is_empty() {
+            ctx.notify_later(Flush, timings.save_retry)
+        } else {
+            let linger = if record.is_ended() {
+                timings.ended_grace
+            } else {
+                timings.idle
+            };
+            ctx.run_later(linger, |_, ctx| ctx.stop())
+        });
     }
 }
 
@@ -46,6 +83,9 @@ impl Actor for CallActor {
     type Context = Context<Self>;
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
+        if !self.unsaved.is_empty() {
+            tracing::error!(call_sid = %self.sid, "a call actor stopped with changes the store never took");
+        }
         self.registry.do_send(Closed {
             sid: self.sid.clone(),
             actor: ctx.address(),
@@ -59,20 +99,61 @@ impl Handler<Webhook> for CallActor {
 
     fn handle(&mut self, webhook: Webhook, _: &mut Self::Context) -> Self::Result {
         let deps = self.deps.clone();
-        let record = self.record.take();
+        let (record, unsaved) = (self.record.take(), std::mem::take(&mut self.unsaved));
         AtomicResponse::new(Box::pin(
-            async move { process(&deps, record, webhook).await }
+            async move { process(&deps, record, unsaved, webhook).await }
                 .into_actor(self)
-                .map(|(record, answer), actor, ctx| {
-                    // A call that ended (or was never ours) needs no actor; a late webhook finds it
-                    // in the store.
-                    if record.as_ref().is_none_or(CallRecord::is_ended) {
-                        actix::ActorContext::stop(ctx);
-                    }
+                .map(|(record, unsaved, answer), actor, ctx| {
                     actor.record = record;
+                    actor.unsaved = unsaved;
+                    actor.schedule(ctx);
                     answer
                 }),
         ))
+    }
+}
+
+/// Retry saving what the store has not taken.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Handler<Flush> for CallActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        let deps = self.deps.clone();
+        let (record, mut unsaved) = (self.record.take(), std::mem::take(&mut self.unsaved));
+        AtomicResponse::new(Box::pin(
+            async move {
+                if let Some(record) = &record {
+                    save(&deps, record, &mut unsaved).await;
+                }
+                (record, unsaved)
+            }
+            .into_actor(self)
+            .map(|(record, unsaved), actor, ctx| {
+                actor.record = record;
+                actor.unsaved = unsaved;
+                actor.schedule(ctx);
+            }),
+        ))
+    }
+}
+
+/// Changes the store has not taken yet. Saving is idempotent (the call row is replaced,
+/// entries are keyed by their sequence number, conversions by call and attempt, marks keep the
+/// latest), so whatever is here is simply saved again.
+#[derive(Default)]
+struct Unsaved {
+    timeline: Vec<TimelineEntry>,
+    conversions: Vec<Conversion>,
+    touched: Vec<Touched>,
+}
+
+impl Unsaved {
+    fn is_empty(&self) -> bool {
+        self.timeline.is_empty() && self.conversions.is_empty() && self.touched.is_empty()
     }
 }
 
@@ -94,8 +175,9 @@ impl Turn {
 async fn process(
     deps: &CallDeps,
     record: Option<CallRecord>,
+    mut unsaved: Unsaved,
     webhook: Webhook,
-) -> (Option<CallRecord>, Answer) {
+) -> (Option<CallRecord>, Unsaved, Answer) {
     let mut turn = Turn {
         now: deps.clock.now(),
         plan: deps.plan.current().await,
@@ -112,22 +194,59 @@ async fn process(
         None => resume(deps, &webhook.sid).await,
     };
     let (mut record, answer) = apply(deps, &mut turn, record, &webhook).await;
-    if let Some(record) = &mut record {
-        save(deps, record, turn).await;
+    if !turn.touched.is_empty() {
+        // The index learns at once, whatever the store does: the next decision must see it.
+        deps.dedupe.do_send(Learn(turn.touched.clone()));
     }
-    (record, answer)
+    if let Some(record) = &mut record {
+        record.timeline_len += turn.timeline.len() as u32;
+        unsaved.timeline.append(&mut turn.timeline);
+        unsaved.conversions.extend(turn.conversion);
+        unsaved.touched.append(&mut turn.touched);
+        save(deps, record, &mut unsaved).await;
+    }
+    (record, unsaved, answer)
 }
 
-/// The call as stored, if a webhook arrives for a call this process has no actor for (a
-/// restart, or an actor that stopped).
+/// The call as stored, for a call this process holds no actor for (after a restart, or an
+/// actor that stopped). Bounded: a caller must not wait on a database that does not answer.
 async fn resume(deps: &CallDeps, sid: &CallSid) -> Option<CallRecord> {
-    match deps.store.call(sid).await {
-        Ok(found) => found,
-        Err(error) => {
-            tracing::error!(%error, "could not read the call from the store");
+    match tokio::time::timeout(deps.timings.store_budget, deps.store.call(sid)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(error)) => {
+            tracing::error!(%error, "could not read the call from the store; treating it as new");
+            None
+        }
+        Err(_) => {
+            tracing::error!("the store did not answer in time; treating the call as new");
             None
         }
     }
+}
+
+/// Saves the call and everything unsaved, within the store budget. What the store does not
+/// take stays in `unsaved`, retried on the next webhook or the next timer: the answer to the
+/// provider never waits longer than the budget.
+async fn save(deps: &CallDeps, record: &CallRecord, unsaved: &mut Unsaved) {
+    let change = CallChange {
+        call: record,
+        timeline: &unsaved.timeline,
+        conversions: &unsaved.conversions,
+        touched: &unsaved.touched,
+    };
+    match tokio::time::timeout(deps.timings.store_budget, deps.store.save_call(&change)).await {
+        Ok(Ok(())) => *unsaved = Unsaved::default(),
+        Ok(Err(error)) => tracing::error!(%error, "the call could not be saved yet; it will be retried"),
+        Err(_) => tracing::error!("the store did not save the call in time; it will be retried"),
+    }
+}
+
+/// What the provider said about the caller, for a call that must start from its webhook.
+fn from_and_to(webhook: &Webhook) -> (&str, &str) {
+    (
+        webhook.param("From").unwrap_or(""),
+        webhook.param("To").unwrap_or(""),
+    )
 }
 
 async fn apply(
@@ -143,15 +262,7 @@ async fn apply(
             (Some(record), answer)
         }
         (Input::Incoming { from, to }, None) => arrive(deps, turn, &webhook.sid, from, to, None).await,
-        (Input::Redirected { campaign }, record) => {
-            let Some(mut record) = record else {
-                // Nothing stored: start from what the provider tells us and route there.
-                let (from, to) = (
-                    webhook.param("From").unwrap_or(""),
-                    webhook.param("To").unwrap_or(""),
-                );
-                return arrive(deps, turn, &webhook.sid, from, to, Some(*campaign)).await;
-            };
+        (Input::Redirected { campaign }, Some(mut record)) => {
             let answer = if record.campaign_id == Some(*campaign) {
                 current_answer(deps, turn, &mut record).await
             } else {
@@ -159,14 +270,25 @@ async fn apply(
             };
             (Some(record), answer)
         }
-        (Input::DialEnded { .. }, None) => {
-            // Nothing stored about the call (the database lost it): routing it afresh by the
-            // number dialed beats hanging up on the caller.
+        (Input::Redirected { campaign }, None) => {
+            // Nothing stored: start from what the provider tells us and route there.
+            let (from, to) = from_and_to(webhook);
+            arrive(deps, turn, &webhook.sid, from, to, Some(*campaign)).await
+        }
+        (
+            Input::DialEnded {
+                status, call_over, ..
+            },
+            None,
+        ) => {
+            if status.connected() || *call_over {
+                tracing::warn!("a dial ended for a call with no record; nothing is left to route");
+                return (None, Answer::Hangup);
+            }
+            // The database lost the call mid-way: routing it afresh by the number dialed beats
+            // hanging up on the caller.
             tracing::warn!("a dial ended for a call with no record; routing it afresh");
-            let (from, to) = (
-                webhook.param("From").unwrap_or(""),
-                webhook.param("To").unwrap_or(""),
-            );
+            let (from, to) = from_and_to(webhook);
             arrive(deps, turn, &webhook.sid, from, to, None).await
         }
         (
@@ -174,13 +296,21 @@ async fn apply(
                 attempt,
                 status,
                 connected_seconds,
+                call_over,
             },
             Some(mut record),
         ) => {
-            let answer = dial_ended(deps, turn, &mut record, *attempt, *status, *connected_seconds).await;
+            let ended = DialEnd {
+                attempt: *attempt,
+                status: *status,
+                connected_seconds: *connected_seconds,
+                call_over: *call_over,
+            };
+            let answer = dial_ended(deps, turn, &mut record, ended).await;
             (Some(record), answer)
         }
         (Input::LegStatus { attempt, status }, Some(mut record)) => {
+            let outcome = record.outcome;
             if matches!(status.as_str(), "in-progress" | "answered")
                 && record.leg_answered(*attempt, turn.now)
                 && let Some(buyer_id) = record.attempt(*attempt).map(|a| a.buyer_id)
@@ -190,14 +320,13 @@ async fn apply(
                     buyer_id,
                 });
             }
+            if record.outcome != outcome {
+                note_end(turn, &record);
+            }
             (Some(record), Answer::Acknowledge)
         }
         (Input::CallStatus { status }, Some(mut record)) => {
-            let over = matches!(
-                status.as_str(),
-                "completed" | "busy" | "failed" | "no-answer" | "canceled"
-            );
-            if over && !record.is_ended() {
+            if is_final(status) && !record.is_ended() {
                 record.hung_up(turn.now);
                 note_end(turn, &record);
             }
@@ -210,6 +339,11 @@ async fn apply(
     }
 }
 
+/// A call status after which there is no call any more.
+pub fn is_final(status: &str) -> bool {
+    matches!(status, "completed" | "busy" | "failed" | "no-answer" | "canceled")
+}
+
 /// A new call: find its campaign by the number dialed (or the redirect's target) and route it.
 async fn arrive(
     deps: &CallDeps,
@@ -217,16 +351,13 @@ async fn arrive(
     sid: &CallSid,
     from: &str,
     to: &str,
-    campaign: Option<crate::domain::plan::CampaignId>,
+    campaign: Option<CampaignId>,
 ) -> (Option<CallRecord>, Answer) {
     let mut record = CallRecord::new(sid.clone(), Caller::from_provider(from), to.to_owned(), turn.now);
-    let campaign = match campaign {
-        Some(id) => Some(id),
-        None => E164::from_provider(to.trim())
-            .ok()
-            .and_then(|number| turn.plan.campaign_for_number(&number))
-            .map(|campaign| campaign.id),
-    };
+    let campaign = campaign.or_else(|| {
+        let number = E164::from_provider(to.trim()).ok()?;
+        Some(turn.plan.campaign_for_number(&number)?.id)
+    });
     let Some(campaign) = campaign else {
         record.end(Outcome::Rejected, Some(DropReason::UnknownNumber), turn.now);
         note_end(turn, &record);
@@ -240,16 +371,14 @@ async fn enter_and_route(
     deps: &CallDeps,
     turn: &mut Turn,
     record: &mut CallRecord,
-    campaign: crate::domain::plan::CampaignId,
+    campaign: CampaignId,
 ) -> Answer {
     let plan = turn.plan.clone();
     let Some(campaign) = plan.campaign(campaign) else {
         // The campaign was deleted while the call was on its way there.
         return drop_call(turn, record, DropReason::NoBuyer);
     };
-    if let Some(company) = campaign.company_id {
-        record.enter_campaign(company, campaign.id);
-    }
+    record.enter_campaign(campaign.company_id, campaign.id);
     route(deps, turn, record, campaign).await
 }
 
@@ -264,21 +393,17 @@ async fn route(
     let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
     let duplicates = duplicates_among(deps, &record.caller, &candidates, turn.now).await;
     let tried = record.tried();
-    let decision = plan.decide(
-        campaign,
-        &CallSituation {
-            duplicates: &duplicates,
-            tried: &tried,
-            visited: &record.visited,
-        },
-    );
-    record.avoided_duplicates(
-        decision
-            .considered
-            .iter()
-            .filter(|c| c.verdict == Verdict::Duplicate)
-            .map(|c| c.buyer_id),
-    );
+    let situation = CallSituation {
+        duplicates: &duplicates,
+        tried: &tried,
+        visited: &record.visited,
+    };
+    let decision = plan.decide(campaign, &situation);
+    let avoided = decision
+        .considered
+        .iter()
+        .filter(|c| c.verdict == Verdict::Duplicate);
+    record.avoided_duplicates(avoided.map(|c| c.buyer_id));
     let action = decision.action;
     turn.note(Event::Decision(decision));
     match action {
@@ -344,18 +469,20 @@ async fn duplicates_among(
     })
 }
 
-async fn dial_ended(
-    deps: &CallDeps,
-    turn: &mut Turn,
-    record: &mut CallRecord,
+/// A dial's action callback, as the call's actor reads it.
+struct DialEnd {
     attempt: u32,
-    status: crate::domain::call::DialStatus,
+    status: DialStatus,
     connected_seconds: u32,
-) -> Answer {
+    /// The caller hung up: the parent call is over.
+    call_over: bool,
+}
+
+async fn dial_ended(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecord, ended: DialEnd) -> Answer {
     let plan = turn.plan.clone();
-    let Some(dialed) = record.attempt(attempt).cloned() else {
+    let Some(dialed) = record.attempt(ended.attempt).cloned() else {
         turn.note(Event::Ignored {
-            reason: format!("attempt {attempt} was never made"),
+            reason: format!("attempt {} was never made", ended.attempt),
         });
         return current_answer(deps, turn, record).await;
     };
@@ -364,23 +491,23 @@ async fn dial_ended(
         return current_answer(deps, turn, record).await;
     }
     let buyer = plan.buyer(dialed.buyer_id);
+    let connected = ended.status.connected();
     // Settled now, at the end of the leg: a conversion by another call in the meantime counts.
-    let duplicate = match (status.connected(), buyer) {
-        (true, Some(buyer)) => match record.caller.number() {
-            Some(_) => Some(
-                duplicates_among(deps, &record.caller, &[buyer], turn.now)
-                    .await
-                    .contains(&buyer.id),
-            ),
-            None => None,
-        },
+    let duplicate = match (connected, buyer, record.caller.number()) {
+        (true, Some(buyer), Some(_)) => Some(
+            duplicates_among(deps, &record.caller, &[buyer], turn.now)
+                .await
+                .contains(&buyer.id),
+        ),
+        (true, _, None) => None,
         _ => dialed.duplicate,
     };
     let conversion_seconds = buyer.map_or(u32::MAX, |b| b.spec.conversion_seconds.get());
+    let outcome = record.outcome;
     let Some(settled) = record.attempt_ended(
-        attempt,
-        status,
-        connected_seconds,
+        ended.attempt,
+        ended.status,
+        ended.connected_seconds,
         duplicate,
         conversion_seconds,
         turn.now,
@@ -388,50 +515,54 @@ async fn dial_ended(
         return current_answer(deps, turn, record).await;
     };
     turn.note(Event::DialEnded {
-        attempt,
+        attempt: ended.attempt,
         buyer_id: settled.buyer_id,
-        status,
-        connected_seconds,
+        status: ended.status,
+        connected_seconds: ended.connected_seconds,
         duplicate: settled.duplicate,
         converted: settled.converted,
     });
-
-    if status.connected() {
-        if let (Some(caller), Some(buyer)) = (record.caller.number(), buyer) {
+    if connected && let Some(buyer) = buyer {
+        if let Some(caller) = record.caller.number() {
             let touch = if settled.converted {
                 Touch::Converted
             } else {
                 Touch::Connected
             };
             turn.touched = Touched::with_buyer(caller, buyer, touch, turn.now);
-            if settled.converted {
-                turn.conversion = Some(conversion(record, &settled, buyer, turn.now));
-            }
-        } else if settled.converted
-            && let Some(buyer) = buyer
-        {
-            // An unknown caller converts too; there is just no number to de-dupe on.
+        }
+        if settled.converted {
             turn.conversion = Some(conversion(record, &settled, buyer, turn.now));
         }
-        return Answer::Hangup;
     }
-    let is_current = record.current_attempt().is_some_and(|a| a.number == attempt);
-    if record.is_ended() || !is_current {
-        return current_answer(deps, turn, record).await;
+
+    let is_current = record
+        .current_attempt()
+        .is_some_and(|a| a.number == ended.attempt);
+    if connected || ended.call_over || record.is_ended() || !is_current {
+        // The conversation is over, or the caller is gone, or this was an older attempt: no
+        // dialing on. Answering `<Hangup/>` ends the call for certain, so it is ended here
+        // rather than left to a status callback that may never come.
+        if connected || ended.call_over {
+            record.hung_up(turn.now);
+        }
+        if record.outcome != outcome {
+            note_end(turn, record);
+        }
+        return if record.is_ended() {
+            Answer::Hangup
+        } else {
+            current_answer(deps, turn, record).await
+        };
     }
-    // Not connected: on to the next buyer.
+    // Not connected, caller still there: on to the next buyer.
     match record.campaign_id.and_then(|id| plan.campaign(id)) {
         Some(campaign) => route(deps, turn, record, campaign).await,
         None => drop_call(turn, record, DropReason::NoBuyer),
     }
 }
 
-fn conversion(
-    record: &CallRecord,
-    attempt: &crate::domain::call::Attempt,
-    buyer: &Record<Buyer>,
-    at: Timestamp,
-) -> Conversion {
+fn conversion(record: &CallRecord, attempt: &Attempt, buyer: &Record<Buyer>, at: Timestamp) -> Conversion {
     Conversion {
         call_sid: record.sid.clone(),
         attempt: attempt.number,
@@ -454,7 +585,7 @@ async fn current_answer(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecor
         _ => {}
     }
     if let Some(attempt) = record.current_attempt() {
-        if attempt.status.is_some_and(|s| s.connected()) || attempt.answered_at.is_some() {
+        if attempt.status.is_some_and(DialStatus::connected) || attempt.answered_at.is_some() {
             return Answer::Hangup;
         }
         if attempt.status.is_none()
@@ -468,23 +599,5 @@ async fn current_answer(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecor
     match record.campaign_id.and_then(|id| plan.campaign(id)) {
         Some(campaign) => route(deps, turn, record, campaign).await,
         None => drop_call(turn, record, DropReason::NoBuyer),
-    }
-}
-
-/// Persists the call after the webhook; the answer goes out even if the store failed, since a
-/// caller on the line must not wait on a database. Touches reach the de-dupe index either way.
-async fn save(deps: &CallDeps, record: &mut CallRecord, turn: Turn) {
-    record.timeline_len += turn.timeline.len() as u32;
-    let change = CallChange {
-        call: record,
-        timeline: &turn.timeline,
-        conversion: turn.conversion.as_ref(),
-        touched: &turn.touched,
-    };
-    if let Err(error) = deps.store.save_call(&change).await {
-        tracing::error!(%error, "the call could not be saved; it was answered all the same");
-    }
-    if !turn.touched.is_empty() {
-        deps.dedupe.do_send(Learn(turn.touched));
     }
 }

@@ -7,12 +7,12 @@ pub mod dedupe_actor;
 pub mod plan_cache;
 mod registry;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use actix::{Actor, Addr, Arbiter, MailboxError, Message};
 
 use self::registry::{CallRegistry, Closed, LiveCount, Open};
-pub use self::{dedupe_actor::DedupeActor, plan_cache::PlanCache};
+pub use self::{call_actor::is_final, dedupe_actor::DedupeActor, plan_cache::PlanCache};
 use crate::{
     clock::Clock,
     domain::{
@@ -29,6 +29,33 @@ pub struct CallDeps {
     pub dedupe: Addr<DedupeActor>,
     pub plan: Arc<PlanCache>,
     pub clock: Arc<dyn Clock>,
+    pub timings: CallTimings,
+}
+
+/// How long call actors wait, and on what.
+#[derive(Debug, Clone, Copy)]
+pub struct CallTimings {
+    /// An ended call's actor stays this long: callbacks that arrive together after the end
+    /// (the call's status, the leg's, the dial's action) queue on it instead of racing.
+    pub ended_grace: Duration,
+    /// A live call quiet this long (a long conversation) leaves memory; its next webhook
+    /// resumes it from the store.
+    pub idle: Duration,
+    /// How often a change the store did not take is tried again.
+    pub save_retry: Duration,
+    /// How long a webhook waits on the store before answering without it.
+    pub store_budget: Duration,
+}
+
+impl Default for CallTimings {
+    fn default() -> Self {
+        Self {
+            ended_grace: Duration::from_secs(30),
+            idle: Duration::from_secs(600),
+            save_retry: Duration::from_secs(5),
+            store_budget: Duration::from_secs(1),
+        }
+    }
 }
 
 /// A webhook for one call, as its actor receives it.
@@ -45,11 +72,16 @@ pub struct Webhook {
 impl Webhook {
     /// A parameter the provider sent, if it did.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        param(&self.params, name)
     }
+}
+
+/// The first value of a form parameter.
+pub fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +93,8 @@ pub enum Input {
         attempt: u32,
         status: DialStatus,
         connected_seconds: u32,
+        /// The caller had hung up (the request's `CallStatus` is final).
+        call_over: bool,
     },
     /// A buyer's leg changed state: its status callback.
     LegStatus { attempt: u32, status: String },
@@ -84,10 +118,10 @@ impl Calls {
     }
 
     /// Hands a webhook to its call's actor and returns the answer. An actor that stopped in
-    /// the meantime (its call ended) is replaced once; if no actor can answer, the call still
-    /// gets an answer that ends it cleanly rather than an error.
+    /// the meantime is replaced (the new one resumes the call from the store); if no actor can
+    /// answer, the call still gets TwiML rather than an error.
     pub async fn handle(&self, webhook: Webhook) -> Answer {
-        for _ in 0..2 {
+        for _ in 0..3 {
             let open = Open {
                 sid: webhook.sid.clone(),
                 arbiter: Arbiter::current(),
@@ -107,7 +141,9 @@ impl Calls {
         tracing::error!(call_sid = %webhook.sid, "no call actor could take the webhook");
         match webhook.input {
             Input::LegStatus { .. } | Input::CallStatus { .. } => Answer::Acknowledge,
-            _ => Answer::End,
+            // A dial just ended: whatever it was, there is nobody to route the caller to.
+            Input::DialEnded { .. } => Answer::Hangup,
+            Input::Incoming { .. } | Input::Redirected { .. } => Answer::End,
         }
     }
 

@@ -10,6 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// How long a call waits for the plan to be reloaded before routing on the one in hand.
+const RELOAD_BUDGET: Duration = Duration::from_millis(500);
+
 use crate::{
     domain::{
         plan::{Buyer, Campaign, Company, PlanEntity, Record},
@@ -48,18 +51,24 @@ impl PlanCache {
         })
     }
 
-    /// The plan, reloaded first if it may have changed. If the store cannot be reached the
-    /// plan in hand is used: a call is better routed on a plan a moment old than not at all.
+    /// The plan, reloaded first if it may have changed. Calls never queue behind a reload:
+    /// while one is under way the others use the plan in hand, and a reload that takes longer
+    /// than its budget (a store that does not answer) is abandoned for a while. A call is better
+    /// routed on a plan a moment old than not at all.
     pub async fn current(&self) -> Arc<RoutingPlan> {
         if let Some(plan) = self.fresh() {
             return plan;
         }
-        let _reloading = self.reloading.lock().await;
-        if let Some(plan) = self.fresh() {
-            return plan;
-        }
-        if let Err(error) = self.refresh().await {
-            tracing::warn!(%error, "could not check the routing plan; using the one in hand");
+        let Ok(_reloading) = self.reloading.try_lock() else {
+            return self.read().plan.clone();
+        };
+        let problem = match tokio::time::timeout(RELOAD_BUDGET, self.refresh()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some("the store did not answer in time".to_owned()),
+        };
+        if let Some(problem) = problem {
+            tracing::warn!(%problem, "could not check the routing plan; using the one in hand");
             self.write().checked = Some(Instant::now());
         }
         self.read().plan.clone()

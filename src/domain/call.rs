@@ -263,8 +263,8 @@ impl CallRecord {
     }
 
     /// The call is now routed in `campaign` (its first, or a redirect's target).
-    pub fn enter_campaign(&mut self, company: CompanyId, campaign: CampaignId) {
-        self.company_id = Some(company);
+    pub fn enter_campaign(&mut self, company: Option<CompanyId>, campaign: CampaignId) {
+        self.company_id = company;
         self.campaign_id = Some(campaign);
         if !self.visited.contains(&campaign) {
             self.visited.push(campaign);
@@ -297,20 +297,30 @@ impl CallRecord {
         &self.attempts[self.attempts.len() - 1]
     }
 
-    /// The buyer answered attempt `number`. Returns whether this is news.
+    /// The buyer answered attempt `number`. Returns whether this is news: an attempt already
+    /// settled (its dial ended) is not changed by a late callback.
     pub fn leg_answered(&mut self, number: u32, now: Timestamp) -> bool {
         let is_current = self.current_attempt().is_some_and(|a| a.number == number);
         let Some(attempt) = self.attempts.iter_mut().find(|a| a.number == number) else {
             return false;
         };
-        if attempt.answered_at.is_some() {
+        if attempt.answered_at.is_some() || attempt.status.is_some() {
             return false;
         }
         attempt.answered_at = Some(now);
         if is_current && self.state == CallState::Dialing {
             self.set_state(CallState::Connected, now);
         }
+        self.correct_abandoned();
         true
+    }
+
+    /// Callbacks carry no order: a call taken for abandoned (its end reported first) turns out
+    /// to have connected when the evidence arrives.
+    fn correct_abandoned(&mut self) {
+        if self.outcome == Some(Outcome::Abandoned) {
+            self.outcome = Some(Outcome::Connected);
+        }
     }
 
     /// The `<Dial>` of attempt `number` ended. `duplicate` is the settled de-dupe status for its
@@ -338,8 +348,12 @@ impl CallRecord {
             attempt.converted = duplicate != Some(true) && connected_seconds >= conversion_seconds;
         }
         let settled = attempt.clone();
-        if status.connected() && !self.is_ended() {
-            self.set_state(CallState::Connected, now);
+        if status.connected() {
+            if self.is_ended() {
+                self.correct_abandoned();
+            } else {
+                self.set_state(CallState::Connected, now);
+            }
         }
         Some(settled)
     }
@@ -526,6 +540,47 @@ mod tests {
             .attempt_ended(2, DialStatus::Completed, 300, Some(true), 90, t0)
             .unwrap();
         assert!(!settled.converted, "a duplicate is not paid");
+    }
+
+    #[test]
+    fn a_late_dial_result_corrects_an_abandoned_guess() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let mut call = CallRecord::new(
+            sid(),
+            Caller::from_provider("+14155550123"),
+            "+18005550100".into(),
+            t0,
+        );
+        call.begin_attempt(
+            BuyerId::generate(),
+            CampaignId::generate(),
+            AttemptKind::Buyer,
+            Some(false),
+            t0,
+        );
+        call.hung_up(t0);
+        assert_eq!(call.outcome, Some(Outcome::Abandoned), "the end came first");
+        call.attempt_ended(1, DialStatus::Completed, 120, Some(false), 90, t0);
+        assert_eq!(call.outcome, Some(Outcome::Connected));
+        assert!(call.converted());
+    }
+
+    #[test]
+    fn a_late_answered_callback_does_not_revive_a_settled_attempt() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let mut call = CallRecord::new(
+            sid(),
+            Caller::from_provider("+14155550123"),
+            "+18005550100".into(),
+            t0,
+        );
+        let campaign = CampaignId::generate();
+        call.begin_attempt(BuyerId::generate(), campaign, AttemptKind::Buyer, Some(false), t0);
+        call.attempt_ended(1, DialStatus::NoAnswer, 0, Some(false), 90, t0);
+        call.begin_attempt(BuyerId::generate(), campaign, AttemptKind::Buyer, Some(false), t0);
+        assert!(!call.leg_answered(1, t0));
+        assert_eq!(call.connected_attempt(), None);
+        assert_eq!(call.state, CallState::Dialing);
     }
 
     #[test]

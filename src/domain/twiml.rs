@@ -3,7 +3,8 @@
 //!
 //! A template is a TwiML document whose attribute values and text may hold `{placeholders}`
 //! (`{{` and `}}` for literal braces). Each template knows which placeholders it may use and which
-//! it must; an attribute that is a lone placeholder with nothing to fill it is left out.
+//! it must; an attribute, or an element, that is a lone placeholder with nothing to fill it is
+//! left out.
 
 use std::fmt;
 
@@ -211,7 +212,21 @@ impl Templates {
             encoding: Some("UTF-8"),
             standalone: None,
         })?;
-        for node in &self.templates[name.index()].nodes {
+        let nodes = &self.templates[name.index()].nodes;
+        let mut i = 0;
+        while i < nodes.len() {
+            let node = &nodes[i];
+            i += 1;
+            // An element holding nothing but a placeholder with no value is left out whole (an
+            // empty `<Say/>` is an error to Twilio).
+            if let (Node::Start { .. }, Some(Node::Text(text)), Some(Node::End)) =
+                (node, nodes.get(i), nodes.get(i + 1))
+                && text.is_lone_slot()
+                && text.render(values).is_empty()
+            {
+                i += 2;
+                continue;
+            }
             match node {
                 Node::Start { name, attributes } => {
                     let rendered: Vec<(&str, String)> = attributes
@@ -489,6 +504,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("{action_url}"), "{err}");
+    }
+
+    #[test]
+    fn an_element_with_nothing_to_say_is_left_out() {
+        let twiml = builtin().render(TemplateName::End, &Values(&[("message", "")]));
+        assert!(twiml.ends_with("<Response><Hangup /></Response>"), "{twiml}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing_actix_web::RootSpan;
 
 use crate::{
-    calls::{Calls, Input, Webhook},
+    calls::{Calls, Input, Webhook, is_final, param},
     config::PublicUrl,
     domain::{
         call::{Answer, CallSid, DialStatus},
@@ -177,13 +177,6 @@ fn header_text<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
     req.headers().get(name).and_then(|value| value.to_str().ok())
 }
 
-fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
-    params
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.as_str())
-}
-
 fn call_sid_of(params: &[(String, String)]) -> Result<CallSid, WebhookError> {
     let text =
         param(params, "CallSid").ok_or_else(|| WebhookError::BadRequest("CallSid is missing".into()))?;
@@ -245,6 +238,7 @@ async fn dial_action(
         attempt,
         status,
         connected_seconds,
+        call_over: param(&params, "CallStatus").is_some_and(is_final),
     };
     Ok(voice
         .handle(&root, path_sid(&sid)?, input, "dial_action", params)

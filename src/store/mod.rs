@@ -38,8 +38,9 @@ pub trait PlanTable<T: PlanEntity>: Send + Sync {
 #[async_trait]
 pub trait CallStore: Send + Sync {
     /// Saves a call after a webhook, all in one transaction: its state and attempts, its new
-    /// timeline entries, and the conversion and de-dupe marks the webhook produced. The new
-    /// entries are the last `timeline.len()` of the call's `timeline_len`.
+    /// timeline entries, and the conversions and de-dupe marks not stored yet. The new entries
+    /// are the last `timeline.len()` of the call's `timeline_len`. Saving the same change twice
+    /// changes nothing more, so a failed save can simply be retried.
     async fn save_call(&self, change: &CallChange<'_>) -> Result<(), StoreError>;
     async fn call(&self, sid: &CallSid) -> Result<Option<CallRecord>, StoreError>;
     async fn timeline(&self, sid: &CallSid) -> Result<Vec<TimelineEntry>, StoreError>;
@@ -54,7 +55,7 @@ pub trait CallStore: Send + Sync {
 pub struct CallChange<'a> {
     pub call: &'a CallRecord,
     pub timeline: &'a [TimelineEntry],
-    pub conversion: Option<&'a Conversion>,
+    pub conversions: &'a [Conversion],
     pub touched: &'a [Touched],
 }
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sqlx::{AnyConnection, AssertSqlSafe, Connection, Executor};
-use switchboard::{config::Settings, startup::Application, store::SqlStore};
+use switchboard::{
+    calls::CallTimings, clock::SystemClock, config::Settings, startup::Application, store::SqlStore,
+};
 use tempfile::TempDir;
 use url::Url;
 
@@ -21,6 +23,15 @@ pub const AUTH_TOKEN: &str = "test-auth-token-5f4dcc3b5aa765d6";
 pub enum Engine {
     Sqlite,
     Postgres,
+}
+
+/// Call actors on a short leash, so tests see them stop and retry without waiting long.
+pub fn test_timings() -> CallTimings {
+    CallTimings {
+        ended_grace: std::time::Duration::from_millis(300),
+        save_retry: std::time::Duration::from_millis(100),
+        ..CallTimings::default()
+    }
 }
 
 /// A database nobody else uses, kept until the test ends.
@@ -182,7 +193,7 @@ impl TestApp {
                 .await
                 .expect("connect and migrate"),
         );
-        let app = Application::build(&settings, store.clone())
+        let app = Application::build_with(&settings, store.clone(), Arc::new(SystemClock), test_timings())
             .await
             .expect("start the service");
         let address = format!("http://{}", app.address());
@@ -212,23 +223,14 @@ impl TestApp {
         .expect("the database is still there")
     }
 
+    /// A client that signs webhooks, for a service started by hand.
+    pub fn signing_client() -> SigningClient {
+        SigningClient(reqwest::Client::new())
+    }
+
     /// A webhook as the provider sends it: the form body, signed for `url`.
     pub async fn webhook(&self, url: &str, body: &str) -> Response {
-        let params: Vec<(String, String)> = serde_urlencoded::from_str(body).expect("a form body");
-        let signature = switchboard::domain::signature::sign(
-            AUTH_TOKEN,
-            url,
-            &params,
-            switchboard::domain::signature::Algorithm::HmacSha1,
-        );
-        self.client
-            .post(url)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .header("X-Twilio-Signature", signature)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("webhook request")
+        SigningClient(self.client.clone()).webhook(url, body).await
     }
 
     /// An admin API request, authenticated.
@@ -283,6 +285,29 @@ impl TestApp {
     }
 }
 
+pub struct SigningClient(reqwest::Client);
+
+impl SigningClient {
+    /// A webhook as the provider sends it: the form body, signed for `url`.
+    pub async fn webhook(&self, url: &str, body: &str) -> Response {
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(body).expect("a form body");
+        let signature = switchboard::domain::signature::sign(
+            AUTH_TOKEN,
+            url,
+            &params,
+            switchboard::domain::signature::Algorithm::HmacSha1,
+        );
+        self.0
+            .post(url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("X-Twilio-Signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("webhook request")
+    }
+}
+
 /// Asserts the status and returns the JSON body.
 pub async fn expect_json(response: Response, status: StatusCode) -> Value {
     let actual = response.status();
@@ -326,3 +351,114 @@ macro_rules! on_both_engines {
     )*};
 }
 pub(crate) use on_both_engines;
+
+/// A store that can be switched off for calls, as a database that goes away and comes back.
+/// The plan stays readable (it is cached in memory anyway); reading and saving calls fail.
+pub struct FlakyStore {
+    pub inner: SqlStore,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyStore {
+    pub fn new(inner: SqlStore) -> Self {
+        Self {
+            inner,
+            down: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), switchboard::store::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(switchboard::store::StoreError::Unavailable(
+                sqlx::Error::PoolTimedOut,
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+mod flaky {
+    use async_trait::async_trait;
+    use switchboard::{
+        domain::{
+            call::{CallRecord, CallSid},
+            dedupe::StoredMark,
+            ids::Id,
+            plan::{CampaignId, CompanyId, PlanEntity, Record},
+            timeline::TimelineEntry,
+        },
+        plan::{ImportReport, Plan},
+        store::{CallChange, CallStore, ListFilter, PlanTable, SqlStore, Store, StoreError},
+    };
+
+    use super::FlakyStore;
+
+    #[async_trait]
+    impl<T: PlanEntity> PlanTable<T> for FlakyStore
+    where
+        SqlStore: PlanTable<T>,
+    {
+        async fn list(&self, filter: &ListFilter) -> Result<Vec<Record<T>>, StoreError> {
+            self.inner.list(filter).await
+        }
+        async fn get(&self, id: Id<T>) -> Result<Record<T>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn insert(&self, company: Option<CompanyId>, spec: &T) -> Result<Record<T>, StoreError> {
+            self.inner.insert(company, spec).await
+        }
+        async fn update(&self, id: Id<T>, spec: &T, expected: Option<&T>) -> Result<Record<T>, StoreError> {
+            self.inner.update(id, spec, expected).await
+        }
+        async fn delete(&self, id: Id<T>) -> Result<(), StoreError> {
+            PlanTable::<T>::delete(&self.inner, id).await
+        }
+    }
+
+    #[async_trait]
+    impl CallStore for FlakyStore {
+        async fn save_call(&self, change: &CallChange<'_>) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.save_call(change).await
+        }
+        async fn call(&self, sid: &CallSid) -> Result<Option<CallRecord>, StoreError> {
+            self.check()?;
+            self.inner.call(sid).await
+        }
+        async fn timeline(&self, sid: &CallSid) -> Result<Vec<TimelineEntry>, StoreError> {
+            self.inner.timeline(sid).await
+        }
+        async fn dedupe_marks(&self) -> Result<Vec<StoredMark>, StoreError> {
+            self.inner.dedupe_marks().await
+        }
+        async fn plan_revision(&self) -> Result<i64, StoreError> {
+            self.inner.plan_revision().await
+        }
+    }
+
+    #[async_trait]
+    impl Store for FlakyStore {
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.ping().await
+        }
+        async fn set_rtb_key(
+            &self,
+            campaign: CampaignId,
+            key_sha256: Option<&str>,
+        ) -> Result<(), StoreError> {
+            self.inner.set_rtb_key(campaign, key_sha256).await
+        }
+        async fn has_rtb_key(&self, campaign: CampaignId) -> Result<bool, StoreError> {
+            self.inner.has_rtb_key(campaign).await
+        }
+        async fn import_plan(&self, plan: &Plan) -> Result<ImportReport, StoreError> {
+            self.inner.import_plan(plan).await
+        }
+    }
+}

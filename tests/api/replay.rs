@@ -61,6 +61,8 @@ replays! {
     a_withheld_caller_id,
     a_number_with_no_campaign,
     the_caller_hangs_up_while_the_buyer_rings,
+    the_call_status_arrives_before_the_dial_action,
+    the_caller_hangs_up_during_a_dial,
 }
 
 #[test]

@@ -292,7 +292,8 @@ on_both_engines! {
         assert_eq!(call["caller_known"], true);
         let timeline = call["timeline"].as_array().unwrap();
         let kinds: Vec<&str> = timeline.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["webhook", "decision", "webhook", "dial_ended", "webhook", "ended"]);
+        // The call ends with its conversation; the status callback comes after.
+        assert_eq!(kinds, ["webhook", "decision", "webhook", "dial_ended", "ended", "webhook"]);
         let decision = &timeline[1];
         assert_eq!(decision["action"]["type"], "dial");
         let verdicts: Vec<(&str, &str)> = decision["considered"]
@@ -309,4 +310,123 @@ on_both_engines! {
         let anonymous = app.client.get(app.url(&format!("/api/v1/calls/{}", sid(10)))).send().await.unwrap();
         assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     }
+}
+
+on_both_engines! {
+    async fn callbacks_arriving_together_after_the_end_lose_no_conversion(app: Acme) {
+        // At hang-up the call's status, the leg's last status and the dial's action come at
+        // once, in any order.
+        let calls: Vec<String> = (20..30).map(sid).collect();
+        for (i, call) in calls.iter().enumerate() {
+            let caller = format!("+1415555{:04}", 1000 + i);
+            let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(call, &caller, MAIN)).await).await;
+            let leg_url = action.replace("/action", "/status");
+            let leg_done = form(&[("CallSid", "CA0000000000000000000000000000ffff"), ("ParentCallSid", call), ("CallStatus", "completed")]);
+            let (status_url, over, talked) = (app.url("/voice/status"), call_over(call), dial_ended(call, "completed", 120));
+            let (status, leg, dial) = futures_util::join!(
+                app.webhook(&status_url, &over),
+                app.webhook(&leg_url, &leg_done),
+                app.webhook(&action, &talked),
+            );
+            assert_eq!(status.status(), StatusCode::NO_CONTENT);
+            assert_eq!(leg.status(), StatusCode::NO_CONTENT);
+            assert!(dial.text().await.unwrap().contains("<Hangup"), "the conversation is over");
+        }
+        for call in &calls {
+            let record = app.store.call(&CallSid::parse(call).unwrap()).await.unwrap().unwrap();
+            assert!(record.converted(), "{call}: the conversion was recorded");
+            assert_eq!(record.outcome, Some(switchboard::domain::call::Outcome::Connected), "{call}");
+        }
+    }
+
+    async fn a_call_ends_when_its_conversation_does_even_without_a_status_callback(app: Acme) {
+        let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&sid(31), CALLER, MAIN)).await).await;
+        app.webhook(&action, &dial_ended(&sid(31), "completed", 45)).await;
+        let call = app.store.call(&CallSid::parse(&sid(31)).unwrap()).await.unwrap().unwrap();
+        assert!(call.is_ended(), "answering <Hangup/> ends the call");
+        assert_eq!(call.outcome, Some(switchboard::domain::call::Outcome::Connected));
+        let mut live = usize::MAX;
+        for _ in 0..50 {
+            live = app.calls.live().await;
+            if live == 0 {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(live, 0, "its actor stops after the grace period");
+    }
+}
+
+#[actix_web::test]
+async fn a_call_handled_while_the_database_is_down_is_saved_once_it_returns() {
+    use std::sync::Arc;
+
+    use crate::helpers::{FlakyStore, test_timings};
+    use switchboard::{clock::SystemClock, store::Store};
+
+    let db = TestDb::create(Engine::Sqlite).await.unwrap();
+    let sql = SqlStore::connect_and_migrate(&db.url).await.unwrap();
+    sql.import_plan(&Plan::parse(PLAN).unwrap()).await.unwrap();
+    let store = Arc::new(FlakyStore::new(sql));
+    let environment = [
+        ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
+        ("TWILIO_AUTH_TOKEN".to_owned(), AUTH_TOKEN.to_owned()),
+    ];
+    let settings = Settings::from_sources(None, environment).unwrap();
+    let app = Application::build_with(&settings, store.clone(), Arc::new(SystemClock), test_timings())
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.address());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = TestApp::signing_client();
+
+    store.set_down(true);
+    let started = std::time::Instant::now();
+    let (number, action) = dialed(
+        client
+            .webhook(
+                &format!("{base}/voice/incoming"),
+                &incoming(&sid(40), CALLER, MAIN),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(number, "+14155550101", "the call is routed all the same");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "and answered within the budget: {:?}",
+        started.elapsed()
+    );
+    let hangup = client
+        .webhook(&action, &dial_ended(&sid(40), "completed", 120))
+        .await;
+    assert!(hangup.text().await.unwrap().contains("<Hangup"));
+    let sid40 = CallSid::parse(&sid(40)).unwrap();
+    assert!(
+        store.inner.call(&sid40).await.unwrap().is_none(),
+        "nothing could be written yet"
+    );
+
+    store.set_down(false);
+    let mut saved = None;
+    for _ in 0..50 {
+        saved = store.inner.call(&sid40).await.unwrap();
+        if saved.as_ref().is_some_and(|call| call.converted()) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let saved = saved.expect("written once the database returned");
+    assert!(saved.converted() && saved.is_ended());
+    let timeline = store.inner.timeline(&sid40).await.unwrap();
+    assert_eq!(
+        timeline.len(),
+        5,
+        "webhook, decision, webhook, dial ended, ended: {timeline:?}"
+    );
+    assert_eq!(
+        store.inner.dedupe_marks().await.unwrap().len(),
+        1,
+        "the conversion's de-dupe mark too"
+    );
 }

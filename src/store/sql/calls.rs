@@ -160,7 +160,7 @@ async fn save_in(conn: &mut AnyConnection, change: &CallChange<'_>) -> Result<()
         .await?;
     }
 
-    if let Some(conversion) = change.conversion {
+    for conversion in change.conversions {
         save_conversion(conn, conversion).await?;
     }
     for touched in change.touched {
