@@ -18,7 +18,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 8] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",

@@ -450,6 +450,14 @@ mod tests {
         CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap()
     }
 
+    fn new_call(from: &str) -> (Timestamp, CallRecord) {
+        let t0 = Timestamp::UNIX_EPOCH;
+        (
+            t0,
+            CallRecord::new(sid(), Caller::from_provider(from), "+18005550100".into(), t0),
+        )
+    }
+
     #[test]
     fn call_ids_are_restricted_to_what_fits_in_a_url() {
         assert!(CallSid::parse("CA0123456789abcdef0123456789abcdef").is_ok());
@@ -479,13 +487,7 @@ mod tests {
 
     #[test]
     fn a_call_moves_from_routing_to_dialing_to_connected_to_ended() {
-        let t0 = Timestamp::UNIX_EPOCH;
-        let mut call = CallRecord::new(
-            sid(),
-            Caller::from_provider("+14155550123"),
-            "+18005550100".into(),
-            t0,
-        );
+        let (t0, mut call) = new_call("+14155550123");
         assert_eq!(call.state, CallState::Routing);
         let buyer = BuyerId::generate();
         let campaign = CampaignId::generate();
@@ -520,13 +522,7 @@ mod tests {
 
     #[test]
     fn short_or_duplicate_connections_do_not_convert() {
-        let t0 = Timestamp::UNIX_EPOCH;
-        let mut call = CallRecord::new(
-            sid(),
-            Caller::from_provider("+14155550123"),
-            "+18005550100".into(),
-            t0,
-        );
+        let (t0, mut call) = new_call("+14155550123");
         let (a, b, c) = (BuyerId::generate(), BuyerId::generate(), CampaignId::generate());
         call.begin_attempt(a, c, AttemptKind::Buyer, Some(false), t0);
         assert!(
@@ -544,13 +540,7 @@ mod tests {
 
     #[test]
     fn a_late_dial_result_corrects_an_abandoned_guess() {
-        let t0 = Timestamp::UNIX_EPOCH;
-        let mut call = CallRecord::new(
-            sid(),
-            Caller::from_provider("+14155550123"),
-            "+18005550100".into(),
-            t0,
-        );
+        let (t0, mut call) = new_call("+14155550123");
         call.begin_attempt(
             BuyerId::generate(),
             CampaignId::generate(),
@@ -567,13 +557,7 @@ mod tests {
 
     #[test]
     fn a_late_answered_callback_does_not_revive_a_settled_attempt() {
-        let t0 = Timestamp::UNIX_EPOCH;
-        let mut call = CallRecord::new(
-            sid(),
-            Caller::from_provider("+14155550123"),
-            "+18005550100".into(),
-            t0,
-        );
+        let (t0, mut call) = new_call("+14155550123");
         let campaign = CampaignId::generate();
         call.begin_attempt(BuyerId::generate(), campaign, AttemptKind::Buyer, Some(false), t0);
         call.attempt_ended(1, DialStatus::NoAnswer, 0, Some(false), 90, t0);
@@ -585,13 +569,7 @@ mod tests {
 
     #[test]
     fn a_caller_who_hangs_up_before_anyone_answers_abandoned_the_call() {
-        let t0 = Timestamp::UNIX_EPOCH;
-        let mut call = CallRecord::new(
-            sid(),
-            Caller::Unknown("anonymous".into()),
-            "+18005550100".into(),
-            t0,
-        );
+        let (t0, mut call) = new_call("anonymous");
         call.begin_attempt(
             BuyerId::generate(),
             CampaignId::generate(),

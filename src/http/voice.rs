@@ -6,7 +6,13 @@
 //!   buyer leg's status callback, written by Switchboard into its own `<Dial>`.
 //! - `POST /voice/calls/{sid}/redirect/{campaign}`: written into its own `<Redirect>`.
 
-use actix_web::{HttpRequest, HttpResponse, ResponseError, http::StatusCode, http::header, web};
+use actix_web::{
+    FromRequest, HttpRequest, HttpResponse, ResponseError,
+    dev::Payload,
+    http::{StatusCode, header},
+    web,
+};
+
 use secrecy::{ExposeSecret, SecretString};
 use tracing_actix_web::RootSpan;
 
@@ -177,111 +183,105 @@ fn header_text<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
     req.headers().get(name).and_then(|value| value.to_str().ok())
 }
 
-fn call_sid_of(params: &[(String, String)]) -> Result<CallSid, WebhookError> {
-    let text =
-        param(params, "CallSid").ok_or_else(|| WebhookError::BadRequest("CallSid is missing".into()))?;
-    CallSid::parse(text).map_err(WebhookError::BadRequest)
+type Data = web::Data<Voice>;
+
+/// A webhook whose signature checked out: its parameters, and what answering it needs.
+pub struct Hook {
+    params: Vec<(String, String)>,
+    voice: Data,
+    root: RootSpan,
 }
 
+impl FromRequest for Hook {
+    type Error = actix_web::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let body = web::Bytes::from_request(&req, payload);
+        Box::pin(async move {
+            let body = body.await?;
+            let voice = req
+                .app_data::<Data>()
+                .cloned()
+                .ok_or_else(|| actix_web::error::ErrorInternalServerError("voice webhooks are not set up"))?;
+            let root = RootSpan::extract(&req).await?;
+            let params = voice.verify(&req, &body)?;
+            Ok(Self { params, voice, root })
+        })
+    }
+}
+
+impl Hook {
+    /// A parameter's value, empty if the provider did not send it.
+    fn text(&self, name: &str) -> String {
+        param(&self.params, name).unwrap_or_default().to_owned()
+    }
+
+    /// The call named by the `CallSid` parameter.
+    fn call_sid(&self) -> Result<CallSid, WebhookError> {
+        let text = param(&self.params, "CallSid")
+            .ok_or_else(|| WebhookError::BadRequest("CallSid is missing".into()))?;
+        CallSid::parse(text).map_err(WebhookError::BadRequest)
+    }
+
+    async fn answer(self, sid: CallSid, input: Input, endpoint: &'static str) -> HttpResponse {
+        self.voice
+            .handle(&self.root, sid, input, endpoint, self.params)
+            .await
+    }
+}
+
+/// A call named in a callback URL Switchboard wrote.
 fn path_sid(text: &str) -> Result<CallSid, WebhookError> {
     CallSid::parse(text).map_err(WebhookError::BadRequest)
 }
 
-type Data = web::Data<Voice>;
-
-async fn incoming(
-    req: HttpRequest,
-    body: web::Bytes,
-    voice: Data,
-    root: RootSpan,
-) -> Result<HttpResponse, WebhookError> {
-    let params = voice.verify(&req, &body)?;
-    let sid = call_sid_of(&params)?;
+async fn incoming(hook: Hook) -> Result<HttpResponse, WebhookError> {
+    let sid = hook.call_sid()?;
     let input = Input::Incoming {
-        from: param(&params, "From").unwrap_or_default().to_owned(),
-        to: param(&params, "To").unwrap_or_default().to_owned(),
+        from: hook.text("From"),
+        to: hook.text("To"),
     };
-    Ok(voice.handle(&root, sid, input, "incoming", params).await)
+    Ok(hook.answer(sid, input, "incoming").await)
 }
 
-async fn call_status(
-    req: HttpRequest,
-    body: web::Bytes,
-    voice: Data,
-    root: RootSpan,
-) -> Result<HttpResponse, WebhookError> {
-    let params = voice.verify(&req, &body)?;
-    let sid = call_sid_of(&params)?;
+async fn call_status(hook: Hook) -> Result<HttpResponse, WebhookError> {
+    let sid = hook.call_sid()?;
     let input = Input::CallStatus {
-        status: param(&params, "CallStatus").unwrap_or_default().to_owned(),
+        status: hook.text("CallStatus"),
     };
-    Ok(voice.handle(&root, sid, input, "status", params).await)
+    Ok(hook.answer(sid, input, "status").await)
 }
 
-async fn dial_action(
-    req: HttpRequest,
-    body: web::Bytes,
-    path: web::Path<(String, u32)>,
-    voice: Data,
-    root: RootSpan,
-) -> Result<HttpResponse, WebhookError> {
-    let params = voice.verify(&req, &body)?;
+async fn dial_action(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
     let (sid, attempt) = path.into_inner();
     // A dial that ended without a status we know did not connect: the next buyer is tried.
-    let status = param(&params, "DialCallStatus")
-        .and_then(|s| DialStatus::parse(s).ok())
-        .unwrap_or(DialStatus::Failed);
-    let connected_seconds = param(&params, "DialCallDuration")
-        .and_then(|d| d.trim().parse().ok())
-        .unwrap_or(0);
+    let status = DialStatus::parse(&hook.text("DialCallStatus")).unwrap_or(DialStatus::Failed);
     let input = Input::DialEnded {
         attempt,
         status,
-        connected_seconds,
-        call_over: param(&params, "CallStatus").is_some_and(is_final),
+        connected_seconds: hook.text("DialCallDuration").trim().parse().unwrap_or(0),
+        call_over: is_final(&hook.text("CallStatus")),
     };
-    Ok(voice
-        .handle(&root, path_sid(&sid)?, input, "dial_action", params)
-        .await)
+    Ok(hook.answer(path_sid(&sid)?, input, "dial_action").await)
 }
 
-async fn leg_status(
-    req: HttpRequest,
-    body: web::Bytes,
-    path: web::Path<(String, u32)>,
-    voice: Data,
-    root: RootSpan,
-) -> Result<HttpResponse, WebhookError> {
-    let params = voice.verify(&req, &body)?;
+async fn leg_status(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
     let (sid, attempt) = path.into_inner();
     let input = Input::LegStatus {
         attempt,
-        status: param(&params, "CallStatus").unwrap_or_default().to_owned(),
+        status: hook.text("CallStatus"),
     };
-    Ok(voice
-        .handle(&root, path_sid(&sid)?, input, "leg_status", params)
-        .await)
+    Ok(hook.answer(path_sid(&sid)?, input, "leg_status").await)
 }
 
-async fn redirected(
-    req: HttpRequest,
-    body: web::Bytes,
-    path: web::Path<(String, String)>,
-    voice: Data,
-    root: RootSpan,
-) -> Result<HttpResponse, WebhookError> {
-    let params = voice.verify(&req, &body)?;
+async fn redirected(hook: Hook, path: web::Path<(String, String)>) -> Result<HttpResponse, WebhookError> {
     let (sid, campaign) = path.into_inner();
     let campaign: CampaignId = campaign
         .parse()
         .map_err(|_| WebhookError::BadRequest(format!("`{campaign}` is not a campaign id")))?;
-    Ok(voice
-        .handle(
-            &root,
-            path_sid(&sid)?,
-            Input::Redirected { campaign },
-            "redirect",
-            params,
-        )
+    Ok(hook
+        .answer(path_sid(&sid)?, Input::Redirected { campaign }, "redirect")
         .await)
 }

@@ -18,16 +18,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 fn switchboard(dir: &Path) -> Command {
     let mut command = Command::new(BIN);
     command.current_dir(dir);
-    for key in [
-        "DATABASE_URL",
-        "BIND",
-        "PUBLIC_URL",
-        "ADMIN_TOKEN",
-        "TWILIO_AUTH_TOKEN",
-        "LOG_FORMAT",
-        "SWITCHBOARD_CONFIG",
-        "RUST_LOG",
-    ] {
+    let others = ["SWITCHBOARD_CONFIG", "RUST_LOG"];
+    for key in switchboard::config::KEYS.iter().chain(&others) {
         command.env_remove(key);
     }
     command

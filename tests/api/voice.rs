@@ -97,6 +97,19 @@ async fn dialed(response: reqwest::Response) -> (String, String) {
     (number, action)
 }
 
+/// How many calls still have an actor, once ended calls' actors had time to stop.
+async fn live_calls_once_settled(app: &TestApp) -> usize {
+    let mut live = usize::MAX;
+    for _ in 0..50 {
+        live = app.calls.live().await;
+        if live == 0 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    live
+}
+
 /// A whole call from `caller` that talks `seconds` to whoever picks up; returns who did.
 async fn whole_call(app: &TestApp, sid: &str, caller: &str, seconds: u32) -> String {
     let (number, action) = dialed(
@@ -182,14 +195,7 @@ on_both_engines! {
         assert_eq!(app.calls.live().await, 1);
         app.webhook(&action, &dial_ended(&sid(7), "completed", 100)).await;
         app.webhook(&app.url("/voice/status"), &call_over(&sid(7))).await;
-        let mut live = usize::MAX;
-        for _ in 0..50 {
-            live = app.calls.live().await;
-            if live == 0 {
-                break;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
+        let live = live_calls_once_settled(&app).await;
         assert_eq!(live, 0, "an ended call's actor stops");
 
         // A late callback still lands: a new actor resumes the call from the store.
@@ -345,14 +351,7 @@ on_both_engines! {
         let call = app.store.call(&CallSid::parse(&sid(31)).unwrap()).await.unwrap().unwrap();
         assert!(call.is_ended(), "answering <Hangup/> ends the call");
         assert_eq!(call.outcome, Some(switchboard::domain::call::Outcome::Connected));
-        let mut live = usize::MAX;
-        for _ in 0..50 {
-            live = app.calls.live().await;
-            if live == 0 {
-                break;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
+        let live = live_calls_once_settled(&app).await;
         assert_eq!(live, 0, "its actor stops after the grace period");
     }
 }

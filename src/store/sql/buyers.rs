@@ -95,8 +95,9 @@ impl SqlEntity for Buyer {
         conn: &mut AnyConnection,
         query: &Query<'_, Self>,
     ) -> Result<Vec<Record<Self>>, StoreError> {
-        let rows: Vec<BuyerRow> = sqlx::query_as(
-            "SELECT id, company_id, name, destination, ring_timeout_seconds, conversion_seconds,
+        let rows: Vec<BuyerRow> = query
+            .bind(
+                "SELECT id, company_id, name, destination, ring_timeout_seconds, conversion_seconds,
                     dedupe_seconds, duplicate_after, dedupe_group, payout_cents, revenue_cents,
                     cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime, caps_counted_on,
                     business_hours, send_digits, paused, created_at_ms, updated_at_ms
@@ -104,14 +105,9 @@ impl SqlEntity for Buyer {
              WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR company_id = $2)
                AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
              ORDER BY id LIMIT $5",
-        )
-        .bind(query.id_param())
-        .bind(query.company_param())
-        .bind(query.name_param())
-        .bind(query.after_param())
-        .bind(query.limit)
-        .fetch_all(&mut *conn)
-        .await?;
+            )
+            .fetch_all(&mut *conn)
+            .await?;
         rows.into_iter().map(Record::try_from).collect()
     }
 

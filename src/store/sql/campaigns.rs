@@ -59,42 +59,35 @@ impl SqlEntity for Campaign {
         conn: &mut AnyConnection,
         query: &Query<'_, Self>,
     ) -> Result<Vec<Record<Self>>, StoreError> {
-        macro_rules! bound {
-            ($sql:expr) => {
-                sqlx::query_as($sql)
-                    .bind(query.id_param())
-                    .bind(query.company_param())
-                    .bind(query.name_param())
-                    .bind(query.after_param())
-                    .bind(query.limit)
-            };
-        }
-        let campaigns: Vec<CampaignRow> = bound!(concat!(
-            "SELECT id, company_id, name, duplicate_caller_handling, fallback_buyer_id,
+        let campaigns: Vec<CampaignRow> = query
+            .bind(concat!(
+                "SELECT id, company_id, name, duplicate_caller_handling, fallback_buyer_id,
                     redirect_campaign_id, rtb_reservation_seconds, created_at_ms, updated_at_ms
              FROM campaigns WHERE id IN (",
-            selected_campaigns!(),
-            ") ORDER BY id"
-        ))
-        .fetch_all(&mut *conn)
-        .await?;
+                selected_campaigns!(),
+                ") ORDER BY id"
+            ))
+            .fetch_all(&mut *conn)
+            .await?;
         if campaigns.is_empty() {
             return Ok(Vec::new());
         }
-        let numbers: Vec<NumberRow> = bound!(concat!(
-            "SELECT campaign_id, number FROM campaign_numbers WHERE campaign_id IN (",
-            selected_campaigns!(),
-            ") ORDER BY campaign_id, position"
-        ))
-        .fetch_all(&mut *conn)
-        .await?;
-        let links: Vec<BuyerLinkRow> = bound!(concat!(
-            "SELECT campaign_id, buyer_id, priority, weight FROM campaign_buyers WHERE campaign_id IN (",
-            selected_campaigns!(),
-            ") ORDER BY campaign_id, position"
-        ))
-        .fetch_all(&mut *conn)
-        .await?;
+        let numbers: Vec<NumberRow> = query
+            .bind(concat!(
+                "SELECT campaign_id, number FROM campaign_numbers WHERE campaign_id IN (",
+                selected_campaigns!(),
+                ") ORDER BY campaign_id, position"
+            ))
+            .fetch_all(&mut *conn)
+            .await?;
+        let links: Vec<BuyerLinkRow> = query
+            .bind(concat!(
+                "SELECT campaign_id, buyer_id, priority, weight FROM campaign_buyers WHERE campaign_id IN (",
+                selected_campaigns!(),
+                ") ORDER BY campaign_id, position"
+            ))
+            .fetch_all(&mut *conn)
+            .await?;
 
         let mut numbers_of: HashMap<String, Vec<String>> = HashMap::new();
         for row in numbers {

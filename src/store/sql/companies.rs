@@ -42,19 +42,16 @@ impl SqlEntity for Company {
         query: &Query<'_, Self>,
     ) -> Result<Vec<Record<Self>>, StoreError> {
         // A company filter on companies narrows to that company.
-        let id = query.id_param().or_else(|| query.company_param());
-        let rows: Vec<CompanyRow> = sqlx::query_as(
-            "SELECT id, name, duplicate_caller_handling, created_at_ms, updated_at_ms
-             FROM companies
-             WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR name = $2) AND ($3 IS NULL OR id > $3)
-             ORDER BY id LIMIT $4",
-        )
-        .bind(id)
-        .bind(query.name_param())
-        .bind(query.after_param())
-        .bind(query.limit)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows: Vec<CompanyRow> = query
+            .bind(
+                "SELECT id, name, duplicate_caller_handling, created_at_ms, updated_at_ms
+                 FROM companies
+                 WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR id = $2)
+                   AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
+                 ORDER BY id LIMIT $5",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
         rows.into_iter().map(Record::try_from).collect()
     }
 

@@ -181,18 +181,18 @@ impl<T> Query<'_, T> {
         }
     }
 
-    // Bind values: every filter is an optional text parameter, `NULL` meaning "any".
-    fn id_param(&self) -> Option<String> {
-        self.id.map(|id| id.to_string())
-    }
-    fn company_param(&self) -> Option<String> {
-        self.company_id.map(|id| id.to_string())
-    }
-    fn name_param(&self) -> Option<String> {
-        self.name.map(|name| name.as_str().to_owned())
-    }
-    fn after_param(&self) -> Option<String> {
-        self.after.map(|id| id.to_string())
+    /// `sql` with this query's filters bound: `$1` id, `$2` company, `$3` name, `$4` after (each
+    /// text, `NULL` meaning "any"), `$5` limit.
+    fn bind<'q, O>(&self, sql: &'static str) -> sqlx::query::QueryAs<'q, Any, O, sqlx::any::AnyArguments>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        sqlx::query_as(sql)
+            .bind(self.id.map(|id| id.to_string()))
+            .bind(self.company_id.map(|id| id.to_string()))
+            .bind(self.name.map(|name| name.as_str().to_owned()))
+            .bind(self.after.map(|id| id.to_string()))
+            .bind(self.limit)
     }
 }
 

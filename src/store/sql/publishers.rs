@@ -42,20 +42,16 @@ impl SqlEntity for Publisher {
         conn: &mut AnyConnection,
         query: &Query<'_, Self>,
     ) -> Result<Vec<Record<Self>>, StoreError> {
-        let rows: Vec<PublisherRow> = sqlx::query_as(
-            "SELECT id, company_id, name, external_id, created_at_ms, updated_at_ms
+        let rows: Vec<PublisherRow> = query
+            .bind(
+                "SELECT id, company_id, name, external_id, created_at_ms, updated_at_ms
              FROM publishers
              WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR company_id = $2)
                AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
              ORDER BY id LIMIT $5",
-        )
-        .bind(query.id_param())
-        .bind(query.company_param())
-        .bind(query.name_param())
-        .bind(query.after_param())
-        .bind(query.limit)
-        .fetch_all(&mut *conn)
-        .await?;
+            )
+            .fetch_all(&mut *conn)
+            .await?;
         rows.into_iter().map(Record::try_from).collect()
     }
 
