@@ -167,19 +167,16 @@ where
 {
     let id = parse_id(&id)?;
     let mut changes = json::object(&body)?;
-    for _ in 1..PATCH_ATTEMPTS {
+    let mut attempt = 1;
+    loop {
         let current = PlanTable::<T>::get(store.as_ref(), id).await?;
         let spec = merge(&mut changes, &current)?;
         // Applies only to the record as read, so a concurrent change is merged, not lost.
         match PlanTable::<T>::update(store.as_ref(), id, &spec, Some(&current.spec)).await {
-            Err(StoreError::Stale) => continue,
+            Err(StoreError::Stale) if attempt < PATCH_ATTEMPTS => attempt += 1,
             result => return Ok(HttpResponse::Ok().json(result?)),
         }
     }
-    let current = PlanTable::<T>::get(store.as_ref(), id).await?;
-    let spec = merge(&mut changes, &current)?;
-    let record = PlanTable::<T>::update(store.as_ref(), id, &spec, Some(&current.spec)).await?;
-    Ok(HttpResponse::Ok().json(record))
 }
 
 /// `current` with `changes` merged in (RFC 7396).
