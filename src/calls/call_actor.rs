@@ -23,7 +23,7 @@ use crate::{
         dedupe::{Rule, Touch, Touched},
         phone::E164,
         plan::{Buyer, BuyerId, Campaign, CampaignId, Record},
-        routing::{Action, CallSituation, RoutingPlan, Verdict},
+        routing::{Action, CallSituation, RoutingPlan},
         timeline::{Event, TimelineEntry},
     },
     store::CallChange,
@@ -399,11 +399,7 @@ async fn route(
         visited: &record.visited,
     };
     let decision = plan.decide(campaign, &situation);
-    let avoided = decision
-        .considered
-        .iter()
-        .filter(|c| c.verdict == Verdict::Duplicate);
-    record.avoided_duplicates(avoided.map(|c| c.buyer_id));
+    record.avoided_duplicates(decision.skipped_as_duplicates());
     let action = decision.action;
     turn.note(Event::Decision(decision));
     match action {

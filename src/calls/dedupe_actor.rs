@@ -76,16 +76,3 @@ impl Handler<Learn> for DedupeActor {
         }
     }
 }
-
-/// How many (caller, scope) marks the index holds.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct MarkCount;
-
-impl Handler<MarkCount> for DedupeActor {
-    type Result = usize;
-
-    fn handle(&mut self, _: MarkCount, _: &mut Self::Context) -> usize {
-        self.index.len()
-    }
-}

@@ -193,11 +193,12 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub fn duplicates_skipped(&self) -> usize {
+    /// The buyers this decision skipped because the call would be a duplicate for them.
+    pub fn skipped_as_duplicates(&self) -> impl Iterator<Item = BuyerId> + '_ {
         self.considered
             .iter()
             .filter(|c| c.verdict == Verdict::Duplicate)
-            .count()
+            .map(|c| c.buyer_id)
     }
 }
 
@@ -399,7 +400,7 @@ mod tests {
                 "{company_on} {mode}"
             );
             assert_eq!(decision.skip_duplicates, skips);
-            assert_eq!(decision.duplicates_skipped(), usize::from(skips));
+            assert_eq!(decision.skipped_as_duplicates().count(), usize::from(skips));
         }
     }
 
