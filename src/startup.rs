@@ -8,7 +8,7 @@ use actix_web::{App, HttpServer, dev::Server, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::{
-    calls::{CallDeps, CallTimings, Calls, DedupeActor, PlanCache},
+    calls::{CallDeps, CallTimings, Calls, CapacityActor, DedupeActor, PlanCache},
     clock::{Clock, SystemClock},
     config::{PublicUrl, Settings},
     domain::twiml::{TemplateError, TemplateName, Templates},
@@ -32,6 +32,25 @@ pub enum StartupError {
     Listen(#[from] io::Error),
 }
 
+/// What tests and simulations may choose about how calls are handled.
+#[derive(Clone)]
+pub struct Runtime {
+    pub clock: Arc<dyn Clock>,
+    pub timings: CallTimings,
+    /// Fixes the draws between buyers of equal priority; random by default.
+    pub routing_seed: u64,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            timings: CallTimings::default(),
+            routing_seed: rand::random(),
+        }
+    }
+}
+
 /// Bound and ready to serve; nothing is served until [`Application::run_until_stopped`].
 pub struct Application {
     server: Server,
@@ -43,16 +62,20 @@ pub struct Application {
 impl Application {
     /// Binds `settings.bind` (port 0 picks a free port, which tests use).
     pub async fn build(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StartupError> {
-        Self::build_with(settings, store, Arc::new(SystemClock), CallTimings::default()).await
+        Self::build_with(settings, store, Runtime::default()).await
     }
 
-    /// With a clock and call-actor timings of the caller's choosing (tests, simulations).
+    /// With a clock, timings and routing seed of the caller's choosing (tests, simulations).
     pub async fn build_with(
         settings: &Settings,
         store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        timings: CallTimings,
+        runtime: Runtime,
     ) -> Result<Self, StartupError> {
+        let Runtime {
+            clock,
+            timings,
+            routing_seed,
+        } = runtime;
         let templates = load_templates(settings.twiml_templates_dir.as_deref())?;
         let listener = std::net::TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;
@@ -61,13 +84,16 @@ impl Application {
             .clone()
             .unwrap_or_else(|| PublicUrl::derived_from(address));
         let dedupe = DedupeActor::load(store.as_ref()).await?.start();
+        let capacity = CapacityActor::load(store.as_ref(), clock.now()).await?.start();
         let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
         let calls = Calls::start(CallDeps {
             store: store.clone(),
             dedupe,
+            capacity: capacity.clone(),
             plan: plan.clone(),
-            clock,
+            clock: clock.clone(),
             timings,
+            routing_seed,
         });
         let voice = web::Data::new(Voice {
             calls: calls.clone(),
@@ -79,6 +105,8 @@ impl Application {
         let store: web::Data<dyn Store> = web::Data::from(store);
         let plan: web::Data<PlanCache> = web::Data::from(plan);
         let admin_token = web::Data::new(AdminToken::new(settings.admin_token.as_ref()));
+        let capacity = web::Data::new(capacity);
+        let clock: web::Data<dyn Clock> = web::Data::from(clock);
 
         let server = HttpServer::new(move || {
             App::new()
@@ -86,6 +114,8 @@ impl Application {
                 .app_data(store.clone())
                 .app_data(plan.clone())
                 .app_data(admin_token.clone())
+                .app_data(capacity.clone())
+                .app_data(clock.clone())
                 .app_data(voice.clone())
                 .configure(http::routes)
         })

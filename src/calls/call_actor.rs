@@ -1,7 +1,10 @@
 //! One actor per live call: it applies the call's webhooks one at a time, routes, persists
 //! every transition, and stops a while after the call ends.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
@@ -11,6 +14,7 @@ use jiff::Timestamp;
 
 use super::{
     CallDeps, Input, Webhook,
+    capacity_actor::{Apply, Blocked, Hold},
     dedupe_actor::{Duplicates, Learn},
     registry::{CallRegistry, Closed},
 };
@@ -20,6 +24,7 @@ use crate::{
             Answer, Attempt, CallRecord, CallSid, CallState, Caller, Conversion, DialStatus, DropReason,
             Outcome,
         },
+        capacity::{Block, Leg, load_changes},
         dedupe::{Rule, Touch, Touched},
         phone::E164,
         plan::{Buyer, BuyerId, Campaign, CampaignId, Record},
@@ -164,6 +169,8 @@ struct Turn {
     timeline: Vec<TimelineEntry>,
     conversion: Option<Conversion>,
     touched: Vec<Touched>,
+    /// Legs whose own status callback said they ended.
+    legs_ended: Vec<u32>,
 }
 
 impl Turn {
@@ -184,6 +191,7 @@ async fn process(
         timeline: Vec::new(),
         conversion: None,
         touched: Vec::new(),
+        legs_ended: Vec::new(),
     };
     turn.note(Event::Webhook {
         endpoint: webhook.endpoint.to_owned(),
@@ -193,10 +201,17 @@ async fn process(
         Some(record) => Some(record),
         None => resume(deps, &webhook.sid).await,
     };
+    let before = record.clone();
     let (mut record, answer) = apply(deps, &mut turn, record, &webhook).await;
+    // The indexes learn at once, whatever the store does: the next decision must see it.
     if !turn.touched.is_empty() {
-        // The index learns at once, whatever the store does: the next decision must see it.
         deps.dedupe.do_send(Learn(turn.touched.clone()));
+    }
+    if let Some(after) = &record {
+        let changes = load_changes(before.as_ref(), after, &turn.legs_ended, turn.now);
+        if !changes.is_empty() {
+            deps.capacity.do_send(Apply(changes));
+        }
     }
     if let Some(record) = &mut record {
         record.timeline_len += turn.timeline.len() as u32;
@@ -310,6 +325,9 @@ async fn apply(
             (Some(record), answer)
         }
         (Input::LegStatus { attempt, status }, Some(mut record)) => {
+            if is_final(status) {
+                turn.legs_ended.push(*attempt);
+            }
             let outcome = record.outcome;
             if matches!(status.as_str(), "in-progress" | "answered")
                 && record.leg_answered(*attempt, turn.now)
@@ -392,13 +410,33 @@ async fn route(
     let plan = turn.plan.clone();
     let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
     let duplicates = duplicates_among(deps, &record.caller, &candidates, turn.now).await;
+    let mut blocked = blocked_among(deps, &candidates, turn.now).await;
     let tried = record.tried();
-    let situation = CallSituation {
-        duplicates: &duplicates,
-        tried: &tried,
-        visited: &record.visited,
+    let leg = Leg {
+        call: record.sid.clone(),
+        attempt: record.next_attempt_number(),
     };
-    let decision = plan.decide(campaign, &situation);
+    let mut random = deps.random_for(&leg.call, leg.attempt);
+    let decision = loop {
+        let situation = CallSituation {
+            at: turn.now,
+            duplicates: &duplicates,
+            blocked: &blocked,
+            tried: &tried,
+            visited: &record.visited,
+        };
+        let decision = plan.decide(campaign, &situation, &mut random);
+        if let Action::Dial { buyer, .. } = decision.action
+            && let Some(buyer) = plan.buyer(buyer)
+            && !hold(deps, buyer, leg.clone(), turn.now).await
+        {
+            // Another call took the buyer's last slot since the counts were read: decide
+            // again without it (each round rules one more buyer out, so this ends).
+            blocked.insert(buyer.id, Block::Concurrency);
+            continue;
+        }
+        break decision;
+    };
     record.avoided_duplicates(decision.skipped_as_duplicates());
     let action = decision.action;
     turn.note(Event::Decision(decision));
@@ -462,6 +500,40 @@ async fn duplicates_among(
     deps.dedupe.send(check).await.unwrap_or_else(|error| {
         tracing::error!(%error, "the de-dupe index did not answer; routing without it");
         HashSet::new()
+    })
+}
+
+/// Which candidates are at a cap now. If the index cannot answer, routing goes on without caps
+/// rather than drop the caller.
+async fn blocked_among(deps: &CallDeps, buyers: &[&Record<Buyer>], at: Timestamp) -> HashMap<BuyerId, Block> {
+    let capped: Vec<Record<Buyer>> = buyers
+        .iter()
+        .filter(|b| b.spec.caps.is_limited())
+        .map(|b| (*b).clone())
+        .collect();
+    if capped.is_empty() {
+        return HashMap::new();
+    }
+    deps.capacity
+        .send(Blocked { buyers: capped, at })
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "the capacity index did not answer; routing without caps");
+            HashMap::new()
+        })
+}
+
+/// Takes the buyer's concurrency slot for the leg about to be dialed.
+async fn hold(deps: &CallDeps, buyer: &Record<Buyer>, leg: Leg, at: Timestamp) -> bool {
+    let hold = Hold {
+        buyer: buyer.id,
+        leg,
+        limit: buyer.spec.caps.concurrency,
+        at,
+    };
+    deps.capacity.send(hold).await.unwrap_or_else(|error| {
+        tracing::error!(%error, "the capacity index did not answer; dialing anyway");
+        true
     })
 }
 

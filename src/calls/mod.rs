@@ -3,16 +3,24 @@
 //! converted the caller.
 
 mod call_actor;
+pub mod capacity_actor;
 pub mod dedupe_actor;
 pub mod plan_cache;
 mod registry;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
 
 use actix::{Actor, Addr, Arbiter, MailboxError, Message};
+use rand::{SeedableRng, rngs::StdRng};
 
 use self::registry::{CallRegistry, Closed, LiveCount, Open};
-pub use self::{call_actor::is_final, dedupe_actor::DedupeActor, plan_cache::PlanCache};
+pub use self::{
+    call_actor::is_final, capacity_actor::CapacityActor, dedupe_actor::DedupeActor, plan_cache::PlanCache,
+};
 use crate::{
     clock::Clock,
     domain::{
@@ -27,9 +35,23 @@ use crate::{
 pub struct CallDeps {
     pub store: Arc<dyn Store>,
     pub dedupe: Addr<DedupeActor>,
+    pub capacity: Addr<CapacityActor>,
     pub plan: Arc<PlanCache>,
     pub clock: Arc<dyn Clock>,
     pub timings: CallTimings,
+    /// Where the draws between buyers of equal priority come from (see [`CallDeps::random_for`]).
+    pub routing_seed: u64,
+}
+
+impl CallDeps {
+    /// The random source for one routing decision: a function of the seed, the call and the
+    /// attempt, so a decision does not depend on which other calls happened to draw first, and
+    /// a test with a fixed seed is exact.
+    pub fn random_for(&self, call: &CallSid, attempt: u32) -> StdRng {
+        let mut hasher = DefaultHasher::new();
+        (self.routing_seed, call, attempt).hash(&mut hasher);
+        StdRng::seed_from_u64(hasher.finish())
+    }
 }
 
 /// How long call actors wait, and on what.

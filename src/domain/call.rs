@@ -124,6 +124,10 @@ pub enum Outcome {
 pub enum DropReason {
     /// Every buyer left would have considered the call a duplicate.
     Duplicate,
+    /// The buyers left were at a cap (concurrency, hourly, daily, monthly or lifetime).
+    Capacity,
+    /// The buyers left were outside their business hours.
+    Closed,
     /// Buyers were dialed; none answered.
     Unanswered,
     /// The campaign had no buyer that could take calls (none listed, or all paused).
@@ -240,6 +244,11 @@ impl CallRecord {
         self.attempts.iter().map(|a| a.buyer_id).collect()
     }
 
+    /// The number the next attempt will have.
+    pub fn next_attempt_number(&self) -> u32 {
+        self.attempts.last().map_or(1, |a| a.number + 1)
+    }
+
     pub fn current_attempt(&self) -> Option<&Attempt> {
         self.attempts.last()
     }
@@ -279,7 +288,7 @@ impl CallRecord {
         duplicate: Option<bool>,
         now: Timestamp,
     ) -> &Attempt {
-        let number = self.attempts.last().map_or(1, |a| a.number + 1);
+        let number = self.next_attempt_number();
         self.attempts.push(Attempt {
             number,
             buyer_id,

@@ -1,6 +1,7 @@
 //! The pure core: domain types and rules, no I/O.
 
 pub mod call;
+pub mod capacity;
 pub mod dedupe;
 pub mod destination;
 pub mod ids;

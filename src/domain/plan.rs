@@ -14,7 +14,7 @@ use super::{
     ids::Id,
     money::Money,
     phone::E164,
-    schedule::BusinessHours,
+    schedule::{BusinessHours, TimeZoneName},
     values::{
         CapLimit, ConversionSeconds, DedupeSeconds, Name, Priority, ReservationSeconds, RingTimeoutSeconds,
         SendDigits, Weight,
@@ -94,6 +94,10 @@ pub struct Buyer {
     pub revenue: Money,
     #[serde(default)]
     pub caps: Caps,
+    /// Where the buyer's days begin: business hours are in its wall-clock time, and hourly,
+    /// daily and monthly caps restart on its hours, days and months.
+    #[serde(default)]
+    pub time_zone: TimeZoneName,
     /// Absent: always open.
     #[serde(default)]
     pub business_hours: Option<BusinessHours>,
@@ -135,6 +139,21 @@ pub struct Caps {
     pub lifetime: Option<CapLimit>,
     /// What the hourly to lifetime caps count.
     pub counted_on: CapCounting,
+}
+
+impl Caps {
+    /// Whether any cap applies at all.
+    pub fn is_limited(&self) -> bool {
+        [
+            self.concurrency,
+            self.hourly,
+            self.daily,
+            self.monthly,
+            self.lifetime,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

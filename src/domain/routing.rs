@@ -1,18 +1,27 @@
 //! Routing: where a call goes next, and why every other buyer did not get it.
 //!
-//! The never-drop chain: the campaign's buyers by priority, skipping those already tried on this
-//! call, paused ones, and (when duplicate caller handling is on) those for whom the call would
-//! be a duplicate; then the fallback buyer, who takes duplicates; then a redirect to another
-//! campaign; and only then an explicit end, with the reason that kept the most buyers out.
+//! The never-drop chain: the campaign's buyers by priority (by weight among equals), skipping
+//! those already tried on this call, paused or closed ones, (when duplicate caller handling is
+//! on) those for whom the call would be a duplicate, and those at a cap; then the fallback
+//! buyer, who takes duplicates; then a redirect to another campaign; and only then an explicit
+//! end, with the reason that kept the most buyers out.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+};
 
+use jiff::Timestamp;
+use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
     call::{AttemptKind, DropReason},
+    capacity::{Block, CapPeriod},
     phone::E164,
-    plan::{Buyer, BuyerId, Campaign, CampaignId, Company, CompanyId, DuplicateHandling, Record},
+    plan::{
+        Buyer, BuyerId, Campaign, CampaignBuyer, CampaignId, Company, CompanyId, DuplicateHandling, Record,
+    },
 };
 
 /// How many campaigns one call may pass through: its own and this many redirects.
@@ -86,46 +95,50 @@ impl RoutingPlan {
             .filter_map(|id| self.buyer(id))
     }
 
-    /// Decides where a call goes next in `campaign`.
-    pub fn decide(&self, campaign: &Record<Campaign>, call: &CallSituation<'_>) -> Decision {
+    /// Decides where a call goes next in `campaign`: the first priority with a buyer able to
+    /// take the call, and among its buyers one drawn by weight; else the fallback buyer; else
+    /// a redirect; else the end. `random` draws between buyers of equal priority.
+    pub fn decide<R: Rng + ?Sized>(
+        &self,
+        campaign: &Record<Campaign>,
+        call: &CallSituation<'_>,
+        random: &mut R,
+    ) -> Decision {
         let skip_duplicates = self.skips_duplicates(campaign);
-        let mut considered = Vec::new();
-        let mut chosen = None;
+        let mut list: Vec<_> = (campaign.spec.buyers.as_slice().iter().enumerate())
+            .filter_map(|(position, link)| Some((position, link, self.buyer(link.buyer_id)?)))
+            .collect();
+        list.sort_by_key(|(position, link, _)| (link.priority.get(), *position));
 
-        let mut list: Vec<_> = campaign.spec.buyers.as_slice().iter().enumerate().collect();
-        list.sort_by_key(|(position, link)| (link.priority.get(), *position));
-        for (_, link) in list {
-            let Some(buyer) = self.buyer(link.buyer_id) else {
-                continue;
-            };
-            let verdict = if call.tried.contains(&buyer.id) {
-                Verdict::AlreadyTried
-            } else if buyer.spec.paused {
-                Verdict::Paused
-            } else if skip_duplicates && call.duplicates.contains(&buyer.id) {
-                Verdict::Duplicate
-            } else if chosen.is_none() {
-                chosen = Some((buyer.id, AttemptKind::Buyer));
-                Verdict::Chosen
-            } else {
-                Verdict::Eligible
-            };
-            considered.push(Considered::new(buyer, Some(link.priority.get()), false, verdict));
+        let mut considered = Vec::with_capacity(list.len() + 1);
+        let mut chosen = None;
+        for same_priority in list.chunk_by(|a, b| a.1.priority == b.1.priority) {
+            let first = considered.len();
+            for (_, link, buyer) in same_priority {
+                let verdict = call
+                    .skip_reason(buyer, skip_duplicates)
+                    .unwrap_or(Verdict::Eligible);
+                considered.push(Considered::new(buyer, Some(link), verdict));
+            }
+            if chosen.is_none()
+                && let Some(drawn) = draw_by_weight(&considered[first..], random)
+            {
+                let winner = &mut considered[first + drawn];
+                winner.verdict = Verdict::Chosen;
+                chosen = Some((winner.buyer_id, AttemptKind::Buyer));
+            }
         }
 
         if chosen.is_none()
             && let Some(fallback) = campaign.spec.fallback_buyer_id.and_then(|id| self.buyer(id))
         {
-            // The fallback buyer takes duplicates: that is what it is for.
-            let verdict = if call.tried.contains(&fallback.id) {
-                Verdict::AlreadyTried
-            } else if fallback.spec.paused {
-                Verdict::Paused
-            } else {
+            // The fallback buyer takes duplicates (that is what it is for), but not beyond its
+            // caps or outside its hours.
+            let verdict = call.skip_reason(fallback, false).unwrap_or_else(|| {
                 chosen = Some((fallback.id, AttemptKind::Fallback));
                 Verdict::Chosen
-            };
-            considered.push(Considered::new(fallback, None, true, verdict));
+            });
+            considered.push(Considered::new(fallback, None, verdict));
         }
 
         let action = match chosen {
@@ -152,15 +165,71 @@ impl RoutingPlan {
     }
 }
 
-/// What routing needs to know about the call so far.
+/// What routing needs to know about the call so far, and about the buyers now.
 #[derive(Debug)]
 pub struct CallSituation<'a> {
+    /// The moment of the decision (business hours are judged at it).
+    pub at: Timestamp,
     /// Buyers for whom the call would be a duplicate (empty when the caller is unknown).
     pub duplicates: &'a HashSet<BuyerId>,
+    /// Buyers at a cap now.
+    pub blocked: &'a HashMap<BuyerId, Block>,
     /// Buyers already dialed on this call.
     pub tried: &'a HashSet<BuyerId>,
     /// Campaigns the call has been routed in, the current one included.
     pub visited: &'a [CampaignId],
+}
+
+impl CallSituation<'_> {
+    /// Why `buyer` cannot have the call, if it cannot. Of several reasons the first listed here
+    /// is given: what the operator set (paused, hours) before what the caller did (duplicate)
+    /// before what will pass by itself (caps).
+    fn skip_reason(&self, buyer: &Record<Buyer>, skip_duplicates: bool) -> Option<Verdict> {
+        let spec = &buyer.spec;
+        if self.tried.contains(&buyer.id) {
+            Some(Verdict::AlreadyTried)
+        } else if spec.paused {
+            Some(Verdict::Paused)
+        } else if let Some(hours) = &spec.business_hours
+            && !hours.is_open(self.at, spec.time_zone.zone())
+        {
+            Some(Verdict::Closed)
+        } else if skip_duplicates && self.duplicates.contains(&buyer.id) {
+            Some(Verdict::Duplicate)
+        } else {
+            self.blocked.get(&buyer.id).map(|block| match block {
+                Block::Concurrency => Verdict::Concurrency,
+                Block::Cap(period) => Verdict::Cap(*period),
+            })
+        }
+    }
+}
+
+/// Which eligible buyer of one priority gets the call: each with a chance proportional to its
+/// weight. The random source is asked only when there is a choice to make.
+fn draw_by_weight<R: Rng + ?Sized>(group: &[Considered], random: &mut R) -> Option<usize> {
+    let eligible = || {
+        group
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.verdict == Verdict::Eligible)
+    };
+    let total: u64 = eligible().map(|(_, c)| u64::from(c.weight.unwrap_or(1))).sum();
+    match eligible().count() {
+        0 => None,
+        1 => eligible().next().map(|(i, _)| i),
+        _ => {
+            let mut ticket = random.random_range(0..total);
+            eligible()
+                .find(|(_, c)| {
+                    let weight = u64::from(c.weight.unwrap_or(1));
+                    let wins = ticket < weight;
+                    ticket = ticket.saturating_sub(weight);
+                    wins
+                })
+                .map(|(i, _)| i)
+        }
+    }
 }
 
 /// The reason that kept the most buyers out; with no buyer at all, `NoBuyer`.
@@ -173,7 +242,13 @@ fn dominant_reason(considered: &[Considered]) -> DropReason {
     };
     // On a tie the earlier wins: the reason an operator can act on first.
     let mut dominant = (DropReason::NoBuyer, 0);
-    for reason in [DropReason::Duplicate, DropReason::Unanswered, DropReason::NoBuyer] {
+    for reason in [
+        DropReason::Duplicate,
+        DropReason::Capacity,
+        DropReason::Closed,
+        DropReason::Unanswered,
+        DropReason::NoBuyer,
+    ] {
         let n = count(reason);
         if n > dominant.1 {
             dominant = (reason, n);
@@ -214,38 +289,48 @@ pub enum Action {
 pub struct Considered {
     pub buyer_id: BuyerId,
     pub name: String,
-    /// Its priority in the campaign's list; none for the fallback buyer.
+    /// Its priority and weight in the campaign's list; none for the fallback buyer.
     pub priority: Option<u32>,
+    pub weight: Option<u32>,
     pub fallback: bool,
     pub verdict: Verdict,
 }
 
 impl Considered {
-    fn new(buyer: &Record<Buyer>, priority: Option<u32>, fallback: bool, verdict: Verdict) -> Self {
+    fn new(buyer: &Record<Buyer>, link: Option<&CampaignBuyer>, verdict: Verdict) -> Self {
         Self {
             buyer_id: buyer.id,
             name: buyer.spec.name.as_str().to_owned(),
-            priority,
-            fallback,
+            priority: link.map(|l| l.priority.get()),
+            weight: link.map(|l| l.weight.get()),
+            fallback: link.is_none(),
             verdict,
         }
     }
 }
 
-/// What routing made of one buyer.
+/// What routing made of one buyer. Written as text: `chosen`, `eligible`, or the reason it was
+/// skipped: `already_tried`, `paused`, `closed`, `duplicate`, `concurrency`, `cap:hourly`,
+/// `cap:daily`, `cap:monthly`, `cap:lifetime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "String", try_from = "String")]
 pub enum Verdict {
     /// Dialed now.
     Chosen,
-    /// Could take the call, but a buyer ahead of it got it.
+    /// Could take the call, but another buyer got it.
     Eligible,
     /// Skipped: already dialed on this call.
     AlreadyTried,
     /// Skipped: paused by the operator.
     Paused,
+    /// Skipped: outside its business hours.
+    Closed,
     /// Skipped: the call would be a duplicate for this buyer.
     Duplicate,
+    /// Skipped: as many of its legs as its concurrency cap are ringing or connected.
+    Concurrency,
+    /// Skipped: its cap for this period is reached.
+    Cap(CapPeriod),
 }
 
 impl Verdict {
@@ -254,21 +339,66 @@ impl Verdict {
             Self::Chosen | Self::Eligible => None,
             Self::AlreadyTried => Some(DropReason::Unanswered),
             Self::Paused => Some(DropReason::NoBuyer),
+            Self::Closed => Some(DropReason::Closed),
             Self::Duplicate => Some(DropReason::Duplicate),
+            Self::Concurrency | Self::Cap(_) => Some(DropReason::Capacity),
         }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Chosen => "chosen",
+            Self::Eligible => "eligible",
+            Self::AlreadyTried => "already_tried",
+            Self::Paused => "paused",
+            Self::Closed => "closed",
+            Self::Duplicate => "duplicate",
+            Self::Concurrency => "concurrency",
+            Self::Cap(period) => return write!(f, "cap:{period}"),
+        })
+    }
+}
+
+impl From<Verdict> for String {
+    fn from(verdict: Verdict) -> Self {
+        verdict.to_string()
+    }
+}
+
+impl TryFrom<String> for Verdict {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let simple = [
+            Self::Chosen,
+            Self::Eligible,
+            Self::AlreadyTried,
+            Self::Paused,
+            Self::Closed,
+            Self::Duplicate,
+            Self::Concurrency,
+        ];
+        let caps = CapPeriod::ALL.map(Self::Cap);
+        simple
+            .into_iter()
+            .chain(caps)
+            .find(|verdict| verdict.to_string() == text)
+            .ok_or_else(|| format!("`{text}` is not a routing verdict"))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use jiff::Timestamp;
+    use rand::{SeedableRng, rngs::StdRng};
     use serde_json::json;
 
     use super::*;
     use crate::domain::ids::Id;
 
-    /// A company with the feature on, a campaign with buyers A (priority 1), B (priority 2) and
-    /// C (priority 1, listed last), fallback F, redirect to Overflow (buyer O).
+    /// A company with the feature on, a campaign with buyers A (priority 1), B (priority 3) and
+    /// C (priority 2, listed last), fallback F, redirect to Overflow (buyer O).
     struct Fixture {
         plan: RoutingPlan,
         main: CampaignId,
@@ -310,7 +440,7 @@ mod tests {
             json!({
                 "name": "Main",
                 "duplicate_caller_handling": mode,
-                "buyers": [{"buyer_id": a.id, "priority": 1}, {"buyer_id": b.id, "priority": 2}, {"buyer_id": c.id, "priority": 1}],
+                "buyers": [{"buyer_id": a.id, "priority": 1}, {"buyer_id": b.id, "priority": 3}, {"buyer_id": c.id, "priority": 2}],
                 "fallback_buyer_id": if fallback { Some(f.id) } else { None },
                 "redirect_campaign_id": if redirect { Some(overflow.id) } else { None },
             }),
@@ -334,14 +464,52 @@ mod tests {
         tried: &[BuyerId],
         visited: &[CampaignId],
     ) -> Decision {
-        let duplicates = duplicates.iter().copied().collect();
-        let tried = tried.iter().copied().collect();
-        let situation = CallSituation {
-            duplicates: &duplicates,
-            tried: &tried,
-            visited,
+        let given = Given {
+            duplicates: duplicates.iter().copied().collect(),
+            tried: tried.iter().copied().collect(),
+            visited: visited.to_vec(),
+            ..Given::default()
         };
-        fx.plan.decide(fx.plan.campaign(campaign).unwrap(), &situation)
+        given.decide(&fx.plan, campaign, &mut StdRng::seed_from_u64(7))
+    }
+
+    /// A call's situation, owned, for tests that set more of it.
+    struct Given {
+        at: Timestamp,
+        duplicates: HashSet<BuyerId>,
+        blocked: HashMap<BuyerId, Block>,
+        tried: HashSet<BuyerId>,
+        visited: Vec<CampaignId>,
+    }
+
+    impl Default for Given {
+        fn default() -> Self {
+            Self {
+                // A Monday, 12:00 UTC.
+                at: "2026-11-23T12:00:00Z".parse().unwrap(),
+                duplicates: HashSet::new(),
+                blocked: HashMap::new(),
+                tried: HashSet::new(),
+                visited: Vec::new(),
+            }
+        }
+    }
+
+    impl Given {
+        fn decide(&self, plan: &RoutingPlan, campaign: CampaignId, random: &mut StdRng) -> Decision {
+            let mut visited = self.visited.clone();
+            if visited.is_empty() {
+                visited.push(campaign);
+            }
+            let situation = CallSituation {
+                at: self.at,
+                duplicates: &self.duplicates,
+                blocked: &self.blocked,
+                tried: &self.tried,
+                visited: &visited,
+            };
+            plan.decide(plan.campaign(campaign).unwrap(), &situation, random)
+        }
     }
 
     fn verdicts(decision: &Decision) -> Vec<(&str, Verdict)> {
@@ -353,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn buyers_go_by_priority_then_list_order() {
+    fn buyers_go_by_priority() {
         let fx = fixture(true, "new_convertible_buyer", true, true);
         let decision = decide(&fx, fx.main, &[], &[], &[fx.main]);
         assert_eq!(
@@ -503,6 +671,344 @@ mod tests {
             Action::End {
                 reason: DropReason::NoBuyer
             }
+        );
+    }
+
+    /// A plan of one company (feature on) and one campaign whose buyers are `(name, priority,
+    /// weight, extra buyer fields)`, in that order; `fallback` names one of them.
+    fn plan_of(
+        buyers: &[(&str, u32, u32, serde_json::Value)],
+        fallback: Option<&str>,
+    ) -> (RoutingPlan, CampaignId, HashMap<String, BuyerId>) {
+        let company: Record<Company> =
+            record(None, json!({"name": "Acme", "duplicate_caller_handling": true}));
+        let owner = Some(company.id);
+        let records: Vec<Record<Buyer>> = buyers
+            .iter()
+            .map(|(name, _, _, extra)| {
+                let mut spec = json!({"name": name, "destination": "+14155550101"});
+                spec.as_object_mut()
+                    .unwrap()
+                    .extend(extra.as_object().unwrap().clone());
+                record(owner, spec)
+            })
+            .collect();
+        let ids: HashMap<String, BuyerId> = records
+            .iter()
+            .map(|b| (b.spec.name.as_str().to_owned(), b.id))
+            .collect();
+        let list: Vec<_> = buyers
+            .iter()
+            .filter(|(name, ..)| Some(*name) != fallback)
+            .map(|(name, priority, weight, _)| json!({"buyer_id": ids[*name], "priority": priority, "weight": weight}))
+            .collect();
+        let campaign: Record<Campaign> = record(
+            owner,
+            json!({"name": "Main", "duplicate_caller_handling": "new_convertible_buyer", "buyers": list,
+                   "fallback_buyer_id": fallback.map(|name| ids[name])}),
+        );
+        let id = campaign.id;
+        (RoutingPlan::new(vec![company], records, vec![campaign]), id, ids)
+    }
+
+    fn chosen_name(decision: &Decision) -> Option<&str> {
+        decision
+            .considered
+            .iter()
+            .find(|c| c.verdict == Verdict::Chosen)
+            .map(|c| c.name.as_str())
+    }
+
+    /// Draws `n` decisions and counts who got the call.
+    fn tally(plan: &RoutingPlan, campaign: CampaignId, given: &Given, n: usize) -> HashMap<String, usize> {
+        let mut random = StdRng::seed_from_u64(2026);
+        let mut counts = HashMap::new();
+        for _ in 0..n {
+            let decision = given.decide(plan, campaign, &mut random);
+            *counts
+                .entry(chosen_name(&decision).unwrap().to_owned())
+                .or_default() += 1;
+        }
+        counts
+    }
+
+    /// Each count within 4.5 standard deviations of its binomial expectation: a correct draw
+    /// fails this about once in 150,000 seeds; a draw that ignores weights fails it always.
+    fn assert_shares(counts: &HashMap<String, usize>, shares: &[(&str, f64)], n: usize) {
+        for (name, share) in shares {
+            let expected = n as f64 * share;
+            let sd = (n as f64 * share * (1.0 - share)).sqrt();
+            let got = counts.get(*name).copied().unwrap_or(0) as f64;
+            assert!(
+                (got - expected).abs() <= 4.5 * sd,
+                "{name}: {got} of {n}, expected about {expected:.0} (sd {sd:.1}); all: {counts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn buyers_of_equal_priority_share_calls_by_weight() {
+        let none = json!({});
+        let (plan, campaign, ids) = plan_of(
+            &[
+                ("W1", 1, 1, none.clone()),
+                ("W3", 1, 3, none.clone()),
+                ("W6", 1, 6, none.clone()),
+                ("Later", 2, 100, none),
+            ],
+            None,
+        );
+        let n = 20_000;
+        let counts = tally(&plan, campaign, &Given::default(), n);
+        assert_shares(&counts, &[("W1", 0.1), ("W3", 0.3), ("W6", 0.6)], n);
+        assert_eq!(
+            counts.get("Later"),
+            None,
+            "a lower priority never gets a call a higher one can take"
+        );
+
+        // A buyer that cannot take the call takes no share: the others split it by weight.
+        let given = Given {
+            duplicates: HashSet::from([ids["W6"]]),
+            ..Given::default()
+        };
+        let counts = tally(&plan, campaign, &given, n);
+        assert_shares(&counts, &[("W1", 0.25), ("W3", 0.75)], n);
+        let decision = given.decide(&plan, campaign, &mut StdRng::seed_from_u64(1));
+        let w6 = decision.considered.iter().find(|c| c.name == "W6").unwrap();
+        assert_eq!(
+            (w6.verdict, w6.weight, w6.priority),
+            (Verdict::Duplicate, Some(6), Some(1))
+        );
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_buyers() {
+        let none = json!({});
+        let (plan, campaign, _) = plan_of(&[("X", 1, 1, none.clone()), ("Y", 1, 1, none)], None);
+        let draws = |seed| {
+            let mut random = StdRng::seed_from_u64(seed);
+            (0..50)
+                .map(|_| {
+                    chosen_name(&Given::default().decide(&plan, campaign, &mut random))
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draws(11), draws(11));
+        assert_ne!(draws(11), draws(12));
+    }
+
+    #[test]
+    fn every_skip_has_its_reason_in_the_decision() {
+        let none = json!({});
+        let closed_now = json!({"time_zone": "America/New_York", "business_hours": {"monday": {"open": "09:00", "close": "17:00"}}});
+        let open_now = json!({"time_zone": "Europe/London", "business_hours": {"monday": {"open": "09:00", "close": "17:00"}}});
+        let (plan, campaign, ids) = plan_of(
+            &[
+                ("Tried", 1, 1, none.clone()),
+                ("Paused", 1, 1, json!({"paused": true})),
+                ("Closed", 1, 1, closed_now),
+                ("Duplicate", 1, 1, none.clone()),
+                ("Full", 1, 1, none.clone()),
+                ("Daily", 1, 1, none.clone()),
+                ("Open", 2, 1, open_now),
+            ],
+            None,
+        );
+        let given = Given {
+            // Monday 12:00 UTC: 07:00 in New York (closed), 12:00 in London (open).
+            tried: HashSet::from([ids["Tried"]]),
+            duplicates: HashSet::from([ids["Duplicate"]]),
+            blocked: HashMap::from([
+                (ids["Full"], Block::Concurrency),
+                (ids["Daily"], Block::Cap(CapPeriod::Daily)),
+            ]),
+            ..Given::default()
+        };
+        let decision = given.decide(&plan, campaign, &mut StdRng::seed_from_u64(1));
+        let reasons: Vec<String> = decision
+            .considered
+            .iter()
+            .map(|c| format!("{}={}", c.name, c.verdict))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "Tried=already_tried",
+                "Paused=paused",
+                "Closed=closed",
+                "Duplicate=duplicate",
+                "Full=concurrency",
+                "Daily=cap:daily",
+                "Open=chosen"
+            ]
+        );
+        // As stored in the timeline, and read back.
+        let stored = serde_json::to_value(&decision).unwrap();
+        assert_eq!(stored["considered"][5]["verdict"], "cap:daily");
+        assert_eq!(serde_json::from_value::<Decision>(stored).unwrap(), decision);
+        assert!(serde_json::from_value::<Verdict>(json!("cap:weekly")).is_err());
+    }
+
+    #[test]
+    fn a_buyer_with_several_reasons_shows_the_operators_first() {
+        let week =
+            json!({"business_hours": {"tuesday": {"open": "09:00", "close": "17:00"}}, "paused": true});
+        let (plan, campaign, ids) = plan_of(
+            &[
+                ("B", 1, 1, week.clone()),
+                ("C", 1, 1, json!({"business_hours": week["business_hours"]})),
+            ],
+            None,
+        );
+        let given = Given {
+            duplicates: HashSet::from([ids["B"], ids["C"]]),
+            blocked: HashMap::from([(ids["B"], Block::Concurrency), (ids["C"], Block::Concurrency)]),
+            ..Given::default()
+        };
+        let decision = given.decide(&plan, campaign, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            verdicts(&decision),
+            [("B", Verdict::Paused), ("C", Verdict::Closed)]
+        );
+    }
+
+    #[test]
+    fn the_fallback_takes_duplicates_but_not_beyond_its_caps_or_hours() {
+        let none = json!({});
+        let (plan, campaign, ids) = plan_of(&[("A", 1, 1, none.clone()), ("F", 1, 1, none)], Some("F"));
+        let mut given = Given {
+            duplicates: HashSet::from([ids["A"], ids["F"]]),
+            ..Given::default()
+        };
+        let decision = given.decide(&plan, campaign, &mut StdRng::seed_from_u64(1));
+        assert_eq!(chosen_name(&decision), Some("F"));
+        given.blocked.insert(ids["F"], Block::Cap(CapPeriod::Monthly));
+        let decision = given.decide(&plan, campaign, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            verdicts(&decision),
+            [("A", Verdict::Duplicate), ("F", Verdict::Cap(CapPeriod::Monthly))]
+        );
+        assert_eq!(
+            decision.action,
+            Action::End {
+                reason: DropReason::Duplicate
+            },
+            "a tie goes to duplicate"
+        );
+    }
+
+    #[test]
+    fn a_call_nobody_can_take_ends_with_the_reason_that_kept_most_buyers_out() {
+        let none = json!({});
+        let shut = json!({"business_hours": {"sunday": {"open": "09:00", "close": "17:00"}}});
+        let (plan, campaign, ids) = plan_of(
+            &[
+                ("A", 1, 1, none.clone()),
+                ("B", 1, 1, none.clone()),
+                ("C", 1, 1, shut.clone()),
+                ("D", 1, 1, shut.clone()),
+                ("E", 1, 1, shut),
+            ],
+            None,
+        );
+        let given = Given {
+            blocked: HashMap::from([
+                (ids["A"], Block::Concurrency),
+                (ids["B"], Block::Cap(CapPeriod::Hourly)),
+            ]),
+            ..Given::default()
+        };
+        let decision = given.decide(&plan, campaign, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            decision.action,
+            Action::End {
+                reason: DropReason::Closed
+            }
+        );
+        let given = Given {
+            blocked: HashMap::from([
+                (ids["A"], Block::Concurrency),
+                (ids["B"], Block::Cap(CapPeriod::Hourly)),
+            ]),
+            tried: HashSet::from([ids["C"]]),
+            ..Given::default()
+        };
+        let decision = given.decide(&plan, campaign, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            decision.action,
+            Action::End {
+                reason: DropReason::Capacity
+            },
+            "2 at caps, 2 closed: a tie"
+        );
+    }
+
+    #[test]
+    fn a_redirected_call_keeps_its_tried_buyers_and_its_duplicates() {
+        let fx = fixture(true, "new_convertible_buyer", false, true);
+        // Overflow lists A too, and skips duplicates itself.
+        let mut plan = fx.plan;
+        let overflow = plan.campaigns.get_mut(&fx.overflow).unwrap();
+        overflow.spec = serde_json::from_value(json!({
+            "name": "Overflow", "duplicate_caller_handling": "new_convertible_buyer",
+            "buyers": [{"buyer_id": fx.a}, {"buyer_id": fx.c, "priority": 2}, {"buyer_id": fx.o, "priority": 3}],
+        }))
+        .unwrap();
+        let given = Given {
+            tried: HashSet::from([fx.a]),
+            duplicates: HashSet::from([fx.c]),
+            visited: vec![fx.main, fx.overflow],
+            ..Given::default()
+        };
+        let decision = given.decide(&plan, fx.overflow, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            verdicts(&decision),
+            [
+                ("A", Verdict::AlreadyTried),
+                ("C", Verdict::Duplicate),
+                ("O", Verdict::Chosen)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_redirect_chain_stops_after_its_hop_limit() {
+        // Eight campaigns, each with no buyer and a redirect to the next.
+        let company: Record<Company> = record(None, json!({"name": "Acme"}));
+        let ids: Vec<CampaignId> = (0..8).map(|_| Id::generate()).collect();
+        let campaigns: Vec<Record<Campaign>> = (0..8)
+            .map(|i| Record {
+                id: ids[i],
+                ..record(
+                    Some(company.id),
+                    json!({"name": format!("C{i}"), "redirect_campaign_id": ids.get(i + 1)}),
+                )
+            })
+            .collect();
+        let plan = RoutingPlan::new(vec![company], vec![], campaigns);
+        let mut visited = vec![ids[0]];
+        loop {
+            let given = Given {
+                visited: visited.clone(),
+                ..Given::default()
+            };
+            let decision = given.decide(&plan, *visited.last().unwrap(), &mut StdRng::seed_from_u64(1));
+            match decision.action {
+                Action::Redirect { campaign } => visited.push(campaign),
+                Action::End { reason } => {
+                    assert_eq!(reason, DropReason::NoBuyer);
+                    break;
+                }
+                Action::Dial { .. } => unreachable!(),
+            }
+        }
+        assert_eq!(
+            visited.len(),
+            MAX_REDIRECTS + 1,
+            "its own campaign and {MAX_REDIRECTS} redirects"
         );
     }
 }

@@ -45,7 +45,7 @@ pub fn rtb_key_routes(cfg: &mut web::ServiceConfig) {
 
 type StoreData = web::Data<dyn Store>;
 
-fn parse_id<T: PlanEntity>(text: &str) -> Result<Id<T>, ApiError> {
+pub(super) fn parse_id<T: PlanEntity>(text: &str) -> Result<Id<T>, ApiError> {
     // An id that cannot exist is simply not found.
     text.parse()
         .map_err(|_| ApiError::NotFound(format!("no {} with id {text}", T::KIND)))

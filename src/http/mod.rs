@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 mod calls;
+mod capacity;
 pub mod error;
 mod health;
 pub mod json;
@@ -58,6 +59,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             // the exact URL requested.)
             .wrap(NormalizePath::trim())
             .configure(admin::rtb_key_routes)
+            .configure(capacity::routes)
             .configure(calls::routes)
             .service(admin::resource::<Company>("/companies"))
             .service(admin::resource::<Buyer>("/buyers"))

@@ -3,6 +3,7 @@
 mod sql;
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 use uuid::Uuid;
 
 pub use sql::{Backend, SqlStore};
@@ -10,9 +11,10 @@ pub use sql::{Backend, SqlStore};
 use crate::{
     domain::{
         call::{CallRecord, CallSid, Conversion},
+        capacity::{CapPeriod, LoadHistory},
         dedupe::{StoredMark, Touched},
         ids::Id,
-        plan::{Buyer, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, Record},
+        plan::{Buyer, BuyerId, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, Record},
         timeline::TimelineEntry,
     },
     plan::{ImportReport, Plan},
@@ -50,6 +52,21 @@ pub trait CallStore: Send + Sync {
     async fn plan_revision(&self) -> Result<i64, StoreError>;
 }
 
+/// What buyers' caps count.
+#[async_trait]
+pub trait CapacityStore: Send + Sync {
+    /// What the capacity index is rebuilt from at start-up: legs still open that began since
+    /// `open_since`, calls connected or converted since `recent_since`, the counts since each
+    /// lifetime reset, and every reset.
+    async fn load_history(
+        &self,
+        open_since: Timestamp,
+        recent_since: Timestamp,
+    ) -> Result<LoadHistory, StoreError>;
+    /// Counting for `buyer`'s `period` cap starts again at `at`.
+    async fn reset_cap(&self, buyer: BuyerId, period: CapPeriod, at: Timestamp) -> Result<(), StoreError>;
+}
+
 /// What one webhook changed about a call.
 #[derive(Debug, Clone, Copy)]
 pub struct CallChange<'a> {
@@ -62,7 +79,7 @@ pub struct CallChange<'a> {
 /// Everything Switchboard keeps.
 #[async_trait]
 pub trait Store:
-    PlanTable<Company> + PlanTable<Buyer> + PlanTable<Campaign> + PlanTable<Publisher> + CallStore
+    PlanTable<Company> + PlanTable<Buyer> + PlanTable<Campaign> + PlanTable<Publisher> + CallStore + CapacityStore
 {
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

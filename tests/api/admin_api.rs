@@ -67,7 +67,8 @@ on_both_engines! {
             (json!({"company_id": company, "name": "B", "destination": "+14155550101", "caps": {"daily": 0}}), "caps.daily", "between 1 and"),
             (json!({"company_id": company, "name": "B", "destination": "+14155550101", "duplicate_after": "sometimes"}), "duplicate_after", "unknown variant"),
             (json!({"company_id": company, "name": "B", "destination": "+14155550101", "payout": 1.005}), "payout", "two decimals"),
-            (json!({"company_id": company, "name": "B", "destination": "+14155550101", "business_hours": {"time_zone": "Moon/Base"}}), "business_hours.time_zone", "time zone"),
+            (json!({"company_id": company, "name": "B", "destination": "+14155550101", "time_zone": "Moon/Base"}), "time_zone", "time zone"),
+            (json!({"company_id": company, "name": "B", "destination": "+14155550101", "business_hours": {"monday": {"open": "9", "close": "17:00"}}}), "business_hours.monday.open", "HH:MM"),
             (json!({"company_id": company, "name": "B", "destination": "+14155550101", "dedupe_days": 30}), "dedupe_days", "unknown field"),
             (json!({"company_id": company, "destination": "+14155550101"}), "name", "missing field"),
             (json!({"name": "B", "destination": "+14155550101"}), "company_id", "missing field"),
@@ -133,7 +134,8 @@ on_both_engines! {
         let buyer = app.create("/buyers", json!({
             "company_id": acme, "name": "A", "destination": "+14155550101",
             "caps": {"concurrency": 2, "daily": 10},
-            "business_hours": {"time_zone": "America/New_York", "monday": {"open": "09:00", "close": "17:00"}},
+            "time_zone": "America/New_York",
+            "business_hours": {"monday": {"open": "09:00", "close": "17:00"}},
         })).await;
         let patched = expect_json(app.patch(&format!("/buyers/{buyer}"), json!({
             "caps": {"daily": 20}, "business_hours": null, "payout": 12.5,
@@ -141,6 +143,7 @@ on_both_engines! {
         assert_eq!(patched["caps"]["concurrency"], 2, "untouched nested fields stay");
         assert_eq!(patched["caps"]["daily"], 20);
         assert_eq!(patched["business_hours"], json!(null));
+        assert_eq!(patched["time_zone"], "America/New_York");
         assert_eq!(patched["payout"], 12.5);
 
         let invalid = app.patch(&format!("/buyers/{buyer}"), json!({"weight": 3})).await;

@@ -10,7 +10,11 @@ use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use sqlx::{AnyConnection, AssertSqlSafe, Connection, Executor};
 use switchboard::{
-    calls::CallTimings, clock::SystemClock, config::Settings, startup::Application, store::SqlStore,
+    calls::CallTimings,
+    clock::SystemClock,
+    config::Settings,
+    startup::{Application, Runtime},
+    store::SqlStore,
 };
 use tempfile::TempDir;
 use url::Url;
@@ -31,6 +35,15 @@ pub fn test_timings() -> CallTimings {
         ended_grace: std::time::Duration::from_millis(300),
         save_retry: std::time::Duration::from_millis(100),
         ..CallTimings::default()
+    }
+}
+
+/// The system clock, test timings and a fixed routing seed.
+pub fn test_runtime() -> Runtime {
+    Runtime {
+        clock: Arc::new(SystemClock),
+        timings: test_timings(),
+        routing_seed: 1,
     }
 }
 
@@ -147,6 +160,8 @@ pub struct TestApp {
     pub store: Arc<SqlStore>,
     pub calls: switchboard::calls::Calls,
     pub db: TestDb,
+    /// Kept across a restart: the same clock goes on.
+    pub runtime: Runtime,
 }
 
 impl TestApp {
@@ -160,6 +175,15 @@ impl TestApp {
 
     /// Starts on a database that already holds `plan`, as a server restarted over its data.
     pub async fn start_with_plan(engine: Engine, plan: &switchboard::plan::Plan) -> Option<Self> {
+        Self::start_with_plan_on(engine, plan, test_runtime()).await
+    }
+
+    /// As [`TestApp::start_with_plan`], with a clock (and timings, seed) of the test's choosing.
+    pub async fn start_with_plan_on(
+        engine: Engine,
+        plan: &switchboard::plan::Plan,
+        runtime: Runtime,
+    ) -> Option<Self> {
         let db = TestDb::create(engine).await?;
         let store = SqlStore::connect_and_migrate(&db.url)
             .await
@@ -168,9 +192,10 @@ impl TestApp {
             .await
             .expect("import the plan");
         store.close().await;
-        Self::start_on(
+        Self::start_on_with(
             db,
             &[("ADMIN_TOKEN", ADMIN_TOKEN), ("TWILIO_AUTH_TOKEN", AUTH_TOKEN)],
+            runtime,
         )
         .await
     }
@@ -182,6 +207,10 @@ impl TestApp {
 
     /// Starts on an existing database.
     pub async fn start_on(db: TestDb, settings: &[(&str, &str)]) -> Option<Self> {
+        Self::start_on_with(db, settings, test_runtime()).await
+    }
+
+    pub async fn start_on_with(db: TestDb, settings: &[(&str, &str)], runtime: Runtime) -> Option<Self> {
         let mut environment = vec![
             ("DATABASE_URL".to_owned(), db.url.clone()),
             ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
@@ -193,7 +222,7 @@ impl TestApp {
                 .await
                 .expect("connect and migrate"),
         );
-        let app = Application::build_with(&settings, store.clone(), Arc::new(SystemClock), test_timings())
+        let app = Application::build_with(&settings, store.clone(), runtime.clone())
             .await
             .expect("start the service");
         let address = format!("http://{}", app.address());
@@ -205,6 +234,7 @@ impl TestApp {
             store,
             calls,
             db,
+            runtime,
         })
     }
 
@@ -215,9 +245,10 @@ impl TestApp {
     /// A second service on this one's database, as after a restart: everything it knows comes
     /// from the store. (The first keeps serving on its own port until the test ends.)
     pub async fn restart(self) -> Self {
-        Self::start_on(
+        Self::start_on_with(
             self.db,
             &[("ADMIN_TOKEN", ADMIN_TOKEN), ("TWILIO_AUTH_TOKEN", AUTH_TOKEN)],
+            self.runtime,
         )
         .await
         .expect("the database is still there")
@@ -384,16 +415,18 @@ impl FlakyStore {
 
 mod flaky {
     use async_trait::async_trait;
+    use jiff::Timestamp;
     use switchboard::{
         domain::{
             call::{CallRecord, CallSid},
+            capacity::{CapPeriod, LoadHistory},
             dedupe::StoredMark,
             ids::Id,
-            plan::{CampaignId, CompanyId, PlanEntity, Record},
+            plan::{BuyerId, CampaignId, CompanyId, PlanEntity, Record},
             timeline::TimelineEntry,
         },
         plan::{ImportReport, Plan},
-        store::{CallChange, CallStore, ListFilter, PlanTable, SqlStore, Store, StoreError},
+        store::{CallChange, CallStore, CapacityStore, ListFilter, PlanTable, SqlStore, Store, StoreError},
     };
 
     use super::FlakyStore;
@@ -438,6 +471,26 @@ mod flaky {
         }
         async fn plan_revision(&self) -> Result<i64, StoreError> {
             self.inner.plan_revision().await
+        }
+    }
+
+    #[async_trait]
+    impl CapacityStore for FlakyStore {
+        async fn load_history(
+            &self,
+            open_since: Timestamp,
+            recent_since: Timestamp,
+        ) -> Result<LoadHistory, StoreError> {
+            self.inner.load_history(open_since, recent_since).await
+        }
+        async fn reset_cap(
+            &self,
+            buyer: BuyerId,
+            period: CapPeriod,
+            at: Timestamp,
+        ) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.reset_cap(buyer, period, at).await
         }
     }
 

@@ -57,8 +57,8 @@ on_both_engines! {
             "payout": 7.5,
             "revenue": "14.25",
             "caps": { "concurrency": 3, "hourly": 10, "daily": 50, "monthly": 900, "lifetime": 10000, "counted_on": "connected" },
+            "time_zone": "America/Los_Angeles",
             "business_hours": {
-                "time_zone": "America/Los_Angeles",
                 "monday": { "open": "18:00", "close": "06:00" },
                 "sunday": { "open": "00:00", "close": "24:00" }
             },

@@ -360,8 +360,8 @@ on_both_engines! {
 async fn a_call_handled_while_the_database_is_down_is_saved_once_it_returns() {
     use std::sync::Arc;
 
-    use crate::helpers::{FlakyStore, test_timings};
-    use switchboard::{clock::SystemClock, store::Store};
+    use crate::helpers::{FlakyStore, test_runtime};
+    use switchboard::store::Store;
 
     let db = TestDb::create(Engine::Sqlite).await.unwrap();
     let sql = SqlStore::connect_and_migrate(&db.url).await.unwrap();
@@ -372,7 +372,7 @@ async fn a_call_handled_while_the_database_is_down_is_saved_once_it_returns() {
         ("TWILIO_AUTH_TOKEN".to_owned(), AUTH_TOKEN.to_owned()),
     ];
     let settings = Settings::from_sources(None, environment).unwrap();
-    let app = Application::build_with(&settings, store.clone(), Arc::new(SystemClock), test_timings())
+    let app = Application::build_with(&settings, store.clone(), test_runtime())
         .await
         .unwrap();
     let base = format!("http://{}", app.address());

@@ -31,6 +31,7 @@ struct BuyerRow {
     cap_monthly: Option<i64>,
     cap_lifetime: Option<i64>,
     caps_counted_on: String,
+    time_zone: String,
     business_hours: Option<String>,
     send_digits: Option<String>,
     paused: i64,
@@ -77,6 +78,7 @@ impl TryFrom<BuyerRow> for Record<Buyer> {
                     lifetime: cap("cap_lifetime", row.cap_lifetime)?,
                     counted_on: parse_stored("caps_counted_on", row.caps_counted_on.into())?,
                 },
+                time_zone: parse_stored("time_zone", row.time_zone.into())?,
                 business_hours,
                 send_digits: parse_stored("send_digits", row.send_digits.into())?,
                 paused: row.paused != 0,
@@ -100,7 +102,7 @@ impl SqlEntity for Buyer {
                 "SELECT id, company_id, name, destination, ring_timeout_seconds, conversion_seconds,
                     dedupe_seconds, duplicate_after, dedupe_group, payout_cents, revenue_cents,
                     cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime, caps_counted_on,
-                    business_hours, send_digits, paused, created_at_ms, updated_at_ms
+                    time_zone, business_hours, send_digits, paused, created_at_ms, updated_at_ms
              FROM buyers
              WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR company_id = $2)
                AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
@@ -124,9 +126,10 @@ impl SqlEntity for Buyer {
             "INSERT INTO buyers (id, company_id, name, destination, ring_timeout_seconds,
                 conversion_seconds, dedupe_seconds, duplicate_after, dedupe_group, payout_cents,
                 revenue_cents, cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime,
-                caps_counted_on, business_hours, send_digits, paused, created_at_ms, updated_at_ms)
+                caps_counted_on, time_zone, business_hours, send_digits, paused, created_at_ms,
+                updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22)
+                $18, $19, $20, $21, $22, $23)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, destination = excluded.destination,
                 ring_timeout_seconds = excluded.ring_timeout_seconds,
@@ -136,7 +139,8 @@ impl SqlEntity for Buyer {
                 revenue_cents = excluded.revenue_cents, cap_concurrency = excluded.cap_concurrency,
                 cap_hourly = excluded.cap_hourly, cap_daily = excluded.cap_daily,
                 cap_monthly = excluded.cap_monthly, cap_lifetime = excluded.cap_lifetime,
-                caps_counted_on = excluded.caps_counted_on, business_hours = excluded.business_hours,
+                caps_counted_on = excluded.caps_counted_on, time_zone = excluded.time_zone,
+                business_hours = excluded.business_hours,
                 send_digits = excluded.send_digits, paused = excluded.paused,
                 updated_at_ms = excluded.updated_at_ms",
         )
@@ -157,6 +161,7 @@ impl SqlEntity for Buyer {
         .bind(caps.monthly.map(|cap| i64::from(cap.get())))
         .bind(caps.lifetime.map(|cap| i64::from(cap.get())))
         .bind(enum_text(&caps.counted_on)?)
+        .bind(buyer.time_zone.as_str())
         .bind(business_hours)
         .bind(buyer.send_digits.as_ref().map(|d| d.as_str().to_owned()))
         .bind(i64::from(buyer.paused))

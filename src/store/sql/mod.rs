@@ -7,6 +7,7 @@
 mod buyers;
 mod calls;
 mod campaigns;
+mod capacity;
 mod companies;
 mod import;
 mod publishers;

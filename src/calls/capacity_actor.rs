@@ -1,0 +1,135 @@
+//! The capacity index as an actor: one owner of every buyer's live legs and cap counts.
+
+use std::collections::HashMap;
+
+use actix::{Actor, Context, Handler, Message, MessageResult};
+use jiff::Timestamp;
+
+use crate::{
+    domain::{
+        capacity::{
+            Block, CapPeriod, CapacityIndex, CapacityView, EVENT_HORIZON, LEG_LEASE, Leg, LoadChange,
+        },
+        plan::{Buyer, BuyerId, Record},
+        values::CapLimit,
+    },
+    store::{Store, StoreError},
+};
+
+pub struct CapacityActor {
+    index: CapacityIndex,
+}
+
+impl CapacityActor {
+    /// Rebuilds the index from the store (start-up): counters and live legs survive a restart.
+    pub async fn load(store: &dyn Store, now: Timestamp) -> Result<Self, StoreError> {
+        let since = |span| now.checked_sub(span).unwrap_or(Timestamp::MIN);
+        let history = store.load_history(since(LEG_LEASE), since(EVENT_HORIZON)).await?;
+        tracing::info!(
+            live_legs = history.open_legs.len(),
+            recent_calls = history.recent.len(),
+            "capacity index loaded"
+        );
+        let mut index = CapacityIndex::default();
+        index.load(history);
+        Ok(Self { index })
+    }
+}
+
+impl Actor for CapacityActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Every routing decision asks it; a burst must queue, not fail.
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+/// Which of these buyers are at a cap at `at`, and which cap.
+#[derive(Message)]
+#[rtype(result = "HashMap<BuyerId, Block>")]
+pub struct Blocked {
+    pub buyers: Vec<Record<Buyer>>,
+    pub at: Timestamp,
+}
+
+impl Handler<Blocked> for CapacityActor {
+    type Result = MessageResult<Blocked>;
+
+    fn handle(&mut self, msg: Blocked, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            msg.buyers
+                .iter()
+                .filter_map(|b| Some((b.id, self.index.blocked(b.id, &b.spec, msg.at)?)))
+                .collect(),
+        )
+    }
+}
+
+/// Takes a concurrency slot for a leg about to be dialed; `false` when the buyer is full.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Hold {
+    pub buyer: BuyerId,
+    pub leg: Leg,
+    pub limit: Option<CapLimit>,
+    pub at: Timestamp,
+}
+
+impl Handler<Hold> for CapacityActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Hold, _: &mut Self::Context) -> bool {
+        self.index.hold(msg.buyer, msg.leg, msg.limit, msg.at)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Apply(pub Vec<LoadChange>);
+
+impl Handler<Apply> for CapacityActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
+        for change in msg.0 {
+            match change {
+                LoadChange::Released(leg) => self.index.release(&leg),
+                LoadChange::Counted { buyer, counting, at } => self.index.count(buyer, counting, at),
+            }
+        }
+    }
+}
+
+/// An operator reset a cap (already stored).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reset {
+    pub buyer: BuyerId,
+    pub period: CapPeriod,
+    pub at: Timestamp,
+}
+
+impl Handler<Reset> for CapacityActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reset, _: &mut Self::Context) {
+        self.index.reset(msg.buyer, msg.period, msg.at);
+    }
+}
+
+/// Where a buyer stands against its caps.
+#[derive(Message)]
+#[rtype(result = "CapacityView")]
+pub struct View {
+    pub buyer: Record<Buyer>,
+    pub at: Timestamp,
+}
+
+impl Handler<View> for CapacityActor {
+    type Result = MessageResult<View>;
+
+    fn handle(&mut self, msg: View, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.index.view(msg.buyer.id, &msg.buyer.spec, msg.at))
+    }
+}
