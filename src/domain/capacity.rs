@@ -144,8 +144,14 @@ impl Counted {
         }
     }
 
+    /// Counted at `start` or later.
     fn since(&self, start: Timestamp) -> u64 {
         (self.recent.len() - self.recent.partition_point(|t| *t < start)) as u64
+    }
+
+    /// Counted strictly after `reset`: what a reset at an instant forgets includes that instant.
+    fn after(&self, reset: Timestamp) -> u64 {
+        (self.recent.len() - self.recent.partition_point(|t| *t <= reset)) as u64
     }
 }
 
@@ -182,12 +188,15 @@ impl BuyerLoad {
 
     fn count(&self, period: CapPeriod, counting: CapCounting, zone: &TimeZone, at: Timestamp) -> u64 {
         let counted = self.counted(counting);
-        match period {
-            CapPeriod::Lifetime => counted.lifetime,
-            _ => self
-                .counting_since(period, zone, at)
-                .map_or(0, |since| counted.since(since)),
-        }
+        let Some(start) = period.start(at, zone) else {
+            return counted.lifetime;
+        };
+        // Both are counts of a suffix of the same ordered list: the smaller is their overlap.
+        let after_reset = self
+            .resets
+            .get(&period)
+            .map_or(u64::MAX, |reset| counted.after(*reset));
+        counted.since(start).min(after_reset)
     }
 }
 
@@ -263,7 +272,8 @@ impl CapacityIndex {
         counted.lifetime += 1;
     }
 
-    /// Counting for `period` starts again from `at` (until the next period begins anyway).
+    /// Counting for `period` starts again after `at` (until the next period begins anyway): what
+    /// was counted up to and including `at` is forgotten.
     pub fn reset(&mut self, buyer: BuyerId, period: CapPeriod, at: Timestamp) {
         let load = self.buyers.entry(buyer).or_default();
         load.resets.insert(period, at);
@@ -698,10 +708,7 @@ mod tests {
                 counting: CapCounting::Connected,
                 at: t1,
             };
-            assert_eq!(
-                load_changes(Some(&before), &answered, &[], t1),
-                [connected]
-            );
+            assert_eq!(load_changes(Some(&before), &answered, &[], t1), [connected]);
             let mut ended = answered.clone();
             ended.attempt_ended(1, DialStatus::Completed, 160, Some(false), 60, t2);
             let converted = LoadChange::Counted {

@@ -5,6 +5,8 @@ mod helpers;
 mod admin_api;
 mod cli;
 mod plan_import;
+mod provider;
 mod replay;
+mod routing_policy;
 mod store;
 mod voice;

@@ -13,51 +13,12 @@ use switchboard::{
     store::{CallStore, SqlStore},
 };
 
-use crate::helpers::{AUTH_TOKEN, Engine, TestApp, TestDb, expect_json, on_both_engines};
+use crate::{
+    helpers::{AUTH_TOKEN, Engine, TestApp, TestDb, expect_json, on_both_engines},
+    provider::{CALLER, MAIN, call_over, dial_ended, dialed, form, incoming, sid},
+};
 
 const PLAN: &str = include_str!("../fixtures/plans/acme.toml");
-const CALLER: &str = "+14155550123";
-const MAIN: &str = "+18005550100";
-
-fn sid(n: u32) -> String {
-    format!("CA{n:032x}")
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    serde_urlencoded::to_string(pairs).unwrap()
-}
-
-fn incoming(sid: &str, from: &str, to: &str) -> String {
-    form(&[
-        ("AccountSid", "AC00000000000000000000000000000001"),
-        ("ApiVersion", "2010-04-01"),
-        ("CallSid", sid),
-        ("CallStatus", "ringing"),
-        ("Direction", "inbound"),
-        ("From", from),
-        ("To", to),
-    ])
-}
-
-fn dial_ended(sid: &str, status: &str, seconds: u32) -> String {
-    form(&[
-        ("CallSid", sid),
-        ("CallStatus", "in-progress"),
-        ("DialCallStatus", status),
-        ("DialCallDuration", &seconds.to_string()),
-        ("From", CALLER),
-        ("To", MAIN),
-    ])
-}
-
-fn call_over(sid: &str) -> String {
-    form(&[
-        ("CallSid", sid),
-        ("CallStatus", "completed"),
-        ("CallDuration", "130"),
-        ("SequenceNumber", "0"),
-    ])
-}
 
 /// The service on the replay fixtures' base plan.
 struct Acme(TestApp);
@@ -76,25 +37,6 @@ impl std::ops::Deref for Acme {
     fn deref(&self) -> &TestApp {
         &self.0
     }
-}
-
-/// The number a `<Dial>` dials, and its action URL.
-async fn dialed(response: reqwest::Response) -> (String, String) {
-    assert_eq!(response.status(), StatusCode::OK);
-    let twiml = response.text().await.unwrap();
-    let number = twiml
-        .split("\">")
-        .nth(2)
-        .and_then(|rest| rest.split('<').next())
-        .unwrap_or_else(|| panic!("not a dial: {twiml}"))
-        .to_owned();
-    let action = twiml
-        .split("action=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
-    (number, action)
 }
 
 /// How many calls still have an actor, once ended calls' actors had time to stop.

@@ -44,12 +44,12 @@ impl CapacityStore for SqlStore {
             let lifetime: Vec<(String, String, i64)> = sqlx::query_as(
                 "SELECT a.buyer_id, 'connected', COUNT(*) FROM call_attempts a
                  LEFT JOIN cap_resets r ON r.buyer_id = a.buyer_id AND r.cap = 'lifetime'
-                 WHERE a.answered_at_ms IS NOT NULL AND a.answered_at_ms >= COALESCE(r.reset_at_ms, 0)
+                 WHERE a.answered_at_ms IS NOT NULL AND a.answered_at_ms > COALESCE(r.reset_at_ms, -1)
                  GROUP BY a.buyer_id
                  UNION ALL
                  SELECT v.buyer_id, 'converted', COUNT(*) FROM conversions v
                  LEFT JOIN cap_resets r ON r.buyer_id = v.buyer_id AND r.cap = 'lifetime'
-                 WHERE v.converted_at_ms >= COALESCE(r.reset_at_ms, 0)
+                 WHERE v.converted_at_ms > COALESCE(r.reset_at_ms, -1)
                  GROUP BY v.buyer_id",
             )
             .fetch_all(&mut *tx)
