@@ -1,0 +1,139 @@
+//! What one routing decision costs over a campaign of 100 buyers: the pure decision, and the
+//! capacity check the capacity actor runs for it. `cargo bench --bench routing`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    hint::black_box,
+};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use jiff::Timestamp;
+use rand::{SeedableRng, rngs::StdRng};
+use serde_json::json;
+use switchboard::domain::{
+    capacity::{Block, CapPeriod, CapacityIndex},
+    ids::Id,
+    plan::{Buyer, BuyerId, Campaign, CampaignId, CapCounting, Company, PlanEntity, Record},
+    routing::{CallSituation, RoutingPlan},
+};
+
+const BUYERS: usize = 100;
+const ZONES: [&str; 4] = [
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "Europe/London",
+];
+
+fn record<T: PlanEntity>(spec: serde_json::Value) -> Record<T> {
+    Record {
+        id: Id::generate(),
+        company_id: None,
+        spec: serde_json::from_value(spec).expect("a valid spec"),
+        created_at: Timestamp::UNIX_EPOCH,
+        updated_at: Timestamp::UNIX_EPOCH,
+    }
+}
+
+/// 100 buyers in 10 priorities of 10, various weights, each with caps, a time zone and
+/// weekday business hours: every check routing makes has something to look at.
+fn plan() -> (RoutingPlan, CampaignId, Vec<BuyerId>) {
+    let company: Record<Company> = record(json!({"name": "Acme", "duplicate_caller_handling": true}));
+    let shift = json!({"open": "00:00", "close": "24:00"});
+    let buyers: Vec<Record<Buyer>> = (0..BUYERS)
+        .map(|i| {
+            record(json!({
+                "name": format!("Buyer {i}"),
+                "destination": "+14155550101",
+                "time_zone": ZONES[i % ZONES.len()],
+                "caps": {"concurrency": 5, "hourly": 10, "daily": 100, "monthly": 1000},
+                "business_hours": {"monday": shift, "tuesday": shift, "wednesday": shift, "thursday": shift, "friday": shift},
+            }))
+        })
+        .collect();
+    let list: Vec<_> = buyers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| json!({"buyer_id": b.id, "priority": i / 10, "weight": 1 + i % 7}))
+        .collect();
+    let campaign: Record<Campaign> = record(json!({
+        "name": "Main", "duplicate_caller_handling": "new_convertible_buyer", "buyers": list,
+    }));
+    let (id, ids) = (campaign.id, buyers.iter().map(|b| b.id).collect());
+    (RoutingPlan::new(vec![company], buyers, vec![campaign]), id, ids)
+}
+
+fn decisions(c: &mut Criterion) {
+    let (plan, campaign_id, ids) = plan();
+    let campaign = plan.campaign(campaign_id).expect("the campaign");
+    // A Tuesday afternoon: every buyer open.
+    let at: Timestamp = "2026-11-24T18:00:00Z".parse().expect("a time");
+    let none = HashSet::new();
+    let unblocked = HashMap::new();
+    let mut random = StdRng::seed_from_u64(1);
+
+    c.bench_function("decide: 100 buyers, the first priority takes it", |b| {
+        let situation = CallSituation {
+            at,
+            duplicates: &none,
+            blocked: &unblocked,
+            tried: &none,
+            visited: &[campaign_id],
+        };
+        b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
+    });
+
+    // The worst case: only the last buyer can take the call, so all 100 are judged, the
+    // others a third each duplicates, at caps, or already tried.
+    let last = ids[BUYERS - 1];
+    let duplicates: HashSet<BuyerId> = ids.iter().copied().filter(|id| *id != last).step_by(3).collect();
+    let tried: HashSet<BuyerId> = ids
+        .iter()
+        .copied()
+        .filter(|id| *id != last)
+        .skip(1)
+        .step_by(3)
+        .collect();
+    let blocked: HashMap<BuyerId, Block> = ids
+        .iter()
+        .copied()
+        .filter(|id| *id != last)
+        .skip(2)
+        .step_by(3)
+        .map(|id| (id, Block::Cap(CapPeriod::Daily)))
+        .collect();
+    c.bench_function("decide: 100 buyers, only the last can take it", |b| {
+        let situation = CallSituation {
+            at,
+            duplicates: &duplicates,
+            blocked: &blocked,
+            tried: &tried,
+            visited: &[campaign_id],
+        };
+        b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
+    });
+
+    // What the capacity actor does for the same decision: every buyer's caps, each buyer with
+    // 500 calls counted over the last month.
+    let mut index = CapacityIndex::default();
+    for id in &ids {
+        for minutes in 0..500 {
+            let when = at - jiff::SignedDuration::from_mins(minutes * 60);
+            index.count(*id, CapCounting::Converted, when);
+        }
+    }
+    let buyers: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
+    c.bench_function("caps: 100 buyers with 500 counted calls each", |b| {
+        b.iter(|| {
+            black_box(
+                buyers
+                    .iter()
+                    .filter_map(|buyer| index.blocked(buyer.id, &buyer.spec, at))
+                    .count(),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, decisions);
+criterion_main!(benches);
