@@ -410,7 +410,7 @@ async fn route(
     let plan = turn.plan.clone();
     let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
     let duplicates = duplicates_among(deps, &record.caller, &candidates, turn.now).await;
-    let mut blocked = blocked_among(deps, &candidates, turn.now).await;
+    let mut blocked = blocked_among(deps, &plan, &candidates, turn.now).await;
     let tried = record.tried();
     let leg = Leg {
         call: record.sid.clone(),
@@ -505,22 +505,28 @@ async fn duplicates_among(
 
 /// Which candidates are at a cap now. If the index cannot answer, routing goes on without caps
 /// rather than drop the caller.
-async fn blocked_among(deps: &CallDeps, buyers: &[&Record<Buyer>], at: Timestamp) -> HashMap<BuyerId, Block> {
-    let capped: Vec<Record<Buyer>> = buyers
-        .iter()
+async fn blocked_among(
+    deps: &CallDeps,
+    plan: &Arc<RoutingPlan>,
+    buyers: &[&Record<Buyer>],
+    at: Timestamp,
+) -> HashMap<BuyerId, Block> {
+    let capped: Vec<BuyerId> = (buyers.iter())
         .filter(|b| b.spec.caps.is_limited())
-        .map(|b| (*b).clone())
+        .map(|b| b.id)
         .collect();
     if capped.is_empty() {
         return HashMap::new();
     }
-    deps.capacity
-        .send(Blocked { buyers: capped, at })
-        .await
-        .unwrap_or_else(|error| {
-            tracing::error!(%error, "the capacity index did not answer; routing without caps");
-            HashMap::new()
-        })
+    let blocked = Blocked {
+        plan: plan.clone(),
+        buyers: capped,
+        at,
+    };
+    deps.capacity.send(blocked).await.unwrap_or_else(|error| {
+        tracing::error!(%error, "the capacity index did not answer; routing without caps");
+        HashMap::new()
+    })
 }
 
 /// Takes the buyer's concurrency slot for the leg about to be dialed.

@@ -1,6 +1,6 @@
 //! The capacity index as an actor: one owner of every buyer's live legs and cap counts.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use jiff::Timestamp;
@@ -11,6 +11,7 @@ use crate::{
             Block, CapPeriod, CapacityIndex, CapacityView, EVENT_HORIZON, LEG_LEASE, Leg, LoadChange,
         },
         plan::{Buyer, BuyerId, Record},
+        routing::RoutingPlan,
         values::CapLimit,
     },
     store::{Store, StoreError},
@@ -45,11 +46,13 @@ impl Actor for CapacityActor {
     }
 }
 
-/// Which of these buyers are at a cap at `at`, and which cap.
+/// Which of these buyers of `plan` are at a cap at `at`, and which cap. (The plan travels as a
+/// shared pointer: nothing is copied per decision.)
 #[derive(Message)]
 #[rtype(result = "HashMap<BuyerId, Block>")]
 pub struct Blocked {
-    pub buyers: Vec<Record<Buyer>>,
+    pub plan: Arc<RoutingPlan>,
+    pub buyers: Vec<BuyerId>,
     pub at: Timestamp,
 }
 
@@ -58,9 +61,11 @@ impl Handler<Blocked> for CapacityActor {
 
     fn handle(&mut self, msg: Blocked, _: &mut Self::Context) -> Self::Result {
         MessageResult(
-            msg.buyers
-                .iter()
-                .filter_map(|b| Some((b.id, self.index.blocked(b.id, &b.spec, msg.at)?)))
+            (msg.buyers.iter())
+                .filter_map(|id| {
+                    let buyer = msg.plan.buyer(*id)?;
+                    Some((buyer.id, self.index.blocked(buyer.id, &buyer.spec, msg.at)?))
+                })
                 .collect(),
         )
     }
