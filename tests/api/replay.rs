@@ -58,6 +58,7 @@ replays! {
     every_buyer_a_duplicate_the_fallback_takes_it,
     every_buyer_a_duplicate_no_fallback_a_redirect,
     every_buyer_a_duplicate_nothing_left_an_explicit_end,
+    a_redirect_loop_is_not_followed_and_tried_buyers_stay_tried,
     a_withheld_caller_id,
     a_number_with_no_campaign,
     the_caller_hangs_up_while_the_buyer_rings,
