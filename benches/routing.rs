@@ -11,7 +11,8 @@ use jiff::Timestamp;
 use rand::{SeedableRng, rngs::StdRng};
 use serde_json::json;
 use switchboard::domain::{
-    capacity::{Block, CapPeriod, CapacityIndex},
+    call::CallSid,
+    capacity::{Block, CapPeriod, CapacityIndex, Leg},
     ids::Id,
     plan::{Buyer, BuyerId, Campaign, CampaignId, CapCounting, Company, PlanEntity, Record},
     routing::{CallSituation, RoutingPlan},
@@ -116,10 +117,14 @@ fn decisions(c: &mut Criterion) {
     // What the capacity actor does for the same decision: every buyer's caps, each buyer with
     // 500 calls counted over the last month.
     let mut index = CapacityIndex::default();
+    let leg = Leg {
+        call: CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("a call sid"),
+        attempt: 1,
+    };
     for id in &ids {
         for minutes in 0..500 {
             let when = at - jiff::SignedDuration::from_mins(minutes * 60);
-            index.count(*id, CapCounting::Converted, when);
+            index.count(*id, &leg, CapCounting::Converted, when);
         }
     }
     let buyers: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();

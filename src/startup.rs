@@ -84,7 +84,7 @@ impl Application {
             .clone()
             .unwrap_or_else(|| PublicUrl::derived_from(address));
         let dedupe = DedupeActor::load(store.as_ref()).await?.start();
-        let capacity = CapacityActor::load(store.as_ref(), clock.now()).await?.start();
+        let capacity = CapacityActor::load(store.as_ref(), clock.clone()).await?.start();
         let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
         let calls = Calls::start(CallDeps {
             store: store.clone(),

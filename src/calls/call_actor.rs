@@ -24,7 +24,7 @@ use crate::{
             Answer, Attempt, CallRecord, CallSid, CallState, Caller, Conversion, DialStatus, DropReason,
             Outcome,
         },
-        capacity::{Block, Leg, load_changes},
+        capacity::{Block, Leg, LoadChange, load_changes},
         dedupe::{Rule, Touch, Touched},
         phone::E164,
         plan::{Buyer, BuyerId, Campaign, CampaignId, Record},
@@ -169,8 +169,6 @@ struct Turn {
     timeline: Vec<TimelineEntry>,
     conversion: Option<Conversion>,
     touched: Vec<Touched>,
-    /// Legs whose own status callback said they ended.
-    legs_ended: Vec<u32>,
 }
 
 impl Turn {
@@ -191,7 +189,6 @@ async fn process(
         timeline: Vec::new(),
         conversion: None,
         touched: Vec::new(),
-        legs_ended: Vec::new(),
     };
     turn.note(Event::Webhook {
         endpoint: webhook.endpoint.to_owned(),
@@ -201,6 +198,13 @@ async fn process(
         Some(record) => Some(record),
         None => resume(deps, &webhook.sid).await,
     };
+    if record.is_none()
+        && let Some(ended) = ended_without_record(&webhook)
+    {
+        // Nothing is known here of a call whose leg or whole ended (its record could not be
+        // read): its slots are freed all the same, before any routing afresh takes new ones.
+        deps.capacity.do_send(Apply(vec![ended]));
+    }
     let before = record.clone();
     let (mut record, answer) = apply(deps, &mut turn, record, &webhook).await;
     // The indexes learn at once, whatever the store does: the next decision must see it.
@@ -208,7 +212,7 @@ async fn process(
         deps.dedupe.do_send(Learn(turn.touched.clone()));
     }
     if let Some(after) = &record {
-        let changes = load_changes(before.as_ref(), after, &turn.legs_ended, turn.now);
+        let changes = load_changes(before.as_ref(), after, turn.now);
         if !changes.is_empty() {
             deps.capacity.do_send(Apply(changes));
         }
@@ -253,6 +257,20 @@ async fn save(deps: &CallDeps, record: &CallRecord, unsaved: &mut Unsaved) {
         Ok(Ok(())) => *unsaved = Unsaved::default(),
         Ok(Err(error)) => tracing::error!(%error, "the call could not be saved yet; it will be retried"),
         Err(_) => tracing::error!("the store did not save the call in time; it will be retried"),
+    }
+}
+
+/// The slot a webhook says is free, read from the webhook alone.
+fn ended_without_record(webhook: &Webhook) -> Option<LoadChange> {
+    let leg = |attempt: u32| Leg {
+        call: webhook.sid.clone(),
+        attempt,
+    };
+    match &webhook.input {
+        Input::DialEnded { attempt, .. } => Some(LoadChange::Released(leg(*attempt))),
+        Input::LegStatus { attempt, status } if is_final(status) => Some(LoadChange::Released(leg(*attempt))),
+        Input::CallStatus { status } if is_final(status) => Some(LoadChange::CallEnded(webhook.sid.clone())),
+        _ => None,
     }
 }
 
@@ -326,7 +344,7 @@ async fn apply(
         }
         (Input::LegStatus { attempt, status }, Some(mut record)) => {
             if is_final(status) {
-                turn.legs_ended.push(*attempt);
+                record.leg_ended(*attempt, turn.now);
             }
             let outcome = record.outcome;
             if matches!(status.as_str(), "in-progress" | "answered")

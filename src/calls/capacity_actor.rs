@@ -2,13 +2,15 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
 use jiff::Timestamp;
 
 use crate::{
+    clock::Clock,
     domain::{
         capacity::{
             Block, CapPeriod, CapacityIndex, CapacityView, EVENT_HORIZON, LEG_LEASE, Leg, LoadChange,
+            RING_LEASE,
         },
         plan::{Buyer, BuyerId, Record},
         routing::RoutingPlan,
@@ -19,13 +21,17 @@ use crate::{
 
 pub struct CapacityActor {
     index: CapacityIndex,
+    clock: Arc<dyn Clock>,
 }
 
 impl CapacityActor {
     /// Rebuilds the index from the store (start-up): counters and live legs survive a restart.
-    pub async fn load(store: &dyn Store, now: Timestamp) -> Result<Self, StoreError> {
+    pub async fn load(store: &dyn Store, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let now = clock.now();
         let since = |span| now.checked_sub(span).unwrap_or(Timestamp::MIN);
-        let history = store.load_history(since(LEG_LEASE), since(EVENT_HORIZON)).await?;
+        let history = store
+            .load_history(since(RING_LEASE), since(LEG_LEASE), since(EVENT_HORIZON))
+            .await?;
         tracing::info!(
             live_legs = history.open_legs.len(),
             recent_calls = history.recent.len(),
@@ -33,7 +39,7 @@ impl CapacityActor {
         );
         let mut index = CapacityIndex::default();
         index.load(history);
-        Ok(Self { index })
+        Ok(Self { index, clock })
     }
 }
 
@@ -43,6 +49,10 @@ impl Actor for CapacityActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Every routing decision asks it; a burst must queue, not fail.
         ctx.set_mailbox_capacity(4096);
+        // Lapsed legs hold nothing already; this only returns their memory.
+        ctx.run_interval(std::time::Duration::from_secs(60), |actor, _| {
+            actor.index.forget_lapsed(actor.clock.now());
+        });
     }
 }
 
@@ -100,7 +110,13 @@ impl Handler<Apply> for CapacityActor {
         for change in msg.0 {
             match change {
                 LoadChange::Released(leg) => self.index.release(&leg),
-                LoadChange::Counted { buyer, counting, at } => self.index.count(buyer, counting, at),
+                LoadChange::CallEnded(call) => self.index.release_call(&call),
+                LoadChange::Counted {
+                    buyer,
+                    leg,
+                    counting,
+                    at,
+                } => self.index.count(buyer, &leg, counting, at),
             }
         }
     }

@@ -324,6 +324,18 @@ impl CallRecord {
         true
     }
 
+    /// The leg of attempt `number` ended, by its own status callback; its dial's result may
+    /// still come. Returns whether this is news.
+    pub fn leg_ended(&mut self, number: u32, now: Timestamp) -> bool {
+        match self.attempts.iter_mut().find(|a| a.number == number) {
+            Some(attempt) if attempt.status.is_none() && attempt.ended_at.is_none() => {
+                attempt.ended_at = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Callbacks carry no order: a call taken for abandoned (its end reported first) turns out
     /// to have connected when the evidence arrives.
     fn correct_abandoned(&mut self) {

@@ -11,15 +11,19 @@ use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    call::{CallRecord, CallSid},
+    call::{Attempt, CallRecord, CallSid},
     plan::{Buyer, BuyerId, CapCounting, Caps},
     values::CapLimit,
 };
 
-/// A leg that has not been heard of for this long no longer holds a concurrency slot, so a
-/// callback the provider never sent cannot block a buyer for good. Four hours is the longest a
-/// Twilio call lasts.
+/// An answered leg no longer holds a concurrency slot this long after its answer, so a callback
+/// the provider never sent cannot block a buyer for good: four hours is the longest a Twilio
+/// call lasts.
 pub const LEG_LEASE: SignedDuration = SignedDuration::from_hours(4);
+
+/// Nor does a leg still unanswered this long after it was dialed: the longest ring timeout is
+/// ten minutes.
+pub const RING_LEASE: SignedDuration = SignedDuration::from_mins(11);
 
 /// Counted calls older than this are forgotten (counts for all time stay): the longest month,
 /// plus a day for time zones.
@@ -155,10 +159,24 @@ impl Counted {
     }
 }
 
+/// A leg holding a slot.
+#[derive(Debug, Clone, Copy)]
+struct LiveLeg {
+    /// When it was dialed, or answered once it is.
+    since: Timestamp,
+    answered: bool,
+}
+
+impl LiveLeg {
+    fn is_live(self, at: Timestamp) -> bool {
+        let lease = if self.answered { LEG_LEASE } else { RING_LEASE };
+        at.checked_sub(lease).is_ok_and(|lapsed| self.since > lapsed)
+    }
+}
+
 #[derive(Debug, Default)]
 struct BuyerLoad {
-    /// Legs holding a slot, and since when.
-    legs: HashMap<Leg, Timestamp>,
+    legs: HashMap<Leg, LiveLeg>,
     connected: Counted,
     converted: Counted,
     resets: HashMap<CapPeriod, Timestamp>,
@@ -173,8 +191,16 @@ impl BuyerLoad {
     }
 
     fn live_legs(&self, at: Timestamp) -> u32 {
-        let lapsed = at.checked_sub(LEG_LEASE).unwrap_or(Timestamp::MIN);
-        self.legs.values().filter(|since| **since > lapsed).count() as u32
+        self.legs.values().filter(|leg| leg.is_live(at)).count() as u32
+    }
+
+    /// Live legs whose result is not counted yet but may be: a buyer near a cap is not offered
+    /// more calls than the cap has room for. A connection counts at the answer, so only
+    /// unanswered legs are pending for it; a conversion counts only when the leg ends.
+    fn pending(&self, counting: CapCounting, at: Timestamp) -> u64 {
+        let pending =
+            |leg: &&LiveLeg| leg.is_live(at) && (counting == CapCounting::Converted || !leg.answered);
+        self.legs.values().filter(pending).count() as u64
     }
 
     /// When counting for `period` began: the period's start or the cap's reset, the later.
@@ -208,12 +234,15 @@ pub struct CapacityIndex {
 }
 
 impl CapacityIndex {
-    /// Why `buyer` cannot take a call at `at`, if it cannot. A reached period cap is named
-    /// before a full concurrency cap: it lasts longer.
+    /// Why `buyer` cannot take a call at `at`, if it cannot. A period cap reckons in the calls
+    /// in progress whose result may still count against it, so calls at once cannot overshoot
+    /// it. A reached period cap is named before a full concurrency cap: it lasts longer.
     pub fn blocked(&self, buyer: BuyerId, spec: &Buyer, at: Timestamp) -> Option<Block> {
         let caps = &spec.caps;
         let load = self.buyers.get(&buyer);
-        let count = |period| load.map_or(0, |l| l.count(period, caps.counted_on, spec.time_zone.zone(), at));
+        let zone = spec.time_zone.zone();
+        let pending = load.map_or(0, |l| l.pending(caps.counted_on, at));
+        let count = |period| load.map_or(0, |l| l.count(period, caps.counted_on, zone, at)) + pending;
         for period in CapPeriod::ALL.into_iter().rev() {
             if period
                 .limit(caps)
@@ -229,25 +258,23 @@ impl CapacityIndex {
     }
 
     /// Takes a concurrency slot of `buyer` for `leg`, unless `limit` slots are taken. Taking a
-    /// slot the leg already holds succeeds.
+    /// slot the leg already holds succeeds; a leg holding another buyer's slot (a call routed
+    /// afresh after its record was lost) gives that one up.
     pub fn hold(&mut self, buyer: BuyerId, leg: Leg, limit: Option<CapLimit>, at: Timestamp) -> bool {
-        let load = self.buyers.entry(buyer).or_default();
-        if load.legs.contains_key(&leg) {
-            return true;
+        match self.holders.get(&leg) {
+            Some(holder) if *holder == buyer => return true,
+            Some(_) => self.release(&leg),
+            None => {}
         }
-        let lapsed = at.checked_sub(LEG_LEASE).unwrap_or(Timestamp::MIN);
-        let holders = &mut self.holders;
-        load.legs.retain(|leg, since| {
-            let live = *since > lapsed;
-            if !live {
-                holders.remove(leg);
-            }
-            live
-        });
+        let load = self.buyers.entry(buyer).or_default();
         if limit.is_some_and(|limit| load.live_legs(at) >= limit.get()) {
             return false;
         }
-        load.legs.insert(leg.clone(), at);
+        let live = LiveLeg {
+            since: at,
+            answered: false,
+        };
+        load.legs.insert(leg.clone(), live);
         self.holders.insert(leg, buyer);
         true
     }
@@ -261,9 +288,43 @@ impl CapacityIndex {
         }
     }
 
-    /// A call connected to (or converted for) `buyer` at `at`.
-    pub fn count(&mut self, buyer: BuyerId, counting: CapCounting, at: Timestamp) {
+    /// The call ended: every slot its legs hold is free.
+    pub fn release_call(&mut self, call: &CallSid) {
+        let legs: Vec<Leg> = (self.holders.keys())
+            .filter(|leg| leg.call == *call)
+            .cloned()
+            .collect();
+        for leg in legs {
+            self.release(&leg);
+        }
+    }
+
+    /// Forgets the legs whose lease ran out (they hold nothing already; this frees memory).
+    pub fn forget_lapsed(&mut self, at: Timestamp) {
+        let holders = &mut self.holders;
+        for load in self.buyers.values_mut() {
+            load.legs.retain(|leg, live| {
+                let keep = live.is_live(at);
+                if !keep {
+                    holders.remove(leg);
+                }
+                keep
+            });
+        }
+    }
+
+    /// `leg`'s call connected to (or converted for) `buyer` at `at`. An answered leg holds its
+    /// slot for up to the length of a call from its answer.
+    pub fn count(&mut self, buyer: BuyerId, leg: &Leg, counting: CapCounting, at: Timestamp) {
         let load = self.buyers.entry(buyer).or_default();
+        if counting == CapCounting::Connected
+            && let Some(live) = load.legs.get_mut(leg)
+        {
+            *live = LiveLeg {
+                since: at,
+                answered: true,
+            };
+        }
         let counted = match counting {
             CapCounting::Connected => &mut load.connected,
             CapCounting::Converted => &mut load.converted,
@@ -303,13 +364,14 @@ impl CapacityIndex {
                 CapCounting::Converted => load.converted.remember(at),
             }
         }
-        for (buyer, leg, since) in history.open_legs {
-            self.buyers
-                .entry(buyer)
-                .or_default()
-                .legs
-                .insert(leg.clone(), since);
-            self.holders.insert(leg, buyer);
+        for open in history.open_legs {
+            let live = LiveLeg {
+                since: open.answered_at.unwrap_or(open.dialed_at),
+                answered: open.answered_at.is_some(),
+            };
+            let load = self.buyers.entry(open.buyer).or_default();
+            load.legs.insert(open.leg.clone(), live);
+            self.holders.insert(open.leg, open.buyer);
         }
     }
 
@@ -334,6 +396,7 @@ impl CapacityIndex {
                 limit: caps.concurrency.map(CapLimit::get),
                 live: load.map_or(0, |l| l.live_legs(at)),
             },
+            pending: load.map_or(0, |l| l.pending(caps.counted_on, at)),
             hourly: period(CapPeriod::Hourly),
             daily: period(CapPeriod::Daily),
             monthly: period(CapPeriod::Monthly),
@@ -356,40 +419,42 @@ impl fmt::Display for Block {
 pub enum LoadChange {
     /// The leg ended: its slot is free.
     Released(Leg),
-    /// A call connected to, or converted for, a buyer.
+    /// The call ended: all its legs' slots are free.
+    CallEnded(CallSid),
+    /// A leg's call connected to, or converted for, a buyer.
     Counted {
         buyer: BuyerId,
+        leg: Leg,
         counting: CapCounting,
         at: Timestamp,
     },
 }
 
 /// What changed about buyers' load between a call's state before a webhook and after it. A leg
-/// ends when its dial ends, when the call ends, or when the leg's own status says so
-/// (`legs_ended`); a connection counts when the buyer answered, a conversion when the dial
-/// ended. (Slots are taken before dialing, not here.)
-pub fn load_changes(
-    before: Option<&CallRecord>,
-    after: &CallRecord,
-    legs_ended: &[u32],
-    now: Timestamp,
-) -> Vec<LoadChange> {
+/// ends when its dial ends, when its own status callback says so, or when the call ends; a
+/// connection counts when the buyer answered, a conversion when the dial ended. (Slots are
+/// taken before dialing, not here.)
+pub fn load_changes(before: Option<&CallRecord>, after: &CallRecord, now: Timestamp) -> Vec<LoadChange> {
+    let is_open = |call: &CallRecord, attempt: &Attempt| {
+        attempt.status.is_none() && attempt.ended_at.is_none() && !call.is_ended()
+    };
     let mut changes = Vec::new();
     for attempt in &after.attempts {
-        let prior = before.and_then(|b| b.attempt(attempt.number));
-        let was_open = before.is_none_or(|b| !b.is_ended()) && prior.is_none_or(|p| p.status.is_none());
-        let open = attempt.status.is_none() && !after.is_ended() && !legs_ended.contains(&attempt.number);
-        if was_open && !open {
-            changes.push(LoadChange::Released(Leg {
-                call: after.sid.clone(),
-                attempt: attempt.number,
-            }));
+        let leg = Leg {
+            call: after.sid.clone(),
+            attempt: attempt.number,
+        };
+        let prior = before.and_then(|call| Some((call, call.attempt(attempt.number)?)));
+        if prior.is_none_or(|(call, prior)| is_open(call, prior)) && !is_open(after, attempt) {
+            changes.push(LoadChange::Released(leg.clone()));
         }
+        let prior = prior.map(|(_, prior)| prior);
         if let Some(answered) = attempt.answered_at
             && prior.is_none_or(|p| p.answered_at.is_none())
         {
             changes.push(LoadChange::Counted {
                 buyer: attempt.buyer_id,
+                leg: leg.clone(),
                 counting: CapCounting::Connected,
                 at: answered,
             });
@@ -397,6 +462,7 @@ pub fn load_changes(
         if attempt.converted && prior.is_none_or(|p| !p.converted) {
             changes.push(LoadChange::Counted {
                 buyer: attempt.buyer_id,
+                leg,
                 counting: CapCounting::Converted,
                 at: now,
             });
@@ -408,13 +474,22 @@ pub fn load_changes(
 /// What the store remembers of the buyers' load, to rebuild the index.
 #[derive(Debug, Default)]
 pub struct LoadHistory {
-    /// Legs not ended, of calls not ended, started within the lease.
-    pub open_legs: Vec<(BuyerId, Leg, Timestamp)>,
+    /// Legs not ended, of calls not ended, within their lease.
+    pub open_legs: Vec<OpenLeg>,
     /// Calls connected or converted within the event horizon.
     pub recent: Vec<(BuyerId, CapCounting, Timestamp)>,
     /// Calls connected or converted since each buyer's lifetime reset.
     pub lifetime: Vec<(BuyerId, CapCounting, u64)>,
     pub resets: Vec<(BuyerId, CapPeriod, Timestamp)>,
+}
+
+/// A leg the store has no end for.
+#[derive(Debug, Clone)]
+pub struct OpenLeg {
+    pub buyer: BuyerId,
+    pub leg: Leg,
+    pub dialed_at: Timestamp,
+    pub answered_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -424,6 +499,8 @@ pub struct CapacityView {
     /// Why the buyer takes no call now (`concurrency`, `cap:daily`…), if it takes none.
     pub blocked: Option<String>,
     pub concurrency: ConcurrencyView,
+    /// Live legs whose result may still count against the caps below (and is reckoned in).
+    pub pending: u64,
     pub hourly: PeriodView,
     pub daily: PeriodView,
     pub monthly: PeriodView,
@@ -499,9 +576,9 @@ mod tests {
         for (period, first, last_blocked, reopened) in cases {
             let (id, spec) = buyer(json!({period: 2, "counted_on": "converted"}), "America/New_York");
             let mut index = CapacityIndex::default();
-            index.count(id, CapCounting::Converted, at(first));
+            index.count(id, &leg(99), CapCounting::Converted, at(first));
             assert_eq!(index.blocked(id, &spec, at(first)), None, "{period}: one of two");
-            index.count(id, CapCounting::Converted, at(first));
+            index.count(id, &leg(99), CapCounting::Converted, at(first));
             let cap = Block::Cap(CapPeriod::parse(period).unwrap());
             assert_eq!(
                 index.blocked(id, &spec, at(first)),
@@ -517,7 +594,7 @@ mod tests {
         }
         let (id, spec) = buyer(json!({"lifetime": 1}), "UTC");
         let mut index = CapacityIndex::default();
-        index.count(id, CapCounting::Converted, at("2020-01-01T00:00:00Z"));
+        index.count(id, &leg(99), CapCounting::Converted, at("2020-01-01T00:00:00Z"));
         let blocked = index.blocked(id, &spec, at("2030-01-01T00:00:00Z"));
         assert_eq!(blocked, Some(Block::Cap(CapPeriod::Lifetime)));
     }
@@ -527,13 +604,13 @@ mod tests {
         let (id, spec) = buyer(json!({"daily": 1, "counted_on": "connected"}), "UTC");
         let mut index = CapacityIndex::default();
         let now = at("2026-11-23T12:00:00Z");
-        index.count(id, CapCounting::Converted, now);
+        index.count(id, &leg(99), CapCounting::Converted, now);
         assert_eq!(
             index.blocked(id, &spec, now),
             None,
             "a conversion is not a connection"
         );
-        index.count(id, CapCounting::Connected, now);
+        index.count(id, &leg(99), CapCounting::Connected, now);
         assert_eq!(index.blocked(id, &spec, now), Some(Block::Cap(CapPeriod::Daily)));
     }
 
@@ -541,14 +618,14 @@ mod tests {
     fn a_reset_restarts_the_count_until_the_next_period() {
         let (id, spec) = buyer(json!({"daily": 1, "lifetime": 3}), "UTC");
         let mut index = CapacityIndex::default();
-        index.count(id, CapCounting::Converted, at("2026-11-23T09:00:00Z"));
+        index.count(id, &leg(99), CapCounting::Converted, at("2026-11-23T09:00:00Z"));
         assert_eq!(
             index.blocked(id, &spec, at("2026-11-23T10:00:00Z")),
             Some(Block::Cap(CapPeriod::Daily))
         );
         index.reset(id, CapPeriod::Daily, at("2026-11-23T10:00:00Z"));
         assert_eq!(index.blocked(id, &spec, at("2026-11-23T10:00:00Z")), None);
-        index.count(id, CapCounting::Converted, at("2026-11-23T11:00:00Z"));
+        index.count(id, &leg(99), CapCounting::Converted, at("2026-11-23T11:00:00Z"));
         assert_eq!(
             index.blocked(id, &spec, at("2026-11-23T11:00:00Z")),
             Some(Block::Cap(CapPeriod::Daily))
@@ -590,6 +667,69 @@ mod tests {
     }
 
     #[test]
+    fn calls_in_progress_count_against_a_cap_they_may_still_reach() {
+        let now = at("2026-11-23T12:00:00Z");
+        let (id, spec) = buyer(json!({"daily": 2, "counted_on": "converted"}), "UTC");
+        let mut index = CapacityIndex::default();
+        index.count(id, &leg(9), CapCounting::Converted, now);
+        assert!(index.hold(id, leg(1), None, now));
+        assert_eq!(
+            index.blocked(id, &spec, now),
+            Some(Block::Cap(CapPeriod::Daily)),
+            "1 + 1 talking"
+        );
+        index.count(id, &leg(1), CapCounting::Connected, now);
+        assert_eq!(
+            index.view(id, &spec, now).pending,
+            1,
+            "answered, not converted yet"
+        );
+        index.release(&leg(1));
+        assert_eq!(index.blocked(id, &spec, now), None, "it did not convert");
+
+        // Counted on connection, an answered leg is counted already, not pending as well.
+        let (id, spec) = buyer(json!({"daily": 2, "counted_on": "connected"}), "UTC");
+        assert!(index.hold(id, leg(2), None, now));
+        index.count(id, &leg(2), CapCounting::Connected, now);
+        assert_eq!(index.blocked(id, &spec, now), None, "1 connected, still talking");
+        assert!(index.hold(id, leg(3), None, now));
+        assert_eq!(
+            index.blocked(id, &spec, now),
+            Some(Block::Cap(CapPeriod::Daily)),
+            "1 + 1 ringing"
+        );
+    }
+
+    #[test]
+    fn a_ringing_leg_lapses_sooner_than_a_talking_one_and_a_leg_holds_one_slot() {
+        let (a, spec) = buyer(json!({"concurrency": 5}), "UTC");
+        let (b, _) = buyer(json!({}), "UTC");
+        let now = at("2026-11-23T12:00:00Z");
+        let mut index = CapacityIndex::default();
+        assert!(index.hold(a, leg(1), None, now));
+        assert!(index.hold(a, leg(2), None, now));
+        index.count(a, &leg(2), CapCounting::Connected, now);
+        let later = now.checked_add(RING_LEASE).unwrap();
+        assert_eq!(
+            index.view(a, &spec, later).concurrency.live,
+            1,
+            "only the answered leg"
+        );
+        index.forget_lapsed(later);
+        // A leg routed afresh to another buyer gives up its first slot.
+        assert!(index.hold(b, leg(2), None, later));
+        assert_eq!(index.view(a, &spec, later).concurrency.live, 0);
+        assert!(index.hold(a, leg(3), None, later));
+        assert!(index.hold(a, leg(4), None, later));
+        index.release_call(&leg(3).call);
+        assert_eq!(
+            index.view(a, &spec, later).concurrency.live,
+            0,
+            "every leg of the call"
+        );
+    }
+
+    #[test]
     fn hours_follow_the_local_clock_in_odd_offsets_and_across_daylight_saving() {
         let kathmandu = jiff::tz::db().get("Asia/Kathmandu").unwrap(); // UTC+05:45
         let start = CapPeriod::Hourly.start(at("2026-11-23T10:20:00Z"), &kathmandu);
@@ -624,7 +764,12 @@ mod tests {
         let now = at("2026-11-23T12:00:00Z");
         let mut index = CapacityIndex::default();
         index.load(LoadHistory {
-            open_legs: vec![(id, leg(1), now)],
+            open_legs: vec![OpenLeg {
+                buyer: id,
+                leg: leg(1),
+                dialed_at: now,
+                answered_at: None,
+            }],
             recent: vec![
                 (id, CapCounting::Converted, at("2026-11-23T08:00:00Z")),
                 (id, CapCounting::Converted, at("2026-11-22T08:00:00Z")),
@@ -663,14 +808,10 @@ mod tests {
             let mut after = before.clone();
             after.attempt_ended(1, DialStatus::NoAnswer, 0, None, 60, now);
             assert_eq!(
-                load_changes(Some(&before), &after, &[], now),
+                load_changes(Some(&before), &after, now),
                 [LoadChange::Released(leg(1))]
             );
-            assert_eq!(
-                load_changes(Some(&after), &after, &[], now),
-                [],
-                "a retried callback"
-            );
+            assert_eq!(load_changes(Some(&after), &after, now), [], "a retried callback");
         }
 
         #[test]
@@ -680,19 +821,22 @@ mod tests {
             let mut hung_up = before.clone();
             hung_up.hung_up(now);
             assert_eq!(
-                load_changes(Some(&before), &hung_up, &[], now),
+                load_changes(Some(&before), &hung_up, now),
+                [LoadChange::Released(leg(1))]
+            );
+            let mut leg_over = before.clone();
+            assert!(leg_over.leg_ended(1, now));
+            assert_eq!(
+                load_changes(Some(&before), &leg_over, now),
                 [LoadChange::Released(leg(1))]
             );
             assert_eq!(
-                load_changes(Some(&before), &before, &[1], now),
-                [LoadChange::Released(leg(1))]
-            );
-            assert_eq!(load_changes(Some(&before), &before, &[], now), []);
-            assert_eq!(
-                load_changes(None, &before, &[], now),
+                load_changes(Some(&leg_over), &leg_over, now),
                 [],
-                "a new leg holds its slot"
+                "its dial's result comes later"
             );
+            assert_eq!(load_changes(Some(&before), &before, now), []);
+            assert_eq!(load_changes(None, &before, now), [], "a new leg holds its slot");
         }
 
         #[test]
@@ -704,30 +848,33 @@ mod tests {
             let mut answered = before.clone();
             answered.leg_answered(1, t1);
             let connected = LoadChange::Counted {
+                leg: leg(1),
                 buyer,
                 counting: CapCounting::Connected,
                 at: t1,
             };
-            assert_eq!(load_changes(Some(&before), &answered, &[], t1), [connected]);
+            assert_eq!(load_changes(Some(&before), &answered, t1), [connected]);
             let mut ended = answered.clone();
             ended.attempt_ended(1, DialStatus::Completed, 160, Some(false), 60, t2);
             let converted = LoadChange::Counted {
+                leg: leg(1),
                 buyer,
                 counting: CapCounting::Converted,
                 at: t2,
             };
             assert_eq!(
-                load_changes(Some(&answered), &ended, &[], t2),
+                load_changes(Some(&answered), &ended, t2),
                 [LoadChange::Released(leg(1)), converted]
             );
             // Dial action first, no leg callback: the connection counts at the dial's end.
             let mut ended_directly = before.clone();
             ended_directly.attempt_ended(1, DialStatus::Completed, 10, Some(false), 60, t2);
             assert_eq!(
-                load_changes(Some(&before), &ended_directly, &[], t2),
+                load_changes(Some(&before), &ended_directly, t2),
                 [
                     LoadChange::Released(leg(1)),
                     LoadChange::Counted {
+                        leg: leg(1),
                         buyer,
                         counting: CapCounting::Connected,
                         at: t2

@@ -55,13 +55,15 @@ pub trait CallStore: Send + Sync {
 /// What buyers' caps count.
 #[async_trait]
 pub trait CapacityStore: Send + Sync {
-    /// What the capacity index is rebuilt from at start-up: legs still open that began since
-    /// `open_since`, calls connected or converted since `recent_since`, the counts since each
-    /// lifetime reset, and every reset.
+    /// What the capacity index is rebuilt from at start-up: legs of calls not ended that have
+    /// no end, unanswered ones dialed since `ringing_since` and answered ones answered since
+    /// `talking_since`; calls connected or converted since `counted_since`; the counts since
+    /// each lifetime reset; and every reset.
     async fn load_history(
         &self,
-        open_since: Timestamp,
-        recent_since: Timestamp,
+        ringing_since: Timestamp,
+        talking_since: Timestamp,
+        counted_since: Timestamp,
     ) -> Result<LoadHistory, StoreError>;
     /// Counting for `buyer`'s `period` cap starts again at `at`.
     async fn reset_cap(&self, buyer: BuyerId, period: CapPeriod, at: Timestamp) -> Result<(), StoreError>;

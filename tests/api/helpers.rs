@@ -478,10 +478,13 @@ mod flaky {
     impl CapacityStore for FlakyStore {
         async fn load_history(
             &self,
-            open_since: Timestamp,
-            recent_since: Timestamp,
+            ringing_since: Timestamp,
+            talking_since: Timestamp,
+            counted_since: Timestamp,
         ) -> Result<LoadHistory, StoreError> {
-            self.inner.load_history(open_since, recent_since).await
+            self.inner
+                .load_history(ringing_since, talking_since, counted_since)
+                .await
         }
         async fn reset_cap(
             &self,

@@ -188,6 +188,9 @@ on_both_engines! {
         policy.set_time("2026-11-24T20:00:00Z");
         let capped = policy.buyer_id("Capped").await;
         let app = &policy.app;
+        // Room enough in the day: only the concurrency cap is at stake here.
+        let raised = app.patch(&format!("/buyers/{capped}"), serde_json::json!({"caps": {"daily": 100}})).await;
+        assert_eq!(raised.status(), StatusCode::OK);
         let mut n = 0;
         // Each way a leg can end, while another call waits to see the slot free again.
         for ending in ["no-answer", "caller hung up", "leg completed", "buyer busy"] {

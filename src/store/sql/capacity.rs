@@ -7,7 +7,7 @@ use super::{SqlStore, finish, parse_id, parse_stored, timestamp};
 use crate::{
     domain::{
         call::CallSid,
-        capacity::{CapPeriod, Leg, LoadHistory},
+        capacity::{CapPeriod, Leg, LoadHistory, OpenLeg},
         plan::{Buyer, BuyerId, CapCounting},
     },
     store::{CapacityStore, StoreError},
@@ -17,18 +17,22 @@ use crate::{
 impl CapacityStore for SqlStore {
     async fn load_history(
         &self,
-        open_since: Timestamp,
-        recent_since: Timestamp,
+        ringing_since: Timestamp,
+        talking_since: Timestamp,
+        counted_since: Timestamp,
     ) -> Result<LoadHistory, StoreError> {
         // One snapshot, so a call answered meanwhile is not counted twice or missed.
         let mut tx = self.read_tx().await?;
         let result = async {
-            let open: Vec<(String, String, i64, i64)> = sqlx::query_as(
-                "SELECT a.buyer_id, a.call_sid, a.number, a.started_at_ms
+            let open: Vec<(String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT a.buyer_id, a.call_sid, a.number, a.started_at_ms, a.answered_at_ms
                  FROM call_attempts a JOIN calls c ON c.call_sid = a.call_sid
-                 WHERE a.dial_status IS NULL AND c.state <> 'ended' AND a.started_at_ms >= $1",
+                 WHERE a.dial_status IS NULL AND a.ended_at_ms IS NULL AND c.state <> 'ended'
+                   AND ((a.answered_at_ms IS NULL AND a.started_at_ms >= $1)
+                        OR a.answered_at_ms >= $2)",
             )
-            .bind(open_since.as_millisecond())
+            .bind(ringing_since.as_millisecond())
+            .bind(talking_since.as_millisecond())
             .fetch_all(&mut *tx)
             .await?;
             let recent: Vec<(String, String, i64)> = sqlx::query_as(
@@ -38,7 +42,7 @@ impl CapacityStore for SqlStore {
                  SELECT buyer_id, 'converted', converted_at_ms FROM conversions
                  WHERE converted_at_ms >= $1",
             )
-            .bind(recent_since.as_millisecond())
+            .bind(counted_since.as_millisecond())
             .fetch_all(&mut *tx)
             .await?;
             let lifetime: Vec<(String, String, i64)> = sqlx::query_as(
@@ -63,13 +67,18 @@ impl CapacityStore for SqlStore {
             Ok(LoadHistory {
                 open_legs: open
                     .into_iter()
-                    .map(|(buyer, sid, attempt, since)| {
+                    .map(|(buyer, sid, attempt, dialed, answered)| {
                         let leg = Leg {
                             call: CallSid::parse(&sid).map_err(StoreError::Corrupt)?,
                             attempt: u32::try_from(attempt)
                                 .map_err(|_| StoreError::Corrupt(format!("attempt {attempt}")))?,
                         };
-                        Ok((parse_id::<Buyer>(&buyer)?, leg, timestamp(since)?))
+                        Ok(OpenLeg {
+                            buyer: parse_id::<Buyer>(&buyer)?,
+                            leg,
+                            dialed_at: timestamp(dialed)?,
+                            answered_at: answered.map(timestamp).transpose()?,
+                        })
                     })
                     .collect::<Result<_, StoreError>>()?,
                 recent: recent
