@@ -8,12 +8,12 @@ use std::{
 };
 
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{
     call::{Attempt, CallRecord, CallSid},
     plan::{Buyer, BuyerId, CapCounting, Caps},
-    values::CapLimit,
+    values::{CapLimit, RingTimeoutSeconds},
 };
 
 /// An answered leg no longer holds a concurrency slot this long after its answer, so a callback
@@ -21,17 +21,17 @@ use super::{
 /// call lasts.
 pub const LEG_LEASE: SignedDuration = SignedDuration::from_hours(4);
 
-/// Nor does a leg still unanswered this long after it was dialed: the longest ring timeout is
-/// ten minutes.
-pub const RING_LEASE: SignedDuration = SignedDuration::from_mins(11);
+/// Nor does a leg still unanswered this long after it was dialed: the longest ring timeout,
+/// and a minute for the provider.
+pub const RING_LEASE: SignedDuration = SignedDuration::from_secs(RingTimeoutSeconds::MAX as i64 + 60);
 
 /// Counted calls older than this are forgotten (counts for all time stay): the longest month,
 /// plus a day for time zones.
 pub const EVENT_HORIZON: SignedDuration = SignedDuration::from_hours(32 * 24);
 
 /// The caps counted over a period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Its text form (API paths, stored resets, verdicts) is [`CapPeriod::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CapPeriod {
     Hourly,
     Daily,

@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 pub struct Bounded<const MIN: u32, const MAX: u32, const DEFAULT: u32>(u32);
 
 impl<const MIN: u32, const MAX: u32, const DEFAULT: u32> Bounded<MIN, MAX, DEFAULT> {
+    /// The largest value accepted.
+    pub const MAX: u32 = MAX;
+
     pub fn get(self) -> u32 {
         self.0
     }

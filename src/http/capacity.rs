@@ -6,6 +6,7 @@
 
 use actix::Addr;
 use actix_web::{HttpResponse, web};
+use jiff::Timestamp;
 
 use super::{admin::parse_id, auth::Admin, error::ApiError};
 use crate::{
@@ -16,7 +17,7 @@ use crate::{
     clock::Clock,
     domain::{
         capacity::CapPeriod,
-        plan::{Buyer, BuyerId},
+        plan::{Buyer, BuyerId, Record},
     },
     store::{PlanTable, Store},
 };
@@ -36,18 +37,20 @@ async fn show(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let buyer = PlanTable::<Buyer>::get(store.as_ref(), parse_id(&id)?).await?;
+    view(&capacity, buyer, clock.now()).await
+}
+
+/// The buyer's standing as the capacity index sees it at `at`.
+async fn view(capacity: &Capacity, buyer: Record<Buyer>, at: Timestamp) -> Result<HttpResponse, ApiError> {
     let view = capacity
-        .send(View {
-            buyer,
-            at: clock.now(),
-        })
+        .send(View { buyer, at })
         .await
         .map_err(|_| ApiError::Internal)?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 async fn reset(
-    admin: Admin,
+    _: Admin,
     store: web::Data<dyn Store>,
     capacity: Capacity,
     clock: web::Data<dyn Clock>,
@@ -60,11 +63,12 @@ async fn reset(
             "no cap called `{cap}` can be reset; the caps counted over time are hourly, daily, monthly and lifetime"
         ))
     })?;
-    PlanTable::<Buyer>::get(store.as_ref(), buyer).await?;
+    let record = PlanTable::<Buyer>::get(store.as_ref(), buyer).await?;
     let at = clock.now();
     // Stored first: a reset the store did not take would be undone by the next restart.
     store.reset_cap(buyer, period, at).await?;
+    // Queued before the view, so the view shows the reset.
     capacity.do_send(Reset { buyer, period, at });
     tracing::info!(buyer_id = %buyer, cap = %period, "cap reset by an operator");
-    show(admin, store, capacity, clock, web::Path::from(id)).await
+    view(&capacity, record, at).await
 }
