@@ -197,10 +197,7 @@ impl CallSituation<'_> {
         } else if skip_duplicates && self.duplicates.contains(&buyer.id) {
             Some(Verdict::Duplicate)
         } else {
-            self.blocked.get(&buyer.id).map(|block| match block {
-                Block::Concurrency => Verdict::Concurrency,
-                Block::Cap(period) => Verdict::Cap(*period),
-            })
+            self.blocked.get(&buyer.id).copied().map(Verdict::from)
         }
     }
 }
@@ -346,6 +343,15 @@ impl Verdict {
     }
 }
 
+impl From<Block> for Verdict {
+    fn from(block: Block) -> Self {
+        match block {
+            Block::Concurrency => Self::Concurrency,
+            Block::Cap(period) => Self::Cap(period),
+        }
+    }
+}
+
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -355,8 +361,9 @@ impl fmt::Display for Verdict {
             Self::Paused => "paused",
             Self::Closed => "closed",
             Self::Duplicate => "duplicate",
-            Self::Concurrency => "concurrency",
-            Self::Cap(period) => return write!(f, "cap:{period}"),
+            // Written as the block it stands for, as the caps API shows it.
+            Self::Concurrency => return Block::Concurrency.fmt(f),
+            Self::Cap(period) => return Block::Cap(*period).fmt(f),
         })
     }
 }
