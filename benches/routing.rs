@@ -80,6 +80,7 @@ fn decisions(c: &mut Criterion) {
             blocked: &unblocked,
             tried: &none,
             visited: &[campaign_id],
+            reserved: None,
         };
         b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
     });
@@ -110,6 +111,7 @@ fn decisions(c: &mut Criterion) {
             blocked: &blocked,
             tried: &tried,
             visited: &[campaign_id],
+            reserved: None,
         };
         b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
     });

@@ -3,6 +3,7 @@
 //! - [`domain`]: the pure core (types and rules, no I/O).
 //! - [`store`]: persistence behind a small trait, on SQLite or PostgreSQL.
 //! - [`http`]: webhooks and the API, translating requests to calls into the core.
+//! - [`calls`], [`rtb`]: live calls and RTB pings, as actors over the core.
 //! - [`plan`]: plan files, the routing plan as TOML.
 //! - [`config`], [`telemetry`], [`startup`], [`cli`]: running the service.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod plan;
+pub mod rtb;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

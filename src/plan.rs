@@ -59,6 +59,8 @@ pub struct PlanCampaign {
     #[serde(default)]
     pub rtb_reservation_seconds: ReservationSeconds,
     #[serde(default)]
+    pub rtb_caller_number_optional: bool,
+    #[serde(default)]
     pub rtb_key: Option<RtbKey>,
 }
 
@@ -205,6 +207,7 @@ impl PlanCampaign {
             fallback_buyer_id: self.fallback_buyer.as_ref().map(resolve).transpose()?,
             redirect_campaign_id: self.redirect_campaign.as_ref().and_then(campaign_id),
             rtb_reservation_seconds: self.rtb_reservation_seconds,
+            rtb_caller_number_optional: self.rtb_caller_number_optional,
         })
     }
 }

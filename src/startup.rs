@@ -13,6 +13,7 @@ use crate::{
     config::{PublicUrl, Settings},
     domain::twiml::{TemplateError, TemplateName, Templates},
     http::{self, auth::AdminToken, voice::Voice},
+    rtb::{self, Rtb},
     store::{Store, StoreError},
     telemetry::RequestSpans,
 };
@@ -86,15 +87,19 @@ impl Application {
         let dedupe = DedupeActor::load(store.as_ref()).await?.start();
         let capacity = CapacityActor::load(store.as_ref(), clock.clone()).await?.start();
         let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
-        let calls = Calls::start(CallDeps {
+        let rtb_actors = rtb::start(store.clone(), clock.clone()).await?;
+        let deps = CallDeps {
             store: store.clone(),
             dedupe,
             capacity: capacity.clone(),
+            reservations: rtb_actors.reservations,
             plan: plan.clone(),
             clock: clock.clone(),
             timings,
             routing_seed,
-        });
+        };
+        let rtb = web::Data::new(Rtb::new(deps.clone(), rtb_actors.log));
+        let calls = Calls::start(deps);
         let voice = web::Data::new(Voice {
             calls: calls.clone(),
             templates,
@@ -117,6 +122,7 @@ impl Application {
                 .app_data(capacity.clone())
                 .app_data(clock.clone())
                 .app_data(voice.clone())
+                .app_data(rtb.clone())
                 .configure(http::routes)
         })
         .listen(listener)?

@@ -1,10 +1,7 @@
 //! One actor per live call: it applies the call's webhooks one at a time, routes, persists
 //! every transition, and stops a while after the call ends.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
@@ -14,8 +11,8 @@ use jiff::Timestamp;
 
 use super::{
     CallDeps, Input, Webhook,
-    capacity_actor::{Apply, Blocked, Hold},
-    dedupe_actor::{Duplicates, Learn},
+    capacity_actor::{Apply, Hold},
+    dedupe_actor::Learn,
     registry::{CallRegistry, Closed},
 };
 use crate::{
@@ -25,12 +22,13 @@ use crate::{
             Outcome,
         },
         capacity::{Block, Leg, LoadChange, load_changes},
-        dedupe::{Rule, Touch, Touched},
+        dedupe::{Touch, Touched},
         phone::E164,
         plan::{Buyer, BuyerId, Campaign, CampaignId, Record},
         routing::{Action, CallSituation, RoutingPlan},
         timeline::{Event, TimelineEntry},
     },
+    rtb::Claim,
     store::CallChange,
 };
 
@@ -415,26 +413,57 @@ async fn enter_and_route(
         return drop_call(turn, record, DropReason::NoBuyer);
     };
     record.enter_campaign(campaign.company_id, campaign.id);
-    route(deps, turn, record, campaign).await
+    let reserved = claim_reservation(deps, turn, record, campaign.id).await;
+    route(deps, turn, record, campaign, reserved).await
 }
 
-/// The never-drop chain, one step: the next buyer, the fallback, a redirect or the end.
+/// The buyer an RTB bid reserved for this caller in this campaign, if the bid is still live: it
+/// is claimed now, by this call.
+async fn claim_reservation(
+    deps: &CallDeps,
+    turn: &mut Turn,
+    record: &CallRecord,
+    campaign: CampaignId,
+) -> Option<BuyerId> {
+    let claim = Claim {
+        campaign,
+        caller: record.caller.number()?.clone(),
+        call_sid: record.sid.clone(),
+        at: turn.now,
+    };
+    let reservation = match deps.reservations.send(claim).await {
+        Ok(found) => found?,
+        Err(error) => {
+            tracing::error!(%error, "the reservation book did not answer; routing without it");
+            return None;
+        }
+    };
+    turn.note(Event::ReservationClaimed {
+        reservation: reservation.uuid,
+        buyer_id: reservation.buyer_id,
+    });
+    Some(reservation.buyer_id)
+}
+
+/// The never-drop chain, one step: the next buyer (first the one an RTB bid reserved, if any),
+/// the fallback, a redirect or the end.
 async fn route(
     deps: &CallDeps,
     turn: &mut Turn,
     record: &mut CallRecord,
     campaign: &Record<Campaign>,
+    reserved: Option<BuyerId>,
 ) -> Answer {
     let plan = turn.plan.clone();
     let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
-    let duplicates = duplicates_among(deps, &record.caller, &candidates, turn.now).await;
-    let mut blocked = blocked_among(deps, &plan, &candidates, turn.now).await;
+    let duplicates = (deps.duplicates_among(record.caller.number(), &candidates, turn.now)).await;
+    let mut blocked = deps.blocked_among(&plan, &candidates, turn.now).await;
     let tried = record.tried();
     let leg = Leg {
         call: record.sid.clone(),
         attempt: record.next_attempt_number(),
     };
-    let mut random = deps.random_for(&leg.call, leg.attempt);
+    let mut random = deps.random_for((&leg.call, leg.attempt));
     let decision = loop {
         let situation = CallSituation {
             at: turn.now,
@@ -442,6 +471,7 @@ async fn route(
             blocked: &blocked,
             tried: &tried,
             visited: &record.visited,
+            reserved,
         };
         let decision = plan.decide(campaign, &situation, &mut random);
         if let Action::Dial { buyer, .. } = decision.action
@@ -498,55 +528,6 @@ fn note_end(turn: &mut Turn, record: &CallRecord) {
     }
 }
 
-/// Which candidates would consider a call from this caller a duplicate now. An unknown caller
-/// cannot be a duplicate; if the index cannot answer, routing goes on as if nobody had
-/// converted the caller (the call is not lost for want of a de-dupe answer).
-async fn duplicates_among(
-    deps: &CallDeps,
-    caller: &Caller,
-    buyers: &[&Record<Buyer>],
-    at: Timestamp,
-) -> HashSet<BuyerId> {
-    let Some(number) = caller.number() else {
-        return HashSet::new();
-    };
-    let check = Duplicates {
-        caller: number.clone(),
-        rules: buyers.iter().map(|b| Rule::of(b)).collect(),
-        at,
-    };
-    deps.dedupe.send(check).await.unwrap_or_else(|error| {
-        tracing::error!(%error, "the de-dupe index did not answer; routing without it");
-        HashSet::new()
-    })
-}
-
-/// Which candidates are at a cap now. If the index cannot answer, routing goes on without caps
-/// rather than drop the caller.
-async fn blocked_among(
-    deps: &CallDeps,
-    plan: &Arc<RoutingPlan>,
-    buyers: &[&Record<Buyer>],
-    at: Timestamp,
-) -> HashMap<BuyerId, Block> {
-    let capped: Vec<BuyerId> = (buyers.iter())
-        .filter(|b| b.spec.caps.is_limited())
-        .map(|b| b.id)
-        .collect();
-    if capped.is_empty() {
-        return HashMap::new();
-    }
-    let blocked = Blocked {
-        plan: plan.clone(),
-        buyers: capped,
-        at,
-    };
-    deps.capacity.send(blocked).await.unwrap_or_else(|error| {
-        tracing::error!(%error, "the capacity index did not answer; routing without caps");
-        HashMap::new()
-    })
-}
-
 /// Takes the buyer's concurrency slot for the leg about to be dialed.
 async fn hold(deps: &CallDeps, buyer: &Record<Buyer>, leg: Leg, at: Timestamp) -> bool {
     let hold = Hold {
@@ -586,8 +567,8 @@ async fn dial_ended(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecord, e
     let connected = ended.status.connected();
     // Settled now, at the end of the leg: a conversion by another call in the meantime counts.
     let duplicate = match (connected, buyer, record.caller.number()) {
-        (true, Some(buyer), Some(_)) => Some(
-            duplicates_among(deps, &record.caller, &[buyer], turn.now)
+        (true, Some(buyer), Some(caller)) => Some(
+            (deps.duplicates_among(Some(caller), &[buyer], turn.now))
                 .await
                 .contains(&buyer.id),
         ),
@@ -649,7 +630,7 @@ async fn dial_ended(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecord, e
     }
     // Not connected, caller still there: on to the next buyer.
     match record.campaign_id.and_then(|id| plan.campaign(id)) {
-        Some(campaign) => route(deps, turn, record, campaign).await,
+        Some(campaign) => route(deps, turn, record, campaign, None).await,
         None => drop_call(turn, record, DropReason::NoBuyer),
     }
 }
@@ -689,7 +670,7 @@ async fn current_answer(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecor
     // Nothing in flight (a redirect the provider has not followed yet): decide again.
     let plan = turn.plan.clone();
     match record.campaign_id.and_then(|id| plan.campaign(id)) {
-        Some(campaign) => route(deps, turn, record, campaign).await,
+        Some(campaign) => route(deps, turn, record, campaign, None).await,
         None => drop_call(turn, record, DropReason::NoBuyer),
     }
 }

@@ -9,24 +9,32 @@ pub mod plan_cache;
 mod registry;
 
 use std::{
+    collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
     sync::Arc,
     time::Duration,
 };
 
 use actix::{Actor, Addr, Arbiter, MailboxError, Message};
+use jiff::Timestamp;
 use rand::{SeedableRng, rngs::StdRng};
 
 use self::registry::{CallRegistry, Closed, LiveCount, Open};
 pub use self::{
     call_actor::is_final, capacity_actor::CapacityActor, dedupe_actor::DedupeActor, plan_cache::PlanCache,
 };
+use self::{capacity_actor::Blocked, dedupe_actor::Duplicates};
 use crate::{
     clock::Clock,
     domain::{
         call::{Answer, CallSid, DialStatus},
-        plan::CampaignId,
+        capacity::Block,
+        dedupe::Rule,
+        phone::E164,
+        plan::{Buyer, BuyerId, CampaignId, Record},
+        routing::RoutingPlan,
     },
+    rtb::ReservationActor,
     store::Store,
 };
 
@@ -36,6 +44,8 @@ pub struct CallDeps {
     pub store: Arc<dyn Store>,
     pub dedupe: Addr<DedupeActor>,
     pub capacity: Addr<CapacityActor>,
+    /// RTB reservations, which a call claims when it reaches their campaign.
+    pub reservations: Addr<ReservationActor>,
     pub plan: Arc<PlanCache>,
     pub clock: Arc<dyn Clock>,
     pub timings: CallTimings,
@@ -44,13 +54,62 @@ pub struct CallDeps {
 }
 
 impl CallDeps {
-    /// The random source for one routing decision: a function of the seed, the call and the
-    /// attempt, so a decision does not depend on which other calls happened to draw first, and
-    /// a test with a fixed seed is exact.
-    pub fn random_for(&self, call: &CallSid, attempt: u32) -> StdRng {
+    /// The random source for one routing decision: a function of the seed and what is decided
+    /// (a call's attempt, a ping), so a decision does not depend on which other calls happened
+    /// to draw first, and a test with a fixed seed is exact.
+    pub fn random_for(&self, decision: impl Hash) -> StdRng {
         let mut hasher = DefaultHasher::new();
-        (self.routing_seed, call, attempt).hash(&mut hasher);
+        (self.routing_seed, decision).hash(&mut hasher);
         StdRng::seed_from_u64(hasher.finish())
+    }
+
+    /// Which of `buyers` would consider a call from `caller` a duplicate now. An unknown caller
+    /// cannot be a duplicate; if the index cannot answer, routing goes on as if nobody had
+    /// converted the caller (the call is not lost for want of a de-dupe answer).
+    pub async fn duplicates_among(
+        &self,
+        caller: Option<&E164>,
+        buyers: &[&Record<Buyer>],
+        at: Timestamp,
+    ) -> HashSet<BuyerId> {
+        let Some(caller) = caller else {
+            return HashSet::new();
+        };
+        let check = Duplicates {
+            caller: caller.clone(),
+            rules: buyers.iter().map(|b| Rule::of(b)).collect(),
+            at,
+        };
+        self.dedupe.send(check).await.unwrap_or_else(|error| {
+            tracing::error!(%error, "the de-dupe index did not answer; routing without it");
+            HashSet::new()
+        })
+    }
+
+    /// Which of `buyers` are at a cap now. If the index cannot answer, routing goes on without
+    /// caps rather than drop the caller.
+    pub async fn blocked_among(
+        &self,
+        plan: &Arc<RoutingPlan>,
+        buyers: &[&Record<Buyer>],
+        at: Timestamp,
+    ) -> HashMap<BuyerId, Block> {
+        let capped: Vec<BuyerId> = (buyers.iter())
+            .filter(|b| b.spec.caps.is_limited())
+            .map(|b| b.id)
+            .collect();
+        if capped.is_empty() {
+            return HashMap::new();
+        }
+        let blocked = Blocked {
+            plan: plan.clone(),
+            buyers: capped,
+            at,
+        };
+        self.capacity.send(blocked).await.unwrap_or_else(|error| {
+            tracing::error!(%error, "the capacity index did not answer; routing without caps");
+            HashMap::new()
+        })
     }
 }
 

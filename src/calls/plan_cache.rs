@@ -15,7 +15,7 @@ const RELOAD_BUDGET: Duration = Duration::from_millis(500);
 
 use crate::{
     domain::{
-        plan::{Buyer, Campaign, Company, PlanEntity, Record},
+        plan::{Buyer, Campaign, Company, PlanEntity, Publisher, Record},
         routing::RoutingPlan,
     },
     store::{ListFilter, PlanTable, Store, StoreError},
@@ -116,7 +116,9 @@ async fn read_plan(store: &(dyn Store + 'static)) -> Result<RoutingPlan, StoreEr
         all::<Company>(store).await?,
         all::<Buyer>(store).await?,
         all::<Campaign>(store).await?,
-    ))
+    )
+    .with_publishers(all::<Publisher>(store).await?)
+    .with_rtb_keys(store.rtb_keys().await?))
 }
 
 async fn all<T: PlanEntity>(store: &(dyn Store + 'static)) -> Result<Vec<Record<T>>, StoreError>

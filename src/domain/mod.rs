@@ -9,6 +9,7 @@ pub mod money;
 pub mod phone;
 pub mod plan;
 pub mod routing;
+pub mod rtb;
 pub mod schedule;
 pub mod signature;
 pub mod timeline;

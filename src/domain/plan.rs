@@ -184,6 +184,10 @@ pub struct Campaign {
     pub redirect_campaign_id: Option<CampaignId>,
     #[serde(default)]
     pub rtb_reservation_seconds: ReservationSeconds,
+    /// Whether RTB pings without a caller number get a bid (for a caller who cannot be checked
+    /// for duplicates, and whose call cannot claim the reservation). Off: such pings are refused.
+    #[serde(default)]
+    pub rtb_caller_number_optional: bool,
 }
 
 impl PlanEntity for Campaign {

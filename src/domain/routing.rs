@@ -20,8 +20,10 @@ use super::{
     capacity::{Block, CapPeriod},
     phone::E164,
     plan::{
-        Buyer, BuyerId, Campaign, CampaignBuyer, CampaignId, Company, CompanyId, DuplicateHandling, Record,
+        Buyer, BuyerId, Campaign, CampaignBuyer, CampaignId, Company, CompanyId, DuplicateHandling,
+        Publisher, PublisherId, Record,
     },
+    rtb::KeyDigest,
 };
 
 /// How many campaigns one call may pass through: its own and this many redirects.
@@ -34,6 +36,9 @@ pub struct RoutingPlan {
     buyers: HashMap<BuyerId, Record<Buyer>>,
     campaigns: HashMap<CampaignId, Record<Campaign>>,
     numbers: HashMap<E164, CampaignId>,
+    /// Each company's publishers by how RTB pings name them: external id, or id.
+    publishers: HashMap<(CompanyId, String), PublisherId>,
+    rtb_keys: HashMap<KeyDigest, CampaignId>,
 }
 
 impl RoutingPlan {
@@ -51,7 +56,41 @@ impl RoutingPlan {
             buyers: buyers.into_iter().map(|b| (b.id, b)).collect(),
             campaigns: campaigns.into_iter().map(|c| (c.id, c)).collect(),
             numbers,
+            publishers: HashMap::new(),
+            rtb_keys: HashMap::new(),
         }
+    }
+
+    /// With the publishers RTB pings may name.
+    pub fn with_publishers(mut self, publishers: Vec<Record<Publisher>>) -> Self {
+        for publisher in publishers {
+            let Some(company) = publisher.company_id else {
+                continue;
+            };
+            if let Some(external) = &publisher.spec.external_id {
+                self.publishers
+                    .insert((company, external.as_str().to_owned()), publisher.id);
+            }
+            self.publishers
+                .insert((company, publisher.id.to_string()), publisher.id);
+        }
+        self
+    }
+
+    /// With the campaigns' RTB keys, as stored (digests).
+    pub fn with_rtb_keys(mut self, keys: impl IntoIterator<Item = (CampaignId, KeyDigest)>) -> Self {
+        self.rtb_keys = keys.into_iter().map(|(campaign, key)| (key, campaign)).collect();
+        self
+    }
+
+    /// The campaign whose RTB key this is.
+    pub fn campaign_for_rtb_key(&self, key: &KeyDigest) -> Option<&Record<Campaign>> {
+        self.campaigns.get(self.rtb_keys.get(key)?)
+    }
+
+    /// A publisher of `company` as an RTB ping names it: by external id, or by id.
+    pub fn publisher(&self, company: CompanyId, reference: &str) -> Option<PublisherId> {
+        self.publishers.get(&(company, reference.to_owned())).copied()
     }
 
     pub fn campaign_for_number(&self, number: &E164) -> Option<&Record<Campaign>> {
@@ -95,14 +134,39 @@ impl RoutingPlan {
             .filter_map(|id| self.buyer(id))
     }
 
-    /// Decides where a call goes next in `campaign`: the first priority with a buyer able to
-    /// take the call, and among its buyers one drawn by weight; else the fallback buyer; else
-    /// a redirect; else the end. `random` draws between buyers of equal priority.
+    /// Decides where a call goes next in `campaign`: the buyer an RTB bid reserved for the
+    /// caller, if it can take the call; else the first priority with a buyer able to, and
+    /// among its buyers one drawn by weight; else the fallback buyer; else a redirect; else
+    /// the end. `random` draws between buyers of equal priority.
     pub fn decide<R: Rng + ?Sized>(
         &self,
         campaign: &Record<Campaign>,
         call: &CallSituation<'_>,
         random: &mut R,
+    ) -> Decision {
+        self.choose(campaign, call, random, Purpose::Call)
+    }
+
+    /// Decides which buyer an RTB ping for `campaign` bids for, as [`RoutingPlan::decide`]
+    /// would route the call, with two differences a ping allows: no call is at stake, so the
+    /// fallback buyer bids only if the caller is no duplicate for it either (when duplicates
+    /// are skipped), and no redirect is offered (the publisher asks another campaign itself).
+    /// The action is a dial or the end.
+    pub fn bid<R: Rng + ?Sized>(
+        &self,
+        campaign: &Record<Campaign>,
+        call: &CallSituation<'_>,
+        random: &mut R,
+    ) -> Decision {
+        self.choose(campaign, call, random, Purpose::Bid)
+    }
+
+    fn choose<R: Rng + ?Sized>(
+        &self,
+        campaign: &Record<Campaign>,
+        call: &CallSituation<'_>,
+        random: &mut R,
+        purpose: Purpose,
     ) -> Decision {
         let skip_duplicates = self.skips_duplicates(campaign);
         let mut list: Vec<_> = (campaign.spec.buyers.as_slice().iter().enumerate())
@@ -111,7 +175,7 @@ impl RoutingPlan {
         list.sort_by_key(|(position, link, _)| (link.priority.get(), *position));
 
         let mut considered = Vec::with_capacity(list.len() + 1);
-        let mut chosen = None;
+        let mut priorities = Vec::new();
         for same_priority in list.chunk_by(|a, b| a.1.priority == b.1.priority) {
             let first = considered.len();
             for (_, link, buyer) in same_priority {
@@ -120,32 +184,52 @@ impl RoutingPlan {
                     .unwrap_or(Verdict::Eligible);
                 considered.push(Considered::new(buyer, Some(link), verdict));
             }
-            if chosen.is_none()
-                && let Some(drawn) = draw_by_weight(&considered[first..], random)
-            {
-                let winner = &mut considered[first + drawn];
-                winner.verdict = Verdict::Chosen;
-                chosen = Some((winner.buyer_id, AttemptKind::Buyer));
-            }
+            priorities.push(first..considered.len());
         }
+        let is_reserved =
+            |c: &Considered| Some(c.buyer_id) == call.reserved && c.verdict == Verdict::Eligible;
+        let reserved_in_list = considered.iter().position(is_reserved);
+        let mut chosen = reserved_in_list.or_else(|| {
+            priorities.into_iter().find_map(|group| {
+                let first = group.start;
+                draw_by_weight(&considered[group], random).map(|drawn| first + drawn)
+            })
+        });
+        let mut kind = AttemptKind::Buyer;
 
-        if chosen.is_none()
-            && let Some(fallback) = campaign.spec.fallback_buyer_id.and_then(|id| self.buyer(id))
+        let fallback = campaign.spec.fallback_buyer_id.and_then(|id| self.buyer(id));
+        // Reserved by a bid, the fallback buyer goes before the list; otherwise it is what is
+        // left.
+        let fallback_reserved =
+            reserved_in_list.is_none() && fallback.is_some_and(|f| call.reserved == Some(f.id));
+        if let Some(fallback) = fallback
+            && (chosen.is_none() || fallback_reserved)
         {
-            // The fallback buyer takes duplicates (that is what it is for), but not beyond its
-            // caps or outside its hours.
-            let verdict = call.skip_reason(fallback, false).unwrap_or_else(|| {
-                chosen = Some((fallback.id, AttemptKind::Fallback));
-                Verdict::Chosen
-            });
+            // The fallback buyer takes duplicates on a call (that is what it is for), but not
+            // beyond its caps or outside its hours.
+            let skips_duplicates = purpose == Purpose::Bid && skip_duplicates;
+            let verdict = call
+                .skip_reason(fallback, skips_duplicates)
+                .unwrap_or(Verdict::Eligible);
+            if verdict == Verdict::Eligible {
+                chosen = Some(considered.len());
+                kind = AttemptKind::Fallback;
+            }
             considered.push(Considered::new(fallback, None, verdict));
         }
 
         let action = match chosen {
-            Some((buyer, kind)) => Action::Dial { buyer, kind },
+            Some(index) => {
+                let winner = &mut considered[index];
+                winner.verdict = Verdict::Chosen;
+                Action::Dial {
+                    buyer: winner.buyer_id,
+                    kind,
+                }
+            }
             None => match self.redirect_target(campaign, call.visited) {
-                Some(target) => Action::Redirect { campaign: target },
-                None => Action::End {
+                Some(target) if purpose == Purpose::Call => Action::Redirect { campaign: target },
+                _ => Action::End {
                     reason: dominant_reason(&considered),
                 },
             },
@@ -165,6 +249,13 @@ impl RoutingPlan {
     }
 }
 
+/// What a decision is for: a live call, or an RTB bid for a call that may come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Call,
+    Bid,
+}
+
 /// What routing needs to know about the call so far, and about the buyers now.
 #[derive(Debug)]
 pub struct CallSituation<'a> {
@@ -178,6 +269,9 @@ pub struct CallSituation<'a> {
     pub tried: &'a HashSet<BuyerId>,
     /// Campaigns the call has been routed in, the current one included.
     pub visited: &'a [CampaignId],
+    /// The buyer an RTB bid reserved for this caller in this campaign: dialed first if it can
+    /// take the call.
+    pub reserved: Option<BuyerId>,
 }
 
 impl CallSituation<'_> {
@@ -487,6 +581,7 @@ mod tests {
         blocked: HashMap<BuyerId, Block>,
         tried: HashSet<BuyerId>,
         visited: Vec<CampaignId>,
+        reserved: Option<BuyerId>,
     }
 
     impl Default for Given {
@@ -498,12 +593,27 @@ mod tests {
                 blocked: HashMap::new(),
                 tried: HashSet::new(),
                 visited: Vec::new(),
+                reserved: None,
             }
         }
     }
 
     impl Given {
         fn decide(&self, plan: &RoutingPlan, campaign: CampaignId, random: &mut StdRng) -> Decision {
+            self.judge(plan, campaign, random, Purpose::Call)
+        }
+
+        fn bid(&self, plan: &RoutingPlan, campaign: CampaignId) -> Decision {
+            self.judge(plan, campaign, &mut StdRng::seed_from_u64(1), Purpose::Bid)
+        }
+
+        fn judge(
+            &self,
+            plan: &RoutingPlan,
+            campaign: CampaignId,
+            random: &mut StdRng,
+            purpose: Purpose,
+        ) -> Decision {
             let mut visited = self.visited.clone();
             if visited.is_empty() {
                 visited.push(campaign);
@@ -514,8 +624,13 @@ mod tests {
                 blocked: &self.blocked,
                 tried: &self.tried,
                 visited: &visited,
+                reserved: self.reserved,
             };
-            plan.decide(plan.campaign(campaign).unwrap(), &situation, random)
+            let campaign = plan.campaign(campaign).unwrap();
+            match purpose {
+                Purpose::Call => plan.decide(campaign, &situation, random),
+                Purpose::Bid => plan.bid(campaign, &situation, random),
+            }
         }
     }
 
@@ -1017,5 +1132,132 @@ mod tests {
             MAX_REDIRECTS + 1,
             "its own campaign and {MAX_REDIRECTS} redirects"
         );
+    }
+
+    fn dial_of(decision: &Decision) -> Option<(BuyerId, AttemptKind)> {
+        match decision.action {
+            Action::Dial { buyer, kind } => Some((buyer, kind)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_reserved_buyer_is_dialed_first_while_it_can_take_the_call() {
+        let fx = fixture(true, "new_convertible_buyer", true, true);
+        let given = Given {
+            reserved: Some(fx.b),
+            ..Given::default()
+        };
+        let decision = given.decide(&fx.plan, fx.main, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            dial_of(&decision),
+            Some((fx.b, AttemptKind::Buyer)),
+            "before A, of a higher priority"
+        );
+        assert_eq!(
+            verdicts(&decision),
+            [
+                ("A", Verdict::Eligible),
+                ("C", Verdict::Eligible),
+                ("B", Verdict::Chosen)
+            ]
+        );
+
+        // No longer able to (a cap since the bid): routing goes on as it would have.
+        let given = Given {
+            reserved: Some(fx.b),
+            blocked: HashMap::from([(fx.b, Block::Concurrency)]),
+            ..Given::default()
+        };
+        let decision = given.decide(&fx.plan, fx.main, &mut StdRng::seed_from_u64(1));
+        assert_eq!(dial_of(&decision), Some((fx.a, AttemptKind::Buyer)));
+
+        // A reserved fallback buyer goes first too, and only once in the decision.
+        let given = Given {
+            reserved: Some(fx.f),
+            ..Given::default()
+        };
+        let decision = given.decide(&fx.plan, fx.main, &mut StdRng::seed_from_u64(1));
+        assert_eq!(dial_of(&decision), Some((fx.f, AttemptKind::Fallback)));
+        assert_eq!(
+            decision.considered.iter().filter(|c| c.buyer_id == fx.f).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_bid_skips_duplicates_the_fallback_included_and_never_redirects() {
+        let fx = fixture(true, "new_convertible_buyer", true, true);
+        let everyone = Given {
+            duplicates: HashSet::from([fx.a, fx.b, fx.c, fx.f]),
+            ..Given::default()
+        };
+        // A call would go to the fallback buyer, who takes duplicates...
+        let call = everyone.decide(&fx.plan, fx.main, &mut StdRng::seed_from_u64(1));
+        assert_eq!(dial_of(&call), Some((fx.f, AttemptKind::Fallback)));
+        // ...but a bid is for a buyer the caller is new to: none here.
+        let bid = everyone.bid(&fx.plan, fx.main);
+        assert_eq!(
+            bid.action,
+            Action::End {
+                reason: DropReason::Duplicate
+            }
+        );
+        assert_eq!(bid.considered.last().map(|c| c.verdict), Some(Verdict::Duplicate));
+
+        // A fallback buyer new to the caller bids.
+        let some = Given {
+            duplicates: HashSet::from([fx.a, fx.b, fx.c]),
+            ..Given::default()
+        };
+        assert_eq!(
+            dial_of(&some.bid(&fx.plan, fx.main)),
+            Some((fx.f, AttemptKind::Fallback))
+        );
+
+        // Some buyers converted the caller: the bid is for the best of the others.
+        let a_only = Given {
+            duplicates: HashSet::from([fx.a]),
+            ..Given::default()
+        };
+        assert_eq!(
+            dial_of(&a_only.bid(&fx.plan, fx.main)),
+            Some((fx.c, AttemptKind::Buyer))
+        );
+
+        // Nobody at all: a call would be redirected, a bid is simply not made.
+        let fx = fixture(true, "new_convertible_buyer", false, true);
+        let everyone = Given {
+            duplicates: HashSet::from([fx.a, fx.b, fx.c]),
+            ..Given::default()
+        };
+        assert!(matches!(
+            everyone
+                .decide(&fx.plan, fx.main, &mut StdRng::seed_from_u64(1))
+                .action,
+            Action::Redirect { .. }
+        ));
+        let bid = everyone.bid(&fx.plan, fx.main);
+        assert_eq!(
+            bid.action,
+            Action::End {
+                reason: DropReason::Duplicate
+            }
+        );
+    }
+
+    #[test]
+    fn with_the_feature_off_a_bid_ignores_duplicates() {
+        for (company_on, mode) in [(false, "new_convertible_buyer"), (true, "off")] {
+            let fx = fixture(company_on, mode, false, false);
+            let given = Given {
+                duplicates: HashSet::from([fx.a, fx.b, fx.c]),
+                ..Given::default()
+            };
+            assert_eq!(
+                dial_of(&given.bid(&fx.plan, fx.main)),
+                Some((fx.a, AttemptKind::Buyer))
+            );
+        }
     }
 }

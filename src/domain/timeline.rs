@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::{
     call::{DialStatus, DropReason, Outcome},
@@ -29,6 +30,9 @@ pub enum Event {
     },
     /// A routing decision, with the verdict on every buyer considered.
     Decision(Decision),
+    /// The call reached a campaign where an RTB bid had reserved a buyer for its caller: the
+    /// reservation is claimed, and that buyer goes first if it can take the call.
+    ReservationClaimed { reservation: Uuid, buyer_id: BuyerId },
     /// The buyer of an attempt answered.
     Answered { attempt: u32, buyer_id: BuyerId },
     /// An attempt's `<Dial>` ended, and what it came to.
@@ -56,6 +60,7 @@ impl Event {
         match self {
             Self::Webhook { .. } => "webhook",
             Self::Decision(_) => "decision",
+            Self::ReservationClaimed { .. } => "reservation_claimed",
             Self::Answered { .. } => "answered",
             Self::DialEnded { .. } => "dial_ended",
             Self::Ended { .. } => "ended",

@@ -19,8 +19,8 @@ use crate::{
     store::{ListFilter, PlanTable, Store, StoreError},
 };
 
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
+pub(super) const DEFAULT_PAGE: u32 = 100;
+pub(super) const MAX_PAGE: u32 = 1000;
 
 /// The routes of one kind of entity, under `path`.
 pub fn resource<T: PlanEntity>(path: &str) -> actix_web::Scope

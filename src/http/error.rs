@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, ResponseError, http::StatusCode, http::header};
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::{domain::rtb::PingError, store::StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -23,6 +23,9 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal,
+    /// An RTB ping refused: its own codes, which publishers branch on.
+    #[error("{0}")]
+    Ping(#[from] PingError),
     /// An error the HTTP layer answered by itself (a body too large, a method not routed).
     #[error("{}", .0.canonical_reason().unwrap_or("request refused"))]
     Http(StatusCode),
@@ -45,6 +48,7 @@ impl ApiError {
             Self::Malformed(_) => "malformed_body",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::Ping(error) => error.code(),
             Self::Http(status) => match status.as_u16() {
                 404 => "not_found",
                 405 => "method_not_allowed",
@@ -103,11 +107,18 @@ impl ResponseError for ApiError {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Ping(PingError::MissingKey | PingError::UnknownKey) => StatusCode::UNAUTHORIZED,
+            Self::Ping(PingError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            Self::Ping(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Http(status) => *status,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::Ping(error) = self {
+            // As it is logged with the ping.
+            return HttpResponse::build(self.status_code()).json(error.body());
+        }
         let (field, message) = match self {
             Self::Invalid { field, message } => (Some(field.as_str()), message.clone()),
             Self::Conflict { field, message } => (field.as_deref(), message.clone()),

@@ -7,6 +7,7 @@ mod capacity;
 pub mod error;
 mod health;
 pub mod json;
+mod rtb;
 pub mod voice;
 
 use actix_web::{
@@ -51,6 +52,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .configure(voice::routes)
+    // Publishers' pings: errors are JSON, as the API's are.
+    .service(rtb::ping_resource().wrap(ErrorHandlers::new().default_handler(json_errors)))
     .service(
         web::scope("/api/v1")
             .wrap(middleware::from_fn(invalidate_plan_after_writes))
@@ -61,6 +64,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(admin::rtb_key_routes)
             .configure(capacity::routes)
             .configure(calls::routes)
+            .configure(rtb::log_routes)
             .service(admin::resource::<Company>("/companies"))
             .service(admin::resource::<Buyer>("/buyers"))
             .service(admin::resource::<Campaign>("/campaigns"))

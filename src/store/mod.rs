@@ -14,7 +14,12 @@ use crate::{
         capacity::{CapPeriod, LoadHistory},
         dedupe::{StoredMark, Touched},
         ids::Id,
-        plan::{Buyer, BuyerId, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, Record},
+        phone::E164,
+        plan::{
+            Buyer, BuyerId, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, PublisherId,
+            Record,
+        },
+        rtb::{KeyDigest, LoggedPing, PingStatus, Reservation, RtbWrite},
         timeline::TimelineEntry,
     },
     plan::{ImportReport, Plan},
@@ -69,6 +74,38 @@ pub trait CapacityStore: Send + Sync {
     async fn reset_cap(&self, buyer: BuyerId, period: CapPeriod, at: Timestamp) -> Result<(), StoreError>;
 }
 
+/// RTB: the keys pings present, the reservations bids hold, and the log of every ping.
+#[async_trait]
+pub trait RtbStore: Send + Sync {
+    /// Every campaign's RTB key digest.
+    async fn rtb_keys(&self) -> Result<Vec<(CampaignId, KeyDigest)>, StoreError>;
+    /// Writes pings, reservations and claims in one transaction. Writing the same twice changes
+    /// nothing more, so a failed batch can simply be retried.
+    async fn save_rtb(&self, writes: &[RtbWrite]) -> Result<(), StoreError>;
+    /// Reservations for a caller that are neither claimed nor expired at `at` (start-up).
+    async fn held_reservations(&self, at: Timestamp) -> Result<Vec<Reservation>, StoreError>;
+    /// Logged pings, newest first.
+    async fn rtb_pings(&self, filter: &PingFilter) -> Result<Vec<LoggedPing>, StoreError>;
+}
+
+/// Which pings to read; every field narrows the result.
+#[derive(Debug, Clone)]
+pub struct PingFilter {
+    pub campaign_id: Option<CampaignId>,
+    pub publisher_id: Option<PublisherId>,
+    pub caller: Option<E164>,
+    pub status: Option<PingStatus>,
+    /// Received at or after.
+    pub from: Option<Timestamp>,
+    /// Received before.
+    pub to: Option<Timestamp>,
+    /// Only pings older than this one (the last id of the previous page).
+    pub before: Option<Uuid>,
+    pub limit: u32,
+    /// The moment a reservation's status is judged at (held or expired).
+    pub at: Timestamp,
+}
+
 /// What one webhook changed about a call.
 #[derive(Debug, Clone, Copy)]
 pub struct CallChange<'a> {
@@ -81,7 +118,13 @@ pub struct CallChange<'a> {
 /// Everything Switchboard keeps.
 #[async_trait]
 pub trait Store:
-    PlanTable<Company> + PlanTable<Buyer> + PlanTable<Campaign> + PlanTable<Publisher> + CallStore + CapacityStore
+    PlanTable<Company>
+    + PlanTable<Buyer>
+    + PlanTable<Campaign>
+    + PlanTable<Publisher>
+    + CallStore
+    + CapacityStore
+    + RtbStore
 {
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -417,6 +417,7 @@ mod flaky {
     use async_trait::async_trait;
     use jiff::Timestamp;
     use switchboard::{
+        domain::rtb::{KeyDigest, LoggedPing, Reservation, RtbWrite},
         domain::{
             call::{CallRecord, CallSid},
             capacity::{CapPeriod, LoadHistory},
@@ -426,7 +427,10 @@ mod flaky {
             timeline::TimelineEntry,
         },
         plan::{ImportReport, Plan},
-        store::{CallChange, CallStore, CapacityStore, ListFilter, PlanTable, SqlStore, Store, StoreError},
+        store::{
+            CallChange, CallStore, CapacityStore, ListFilter, PingFilter, PlanTable, RtbStore, SqlStore,
+            Store, StoreError,
+        },
     };
 
     use super::FlakyStore;
@@ -494,6 +498,24 @@ mod flaky {
         ) -> Result<(), StoreError> {
             self.check()?;
             self.inner.reset_cap(buyer, period, at).await
+        }
+    }
+
+    #[async_trait]
+    impl RtbStore for FlakyStore {
+        async fn rtb_keys(&self) -> Result<Vec<(CampaignId, KeyDigest)>, StoreError> {
+            self.inner.rtb_keys().await
+        }
+        async fn save_rtb(&self, writes: &[RtbWrite]) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.save_rtb(writes).await
+        }
+        async fn held_reservations(&self, at: Timestamp) -> Result<Vec<Reservation>, StoreError> {
+            self.inner.held_reservations(at).await
+        }
+        async fn rtb_pings(&self, filter: &PingFilter) -> Result<Vec<LoggedPing>, StoreError> {
+            self.check()?;
+            self.inner.rtb_pings(filter).await
         }
     }
 

@@ -8,5 +8,6 @@ mod plan_import;
 mod provider;
 mod replay;
 mod routing_policy;
+mod rtb;
 mod store;
 mod voice;

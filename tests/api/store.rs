@@ -1,10 +1,19 @@
 //! The store, on both engines: what it keeps, and what it refuses.
 
+use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use switchboard::{
-    domain::plan::{Buyer, Campaign, Company, Publisher, Record},
-    store::{ListFilter, PlanTable, Store, StoreError},
+    domain::{
+        call::CallSid,
+        ids::Id,
+        money::Money,
+        phone::E164,
+        plan::{Buyer, Campaign, Company, Publisher, Record},
+        rtb::{KeyDigest, PingOutcome, PingRecord, PingStatus, Reservation, RtbWrite},
+    },
+    store::{ListFilter, PingFilter, PlanTable, RtbStore, Store, StoreError},
 };
+use uuid::Uuid;
 
 use crate::helpers::{TestStore, on_both_engines};
 
@@ -148,6 +157,7 @@ on_both_engines! {
             "fallback_buyer_id": fallback.id,
             "redirect_campaign_id": overflow.id,
             "rtb_reservation_seconds": 90,
+            "rtb_caller_number_optional": true,
         }));
         let main = s.store.insert(Some(acme.id), &spec).await.unwrap();
         let read: Record<Campaign> = s.store.get(main.id).await.unwrap();
@@ -259,6 +269,8 @@ on_both_engines! {
         let digest = "a".repeat(64);
         s.store.set_rtb_key(one.id, Some(&digest)).await.unwrap();
         assert!(s.store.has_rtb_key(one.id).await.unwrap());
+        let keys = s.store.rtb_keys().await.unwrap();
+        assert_eq!(keys, [(one.id, KeyDigest::from_hex(&digest).unwrap())]);
         let err = s.store.set_rtb_key(two.id, Some(&digest)).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
         s.store.set_rtb_key(one.id, None).await.unwrap();
@@ -266,6 +278,70 @@ on_both_engines! {
         let missing = switchboard::domain::ids::Id::generate();
         let err = s.store.set_rtb_key(missing, Some(&"b".repeat(64))).await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound { kind: "campaign", .. }), "{err}");
+    }
+
+    async fn rtb_writes_are_idempotent_and_held_reservations_reload(s: TestStore) {
+        let at: Timestamp = "2026-11-24T20:00:00Z".parse().unwrap();
+        let number = |n: &str| E164::from_provider(n).unwrap();
+        let reservation = |caller: Option<&str>, seconds| Reservation {
+            uuid: Uuid::now_v7(),
+            campaign_id: Id::generate(),
+            caller: caller.map(number),
+            buyer_id: Id::generate(),
+            payout: Money::from_cents(1050).unwrap(),
+            seconds: 90,
+            inbound_number: number("+18005550100"),
+            reserved_at: at,
+            expires_at: Reservation::expiry(at, seconds),
+        };
+        let (held, claimed, short, anonymous) = (
+            reservation(Some("+14155550101"), 60),
+            reservation(Some("+14155550102"), 60),
+            reservation(Some("+14155550103"), 5),
+            reservation(None, 60),
+        );
+        let ping = PingRecord {
+            id: held.uuid,
+            received_at: at,
+            campaign_id: held.campaign_id,
+            publisher_id: Some(Id::generate()),
+            caller_number: held.caller.clone(),
+            request: [("zip".to_owned(), "10001".to_owned())].into(),
+            outcome: PingOutcome::Reserved,
+            cached: false,
+            reason: None,
+            reservation: Some(held.uuid),
+            answer: serde_json::to_value(held.bid(false)).unwrap(),
+        };
+        let call_sid = CallSid::parse("CA00000000000000000000000000000001").unwrap();
+        let writes: Vec<RtbWrite> = [&held, &claimed, &short, &anonymous]
+            .into_iter()
+            .map(|r| RtbWrite::Reserved(Box::new(r.clone())))
+            .chain([
+                RtbWrite::Ping(Box::new(ping.clone())),
+                RtbWrite::Claimed { reservation: claimed.uuid, call_sid: call_sid.clone(), at },
+            ])
+            .collect();
+        // Written twice, as a retried batch would be: once is what counts.
+        s.store.save_rtb(&writes).await.unwrap();
+        s.store.save_rtb(&writes).await.unwrap();
+
+        let reload = s.store.held_reservations(at + SignedDuration::from_secs(10)).await.unwrap();
+        assert_eq!(reload, std::slice::from_ref(&held), "not the claimed, the expired, nor the one without a caller");
+
+        let filter = PingFilter {
+            campaign_id: None, publisher_id: None, caller: None, status: None, from: None, to: None,
+            before: None, limit: 10, at,
+        };
+        let logged = s.store.rtb_pings(&filter).await.unwrap();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0].ping, ping);
+        let shown = logged[0].held.as_ref().unwrap();
+        assert_eq!((shown.buyer_id, shown.expires_at, shown.claimed_at), (held.buyer_id, held.expires_at, None));
+        let expired = PingFilter { status: Some(PingStatus::Expired), at: held.expires_at, ..filter.clone() };
+        assert_eq!(s.store.rtb_pings(&expired).await.unwrap().len(), 1);
+        let live = PingFilter { status: Some(PingStatus::Reserved), ..filter };
+        assert_eq!(s.store.rtb_pings(&live).await.unwrap().len(), 1);
     }
 
     async fn migrating_again_is_harmless(s: TestStore) {

@@ -32,6 +32,7 @@ struct CampaignRow {
     fallback_buyer_id: Option<String>,
     redirect_campaign_id: Option<String>,
     rtb_reservation_seconds: i64,
+    rtb_caller_number_optional: i64,
     created_at_ms: i64,
     updated_at_ms: i64,
 }
@@ -62,7 +63,8 @@ impl SqlEntity for Campaign {
         let campaigns: Vec<CampaignRow> = query
             .bind(concat!(
                 "SELECT id, company_id, name, duplicate_caller_handling, fallback_buyer_id,
-                    redirect_campaign_id, rtb_reservation_seconds, created_at_ms, updated_at_ms
+                    redirect_campaign_id, rtb_reservation_seconds, rtb_caller_number_optional,
+                    created_at_ms, updated_at_ms
              FROM campaigns WHERE id IN (",
                 selected_campaigns!(),
                 ") ORDER BY id"
@@ -130,6 +132,7 @@ impl SqlEntity for Campaign {
                             "rtb_reservation_seconds",
                             row.rtb_reservation_seconds.into(),
                         )?,
+                        rtb_caller_number_optional: row.rtb_caller_number_optional != 0,
                     },
                     created_at: timestamp(row.created_at_ms)?,
                     updated_at: timestamp(row.updated_at_ms)?,
@@ -186,13 +189,15 @@ impl SqlEntity for Campaign {
         let id = record.id.to_string();
         sqlx::query(
             "INSERT INTO campaigns (id, company_id, name, duplicate_caller_handling, fallback_buyer_id,
-                redirect_campaign_id, rtb_reservation_seconds, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                redirect_campaign_id, rtb_reservation_seconds, rtb_caller_number_optional,
+                created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, duplicate_caller_handling = excluded.duplicate_caller_handling,
                 fallback_buyer_id = excluded.fallback_buyer_id,
                 redirect_campaign_id = excluded.redirect_campaign_id,
                 rtb_reservation_seconds = excluded.rtb_reservation_seconds,
+                rtb_caller_number_optional = excluded.rtb_caller_number_optional,
                 updated_at_ms = excluded.updated_at_ms",
         )
         .bind(&id)
@@ -202,6 +207,7 @@ impl SqlEntity for Campaign {
         .bind(campaign.fallback_buyer_id.map(|id| id.to_string()))
         .bind(campaign.redirect_campaign_id.map(|id| id.to_string()))
         .bind(i64::from(campaign.rtb_reservation_seconds.get()))
+        .bind(i64::from(campaign.rtb_caller_number_optional))
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())
         .execute(&mut *conn)

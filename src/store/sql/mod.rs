@@ -11,6 +11,7 @@ mod capacity;
 mod companies;
 mod import;
 mod publishers;
+mod rtb;
 
 use std::{str::FromStr, time::Duration};
 

@@ -1,0 +1,632 @@
+//! RTB pings: before sending a caller, a publisher asks a campaign whether it would take the
+//! call and at what payout. The answer is a bid that holds the chosen buyer for that caller
+//! until it expires (a *reservation*), or `no-target` with the reason.
+//!
+//! What is pure lives here: reading a ping's parameters, the errors a publisher is told, the
+//! answer's shape and the book of live reservations. The decision itself is routing's
+//! ([`super::routing::RoutingPlan::bid`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::{
+    call::{CallSid, DropReason},
+    money::Money,
+    phone::{E164, PhoneError},
+    plan::{BuyerId, CampaignId, PublisherId},
+};
+
+/// The SHA-256 digest of an RTB key: what is stored, and what a presented key is looked up by.
+/// Equality is constant-time, so neither a lookup nor a comparison tells by its timing how much
+/// of a digest matched (and a digest says nothing usable about its key anyway).
+#[derive(Clone, Copy)]
+pub struct KeyDigest([u8; 32]);
+
+// By hand, as `PartialEq` is: equal digests are equal bytes, so they hash alike.
+impl std::hash::Hash for KeyDigest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl KeyDigest {
+    pub fn of(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// The stored form: 64 hexadecimal digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+}
+
+impl PartialEq for KeyDigest {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for KeyDigest {}
+
+impl std::fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyDigest([REDACTED])")
+    }
+}
+
+/// A ping as the publisher sent it, from the query string and the body alike.
+#[derive(Default, Clone)]
+pub struct PingRequest {
+    pub key: Option<String>,
+    /// `publisher_id`, or Retreaver's older `source_id`: a publisher's external id or its id.
+    pub publisher: Option<String>,
+    pub caller_number: Option<String>,
+    /// Every other parameter, kept with the ping as a tag.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl PingRequest {
+    /// Reads parameters in the order given: a later value of a named parameter replaces an
+    /// earlier one (so a body overrides the query string). An empty value is no value.
+    pub fn from_params(params: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut request = Self::default();
+        for (name, value) in params {
+            let named = match name.as_str() {
+                "key" => &mut request.key,
+                "publisher_id" | "source_id" => &mut request.publisher,
+                "caller_number" => &mut request.caller_number,
+                _ => {
+                    request.tags.insert(name, value);
+                    continue;
+                }
+            };
+            if !value.trim().is_empty() {
+                *named = Some(value);
+            }
+        }
+        request
+    }
+
+    /// What the ping asked, for its log: every parameter but the key.
+    pub fn logged(&self) -> BTreeMap<String, String> {
+        let mut logged = self.tags.clone();
+        let named = [
+            ("publisher_id", &self.publisher),
+            ("caller_number", &self.caller_number),
+        ];
+        for (name, value) in named {
+            if let Some(value) = value {
+                logged.insert(name.to_owned(), value.clone());
+            }
+        }
+        logged
+    }
+}
+
+impl std::fmt::Debug for PingRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PingRequest")
+            .field("publisher", &self.publisher)
+            .field("caller_number", &self.caller_number)
+            .field("tags", &self.tags)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a caller number sent by a publisher. A `+` written unencoded in a query string or form
+/// arrives as a space (`?caller_number=+19175470066`, as peer products document it), so a
+/// leading space before digits is read as the `+` it was.
+pub fn caller_number(text: &str) -> Result<E164, PingError> {
+    let restored;
+    let text = match text.strip_prefix(' ') {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
+            restored = format!("+{rest}");
+            restored.as_str()
+        }
+        _ => text,
+    };
+    E164::normalise(text).map_err(PingError::InvalidCallerNumber)
+}
+
+/// Why a ping was refused. Each has a stable `code` publishers can branch on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PingError {
+    #[error("send the campaign's RTB key as `key`")]
+    MissingKey,
+    #[error("no campaign has this RTB key")]
+    UnknownKey,
+    #[error("send the caller's number as `caller_number`: this campaign bids only for known callers")]
+    MissingCallerNumber,
+    #[error("`caller_number` is not a phone number in international form: {0}")]
+    InvalidCallerNumber(PhoneError),
+    #[error("send the publisher as `publisher_id`")]
+    MissingPublisher,
+    #[error("no publisher {0:?} in this campaign's company")]
+    UnknownPublisher(String),
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl PingError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingKey => "missing_key",
+            Self::UnknownKey => "unknown_key",
+            Self::MissingCallerNumber => "missing_caller_number",
+            Self::InvalidCallerNumber(_) => "invalid_caller_number",
+            Self::MissingPublisher => "missing_publisher",
+            Self::UnknownPublisher(_) => "unknown_publisher",
+            Self::Malformed(_) => "malformed_request",
+        }
+    }
+
+    /// The body a refused ping is answered with (and logged with).
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({"code": self.code(), "message": self.to_string()});
+        if let Some(field) = self.field() {
+            error["field"] = field.into();
+        }
+        serde_json::json!({ "error": error })
+    }
+
+    /// The parameter at fault, if one is.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingKey | Self::UnknownKey => Some("key"),
+            Self::MissingCallerNumber | Self::InvalidCallerNumber(_) => Some("caller_number"),
+            Self::MissingPublisher | Self::UnknownPublisher(_) => Some("publisher_id"),
+            Self::Malformed(_) => None,
+        }
+    }
+}
+
+/// A buyer held for a caller by a bid, until the call comes or the bid expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub uuid: Uuid,
+    pub campaign_id: CampaignId,
+    /// `None` for a ping without a caller number: such a bid holds nothing, as no call can be
+    /// matched to it.
+    pub caller: Option<E164>,
+    pub buyer_id: BuyerId,
+    pub payout: Money,
+    /// Connected seconds the call needs to convert.
+    pub seconds: u32,
+    /// The number the publisher must send the caller to.
+    pub inbound_number: E164,
+    pub reserved_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl Reservation {
+    pub fn is_live(&self, at: Timestamp) -> bool {
+        at < self.expires_at
+    }
+
+    /// The answer to a ping: this reservation, fresh or repeated.
+    pub fn bid(&self, cached: bool) -> PingAnswer {
+        PingAnswer::Reserved {
+            uuid: self.uuid,
+            payout: self.payout,
+            seconds: self.seconds,
+            inbound_number: self.inbound_number.clone(),
+            expires_at: self.expires_at,
+            cached,
+        }
+    }
+
+    pub fn expiry(reserved_at: Timestamp, seconds: u32) -> Timestamp {
+        reserved_at
+            .checked_add(SignedDuration::from_secs(i64::from(seconds)))
+            .unwrap_or(Timestamp::MAX)
+    }
+}
+
+/// What a publisher is told.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status")]
+pub enum PingAnswer {
+    #[serde(rename = "reserved")]
+    Reserved {
+        uuid: Uuid,
+        payout: Money,
+        seconds: u32,
+        inbound_number: E164,
+        expires_at: Timestamp,
+        /// A repeat ping before expiry gets the reservation already made.
+        cached: bool,
+    },
+    #[serde(rename = "no-target")]
+    NoTarget { uuid: Uuid, reason: NoTarget },
+}
+
+/// Why no buyer bid: the reason that kept the most buyers out, as a dropped call gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoTarget {
+    Duplicate,
+    Capacity,
+    Closed,
+    /// No buyer listed, or all paused.
+    NoBuyer,
+    /// The campaign has no tracking number to send the caller to.
+    NoTrackingNumber,
+}
+
+impl From<DropReason> for NoTarget {
+    fn from(reason: DropReason) -> Self {
+        match reason {
+            DropReason::Duplicate => Self::Duplicate,
+            DropReason::Capacity => Self::Capacity,
+            DropReason::Closed => Self::Closed,
+            // A bid has dialed nobody and arrived on no number: neither can be its reason.
+            DropReason::NoBuyer | DropReason::Unanswered | DropReason::UnknownNumber => Self::NoBuyer,
+        }
+    }
+}
+
+/// The live reservations, by campaign and caller: at most one each.
+#[derive(Debug, Default)]
+pub struct ReservationBook {
+    live: HashMap<(CampaignId, E164), Reservation>,
+}
+
+impl ReservationBook {
+    /// The caller's live reservation in the campaign (the ping shield).
+    pub fn find(&self, campaign: CampaignId, caller: &E164, at: Timestamp) -> Option<&Reservation> {
+        self.live
+            .get(&(campaign, caller.clone()))
+            .filter(|r| r.is_live(at))
+    }
+
+    /// Keeps `reservation` unless the caller already has a live one in the campaign, which is
+    /// returned instead (two pings racing get one reservation). `true` when it was already there.
+    pub fn reserve(&mut self, reservation: Reservation, at: Timestamp) -> (Reservation, bool) {
+        let Some(caller) = reservation.caller.clone() else {
+            return (reservation, false);
+        };
+        let key = (reservation.campaign_id, caller);
+        match self.live.get(&key).filter(|r| r.is_live(at)) {
+            Some(existing) => (existing.clone(), true),
+            None => {
+                self.live.insert(key, reservation.clone());
+                (reservation, false)
+            }
+        }
+    }
+
+    /// The caller's call reached the campaign: its live reservation, taken out of the book.
+    pub fn claim(&mut self, campaign: CampaignId, caller: &E164, at: Timestamp) -> Option<Reservation> {
+        let key = (campaign, caller.clone());
+        let live = self.live.get(&key).is_some_and(|r| r.is_live(at));
+        live.then(|| self.live.remove(&key)).flatten()
+    }
+
+    /// Returns the memory of expired reservations.
+    pub fn forget_expired(&mut self, at: Timestamp) {
+        self.live.retain(|_, r| r.is_live(at));
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}
+
+/// What became of a ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PingOutcome {
+    /// A bid: a new reservation, or (`cached`) the caller's live one.
+    Reserved,
+    NoTarget,
+    /// Refused with an error (the code is the ping's reason).
+    Rejected,
+}
+
+impl PingOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::NoTarget => "no-target",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Reserved, Self::NoTarget, Self::Rejected]
+            .into_iter()
+            .find(|outcome| outcome.as_str() == text)
+    }
+}
+
+/// A ping as logged, written once when it is answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PingRecord {
+    /// UUIDv7: pings sort by arrival.
+    pub id: Uuid,
+    pub received_at: Timestamp,
+    pub campaign_id: CampaignId,
+    pub publisher_id: Option<PublisherId>,
+    pub caller_number: Option<E164>,
+    /// Every parameter but the key.
+    pub request: BTreeMap<String, String>,
+    pub outcome: PingOutcome,
+    pub cached: bool,
+    /// The no-target reason or the error code.
+    pub reason: Option<String>,
+    /// The reservation answered with, new or cached.
+    pub reservation: Option<Uuid>,
+    /// The body returned, as returned.
+    pub answer: serde_json::Value,
+}
+
+/// What the RTB log records besides pings: reservations made and claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RtbWrite {
+    Ping(Box<PingRecord>),
+    Reserved(Box<Reservation>),
+    Claimed {
+        reservation: Uuid,
+        call_sid: CallSid,
+        at: Timestamp,
+    },
+}
+
+/// Where a ping's reservation stands, as the log shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PingStatus {
+    /// Bid, and still held.
+    Reserved,
+    /// Bid, and the caller's call reached the campaign in time.
+    Claimed,
+    /// Bid, and no call came in time.
+    Expired,
+    NoTarget,
+    Rejected,
+}
+
+impl PingStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Reserved,
+        Self::Claimed,
+        Self::Expired,
+        Self::NoTarget,
+        Self::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::Claimed => "claimed",
+            Self::Expired => "expired",
+            Self::NoTarget => "no-target",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+
+    /// A ping's status at `at`: its outcome, and for a bid what became of the reservation.
+    pub fn of(outcome: PingOutcome, held: Option<&Held>, at: Timestamp) -> Self {
+        match (outcome, held) {
+            (PingOutcome::NoTarget, _) => Self::NoTarget,
+            (PingOutcome::Rejected, _) => Self::Rejected,
+            (PingOutcome::Reserved, Some(held)) if held.claimed_at.is_some() => Self::Claimed,
+            (PingOutcome::Reserved, Some(held)) if held.expires_at > at => Self::Reserved,
+            (PingOutcome::Reserved, _) => Self::Expired,
+        }
+    }
+}
+
+/// A logged ping, with its reservation as it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedPing {
+    pub ping: PingRecord,
+    pub held: Option<Held>,
+}
+
+/// A reservation as the log shows it with its pings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    pub uuid: Uuid,
+    pub buyer_id: BuyerId,
+    pub expires_at: Timestamp,
+    pub claimed_at: Option<Timestamp>,
+    /// The call that claimed it.
+    pub call_sid: Option<CallSid>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(text: &str) -> E164 {
+        E164::from_provider(text).unwrap()
+    }
+
+    fn reservation(caller: Option<&str>, reserved_at: Timestamp) -> Reservation {
+        Reservation {
+            uuid: Uuid::now_v7(),
+            campaign_id: CampaignId::generate(),
+            caller: caller.map(number),
+            buyer_id: BuyerId::generate(),
+            payout: Money::from_cents(1250).unwrap(),
+            seconds: 90,
+            inbound_number: number("+18005550100"),
+            reserved_at,
+            expires_at: Reservation::expiry(reserved_at, 60),
+        }
+    }
+
+    fn t(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_790_000_000 + seconds).unwrap()
+    }
+
+    #[test]
+    fn named_parameters_are_read_and_the_rest_kept_as_tags() {
+        let request = PingRequest::from_params(
+            [
+                ("key", "k1"),
+                ("source_id", "pub-7"),
+                ("caller_number", "+19175470066"),
+                ("zip", "10001"),
+                ("key", "k2"),
+                ("publisher_id", " "),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        assert_eq!(request.key.as_deref(), Some("k2"), "the later value wins");
+        assert_eq!(
+            request.publisher.as_deref(),
+            Some("pub-7"),
+            "a blank value is no value"
+        );
+        assert_eq!(request.caller_number.as_deref(), Some("+19175470066"));
+        assert_eq!(request.tags, BTreeMap::from([("zip".into(), "10001".into())]));
+        assert!(!request.logged().contains_key("key"));
+        assert!(!format!("{request:?}").contains("k2"), "the key is never printed");
+    }
+
+    #[test]
+    fn a_plus_decoded_to_a_space_is_restored() {
+        assert_eq!(caller_number(" 19175470066").unwrap().as_str(), "+19175470066");
+        assert_eq!(
+            caller_number("+1 (917) 547-0066").unwrap().as_str(),
+            "+19175470066"
+        );
+        assert!(matches!(
+            caller_number("9175470066"),
+            Err(PingError::InvalidCallerNumber(PhoneError::NoCountryCode(_)))
+        ));
+        assert!(caller_number("not a number").is_err());
+        assert!(caller_number("+1 555").is_err());
+    }
+
+    #[test]
+    fn key_digests_match_the_stored_hex_form() {
+        let digest = KeyDigest::of("490530d2-9f24-4be2-894b-a80e971390df");
+        let stored = hex::encode(Sha256::digest(b"490530d2-9f24-4be2-894b-a80e971390df"));
+        assert_eq!(KeyDigest::from_hex(&stored), Some(digest));
+        assert_ne!(KeyDigest::of("another key entirely"), digest);
+        assert_eq!(KeyDigest::from_hex("not hex"), None);
+    }
+
+    #[test]
+    fn a_caller_has_one_reservation_per_campaign_until_it_expires() {
+        let mut book = ReservationBook::default();
+        let first = reservation(Some("+19175470066"), t(0));
+        let (kept, cached) = book.reserve(first.clone(), t(0));
+        assert_eq!((kept.uuid, cached), (first.uuid, false));
+
+        // A second bid racing the first gets the first.
+        let mut second = reservation(Some("+19175470066"), t(10));
+        second.campaign_id = first.campaign_id;
+        let (kept, cached) = book.reserve(second.clone(), t(10));
+        assert_eq!((kept.uuid, cached), (first.uuid, true));
+        let caller = number("+19175470066");
+        assert_eq!(
+            book.find(first.campaign_id, &caller, t(59)).map(|r| r.uuid),
+            Some(first.uuid)
+        );
+
+        // At expiry it is gone, and a new one may be made.
+        assert_eq!(book.find(first.campaign_id, &caller, t(60)), None);
+        let (kept, cached) = book.reserve(second.clone(), t(60));
+        assert_eq!((kept.uuid, cached), (second.uuid, false));
+    }
+
+    #[test]
+    fn a_claim_takes_a_live_reservation_once() {
+        let mut book = ReservationBook::default();
+        let held = reservation(Some("+19175470066"), t(0));
+        book.reserve(held.clone(), t(0));
+        let caller = number("+19175470066");
+        assert_eq!(
+            book.claim(CampaignId::generate(), &caller, t(1)),
+            None,
+            "another campaign"
+        );
+        assert_eq!(book.claim(held.campaign_id, &caller, t(1)), Some(held.clone()));
+        assert_eq!(
+            book.claim(held.campaign_id, &caller, t(2)),
+            None,
+            "claimed already"
+        );
+
+        let late = reservation(Some("+19175470066"), t(0));
+        book.reserve(late.clone(), t(0));
+        assert_eq!(book.claim(late.campaign_id, &caller, t(60)), None, "expired");
+        book.forget_expired(t(60));
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn a_bid_without_a_caller_holds_nothing() {
+        let mut book = ReservationBook::default();
+        let (kept, cached) = book.reserve(reservation(None, t(0)), t(0));
+        assert!(!cached);
+        assert_eq!(kept.caller, None);
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn answers_have_the_documented_shape() {
+        let held = reservation(Some("+19175470066"), t(0));
+        let json = serde_json::to_value(held.bid(true)).unwrap();
+        assert_eq!(json["status"], "reserved");
+        assert_eq!(json["payout"], 12.5);
+        assert_eq!(json["seconds"], 90);
+        assert_eq!(json["inbound_number"], "+18005550100");
+        assert_eq!(json["expires_at"], "2026-09-21T14:14:20Z");
+        assert_eq!(json["cached"], true);
+        assert_eq!(json["uuid"], held.uuid.to_string());
+
+        let none = PingAnswer::NoTarget {
+            uuid: Uuid::nil(),
+            reason: DropReason::Duplicate.into(),
+        };
+        let json = serde_json::to_value(none).unwrap();
+        assert_eq!(json["status"], "no-target");
+        assert_eq!(json["reason"], "duplicate");
+    }
+
+    #[test]
+    fn a_pings_status_follows_its_reservation() {
+        let held = Held {
+            uuid: Uuid::nil(),
+            buyer_id: BuyerId::generate(),
+            expires_at: t(60),
+            claimed_at: None,
+            call_sid: None,
+        };
+        let status = |held: &Held, at| PingStatus::of(PingOutcome::Reserved, Some(held), at);
+        assert_eq!(status(&held, t(59)), PingStatus::Reserved);
+        assert_eq!(status(&held, t(60)), PingStatus::Expired);
+        let claimed = Held {
+            claimed_at: Some(t(30)),
+            ..held
+        };
+        assert_eq!(status(&claimed, t(600)), PingStatus::Claimed);
+        assert_eq!(
+            PingStatus::of(PingOutcome::NoTarget, None, t(0)),
+            PingStatus::NoTarget
+        );
+        for status in PingStatus::ALL {
+            assert_eq!(PingStatus::parse(status.as_str()), Some(status));
+        }
+    }
+}

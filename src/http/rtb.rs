@@ -1,0 +1,179 @@
+//! RTB: `POST /rtbs.json` answers publishers' pings; `GET /api/v1/rtb` reads the ping log.
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{admin::DEFAULT_PAGE, admin::MAX_PAGE, auth::Admin, error::ApiError};
+use crate::{
+    clock::Clock,
+    domain::{
+        phone::E164,
+        plan::{CampaignId, PublisherId},
+        rtb::{Held, LoggedPing, PingError, PingRequest, PingStatus},
+    },
+    rtb::Rtb,
+    store::{PingFilter, Store},
+};
+
+/// Pings are a handful of parameters; anything much larger is not one.
+const MAX_PING_BODY: usize = 16 * 1024;
+
+pub fn ping_resource() -> actix_web::Resource {
+    web::resource("/rtbs.json")
+        .app_data(web::PayloadConfig::new(MAX_PING_BODY))
+        .route(web::post().to(ping))
+}
+
+pub fn log_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/rtb", web::get().to(log));
+}
+
+/// Parameters come in the query string and in a form or JSON body, the body's last.
+async fn ping(req: HttpRequest, body: web::Bytes, rtb: web::Data<Rtb>) -> Result<HttpResponse, ApiError> {
+    let mut params: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| PingError::Malformed(format!("the query string is not valid: {e}")))?;
+    params.extend(body_params(&req, &body)?);
+    let answer = rtb.ping(PingRequest::from_params(params)).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+fn body_params(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, PingError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let is_json = (req.headers().get(header::CONTENT_TYPE))
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().starts_with("application/json"));
+    if !is_json {
+        return serde_urlencoded::from_bytes(body)
+            .map_err(|e| PingError::Malformed(format!("the form body is not valid: {e}")));
+    }
+    let object = match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(object)) => object,
+        Ok(_) => return Err(PingError::Malformed("the JSON body must be an object".into())),
+        Err(e) => return Err(PingError::Malformed(format!("the body is not valid JSON: {e}"))),
+    };
+    // Numbers and flags are taken as written, structured values as their JSON text. A caller
+    // number sent as a JSON number, which cannot carry a `+`, is its international digits.
+    Ok(object
+        .into_iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(name, value)| match value {
+            serde_json::Value::String(text) => (name, text),
+            serde_json::Value::Number(digits) if name == "caller_number" => (name, format!("+{digits}")),
+            other => (name, other.to_string()),
+        })
+        .collect())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogParams {
+    campaign_id: Option<CampaignId>,
+    publisher_id: Option<PublisherId>,
+    caller: Option<String>,
+    status: Option<String>,
+    /// Received at or after.
+    from: Option<Timestamp>,
+    /// Received before.
+    to: Option<Timestamp>,
+    before: Option<Uuid>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    data: Vec<PingView>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<Uuid>,
+}
+
+#[derive(Serialize)]
+struct PingView {
+    id: Uuid,
+    received_at: Timestamp,
+    campaign_id: CampaignId,
+    publisher_id: Option<PublisherId>,
+    caller_number: Option<E164>,
+    /// Every parameter but the key.
+    request: std::collections::BTreeMap<String, String>,
+    status: PingStatus,
+    cached: bool,
+    reason: Option<String>,
+    answer: serde_json::Value,
+    reservation: Option<Held>,
+}
+
+impl PingView {
+    fn new(logged: LoggedPing, at: Timestamp) -> Self {
+        let LoggedPing { ping, held } = logged;
+        Self {
+            status: PingStatus::of(ping.outcome, held.as_ref(), at),
+            id: ping.id,
+            received_at: ping.received_at,
+            campaign_id: ping.campaign_id,
+            publisher_id: ping.publisher_id,
+            caller_number: ping.caller_number,
+            request: ping.request,
+            cached: ping.cached,
+            reason: ping.reason,
+            answer: ping.answer,
+            reservation: held,
+        }
+    }
+}
+
+/// Newest first, with filters; the pings answered so far are all in it.
+async fn log(
+    _: Admin,
+    rtb: web::Data<Rtb>,
+    store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
+    params: web::Query<LogParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let caller = (params.caller.as_deref())
+        .map(E164::normalise)
+        .transpose()
+        .map_err(|e| ApiError::invalid("caller", e.to_string()))?;
+    let status = (params.status.as_deref())
+        .map(|text| {
+            PingStatus::parse(text).ok_or_else(|| {
+                let known = PingStatus::ALL.map(PingStatus::as_str).join(", ");
+                ApiError::invalid("status", format!("`{text}` is not one of {known}"))
+            })
+        })
+        .transpose()?;
+    rtb.flush().await;
+    let at = clock.now();
+    let filter = PingFilter {
+        campaign_id: params.campaign_id,
+        publisher_id: params.publisher_id,
+        caller,
+        status,
+        from: params.from,
+        to: params.to,
+        before: params.before,
+        limit,
+        at,
+    };
+    let data: Vec<PingView> = (store.rtb_pings(&filter).await?)
+        .into_iter()
+        .map(|logged| PingView::new(logged, at))
+        .collect();
+    let next_before = match data.last() {
+        Some(last) if data.len() == limit as usize => Some(last.id),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(Page { data, next_before }))
+}

@@ -1,0 +1,265 @@
+//! RTB pings answered: the campaign found by its key, the caller checked against every buyer's
+//! de-dupe history and caps, the bid decided by routing itself, the buyer reserved for the
+//! caller, and every ping logged.
+
+mod log;
+mod reservations;
+
+use std::sync::Arc;
+
+use actix::{Actor, Addr};
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use self::{
+    log::Write,
+    reservations::{Find, Reserve},
+};
+pub use self::{
+    log::{Flush, RtbLog},
+    reservations::{Claim, ReservationActor},
+};
+use crate::{
+    calls::CallDeps,
+    domain::{
+        phone::E164,
+        plan::{Buyer, Campaign, PublisherId, Record},
+        routing::{Action, CallSituation, RoutingPlan},
+        rtb::{
+            KeyDigest, NoTarget, PingAnswer, PingError, PingOutcome, PingRecord, PingRequest, Reservation,
+            RtbWrite, caller_number,
+        },
+    },
+    store::{Store, StoreError},
+};
+
+/// The RTB actors, started together: the log writer and the reservation book that feeds it.
+pub async fn start(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<RtbActors, StoreError> {
+    let log = RtbLog::new(store.clone()).start();
+    let reservations = ReservationActor::load(store.as_ref(), clock, log.clone())
+        .await?
+        .start();
+    Ok(RtbActors { log, reservations })
+}
+
+#[derive(Clone)]
+pub struct RtbActors {
+    pub log: Addr<RtbLog>,
+    pub reservations: Addr<ReservationActor>,
+}
+
+/// Answers pings. Cheap to clone.
+#[derive(Clone)]
+pub struct Rtb {
+    deps: CallDeps,
+    log: Addr<RtbLog>,
+}
+
+/// A ping attributed to a campaign, as it is being answered.
+struct Ping<'a> {
+    id: Uuid,
+    at: Timestamp,
+    plan: &'a Arc<RoutingPlan>,
+    campaign: &'a Record<Campaign>,
+    request: &'a PingRequest,
+}
+
+impl Ping<'_> {
+    /// The publisher asking, one of the campaign's company's.
+    fn publisher(&self) -> Result<PublisherId, PingError> {
+        let reference = self
+            .request
+            .publisher
+            .as_deref()
+            .ok_or(PingError::MissingPublisher)?;
+        (self.campaign.company_id)
+            .and_then(|company| self.plan.publisher(company, reference))
+            .ok_or_else(|| PingError::UnknownPublisher(reference.to_owned()))
+    }
+
+    /// The caller, if the ping names one (which the campaign may require).
+    fn caller(&self) -> Result<Option<E164>, PingError> {
+        match self.request.caller_number.as_deref() {
+            Some(text) => caller_number(text).map(Some),
+            None if self.campaign.spec.rtb_caller_number_optional => Ok(None),
+            None => Err(PingError::MissingCallerNumber),
+        }
+    }
+}
+
+/// What answering a ping came to, for its answer and its log line.
+struct Answered {
+    publisher_id: Option<PublisherId>,
+    caller: Option<E164>,
+    result: Result<(PingAnswer, Option<Reservation>), PingError>,
+}
+
+impl Rtb {
+    /// Pings share the call actors' plan, de-dupe index and capacity index (`deps`).
+    pub fn new(deps: CallDeps, log: Addr<RtbLog>) -> Self {
+        Self { deps, log }
+    }
+
+    /// Answers a ping: a bid, `no-target`, or why the ping is refused.
+    pub async fn ping(&self, request: PingRequest) -> Result<PingAnswer, PingError> {
+        let at = self.deps.clock.now();
+        let plan = self.deps.plan.current().await;
+        let key = request.key.as_deref().ok_or(PingError::MissingKey)?;
+        let Some(campaign) = plan.campaign_for_rtb_key(&KeyDigest::of(key)) else {
+            // Not logged with the pings: nothing ties it to a campaign, and anyone may send it.
+            tracing::warn!(publisher = ?request.publisher, "an RTB ping with an unknown key");
+            return Err(PingError::UnknownKey);
+        };
+        let ping = Ping {
+            id: Uuid::now_v7(),
+            at,
+            plan: &plan,
+            campaign,
+            request: &request,
+        };
+        let answered = self.answer(&ping).await;
+        self.log
+            .do_send(Write(RtbWrite::Ping(Box::new(log_line(&ping, &answered)))));
+        answered.result.map(|(answer, _)| answer)
+    }
+
+    async fn answer(&self, ping: &Ping<'_>) -> Answered {
+        let publisher = ping.publisher();
+        let caller = ping.caller();
+        let result = match (&publisher, &caller) {
+            (Ok(_), Ok(caller)) => Ok(self.bid(ping, caller.as_ref()).await),
+            (Err(error), _) | (_, Err(error)) => Err(error.clone()),
+        };
+        Answered {
+            publisher_id: publisher.ok(),
+            caller: caller.ok().flatten(),
+            result,
+        }
+    }
+
+    /// The caller's live reservation (the ping shield), else a new bid as routing decides it.
+    async fn bid(&self, ping: &Ping<'_>, caller: Option<&E164>) -> (PingAnswer, Option<Reservation>) {
+        let campaign = ping.campaign;
+        if let Some(caller) = caller {
+            let find = Find {
+                campaign: campaign.id,
+                caller: caller.clone(),
+                at: ping.at,
+            };
+            if let Ok(Some(held)) = self.deps.reservations.send(find).await {
+                return (held.bid(true), Some(held));
+            }
+        }
+        let no_target = |reason| {
+            let answer = PingAnswer::NoTarget {
+                uuid: ping.id,
+                reason,
+            };
+            (answer, None)
+        };
+        let Some(inbound_number) = campaign.spec.numbers.as_slice().first() else {
+            return no_target(NoTarget::NoTrackingNumber);
+        };
+
+        let plan = ping.plan;
+        let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
+        let duplicates = self.deps.duplicates_among(caller, &candidates, ping.at).await;
+        let blocked = self.deps.blocked_among(plan, &candidates, ping.at).await;
+        let situation = CallSituation {
+            at: ping.at,
+            duplicates: &duplicates,
+            blocked: &blocked,
+            tried: &Default::default(),
+            visited: &[campaign.id],
+            reserved: None,
+        };
+        let decision = plan.bid(campaign, &situation, &mut self.deps.random_for(ping.id));
+        let buyer = match decision.action {
+            Action::Dial { buyer, .. } => plan.buyer(buyer),
+            Action::End { reason } => return no_target(reason.into()),
+            // A bid is never redirected (see `RoutingPlan::bid`).
+            Action::Redirect { .. } => None,
+        };
+        let Some(buyer) = buyer else {
+            return no_target(NoTarget::NoBuyer);
+        };
+        let seconds = campaign.spec.rtb_reservation_seconds.get();
+        let reservation = Reservation {
+            uuid: ping.id,
+            campaign_id: campaign.id,
+            caller: caller.cloned(),
+            buyer_id: buyer.id,
+            payout: buyer.spec.payout,
+            seconds: buyer.spec.conversion_seconds.get(),
+            inbound_number: inbound_number.clone(),
+            reserved_at: ping.at,
+            expires_at: Reservation::expiry(ping.at, seconds),
+        };
+        let reserve = Reserve {
+            reservation: reservation.clone(),
+            at: ping.at,
+        };
+        let (kept, cached) = self
+            .deps
+            .reservations
+            .send(reserve)
+            .await
+            .unwrap_or_else(|error| {
+                // The bid stands (the publisher may still send the call; it routes as usual), but
+                // nothing holds the buyer for it.
+                tracing::error!(%error, "the reservation book did not answer; the bid is not held");
+                (reservation, false)
+            });
+        (kept.bid(cached), Some(kept))
+    }
+
+    /// Waits until every ping answered so far is in the store (for reading the log).
+    pub async fn flush(&self) {
+        if let Err(error) = self.log.send(Flush).await {
+            tracing::error!(%error, "the RTB log writer did not answer");
+        }
+    }
+}
+
+fn log_line(ping: &Ping<'_>, answered: &Answered) -> PingRecord {
+    let (outcome, cached, reason, reservation, answer) = match &answered.result {
+        Ok((answer, held)) => {
+            let (outcome, cached, reason) = match answer {
+                PingAnswer::Reserved { cached, .. } => (PingOutcome::Reserved, *cached, None),
+                PingAnswer::NoTarget { reason, .. } => (PingOutcome::NoTarget, false, Some(text_of(reason))),
+            };
+            let json = serde_json::to_value(answer).unwrap_or_default();
+            (outcome, cached, reason, held.as_ref().map(|h| h.uuid), json)
+        }
+        Err(error) => (
+            PingOutcome::Rejected,
+            false,
+            Some(error.code().to_owned()),
+            None,
+            error.body(),
+        ),
+    };
+    PingRecord {
+        id: ping.id,
+        received_at: ping.at,
+        campaign_id: ping.campaign.id,
+        publisher_id: answered.publisher_id,
+        caller_number: answered.caller.clone(),
+        request: ping.request.logged(),
+        outcome,
+        cached,
+        reason,
+        reservation,
+        answer,
+    }
+}
+
+fn text_of(reason: &NoTarget) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
