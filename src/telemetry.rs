@@ -9,28 +9,68 @@ use tracing_subscriber::{
     util::SubscriberInitExt,
 };
 
+use actix_web::HttpMessage;
 use actix_web::{
     Error,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
 };
 use tracing::Span;
-use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 
 use crate::config::LogFormat;
 
-/// Request spans: tracing-actix-web's, plus a `call_sid` field that webhook handlers fill, so
-/// every line logged while handling a webhook names its call.
+/// Request spans: tracing-actix-web's fields (those its end-of-request hook fills included),
+/// a `call_sid` field that webhook handlers fill, so every line logged while handling a webhook
+/// names its call, and a target whose `key` parameter is hidden: RTB pings may carry their
+/// secret key in the query string, and it must not reach the logs.
 pub struct RequestSpans;
 
 impl RootSpanBuilder for RequestSpans {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        tracing_actix_web::root_span!(request, call_sid = tracing::field::Empty)
+        let route = request.match_pattern().unwrap_or_else(|| "default".into());
+        let method = request.method();
+        let user_agent = (request.headers().get("User-Agent")).and_then(|h| h.to_str().ok());
+        let request_id = request.extensions().get::<RequestId>().copied();
+        let client_ip = request.connection_info().realip_remote_addr().map(str::to_owned);
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %method,
+            http.route = %route,
+            http.target = %without_secrets(request.uri()),
+            http.client_ip = %client_ip.as_deref().unwrap_or(""),
+            http.user_agent = %user_agent.unwrap_or(""),
+            http.status_code = tracing::field::Empty,
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            request_id = %request_id.map(|id| id.to_string()).unwrap_or_default(),
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+            call_sid = tracing::field::Empty,
+        )
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
+}
+
+/// The path and query with the value of every `key` parameter replaced.
+fn without_secrets(uri: &actix_web::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let query: Vec<&str> = (query.split('&'))
+        .map(|pair| {
+            if pair.starts_with("key=") {
+                "key=[REDACTED]"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    format!("{}?{}", uri.path(), query.join("&"))
 }
 
 /// Installs the global subscriber. `RUST_LOG` filters as usual; the default keeps sqlx's
@@ -60,4 +100,24 @@ pub fn init(format: LogFormat) {
     };
     // Only one subscriber per process: a second call (tests) keeps the first.
     drop(installed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_hidden_from_logged_targets() {
+        let uri = "/rtbs.json?key=s3cr3t-key-0000000000&publisher_id=p1&monkey=1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            without_secrets(&uri),
+            "/rtbs.json?key=[REDACTED]&publisher_id=p1&monkey=1"
+        );
+        assert_eq!(
+            without_secrets(&"/voice/incoming".parse().unwrap()),
+            "/voice/incoming"
+        );
+    }
 }

@@ -105,7 +105,10 @@ impl Rtb {
 
     /// Answers a ping: a bid, `no-target`, or why the ping is refused.
     pub async fn ping(&self, request: PingRequest) -> Result<PingAnswer, PingError> {
-        let at = self.deps.clock.now();
+        // To the millisecond, as stored: a bid reads the same from memory, the log and after a
+        // restart.
+        let now = self.deps.clock.now();
+        let at = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
         let plan = self.deps.plan.current().await;
         let key = request.key.as_deref().ok_or(PingError::MissingKey)?;
         let Some(campaign) = plan.campaign_for_rtb_key(&KeyDigest::of(key)) else {
