@@ -58,6 +58,7 @@ pub struct Application {
     address: SocketAddr,
     public_url: PublicUrl,
     calls: Calls,
+    rtb: Rtb,
 }
 
 impl Application {
@@ -98,7 +99,8 @@ impl Application {
             timings,
             routing_seed,
         };
-        let rtb = web::Data::new(Rtb::new(deps.clone(), rtb_actors.log));
+        let rtb = Rtb::new(deps.clone(), rtb_actors.log);
+        let rtb_for_http = web::Data::new(rtb.clone());
         let calls = Calls::start(deps);
         let voice = web::Data::new(Voice {
             calls: calls.clone(),
@@ -122,7 +124,7 @@ impl Application {
                 .app_data(capacity.clone())
                 .app_data(clock.clone())
                 .app_data(voice.clone())
-                .app_data(rtb.clone())
+                .app_data(rtb_for_http.clone())
                 .configure(http::routes)
         })
         .listen(listener)?
@@ -134,6 +136,7 @@ impl Application {
             address,
             public_url,
             calls,
+            rtb,
         })
     }
 
@@ -151,9 +154,12 @@ impl Application {
         self.calls.clone()
     }
 
-    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and writes the RTB
+    /// log lines still queued.
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.rtb.flush().await;
+        served
     }
 }
 

@@ -18,8 +18,8 @@ CREATE TABLE rtb_reservations (
     claimed_at_ms INTEGER,
     call_sid      TEXT               -- the call that claimed it
 );
--- Start-up reloads the reservations still held.
-CREATE INDEX rtb_reservations_held ON rtb_reservations (expires_at_ms) WHERE claimed_at_ms IS NULL;
+-- Start-up reloads the reservations not expired.
+CREATE INDEX rtb_reservations_expiry ON rtb_reservations (expires_at_ms);
 
 CREATE TABLE rtb_pings (
     id             TEXT    PRIMARY KEY NOT NULL,  -- UUIDv7: sorts by arrival

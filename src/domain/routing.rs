@@ -199,9 +199,9 @@ impl RoutingPlan {
 
         let fallback = campaign.spec.fallback_buyer_id.and_then(|id| self.buyer(id));
         // Reserved by a bid, the fallback buyer goes before the list; otherwise it is what is
-        // left.
-        let fallback_reserved =
-            reserved_in_list.is_none() && fallback.is_some_and(|f| call.reserved == Some(f.id));
+        // left. (Listed as well, it is judged as listed: a duplicate there stays one.)
+        let listed = |id| considered.iter().any(|c: &Considered| c.buyer_id == id);
+        let fallback_reserved = fallback.is_some_and(|f| call.reserved == Some(f.id) && !listed(f.id));
         if let Some(fallback) = fallback
             && (chosen.is_none() || fallback_reserved)
         {
@@ -1183,6 +1183,19 @@ mod tests {
             decision.considered.iter().filter(|c| c.buyer_id == fx.f).count(),
             1
         );
+
+        // The fallback buyer listed too, and now a duplicate there: not first for that.
+        let mut fx = fixture(true, "new_convertible_buyer", false, false);
+        let mut main = fx.plan.campaigns[&fx.main].clone();
+        main.spec.fallback_buyer_id = Some(fx.b);
+        fx.plan.campaigns.insert(fx.main, main);
+        let given = Given {
+            reserved: Some(fx.b),
+            duplicates: HashSet::from([fx.b]),
+            ..Given::default()
+        };
+        let decision = given.decide(&fx.plan, fx.main, &mut StdRng::seed_from_u64(1));
+        assert_eq!(dial_of(&decision), Some((fx.a, AttemptKind::Buyer)));
     }
 
     #[test]

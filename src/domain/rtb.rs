@@ -275,15 +275,26 @@ impl From<DropReason> for NoTarget {
 /// The live reservations, by campaign and caller: at most one each.
 #[derive(Debug, Default)]
 pub struct ReservationBook {
-    live: HashMap<(CampaignId, E164), Reservation>,
+    /// Each with whether its call has claimed it: a claimed reservation still answers repeat
+    /// pings until it expires, but cannot be claimed again.
+    live: HashMap<(CampaignId, E164), (Reservation, bool)>,
 }
 
 impl ReservationBook {
-    /// The caller's live reservation in the campaign (the ping shield).
+    /// The caller's live reservation in the campaign, claimed or not (the ping shield).
     pub fn find(&self, campaign: CampaignId, caller: &E164, at: Timestamp) -> Option<&Reservation> {
         self.live
             .get(&(campaign, caller.clone()))
+            .map(|(r, _)| r)
             .filter(|r| r.is_live(at))
+    }
+
+    /// A reservation read back from the store (start-up), claimed or not.
+    pub fn load(&mut self, reservation: Reservation, claimed: bool) {
+        if let Some(caller) = reservation.caller.clone() {
+            self.live
+                .insert((reservation.campaign_id, caller), (reservation, claimed));
+        }
     }
 
     /// Keeps `reservation` unless the caller already has a live one in the campaign, which is
@@ -293,25 +304,28 @@ impl ReservationBook {
             return (reservation, false);
         };
         let key = (reservation.campaign_id, caller);
-        match self.live.get(&key).filter(|r| r.is_live(at)) {
-            Some(existing) => (existing.clone(), true),
+        match self.live.get(&key).filter(|(r, _)| r.is_live(at)) {
+            Some((existing, _)) => (existing.clone(), true),
             None => {
-                self.live.insert(key, reservation.clone());
+                self.live.insert(key, (reservation.clone(), false));
                 (reservation, false)
             }
         }
     }
 
-    /// The caller's call reached the campaign: its live reservation, taken out of the book.
+    /// The caller's call reached the campaign: its live reservation, if no call claimed it yet.
     pub fn claim(&mut self, campaign: CampaignId, caller: &E164, at: Timestamp) -> Option<Reservation> {
-        let key = (campaign, caller.clone());
-        let live = self.live.get(&key).is_some_and(|r| r.is_live(at));
-        live.then(|| self.live.remove(&key)).flatten()
+        let (reservation, claimed) = self.live.get_mut(&(campaign, caller.clone()))?;
+        if *claimed || !reservation.is_live(at) {
+            return None;
+        }
+        *claimed = true;
+        Some(reservation.clone())
     }
 
     /// Returns the memory of expired reservations.
     pub fn forget_expired(&mut self, at: Timestamp) {
-        self.live.retain(|_, r| r.is_live(at));
+        self.live.retain(|_, (r, _)| r.is_live(at));
     }
 
     pub fn len(&self) -> usize {
@@ -550,7 +564,7 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_takes_a_live_reservation_once() {
+    fn a_claim_takes_a_live_reservation_once_and_the_shield_holds_until_expiry() {
         let mut book = ReservationBook::default();
         let held = reservation(Some("+19175470066"), t(0));
         book.reserve(held.clone(), t(0));
@@ -566,6 +580,11 @@ mod tests {
             None,
             "claimed already"
         );
+        // Until it expires, a repeat ping still gets it.
+        assert_eq!(book.find(held.campaign_id, &caller, t(59)), Some(&held));
+        let mut repeat = reservation(Some("+19175470066"), t(3));
+        repeat.campaign_id = held.campaign_id;
+        assert_eq!(book.reserve(repeat, t(3)), (held.clone(), true));
 
         let late = reservation(Some("+19175470066"), t(0));
         book.reserve(late.clone(), t(0));

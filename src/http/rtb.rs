@@ -11,7 +11,7 @@ use crate::{
     domain::{
         phone::E164,
         plan::{CampaignId, PublisherId},
-        rtb::{Held, LoggedPing, PingError, PingRequest, PingStatus},
+        rtb::{Held, LoggedPing, PingError, PingRequest, PingStatus, caller_number},
     },
     rtb::Rtb,
     store::{PingFilter, Store},
@@ -55,14 +55,12 @@ fn body_params(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, 
         Ok(_) => return Err(PingError::Malformed("the JSON body must be an object".into())),
         Err(e) => return Err(PingError::Malformed(format!("the body is not valid JSON: {e}"))),
     };
-    // Numbers and flags are taken as written, structured values as their JSON text. A caller
-    // number sent as a JSON number, which cannot carry a `+`, is its international digits.
+    // Numbers and flags are taken as written, structured values as their JSON text.
     Ok(object
         .into_iter()
         .filter(|(_, value)| !value.is_null())
         .map(|(name, value)| match value {
             serde_json::Value::String(text) => (name, text),
-            serde_json::Value::Number(digits) if name == "caller_number" => (name, format!("+{digits}")),
             other => (name, other.to_string()),
         })
         .collect())
@@ -142,8 +140,9 @@ async fn log(
             format!("must be between 1 and {MAX_PAGE}"),
         ));
     }
+    // Read as pings read it (a `+` left unencoded arrives as a space).
     let caller = (params.caller.as_deref())
-        .map(E164::normalise)
+        .map(caller_number)
         .transpose()
         .map_err(|e| ApiError::invalid("caller", e.to_string()))?;
     let status = (params.status.as_deref())

@@ -1,9 +1,10 @@
 //! The RTB log writer: pings, reservations and claims are written in small batches (group
 //! commit) off the ping's path, so a bid is answered without waiting on the database.
 //!
-//! What is lost if the process dies: what was queued in the last [`GROUP_COMMIT`], or, while
-//! the database is away, what is queued since (up to [`MAX_QUEUED`] writes, then the oldest
-//! pings' log lines first; reservations and claims are kept).
+//! A graceful stop writes what is queued. What is lost if the process dies: what was queued in
+//! the last [`GROUP_COMMIT`], or, while the database is away, what is queued since. At most
+//! [`MAX_QUEUED`] writes wait for it; beyond that the oldest pings' log lines are dropped first
+//! (reservations and claims are kept).
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,10 +16,14 @@ use crate::{domain::rtb::RtbWrite, store::Store};
 
 /// How long a write waits for others to share its transaction.
 pub const GROUP_COMMIT: Duration = Duration::from_millis(10);
-/// A batch this large is written at once.
+/// A batch this large is written at once, and no batch is larger: one transaction must not
+/// hold SQLite's writer long while calls wait to be saved.
 const BATCH: usize = 1000;
 /// How often writes the database refused are tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a batch may take before the database counts as away (it is written again later:
+/// writing twice changes nothing).
+const WRITE_BUDGET: Duration = Duration::from_secs(5);
 /// How many writes wait for a database that does not answer.
 pub const MAX_QUEUED: usize = 100_000;
 
@@ -104,20 +109,35 @@ impl Handler<Flush> for RtbLog {
         if let Some(due) = self.flush.take() {
             ctx.cancel_future(due);
         }
-        let batch = std::mem::take(&mut self.queued);
+        let mut queued = std::mem::take(&mut self.queued);
         let store = self.store.clone();
         AtomicResponse::new(Box::pin(
             async move {
-                if batch.is_empty() {
-                    return Ok(());
+                // One transaction per batch: calls' saves get the database in between.
+                while !queued.is_empty() {
+                    let batch = &queued[..queued.len().min(BATCH)];
+                    match tokio::time::timeout(WRITE_BUDGET, store.save_rtb(batch)).await {
+                        Ok(Ok(())) => drop(queued.drain(..batch.len())),
+                        Ok(Err(error)) => return Err((error.to_string(), queued)),
+                        Err(_) => return Err(("the database did not answer in time".to_owned(), queued)),
+                    }
                 }
-                store.save_rtb(&batch).await.map_err(|error| (error, batch))
+                Ok(())
             }
             .into_actor(self)
-            .map(|saved, actor, ctx| {
-                actor.failing = saved.is_err();
-                if let Err((error, mut batch)) = saved {
-                    tracing::error!(%error, writes = batch.len(), "the RTB log could not be written; retrying");
+            .map(|saved, actor, ctx| match saved {
+                Ok(()) => {
+                    if actor.failing {
+                        tracing::info!("the RTB log is written again");
+                    }
+                    actor.failing = false;
+                }
+                Err((problem, mut batch)) => {
+                    // Once per outage, not once per retry.
+                    if !actor.failing {
+                        tracing::error!(%problem, "the RTB log cannot be written; retrying until it can");
+                    }
+                    actor.failing = true;
                     batch.append(&mut actor.queued);
                     actor.queued = batch;
                     actor.shed();

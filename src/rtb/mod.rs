@@ -212,8 +212,10 @@ impl Rtb {
             .await
             .unwrap_or_else(|error| {
                 // The bid stands (the publisher may still send the call; it routes as usual), but
-                // nothing holds the buyer for it.
+                // nothing holds the buyer for it. The log still shows what was bid, until when.
                 tracing::error!(%error, "the reservation book did not answer; the bid is not held");
+                let bid = Box::new(reservation.clone());
+                self.log.do_send(Write(RtbWrite::Reserved(bid)));
                 (reservation, false)
             });
         (kept.bid(cached), Some(kept))

@@ -33,8 +33,8 @@ impl ReservationActor {
     ) -> Result<Self, StoreError> {
         let now = clock.now();
         let mut book = ReservationBook::default();
-        for reservation in store.held_reservations(now).await? {
-            book.reserve(reservation, now);
+        for (reservation, claimed) in store.held_reservations(now).await? {
+            book.load(reservation, claimed);
         }
         tracing::info!(reservations = book.len(), "RTB reservations loaded");
         Ok(Self { book, log, clock })
@@ -93,7 +93,7 @@ impl Handler<Reserve> for ReservationActor {
     }
 }
 
-/// The caller's call reached the campaign: its live reservation there, now claimed.
+/// The caller's call reached the campaign: its live reservation there, now claimed (once).
 #[derive(Message)]
 #[rtype(result = "Option<Reservation>")]
 pub struct Claim {

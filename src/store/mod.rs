@@ -82,8 +82,9 @@ pub trait RtbStore: Send + Sync {
     /// Writes pings, reservations and claims in one transaction. Writing the same twice changes
     /// nothing more, so a failed batch can simply be retried.
     async fn save_rtb(&self, writes: &[RtbWrite]) -> Result<(), StoreError>;
-    /// Reservations for a caller that are neither claimed nor expired at `at` (start-up).
-    async fn held_reservations(&self, at: Timestamp) -> Result<Vec<Reservation>, StoreError>;
+    /// Reservations for a caller not expired at `at`, each with whether a call claimed it
+    /// (start-up).
+    async fn held_reservations(&self, at: Timestamp) -> Result<Vec<(Reservation, bool)>, StoreError>;
     /// Logged pings, newest first.
     async fn rtb_pings(&self, filter: &PingFilter) -> Result<Vec<LoggedPing>, StoreError>;
 }

@@ -510,7 +510,7 @@ mod flaky {
             self.check()?;
             self.inner.save_rtb(writes).await
         }
-        async fn held_reservations(&self, at: Timestamp) -> Result<Vec<Reservation>, StoreError> {
+        async fn held_reservations(&self, at: Timestamp) -> Result<Vec<(Reservation, bool)>, StoreError> {
             self.inner.held_reservations(at).await
         }
         async fn rtb_pings(&self, filter: &PingFilter) -> Result<Vec<LoggedPing>, StoreError> {

@@ -176,12 +176,20 @@ on_both_engines! {
         assert_eq!(ts(&bid["expires_at"]), bidding.now() + SignedDuration::from_secs(60));
         let uuid = bid["uuid"].as_str().unwrap().to_owned();
 
-        // The publisher sends the call: the reserved buyer is dialed, and converts.
+        // The publisher sends the call: the reserved buyer is dialed.
         bidding.advance(20);
-        assert_eq!(bidding.whole_call(2, CALLER, 90).await, BUDGET);
+        let (number, action) = bidding.arrive(2, CALLER, MAIN).await;
+        assert_eq!(number, BUDGET);
         assert!(bidding.timeline_kinds(2).await.contains(&"reservation_claimed".to_owned()));
+        // A repeat ping before expiry still gets the reservation, claimed as it is.
+        let again = bidding.bid(CALLER).await;
+        assert_eq!((again["uuid"].as_str(), again["cached"].as_bool()), (Some(uuid.as_str()), Some(true)));
+        // The call converts.
+        bidding.app.webhook(&action, &dial_ended(&sid(2), "completed", 90)).await;
+        bidding.app.webhook(&bidding.app.url("/voice/status"), &call_over(&sid(2))).await;
 
-        // Converted by every buyer: no bid, and why.
+        // Once the bid expired: converted by every buyer, no bid, and why.
+        bidding.advance(60);
         let bid = bidding.bid(CALLER).await;
         assert_eq!(bid["status"], "no-target", "{bid}");
         assert_eq!(bid["reason"], "duplicate");
@@ -191,13 +199,18 @@ on_both_engines! {
         // The log tells the story, newest first.
         let log = bidding.log(&format!("?caller={}", CALLER.replace('+', "%2B"))).await;
         let pings = data(&log);
-        assert_eq!(pings.len(), 2, "{log}");
+        assert_eq!(pings.len(), 3, "{log}");
         assert_eq!(pings[0]["status"], "no-target");
         assert_eq!(pings[0]["reason"], "duplicate");
-        assert_eq!(pings[1]["status"], "claimed");
-        assert_eq!(pings[1]["answer"]["uuid"], uuid.as_str());
-        assert_eq!(pings[1]["reservation"]["call_sid"], sid(2));
-        assert_eq!(pings[1]["reservation"]["buyer_id"], bidding.buyer_id("Budget").await);
+        for ping in &pings[1..] {
+            assert_eq!(ping["status"], "claimed");
+            assert_eq!(ping["answer"]["uuid"], uuid.as_str());
+            assert_eq!(ping["reservation"]["call_sid"], sid(2));
+            assert_eq!(ping["reservation"]["buyer_id"], bidding.buyer_id("Budget").await);
+        }
+        assert_eq!((pings[1]["cached"].as_bool(), pings[2]["cached"].as_bool()), (Some(true), Some(false)));
+        let claimed = bidding.log("?status=claimed").await;
+        assert_eq!(data(&claimed).len(), 2, "{claimed}");
     }
 
     async fn the_reserved_buyer_is_dialed_first_even_when_a_better_one_is_back(bidding: Bidding) {
@@ -364,12 +377,16 @@ on_both_engines! {
         let by_form = bidding.app.client.post(bidding.app.url("/rtbs.json")).form(&form).send().await.unwrap();
         assert_eq!(expect_json(by_form, StatusCode::OK).await["status"], "reserved");
 
-        let by_json = json!({"key": KEY, "publisher_id": "pub-1", "caller_number": 14155550143_u64, "zip": 10003, "vip": true});
+        // A number in JSON is read as its digits, like text: without `+` and a country code, it is
+        // not taken for one (4752345678 is a US number, but +4752345678 a Norwegian one).
+        let national = json!({"key": KEY, "publisher_id": "pub-1", "caller_number": 4752345678_u64});
+        expect_error(bidding.ping(national).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_caller_number", Some("caller_number")).await;
+        let by_json = json!({"key": KEY, "publisher_id": "pub-1", "caller_number": "+14155550143", "zip": 10003, "vip": true});
         let by_json = expect_json(bidding.ping(by_json).await, StatusCode::OK).await;
         assert_eq!(by_json["status"], "reserved", "{by_json}");
 
         // Every other parameter is kept with the ping; the key never is.
-        let log = bidding.log("").await;
+        let log = bidding.log("?status=reserved").await;
         let logged: Vec<(Value, Value)> = data(&log).iter().map(|p| (p["caller_number"].clone(), p["request"].clone())).collect();
         assert_eq!(logged[0].0, "+14155550143");
         assert_eq!(logged[0].1, json!({"publisher_id": "pub-1", "caller_number": "+14155550143", "zip": "10003", "vip": "true"}));

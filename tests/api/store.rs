@@ -319,6 +319,7 @@ on_both_engines! {
             .map(|r| RtbWrite::Reserved(Box::new(r.clone())))
             .chain([
                 RtbWrite::Ping(Box::new(ping.clone())),
+                RtbWrite::Ping(Box::new(PingRecord { id: claimed.uuid, reservation: Some(claimed.uuid), ..ping.clone() })),
                 RtbWrite::Claimed { reservation: claimed.uuid, call_sid: call_sid.clone(), at },
             ])
             .collect();
@@ -327,21 +328,30 @@ on_both_engines! {
         s.store.save_rtb(&writes).await.unwrap();
 
         let reload = s.store.held_reservations(at + SignedDuration::from_secs(10)).await.unwrap();
-        assert_eq!(reload, std::slice::from_ref(&held), "not the claimed, the expired, nor the one without a caller");
+        assert_eq!(
+            reload,
+            [(held.clone(), false), (claimed.clone(), true)],
+            "with whether they are claimed; not the expired, nor the one without a caller"
+        );
 
         let filter = PingFilter {
             campaign_id: None, publisher_id: None, caller: None, status: None, from: None, to: None,
             before: None, limit: 10, at,
         };
         let logged = s.store.rtb_pings(&filter).await.unwrap();
-        assert_eq!(logged.len(), 1);
-        assert_eq!(logged[0].ping, ping);
-        let shown = logged[0].held.as_ref().unwrap();
+        assert_eq!(logged.len(), 2, "newest first");
+        assert_eq!(logged[1].ping, ping);
+        let shown = logged[1].held.as_ref().unwrap();
         assert_eq!((shown.buyer_id, shown.expires_at, shown.claimed_at), (held.buyer_id, held.expires_at, None));
         let expired = PingFilter { status: Some(PingStatus::Expired), at: held.expires_at, ..filter.clone() };
         assert_eq!(s.store.rtb_pings(&expired).await.unwrap().len(), 1);
-        let live = PingFilter { status: Some(PingStatus::Reserved), ..filter };
-        assert_eq!(s.store.rtb_pings(&live).await.unwrap().len(), 1);
+        let live = PingFilter { status: Some(PingStatus::Reserved), ..filter.clone() };
+        assert_eq!(s.store.rtb_pings(&live).await.unwrap()[0].ping, ping);
+        let taken = PingFilter { status: Some(PingStatus::Claimed), ..filter };
+        let taken = s.store.rtb_pings(&taken).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        let shown = taken[0].held.as_ref().unwrap();
+        assert_eq!((shown.uuid, shown.claimed_at, shown.call_sid.clone()), (claimed.uuid, Some(at), Some(call_sid)));
     }
 
     async fn migrating_again_is_harmless(s: TestStore) {

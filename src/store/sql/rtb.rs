@@ -28,6 +28,7 @@ struct ReservationRow {
     inbound_number: String,
     reserved_at_ms: i64,
     expires_at_ms: i64,
+    claimed_at_ms: Option<i64>,
 }
 
 impl TryFrom<ReservationRow> for Reservation {
@@ -165,17 +166,22 @@ impl RtbStore for SqlStore {
         finish(tx, result).await
     }
 
-    async fn held_reservations(&self, at: Timestamp) -> Result<Vec<Reservation>, StoreError> {
+    async fn held_reservations(&self, at: Timestamp) -> Result<Vec<(Reservation, bool)>, StoreError> {
         let rows: Vec<ReservationRow> = sqlx::query_as(
             "SELECT uuid, campaign_id, caller_number, buyer_id, payout_cents, seconds, inbound_number,
-                    reserved_at_ms, expires_at_ms
+                    reserved_at_ms, expires_at_ms, claimed_at_ms
              FROM rtb_reservations
-             WHERE claimed_at_ms IS NULL AND expires_at_ms > $1 AND caller_number IS NOT NULL",
+             WHERE expires_at_ms > $1 AND caller_number IS NOT NULL",
         )
         .bind(at.as_millisecond())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(Reservation::try_from).collect()
+        rows.into_iter()
+            .map(|row| {
+                let claimed = row.claimed_at_ms.is_some();
+                Ok((Reservation::try_from(row)?, claimed))
+            })
+            .collect()
     }
 
     async fn rtb_pings(&self, filter: &PingFilter) -> Result<Vec<LoggedPing>, StoreError> {
