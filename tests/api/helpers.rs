@@ -309,6 +309,32 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Starts on a database holding the plan file `plan`, with a manual clock set to `at`.
+    pub async fn start_clocked(
+        engine: Engine,
+        plan: &str,
+        at: &str,
+    ) -> Option<(Self, Arc<switchboard::clock::ManualClock>)> {
+        let clock = Arc::new(switchboard::clock::ManualClock::new(at.parse().expect("a time")));
+        let runtime = Runtime {
+            clock: clock.clone(),
+            ..test_runtime()
+        };
+        let plan = switchboard::plan::Plan::parse(plan).expect("a valid plan");
+        let app = Self::start_with_plan_on(engine, &plan, runtime).await?;
+        Some((app, clock))
+    }
+
+    /// The id of the record of a kind (`/buyers`) with this name.
+    pub async fn id_of(&self, kind: &str, name: &str) -> String {
+        let page = expect_json(self.get(kind).await, StatusCode::OK).await;
+        (page["data"].as_array().expect("a page").iter())
+            .find(|record| record["name"] == name)
+            .and_then(|record| record["id"].as_str())
+            .unwrap_or_else(|| panic!("no record named {name} in {kind}"))
+            .to_owned()
+    }
+
     /// Creates a record and returns its id, failing the test if the API refuses.
     pub async fn create(&self, path: &str, body: Value) -> String {
         let created = expect_json(self.post(path, body).await, StatusCode::CREATED).await;

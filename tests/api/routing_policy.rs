@@ -7,10 +7,10 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use serde_json::Value;
-use switchboard::{clock::ManualClock, plan::Plan};
+use switchboard::clock::ManualClock;
 
 use crate::{
-    helpers::{Engine, TestApp, expect_error, expect_json, on_both_engines, test_runtime},
+    helpers::{Engine, TestApp, expect_error, expect_json, on_both_engines},
     provider::{CALLER, MAIN, call_over, call_status, dial_ended, dialed, incoming, leg_status, sid},
 };
 
@@ -51,12 +51,7 @@ struct Policy {
 impl Policy {
     /// Starts on Tuesday 2026-11-24, 15:00 in New York.
     async fn start(engine: Engine) -> Option<Self> {
-        let clock = Arc::new(ManualClock::new("2026-11-24T20:00:00Z".parse().unwrap()));
-        let runtime = switchboard::startup::Runtime {
-            clock: clock.clone(),
-            ..test_runtime()
-        };
-        let app = TestApp::start_with_plan_on(engine, &Plan::parse(PLAN).unwrap(), runtime).await?;
+        let (app, clock) = TestApp::start_clocked(engine, PLAN, "2026-11-24T20:00:00Z").await?;
         Some(Self { app, clock })
     }
 
@@ -110,14 +105,7 @@ impl Policy {
     }
 
     async fn buyer_id(&self, name: &str) -> String {
-        let buyers = expect_json(self.app.get("/buyers").await, StatusCode::OK).await;
-        buyers["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["name"] == name)
-            .map(|b| b["id"].as_str().unwrap().to_owned())
-            .unwrap()
+        self.app.id_of("/buyers", name).await
     }
 
     async fn caps(&self, buyer: &str) -> Value {

@@ -71,12 +71,7 @@ impl Bidding {
     }
 
     async fn start_on(engine: Engine, plan: &str) -> Option<Self> {
-        let clock = Arc::new(ManualClock::new("2026-11-24T20:00:00Z".parse().unwrap()));
-        let runtime = switchboard::startup::Runtime {
-            clock: clock.clone(),
-            ..test_runtime()
-        };
-        let app = TestApp::start_with_plan_on(engine, &Plan::parse(plan).unwrap(), runtime).await?;
+        let (app, clock) = TestApp::start_clocked(engine, plan, "2026-11-24T20:00:00Z").await?;
         Some(Self { app, clock })
     }
 
@@ -140,11 +135,7 @@ impl Bidding {
     }
 
     async fn buyer_id(&self, name: &str) -> String {
-        let buyers = expect_json(self.app.get("/buyers").await, StatusCode::OK).await;
-        (buyers["data"].as_array().unwrap().iter())
-            .find(|b| b["name"] == name)
-            .map(|b| b["id"].as_str().unwrap().to_owned())
-            .unwrap()
+        self.app.id_of("/buyers", name).await
     }
 }
 
@@ -354,8 +345,7 @@ on_both_engines! {
     }
 
     async fn a_campaign_may_bid_for_pings_without_a_caller_number(bidding: Bidding) {
-        let campaigns = expect_json(bidding.app.get("/campaigns").await, StatusCode::OK).await;
-        let main = data(&campaigns).iter().find(|c| c["name"] == "Main").unwrap()["id"].as_str().unwrap().to_owned();
+        let main = bidding.app.id_of("/campaigns", "Main").await;
         let optional = json!({"rtb_caller_number_optional": true});
         expect_json(bidding.app.patch(&format!("/campaigns/{main}"), optional).await, StatusCode::OK).await;
         let params = json!({"key": KEY, "publisher_id": "pub-1"});
