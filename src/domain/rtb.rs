@@ -338,8 +338,7 @@ impl ReservationBook {
 }
 
 /// What became of a ping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PingOutcome {
     /// A bid: a new reservation, or (`cached`) the caller's live one.
     Reserved,
@@ -397,9 +396,8 @@ pub enum RtbWrite {
     },
 }
 
-/// Where a ping's reservation stands, as the log shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Where a ping's reservation stands, as the log shows it (written as [`PingStatus::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PingStatus {
     /// Bid, and still held.
     Reserved,
@@ -409,6 +407,12 @@ pub enum PingStatus {
     Expired,
     NoTarget,
     Rejected,
+}
+
+impl Serialize for PingStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 impl PingStatus {

@@ -232,11 +232,13 @@ impl Rtb {
 fn log_line(ping: &Ping<'_>, answered: &Answered) -> PingRecord {
     let (outcome, cached, reason, reservation, answer) = match &answered.result {
         Ok((answer, held)) => {
-            let (outcome, cached, reason) = match answer {
-                PingAnswer::Reserved { cached, .. } => (PingOutcome::Reserved, *cached, None),
-                PingAnswer::NoTarget { reason, .. } => (PingOutcome::NoTarget, false, Some(text_of(reason))),
-            };
             let json = serde_json::to_value(answer).unwrap_or_default();
+            // The reason as the answer wrote it.
+            let reason = json["reason"].as_str().map(str::to_owned);
+            let (outcome, cached) = match answer {
+                PingAnswer::Reserved { cached, .. } => (PingOutcome::Reserved, *cached),
+                PingAnswer::NoTarget { .. } => (PingOutcome::NoTarget, false),
+            };
             (outcome, cached, reason, held.as_ref().map(|h| h.uuid), json)
         }
         Err(error) => (
@@ -260,11 +262,4 @@ fn log_line(ping: &Ping<'_>, answered: &Answered) -> PingRecord {
         reservation,
         answer,
     }
-}
-
-fn text_of(reason: &NoTarget) -> String {
-    serde_json::to_value(reason)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
