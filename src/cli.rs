@@ -93,7 +93,12 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
         tracing::info!(%report, "demo plan imported");
     }
     if settings.admin_token.is_none() {
-        tracing::warn!("ADMIN_TOKEN is not set: the admin API refuses every request");
+        tracing::warn!("ADMIN_TOKEN is not set: the admin API refuses every change");
+    }
+    if settings.admin_token.is_none() && settings.supervisor_tokens.is_empty() {
+        tracing::warn!(
+            "neither ADMIN_TOKEN nor SUPERVISOR_TOKENS is set: the API and dashboard refuse every request"
+        );
     }
     if settings.twilio_auth_token.is_none() {
         tracing::warn!("TWILIO_AUTH_TOKEN is not set: webhook signatures are not checked");

@@ -18,11 +18,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 9] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
     "ADMIN_TOKEN",
+    "SUPERVISOR_TOKENS",
     "TWILIO_AUTH_TOKEN",
     "LOG_FORMAT",
     "TWIML_TEMPLATES_DIR",
@@ -42,6 +43,9 @@ pub struct Settings {
     pub public_url: Option<PublicUrl>,
     /// Unset: the admin API refuses every request.
     pub admin_token: Option<SecretString>,
+    /// Read-only tokens for supervisors (status API, live events, dashboard, metrics). Several
+    /// may be valid at once, so one can be rotated without locking anyone out.
+    pub supervisor_tokens: Vec<SecretString>,
     pub twilio_auth_token: Option<SecretString>,
     pub log_format: LogFormat,
     /// TwiML templates that replace the built-in ones, file by file.
@@ -76,6 +80,8 @@ struct Raw {
     bind: Option<String>,
     public_url: Option<String>,
     admin_token: Option<SecretString>,
+    /// Comma-separated.
+    supervisor_tokens: Option<SecretString>,
     twilio_auth_token: Option<SecretString>,
     log_format: Option<String>,
     twiml_templates_dir: Option<PathBuf>,
@@ -127,6 +133,8 @@ impl Settings {
                 "must be at least 16 characters long".into(),
             ));
         }
+        let supervisor_tokens = supervisor_tokens(raw.supervisor_tokens.as_ref(), raw.admin_token.as_ref())
+            .map_err(invalid("SUPERVISOR_TOKENS"))?;
         let log_format = match raw.log_format.as_deref() {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
@@ -141,12 +149,45 @@ impl Settings {
             bind,
             public_url,
             admin_token: raw.admin_token,
+            supervisor_tokens,
             twilio_auth_token: raw.twilio_auth_token,
             log_format,
             twiml_templates_dir: raw.twiml_templates_dir,
             end_message: raw.end_message.unwrap_or_else(|| DEFAULT_END_MESSAGE.to_owned()),
         })
     }
+}
+
+/// Tokens are separated by commas; each is as long as an admin token must be, and none may be the
+/// admin token (a supervisor's token must not open the admin API).
+fn supervisor_tokens(
+    list: Option<&SecretString>,
+    admin: Option<&SecretString>,
+) -> Result<Vec<SecretString>, String> {
+    let Some(list) = list else { return Ok(Vec::new()) };
+    let tokens: Vec<&str> = (list.expose_secret().split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    // Messages say which token by position: the value itself is a secret.
+    for (position, token) in tokens.iter().enumerate() {
+        if token.len() < 16 {
+            return Err(format!(
+                "token {} must be at least 16 characters long",
+                position + 1
+            ));
+        }
+        if admin.is_some_and(|admin| admin.expose_secret() == *token) {
+            return Err(format!(
+                "token {} is the admin token; give supervisors their own",
+                position + 1
+            ));
+        }
+    }
+    Ok(tokens
+        .into_iter()
+        .map(|t| SecretString::from(t.to_owned()))
+        .collect())
 }
 
 /// A database URL; it may hold a password, so it is shown only with the password removed.
@@ -290,6 +331,11 @@ mod tests {
             ("PUBLIC_URL", "ftp://example.com", "PUBLIC_URL is invalid"),
             ("PUBLIC_URL", "https://example.com/?a=1", "PUBLIC_URL is invalid"),
             ("ADMIN_TOKEN", "short", "ADMIN_TOKEN is invalid"),
+            (
+                "SUPERVISOR_TOKENS",
+                "supervisor-token-0001,short",
+                "SUPERVISOR_TOKENS is invalid",
+            ),
             ("LOG_FORMAT", "xml", "LOG_FORMAT is invalid"),
         ];
         for (key, value, expected) in cases {
@@ -304,13 +350,23 @@ mod tests {
             ("ADMIN_TOKEN", "admin-token-0123456789"),
             ("TWILIO_AUTH_TOKEN", "twilio-secret-abc"),
             (
+                "SUPERVISOR_TOKENS",
+                "supervisor-token-0001, supervisor-token-0002",
+            ),
+            (
                 "DATABASE_URL",
                 "postgres://sb:hunter2@db.internal:5433/switchboard?sslmode=require",
             ),
         ])
         .unwrap();
         let shown = format!("{settings:?} {}", settings.database_url);
-        for secret in ["admin-token-0123456789", "twilio-secret-abc", "hunter2"] {
+        assert_eq!(settings.supervisor_tokens.len(), 2);
+        for secret in [
+            "admin-token-0123456789",
+            "twilio-secret-abc",
+            "hunter2",
+            "supervisor-token-0001",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(
@@ -322,6 +378,21 @@ mod tests {
         assert_eq!(in_query.to_string(), "postgres://sb@db.internal/switchboard");
         let err = from_env(&[("PUBLIC_URL", "https://user:s3cretpw@example.com/")]).unwrap_err();
         assert!(!err.to_string().contains("s3cretpw"), "{err}");
+    }
+
+    #[test]
+    fn a_supervisor_token_cannot_be_the_admin_token() {
+        let err = from_env(&[
+            ("ADMIN_TOKEN", "admin-token-0123456789"),
+            (
+                "SUPERVISOR_TOKENS",
+                "supervisor-token-0001,admin-token-0123456789",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("token 2 is the admin token"), "{err}");
+        assert!(!err.contains("admin-token-0123456789"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`store`]: persistence behind a small trait, on SQLite or PostgreSQL.
 //! - [`http`]: webhooks and the API, translating requests to calls into the core.
 //! - [`calls`], [`rtb`]: live calls and RTB pings, as actors over the core.
+//! - [`supervision`]: live events and metrics for supervisors.
 //! - [`plan`]: plan files, the routing plan as TOML.
 //! - [`config`], [`telemetry`], [`startup`], [`cli`]: running the service.
 
@@ -17,4 +18,5 @@ pub mod plan;
 pub mod rtb;
 pub mod startup;
 pub mod store;
+pub mod supervision;
 pub mod telemetry;

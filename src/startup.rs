@@ -12,9 +12,10 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{PublicUrl, Settings},
     domain::twiml::{TemplateError, TemplateName, Templates},
-    http::{self, auth::AdminToken, voice::Voice},
+    http::{self, auth::AccessTokens, voice::Voice},
     rtb::{self, Rtb},
     store::{Store, StoreError},
+    supervision::Supervision,
     telemetry::RequestSpans,
 };
 
@@ -89,12 +90,14 @@ impl Application {
         let capacity = CapacityActor::load(store.as_ref(), clock.clone()).await?.start();
         let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
         let rtb_actors = rtb::start(store.clone(), clock.clone()).await?;
+        let supervision = Supervision::start();
         let deps = CallDeps {
             store: store.clone(),
             dedupe,
             capacity: capacity.clone(),
             reservations: rtb_actors.reservations,
             plan: plan.clone(),
+            supervision: supervision.clone(),
             clock: clock.clone(),
             timings,
             routing_seed,
@@ -111,18 +114,25 @@ impl Application {
         });
         let store: web::Data<dyn Store> = web::Data::from(store);
         let plan: web::Data<PlanCache> = web::Data::from(plan);
-        let admin_token = web::Data::new(AdminToken::new(settings.admin_token.as_ref()));
+        let tokens = web::Data::new(AccessTokens::new(
+            settings.admin_token.as_ref(),
+            &settings.supervisor_tokens,
+        ));
         let capacity = web::Data::new(capacity);
         let clock: web::Data<dyn Clock> = web::Data::from(clock);
+        let metrics = web::Data::from(supervision.metrics.clone());
+        let hub = web::Data::new(supervision.hub.clone());
 
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpans>::new())
                 .app_data(store.clone())
                 .app_data(plan.clone())
-                .app_data(admin_token.clone())
+                .app_data(tokens.clone())
                 .app_data(capacity.clone())
                 .app_data(clock.clone())
+                .app_data(metrics.clone())
+                .app_data(hub.clone())
                 .app_data(voice.clone())
                 .app_data(rtb_for_http.clone())
                 .configure(http::routes)

@@ -26,6 +26,7 @@ use crate::{
         phone::E164,
         plan::{Buyer, BuyerId, Campaign, CampaignId, Record},
         routing::{Action, CallSituation, RoutingPlan},
+        supervision::CallSummary,
         timeline::{Event, TimelineEntry},
     },
     rtb::Claim,
@@ -217,6 +218,10 @@ async fn process(
     }
     if let Some(record) = &mut record {
         record.timeline_len += turn.timeline.len() as u32;
+        (deps.supervision).call_changed(
+            before.as_ref().map(CallSummary::of).as_ref(),
+            CallSummary::of(record),
+        );
         unsaved.timeline.append(&mut turn.timeline);
         unsaved.conversions.extend(turn.conversion);
         unsaved.touched.append(&mut turn.touched);

@@ -147,6 +147,25 @@ pub struct View {
     pub at: Timestamp,
 }
 
+/// Where each of several buyers stands, as of one moment.
+#[derive(Message)]
+#[rtype(result = "Vec<CapacityView>")]
+pub struct Views {
+    pub buyers: Vec<Record<Buyer>>,
+    pub at: Timestamp,
+}
+
+impl Handler<Views> for CapacityActor {
+    type Result = MessageResult<Views>;
+
+    fn handle(&mut self, msg: Views, _: &mut Self::Context) -> Self::Result {
+        let views = (msg.buyers.iter())
+            .map(|buyer| self.index.view(buyer.id, &buyer.spec, msg.at))
+            .collect();
+        MessageResult(views)
+    }
+}
+
 impl Handler<View> for CapacityActor {
     type Result = MessageResult<View>;
 

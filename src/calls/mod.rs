@@ -36,6 +36,7 @@ use crate::{
     },
     rtb::ReservationActor,
     store::Store,
+    supervision::Supervision,
 };
 
 /// What every call actor needs.
@@ -47,6 +48,8 @@ pub struct CallDeps {
     /// RTB reservations, which a call claims when it reaches their campaign.
     pub reservations: Addr<ReservationActor>,
     pub plan: Arc<PlanCache>,
+    /// Told of every change to a call: live events and metrics.
+    pub supervision: Supervision,
     pub clock: Arc<dyn Clock>,
     pub timings: CallTimings,
     /// Where the draws between buyers of equal priority come from (see [`CallDeps::random_for`]).

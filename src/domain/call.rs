@@ -119,7 +119,7 @@ pub enum Outcome {
 }
 
 /// Why a call was dropped: the reason that kept the most buyers out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// Every buyer left would have considered the call a duplicate.
@@ -461,6 +461,20 @@ pub enum Answer {
     Reject,
     /// An acknowledgement (status callbacks): nothing to do.
     Acknowledge,
+}
+
+impl Answer {
+    /// What kind of answer it is, as metrics count them.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Dial { .. } => "dial",
+            Self::Redirect { .. } => "redirect",
+            Self::End => "end",
+            Self::Hangup => "hangup",
+            Self::Reject => "reject",
+            Self::Acknowledge => "acknowledge",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod routing;
 pub mod rtb;
 pub mod schedule;
 pub mod signature;
+pub mod supervision;
 pub mod timeline;
 pub mod twiml;
 pub mod values;

@@ -105,6 +105,11 @@ impl RoutingPlan {
         self.buyers.get(&id)
     }
 
+    /// Every buyer, in no particular order.
+    pub fn buyers(&self) -> impl Iterator<Item = &Record<Buyer>> {
+        self.buyers.values()
+    }
+
     pub fn company(&self, id: CompanyId) -> Option<&Record<Company>> {
         self.companies.get(&id)
     }

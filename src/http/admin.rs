@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{auth::Admin, error::ApiError, json};
+use super::{
+    auth::{Admin, Reader},
+    error::ApiError,
+    json,
+};
 use crate::{
     domain::{
         ids::Id,
@@ -19,8 +23,21 @@ use crate::{
     store::{ListFilter, PlanTable, Store, StoreError},
 };
 
-pub(super) const DEFAULT_PAGE: u32 = 100;
-pub(super) const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// A list's page size: 100 unless asked, at most 1000.
+pub(super) fn page_limit(asked: Option<u32>) -> Result<u32, ApiError> {
+    let limit = asked.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ))
+    }
+}
 
 /// The routes of one kind of entity, under `path`.
 pub fn resource<T: PlanEntity>(path: &str) -> actix_web::Scope
@@ -68,20 +85,14 @@ struct Page<T: PlanEntity> {
 }
 
 async fn list<T: PlanEntity>(
-    _: Admin,
+    _: Reader,
     store: StoreData,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError>
 where
     dyn Store: PlanTable<T>,
 {
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(params.limit)?;
     let filter = ListFilter {
         company_id: params.company_id,
         after: params.after,
@@ -96,7 +107,7 @@ where
 }
 
 async fn get<T: PlanEntity>(
-    _: Admin,
+    _: Reader,
     store: StoreData,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError>

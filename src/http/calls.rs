@@ -1,90 +1,172 @@
-//! A call as stored, with its timeline: where it went and why.
+//! Calls as supervisors see them: the live ones, a search of past ones, and one call with its
+//! timeline (where it went and why).
+//!
+//! - `GET /calls/live?campaign_id=&buyer_id=&state=`: calls in progress, oldest first, with
+//!   their time in the current state.
+//! - `GET /calls?caller=&campaign_id=&buyer_id=&state=&outcome=&from=&to=&before=&limit=`:
+//!   newest first, a page at a time (`next_before` names the next page).
+//! - `GET /calls/{sid}`: one call, its dials and its timeline.
 
 use actix_web::{HttpResponse, web};
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{auth::Admin, error::ApiError};
+use super::{admin::page_limit, auth::Reader, error::ApiError};
 use crate::{
+    clock::Clock,
     domain::{
-        call::{Attempt, CallRecord, CallSid, CallState, DropReason, Outcome},
-        plan::{BuyerId, CampaignId, CompanyId},
+        call::{Attempt, CallRecord, CallSid, CallState, Outcome},
+        plan::{BuyerId, CampaignId},
+        rtb::caller_number,
+        supervision::CallSummary,
         timeline::TimelineEntry,
     },
-    store::Store,
+    store::{CallFilter, Store},
 };
 
+/// More live calls than this in one answer is not a page a person reads; the live list is
+/// meant to be narrowed by campaign or buyer.
+const LIVE_LIMIT: u32 = 5000;
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/calls/{sid}", web::get().to(call));
+    // Before `/calls/{sid}`: `live` would also read as a call id.
+    cfg.route("/calls/live", web::get().to(live))
+        .route("/calls", web::get().to(search))
+        .route("/calls/{sid}", web::get().to(call));
+}
+
+type StoreData = web::Data<dyn Store>;
+
+#[derive(Serialize)]
+struct LiveCall {
+    #[serde(flatten)]
+    call: CallSummary,
+    /// How long the call has been in its current state.
+    in_state_ms: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveParams {
+    campaign_id: Option<CampaignId>,
+    buyer_id: Option<BuyerId>,
+    state: Option<CallState>,
+}
+
+async fn live(
+    _: Reader,
+    store: StoreData,
+    clock: web::Data<dyn Clock>,
+    params: web::Query<LiveParams>,
+) -> Result<HttpResponse, ApiError> {
+    if params.state == Some(CallState::Ended) {
+        return Err(ApiError::invalid(
+            "state",
+            "a live call is routing, dialing or connected",
+        ));
+    }
+    let filter = CallFilter {
+        live: true,
+        campaign_id: params.campaign_id,
+        buyer_id: params.buyer_id,
+        state: params.state,
+        limit: LIVE_LIMIT,
+        ..CallFilter::default()
+    };
+    let now = clock.now();
+    let mut data: Vec<LiveCall> = (store.calls(&filter).await?)
+        .into_iter()
+        .map(|call| LiveCall {
+            in_state_ms: (now.as_millisecond() - call.state_changed_at.as_millisecond()).max(0),
+            call,
+        })
+        .collect();
+    data.reverse();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data, "at": now })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    caller: Option<String>,
+    campaign_id: Option<CampaignId>,
+    buyer_id: Option<BuyerId>,
+    state: Option<CallState>,
+    outcome: Option<Outcome>,
+    /// Started at or after.
+    from: Option<Timestamp>,
+    /// Started before.
+    to: Option<Timestamp>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    data: Vec<CallSummary>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<CallSid>,
+}
+
+async fn search(
+    _: Reader,
+    store: StoreData,
+    params: web::Query<SearchParams>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params.into_inner();
+    let limit = page_limit(params.limit)?;
+    // Read as ping logs read it (a `+` left unencoded arrives as a space).
+    let caller = (params.caller.as_deref())
+        .map(caller_number)
+        .transpose()
+        .map_err(|e| ApiError::invalid("caller", e.to_string()))?;
+    let before = (params.before.as_deref())
+        .map(CallSid::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("before", e))?;
+    let filter = CallFilter {
+        live: false,
+        campaign_id: params.campaign_id,
+        buyer_id: params.buyer_id,
+        state: params.state,
+        outcome: params.outcome,
+        caller,
+        from: params.from,
+        to: params.to,
+        before,
+        limit,
+    };
+    let data = store.calls(&filter).await?;
+    let next_before = match data.last() {
+        Some(last) if data.len() == limit as usize => Some(last.call_sid.clone()),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(Page { data, next_before }))
 }
 
 #[derive(Serialize)]
 struct CallView<'a> {
-    call_sid: &'a CallSid,
-    /// `From` as the provider sent it.
-    caller: &'a str,
+    #[serde(flatten)]
+    summary: CallSummary,
     /// Whether the caller id is a phone number (only then can the call be de-duplicated).
     caller_known: bool,
-    called: &'a str,
-    company_id: Option<CompanyId>,
-    campaign_id: Option<CampaignId>,
     campaigns_visited: &'a [CampaignId],
-    state: CallState,
-    outcome: Option<Outcome>,
-    drop_reason: Option<DropReason>,
-    /// The buyer reached, else the last one dialed.
-    buyer_id: Option<BuyerId>,
-    duplicate: Option<bool>,
-    converted: bool,
-    used_fallback: bool,
-    redirects: usize,
-    duplicates_avoided: usize,
-    attempts: &'a [Attempt],
-    started_at: Timestamp,
-    state_changed_at: Timestamp,
-    ended_at: Option<Timestamp>,
+    /// Every buyer dialed, in order.
+    dials: &'a [Attempt],
     timeline: Vec<TimelineEntry>,
 }
 
-impl<'a> CallView<'a> {
-    fn new(call: &'a CallRecord, timeline: Vec<TimelineEntry>) -> Self {
-        Self {
-            call_sid: &call.sid,
-            caller: call.caller.raw(),
-            caller_known: call.caller.number().is_some(),
-            called: &call.called,
-            company_id: call.company_id,
-            campaign_id: call.campaign_id,
-            campaigns_visited: &call.visited,
-            state: call.state,
-            outcome: call.outcome,
-            drop_reason: call.drop_reason,
-            buyer_id: call
-                .connected_attempt()
-                .or(call.current_attempt())
-                .map(|a| a.buyer_id),
-            duplicate: call.duplicate(),
-            converted: call.converted(),
-            used_fallback: call.used_fallback(),
-            redirects: call.redirects(),
-            duplicates_avoided: call.duplicate_buyers.len(),
-            attempts: &call.attempts,
-            started_at: call.started_at,
-            state_changed_at: call.state_changed_at,
-            ended_at: call.ended_at,
-            timeline,
-        }
-    }
-}
-
-async fn call(
-    _: Admin,
-    store: web::Data<dyn Store>,
-    sid: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn call(_: Reader, store: StoreData, sid: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::NotFound(format!("no call {sid}"));
     let sid = CallSid::parse(&sid).map_err(|_| not_found())?;
-    let record = store.call(&sid).await?.ok_or_else(not_found)?;
-    let timeline = store.timeline(&sid).await?;
-    Ok(HttpResponse::Ok().json(CallView::new(&record, timeline)))
+    let record: CallRecord = store.call(&sid).await?.ok_or_else(not_found)?;
+    let view = CallView {
+        summary: CallSummary::of(&record),
+        caller_known: record.caller.number().is_some(),
+        campaigns_visited: &record.visited,
+        dials: &record.attempts,
+        timeline: store.timeline(&sid).await?,
+    };
+    Ok(HttpResponse::Ok().json(view))
 }

@@ -1,5 +1,7 @@
-//! Where a buyer stands against its caps, and an operator's reset of one.
+//! Where buyers stand against their caps, and an operator's reset of one.
 //!
+//! `GET /load?company_id=` shows every buyer's live calls against its concurrency cap and its
+//! cap counters, busiest first.
 //! `GET /buyers/{id}/caps` shows live legs against the concurrency cap and the count of each
 //! period with when it started and when it restarts; `POST /buyers/{id}/caps/{cap}/reset`
 //! (`hourly`, `daily`, `monthly` or `lifetime`) restarts that count now.
@@ -7,30 +9,92 @@
 use actix::Addr;
 use actix_web::{HttpResponse, web};
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 
-use super::{admin::parse_id, auth::Admin, error::ApiError};
+use super::{
+    admin::parse_id,
+    auth::{Admin, Reader},
+    error::ApiError,
+};
 use crate::{
     calls::{
-        CapacityActor,
-        capacity_actor::{Reset, View},
+        CapacityActor, PlanCache,
+        capacity_actor::{Reset, View, Views},
     },
     clock::Clock,
     domain::{
         capacity::CapPeriod,
-        plan::{Buyer, BuyerId, Record},
+        capacity::CapacityView,
+        plan::{Buyer, BuyerId, CompanyId, Record},
     },
     store::{PlanTable, Store},
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/buyers/{id}/caps", web::get().to(show))
+    cfg.route("/load", web::get().to(load))
+        .route("/buyers/{id}/caps", web::get().to(show))
         .route("/buyers/{id}/caps/{cap}/reset", web::post().to(reset));
 }
 
 type Capacity = web::Data<Addr<CapacityActor>>;
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadParams {
+    company_id: Option<CompanyId>,
+}
+
+#[derive(Serialize)]
+struct BuyerLoad {
+    buyer_id: BuyerId,
+    company_id: Option<CompanyId>,
+    name: String,
+    paused: bool,
+    #[serde(flatten)]
+    caps: CapacityView,
+}
+
+/// Every buyer of the routing plan as live calls see it.
+async fn load(
+    _: Reader,
+    plan: web::Data<PlanCache>,
+    capacity: Capacity,
+    clock: web::Data<dyn Clock>,
+    params: web::Query<LoadParams>,
+) -> Result<HttpResponse, ApiError> {
+    let plan = plan.current().await;
+    let buyers: Vec<Record<Buyer>> = (plan.buyers())
+        .filter(|b| {
+            params
+                .company_id
+                .is_none_or(|company| b.company_id == Some(company))
+        })
+        .cloned()
+        .collect();
+    let views = capacity
+        .send(Views {
+            buyers: buyers.clone(),
+            at: clock.now(),
+        })
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    let mut data: Vec<BuyerLoad> = (buyers.into_iter().zip(views))
+        .map(|(buyer, caps)| BuyerLoad {
+            buyer_id: buyer.id,
+            company_id: buyer.company_id,
+            name: buyer.spec.name.to_string(),
+            paused: buyer.spec.paused,
+            caps,
+        })
+        .collect();
+    data.sort_by(|a, b| {
+        (b.caps.concurrency.live.cmp(&a.caps.concurrency.live)).then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+}
+
 async fn show(
-    _: Admin,
+    _: Reader,
     store: web::Data<dyn Store>,
     capacity: Capacity,
     clock: web::Data<dyn Clock>,

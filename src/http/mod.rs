@@ -4,10 +4,15 @@ pub mod admin;
 pub mod auth;
 mod calls;
 mod capacity;
+mod dashboard;
 pub mod error;
+mod events;
 mod health;
 pub mod json;
+mod metrics;
+mod openapi;
 mod rtb;
+mod stats;
 pub mod voice;
 
 use actix_web::{
@@ -51,6 +56,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
+    .route("/metrics", web::get().to(metrics::metrics))
+    .route("/dashboard", web::get().to(dashboard::page))
     .configure(voice::routes)
     // Publishers' pings: errors are JSON, as the API's are.
     .service(rtb::ping_resource().wrap(ErrorHandlers::new().default_handler(json_errors)))
@@ -64,6 +71,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(admin::rtb_key_routes)
             .configure(capacity::routes)
             .configure(calls::routes)
+            .configure(stats::routes)
+            .configure(events::routes)
+            .configure(openapi::routes)
             .configure(rtb::log_routes)
             .service(admin::resource::<Company>("/companies"))
             .service(admin::resource::<Buyer>("/buyers"))

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{admin::DEFAULT_PAGE, admin::MAX_PAGE, auth::Admin, error::ApiError};
+use super::{admin::page_limit, auth::Reader, error::ApiError};
 use crate::{
     clock::Clock,
     domain::{
@@ -126,20 +126,14 @@ impl PingView {
 
 /// Newest first, with filters; the pings answered so far are all in it.
 async fn log(
-    _: Admin,
+    _: Reader,
     rtb: web::Data<Rtb>,
     store: web::Data<dyn Store>,
     clock: web::Data<dyn Clock>,
     params: web::Query<LogParams>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(params.limit)?;
     // Read as pings read it (a `+` left unencoded arrives as a space).
     let caller = (params.caller.as_deref())
         .map(caller_number)

@@ -6,10 +6,14 @@
 //!   buyer leg's status callback, written by Switchboard into its own `<Dial>`.
 //! - `POST /voice/calls/{sid}/redirect/{campaign}`: written into its own `<Redirect>`.
 
+use std::time::Instant;
+
 use actix_web::{
     FromRequest, HttpRequest, HttpResponse, ResponseError,
-    dev::Payload,
+    body::MessageBody,
+    dev::{Payload, ServiceRequest, ServiceResponse},
     http::{StatusCode, header},
+    middleware::{self, Next},
     web,
 };
 
@@ -26,6 +30,7 @@ use crate::{
         signature::{self, Algorithm},
         twiml::{TemplateName, Templates, Values},
     },
+    supervision::{Metrics, WebhookOutcome},
 };
 
 /// What the voice endpoints need.
@@ -39,22 +44,63 @@ pub struct Voice {
     pub auth_token: Option<SecretString>,
 }
 
+/// Each webhook's path under `/voice`, with the name metrics give it.
+const WEBHOOKS: [(&str, &str); 5] = [
+    ("/incoming", "incoming"),
+    ("/status", "status"),
+    ("/calls/{sid}/attempts/{attempt}/action", "dial_action"),
+    ("/calls/{sid}/attempts/{attempt}/status", "leg_status"),
+    ("/calls/{sid}/redirect/{campaign}", "redirect"),
+];
+
+/// Webhooks whose answer is a routing decision: their latency is the decision's.
+const DECISIONS: [&str; 3] = ["incoming", "dial_action", "redirect"];
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    let [incoming_path, status_path, action_path, leg_path, redirect_path] = WEBHOOKS.map(|(path, _)| path);
     cfg.service(
         web::scope("/voice")
-            .route("/incoming", web::post().to(incoming))
-            .route("/incoming", web::get().to(incoming))
-            .route("/status", web::post().to(call_status))
-            .route(
-                "/calls/{sid}/attempts/{attempt}/action",
-                web::post().to(dial_action),
-            )
-            .route(
-                "/calls/{sid}/attempts/{attempt}/status",
-                web::post().to(leg_status),
-            )
-            .route("/calls/{sid}/redirect/{campaign}", web::post().to(redirected)),
+            .wrap(middleware::from_fn(observe))
+            .route(incoming_path, web::post().to(incoming))
+            .route(incoming_path, web::get().to(incoming))
+            .route(status_path, web::post().to(call_status))
+            .route(action_path, web::post().to(dial_action))
+            .route(leg_path, web::post().to(leg_status))
+            .route(redirect_path, web::post().to(redirected)),
     );
+}
+
+/// The kind of answer a webhook got, left on the response for [`observe`].
+#[derive(Clone, Copy)]
+struct Answered(&'static str);
+
+/// Counts every webhook by how it was answered, refusals included, and times decisions.
+async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
+    let response = next.call(request).await?;
+    let Some(metrics) = metrics else {
+        return Ok(response);
+    };
+    let pattern = response.request().match_pattern().unwrap_or_default();
+    let webhook = (WEBHOOKS.iter())
+        .find(|(path, _)| pattern.ends_with(path))
+        .map_or("unknown", |(_, name)| name);
+    let status = response.status();
+    let outcome = match response.response().extensions().get::<Answered>() {
+        Some(Answered(kind)) => WebhookOutcome::Answered(kind),
+        None if status == StatusCode::FORBIDDEN => WebhookOutcome::Forbidden,
+        None if status.is_client_error() => WebhookOutcome::BadRequest,
+        None => WebhookOutcome::Failed,
+    };
+    metrics.webhook(webhook, outcome);
+    if matches!(outcome, WebhookOutcome::Answered(_)) && DECISIONS.contains(&webhook) {
+        metrics.decision(webhook, started.elapsed());
+    }
+    Ok(response)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +148,13 @@ impl Voice {
     /// Renders an answer as TwiML (status callbacks get `204`).
     fn respond(&self, sid: &CallSid, answer: Answer) -> HttpResponse {
         let calls = |path: String| self.public_url.join(&format!("/voice/calls/{sid}{path}"));
+        let kind = Answered(answer.kind());
         let document = match answer {
-            Answer::Acknowledge => return HttpResponse::NoContent().finish(),
+            Answer::Acknowledge => {
+                let mut response = HttpResponse::NoContent().finish();
+                response.extensions_mut().insert(kind);
+                return response;
+            }
             Answer::Dial {
                 attempt,
                 destination,
@@ -149,9 +200,11 @@ impl Voice {
             Answer::Hangup => self.templates.render(TemplateName::Hangup, &Values(&[])),
             Answer::Reject => self.templates.render(TemplateName::UnknownNumber, &Values(&[])),
         };
-        HttpResponse::Ok()
+        let mut response = HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, "text/xml; charset=utf-8"))
-            .body(document)
+            .body(document);
+        response.extensions_mut().insert(kind);
+        response
     }
 
     async fn handle(

@@ -110,11 +110,18 @@ impl Rtb {
         let now = self.deps.clock.now();
         let at = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
         let plan = self.deps.plan.current().await;
-        let key = request.key.as_deref().ok_or(PingError::MissingKey)?;
+        let metrics = &self.deps.supervision.metrics;
+        let rejected = |error: PingError| {
+            metrics.rtb_ping(PingOutcome::Rejected.as_str(), error.code());
+            Err(error)
+        };
+        let Some(key) = request.key.as_deref() else {
+            return rejected(PingError::MissingKey);
+        };
         let Some(campaign) = plan.campaign_for_rtb_key(&KeyDigest::of(key)) else {
             // Not logged with the pings: nothing ties it to a campaign, and anyone may send it.
             tracing::warn!(publisher = ?request.publisher, "an RTB ping with an unknown key");
-            return Err(PingError::UnknownKey);
+            return rejected(PingError::UnknownKey);
         };
         let ping = Ping {
             id: Uuid::now_v7(),
@@ -124,8 +131,9 @@ impl Rtb {
             request: &request,
         };
         let answered = self.answer(&ping).await;
-        self.log
-            .do_send(Write(RtbWrite::Ping(Box::new(log_line(&ping, &answered)))));
+        let line = log_line(&ping, &answered);
+        metrics.rtb_ping(line.outcome.as_str(), line.reason.as_deref().unwrap_or_default());
+        self.log.do_send(Write(RtbWrite::Ping(Box::new(line))));
         answered.result.map(|(answer, _)| answer)
     }
 

@@ -10,7 +10,7 @@ pub use sql::{Backend, SqlStore};
 
 use crate::{
     domain::{
-        call::{CallRecord, CallSid, Conversion},
+        call::{CallRecord, CallSid, CallState, Conversion, Outcome},
         capacity::{CapPeriod, LoadHistory},
         dedupe::{StoredMark, Touched},
         ids::Id,
@@ -20,6 +20,7 @@ use crate::{
             Record,
         },
         rtb::{KeyDigest, LoggedPing, PingStatus, Reservation, RtbWrite},
+        supervision::{BuyerStats, CallSummary, CampaignStats},
         timeline::TimelineEntry,
     },
     plan::{ImportReport, Plan},
@@ -89,6 +90,40 @@ pub trait RtbStore: Send + Sync {
     async fn rtb_pings(&self, filter: &PingFilter) -> Result<Vec<LoggedPing>, StoreError>;
 }
 
+/// What supervisors read: calls at a glance, and statistics.
+#[async_trait]
+pub trait SupervisionStore: Send + Sync {
+    /// Calls matching the filter, newest first.
+    async fn calls(&self, filter: &CallFilter) -> Result<Vec<CallSummary>, StoreError>;
+    /// Per campaign of the number dialed, over the calls that started in `[from, to)`; only
+    /// campaigns with calls are listed.
+    async fn campaign_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<CampaignStats>, StoreError>;
+    /// Per buyer, over the calls that started in `[from, to)`; only buyers dialed or skipped
+    /// as duplicates are listed.
+    async fn buyer_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<BuyerStats>, StoreError>;
+}
+
+/// Which calls to read; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    /// Only calls not ended.
+    pub live: bool,
+    /// Calls that arrived in this campaign or are routed in it now.
+    pub campaign_id: Option<CampaignId>,
+    /// The buyer reached, else the last one dialed.
+    pub buyer_id: Option<BuyerId>,
+    pub state: Option<CallState>,
+    pub outcome: Option<Outcome>,
+    pub caller: Option<E164>,
+    /// Started at or after.
+    pub from: Option<Timestamp>,
+    /// Started before.
+    pub to: Option<Timestamp>,
+    /// Only calls older than this one (the last call of the previous page).
+    pub before: Option<CallSid>,
+    pub limit: u32,
+}
+
 /// Which pings to read; every field narrows the result.
 #[derive(Debug, Clone)]
 pub struct PingFilter {
@@ -126,6 +161,7 @@ pub trait Store:
     + CallStore
     + CapacityStore
     + RtbStore
+    + SupervisionStore
 {
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

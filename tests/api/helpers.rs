@@ -20,8 +20,16 @@ use tempfile::TempDir;
 use url::Url;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// A read-only supervisor token.
+pub const SUPERVISOR_TOKEN: &str = "test-supervisor-token-0123456789";
 /// The provider account's auth token in tests: every webhook is signed with it.
 pub const AUTH_TOKEN: &str = "test-auth-token-5f4dcc3b5aa765d6";
+/// What every test service is started with.
+pub const TEST_SETTINGS: [(&str, &str); 3] = [
+    ("ADMIN_TOKEN", ADMIN_TOKEN),
+    ("SUPERVISOR_TOKENS", SUPERVISOR_TOKEN),
+    ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+];
 
 #[derive(Debug, Clone, Copy)]
 pub enum Engine {
@@ -166,11 +174,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start(engine: Engine) -> Option<Self> {
-        Self::start_with(
-            engine,
-            &[("ADMIN_TOKEN", ADMIN_TOKEN), ("TWILIO_AUTH_TOKEN", AUTH_TOKEN)],
-        )
-        .await
+        Self::start_with(engine, &TEST_SETTINGS).await
     }
 
     /// Starts on a database that already holds `plan`, as a server restarted over its data.
@@ -192,12 +196,7 @@ impl TestApp {
             .await
             .expect("import the plan");
         store.close().await;
-        Self::start_on_with(
-            db,
-            &[("ADMIN_TOKEN", ADMIN_TOKEN), ("TWILIO_AUTH_TOKEN", AUTH_TOKEN)],
-            runtime,
-        )
-        .await
+        Self::start_on_with(db, &TEST_SETTINGS, runtime).await
     }
 
     /// Starts with these settings in addition to the database and a free port.
@@ -245,13 +244,9 @@ impl TestApp {
     /// A second service on this one's database, as after a restart: everything it knows comes
     /// from the store. (The first keeps serving on its own port until the test ends.)
     pub async fn restart(self) -> Self {
-        Self::start_on_with(
-            self.db,
-            &[("ADMIN_TOKEN", ADMIN_TOKEN), ("TWILIO_AUTH_TOKEN", AUTH_TOKEN)],
-            self.runtime,
-        )
-        .await
-        .expect("the database is still there")
+        Self::start_on_with(self.db, &TEST_SETTINGS, self.runtime)
+            .await
+            .expect("the database is still there")
     }
 
     /// A client that signs webhooks, for a service started by hand.
@@ -269,6 +264,16 @@ impl TestApp {
         self.client
             .request(method, self.url(&format!("/api/v1{path}")))
             .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// A supervisor's read of the API.
+    pub async fn read(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/api/v1{path}")))
+            .bearer_auth(SUPERVISOR_TOKEN)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
@@ -450,12 +455,13 @@ mod flaky {
             dedupe::StoredMark,
             ids::Id,
             plan::{BuyerId, CampaignId, CompanyId, PlanEntity, Record},
+            supervision::{BuyerStats, CallSummary, CampaignStats},
             timeline::TimelineEntry,
         },
         plan::{ImportReport, Plan},
         store::{
-            CallChange, CallStore, CapacityStore, ListFilter, PingFilter, PlanTable, RtbStore, SqlStore,
-            Store, StoreError,
+            CallChange, CallFilter, CallStore, CapacityStore, ListFilter, PingFilter, PlanTable, RtbStore,
+            SqlStore, Store, StoreError, SupervisionStore,
         },
     };
 
@@ -542,6 +548,26 @@ mod flaky {
         async fn rtb_pings(&self, filter: &PingFilter) -> Result<Vec<LoggedPing>, StoreError> {
             self.check()?;
             self.inner.rtb_pings(filter).await
+        }
+    }
+
+    #[async_trait]
+    impl SupervisionStore for FlakyStore {
+        async fn calls(&self, filter: &CallFilter) -> Result<Vec<CallSummary>, StoreError> {
+            self.check()?;
+            self.inner.calls(filter).await
+        }
+        async fn campaign_stats(
+            &self,
+            from: Timestamp,
+            to: Timestamp,
+        ) -> Result<Vec<CampaignStats>, StoreError> {
+            self.check()?;
+            self.inner.campaign_stats(from, to).await
+        }
+        async fn buyer_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<BuyerStats>, StoreError> {
+            self.check()?;
+            self.inner.buyer_stats(from, to).await
         }
     }
 

@@ -103,9 +103,9 @@ async fn save_in(conn: &mut AnyConnection, change: &CallChange<'_>) -> Result<()
         "INSERT INTO calls (call_sid, caller, caller_number, called, company_id, campaign_id,
             visited_campaigns, state, outcome, drop_reason, buyer_id, duplicate, converted, attempts,
             duplicate_buyers, used_fallback, redirects, timeline_len, started_at_ms,
-            state_changed_at_ms, ended_at_ms)
+            state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-            $19, $20, $21)
+            $19, $20, $21, $22, $23)
          ON CONFLICT (call_sid) DO UPDATE SET
             company_id = excluded.company_id, campaign_id = excluded.campaign_id,
             visited_campaigns = excluded.visited_campaigns, state = excluded.state,
@@ -114,7 +114,9 @@ async fn save_in(conn: &mut AnyConnection, change: &CallChange<'_>) -> Result<()
             converted = excluded.converted, attempts = excluded.attempts,
             duplicate_buyers = excluded.duplicate_buyers, used_fallback = excluded.used_fallback,
             redirects = excluded.redirects, timeline_len = excluded.timeline_len,
-            state_changed_at_ms = excluded.state_changed_at_ms, ended_at_ms = excluded.ended_at_ms",
+            state_changed_at_ms = excluded.state_changed_at_ms, ended_at_ms = excluded.ended_at_ms,
+            entry_campaign_id = excluded.entry_campaign_id,
+            duplicates_avoided = excluded.duplicates_avoided",
     )
     .bind(call.sid.as_str())
     .bind(call.caller.raw())
@@ -137,6 +139,8 @@ async fn save_in(conn: &mut AnyConnection, change: &CallChange<'_>) -> Result<()
     .bind(ms(call.started_at))
     .bind(ms(call.state_changed_at))
     .bind(call.ended_at.map(ms))
+    .bind(call.visited.first().map(|id| id.to_string()))
+    .bind(call.duplicate_buyers.len() as i64)
     .execute(&mut *conn)
     .await?;
 

@@ -12,6 +12,7 @@ mod companies;
 mod import;
 mod publishers;
 mod rtb;
+mod supervision;
 
 use std::{str::FromStr, time::Duration};
 

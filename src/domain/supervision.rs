@@ -1,0 +1,289 @@
+//! What supervisors see of calls: a call at a glance, what changed between two glances, and
+//! statistics per campaign and per buyer.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{
+    call::{CallRecord, CallSid, CallState, DropReason, Outcome},
+    money::Money,
+    plan::{BuyerId, CampaignId, CompanyId},
+};
+
+/// A call at a glance: what live and recent call lists show, and what the live event stream
+/// sends when it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallSummary {
+    pub call_sid: CallSid,
+    /// `From` as the provider sent it.
+    pub caller: String,
+    pub called: String,
+    pub company_id: Option<CompanyId>,
+    /// The campaign of the number dialed, where the call's statistics count.
+    pub entry_campaign_id: Option<CampaignId>,
+    /// The campaign routing it now (another one after a redirect).
+    pub campaign_id: Option<CampaignId>,
+    /// The buyer reached, else the last one dialed.
+    pub buyer_id: Option<BuyerId>,
+    pub state: CallState,
+    pub outcome: Option<Outcome>,
+    pub drop_reason: Option<DropReason>,
+    /// Buyers dialed so far.
+    pub attempts: u32,
+    pub converted: bool,
+    /// Whether the call was a duplicate for the buyer it reached.
+    pub duplicate: Option<bool>,
+    pub used_fallback: bool,
+    pub redirects: u32,
+    /// Buyers skipped because the call would have been a duplicate for them.
+    pub duplicates_avoided: u32,
+    pub started_at: Timestamp,
+    pub state_changed_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    /// Grows with every change to the call (it counts the timeline's entries): of two
+    /// summaries of one call, the one with the higher version is the newer.
+    pub version: u32,
+}
+
+impl CallSummary {
+    pub fn of(call: &CallRecord) -> Self {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            call_sid: call.sid.clone(),
+            caller: call.caller.raw().to_owned(),
+            called: call.called.clone(),
+            company_id: call.company_id,
+            entry_campaign_id: call.visited.first().copied(),
+            campaign_id: call.campaign_id,
+            buyer_id: (call.connected_attempt().or(call.current_attempt())).map(|a| a.buyer_id),
+            state: call.state,
+            outcome: call.outcome,
+            drop_reason: call.drop_reason,
+            attempts: count(call.attempts.len()),
+            converted: call.converted(),
+            duplicate: call.duplicate(),
+            used_fallback: call.used_fallback(),
+            redirects: count(call.redirects()),
+            duplicates_avoided: count(call.duplicate_buyers.len()),
+            started_at: call.started_at,
+            state_changed_at: call.state_changed_at,
+            ended_at: call.ended_at,
+            version: call.timeline_len,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state != CallState::Ended
+    }
+
+    /// What happened to the call between `before` (`None`: it is new here) and `self`, for the
+    /// counters that metrics keep.
+    pub fn news_since(&self, before: Option<&CallSummary>) -> CallNews {
+        let was = |f: fn(&CallSummary) -> bool| before.is_some_and(f);
+        CallNews {
+            converted: self.converted && !was(|b| b.converted),
+            duplicates_avoided: self
+                .duplicates_avoided
+                .saturating_sub(before.map_or(0, |b| b.duplicates_avoided)),
+            ended: (!self.is_live() && !was(|b| !b.is_live())).then_some((self.outcome, self.drop_reason)),
+            started: before.is_none() && self.is_live(),
+        }
+    }
+}
+
+/// What one webhook changed about a call, as counters see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallNews {
+    pub converted: bool,
+    pub duplicates_avoided: u32,
+    /// The call ended, with its outcome and, if dropped, why.
+    pub ended: Option<(Option<Outcome>, Option<DropReason>)>,
+    /// The call is new and live.
+    pub started: bool,
+}
+
+/// A campaign's calls that started in a time range. Calls count in the campaign of the number
+/// dialed, also when a redirect took them elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CampaignStats {
+    pub campaign_id: CampaignId,
+    pub calls: u64,
+    /// Still in progress.
+    pub live: u64,
+    /// Reached a buyer.
+    pub connected: u64,
+    pub converted: u64,
+    /// Buyers skipped because the call would have been a duplicate for them (a call skipping
+    /// two counts two).
+    pub duplicates_avoided: u64,
+    /// Calls that were dialed to the fallback buyer.
+    pub fallback_used: u64,
+    /// Calls redirected to another campaign.
+    pub redirected: u64,
+    /// The caller hung up before a buyer answered.
+    pub abandoned: u64,
+    /// Calls Switchboard ended because nobody was left to take them, by reason.
+    pub dropped: BTreeMap<DropReason, u64>,
+    /// From the call's arrival to a buyer's answer, over the calls that connected.
+    pub average_time_to_connect_ms: Option<u64>,
+    /// Paid by buyers for the conversions.
+    pub revenue: Money,
+    /// Owed to publishers for the conversions.
+    pub payout: Money,
+}
+
+impl CampaignStats {
+    pub fn new(campaign_id: CampaignId) -> Self {
+        Self {
+            campaign_id,
+            calls: 0,
+            live: 0,
+            connected: 0,
+            converted: 0,
+            duplicates_avoided: 0,
+            fallback_used: 0,
+            redirected: 0,
+            abandoned: 0,
+            dropped: BTreeMap::new(),
+            average_time_to_connect_ms: None,
+            revenue: Money::default(),
+            payout: Money::default(),
+        }
+    }
+}
+
+/// A buyer's share of the calls that started in a time range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuyerStats {
+    pub buyer_id: BuyerId,
+    /// Times the buyer was dialed.
+    pub dialed: u64,
+    /// Dials still ringing or talking.
+    pub live: u64,
+    /// Dials the buyer answered.
+    pub connected: u64,
+    pub converted: u64,
+    /// Calls that skipped this buyer because they would have been duplicates for it.
+    pub duplicates_avoided: u64,
+    /// Dials made to the buyer as a campaign's fallback.
+    pub as_fallback: u64,
+    /// From the dial to the answer, over the dials answered.
+    pub average_time_to_answer_ms: Option<u64>,
+    pub revenue: Money,
+    pub payout: Money,
+}
+
+impl BuyerStats {
+    pub fn new(buyer_id: BuyerId) -> Self {
+        Self {
+            buyer_id,
+            dialed: 0,
+            live: 0,
+            connected: 0,
+            converted: 0,
+            duplicates_avoided: 0,
+            as_fallback: 0,
+            average_time_to_answer_ms: None,
+            revenue: Money::default(),
+            payout: Money::default(),
+        }
+    }
+}
+
+/// A mean in whole milliseconds, from a total and a count as a database sums them.
+pub fn mean_ms(total_ms: i64, count: i64) -> Option<u64> {
+    (count > 0).then(|| u64::try_from(total_ms / count).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+
+    use super::*;
+    use crate::domain::call::{AttemptKind, Caller, DialStatus};
+
+    fn call(campaign: CampaignId) -> CallRecord {
+        let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap();
+        let mut call = CallRecord::new(
+            sid,
+            Caller::from_provider("+14155550123"),
+            "+18005550100".into(),
+            Timestamp::UNIX_EPOCH,
+        );
+        call.enter_campaign(None, campaign);
+        call
+    }
+
+    #[test]
+    fn a_summary_counts_in_the_entry_campaign_and_names_the_buyer_reached() {
+        let (entry, other) = (CampaignId::generate(), CampaignId::generate());
+        let (first, second) = (BuyerId::generate(), BuyerId::generate());
+        let mut record = call(entry);
+        let t = |s| Timestamp::UNIX_EPOCH + SignedDuration::from_secs(s);
+        record.begin_attempt(first, entry, AttemptKind::Buyer, Some(false), t(1));
+        record.attempt_ended(1, DialStatus::Busy, 0, Some(false), 60, t(5));
+        record.enter_campaign(None, other);
+        record.begin_attempt(second, other, AttemptKind::Fallback, Some(true), t(6));
+        record.leg_answered(2, t(9));
+
+        let summary = CallSummary::of(&record);
+        assert_eq!(summary.entry_campaign_id, Some(entry));
+        assert_eq!(summary.campaign_id, Some(other));
+        assert_eq!(summary.buyer_id, Some(second));
+        assert_eq!(summary.state, CallState::Connected);
+        assert_eq!(summary.state_changed_at, t(9));
+        assert_eq!((summary.attempts, summary.redirects), (2, 1));
+        assert!(summary.used_fallback);
+    }
+
+    #[test]
+    fn news_counts_each_conversion_avoided_duplicate_and_end_once() {
+        let campaign = CampaignId::generate();
+        let buyer = BuyerId::generate();
+        let mut record = call(campaign);
+        let arrived = CallSummary::of(&record);
+        assert_eq!(
+            arrived.news_since(None),
+            CallNews {
+                started: true,
+                ..CallNews::default()
+            }
+        );
+
+        record.avoided_duplicates([BuyerId::generate(), BuyerId::generate()]);
+        record.begin_attempt(
+            buyer,
+            campaign,
+            AttemptKind::Buyer,
+            Some(false),
+            Timestamp::UNIX_EPOCH,
+        );
+        let dialing = CallSummary::of(&record);
+        assert_eq!(dialing.news_since(Some(&arrived)).duplicates_avoided, 2);
+        assert_eq!(dialing.news_since(Some(&dialing)), CallNews::default());
+
+        record.attempt_ended(
+            1,
+            DialStatus::Completed,
+            90,
+            Some(false),
+            60,
+            Timestamp::UNIX_EPOCH,
+        );
+        record.hung_up(Timestamp::UNIX_EPOCH);
+        let ended = CallSummary::of(&record);
+        let news = ended.news_since(Some(&dialing));
+        assert!(news.converted);
+        assert_eq!(news.ended, Some((Some(Outcome::Connected), None)));
+        // A late callback on an ended call is no news.
+        assert_eq!(ended.news_since(Some(&ended)), CallNews::default());
+    }
+
+    #[test]
+    fn a_mean_needs_something_to_average() {
+        assert_eq!(mean_ms(0, 0), None);
+        assert_eq!(mean_ms(3_000, 2), Some(1_500));
+    }
+}

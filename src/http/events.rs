@@ -1,0 +1,47 @@
+//! `GET /events?campaign_id=`: a server-sent event stream of call changes. It opens with every
+//! call in progress that this process handles, then sends each change as it happens (`event:
+//! call`, the call's summary as data, `id: <call sid>:<version>`).
+
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::{Responder, web};
+use actix_web_lab::sse::Sse;
+use serde::Deserialize;
+
+use super::{auth::Reader, error::ApiError};
+use crate::{
+    domain::plan::CampaignId,
+    supervision::{EventHub, Subscribe},
+};
+
+/// Comments on a quiet stream, so proxies keep it open and a dead client is noticed.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How soon a browser that lost the stream tries again.
+const RETRY: Duration = Duration::from_secs(2);
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/events", web::get().to(events));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    campaign_id: Option<CampaignId>,
+}
+
+async fn events(
+    _: Reader,
+    hub: web::Data<Addr<EventHub>>,
+    params: web::Query<Params>,
+) -> Result<impl Responder, ApiError> {
+    let receiver = hub
+        .send(Subscribe {
+            campaign_id: params.campaign_id,
+        })
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    Ok(Sse::from_infallible_receiver(receiver)
+        .with_keep_alive(KEEP_ALIVE)
+        .with_retry_duration(RETRY))
+}

@@ -1,0 +1,66 @@
+//! Statistics over a time range: `GET /stats/campaigns` and `GET /stats/buyers`, each with
+//! `from` and `to` (RFC 3339; by default the last 24 hours). Calls count by when they started.
+
+use actix_web::{HttpResponse, web};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{auth::Reader, error::ApiError};
+use crate::{clock::Clock, store::Store};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/stats/campaigns", web::get().to(campaigns))
+        .route("/stats/buyers", web::get().to(buyers));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Range {
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+}
+
+impl Range {
+    fn resolve(&self, now: Timestamp) -> Result<(Timestamp, Timestamp), ApiError> {
+        let to = self.to.unwrap_or(now);
+        let from = match self.from {
+            Some(from) => from,
+            None => to
+                .checked_sub(SignedDuration::from_hours(24))
+                .map_err(|_| ApiError::invalid("to", "is too early"))?,
+        };
+        if from >= to {
+            return Err(ApiError::invalid("from", "must be before `to`"));
+        }
+        Ok((from, to))
+    }
+}
+
+#[derive(Serialize)]
+struct Stats<T> {
+    from: Timestamp,
+    to: Timestamp,
+    data: Vec<T>,
+}
+
+async fn campaigns(
+    _: Reader,
+    store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    let (from, to) = range.resolve(clock.now())?;
+    let data = store.campaign_stats(from, to).await?;
+    Ok(HttpResponse::Ok().json(Stats { from, to, data }))
+}
+
+async fn buyers(
+    _: Reader,
+    store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    let (from, to) = range.resolve(clock.now())?;
+    let data = store.buyer_stats(from, to).await?;
+    Ok(HttpResponse::Ok().json(Stats { from, to, data }))
+}

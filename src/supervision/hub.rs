@@ -1,0 +1,131 @@
+//! The live event hub: the calls in progress that this process handles, and the supervisors'
+//! streams that want to hear of every change.
+
+use std::{collections::HashMap, sync::Arc};
+
+use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix_web_lab::sse;
+use tokio::sync::mpsc;
+
+use super::Metrics;
+use crate::domain::{call::CallSid, plan::CampaignId, supervision::CallSummary};
+
+/// Events a stream may fall behind by before it is cut off; the client reconnects and starts
+/// again from the snapshot, rather than the hub holding memory for a reader that does not read.
+const STREAM_BACKLOG: usize = 1024;
+
+pub struct EventHub {
+    metrics: Arc<Metrics>,
+    live: HashMap<CallSid, CallSummary>,
+    streams: Vec<Stream>,
+}
+
+struct Stream {
+    sender: mpsc::Sender<sse::Event>,
+    campaign_id: Option<CampaignId>,
+}
+
+impl Stream {
+    fn wants(&self, call: &CallSummary) -> bool {
+        self.campaign_id
+            .is_none_or(|id| call.entry_campaign_id == Some(id) || call.campaign_id == Some(id))
+    }
+
+    /// Whether the stream can still take events.
+    fn send(&self, call: &CallSummary) -> bool {
+        if !self.wants(call) {
+            return !self.sender.is_closed();
+        }
+        match event(call) {
+            Some(event) => self.sender.try_send(event).is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// A call's change as a server-sent event: `event: call`, the summary as data, and an id that
+/// orders changes of one call.
+fn event(call: &CallSummary) -> Option<sse::Event> {
+    match sse::Data::new_json(call) {
+        Ok(data) => Some(
+            data.event("call")
+                .id(format!("{}:{}", call.call_sid, call.version))
+                .into(),
+        ),
+        Err(error) => {
+            tracing::error!(%error, call_sid = %call.call_sid, "a call summary could not be encoded");
+            None
+        }
+    }
+}
+
+impl EventHub {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            live: HashMap::new(),
+            streams: Vec::new(),
+        }
+    }
+}
+
+impl Actor for EventHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(16_384);
+    }
+}
+
+/// A call changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Changed(pub CallSummary);
+
+impl Handler<Changed> for EventHub {
+    type Result = ();
+
+    fn handle(&mut self, Changed(call): Changed, _: &mut Self::Context) {
+        // Changes of one call arrive in order (its actor sends them one webhook at a time), but
+        // a call's actor can be replaced: an older version never overwrites a newer one.
+        if let Some(known) = self.live.get(&call.call_sid)
+            && known.version > call.version
+        {
+            return;
+        }
+        self.streams.retain(|stream| stream.send(&call));
+        if call.is_live() {
+            self.live.insert(call.call_sid.clone(), call);
+        } else {
+            self.live.remove(&call.call_sid);
+        }
+        self.metrics.set_live_calls(self.live.len());
+    }
+}
+
+/// A new stream: the calls in progress now, then every change.
+#[derive(Message)]
+#[rtype(result = "mpsc::Receiver<sse::Event>")]
+pub struct Subscribe {
+    /// Only calls that arrived in or are routed in this campaign.
+    pub campaign_id: Option<CampaignId>,
+}
+
+impl Handler<Subscribe> for EventHub {
+    type Result = MessageResult<Subscribe>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+        let (sender, receiver) = mpsc::channel(STREAM_BACKLOG.max(self.live.len() + 1));
+        let stream = Stream {
+            sender,
+            campaign_id: msg.campaign_id,
+        };
+        let mut snapshot: Vec<&CallSummary> = self.live.values().collect();
+        snapshot.sort_by_key(|call| call.started_at);
+        let open = snapshot.into_iter().all(|call| stream.send(call));
+        if open {
+            self.streams.push(stream);
+        }
+        MessageResult(receiver)
+    }
+}

@@ -1,0 +1,211 @@
+//! Prometheus metrics, in the OpenMetrics text format.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::domain::supervision::CallNews;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    webhook: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PingLabels {
+    status: &'static str,
+    reason: String,
+}
+
+/// How a webhook was answered, for `switchboard_webhooks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Answered with TwiML or an acknowledgement of this kind (`dial`, `redirect`, `end`…).
+    Answered(&'static str),
+    /// Refused: a missing or wrong signature.
+    Forbidden,
+    /// Refused: the request could not be read.
+    BadRequest,
+    /// Failed inside Switchboard.
+    Failed,
+}
+
+impl WebhookOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Answered(kind) => kind,
+            Self::Forbidden => "forbidden",
+            Self::BadRequest => "bad_request",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    webhooks: Family<WebhookLabels, Counter>,
+    decisions: Family<DecisionLabels, Histogram>,
+    live_calls: Gauge,
+    calls_started: Counter,
+    calls_ended: Family<OutcomeLabels, Counter>,
+    conversions: Counter,
+    duplicates_avoided: Counter,
+    drops: Family<DropLabels, Counter>,
+    rtb_pings: Family<PingLabels, Counter>,
+}
+
+/// From half a millisecond to about four seconds: decisions are budgeted well under a second,
+/// and the provider gives up at fifteen.
+fn decision_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard");
+        let metrics = Self {
+            webhooks: Family::default(),
+            decisions: Family::new_with_constructor(decision_histogram),
+            live_calls: Gauge::default(),
+            calls_started: Counter::default(),
+            calls_ended: Family::default(),
+            conversions: Counter::default(),
+            duplicates_avoided: Counter::default(),
+            drops: Family::default(),
+            rtb_pings: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "webhooks",
+            "Voice webhooks received, by webhook and by how they were answered",
+            metrics.webhooks.clone(),
+        );
+        registry.register(
+            "decision_duration_seconds",
+            "Time from a routing webhook's arrival to its answer",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "live_calls",
+            "Calls in progress that this process handles",
+            metrics.live_calls.clone(),
+        );
+        registry.register(
+            "calls_started",
+            "Calls that arrived",
+            metrics.calls_started.clone(),
+        );
+        registry.register(
+            "calls_ended",
+            "Calls that ended, by outcome",
+            metrics.calls_ended.clone(),
+        );
+        registry.register("conversions", "Calls that converted", metrics.conversions.clone());
+        registry.register(
+            "duplicates_avoided",
+            "Buyers skipped because the call would have been a duplicate for them",
+            metrics.duplicates_avoided.clone(),
+        );
+        registry.register(
+            "calls_dropped",
+            "Calls ended because nobody was left to take them, by reason",
+            metrics.drops.clone(),
+        );
+        registry.register(
+            "rtb_pings",
+            "RTB pings answered, by status and reason",
+            metrics.rtb_pings.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+
+    pub fn webhook(&self, webhook: &'static str, outcome: WebhookOutcome) {
+        let labels = WebhookLabels {
+            webhook,
+            outcome: outcome.label(),
+        };
+        self.webhooks.get_or_create(&labels).inc();
+    }
+
+    pub fn decision(&self, webhook: &'static str, took: Duration) {
+        (self.decisions.get_or_create(&DecisionLabels { webhook })).observe(took.as_secs_f64());
+    }
+
+    pub(super) fn set_live_calls(&self, live: usize) {
+        self.live_calls.set(i64::try_from(live).unwrap_or(i64::MAX));
+    }
+
+    pub(super) fn observe_call(&self, news: &CallNews) {
+        if news.started {
+            self.calls_started.inc();
+        }
+        if news.converted {
+            self.conversions.inc();
+        }
+        self.duplicates_avoided.inc_by(u64::from(news.duplicates_avoided));
+        if let Some((outcome, reason)) = news.ended {
+            let outcome = outcome.as_ref().map_or_else(|| "unknown".to_owned(), text_of);
+            self.calls_ended.get_or_create(&OutcomeLabels { outcome }).inc();
+            if let Some(reason) = reason {
+                let reason = text_of(&reason);
+                self.drops.get_or_create(&DropLabels { reason }).inc();
+            }
+        }
+    }
+
+    /// A ping answered `status` (`reserved`, `no-target` or `rejected`), with the no-target
+    /// reason or the rejection's code.
+    pub fn rtb_ping(&self, status: &'static str, reason: &str) {
+        let labels = PingLabels {
+            status,
+            reason: reason.to_owned(),
+        };
+        self.rtb_pings.get_or_create(&labels).inc();
+    }
+
+    /// Every metric, as Prometheus scrapes it.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The text an enum serializes to, which is what the API and the store show for it.
+fn text_of(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => "unknown".to_owned(),
+    }
+}
