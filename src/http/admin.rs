@@ -4,12 +4,17 @@
 //! lists (`?company_id=&after=&limit=`), and `/{kind}/{id}` is read with `GET`, replaced with
 //! `PUT`, merged with `PATCH` (RFC 7396 JSON merge patch) and removed with `DELETE`.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{Method, header},
+    web,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
+    ApiRoute,
     auth::{Admin, Reader},
     error::ApiError,
     json,
@@ -40,24 +45,29 @@ pub(super) fn page_limit(asked: Option<u32>) -> Result<u32, ApiError> {
 }
 
 /// The routes of one kind of entity, under `path`.
-pub fn resource<T: PlanEntity>(path: &str) -> actix_web::Scope
+pub fn resource<T: PlanEntity>(path: &str) -> [ApiRoute; 6]
 where
     dyn Store: PlanTable<T>,
 {
-    web::scope(path)
-        .route("", web::get().to(list::<T>))
-        .route("", web::post().to(create::<T>))
-        .route("/{id}", web::get().to(get::<T>))
-        .route("/{id}", web::put().to(replace::<T>))
-        .route("/{id}", web::patch().to(patch::<T>))
-        .route("/{id}", web::delete().to(delete::<T>))
+    let one = format!("{path}/{{id}}");
+    [
+        ApiRoute::new(Method::GET, path, |r| r.to(list::<T>)),
+        ApiRoute::new(Method::POST, path, |r| r.to(create::<T>)),
+        ApiRoute::new(Method::GET, &one, |r| r.to(get::<T>)),
+        ApiRoute::new(Method::PUT, &one, |r| r.to(replace::<T>)),
+        ApiRoute::new(Method::PATCH, &one, |r| r.to(patch::<T>)),
+        ApiRoute::new(Method::DELETE, &one, |r| r.to(delete::<T>)),
+    ]
 }
 
 /// A campaign's RTB key, which the campaign record never shows.
-pub fn rtb_key_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/campaigns/{id}/rtb_key", web::get().to(rtb_key_status))
-        .route("/campaigns/{id}/rtb_key", web::put().to(set_rtb_key))
-        .route("/campaigns/{id}/rtb_key", web::delete().to(delete_rtb_key));
+pub fn rtb_key_routes() -> [ApiRoute; 3] {
+    const PATH: &str = "/campaigns/{id}/rtb_key";
+    [
+        ApiRoute::new(Method::GET, PATH, |r| r.to(rtb_key_status)),
+        ApiRoute::new(Method::PUT, PATH, |r| r.to(set_rtb_key)),
+        ApiRoute::new(Method::DELETE, PATH, |r| r.to(delete_rtb_key)),
+    ]
 }
 
 type StoreData = web::Data<dyn Store>;

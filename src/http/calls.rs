@@ -7,11 +7,11 @@
 //!   newest first, a page at a time (`next_before` names the next page).
 //! - `GET /calls/{sid}`: one call, its dials and its timeline.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, http::Method, web};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{admin::page_limit, auth::Reader, error::ApiError};
+use super::{ApiRoute, admin::page_limit, auth::Reader, error::ApiError};
 use crate::{
     clock::Clock,
     domain::{
@@ -28,11 +28,13 @@ use crate::{
 /// meant to be narrowed by campaign or buyer.
 const LIVE_LIMIT: u32 = 5000;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    // Before `/calls/{sid}`: `live` would also read as a call id.
-    cfg.route("/calls/live", web::get().to(live))
-        .route("/calls", web::get().to(search))
-        .route("/calls/{sid}", web::get().to(call));
+pub fn routes() -> [ApiRoute; 3] {
+    [
+        // Before `/calls/{sid}`: `live` would also read as a call id.
+        ApiRoute::new(Method::GET, "/calls/live", |r| r.to(live)),
+        ApiRoute::new(Method::GET, "/calls", |r| r.to(search)),
+        ApiRoute::new(Method::GET, "/calls/{sid}", |r| r.to(call)),
+    ]
 }
 
 type StoreData = web::Data<dyn Store>;

@@ -7,11 +7,12 @@
 //! (`hourly`, `daily`, `monthly` or `lifetime`) restarts that count now.
 
 use actix::Addr;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, http::Method, web};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    ApiRoute,
     admin::parse_id,
     auth::{Admin, Reader},
     error::ApiError,
@@ -30,10 +31,12 @@ use crate::{
     store::{PlanTable, Store},
 };
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/load", web::get().to(load))
-        .route("/buyers/{id}/caps", web::get().to(show))
-        .route("/buyers/{id}/caps/{cap}/reset", web::post().to(reset));
+pub fn routes() -> [ApiRoute; 3] {
+    [
+        ApiRoute::new(Method::GET, "/load", |r| r.to(load)),
+        ApiRoute::new(Method::GET, "/buyers/{id}/caps", |r| r.to(show)),
+        ApiRoute::new(Method::POST, "/buyers/{id}/caps/{cap}/reset", |r| r.to(reset)),
+    ]
 }
 
 type Capacity = web::Data<Addr<CapacityActor>>;

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use actix::Addr;
-use actix_web::{Responder, web};
+use actix_web::{Responder, http::Method, web};
 use actix_web_lab::sse::Sse;
 use serde::Deserialize;
 
-use super::{auth::Reader, error::ApiError};
+use super::{ApiRoute, auth::Reader, error::ApiError};
 use crate::{
     domain::plan::CampaignId,
     supervision::{EventHub, Subscribe},
@@ -20,8 +20,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How soon a browser that lost the stream tries again.
 const RETRY: Duration = Duration::from_secs(2);
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/events", web::get().to(events));
+pub fn routes() -> [ApiRoute; 1] {
+    [ApiRoute::new(Method::GET, "/events", |r| r.to(events))]
 }
 
 #[derive(Deserialize)]

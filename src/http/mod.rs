@@ -16,7 +16,7 @@ mod stats;
 pub mod voice;
 
 use actix_web::{
-    HttpResponse, ResponseError,
+    HttpResponse, ResponseError, Route,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     http::{Method, header},
@@ -68,19 +68,51 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             // `/api/v1/buyers/` is `/api/v1/buyers`. (Not for webhooks: their signature covers
             // the exact URL requested.)
             .wrap(NormalizePath::trim())
-            .configure(admin::rtb_key_routes)
-            .configure(capacity::routes)
-            .configure(calls::routes)
-            .configure(stats::routes)
-            .configure(events::routes)
-            .configure(openapi::routes)
-            .configure(rtb::log_routes)
-            .service(admin::resource::<Company>("/companies"))
-            .service(admin::resource::<Buyer>("/buyers"))
-            .service(admin::resource::<Campaign>("/campaigns"))
-            .service(admin::resource::<Publisher>("/publishers"))
+            .configure(|cfg| {
+                for route in api_routes() {
+                    cfg.route(&route.path, (route.handler)(web::method(route.method)));
+                }
+            })
             .default_service(web::to(api_not_found)),
     );
+}
+
+/// One route of `/api/v1`.
+#[derive(Clone)]
+pub struct ApiRoute {
+    pub method: Method,
+    /// Under `/api/v1`, as the OpenAPI document writes it (`/calls/{sid}`).
+    pub path: String,
+    handler: fn(Route) -> Route,
+}
+
+impl ApiRoute {
+    fn new(method: Method, path: &str, handler: fn(Route) -> Route) -> Self {
+        Self {
+            method,
+            path: path.to_owned(),
+            handler,
+        }
+    }
+}
+
+/// Every route of `/api/v1`, in the order they are matched. The one list both the server and
+/// the check of the OpenAPI document read.
+pub fn api_routes() -> Vec<ApiRoute> {
+    [
+        admin::rtb_key_routes().as_slice(),
+        &capacity::routes(),
+        &calls::routes(),
+        &stats::routes(),
+        &events::routes(),
+        &openapi::routes(),
+        &rtb::log_routes(),
+        &admin::resource::<Company>("/companies"),
+        &admin::resource::<Buyer>("/buyers"),
+        &admin::resource::<Campaign>("/campaigns"),
+        &admin::resource::<Publisher>("/publishers"),
+    ]
+    .concat()
 }
 
 /// API clients get JSON errors, including for a path or method that does not exist.

@@ -1,11 +1,13 @@
 //! `GET /openapi.json`: the OpenAPI document of `/api/v1`, open to anyone (it holds no data).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, http::Method};
+
+use super::ApiRoute;
 
 const DOCUMENT: &str = include_str!("openapi.json");
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(document));
+pub fn routes() -> [ApiRoute; 1] {
+    [ApiRoute::new(Method::GET, "/openapi.json", |r| r.to(document))]
 }
 
 async fn document() -> HttpResponse {

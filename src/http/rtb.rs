@@ -1,11 +1,15 @@
 //! RTB: `POST /rtbs.json` answers publishers' pings; `GET /api/v1/rtb` reads the ping log.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{Method, header},
+    web,
+};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{admin::page_limit, auth::Reader, error::ApiError};
+use super::{ApiRoute, admin::page_limit, auth::Reader, error::ApiError};
 use crate::{
     clock::Clock,
     domain::{
@@ -26,8 +30,8 @@ pub fn ping_resource() -> actix_web::Resource {
         .route(web::post().to(ping))
 }
 
-pub fn log_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/rtb", web::get().to(log));
+pub fn log_routes() -> [ApiRoute; 1] {
+    [ApiRoute::new(Method::GET, "/rtb", |r| r.to(log))]
 }
 
 /// Parameters come in the query string and in a form or JSON body, the body's last.

@@ -1,16 +1,18 @@
 //! Statistics over a time range: `GET /stats/campaigns` and `GET /stats/buyers`, each with
 //! `from` and `to` (RFC 3339; by default the last 24 hours). Calls count by when they started.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, http::Method, web};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{auth::Reader, error::ApiError};
+use super::{ApiRoute, auth::Reader, error::ApiError};
 use crate::{clock::Clock, store::Store};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/stats/campaigns", web::get().to(campaigns))
-        .route("/stats/buyers", web::get().to(buyers));
+pub fn routes() -> [ApiRoute; 2] {
+    [
+        ApiRoute::new(Method::GET, "/stats/campaigns", |r| r.to(campaigns)),
+        ApiRoute::new(Method::GET, "/stats/buyers", |r| r.to(buyers)),
+    ]
 }
 
 #[derive(Deserialize)]

@@ -85,9 +85,10 @@ async fn observe(
     let Some(metrics) = metrics else {
         return Ok(response);
     };
-    let pattern = response.request().match_pattern().unwrap_or_default();
+    let pattern = response.request().match_pattern();
+    let under_voice = pattern.as_deref().and_then(|p| p.strip_prefix("/voice"));
     let webhook = (WEBHOOKS.iter())
-        .find(|(path, _)| pattern.ends_with(path))
+        .find(|(path, _)| under_voice == Some(*path))
         .map_or("unknown", |(_, name)| name);
     let status = response.status();
     let outcome = match response.response().extensions().get::<Answered>() {

@@ -10,4 +10,5 @@ mod replay;
 mod routing_policy;
 mod rtb;
 mod store;
+mod supervision;
 mod voice;
