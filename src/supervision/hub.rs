@@ -129,3 +129,80 @@ impl Handler<Subscribe> for EventHub {
         MessageResult(receiver)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::domain::call::{CallRecord, Caller};
+
+    fn call(n: u32, campaign: CampaignId) -> CallSummary {
+        let sid = CallSid::parse(&format!("CA{n:032x}")).unwrap();
+        let mut record = CallRecord::new(
+            sid,
+            Caller::from_provider("+14155550123"),
+            "+18005550100".into(),
+            Timestamp::UNIX_EPOCH,
+        );
+        record.enter_campaign(None, campaign);
+        CallSummary::of(&record)
+    }
+
+    fn sid_of(event: &sse::Event) -> String {
+        let sse::Event::Data(data) = event else {
+            panic!("not data: {event:?}")
+        };
+        format!("{data:?}")
+    }
+
+    #[actix_web::test]
+    async fn a_stream_opens_with_its_campaigns_live_calls_and_never_hears_an_older_version() {
+        let hub = EventHub::new(Arc::new(Metrics::new())).start();
+        let (main, other) = (CampaignId::generate(), CampaignId::generate());
+        hub.send(Changed(call(1, main))).await.unwrap();
+        hub.send(Changed(call(2, other))).await.unwrap();
+        let mut stream = hub
+            .send(Subscribe {
+                campaign_id: Some(main),
+            })
+            .await
+            .unwrap();
+        assert!(sid_of(&stream.recv().await.unwrap()).contains(&format!("{:032x}", 1)));
+
+        let mut newer = call(1, main);
+        newer.version = 5;
+        hub.send(Changed(newer.clone())).await.unwrap();
+        let mut older = newer.clone();
+        older.version = 4;
+        hub.send(Changed(older)).await.unwrap();
+        hub.send(Changed(call(3, other))).await.unwrap();
+        let id = format!("{}:5", newer.call_sid);
+        assert!(
+            sid_of(&stream.recv().await.unwrap()).contains(&id),
+            "the newer version"
+        );
+        assert!(
+            stream.try_recv().is_err(),
+            "neither the older version nor another campaign's call"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_stream_that_does_not_read_is_cut_off_rather_than_buffered_without_end() {
+        let hub = EventHub::new(Arc::new(Metrics::new())).start();
+        let campaign = CampaignId::generate();
+        let mut stream = hub.send(Subscribe { campaign_id: None }).await.unwrap();
+        for n in 0..=STREAM_BACKLOG as u32 {
+            hub.send(Changed(call(n, campaign))).await.unwrap();
+        }
+        let mut received = 0;
+        while stream.recv().await.is_some() {
+            received += 1;
+        }
+        assert_eq!(
+            received, STREAM_BACKLOG,
+            "then the stream ends, and the client reconnects"
+        );
+    }
+}
