@@ -90,7 +90,7 @@ impl Application {
         let capacity = CapacityActor::load(store.as_ref(), clock.clone()).await?.start();
         let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
         let rtb_actors = rtb::start(store.clone(), clock.clone()).await?;
-        let supervision = Supervision::start();
+        let supervision = Supervision::start(clock.clone());
         let deps = CallDeps {
             store: store.clone(),
             dedupe,

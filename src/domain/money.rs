@@ -54,6 +54,25 @@ impl Serialize for Money {
     }
 }
 
+/// A sum of amounts (a month of a campaign's revenue): unlike one amount, it has no ceiling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Total {
+    cents: i64,
+}
+
+impl Total {
+    pub fn from_cents(cents: i64) -> Self {
+        Self { cents }
+    }
+}
+
+/// A JSON number, as [`Money`] is written.
+impl Serialize for Total {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.cents as f64 / 100.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{
     call::{CallRecord, CallSid, CallState, DropReason, Outcome},
-    money::Money,
+    money::Total,
     plan::{BuyerId, CampaignId, CompanyId},
 };
 
@@ -88,7 +88,7 @@ impl CallSummary {
                 .duplicates_avoided
                 .saturating_sub(before.map_or(0, |b| b.duplicates_avoided)),
             ended: (!self.is_live() && !was(|b| !b.is_live())).then_some((self.outcome, self.drop_reason)),
-            started: before.is_none() && self.is_live(),
+            started: before.is_none(),
         }
     }
 }
@@ -100,7 +100,7 @@ pub struct CallNews {
     pub duplicates_avoided: u32,
     /// The call ended, with its outcome and, if dropped, why.
     pub ended: Option<(Option<Outcome>, Option<DropReason>)>,
-    /// The call is new and live.
+    /// The call is new here (it may have ended at once: an unknown number, nobody to take it).
     pub started: bool,
 }
 
@@ -112,7 +112,7 @@ pub struct CampaignStats {
     pub calls: u64,
     /// Still in progress.
     pub live: u64,
-    /// Reached a buyer.
+    /// Reached a buyer (talking now, or did).
     pub connected: u64,
     pub converted: u64,
     /// Buyers skipped because the call would have been a duplicate for them (a call skipping
@@ -129,9 +129,9 @@ pub struct CampaignStats {
     /// From the call's arrival to a buyer's answer, over the calls that connected.
     pub average_time_to_connect_ms: Option<u64>,
     /// Paid by buyers for the conversions.
-    pub revenue: Money,
+    pub revenue: Total,
     /// Owed to publishers for the conversions.
-    pub payout: Money,
+    pub payout: Total,
 }
 
 impl CampaignStats {
@@ -148,8 +148,8 @@ impl CampaignStats {
             abandoned: 0,
             dropped: BTreeMap::new(),
             average_time_to_connect_ms: None,
-            revenue: Money::default(),
-            payout: Money::default(),
+            revenue: Total::default(),
+            payout: Total::default(),
         }
     }
 }
@@ -171,8 +171,8 @@ pub struct BuyerStats {
     pub as_fallback: u64,
     /// From the dial to the answer, over the dials answered.
     pub average_time_to_answer_ms: Option<u64>,
-    pub revenue: Money,
-    pub payout: Money,
+    pub revenue: Total,
+    pub payout: Total,
 }
 
 impl BuyerStats {
@@ -186,8 +186,8 @@ impl BuyerStats {
             duplicates_avoided: 0,
             as_fallback: 0,
             average_time_to_answer_ms: None,
-            revenue: Money::default(),
-            payout: Money::default(),
+            revenue: Total::default(),
+            payout: Total::default(),
         }
     }
 }

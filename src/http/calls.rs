@@ -84,7 +84,9 @@ async fn live(
         })
         .collect();
     data.reverse();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data, "at": now })))
+    // The oldest calls are the ones left out: narrow by campaign or buyer to see them.
+    let truncated = data.len() == LIVE_LIMIT as usize;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data, "at": now, "truncated": truncated })))
 }
 
 #[derive(Deserialize)]
@@ -139,6 +141,17 @@ async fn search(
         before,
         limit,
     };
+    if let (Some(from), Some(to)) = (filter.from, filter.to)
+        && from >= to
+    {
+        return Err(ApiError::invalid("from", "must be before `to`"));
+    }
+    // A page after a call that does not exist would read as the end of the list.
+    if let Some(before) = &filter.before
+        && store.call(before).await?.is_none()
+    {
+        return Err(ApiError::invalid("before", format!("no call {before}")));
+    }
     let data = store.calls(&filter).await?;
     let next_before = match data.last() {
         Some(last) if data.len() == limit as usize => Some(last.call_sid.clone()),

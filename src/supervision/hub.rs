@@ -1,22 +1,39 @@
 //! The live event hub: the calls in progress that this process handles, and the supervisors'
 //! streams that want to hear of every change.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
 use actix_web_lab::sse;
+use jiff::{SignedDuration, Timestamp};
 use tokio::sync::mpsc;
 
 use super::Metrics;
-use crate::domain::{call::CallSid, plan::CampaignId, supervision::CallSummary};
+use crate::{
+    clock::Clock,
+    domain::{call::CallSid, plan::CampaignId, supervision::CallSummary},
+};
 
 /// Events a stream may fall behind by before it is cut off; the client reconnects and starts
 /// again from the snapshot, rather than the hub holding memory for a reader that does not read.
 const STREAM_BACKLOG: usize = 1024;
 
+/// How long an ended call is remembered, so that a late summary of it (from an actor that
+/// resumed it without the store) cannot bring it back to life.
+const ENDED_MEMORY: SignedDuration = SignedDuration::from_mins(10);
+
+/// A call unchanged for longer is taken for one whose end was never reported, and no longer
+/// shown as live: providers cap a call at four hours.
+const LONGEST_SILENCE: SignedDuration = SignedDuration::from_mins(4 * 60 + 5);
+
+const SWEEP: Duration = Duration::from_secs(60);
+
 pub struct EventHub {
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
     live: HashMap<CallSid, CallSummary>,
+    /// Calls that ended lately: their last version, and when the hub heard of the end.
+    ended: HashMap<CallSid, (u32, Timestamp)>,
     streams: Vec<Stream>,
 }
 
@@ -60,12 +77,31 @@ fn event(call: &CallSummary) -> Option<sse::Event> {
 }
 
 impl EventHub {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
         Self {
             metrics,
+            clock,
             live: HashMap::new(),
+            ended: HashMap::new(),
             streams: Vec::new(),
         }
+    }
+
+    /// Forgets ended calls once no late summary can come, and live ones never heard of again.
+    fn sweep(&mut self) {
+        let now = self.clock.now();
+        self.ended
+            .retain(|_, (_, at)| now.duration_since(*at) < ENDED_MEMORY);
+        let before = self.live.len();
+        self.live
+            .retain(|_, call| now.duration_since(call.state_changed_at) < LONGEST_SILENCE);
+        if self.live.len() < before {
+            tracing::warn!(
+                calls = before - self.live.len(),
+                "live calls unchanged for over four hours are no longer shown as live"
+            );
+        }
+        self.metrics.set_live_calls(self.live.len());
     }
 }
 
@@ -74,6 +110,7 @@ impl Actor for EventHub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
+        ctx.run_interval(SWEEP, |hub, _| hub.sweep());
     }
 }
 
@@ -88,9 +125,9 @@ impl Handler<Changed> for EventHub {
     fn handle(&mut self, Changed(call): Changed, _: &mut Self::Context) {
         // Changes of one call arrive in order (its actor sends them one webhook at a time), but
         // a call's actor can be replaced: an older version never overwrites a newer one.
-        if let Some(known) = self.live.get(&call.call_sid)
-            && known.version > call.version
-        {
+        let known = (self.live.get(&call.call_sid).map(|c| c.version))
+            .or_else(|| self.ended.get(&call.call_sid).map(|(version, _)| *version));
+        if known.is_some_and(|version| version > call.version) {
             return;
         }
         self.streams.retain(|stream| stream.send(&call));
@@ -98,6 +135,8 @@ impl Handler<Changed> for EventHub {
             self.live.insert(call.call_sid.clone(), call);
         } else {
             self.live.remove(&call.call_sid);
+            let heard = self.clock.now();
+            self.ended.insert(call.call_sid, (call.version, heard));
         }
         self.metrics.set_live_calls(self.live.len());
     }
@@ -158,7 +197,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_stream_opens_with_its_campaigns_live_calls_and_never_hears_an_older_version() {
-        let hub = EventHub::new(Arc::new(Metrics::new())).start();
+        let hub = EventHub::new(Arc::new(Metrics::new()), Arc::new(crate::clock::SystemClock)).start();
         let (main, other) = (CampaignId::generate(), CampaignId::generate());
         hub.send(Changed(call(1, main))).await.unwrap();
         hub.send(Changed(call(2, other))).await.unwrap();
@@ -190,7 +229,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_stream_that_does_not_read_is_cut_off_rather_than_buffered_without_end() {
-        let hub = EventHub::new(Arc::new(Metrics::new())).start();
+        let hub = EventHub::new(Arc::new(Metrics::new()), Arc::new(crate::clock::SystemClock)).start();
         let campaign = CampaignId::generate();
         let mut stream = hub.send(Subscribe { campaign_id: None }).await.unwrap();
         for n in 0..=STREAM_BACKLOG as u32 {
@@ -204,5 +243,20 @@ mod tests {
             received, STREAM_BACKLOG,
             "then the stream ends, and the client reconnects"
         );
+    }
+
+    #[actix_web::test]
+    async fn an_ended_call_is_not_brought_back_by_a_late_older_summary() {
+        let hub = EventHub::new(Arc::new(Metrics::new()), Arc::new(crate::clock::SystemClock)).start();
+        let campaign = CampaignId::generate();
+        let mut ended = call(1, campaign);
+        ended.state = crate::domain::call::CallState::Ended;
+        ended.version = 7;
+        hub.send(Changed(ended)).await.unwrap();
+        let mut late = call(1, campaign);
+        late.version = 3;
+        hub.send(Changed(late)).await.unwrap();
+        let mut stream = hub.send(Subscribe { campaign_id: None }).await.unwrap();
+        assert!(stream.try_recv().is_err(), "no live call in the snapshot");
     }
 }

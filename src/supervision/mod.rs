@@ -13,7 +13,7 @@ pub use self::{
     hub::{EventHub, Subscribe},
     metrics::{Metrics, WebhookOutcome},
 };
-use crate::domain::supervision::CallSummary;
+use crate::{clock::Clock, domain::supervision::CallSummary};
 
 /// What call actors and RTB report to.
 #[derive(Clone)]
@@ -23,10 +23,10 @@ pub struct Supervision {
 }
 
 impl Supervision {
-    pub fn start() -> Self {
+    pub fn start(clock: Arc<dyn Clock>) -> Self {
         let metrics = Arc::new(Metrics::new());
         Self {
-            hub: EventHub::new(metrics.clone()).start(),
+            hub: EventHub::new(metrics.clone(), clock).start(),
             metrics,
         }
     }

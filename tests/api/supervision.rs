@@ -200,16 +200,20 @@ on_both_engines! {
                 .unwrap();
             expect_error(wrong, StatusCode::UNAUTHORIZED, "unauthorized", None).await;
         }
+        // Every change the API offers, on records that exist.
         let acme = floor.id("/buyers", "Acme").await;
-        let writes = [
-            (Method::POST, "/buyers".to_owned(), json!({"name": "Mallory", "destination": "+14155550199"})),
-            (Method::PATCH, format!("/buyers/{acme}"), json!({"paused": true})),
-            (Method::POST, format!("/buyers/{acme}/caps/daily/reset"), json!({})),
-        ];
-        for (method, path, body) in writes {
+        let main = floor.id("/campaigns", "Main").await;
+        let writes = (switchboard::http::api_routes().into_iter()).filter(|route| route.method.as_str() != "GET");
+        for route in writes {
+            let path = (route.path)
+                .replace("/buyers/{id}", &format!("/buyers/{acme}"))
+                .replace("/campaigns/{id}", &format!("/campaigns/{main}"))
+                .replace("{id}", &acme)
+                .replace("{cap}", "daily");
+            let method: Method = route.method.as_str().parse().unwrap();
             let response = (app.client.request(method, app.url(&format!("/api/v1{path}"))))
                 .bearer_auth(SUPERVISOR_TOKEN)
-                .json(&body)
+                .json(&json!({"name": "Mallory", "destination": "+14155550199", "paused": true}))
                 .send()
                 .await
                 .unwrap();
@@ -218,6 +222,7 @@ on_both_engines! {
         let buyer = floor.read(&format!("/buyers/{acme}")).await;
         assert_eq!(buyer["paused"], false, "nothing changed");
         assert_eq!(data(&floor.read("/buyers").await).len(), 2);
+        assert_eq!(data(&floor.read("/campaigns").await).len(), 2);
     }
 
     async fn live_calls_show_where_each_call_stands_and_leave_when_it_ends(floor: Floor) {
@@ -308,6 +313,11 @@ on_both_engines! {
         expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("limit")).await;
         let refused = floor.app.read("/calls?before=../x").await;
         expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("before")).await;
+        // A page after a call that does not exist is not an empty last page.
+        let refused = floor.app.read(&format!("/calls?before={}", sid(99))).await;
+        expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("before")).await;
+        let refused = floor.app.read("/calls?from=2026-11-24T21:00:00Z&to=2026-11-24T20:00:00Z").await;
+        expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("from")).await;
 
         // One call: its summary, its dials and its timeline, decisions with skip reasons.
         let call = floor.read(&format!("/calls/{}", sid(2))).await;
@@ -336,7 +346,8 @@ on_both_engines! {
         let stats = &data(&campaigns)[0];
         assert_eq!(stats["campaign_id"], main.as_str());
         let expected = json!({
-            "campaign_id": main, "calls": 4, "live": 1, "connected": 1, "converted": 1,
+            // Anna's first call, and Carla's (talking now).
+            "campaign_id": main, "calls": 4, "live": 1, "connected": 2, "converted": 1,
             "duplicates_avoided": 1, "fallback_used": 0, "redirected": 0, "abandoned": 1,
             "dropped": {"duplicate": 1},
             // Anna's first call was answered 5 s after it arrived, Carla's 3 s.
@@ -436,6 +447,9 @@ on_both_engines! {
     async fn metrics_count_webhooks_decisions_calls_and_pings(floor: Floor) {
         let app = &floor.app;
         floor.a_day().await;
+        // A call to a number of no campaign, which ends on its first webhook.
+        let rejected = floor.webhook("/voice/incoming", &incoming(&sid(8), ANNA, "+18005550999")).await;
+        assert_eq!(rejected.status(), StatusCode::OK);
         // A forged webhook, and two pings: one refused, one bid.
         let forged = (app.client.post(app.url("/voice/incoming")))
             .header("X-Twilio-Signature", "forged")
@@ -460,14 +474,16 @@ on_both_engines! {
         let expected = [
             (r#"switchboard_webhooks_total{webhook="incoming",outcome="dial"}"#, 4.0),
             (r#"switchboard_webhooks_total{webhook="incoming",outcome="forbidden"}"#, 1.0),
+            (r#"switchboard_webhooks_total{webhook="incoming",outcome="reject"}"#, 1.0),
             (r#"switchboard_webhooks_total{webhook="dial_action",outcome="hangup"}"#, 1.0),
             (r#"switchboard_webhooks_total{webhook="dial_action",outcome="end"}"#, 1.0),
             (r#"switchboard_webhooks_total{webhook="status",outcome="acknowledge"}"#, 3.0),
             (r#"switchboard_webhooks_total{webhook="leg_status",outcome="acknowledge"}"#, 1.0),
-            (r#"switchboard_decision_duration_seconds_count{webhook="incoming"}"#, 4.0),
+            (r#"switchboard_decision_duration_seconds_count{webhook="incoming"}"#, 5.0),
             (r#"switchboard_decision_duration_seconds_count{webhook="dial_action"}"#, 2.0),
             ("switchboard_live_calls", 1.0),
-            ("switchboard_calls_started_total", 4.0),
+            ("switchboard_calls_started_total", 5.0),
+            (r#"switchboard_calls_ended_total{outcome="rejected"}"#, 1.0),
             (r#"switchboard_calls_ended_total{outcome="connected"}"#, 1.0),
             (r#"switchboard_calls_ended_total{outcome="dropped"}"#, 1.0),
             (r#"switchboard_calls_ended_total{outcome="abandoned"}"#, 1.0),
@@ -482,7 +498,7 @@ on_both_engines! {
         }
         let slowest = sample(&text, r#"switchboard_decision_duration_seconds_bucket{le="+Inf",webhook="incoming"}"#)
             .or_else(|| sample(&text, r#"switchboard_decision_duration_seconds_bucket{webhook="incoming",le="+Inf"}"#));
-        assert_eq!(slowest, Some(4.0), "a histogram with buckets: {text}");
+        assert_eq!(slowest, Some(5.0), "a histogram with buckets: {text}");
     }
 }
 
@@ -542,11 +558,30 @@ async fn the_openapi_document_describes_exactly_the_routes_that_exist() {
                 "{method} {path}: {reference}"
             );
         }
-        // The route reaches a handler: neither the API's not-found nor method-not-allowed.
+        // Supervisors are refused exactly where the document says only admins may go.
+        let for_supervisors = (operation["security"].as_array().unwrap().iter()).any(|requirement| {
+            requirement.get("supervisor").is_some() || requirement.as_object().unwrap().is_empty()
+        }) || operation["security"].as_array().unwrap().is_empty();
         let url = path
             .replace("{id}", "01890000-0000-7000-8000-000000000000")
             .replace("{sid}", &sid(1))
             .replace("{cap}", "daily");
+        if *path != "/events" {
+            let as_supervisor = (app
+                .client
+                .request(method.parse().unwrap(), app.url(&format!("/api/v1{url}"))))
+            .bearer_auth(SUPERVISOR_TOKEN)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+            assert_eq!(
+                as_supervisor.status() == StatusCode::FORBIDDEN,
+                !for_supervisors,
+                "{method} {path}"
+            );
+        }
+        // The route reaches a handler: neither the API's not-found nor method-not-allowed.
         let response = app
             .admin(method.parse().unwrap(), &url)
             .json(&json!({}))

@@ -9,7 +9,7 @@ use super::{Backend, SqlStore, enum_text, finish, parse_id, parse_stored, timest
 use crate::{
     domain::{
         call::CallSid,
-        money::Money,
+        money::Total,
         plan::{BuyerId, CampaignId},
         supervision::{BuyerStats, CallSummary, CampaignStats, mean_ms},
     },
@@ -79,10 +79,6 @@ fn text<T: serde::de::DeserializeOwned>(column: &str, value: String) -> Result<T
     parse_stored(column, serde_json::Value::String(value))
 }
 
-fn money(cents: i64) -> Result<Money, StoreError> {
-    Money::from_cents(cents).map_err(StoreError::Corrupt)
-}
-
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
@@ -149,7 +145,7 @@ impl SupervisionStore for SqlStore {
             let totals: Vec<Totals> = sqlx::query_as(
                 "SELECT entry_campaign_id, COUNT(*),
                     CAST(SUM(CASE WHEN state <> 'ended' THEN 1 ELSE 0 END) AS BIGINT),
-                    CAST(SUM(CASE WHEN outcome = 'connected' THEN 1 ELSE 0 END) AS BIGINT),
+                    CAST(SUM(CASE WHEN outcome = 'connected' OR state = 'connected' THEN 1 ELSE 0 END) AS BIGINT),
                     CAST(SUM(converted) AS BIGINT),
                     CAST(SUM(duplicates_avoided) AS BIGINT),
                     CAST(SUM(used_fallback) AS BIGINT),
@@ -230,8 +226,8 @@ impl SupervisionStore for SqlStore {
             .await?;
             for (id, revenue, payout) in money_rows {
                 if let Some(campaign) = stats.get_mut(&parse_id(&id)?) {
-                    campaign.revenue = money(revenue)?;
-                    campaign.payout = money(payout)?;
+                    campaign.revenue = Total::from_cents(revenue);
+                    campaign.payout = Total::from_cents(payout);
                 }
             }
             let mut stats: Vec<CampaignStats> = stats.into_values().collect();
@@ -299,8 +295,8 @@ impl SupervisionStore for SqlStore {
             .await?;
             for (id, revenue, payout) in money_rows {
                 if let Some(buyer) = stats.get_mut(&parse_id(&id)?) {
-                    buyer.revenue = money(revenue)?;
-                    buyer.payout = money(payout)?;
+                    buyer.revenue = Total::from_cents(revenue);
+                    buyer.payout = Total::from_cents(payout);
                 }
             }
             let mut stats: Vec<BuyerStats> = stats.into_values().collect();
