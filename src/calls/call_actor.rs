@@ -218,14 +218,15 @@ async fn process(
     }
     if let Some(record) = &mut record {
         record.timeline_len += turn.timeline.len() as u32;
-        (deps.supervision).call_changed(
-            before.as_ref().map(CallSummary::of).as_ref(),
-            CallSummary::of(record),
-        );
         unsaved.timeline.append(&mut turn.timeline);
         unsaved.conversions.extend(turn.conversion);
         unsaved.touched.append(&mut turn.touched);
         save(deps, record, &mut unsaved).await;
+        // After the save: a supervisor who reads the call on hearing of the change sees it.
+        (deps.supervision).call_changed(
+            before.as_ref().map(CallSummary::of).as_ref(),
+            CallSummary::of(record),
+        );
     }
     (record, unsaved, answer)
 }

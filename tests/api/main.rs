@@ -4,6 +4,7 @@ mod helpers;
 
 mod admin_api;
 mod cli;
+mod dashboard;
 mod plan_import;
 mod provider;
 mod replay;

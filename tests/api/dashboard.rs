@@ -1,0 +1,454 @@
+//! The supervisors' live page in a real browser: headless Chromium driven through chromedriver.
+//!
+//! The tests need Debian's `chromium` and `chromium-driver`. Without them they are skipped with
+//! a notice, unless `CI` is set, where a missing browser is a failure: CI must run them (`.ci/run`
+//! installs both).
+
+use std::{
+    future::Future,
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    panic::AssertUnwindSafe,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use switchboard::plan::Plan;
+use tempfile::TempDir;
+
+use crate::{
+    helpers::{Engine, SUPERVISOR_TOKEN, TestApp},
+    provider::{CALLER, MAIN, call_over, dial_ended, dialed, incoming, leg_status, sid},
+};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const PLAN: &str = include_str!("../fixtures/plans/acme.toml");
+/// How long the page may take to show what a test waits for.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// chromedriver on a free loopback port, in a process group of its own: dropping it kills the
+/// group, the browser it started included.
+struct Driver {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Driver {
+    async fn start(dir: &Path) -> Self {
+        let log = dir.join("chromedriver.log");
+        let mut last_error = String::new();
+        // A port found free may be taken before chromedriver binds it: try a few.
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let child = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("start chromedriver");
+            let mut driver = Self {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+                log: log.clone(),
+            };
+            match driver.ready().await {
+                Ok(()) => return driver,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("chromedriver did not start: {last_error}");
+    }
+
+    /// Waits until chromedriver answers its status endpoint.
+    async fn ready(&mut self) -> Result<(), String> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("it exited with {status}"));
+            }
+            let answer = client
+                .get(format!("{}/status", self.url))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if let Ok(response) = answer
+                && let Ok(status) = response.json::<Value>().await
+                && status["value"]["ready"] == true
+            {
+                return Ok(());
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("no answer from {} in {PATIENCE:?}", self.url))
+    }
+
+    fn print_log(&self) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        eprintln!("chromedriver's log ends with:\n{tail}");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and any browser it left behind.
+        let group = format!("-{}", self.child.id());
+        let killed = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !killed.is_ok_and(|status| status.success()) {
+            self.child.kill().ok();
+        }
+        self.child.wait().ok();
+    }
+}
+
+/// A headless Chromium with a profile of its own, through its own chromedriver.
+struct Browser {
+    client: Client,
+    driver: Driver,
+    _dir: TempDir,
+}
+
+impl Browser {
+    /// `None` when the browser is not installed here (see the module documentation).
+    async fn start() -> Option<Self> {
+        if !(Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists()) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the browser test: install chromium and chromium-driver"
+            );
+            eprintln!("skipped: install chromium and chromium-driver to run the browser tests");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let profile = dir.path().join("profile");
+        let driver = Driver::start(dir.path()).await;
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        let client = match ClientBuilder::native()
+            .capabilities(capabilities)
+            .connect(&driver.url)
+            .await
+        {
+            Ok(client) => client,
+            Err(error) => {
+                driver.print_log();
+                panic!("start a browser session: {error}");
+            }
+        };
+        Some(Self {
+            client,
+            driver,
+            _dir: dir,
+        })
+    }
+
+    /// Runs a test, then ends the browser session whether the test passed or not.
+    async fn run(self, test: impl Future<Output = ()>) {
+        let outcome = AssertUnwindSafe(test).catch_unwind().await;
+        if let Err(error) = self.client.clone().close().await {
+            eprintln!("could not end the browser session: {error}");
+        }
+        if outcome.is_err() {
+            self.driver.print_log();
+        }
+        drop(self);
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Runs `script` in the page (its arguments as `arguments[i]`) until it returns something other
+/// than `null` or `false`, and returns that; fails the test with what the page shows if that
+/// takes longer than [`PATIENCE`].
+async fn until(browser: &Client, what: &str, script: &str, args: &[Value]) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let value = (browser.execute(script, args.to_vec()).await)
+            .unwrap_or_else(|error| panic!("run the page script for {what}: {error}"));
+        if !(value.is_null() || value == false) {
+            return value;
+        }
+        if Instant::now() > deadline {
+            let page = (browser.execute("return document.body.innerText", vec![]).await).unwrap_or_default();
+            panic!(
+                "waited {PATIENCE:?} for {what}; the page shows:\n{}",
+                page.as_str().unwrap_or_default()
+            );
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The row of call `arguments[0]` once every cell named in `arguments[1]` shows its text (the
+/// state cell: contains it), as `{column: text}`.
+const ROW: &str = r##"
+const [sid, expected] = arguments;
+const row = document.querySelector(`#calls-body tr[data-call-sid="${CSS.escape(sid)}"]`);
+if (!row) return null;
+const names = ["caller", "campaign", "buyer", "state", "time", "attempts", "started"];
+const cells = Object.fromEntries(names.map((name, i) => [name, row.cells[i].textContent]));
+cells.state = row.querySelector(".state").textContent;
+const shows = ([name, text]) => name === "state" ? cells.state.includes(text) : cells[name] === text;
+return Object.entries(expected).every(shows) ? cells : null;
+"##;
+
+/// The timeline in the call panel once it lists an entry of kind `arguments[0]`: each entry's
+/// kind and text.
+const TIMELINE: &str = r##"
+const panel = document.getElementById("call-panel");
+const entries = [...document.querySelectorAll("#timeline > li[data-kind]")];
+if (panel.hidden || !entries.some((li) => li.dataset.kind === arguments[0])) return null;
+return entries.map((li) => ({ kind: li.dataset.kind, text: li.textContent }));
+"##;
+
+/// Today's counters of campaign `arguments[0]` (by name) once `calls` and `live` read
+/// `arguments[1]` and `arguments[2]`.
+const COUNTERS: &str = r##"
+const [campaign, calls, live] = arguments;
+const row = [...document.querySelectorAll("#stats-body tr")]
+  .find((tr) => tr.cells[0].textContent === campaign);
+if (!row) return null;
+const names = ["campaign", "calls", "live", "connected", "converted", "duplicates_avoided",
+  "fallback_used", "redirected", "abandoned", "dropped", "revenue", "payout"];
+const cells = Object.fromEntries(names.map((name, i) => [name, row.cells[i].textContent]));
+return cells.calls === calls && cells.live === live ? cells : null;
+"##;
+
+#[actix_web::test]
+async fn a_supervisor_watches_a_call_arrive_connect_and_end_without_reloading() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::start_with_plan(Engine::Sqlite, &Plan::parse(PLAN).unwrap())
+        .await
+        .expect("SQLite is always there");
+    let client = browser.client.clone();
+    browser.run(watch_a_call(&app, client)).await;
+}
+
+async fn watch_a_call(app: &TestApp, browser: Client) {
+    browser
+        .goto(&app.url(&format!("/dashboard#token={SUPERVISOR_TOKEN}")))
+        .await
+        .expect("open the dashboard");
+    until(
+        &browser,
+        "the event stream to be live",
+        r##"return document.getElementById("connection").dataset.state === "live""##,
+        &[],
+    )
+    .await;
+    let address = browser.current_url().await.unwrap();
+    assert_eq!(
+        address.fragment(),
+        None,
+        "the token leaves the address: {address}"
+    );
+    let kept = (browser.execute(r##"return sessionStorage.getItem("switchboard.token")"##, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(kept, SUPERVISOR_TOKEN, "the token is kept for the tab");
+    browser.execute("window.__noReload = 1", vec![]).await.unwrap();
+
+    // A call arrives and Acme Auto's phone rings.
+    let call = sid(1);
+    let arrived = app
+        .webhook(&app.url("/voice/incoming"), &incoming(&call, CALLER, MAIN))
+        .await;
+    let (number, action) = dialed(arrived).await;
+    assert_eq!(number, "+14155550101");
+    let expected = json!({
+        "caller": CALLER, "campaign": "Main", "buyer": "Acme Auto", "state": "dialing", "attempts": "1",
+    });
+    let row = until(&browser, "the call's row, dialing", ROW, &[json!(call), expected]).await;
+    assert!(row["time"].as_str().unwrap().starts_with("0:0"), "{row}");
+
+    // Acme Auto answers.
+    let status = app.url(&format!("/voice/calls/{call}/attempts/1/status"));
+    let answered = app.webhook(&status, &leg_status(&call, "in-progress")).await;
+    assert!(answered.status().is_success(), "{}", answered.status());
+    let connected = json!({"state": "connected", "buyer": "Acme Auto"});
+    until(
+        &browser,
+        "the call's row, connected",
+        ROW,
+        &[json!(call), connected],
+    )
+    .await;
+    // The time in state ticks on its own.
+    let tick = r##"const row = document.querySelector(`#calls-body tr[data-call-sid="${arguments[0]}"]`);
+        return row.cells[4].textContent !== "0:00" && row.cells[4].textContent"##;
+    let ticked = until(&browser, "the time in state to tick", tick, &[json!(call)]).await;
+    assert!(ticked.as_str().unwrap().starts_with("0:0"), "{ticked}");
+    let kept_page = browser
+        .execute("return window.__noReload === 1", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept_page, true, "the page updated without reloading");
+
+    // The call's timeline, with the routing decision.
+    (browser.find(Locator::Css(&format!(
+        r##"#calls-body tr[data-call-sid="{call}"]"##
+    ))))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let timeline = until(&browser, "the call's timeline", TIMELINE, &[json!("answered")]).await;
+    let entries = timeline.as_array().unwrap();
+    let kinds: Vec<&str> = entries.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"webhook"), "{timeline}");
+    let decision = (entries.iter())
+        .find(|e| e["kind"] == "decision")
+        .unwrap_or_else(|| panic!("a decision: {timeline}"));
+    let decision = decision["text"].as_str().unwrap();
+    assert!(decision.contains("dial Acme Auto"), "{decision}");
+    assert!(decision.contains("Acme Auto: chosen"), "{decision}");
+    assert!(
+        entries[0]["text"].as_str().unwrap().contains("incoming"),
+        "{timeline}"
+    );
+
+    // The conversation ends, converted: the row says so, the panel follows, the counters count it.
+    let talked = app.webhook(&action, &dial_ended(&call, "completed", 120)).await;
+    assert_eq!(talked.status(), StatusCode::OK);
+    let over = app.webhook(&app.url("/voice/status"), &call_over(&call)).await;
+    assert_eq!(over.status(), StatusCode::NO_CONTENT);
+    let ended = json!({"state": "ended · connected · converted"});
+    until(&browser, "the call's row, ended", ROW, &[json!(call), ended]).await;
+    let timeline = until(&browser, "the timeline's end", TIMELINE, &[json!("ended")]).await;
+    assert!(timeline.to_string().contains("dial_ended"), "{timeline}");
+    let counters = until(
+        &browser,
+        "today's counters",
+        COUNTERS,
+        &[json!("Main"), json!("1"), json!("0")],
+    )
+    .await;
+    assert_eq!(counters["connected"], "1", "{counters}");
+    assert_eq!(counters["converted"], "1", "{counters}");
+    assert_eq!(counters["dropped"], "0", "{counters}");
+    assert_eq!(counters["revenue"], "20.00", "{counters}");
+    assert_eq!(counters["payout"], "10.00", "{counters}");
+
+    // Caller ids are the caller's to choose: shown as text, never as markup.
+    let hostile = "<img src=x onerror=window.__injected=1>";
+    let call = sid(2);
+    app.webhook(&app.url("/voice/incoming"), &incoming(&call, hostile, MAIN))
+        .await;
+    until(
+        &browser,
+        "the hostile caller's row",
+        ROW,
+        &[json!(call), json!({"caller": hostile})],
+    )
+    .await;
+    let markup = browser
+        .execute(
+            r##"return document.querySelector("#calls-body img") !== null || window.__injected !== undefined"##,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(markup, false, "a caller id is never read as HTML");
+    let kept_page = browser
+        .execute("return window.__noReload === 1", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept_page, true, "still the same page");
+}
+
+#[actix_web::test]
+async fn a_wrong_token_gets_the_token_form_back_not_calls() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::start_with_plan(Engine::Sqlite, &Plan::parse(PLAN).unwrap())
+        .await
+        .expect("SQLite is always there");
+    let client = browser.client.clone();
+    browser.run(refuse_a_wrong_token(&app, client)).await;
+}
+
+async fn refuse_a_wrong_token(app: &TestApp, browser: Client) {
+    let call = sid(3);
+    let arrived = app
+        .webhook(&app.url("/voice/incoming"), &incoming(&call, CALLER, MAIN))
+        .await;
+    dialed(arrived).await;
+
+    browser
+        .goto(&app.url("/dashboard#token=not-a-token-of-this-service"))
+        .await
+        .expect("open the dashboard");
+    let refusal = until(
+        &browser,
+        "the token's refusal",
+        r##"const error = document.getElementById("token-error");
+           return !document.getElementById("login").hidden && !error.hidden && error.textContent"##,
+        &[],
+    )
+    .await;
+    assert!(refusal.as_str().unwrap().contains("refused"), "{refusal}");
+    let form = browser.find(Locator::Id("token-form")).await.unwrap();
+    assert!(form.is_displayed().await.unwrap(), "the token form is shown");
+    let board = browser.find(Locator::Id("board")).await.unwrap();
+    assert!(!board.is_displayed().await.unwrap(), "no calls are shown");
+    let rows = browser.find_all(Locator::Css("#calls-body tr")).await.unwrap();
+    assert!(rows.is_empty(), "no call is listed");
+    let kept = (browser.execute(r##"return sessionStorage.getItem("switchboard.token")"##, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(kept, Value::Null, "a refused token is not kept");
+
+    // The right token, through the form: the live call shows.
+    let input = browser.find(Locator::Id("token-input")).await.unwrap();
+    input.send_keys(SUPERVISOR_TOKEN).await.unwrap();
+    (browser.find(Locator::Css("#token-form button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let expected = json!({"caller": CALLER, "state": "dialing"});
+    until(&browser, "the live call", ROW, &[json!(call), expected]).await;
+    assert!(!form.is_displayed().await.unwrap(), "the form is gone");
+}
