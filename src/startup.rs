@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use actix::Actor;
+use actix::{Actor, Addr};
 use actix_web::{App, HttpServer, dev::Server, web};
 use tracing_actix_web::TracingLogger;
 
@@ -15,7 +15,7 @@ use crate::{
     http::{self, auth::AccessTokens, voice::Voice},
     rtb::{self, Rtb},
     store::{Store, StoreError},
-    supervision::Supervision,
+    supervision::{CloseStreams, EventHub, Supervision},
     telemetry::RequestSpans,
 };
 
@@ -60,6 +60,7 @@ pub struct Application {
     public_url: PublicUrl,
     calls: Calls,
     rtb: Rtb,
+    hub: Addr<EventHub>,
 }
 
 impl Application {
@@ -140,6 +141,8 @@ impl Application {
         .listen(listener)?
         // Long enough for in-flight requests, short enough for a supervisor's stop timeout.
         .shutdown_timeout(10)
+        // Stopping is `run_until_stopped`'s: event streams must be closed first.
+        .disable_signals()
         .run();
         Ok(Self {
             server,
@@ -147,6 +150,7 @@ impl Application {
             public_url,
             calls,
             rtb,
+            hub: supervision.hub,
         })
     }
 
@@ -167,9 +171,37 @@ impl Application {
     /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and writes the RTB
     /// log lines still queued.
     pub async fn run_until_stopped(self) -> io::Result<()> {
+        let (server, hub) = (self.server.handle(), self.hub);
+        actix_web::rt::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stopping: finishing the requests in flight");
+            // Supervisors' event streams never end by themselves; a stop would wait out its
+            // whole timeout for them. (Their browsers reconnect to whichever node is up.)
+            hub.do_send(CloseStreams);
+            server.stop(true).await;
+        });
         let served = self.server.await;
         self.rtb.flush().await;
         served
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; stop with SIGINT");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 

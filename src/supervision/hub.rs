@@ -142,6 +142,19 @@ impl Handler<Changed> for EventHub {
     }
 }
 
+/// Ends every stream (the server is stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseStreams;
+
+impl Handler<CloseStreams> for EventHub {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseStreams, _: &mut Self::Context) {
+        self.streams.clear();
+    }
+}
+
 /// A new stream: the calls in progress now, then every change.
 #[derive(Message)]
 #[rtype(result = "mpsc::Receiver<sse::Event>")]

@@ -10,7 +10,7 @@ use actix::{Actor, Addr};
 
 use self::hub::Changed;
 pub use self::{
-    hub::{EventHub, Subscribe},
+    hub::{CloseStreams, EventHub, Subscribe},
     metrics::{Metrics, WebhookOutcome},
 };
 use crate::{clock::Clock, domain::supervision::CallSummary};

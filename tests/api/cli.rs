@@ -10,7 +10,7 @@ use std::{
 
 use reqwest::StatusCode;
 
-use crate::helpers::{ADMIN_TOKEN, expect_json};
+use crate::helpers::{ADMIN_TOKEN, SUPERVISOR_TOKEN, expect_json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -41,6 +41,7 @@ impl Server {
             .args(args)
             .env("BIND", "127.0.0.1:0")
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("SUPERVISOR_TOKENS", SUPERVISOR_TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -114,6 +115,37 @@ async fn serve_demo_starts_on_a_fresh_machine_and_says_where_it_listens() {
         imported.contains("campaigns: 0 created, 0 updated, 2 unchanged"),
         "{imported}"
     );
+}
+
+#[actix_web::test]
+async fn sigterm_closes_supervisors_event_streams_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["serve"]);
+    let address = server.address();
+    let mut events = reqwest::Client::new()
+        .get(format!("{address}/api/v1/events"))
+        .bearer_auth(SUPERVISOR_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    // The stream ends (rather than holding the stop up until its timeout)…
+    // (Well within the 10 s the server would otherwise wait for it.)
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while events.chunk().await.unwrap_or(None).is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream was not closed");
+    // …and the server stops, successfully.
+    server.wait_for("stopping");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
 }
 
 #[test]
