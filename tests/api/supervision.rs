@@ -613,3 +613,70 @@ fn references(value: &Value) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+/// While the database is away, the status API says so (503) rather than showing nothing, and
+/// the event stream still tells of calls, which are listed once the database returns.
+#[actix_web::test]
+async fn while_the_database_is_down_the_status_api_says_so_and_the_stream_goes_on() {
+    use switchboard::{
+        config::Settings,
+        startup::Application,
+        store::{SqlStore, Store},
+    };
+
+    use crate::helpers::{FlakyStore, TEST_SETTINGS, TestDb, test_runtime};
+
+    let db = TestDb::create(crate::helpers::Engine::Sqlite).await.unwrap();
+    let sql = SqlStore::connect_and_migrate(&db.url).await.unwrap();
+    sql.import_plan(&switchboard::plan::Plan::parse(PLAN).unwrap())
+        .await
+        .unwrap();
+    let store = Arc::new(FlakyStore::new(sql));
+    let environment = TEST_SETTINGS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("BIND".to_owned(), "127.0.0.1:0".to_owned())]);
+    let settings = Settings::from_sources(None, environment).unwrap();
+    let server = Application::build_with(&settings, store.clone(), test_runtime())
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.address());
+    actix_web::rt::spawn(server.run_until_stopped());
+    let client = reqwest::Client::new();
+    let read = |path: &str| {
+        client
+            .get(format!("{base}/api/v1{path}"))
+            .bearer_auth(SUPERVISOR_TOKEN)
+            .send()
+    };
+
+    let mut events = {
+        let response = read("/events").await.unwrap();
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    };
+    store.set_down(true);
+    for path in ["/calls/live", "/calls", "/stats/campaigns", "/stats/buyers"] {
+        let response = read(path).await.unwrap();
+        expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable", None).await;
+    }
+    let signed = TestApp::signing_client();
+    let url = format!("{base}/voice/incoming");
+    let (number, _) = dialed(signed.webhook(&url, &incoming(&sid(1), ANNA, MAIN)).await).await;
+    assert_eq!(number, "+14155550101", "the call is routed all the same");
+    let (_, heard) = events.next_call(WAIT).await.expect("the change is streamed");
+    assert_eq!(heard["state"], "dialing");
+
+    store.set_down(false);
+    let mut listed = Vec::new();
+    for _ in 0..60 {
+        listed = sids(&expect_json(read("/calls/live").await.unwrap(), StatusCode::OK).await);
+        if !listed.is_empty() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed, [sid(1)], "saved once the database returned");
+}
