@@ -22,7 +22,9 @@ use super::{
 use crate::{
     domain::{
         ids::Id,
+        phone::E164,
         plan::{Campaign, CampaignId, CompanyId, PlanEntity, Record},
+        rtb::caller_number,
         values::RtbKey,
     },
     store::{ListFilter, PlanTable, Store, StoreError},
@@ -30,6 +32,14 @@ use crate::{
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
+
+/// A caller number given as a filter, read as pings read one (a `+` left unencoded in a query
+/// string arrives as a space).
+pub(super) fn caller_param(text: Option<&str>) -> Result<Option<E164>, ApiError> {
+    text.map(caller_number)
+        .transpose()
+        .map_err(|e| ApiError::invalid("caller", e.to_string()))
+}
 
 /// A list's page size: 100 unless asked, at most 1000.
 pub(super) fn page_limit(asked: Option<u32>) -> Result<u32, ApiError> {

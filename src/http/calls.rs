@@ -11,13 +11,17 @@ use actix_web::{HttpResponse, http::Method, web};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiRoute, admin::page_limit, auth::Reader, error::ApiError};
+use super::{
+    ApiRoute,
+    admin::{caller_param, page_limit},
+    auth::Reader,
+    error::ApiError,
+};
 use crate::{
     clock::Clock,
     domain::{
         call::{Attempt, CallRecord, CallSid, CallState, Outcome},
         plan::{BuyerId, CampaignId},
-        rtb::caller_number,
         supervision::CallSummary,
         timeline::TimelineEntry,
     },
@@ -120,11 +124,7 @@ async fn search(
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
     let limit = page_limit(params.limit)?;
-    // Read as ping logs read it (a `+` left unencoded arrives as a space).
-    let caller = (params.caller.as_deref())
-        .map(caller_number)
-        .transpose()
-        .map_err(|e| ApiError::invalid("caller", e.to_string()))?;
+    let caller = caller_param(params.caller.as_deref())?;
     let before = (params.before.as_deref())
         .map(CallSid::parse)
         .transpose()

@@ -9,13 +9,18 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApiRoute, admin::page_limit, auth::Reader, error::ApiError};
+use super::{
+    ApiRoute,
+    admin::{caller_param, page_limit},
+    auth::Reader,
+    error::ApiError,
+};
 use crate::{
     clock::Clock,
     domain::{
         phone::E164,
         plan::{CampaignId, PublisherId},
-        rtb::{Held, LoggedPing, PingError, PingRequest, PingStatus, caller_number},
+        rtb::{Held, LoggedPing, PingError, PingRequest, PingStatus},
     },
     rtb::Rtb,
     store::{PingFilter, Store},
@@ -138,11 +143,7 @@ async fn log(
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
     let limit = page_limit(params.limit)?;
-    // Read as pings read it (a `+` left unencoded arrives as a space).
-    let caller = (params.caller.as_deref())
-        .map(caller_number)
-        .transpose()
-        .map_err(|e| ApiError::invalid("caller", e.to_string()))?;
+    let caller = caller_param(params.caller.as_deref())?;
     let status = (params.status.as_deref())
         .map(|text| {
             PingStatus::parse(text).ok_or_else(|| {

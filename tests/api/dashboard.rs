@@ -251,14 +251,20 @@ const cells = Object.fromEntries(names.map((name, i) => [name, row.cells[i].text
 return cells.calls === calls && cells.live === live ? cells : null;
 "##;
 
-#[actix_web::test]
-async fn a_supervisor_watches_a_call_arrive_connect_and_end_without_reloading() {
-    let Some(browser) = Browser::start().await else {
-        return;
-    };
+/// A browser, and the service on the test plan; `None` (skip) where there is no browser.
+async fn start() -> Option<(Browser, TestApp)> {
+    let browser = Browser::start().await?;
     let app = TestApp::start_with_plan(Engine::Sqlite, &Plan::parse(PLAN).unwrap())
         .await
         .expect("SQLite is always there");
+    Some((browser, app))
+}
+
+#[actix_web::test]
+async fn a_supervisor_watches_a_call_arrive_connect_and_end_without_reloading() {
+    let Some((browser, app)) = start().await else {
+        return;
+    };
     let client = browser.client.clone();
     browser.run(watch_a_call(&app, client)).await;
 }
@@ -398,12 +404,9 @@ async fn watch_a_call(app: &TestApp, browser: Client) {
 
 #[actix_web::test]
 async fn a_wrong_token_gets_the_token_form_back_not_calls() {
-    let Some(browser) = Browser::start().await else {
+    let Some((browser, app)) = start().await else {
         return;
     };
-    let app = TestApp::start_with_plan(Engine::Sqlite, &Plan::parse(PLAN).unwrap())
-        .await
-        .expect("SQLite is always there");
     let client = browser.client.clone();
     browser.run(refuse_a_wrong_token(&app, client)).await;
 }

@@ -414,6 +414,41 @@ macro_rules! on_both_engines {
 }
 pub(crate) use on_both_engines;
 
+/// The service on SQLite holding `plan`, through a store whose database a test can take away
+/// (`store.set_down`).
+pub struct FlakyApp {
+    pub store: Arc<FlakyStore>,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    _db: TestDb,
+}
+
+impl FlakyApp {
+    pub async fn start(plan: &str) -> Self {
+        let db = TestDb::create(Engine::Sqlite)
+            .await
+            .expect("SQLite is always there");
+        let sql = SqlStore::connect_and_migrate(&db.url)
+            .await
+            .expect("connect and migrate");
+        let plan = switchboard::plan::Plan::parse(plan).expect("a valid plan");
+        switchboard::store::Store::import_plan(&sql, &plan)
+            .await
+            .expect("import the plan");
+        let store = Arc::new(FlakyStore::new(sql));
+        let environment = (TEST_SETTINGS.iter())
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .chain([("BIND".to_owned(), "127.0.0.1:0".to_owned())]);
+        let settings = Settings::from_sources(None, environment).expect("test settings");
+        let app = Application::build_with(&settings, store.clone(), test_runtime())
+            .await
+            .expect("start the service");
+        let base = format!("http://{}", app.address());
+        actix_web::rt::spawn(app.run_until_stopped());
+        Self { store, base, _db: db }
+    }
+}
+
 /// A store that can be switched off for calls, as a database that goes away and comes back.
 /// The plan stays readable (it is cached in memory anyway); reading and saving calls fail.
 pub struct FlakyStore {

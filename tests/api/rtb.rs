@@ -7,10 +7,10 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use switchboard::{clock::ManualClock, plan::Plan};
+use switchboard::clock::ManualClock;
 
 use crate::{
-    helpers::{Engine, TestApp, expect_error, expect_json, on_both_engines, test_runtime},
+    helpers::{Engine, TestApp, expect_error, expect_json, on_both_engines},
     provider::{CALLER, MAIN, call_over, dial_ended, dialed, incoming, sid},
 };
 
@@ -430,24 +430,12 @@ on_both_engines! {
 async fn pings_answered_while_the_database_is_down_are_logged_once_it_returns() {
     use std::time::Duration;
 
-    use switchboard::{
-        config::Settings,
-        startup::Application,
-        store::{PingFilter, RtbStore, SqlStore, Store},
-    };
+    use switchboard::store::{PingFilter, RtbStore};
 
-    use crate::helpers::{FlakyStore, TestDb};
+    use crate::helpers::FlakyApp;
 
-    let db = TestDb::create(Engine::Sqlite).await.unwrap();
-    let sql = SqlStore::connect_and_migrate(&db.url).await.unwrap();
-    sql.import_plan(&Plan::parse(PLAN).unwrap()).await.unwrap();
-    let store = Arc::new(FlakyStore::new(sql));
-    let settings = Settings::from_sources(None, [("BIND".to_owned(), "127.0.0.1:0".to_owned())]).unwrap();
-    let app = Application::build_with(&settings, store.clone(), test_runtime())
-        .await
-        .unwrap();
-    let url = format!("http://{}/rtbs.json", app.address());
-    actix_web::rt::spawn(app.run_until_stopped());
+    let FlakyApp { store, base, .. } = &FlakyApp::start(PLAN).await;
+    let url = format!("{base}/rtbs.json");
 
     store.set_down(true);
     let params = json!({"key": KEY, "publisher_id": "pub-1", "caller_number": CALLER});

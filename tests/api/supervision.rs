@@ -618,30 +618,9 @@ fn references(value: &Value) -> Vec<String> {
 /// the event stream still tells of calls, which are listed once the database returns.
 #[actix_web::test]
 async fn while_the_database_is_down_the_status_api_says_so_and_the_stream_goes_on() {
-    use switchboard::{
-        config::Settings,
-        startup::Application,
-        store::{SqlStore, Store},
-    };
+    use crate::helpers::FlakyApp;
 
-    use crate::helpers::{FlakyStore, TEST_SETTINGS, TestDb, test_runtime};
-
-    let db = TestDb::create(crate::helpers::Engine::Sqlite).await.unwrap();
-    let sql = SqlStore::connect_and_migrate(&db.url).await.unwrap();
-    sql.import_plan(&switchboard::plan::Plan::parse(PLAN).unwrap())
-        .await
-        .unwrap();
-    let store = Arc::new(FlakyStore::new(sql));
-    let environment = TEST_SETTINGS
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain([("BIND".to_owned(), "127.0.0.1:0".to_owned())]);
-    let settings = Settings::from_sources(None, environment).unwrap();
-    let server = Application::build_with(&settings, store.clone(), test_runtime())
-        .await
-        .unwrap();
-    let base = format!("http://{}", server.address());
-    actix_web::rt::spawn(server.run_until_stopped());
+    let FlakyApp { store, base, .. } = &FlakyApp::start(PLAN).await;
     let client = reqwest::Client::new();
     let read = |path: &str| {
         client

@@ -300,25 +300,9 @@ on_both_engines! {
 
 #[actix_web::test]
 async fn a_call_handled_while_the_database_is_down_is_saved_once_it_returns() {
-    use std::sync::Arc;
+    use crate::helpers::FlakyApp;
 
-    use crate::helpers::{FlakyStore, test_runtime};
-    use switchboard::store::Store;
-
-    let db = TestDb::create(Engine::Sqlite).await.unwrap();
-    let sql = SqlStore::connect_and_migrate(&db.url).await.unwrap();
-    sql.import_plan(&Plan::parse(PLAN).unwrap()).await.unwrap();
-    let store = Arc::new(FlakyStore::new(sql));
-    let environment = [
-        ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
-        ("TWILIO_AUTH_TOKEN".to_owned(), AUTH_TOKEN.to_owned()),
-    ];
-    let settings = Settings::from_sources(None, environment).unwrap();
-    let app = Application::build_with(&settings, store.clone(), test_runtime())
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.address());
-    actix_web::rt::spawn(app.run_until_stopped());
+    let FlakyApp { store, base, .. } = &FlakyApp::start(PLAN).await;
     let client = TestApp::signing_client();
 
     store.set_down(true);
