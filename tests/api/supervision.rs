@@ -659,3 +659,54 @@ async fn while_the_database_is_down_the_status_api_says_so_and_the_stream_goes_o
     }
     assert_eq!(listed, [sid(1)], "saved once the database returned");
 }
+
+/// What the API answers is what the document says: each read, on a day's worth of calls, is
+/// validated against the schema of its documented 200 answer.
+#[actix_web::test]
+async fn answers_match_the_schemas_of_the_openapi_document() {
+    let Some(floor) = Floor::start(crate::helpers::Engine::Sqlite).await else {
+        return;
+    };
+    floor.a_day().await;
+    let document = floor.read("/openapi.json").await;
+    let (acme, main) = (
+        floor.id("/buyers", "Acme").await,
+        floor.id("/campaigns", "Main").await,
+    );
+    let company = floor.id("/companies", "Acme Leads").await;
+    let publisher = floor.id("/publishers", "Search Partners").await;
+    let reads = [
+        ("/calls/live", "/calls/live".to_owned()),
+        ("/calls", "/calls".to_owned()),
+        ("/calls/{sid}", format!("/calls/{}", sid(2))),
+        ("/stats/campaigns", "/stats/campaigns".to_owned()),
+        ("/stats/buyers", "/stats/buyers".to_owned()),
+        ("/load", "/load".to_owned()),
+        ("/buyers/{id}/caps", format!("/buyers/{acme}/caps")),
+        ("/rtb", "/rtb".to_owned()),
+        ("/companies", "/companies".to_owned()),
+        ("/companies/{id}", format!("/companies/{company}")),
+        ("/buyers", "/buyers".to_owned()),
+        ("/buyers/{id}", format!("/buyers/{acme}")),
+        ("/campaigns", "/campaigns".to_owned()),
+        ("/campaigns/{id}", format!("/campaigns/{main}")),
+        ("/publishers", "/publishers".to_owned()),
+        ("/publishers/{id}", format!("/publishers/{publisher}")),
+    ];
+    for (documented, path) in reads {
+        // A JSON pointer (RFC 6901) in a URI fragment (RFC 3986).
+        let escaped = (documented.replace('~', "~0").replace('/', "~1"))
+            .replace('{', "%7B")
+            .replace('}', "%7D");
+        let pointer = format!("#/paths/{escaped}/get/responses/200/content/application~1json/schema");
+        let mut schema = document.clone();
+        schema["$ref"] = json!(pointer);
+        let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{documented}: {e}"));
+        let answer = floor.read(&path).await;
+        let errors: Vec<String> = validator.iter_errors(&answer).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "GET {path} does not match its schema: {errors:?}\n{answer}"
+        );
+    }
+}
