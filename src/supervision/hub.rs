@@ -48,15 +48,13 @@ impl Stream {
             .is_none_or(|id| call.entry_campaign_id == Some(id) || call.campaign_id == Some(id))
     }
 
-    /// Whether the stream can still take events.
-    fn send(&self, call: &CallSummary) -> bool {
+    /// Sends `event`, the change of `call`, if the stream wants it; whether the stream can still
+    /// take events.
+    fn send(&self, call: &CallSummary, event: &sse::Event) -> bool {
         if !self.wants(call) {
             return !self.sender.is_closed();
         }
-        match event(call) {
-            Some(event) => self.sender.try_send(event).is_ok(),
-            None => true,
-        }
+        self.sender.try_send(event.clone()).is_ok()
     }
 }
 
@@ -130,7 +128,10 @@ impl Handler<Changed> for EventHub {
         if known.is_some_and(|version| version > call.version) {
             return;
         }
-        self.streams.retain(|stream| stream.send(&call));
+        // Encoded once, however many streams hear of it.
+        if let Some(event) = event(&call) {
+            self.streams.retain(|stream| stream.send(&call, &event));
+        }
         if call.is_live() {
             self.live.insert(call.call_sid.clone(), call);
         } else {
@@ -174,7 +175,8 @@ impl Handler<Subscribe> for EventHub {
         };
         let mut snapshot: Vec<&CallSummary> = self.live.values().collect();
         snapshot.sort_by_key(|call| call.started_at);
-        let open = snapshot.into_iter().all(|call| stream.send(call));
+        let open =
+            (snapshot.into_iter()).all(|call| event(call).is_none_or(|event| stream.send(call, &event)));
         if open {
             self.streams.push(stream);
         }

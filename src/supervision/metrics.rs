@@ -160,7 +160,7 @@ impl Metrics {
         self.live_calls.set(i64::try_from(live).unwrap_or(i64::MAX));
     }
 
-    pub(super) fn observe_call(&self, news: &CallNews) {
+    pub fn observe_call(&self, news: &CallNews) {
         if news.started {
             self.calls_started.inc();
         }
