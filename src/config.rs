@@ -41,7 +41,7 @@ pub struct Settings {
     /// never the socket address (which a proxy hides).
     /// Unset: derived from the address actually bound (for local use only).
     pub public_url: Option<PublicUrl>,
-    /// Unset: the admin API refuses every request.
+    /// Unset: the API refuses every change (supervisor tokens may still read).
     pub admin_token: Option<SecretString>,
     /// Read-only tokens for supervisors (status API, live events, dashboard, metrics). Several
     /// may be valid at once, so one can be rotated without locking anyone out.

@@ -43,5 +43,8 @@ async fn events(
         .map_err(|_| ApiError::Internal)?;
     Ok(Sse::from_infallible_receiver(receiver)
         .with_keep_alive(KEEP_ALIVE)
-        .with_retry_duration(RETRY))
+        .with_retry_duration(RETRY)
+        .customize()
+        // nginx would otherwise hold events back to fill its buffers.
+        .insert_header(("X-Accel-Buffering", "no")))
 }
