@@ -10,7 +10,7 @@ pub async fn page() -> HttpResponse {
         // The page loads nothing from elsewhere and runs only its own script.
         .insert_header((
             "Content-Security-Policy",
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
         ))
         .body(PAGE)
 }

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use actix_web::rt::time::{sleep, timeout};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use reqwest::StatusCode;
@@ -29,8 +30,11 @@ use crate::{
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PLAN: &str = include_str!("../fixtures/plans/acme.toml");
-/// How long the page may take to show what a test waits for.
-const PATIENCE: Duration = Duration::from_secs(10);
+/// How long the page may take to show what a test waits for: less than the 10 s an ended call
+/// stays listed, so that a wait for an ended row fails rather than misses it.
+const PATIENCE: Duration = Duration::from_secs(8);
+/// How long one test's browser session may take in all: a hang fails the test, not CI.
+const SESSION_LIMIT: Duration = Duration::from_secs(60);
 
 /// chromedriver on a free loopback port, in a process group of its own: dropping it kills the
 /// group, the browser it started included.
@@ -91,7 +95,7 @@ impl Driver {
             {
                 return Ok(());
             }
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+            sleep(Duration::from_millis(50)).await;
         }
         Err(format!("no answer from {} in {PATIENCE:?}", self.url))
     }
@@ -106,14 +110,12 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // The whole group: chromedriver and any browser it left behind.
-        let group = format!("-{}", self.child.id());
-        let killed = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !killed.is_ok_and(|status| status.success()) {
+        // The whole group: chromedriver and any browser it left behind. chromedriver leads its
+        // group (`process_group(0)`), so the group's id is its process id.
+        let killed = libc::pid_t::try_from(self.child.id())
+            // SAFETY: killpg only sends a signal; the group is the one chromedriver was started in.
+            .is_ok_and(|group| unsafe { libc::killpg(group, libc::SIGKILL) } == 0);
+        if !killed {
             self.child.kill().ok();
         }
         self.child.wait().ok();
@@ -156,19 +158,25 @@ impl Browser {
                     "--disable-background-networking",
                     "--disable-component-update",
                     "--disable-sync",
+                    // Not `--disable-crashpad-for-testing`: with it, Chromium 156 aborts its
+                    // child processes ("FD ownership violation") and pages never load.
+                    "--disable-crash-reporter",
                     format!("--user-data-dir={}", profile.display()),
                 ],
             }),
         );
-        let client = match ClientBuilder::native()
-            .capabilities(capabilities)
-            .connect(&driver.url)
-            .await
-        {
-            Ok(client) => client,
-            Err(error) => {
+        let mut builder = ClientBuilder::native();
+        builder.capabilities(capabilities);
+        let connect = builder.connect(&driver.url);
+        let client = match timeout(SESSION_LIMIT, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => {
                 driver.print_log();
                 panic!("start a browser session: {error}");
+            }
+            Err(_) => {
+                driver.print_log();
+                panic!("no browser session in {SESSION_LIMIT:?}");
             }
         };
         Some(Self {
@@ -178,18 +186,24 @@ impl Browser {
         })
     }
 
-    /// Runs a test, then ends the browser session whether the test passed or not.
+    /// Runs a test, for at most [`SESSION_LIMIT`], then ends the browser session whether the
+    /// test passed or not.
     async fn run(self, test: impl Future<Output = ()>) {
-        let outcome = AssertUnwindSafe(test).catch_unwind().await;
-        if let Err(error) = self.client.clone().close().await {
-            eprintln!("could not end the browser session: {error}");
+        let outcome = timeout(SESSION_LIMIT, AssertUnwindSafe(test).catch_unwind()).await;
+        match timeout(PATIENCE, self.client.clone().close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("could not end the browser session: {error}"),
+            Err(_) => eprintln!("the browser session did not end in {PATIENCE:?}"),
         }
-        if outcome.is_err() {
+        if !matches!(outcome, Ok(Ok(()))) {
             self.driver.print_log();
         }
+        // Kills chromedriver's process group, the browser included.
         drop(self);
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("the test took longer than {SESSION_LIMIT:?}"),
         }
     }
 }
@@ -212,7 +226,7 @@ async fn until(browser: &Client, what: &str, script: &str, args: &[Value]) -> Va
                 page.as_str().unwrap_or_default()
             );
         }
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -236,6 +250,48 @@ const panel = document.getElementById("call-panel");
 const entries = [...document.querySelectorAll("#timeline > li[data-kind]")];
 if (panel.hidden || !entries.some((li) => li.dataset.kind === arguments[0])) return null;
 return entries.map((li) => ({ kind: li.dataset.kind, text: li.textContent }));
+"##;
+
+/// The time in state of call `arguments[0]` once it is not `arguments[1]`; `null` (keep waiting)
+/// while the call is not listed.
+const TIME_IN_STATE: &str = r##"
+const [sid, before] = arguments;
+const row = document.querySelector(`#calls-body tr[data-call-sid="${CSS.escape(sid)}"]`);
+if (!row) return null;
+const time = row.cells[4].textContent;
+return time !== "" && time !== before ? time : null;
+"##;
+
+/// No element made of a caller id anywhere in the page, and no script of one run, for a second
+/// (so that an `onerror` has had its chance): `true` then, or what was found at once.
+const NO_MARKUP: &str = r##"
+const done = arguments[arguments.length - 1];
+const found = () => document.querySelector("img") !== null || window.__injected !== undefined;
+const until = Date.now() + 1000;
+const poll = () => {
+  if (found()) done(false);
+  else if (Date.now() > until) done(true);
+  else setTimeout(poll, 50);
+};
+poll();
+"##;
+
+/// The call panel once its title is `arguments[0]` and its timeline has a webhook entry: that
+/// entry's `<details>` opened, the parameters they show.
+const HOSTILE_PANEL: &str = r##"
+const panel = document.getElementById("call-panel");
+if (panel.hidden || document.getElementById("panel-title").textContent !== arguments[0]) return null;
+const details = document.querySelector('#timeline > li[data-kind="webhook"] details');
+if (!details) return null;
+if (!details.open) details.querySelector("summary").click();
+return details.open && details.querySelector("pre").textContent;
+"##;
+
+/// The token form's error once it is shown, with the form, and says `arguments[0]`.
+const TOKEN_ERROR: &str = r##"
+const error = document.getElementById("token-error");
+return !document.getElementById("login").hidden && !error.hidden
+  && error.textContent.includes(arguments[0]) && error.textContent;
 "##;
 
 /// Today's counters of campaign `arguments[0]` (by name) once `calls` and `live` read
@@ -318,11 +374,25 @@ async fn watch_a_call(app: &TestApp, browser: Client) {
         &[json!(call), connected],
     )
     .await;
-    // The time in state ticks on its own.
-    let tick = r##"const row = document.querySelector(`#calls-body tr[data-call-sid="${arguments[0]}"]`);
-        return row.cells[4].textContent !== "0:00" && row.cells[4].textContent"##;
-    let ticked = until(&browser, "the time in state to tick", tick, &[json!(call)]).await;
-    assert!(ticked.as_str().unwrap().starts_with("0:0"), "{ticked}");
+    // The time in state ticks on its own: no webhook is sent while it is watched.
+    let before = until(
+        &browser,
+        "the time in state",
+        TIME_IN_STATE,
+        &[json!(call), json!(null)],
+    )
+    .await;
+    let ticked = until(
+        &browser,
+        "the time in state to tick",
+        TIME_IN_STATE,
+        &[json!(call), before.clone()],
+    )
+    .await;
+    assert!(
+        ticked.as_str().unwrap().starts_with("0:0"),
+        "{before} then {ticked}"
+    );
     let kept_page = browser
         .execute("return window.__noReload === 1", vec![])
         .await
@@ -387,14 +457,32 @@ async fn watch_a_call(app: &TestApp, browser: Client) {
         &[json!(call), json!({"caller": hostile})],
     )
     .await;
-    let markup = browser
-        .execute(
-            r##"return document.querySelector("#calls-body img") !== null || window.__injected !== undefined"##,
-            vec![],
-        )
+    // In the call's panel too, its webhook's parameters opened. (The first call's panel is
+    // closed first: it lies over the table.)
+    (browser.find(Locator::Id("panel-close")))
+        .await
+        .unwrap()
+        .click()
         .await
         .unwrap();
-    assert_eq!(markup, false, "a caller id is never read as HTML");
+    (browser.find(Locator::Css(&format!(
+        r##"#calls-body tr[data-call-sid="{call}"]"##
+    ))))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let panel = until(
+        &browser,
+        "the hostile caller's timeline",
+        HOSTILE_PANEL,
+        &[json!(format!("Call from {hostile}"))],
+    )
+    .await;
+    assert!(panel.as_str().unwrap().contains(hostile), "{panel}");
+    let clean = browser.execute_async(NO_MARKUP, vec![]).await.unwrap();
+    assert_eq!(clean, true, "a caller id is never read as HTML");
     let kept_page = browser
         .execute("return window.__noReload === 1", vec![])
         .await
@@ -418,19 +506,25 @@ async fn refuse_a_wrong_token(app: &TestApp, browser: Client) {
         .await;
     dialed(arrived).await;
 
+    // A link whose token no `Authorization` header can carry: the form, saying why.
+    browser
+        .goto(&app.url("/dashboard#token=%E2%9C%93"))
+        .await
+        .expect("open the dashboard");
+    until(
+        &browser,
+        "the malformed token's refusal",
+        TOKEN_ERROR,
+        &[json!("printable ASCII")],
+    )
+    .await;
+
+    // A link with a token this service does not know (the same page: only the fragment changes).
     browser
         .goto(&app.url("/dashboard#token=not-a-token-of-this-service"))
         .await
         .expect("open the dashboard");
-    let refusal = until(
-        &browser,
-        "the token's refusal",
-        r##"const error = document.getElementById("token-error");
-           return !document.getElementById("login").hidden && !error.hidden && error.textContent"##,
-        &[],
-    )
-    .await;
-    assert!(refusal.as_str().unwrap().contains("refused"), "{refusal}");
+    until(&browser, "the token's refusal", TOKEN_ERROR, &[json!("refused")]).await;
     let form = browser.find(Locator::Id("token-form")).await.unwrap();
     assert!(form.is_displayed().await.unwrap(), "the token form is shown");
     let board = browser.find(Locator::Id("board")).await.unwrap();
