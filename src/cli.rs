@@ -83,6 +83,8 @@ async fn connect(settings: &Settings) -> anyhow::Result<SqlStore> {
 }
 
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
+    // Before anything is touched: a server that cannot check webhooks must not start.
+    let unsigned = settings.webhook_auth_token()?.is_none();
     let store = connect(&settings).await?;
     if demo {
         let plan = Plan::parse(DEMO_PLAN).context("the built-in demo plan is invalid")?;
@@ -100,8 +102,10 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
             "neither ADMIN_TOKEN nor SUPERVISOR_TOKENS is set: the API and dashboard refuse every request"
         );
     }
-    if settings.twilio_auth_token.is_none() {
-        tracing::warn!("TWILIO_AUTH_TOKEN is not set: webhook signatures are not checked");
+    if unsigned {
+        tracing::warn!(
+            "WEBHOOK_SIGNATURES=off: webhooks are NOT checked; anyone who reaches this server can place and steer calls"
+        );
     }
     let app = Application::build(&settings, Arc::new(store))
         .await

@@ -18,13 +18,14 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
     "ADMIN_TOKEN",
     "SUPERVISOR_TOKENS",
     "TWILIO_AUTH_TOKEN",
+    "WEBHOOK_SIGNATURES",
     "LOG_FORMAT",
     "TWIML_TEMPLATES_DIR",
     "END_MESSAGE",
@@ -47,6 +48,8 @@ pub struct Settings {
     /// may be valid at once, so one can be rotated without locking anyone out.
     pub supervisor_tokens: Vec<SecretString>,
     pub twilio_auth_token: Option<SecretString>,
+    /// Whether webhooks must carry a valid signature; off only when asked for by name.
+    pub webhook_signatures: WebhookSignatures,
     pub log_format: LogFormat,
     /// TwiML templates that replace the built-in ones, file by file.
     pub twiml_templates_dir: Option<PathBuf>,
@@ -60,6 +63,20 @@ pub enum ConfigError {
     Source(#[from] config::ConfigError),
     #[error("{key} is invalid: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("{key} is not set: {message}")]
+    Missing {
+        key: &'static str,
+        message: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WebhookSignatures {
+    /// Every webhook must be signed with `TWILIO_AUTH_TOKEN` (which must then be set).
+    #[default]
+    Checked,
+    /// Webhooks are taken unsigned: for local testing, and start-up warns.
+    Off,
 }
 
 fn invalid(key: &'static str) -> impl FnOnce(String) -> ConfigError {
@@ -83,6 +100,7 @@ struct Raw {
     /// Comma-separated.
     supervisor_tokens: Option<SecretString>,
     twilio_auth_token: Option<SecretString>,
+    webhook_signatures: Option<String>,
     log_format: Option<String>,
     twiml_templates_dir: Option<PathBuf>,
     end_message: Option<String>,
@@ -135,6 +153,15 @@ impl Settings {
         }
         let supervisor_tokens = supervisor_tokens(raw.supervisor_tokens.as_ref(), raw.admin_token.as_ref())
             .map_err(invalid("SUPERVISOR_TOKENS"))?;
+        let webhook_signatures = match raw.webhook_signatures.as_deref() {
+            None | Some("check") => WebhookSignatures::Checked,
+            Some("off") => WebhookSignatures::Off,
+            Some(other) => {
+                return Err(invalid("WEBHOOK_SIGNATURES")(format!(
+                    "`{other}` is neither `check` nor `off`"
+                )));
+            }
+        };
         let log_format = match raw.log_format.as_deref() {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
@@ -151,10 +178,27 @@ impl Settings {
             admin_token: raw.admin_token,
             supervisor_tokens,
             twilio_auth_token: raw.twilio_auth_token,
+            webhook_signatures,
             log_format,
             twiml_templates_dir: raw.twiml_templates_dir,
             end_message: raw.end_message.unwrap_or_else(|| DEFAULT_END_MESSAGE.to_owned()),
         })
+    }
+}
+
+impl Settings {
+    /// The token webhooks are checked with, or `None` when checking is off by name. Only
+    /// serving needs it: `migrate` and `import` run without.
+    pub fn webhook_auth_token(&self) -> Result<Option<&SecretString>, ConfigError> {
+        match (self.webhook_signatures, &self.twilio_auth_token) {
+            (WebhookSignatures::Off, _) => Ok(None),
+            (WebhookSignatures::Checked, Some(token)) => Ok(Some(token)),
+            (WebhookSignatures::Checked, None) => Err(ConfigError::Missing {
+                key: "TWILIO_AUTH_TOKEN",
+                message: "webhook signatures are checked with the provider account's auth token; \
+                          set it, or set WEBHOOK_SIGNATURES=off to take unsigned webhooks (local testing only)",
+            }),
+        }
     }
 }
 
@@ -337,6 +381,7 @@ mod tests {
                 "SUPERVISOR_TOKENS is invalid",
             ),
             ("LOG_FORMAT", "xml", "LOG_FORMAT is invalid"),
+            ("WEBHOOK_SIGNATURES", "no", "WEBHOOK_SIGNATURES is invalid"),
         ];
         for (key, value, expected) in cases {
             let err = from_env(&[(key, value)]).unwrap_err().to_string();
@@ -378,6 +423,27 @@ mod tests {
         assert_eq!(in_query.to_string(), "postgres://sb@db.internal/switchboard");
         let err = from_env(&[("PUBLIC_URL", "https://user:s3cretpw@example.com/")]).unwrap_err();
         assert!(!err.to_string().contains("s3cretpw"), "{err}");
+    }
+
+    #[test]
+    fn serving_needs_the_auth_token_unless_signatures_are_off_by_name() {
+        let unsigned = from_env(&[]).unwrap();
+        let err = unsigned.webhook_auth_token().unwrap_err().to_string();
+        assert!(
+            err.contains("TWILIO_AUTH_TOKEN is not set") && err.contains("WEBHOOK_SIGNATURES=off"),
+            "{err}"
+        );
+        let off = from_env(&[
+            ("WEBHOOK_SIGNATURES", "off"),
+            ("TWILIO_AUTH_TOKEN", "twilio-secret-abc"),
+        ])
+        .unwrap();
+        assert!(
+            off.webhook_auth_token().unwrap().is_none(),
+            "off wins over a token"
+        );
+        let checked = from_env(&[("TWILIO_AUTH_TOKEN", "twilio-secret-abc")]).unwrap();
+        assert!(checked.webhook_auth_token().unwrap().is_some());
     }
 
     #[test]

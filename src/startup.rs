@@ -10,7 +10,7 @@ use tracing_actix_web::TracingLogger;
 use crate::{
     calls::{CallDeps, CallTimings, Calls, CapacityActor, DedupeActor, PlanCache},
     clock::{Clock, SystemClock},
-    config::{PublicUrl, Settings},
+    config::{ConfigError, PublicUrl, Settings},
     domain::twiml::{TemplateError, TemplateName, Templates},
     http::{self, auth::AccessTokens, voice::Voice},
     rtb::{self, Rtb},
@@ -30,6 +30,8 @@ pub enum StartupError {
     TemplateDir { dir: String, source: io::Error },
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Settings(#[from] ConfigError),
     #[error("cannot listen: {0}")]
     Listen(#[from] io::Error),
 }
@@ -111,7 +113,7 @@ impl Application {
             templates,
             public_url: public_url.clone(),
             end_message: settings.end_message.clone(),
-            auth_token: settings.twilio_auth_token.clone(),
+            auth_token: settings.webhook_auth_token()?.cloned(),
         });
         let store: web::Data<dyn Store> = web::Data::from(store);
         let plan: web::Data<PlanCache> = web::Data::from(plan);

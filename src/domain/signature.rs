@@ -84,6 +84,19 @@ pub fn is_valid(
     })
 }
 
+/// Whether a JSON body is the one signed for. A JSON body is not signed as parameters: the URL
+/// carries `bodySHA256`, the hex SHA-256 of the raw body, and the signature covers the URL alone
+/// (so [`is_valid`] is called with no parameters).
+pub fn body_matches(url: &str, body: &[u8]) -> bool {
+    let url = url.split('#').next().unwrap_or(url);
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let declared: Option<String> = (serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok())
+        .and_then(|pairs| pairs.into_iter().find(|(name, _)| name == "bodySHA256"))
+        .map(|(_, value)| value.to_ascii_lowercase());
+    let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body));
+    declared.is_some_and(|declared| bool::from(declared.as_bytes().ct_eq(actual.as_bytes())))
+}
+
 /// The URL without its port, and with the scheme's default port when it has none.
 fn port_variants(url: &str) -> (String, String) {
     let url = url.split('#').next().unwrap_or(url);
@@ -247,6 +260,27 @@ mod tests {
             !is_valid("12345", url, &p, good, Algorithm::HmacSha256),
             "the wrong algorithm"
         );
+    }
+
+    #[test]
+    fn a_json_body_is_signed_through_its_hash_in_the_url() {
+        let body = br#"{"property": "value", "boolean": true}"#;
+        let hash = "0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
+        let url = format!("https://mycompany.com/myapp.php?foo=1&bar=2&bodySHA256={hash}");
+        assert!(body_matches(&url, body));
+        let signature = "a9nBmqA0ju/hNViExpshrM61xv4=";
+        assert!(is_valid("12345", &url, &[], signature, Algorithm::HmacSha1));
+
+        assert!(
+            !body_matches(&url, br#"{"property": "other", "boolean": true}"#),
+            "another body"
+        );
+        assert!(
+            !body_matches("https://mycompany.com/myapp.php?foo=1", body),
+            "no hash in the URL"
+        );
+        let upper = url.replace(hash, &hash.to_uppercase());
+        assert!(body_matches(&upper, body), "hex digits in either case");
     }
 
     #[test]

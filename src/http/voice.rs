@@ -127,9 +127,18 @@ impl Voice {
     fn verify(&self, req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, WebhookError> {
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let url = self.public_url.join(path_and_query);
-        // A GET carries its parameters in the (signed) URL; a POST in its form body.
+        // A GET carries its parameters in the (signed) URL; a POST in its form body, or in a JSON
+        // body whose hash the (signed) URL carries.
+        let is_json = header_text(req, "Content-Type").is_some_and(|value| {
+            value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
         let (params, signed) = if req.method() == actix_web::http::Method::GET {
             (form(req.query_string().as_bytes())?, Vec::new())
+        } else if is_json {
+            (json_params(body)?, Vec::new())
         } else {
             let params = form(body)?;
             (params.clone(), params)
@@ -138,7 +147,10 @@ impl Voice {
             let presented = header_text(req, "X-Twilio-Signature").unwrap_or_default();
             let algorithm =
                 Algorithm::from_settings(header_text(req, "X-Twilio-Webhooks-Signature-Settings"));
-            if !signature::is_valid(token.expose_secret(), &url, &signed, presented, algorithm) {
+            let body_signed = !is_json || signature::body_matches(&url, body);
+            if !body_signed
+                || !signature::is_valid(token.expose_secret(), &url, &signed, presented, algorithm)
+            {
                 tracing::warn!(%url, "refused a webhook with a missing or wrong signature");
                 return Err(WebhookError::Forbidden);
             }
@@ -231,6 +243,21 @@ impl Voice {
 fn form(bytes: &[u8]) -> Result<Vec<(String, String)>, WebhookError> {
     serde_urlencoded::from_bytes(bytes)
         .map_err(|e| WebhookError::BadRequest(format!("the form cannot be read: {e}")))
+}
+
+/// A JSON object's members as parameters: strings as they are, numbers and booleans as written.
+fn json_params(bytes: &[u8]) -> Result<Vec<(String, String)>, WebhookError> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)
+        .map_err(|e| WebhookError::BadRequest(format!("the JSON body cannot be read: {e}")))?;
+    (object.into_iter())
+        .map(|(name, value)| match value {
+            serde_json::Value::String(text) => Ok((name, text)),
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Ok((name, value.to_string())),
+            _ => Err(WebhookError::BadRequest(format!(
+                "`{name}` must be a string, a number or a boolean"
+            ))),
+        })
+        .collect()
 }
 
 fn header_text<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {

@@ -10,7 +10,7 @@ use std::{
 
 use reqwest::StatusCode;
 
-use crate::helpers::{ADMIN_TOKEN, SUPERVISOR_TOKEN, expect_json};
+use crate::helpers::{ADMIN_TOKEN, AUTH_TOKEN, SUPERVISOR_TOKEN, expect_json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -37,8 +37,13 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_with(dir, args, &[("TWILIO_AUTH_TOKEN", AUTH_TOKEN)])
+    }
+
+    fn start_with(dir: &Path, args: &[&str], settings: &[(&str, &str)]) -> Self {
         let mut child = switchboard(dir)
             .args(args)
+            .envs(settings.iter().copied())
             .env("BIND", "127.0.0.1:0")
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SUPERVISOR_TOKENS", SUPERVISOR_TOKEN)
@@ -146,6 +151,40 @@ async fn sigterm_closes_supervisors_event_streams_and_stops_cleanly() {
     server.wait_for("stopping");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+#[actix_web::test]
+async fn serving_unsigned_webhooks_must_be_asked_for_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(switchboard(dir.path())
+        .args(["serve", "--demo"])
+        .env("BIND", "127.0.0.1:0"));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("TWILIO_AUTH_TOKEN is not set") && stderr.contains("WEBHOOK_SIGNATURES=off"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("switchboard.db").exists(),
+        "refused before anything was touched"
+    );
+
+    let server = Server::start_with(dir.path(), &["serve", "--demo"], &[("WEBHOOK_SIGNATURES", "off")]);
+    let warning = server.wait_for("WEBHOOK_SIGNATURES=off");
+    assert!(warning.contains("NOT checked"), "{warning}");
+    let unsigned = reqwest::Client::new()
+        .post(format!("{}/voice/incoming", server.address()))
+        .form(&[
+            ("CallSid", "CA00000000000000000000000000000001"),
+            ("From", "+14155550123"),
+            ("To", "+18005550100"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::OK, "taken unsigned, as asked");
+    assert!(unsigned.text().await.unwrap().contains("<Dial"));
 }
 
 #[test]

@@ -101,6 +101,31 @@ on_both_engines! {
         assert_eq!(send(Some(sign(&url, &params)), body).await.unwrap().status(), StatusCode::OK, "the genuine one");
     }
 
+    async fn a_json_webhook_is_signed_through_the_hash_of_its_body_in_the_url(app: Acme) {
+        use sha2::{Digest, Sha256};
+        use switchboard::domain::signature::{Algorithm, sign};
+
+        let body = json!({"CallSid": sid(2), "From": CALLER, "To": MAIN, "CallStatus": "ringing"}).to_string();
+        let hash = hex::encode(Sha256::digest(body.as_bytes()));
+        let url = app.url(&format!("/voice/incoming?bodySHA256={hash}"));
+        // The signature covers the URL alone; the hash in it covers the body.
+        let signature = sign(AUTH_TOKEN, &url, &[], Algorithm::HmacSha1);
+        let send = |body: String| {
+            (app.client.post(&url))
+                .header("Content-Type", "application/json")
+                .header("X-Twilio-Signature", signature.clone())
+                .body(body)
+                .send()
+        };
+        let tampered = body.replace(CALLER, "+14155550999");
+        assert_eq!(send(tampered).await.unwrap().status(), StatusCode::FORBIDDEN, "another body");
+        let stored = app.store.call(&CallSid::parse(&sid(2)).unwrap()).await.unwrap();
+        assert!(stored.is_none(), "a refused webhook records nothing");
+
+        let (number, _) = dialed(send(body).await.unwrap()).await;
+        assert_eq!(number, "+14155550101", "the genuine one is routed");
+    }
+
     async fn malformed_webhooks_get_a_clear_client_error(app: Acme) {
         let url = app.url("/voice/incoming");
         let missing = app.webhook(&url, &form(&[("From", CALLER), ("To", MAIN)])).await;
