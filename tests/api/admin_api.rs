@@ -262,7 +262,8 @@ on_both_engines! {
 
 #[actix_web::test]
 async fn without_an_admin_token_the_api_is_closed() {
-    let app = TestApp::start_with(crate::helpers::Engine::Sqlite, &[])
+    let webhooks_only = [("TWILIO_AUTH_TOKEN", crate::helpers::AUTH_TOKEN)];
+    let app = TestApp::start_with(crate::helpers::Engine::Sqlite, &webhooks_only)
         .await
         .unwrap();
     let response = app.get("/companies").await;
