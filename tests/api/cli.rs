@@ -153,6 +153,55 @@ async fn sigterm_closes_supervisors_event_streams_and_stops_cleanly() {
     assert!(status.success(), "{status}");
 }
 
+/// `kill -9` in the middle of a call, then a new process on the same database: the call's next
+/// webhook continues it from the store.
+#[actix_web::test]
+async fn after_kill_9_mid_call_the_next_webhook_continues_the_call() {
+    use crate::{
+        helpers::TestApp,
+        provider::{CALLER, MAIN, dial_ended, dialed, incoming, sid},
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let provider = TestApp::signing_client();
+    let mut first = Server::start(dir.path(), &["serve", "--demo"]);
+    let address = first.address();
+    let (number, action) = dialed(
+        provider
+            .webhook(&format!("{address}/voice/incoming"), &incoming(&sid(1), CALLER, MAIN))
+            .await,
+    )
+    .await;
+    assert_eq!(number, "+14155550101", "Acme first");
+    assert!(action.ends_with("/attempts/1/action"), "{action}");
+    first.child.kill().unwrap(); // SIGKILL: no shutdown of any kind
+    first.child.wait().unwrap();
+
+    // The provider's next request, the dial's action, reaches a new process.
+    let second = Server::start(dir.path(), &["serve"]);
+    let address = second.address();
+    let path = action.split_once("/voice/").map(|(_, path)| path).unwrap();
+    let (number, action) = dialed(
+        provider
+            .webhook(&format!("{address}/voice/{path}"), &dial_ended(&sid(1), "no-answer", 0))
+            .await,
+    )
+    .await;
+    assert_ne!(number, "+14155550101", "Acme was tried: the next buyer is dialed");
+    assert!(action.ends_with("/attempts/2/action"), "{action}");
+
+    let call = reqwest::Client::new()
+        .get(format!("{address}/api/v1/calls/{}", sid(1)))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let call = expect_json(call, StatusCode::OK).await;
+    assert_eq!(call["state"], "dialing");
+    assert_eq!(call["dials"].as_array().unwrap().len(), 2, "{call}");
+    assert_eq!(call["dials"][0]["status"], "no-answer");
+}
+
 #[actix_web::test]
 async fn serving_unsigned_webhooks_must_be_asked_for_by_name() {
     let dir = tempfile::tempdir().unwrap();
