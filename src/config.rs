@@ -18,7 +18,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
@@ -29,7 +29,11 @@ pub const KEYS: [&str; 10] = [
     "LOG_FORMAT",
     "TWIML_TEMPLATES_DIR",
     "END_MESSAGE",
+    "DRAIN_SECONDS",
 ];
+
+/// How long a stopping server goes on serving with `/readyz` failing, by default.
+pub const DEFAULT_DRAIN_SECONDS: u64 = 5;
 
 pub const DEFAULT_END_MESSAGE: &str =
     "We are sorry, nobody is available to take your call right now. Please try again later.";
@@ -55,6 +59,9 @@ pub struct Settings {
     pub twiml_templates_dir: Option<PathBuf>,
     /// Said before hanging up when no buyer, fallback or redirect is left.
     pub end_message: String,
+    /// On SIGTERM, how long to go on serving with `/readyz` failing, so that load balancers
+    /// send new calls elsewhere before the listener closes.
+    pub drain: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +111,7 @@ struct Raw {
     log_format: Option<String>,
     twiml_templates_dir: Option<PathBuf>,
     end_message: Option<String>,
+    drain_seconds: Option<String>,
 }
 
 impl Settings {
@@ -162,6 +170,17 @@ impl Settings {
                 )));
             }
         };
+        let drain_seconds = match raw.drain_seconds.as_deref() {
+            None => DEFAULT_DRAIN_SECONDS,
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|seconds| *seconds <= 300)
+                .ok_or_else(|| {
+                    invalid("DRAIN_SECONDS")(format!("`{text}` is not a number of seconds from 0 to 300"))
+                })?,
+        };
         let log_format = match raw.log_format.as_deref() {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
@@ -182,6 +201,7 @@ impl Settings {
             log_format,
             twiml_templates_dir: raw.twiml_templates_dir,
             end_message: raw.end_message.unwrap_or_else(|| DEFAULT_END_MESSAGE.to_owned()),
+            drain: std::time::Duration::from_secs(drain_seconds),
         })
     }
 }
@@ -382,6 +402,8 @@ mod tests {
             ),
             ("LOG_FORMAT", "xml", "LOG_FORMAT is invalid"),
             ("WEBHOOK_SIGNATURES", "no", "WEBHOOK_SIGNATURES is invalid"),
+            ("DRAIN_SECONDS", "forever", "DRAIN_SECONDS is invalid"),
+            ("DRAIN_SECONDS", "301", "DRAIN_SECONDS is invalid"),
         ];
         for (key, value, expected) in cases {
             let err = from_env(&[(key, value)]).unwrap_err().to_string();

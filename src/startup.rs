@@ -12,7 +12,7 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{ConfigError, PublicUrl, Settings},
     domain::twiml::{TemplateError, TemplateName, Templates},
-    http::{self, auth::AccessTokens, voice::Voice},
+    http::{self, auth::AccessTokens, health::Readiness, voice::Voice},
     rtb::{self, Rtb},
     store::{Store, StoreError},
     supervision::{CloseStreams, EventHub, Supervision},
@@ -63,6 +63,8 @@ pub struct Application {
     calls: Calls,
     rtb: Rtb,
     hub: Addr<EventHub>,
+    readiness: Arc<Readiness>,
+    drain: Duration,
 }
 
 impl Application {
@@ -125,6 +127,8 @@ impl Application {
         let clock: web::Data<dyn Clock> = web::Data::from(clock);
         let metrics = web::Data::from(supervision.metrics.clone());
         let hub = web::Data::new(supervision.hub.clone());
+        let readiness = Arc::new(Readiness::default());
+        let readiness_for_http = web::Data::from(readiness.clone());
 
         let server = HttpServer::new(move || {
             App::new()
@@ -136,6 +140,7 @@ impl Application {
                 .app_data(clock.clone())
                 .app_data(metrics.clone())
                 .app_data(hub.clone())
+                .app_data(readiness_for_http.clone())
                 .app_data(voice.clone())
                 .app_data(rtb_for_http.clone())
                 .configure(http::routes)
@@ -153,6 +158,8 @@ impl Application {
             calls,
             rtb,
             hub: supervision.hub,
+            readiness,
+            drain: settings.drain,
         })
     }
 
@@ -170,20 +177,32 @@ impl Application {
         self.calls.clone()
     }
 
-    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and writes the RTB
-    /// log lines still queued.
+    /// Serves until SIGINT or SIGTERM. Then `/readyz` fails while the server goes on serving for
+    /// the drain time (load balancers send new calls elsewhere, calls in progress go on); what
+    /// the store has not taken yet (call changes a database hiccup held back, RTB log lines) is
+    /// written; and the requests in flight finish.
     pub async fn run_until_stopped(self) -> io::Result<()> {
-        let (server, hub) = (self.server.handle(), self.hub);
+        let (server, hub, readiness, drain) = (self.server.handle(), self.hub, self.readiness, self.drain);
+        let calls = self.calls.clone();
         actix_web::rt::spawn(async move {
             stop_signal().await;
+            readiness.stopping();
+            tracing::info!(
+                drain_seconds = drain.as_secs(),
+                "stopping: /readyz fails; serving on for the drain time"
+            );
+            actix_web::rt::time::sleep(drain).await;
             tracing::info!("stopping: finishing the requests in flight");
             // Supervisors' event streams never end by themselves; a stop would wait out its
             // whole timeout for them. (Their browsers reconnect to whichever node is up.)
             hub.do_send(CloseStreams);
+            // While the workers, where call actors live, still run.
+            calls.flush().await;
             server.stop(true).await;
         });
         let served = self.server.await;
         self.rtb.flush().await;
+        tracing::info!("stopped");
         served
     }
 }

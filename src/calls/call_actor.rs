@@ -117,10 +117,10 @@ impl Handler<Webhook> for CallActor {
     }
 }
 
-/// Retry saving what the store has not taken.
+/// Save what the store has not taken (a retry, or a last try before the process stops).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Flush;
+pub(super) struct Flush;
 
 impl Handler<Flush> for CallActor {
     type Result = AtomicResponse<Self, ()>;

@@ -19,7 +19,10 @@ use actix::{Actor, Addr, Arbiter, MailboxError, Message};
 use jiff::Timestamp;
 use rand::{SeedableRng, rngs::StdRng};
 
-use self::registry::{CallRegistry, Closed, LiveCount, Open};
+use self::{
+    call_actor::Flush,
+    registry::{Actors, CallRegistry, Closed, LiveCount, Open},
+};
 pub use self::{
     call_actor::is_final, capacity_actor::CapacityActor, dedupe_actor::DedupeActor, plan_cache::PlanCache,
 };
@@ -228,6 +231,15 @@ impl Calls {
             // A dial just ended: whatever it was, there is nobody to route the caller to.
             Input::DialEnded { .. } => Answer::Hangup,
             Input::Incoming { .. } | Input::Redirected { .. } => Answer::End,
+        }
+    }
+
+    /// Saves what any call's actor holds that the store has not taken yet (before a stop).
+    pub async fn flush(&self) {
+        let actors = self.registry.send(Actors).await.unwrap_or_default();
+        for actor in actors {
+            // An actor that stopped meanwhile has nothing left to save.
+            let _ = actor.send(Flush).await;
         }
     }
 

@@ -77,6 +77,23 @@ impl Handler<Closed> for CallRegistry {
     }
 }
 
+/// Every call actor still running.
+#[derive(Message)]
+#[rtype(result = "Vec<Addr<CallActor>>")]
+pub struct Actors;
+
+impl Handler<Actors> for CallRegistry {
+    type Result = Vec<Addr<CallActor>>;
+
+    fn handle(&mut self, _: Actors, _: &mut Self::Context) -> Self::Result {
+        self.live
+            .values()
+            .filter(|actor| actor.connected())
+            .cloned()
+            .collect()
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct LiveCount;

@@ -7,7 +7,7 @@ mod capacity;
 mod dashboard;
 pub mod error;
 mod events;
-mod health;
+pub mod health;
 pub mod json;
 mod metrics;
 mod openapi;

@@ -123,12 +123,15 @@ async fn serve_demo_starts_on_a_fresh_machine_and_says_where_it_listens() {
 }
 
 #[actix_web::test]
-async fn sigterm_closes_supervisors_event_streams_and_stops_cleanly() {
+async fn sigterm_fails_readiness_serves_on_for_the_drain_then_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["serve"]);
+    let settings = [("TWILIO_AUTH_TOKEN", AUTH_TOKEN), ("DRAIN_SECONDS", "2")];
+    let mut server = Server::start_with(dir.path(), &["serve"], &settings);
     let address = server.address();
-    let mut events = reqwest::Client::new()
-        .get(format!("{address}/api/v1/events"))
+    let client = reqwest::Client::new();
+    let status_of = |path: &str| client.get(format!("{address}{path}")).send();
+    assert_eq!(status_of("/readyz").await.unwrap().status(), StatusCode::OK);
+    let mut events = (client.get(format!("{address}/api/v1/events")))
         .bearer_auth(SUPERVISOR_TOKEN)
         .send()
         .await
@@ -140,17 +143,71 @@ async fn sigterm_closes_supervisors_event_streams_and_stops_cleanly() {
         .status()
         .unwrap();
     assert!(terminated.success());
-    // The stream ends (rather than holding the stop up until its timeout)…
-    // (Well within the 10 s the server would otherwise wait for it.)
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+    server.wait_for("/readyz fails");
+    // Load balancers are told to send new calls elsewhere; everything else is still served.
+    let readyz = status_of("/readyz").await.unwrap();
+    assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        readyz.json::<serde_json::Value>().await.unwrap()["status"],
+        "stopping"
+    );
+    assert_eq!(status_of("/healthz").await.unwrap().status(), StatusCode::OK);
+
+    // Then the stream ends, rather than holding the stop up: well within the drain and the
+    // 10 s the server would otherwise wait for it.
+    let ended = tokio::time::timeout(Duration::from_secs(7), async {
         while events.chunk().await.unwrap_or(None).is_some() {}
     })
     .await;
     assert!(ended.is_ok(), "the event stream was not closed");
     // …and the server stops, successfully.
-    server.wait_for("stopping");
+    server.wait_for("stopped");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A change the database could not take when it was made (the file locked by another writer)
+/// is written when the server stops, not lost with the process.
+#[actix_web::test]
+async fn a_change_the_database_could_not_take_is_written_when_the_server_stops() {
+    use sqlx::{Connection, Executor};
+
+    use crate::{
+        helpers::TestApp,
+        provider::{CALLER, MAIN, dialed, incoming, sid},
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [("TWILIO_AUTH_TOKEN", AUTH_TOKEN), ("DRAIN_SECONDS", "0")];
+    let mut server = Server::start_with(dir.path(), &["serve", "--demo"], &settings);
+    let address = server.address();
+    sqlx::any::install_default_drivers();
+    let database = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+    let mut writer = sqlx::AnyConnection::connect(&database).await.unwrap();
+    writer.execute("BEGIN EXCLUSIVE").await.unwrap();
+
+    // The call is answered all the same, its save left for later.
+    let provider = TestApp::signing_client();
+    let url = format!("{address}/voice/incoming");
+    let (number, _) = dialed(provider.webhook(&url, &incoming(&sid(1), CALLER, MAIN)).await).await;
+    assert_eq!(number, "+14155550101");
+    writer.execute("ROLLBACK").await.unwrap();
+
+    // Stopped long before the next retry would have come.
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    server.wait_for("stopped");
+    assert!(server.child.wait().unwrap().success());
+
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM calls WHERE call_sid = $1")
+        .bind(sid(1))
+        .fetch_one(&mut writer)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "the call was written on the way out");
 }
 
 /// `kill -9` in the middle of a call, then a new process on the same database: the call's next
@@ -168,7 +225,10 @@ async fn after_kill_9_mid_call_the_next_webhook_continues_the_call() {
     let address = first.address();
     let (number, action) = dialed(
         provider
-            .webhook(&format!("{address}/voice/incoming"), &incoming(&sid(1), CALLER, MAIN))
+            .webhook(
+                &format!("{address}/voice/incoming"),
+                &incoming(&sid(1), CALLER, MAIN),
+            )
             .await,
     )
     .await;
@@ -183,7 +243,10 @@ async fn after_kill_9_mid_call_the_next_webhook_continues_the_call() {
     let path = action.split_once("/voice/").map(|(_, path)| path).unwrap();
     let (number, action) = dialed(
         provider
-            .webhook(&format!("{address}/voice/{path}"), &dial_ended(&sid(1), "no-answer", 0))
+            .webhook(
+                &format!("{address}/voice/{path}"),
+                &dial_ended(&sid(1), "no-answer", 0),
+            )
             .await,
     )
     .await;
