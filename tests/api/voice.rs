@@ -101,6 +101,29 @@ on_both_engines! {
         assert_eq!(send(Some(sign(&url, &params)), body).await.unwrap().status(), StatusCode::OK, "the genuine one");
     }
 
+    async fn retried_and_reordered_callbacks_change_nothing_twice(app: Acme) {
+        let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&sid(50), CALLER, MAIN)).await).await;
+        // The dial's action, retried (same attempt, same result): the same TwiML both times.
+        let first = app.webhook(&action, &dial_ended(&sid(50), "completed", 120)).await.text().await.unwrap();
+        let again = app.webhook(&action, &dial_ended(&sid(50), "completed", 120)).await.text().await.unwrap();
+        assert_eq!(first, again);
+        // The call's status callbacks, out of order and the last one retried.
+        let status = app.url("/voice/status");
+        for (sequence, call_status) in [("2", "completed"), ("0", "ringing"), ("1", "in-progress"), ("2", "completed")] {
+            let body = crate::provider::form(&[("CallSid", &sid(50)), ("CallStatus", call_status), ("SequenceNumber", sequence)]);
+            assert_eq!(app.webhook(&status, &body).await.status(), StatusCode::NO_CONTENT);
+        }
+        let call = expect_json(app.get(&format!("/calls/{}", sid(50))).await, StatusCode::OK).await;
+        assert_eq!((call["state"].as_str(), call["outcome"].as_str()), (Some("ended"), Some("connected")), "never moved back from its end");
+        assert_eq!(call["dials"].as_array().unwrap().len(), 1, "no second attempt");
+        assert_eq!(call["converted"], true);
+        let ended = (call["timeline"].as_array().unwrap().iter()).filter(|e| e["kind"] == "ended").count();
+        assert_eq!(ended, 1, "ended once");
+        let buyers = expect_json(app.get("/stats/buyers").await, StatusCode::OK).await;
+        let acme = &buyers["data"][0];
+        assert_eq!((acme["dialed"].as_u64(), acme["converted"].as_u64()), (Some(1), Some(1)), "one conversion: {buyers}");
+    }
+
     async fn a_json_webhook_is_signed_through_the_hash_of_its_body_in_the_url(app: Acme) {
         use sha2::{Digest, Sha256};
         use switchboard::domain::signature::{Algorithm, sign};
