@@ -18,7 +18,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
@@ -30,7 +30,12 @@ pub const KEYS: [&str; 11] = [
     "TWIML_TEMPLATES_DIR",
     "END_MESSAGE",
     "DRAIN_SECONDS",
+    "STUCK_CALL_SECONDS",
 ];
+
+/// A call this old whose end was never reported is ended: four hours, the longest a provider
+/// lets a call last, and time to ring and redirect.
+pub const DEFAULT_STUCK_CALL_SECONDS: u64 = 4 * 3600 + 30 * 60;
 
 /// How long a stopping server goes on serving with `/readyz` failing, by default.
 pub const DEFAULT_DRAIN_SECONDS: u64 = 5;
@@ -62,6 +67,8 @@ pub struct Settings {
     /// On SIGTERM, how long to go on serving with `/readyz` failing, so that load balancers
     /// send new calls elsewhere before the listener closes.
     pub drain: std::time::Duration,
+    /// A call started this long ago whose end was never reported is ended as timed out.
+    pub stuck_call_after: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +119,7 @@ struct Raw {
     twiml_templates_dir: Option<PathBuf>,
     end_message: Option<String>,
     drain_seconds: Option<String>,
+    stuck_call_seconds: Option<String>,
 }
 
 impl Settings {
@@ -170,17 +178,18 @@ impl Settings {
                 )));
             }
         };
-        let drain_seconds = match raw.drain_seconds.as_deref() {
-            None => DEFAULT_DRAIN_SECONDS,
-            Some(text) => text
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|seconds| *seconds <= 300)
-                .ok_or_else(|| {
-                    invalid("DRAIN_SECONDS")(format!("`{text}` is not a number of seconds from 0 to 300"))
-                })?,
-        };
+        let drain_seconds = seconds(
+            raw.drain_seconds.as_deref(),
+            "DRAIN_SECONDS",
+            DEFAULT_DRAIN_SECONDS,
+            0..=300,
+        )?;
+        let stuck_call_seconds = seconds(
+            raw.stuck_call_seconds.as_deref(),
+            "STUCK_CALL_SECONDS",
+            DEFAULT_STUCK_CALL_SECONDS,
+            60..=7 * 24 * 3600,
+        )?;
         let log_format = match raw.log_format.as_deref() {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
@@ -202,8 +211,28 @@ impl Settings {
             twiml_templates_dir: raw.twiml_templates_dir,
             end_message: raw.end_message.unwrap_or_else(|| DEFAULT_END_MESSAGE.to_owned()),
             drain: std::time::Duration::from_secs(drain_seconds),
+            stuck_call_after: std::time::Duration::from_secs(stuck_call_seconds),
         })
     }
+}
+
+/// A number of seconds within `range`, or `default` when unset.
+fn seconds(
+    text: Option<&str>,
+    key: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(text) = text else { return Ok(default) };
+    (text.trim().parse::<u64>().ok())
+        .filter(|seconds| range.contains(seconds))
+        .ok_or_else(|| {
+            invalid(key)(format!(
+                "`{text}` is not a number of seconds from {} to {}",
+                range.start(),
+                range.end()
+            ))
+        })
 }
 
 impl Settings {
@@ -404,6 +433,7 @@ mod tests {
             ("WEBHOOK_SIGNATURES", "no", "WEBHOOK_SIGNATURES is invalid"),
             ("DRAIN_SECONDS", "forever", "DRAIN_SECONDS is invalid"),
             ("DRAIN_SECONDS", "301", "DRAIN_SECONDS is invalid"),
+            ("STUCK_CALL_SECONDS", "5", "STUCK_CALL_SECONDS is invalid"),
         ];
         for (key, value, expected) in cases {
             let err = from_env(&[(key, value)]).unwrap_err().to_string();

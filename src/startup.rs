@@ -81,9 +81,10 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let Runtime {
             clock,
-            timings,
+            mut timings,
             routing_seed,
         } = runtime;
+        timings.stuck_after = settings.stuck_call_after;
         let templates = load_templates(settings.twiml_templates_dir.as_deref())?;
         let listener = std::net::TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;

@@ -189,10 +189,12 @@ async fn process(
         conversion: None,
         touched: Vec::new(),
     };
-    turn.note(Event::Webhook {
-        endpoint: webhook.endpoint.to_owned(),
-        params: webhook.params.iter().cloned().collect(),
-    });
+    if webhook.input != Input::TimedOut {
+        turn.note(Event::Webhook {
+            endpoint: webhook.endpoint.to_owned(),
+            params: webhook.params.iter().cloned().collect(),
+        });
+    }
     let record = match record {
         Some(record) => Some(record),
         None => resume(deps, &webhook.sid).await,
@@ -372,6 +374,15 @@ async fn apply(
             }
             (Some(record), Answer::Acknowledge)
         }
+        (Input::TimedOut, Some(mut record)) => {
+            if !record.is_ended() {
+                record.time_out(turn.now);
+                note_end(turn, &record);
+                tracing::warn!("no final callback came for the call: ended as timed out");
+            }
+            (Some(record), Answer::Acknowledge)
+        }
+        (Input::TimedOut, None) => (None, Answer::Acknowledge),
         (Input::LegStatus { .. } | Input::CallStatus { .. }, None) => {
             tracing::warn!("a status callback for an unknown call");
             (None, Answer::Acknowledge)

@@ -6,6 +6,7 @@ mod call_actor;
 pub mod capacity_actor;
 pub mod dedupe_actor;
 pub mod plan_cache;
+pub mod reaper;
 mod registry;
 
 use std::{
@@ -21,6 +22,7 @@ use rand::{SeedableRng, rngs::StdRng};
 
 use self::{
     call_actor::Flush,
+    reaper::CallReaper,
     registry::{Actors, CallRegistry, Closed, LiveCount, Open},
 };
 pub use self::{
@@ -132,6 +134,11 @@ pub struct CallTimings {
     pub save_retry: Duration,
     /// How long a webhook waits on the store before answering without it.
     pub store_budget: Duration,
+    /// A call started this long ago that never had its final callback is ended (see
+    /// [`reaper`]).
+    pub stuck_after: Duration,
+    /// How often calls are checked for that.
+    pub sweep_every: Duration,
 }
 
 impl Default for CallTimings {
@@ -141,6 +148,8 @@ impl Default for CallTimings {
             idle: Duration::from_secs(600),
             save_retry: Duration::from_secs(5),
             store_budget: Duration::from_secs(1),
+            stuck_after: Duration::from_secs(crate::config::DEFAULT_STUCK_CALL_SECONDS),
+            sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -189,6 +198,8 @@ pub enum Input {
     Redirected { campaign: CampaignId },
     /// The parent call's status callback.
     CallStatus { status: String },
+    /// Not a webhook: the reaper found the call past the longest a call can last.
+    TimedOut,
 }
 
 /// The live calls, as the HTTP layer sees them.
@@ -198,10 +209,13 @@ pub struct Calls {
 }
 
 impl Calls {
+    /// The registry of live calls, and the reaper of calls whose end never came.
     pub fn start(deps: CallDeps) -> Self {
-        Self {
-            registry: CallRegistry::new(deps).start(),
-        }
+        let calls = Self {
+            registry: CallRegistry::new(deps.clone()).start(),
+        };
+        CallReaper::new(calls.clone(), deps).start();
+        calls
     }
 
     /// Hands a webhook to its call's actor and returns the answer. An actor that stopped in
@@ -231,6 +245,7 @@ impl Calls {
             // A dial just ended: whatever it was, there is nobody to route the caller to.
             Input::DialEnded { .. } => Answer::Hangup,
             Input::Incoming { .. } | Input::Redirected { .. } => Answer::End,
+            Input::TimedOut => Answer::Acknowledge,
         }
     }
 

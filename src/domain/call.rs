@@ -116,6 +116,9 @@ pub enum Outcome {
     Abandoned,
     /// The number dialed belongs to no campaign.
     Rejected,
+    /// The provider never said the call ended: Switchboard ended it after the longest a call
+    /// can last, freeing what it held.
+    TimedOut,
 }
 
 /// Why a call was dropped: the reason that kept the most buyers out.
@@ -387,6 +390,11 @@ impl CallRecord {
         self.drop_reason = reason;
         self.ended_at = Some(now);
         self.set_state(CallState::Ended, now);
+    }
+
+    /// No final callback came within the longest a call can last: the call is taken for over.
+    pub fn time_out(&mut self, now: Timestamp) {
+        self.end(Outcome::TimedOut, None, now);
     }
 
     /// The provider says the call is over: it connected, or the caller gave up first.

@@ -112,7 +112,7 @@ pub struct CampaignStats {
     pub calls: u64,
     /// Still in progress.
     pub live: u64,
-    /// Reached a buyer (talking now, or did).
+    /// Reached a buyer (talking now, or did): a buyer answered.
     pub connected: u64,
     pub converted: u64,
     /// Buyers skipped because the call would have been a duplicate for them (a call skipping

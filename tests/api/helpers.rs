@@ -42,6 +42,7 @@ pub fn test_timings() -> CallTimings {
     CallTimings {
         ended_grace: std::time::Duration::from_millis(300),
         save_retry: std::time::Duration::from_millis(100),
+        sweep_every: std::time::Duration::from_millis(100),
         ..CallTimings::default()
     }
 }

@@ -710,3 +710,40 @@ async fn answers_match_the_schemas_of_the_openapi_document() {
         );
     }
 }
+
+on_both_engines! {
+    async fn a_call_whose_end_never_comes_is_ended_and_frees_its_buyer(floor: Floor) {
+        let app = &floor.app;
+        floor.arrive(1, ANNA, MAIN).await;
+        floor.arrive(2, BORIS, MAIN).await;
+        let load = floor.read("/load").await;
+        assert_eq!(data(&load)[0]["concurrency"], json!({"limit": 2, "live": 2}), "Acme is full");
+
+        // No callback ever comes. Past the longest a call can last (4 h 30 min), both are ended.
+        floor.advance(4 * 3600 + 30 * 60 + 1);
+        let mut live = Vec::new();
+        for _ in 0..100 {
+            live = sids(&floor.read("/calls/live").await);
+            if live.is_empty() {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(live.is_empty(), "still live: {live:?}");
+        let call = floor.read(&format!("/calls/{}", sid(1))).await;
+        assert_eq!(call["outcome"], "timed_out", "marked as such");
+        let last = call["timeline"].as_array().unwrap().last().cloned().unwrap();
+        assert_eq!((last["kind"].as_str(), last["outcome"].as_str()), (Some("ended"), Some("timed_out")));
+        let load = floor.read("/load").await;
+        assert_eq!(data(&load)[0]["concurrency"]["live"], 0, "its slots are free: {load}");
+
+        // The next caller gets Acme again.
+        let response = floor.webhook("/voice/incoming", &incoming(&sid(3), CARLA, MAIN)).await;
+        assert_eq!(dialed(response).await.0, "+14155550101");
+        let text = (app.client.get(app.url("/metrics")).bearer_auth(SUPERVISOR_TOKEN).send().await.unwrap())
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(sample(&text, r#"switchboard_calls_ended_total{outcome="timed_out"}"#), Some(2.0));
+    }
+}

@@ -145,7 +145,9 @@ impl SupervisionStore for SqlStore {
             let totals: Vec<Totals> = sqlx::query_as(
                 "SELECT entry_campaign_id, COUNT(*),
                     CAST(SUM(CASE WHEN state <> 'ended' THEN 1 ELSE 0 END) AS BIGINT),
-                    CAST(SUM(CASE WHEN outcome = 'connected' OR state = 'connected' THEN 1 ELSE 0 END) AS BIGINT),
+                    CAST(SUM(CASE WHEN EXISTS (SELECT 1 FROM call_attempts a
+                                              WHERE a.call_sid = calls.call_sid AND a.answered_at_ms IS NOT NULL)
+                                  THEN 1 ELSE 0 END) AS BIGINT),
                     CAST(SUM(converted) AS BIGINT),
                     CAST(SUM(duplicates_avoided) AS BIGINT),
                     CAST(SUM(used_fallback) AS BIGINT),

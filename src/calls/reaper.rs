@@ -1,0 +1,81 @@
+//! Calls whose end never came. A provider's final callback can be lost; a call left live would
+//! hold its buyer's concurrency slot, and show on supervisors' screens, for ever. The reaper
+//! ends every call older than the longest a call can last, through the call's own actor (so the
+//! end is recorded, its slots freed and supervisors told, as any end is).
+
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
+use jiff::SignedDuration;
+
+use super::{CallDeps, Calls, Input, Webhook};
+use crate::store::CallFilter;
+
+/// Calls ended per sweep at most: the next sweep takes the rest.
+const BATCH: u32 = 500;
+
+pub struct CallReaper {
+    calls: Calls,
+    deps: CallDeps,
+    /// A sweep is under way: the next waits for it.
+    sweeping: bool,
+}
+
+impl CallReaper {
+    pub fn new(calls: Calls, deps: CallDeps) -> Self {
+        Self {
+            calls,
+            deps,
+            sweeping: false,
+        }
+    }
+
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.sweeping {
+            return;
+        }
+        let Ok(limit) = SignedDuration::try_from(self.deps.timings.stuck_after) else {
+            return;
+        };
+        let Ok(started_before) = self.deps.clock.now().checked_sub(limit) else {
+            return;
+        };
+        self.sweeping = true;
+        let (calls, store) = (self.calls.clone(), self.deps.store.clone());
+        let filter = CallFilter {
+            live: true,
+            to: Some(started_before),
+            limit: BATCH,
+            ..CallFilter::default()
+        };
+        let sweep = async move {
+            let stuck = match store.calls(&filter).await {
+                Ok(stuck) => stuck,
+                Err(error) => {
+                    tracing::warn!(%error, "could not look for calls whose end never came");
+                    return;
+                }
+            };
+            for call in stuck {
+                let timed_out = Webhook {
+                    sid: call.call_sid,
+                    input: Input::TimedOut,
+                    endpoint: "timeout",
+                    params: Vec::new(),
+                };
+                calls.handle(timed_out).await;
+            }
+        };
+        ctx.spawn(
+            sweep
+                .into_actor(self)
+                .map(|(), reaper, _| reaper.sweeping = false),
+        );
+    }
+}
+
+impl Actor for CallReaper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.deps.timings.sweep_every, Self::sweep);
+    }
+}
