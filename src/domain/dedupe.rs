@@ -387,4 +387,51 @@ mod tests {
         }
         assert!(Scope::parse_key("team:x").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// A call is a duplicate exactly when the touch the rule counts happened less than
+            /// the window before it (a touch from the future counts), whatever order touches
+            /// were recorded in. Half the cases ask within a few milliseconds of the window's end.
+            #[test]
+            fn the_window_is_exact_and_touches_may_come_in_any_order(
+                window_seconds in 1u32..=400 * 86_400,
+                touches in prop::collection::vec((-10_000_000_000i64..10_000_000_000, any::<bool>()), 0..6),
+                anywhere in -10_000_000_000i64..10_000_000_000,
+                near_the_end in any::<bool>(),
+                by in -3i64..=3,
+                after_connected in any::<bool>(),
+            ) {
+                let after = if after_connected { DuplicateAfter::Connected } else { DuplicateAfter::Converted };
+                let rule = rule(window_seconds, after);
+                let window_ms = i64::from(window_seconds) * 1000;
+                let ms = |offset: i64| Timestamp::UNIX_EPOCH + SignedDuration::from_millis(1_700_000_000_000 + offset);
+                let counted = touches
+                    .iter()
+                    .filter(|(_, converted)| after_connected || *converted)
+                    .map(|(offset, _)| *offset)
+                    .max();
+                let asked = match counted {
+                    Some(last) if near_the_end => last + window_ms + by,
+                    _ => anywhere,
+                };
+                let (mut forward, mut backward) = (DedupeIndex::default(), DedupeIndex::default());
+                let touch = |converted: bool| if converted { Touch::Converted } else { Touch::Connected };
+                for (offset, converted) in &touches {
+                    forward.record(&caller(), &rule.scope, touch(*converted), ms(*offset));
+                }
+                for (offset, converted) in touches.iter().rev() {
+                    backward.record(&caller(), &rule.scope, touch(*converted), ms(*offset));
+                }
+                let expected = counted.is_some_and(|last| asked - last < window_ms);
+                let mark = forward.mark(&caller(), &rule.scope);
+                prop_assert_eq!(rule.is_duplicate(&mark, ms(asked)), expected);
+                prop_assert_eq!(mark, backward.mark(&caller(), &rule.scope));
+            }
+        }
+    }
 }

@@ -1278,4 +1278,68 @@ mod tests {
             );
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// With duplicate handling on, whatever the caller's history, the caps and what was
+            /// tried: no listed buyer the call would be a duplicate for is dialed, no buyer at a
+            /// cap or already tried is dialed, and a listed buyer that can take the call gets
+            /// it (the call is never passed on, or dropped, while one could), unless a bid reserved
+            /// the fallback for this caller.
+            #[test]
+            fn never_a_duplicate_a_capped_or_a_tried_buyer_and_never_passed_over(
+                duplicate in prop::array::uniform5(any::<bool>()),
+                capped in prop::array::uniform5(any::<bool>()),
+                tried in prop::array::uniform5(any::<bool>()),
+                fallback in any::<bool>(),
+                redirect in any::<bool>(),
+                reserved in prop::option::of(0..5usize),
+                seed in any::<u64>(),
+            ) {
+                let fx = fixture(true, "new_convertible_buyer", fallback, redirect);
+                let ids = [fx.a, fx.b, fx.c, fx.f, fx.o];
+                let pick = |flags: [bool; 5]| -> HashSet<BuyerId> {
+                    ids.iter().zip(flags).filter(|(_, on)| *on).map(|(id, _)| *id).collect()
+                };
+                let given = Given {
+                    duplicates: pick(duplicate),
+                    blocked: pick(capped).into_iter().map(|id| (id, Block::Concurrency)).collect(),
+                    tried: pick(tried),
+                    visited: vec![fx.main],
+                    reserved: reserved.map(|i| ids[i]),
+                    ..Given::default()
+                };
+                let decision = given.decide(&fx.plan, fx.main, &mut StdRng::seed_from_u64(seed));
+                let free = |id: &BuyerId| {
+                    !given.tried.contains(id) && !given.blocked.contains_key(id)
+                };
+                let listed_free = [fx.a, fx.b, fx.c]
+                    .into_iter()
+                    .find(|id| free(id) && !given.duplicates.contains(id));
+                match decision.action {
+                    Action::Dial { buyer, kind } => {
+                        prop_assert!(free(&buyer), "dialed a buyer tried or at a cap");
+                        match kind {
+                            AttemptKind::Buyer => prop_assert!(!given.duplicates.contains(&buyer)),
+                            AttemptKind::Fallback => {
+                                prop_assert_eq!(buyer, fx.f);
+                                // Unless a bid reserved the fallback for this caller: then it goes first.
+                                if given.reserved != Some(fx.f) {
+                                    prop_assert_eq!(listed_free, None, "the fallback while a listed buyer was free");
+                                }
+                            }
+                        }
+                    }
+                    Action::Redirect { .. } | Action::End { .. } => {
+                        prop_assert_eq!(listed_free, None, "passed on while a listed buyer was free");
+                        prop_assert!(!(fallback && free(&fx.f)), "passed on while the fallback was free");
+                    }
+                }
+            }
+        }
+    }
 }
