@@ -525,4 +525,14 @@ mod tests {
             "{twiml}"
         );
     }
+
+    #[test]
+    fn characters_xml_cannot_carry_never_reach_the_document() {
+        let templates = Templates::builtin().unwrap();
+        let message = "a\u{0}b\u{1}c\u{b}d\u{fffe}e\u{1f}f";
+        let document = templates.render(TemplateName::End, &Values(&[("message", message)]));
+        let events: Result<Vec<_>, _> = xml::EventReader::new(document.as_bytes()).into_iter().collect();
+        assert!(events.is_ok(), "{document:?}: {events:?}");
+        assert!(document.contains(">abcdef<"), "{document:?}");
+    }
 }

@@ -53,6 +53,9 @@ const WEBHOOKS: [(&str, &str); 5] = [
     ("/calls/{sid}/redirect/{campaign}", "redirect"),
 ];
 
+/// The largest webhook body taken.
+const WEBHOOK_BODY_LIMIT: usize = 64 * 1024;
+
 /// Webhooks whose answer is a routing decision: their latency is the decision's.
 const DECISIONS: [&str; 3] = ["incoming", "dial_action", "redirect"];
 
@@ -61,6 +64,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/voice")
             .wrap(middleware::from_fn(observe))
+            // A provider's webhook is a few kilobytes; anything far larger is not one (413).
+            .app_data(web::PayloadConfig::new(WEBHOOK_BODY_LIMIT))
             .route(incoming_path, web::post().to(incoming))
             .route(incoming_path, web::get().to(incoming))
             .route(status_path, web::post().to(call_status))
@@ -129,19 +134,15 @@ impl Voice {
         let url = self.public_url.join(path_and_query);
         // A GET carries its parameters in the (signed) URL; a POST in its form body, or in a JSON
         // body whose hash the (signed) URL carries.
-        let is_json = header_text(req, "Content-Type").is_some_and(|value| {
-            value
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
+        let content_type = header_text(req, "Content-Type");
+        let is_json = is_json(content_type);
         let (params, signed) = if req.method() == actix_web::http::Method::GET {
             (form(req.query_string().as_bytes())?, Vec::new())
-        } else if is_json {
-            (json_params(body)?, Vec::new())
         } else {
-            let params = form(body)?;
-            (params.clone(), params)
+            let params = body_params(content_type, body)?;
+            // A form's parameters are signed; a JSON body is signed through its hash.
+            let signed = if is_json { Vec::new() } else { params.clone() };
+            (params, signed)
         };
         if let Some(token) = &self.auth_token {
             let presented = header_text(req, "X-Twilio-Signature").unwrap_or_default();
@@ -243,6 +244,24 @@ impl Voice {
 fn form(bytes: &[u8]) -> Result<Vec<(String, String)>, WebhookError> {
     serde_urlencoded::from_bytes(bytes)
         .map_err(|e| WebhookError::BadRequest(format!("the form cannot be read: {e}")))
+}
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|value| {
+        value
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    })
+}
+
+/// A webhook body's parameters: a form, or a JSON object. (Public for the fuzz target.)
+pub fn body_params(content_type: Option<&str>, body: &[u8]) -> Result<Vec<(String, String)>, WebhookError> {
+    if is_json(content_type) {
+        json_params(body)
+    } else {
+        form(body)
+    }
 }
 
 /// A JSON object's members as parameters: strings as they are, numbers and booleans as written.

@@ -161,6 +161,27 @@ on_both_engines! {
         assert!(no_to.text().await.unwrap().contains("<Reject"), "nothing to route to: rejected");
         let unknown = app.webhook(&app.url("/voice/status"), &call_over(&sid(3))).await;
         assert_eq!(unknown.status(), StatusCode::NO_CONTENT, "a status for a call never seen is acknowledged");
+
+        // A caller id that is not UTF-8 is read with replacement characters: an unknown caller,
+        // routed all the same.
+        let garbled = format!("CallSid={}&From=%FF%FE&To=%2B18005550100", sid(4));
+        let (number, _) = dialed(app.webhook(&url, &garbled).await).await;
+        assert_eq!(number, "+14155550101");
+        let call = expect_json(app.get(&format!("/calls/{}", sid(4))).await, StatusCode::OK).await;
+        assert_eq!(call["caller_known"], false);
+        // Far larger than any webhook: refused before it is read.
+        let huge = format!("CallSid={}&From={}&To=%2B18005550100", sid(5), "1".repeat(100_000));
+        let response = (app.client.post(&url))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(huge)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // A long caller id within the limit is an unknown caller, and the call is routed.
+        let long = form(&[("CallSid", &sid(6)), ("From", &"9".repeat(10_000)), ("To", MAIN)]);
+        let (number, _) = dialed(app.webhook(&url, &long).await).await;
+        assert_eq!(number, "+14155550101");
     }
 
     async fn a_retried_first_webhook_gets_the_same_twiml_and_dials_once(app: Acme) {
