@@ -74,6 +74,15 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM, as a process supervisor stopping the service does.
+    fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+    }
+
     /// The address from the "listening on" line.
     fn address(&self) -> String {
         let line = self.wait_for("Switchboard listening on ");
@@ -138,11 +147,7 @@ async fn sigterm_fails_readiness_serves_on_for_the_drain_then_stops_cleanly() {
         .unwrap();
     assert_eq!(events.status(), StatusCode::OK);
 
-    let terminated = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
+    server.terminate();
     server.wait_for("/readyz fails");
     // Load balancers are told to send new calls elsewhere; everything else is still served.
     let readyz = status_of("/readyz").await.unwrap();
@@ -194,11 +199,7 @@ async fn a_change_the_database_could_not_take_is_written_when_the_server_stops()
     writer.execute("ROLLBACK").await.unwrap();
 
     // Stopped long before the next retry would have come.
-    let terminated = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
+    server.terminate();
     server.wait_for("stopped");
     assert!(server.child.wait().unwrap().success());
 
