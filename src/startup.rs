@@ -124,6 +124,8 @@ impl Application {
             settings.admin_token.as_ref(),
             &settings.supervisor_tokens,
         ));
+        tokens.reload(store.as_ref()).await?;
+        keep_reloading(tokens.clone().into_inner(), store.clone().into_inner());
         let capacity = web::Data::new(capacity);
         let clock: web::Data<dyn Clock> = web::Data::from(clock);
         let metrics = web::Data::from(supervision.metrics.clone());
@@ -209,6 +211,19 @@ impl Application {
 }
 
 /// SIGINT or SIGTERM.
+/// Follows tokens issued or revoked on other nodes (this node's own changes apply at once).
+fn keep_reloading(tokens: Arc<AccessTokens>, store: Arc<dyn Store>) {
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(AccessTokens::RELOAD_EVERY);
+        loop {
+            every.tick().await;
+            if let Err(error) = tokens.reload(store.as_ref()).await {
+                tracing::warn!(%error, "could not reload the API tokens; keeping the ones in hand");
+            }
+        }
+    });
+}
+
 async fn stop_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -1,5 +1,6 @@
 //! The pure core: domain types and rules, no I/O.
 
+pub mod access;
 pub mod call;
 pub mod capacity;
 pub mod dedupe;

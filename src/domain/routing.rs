@@ -16,6 +16,7 @@ use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    access::KeyDigest,
     call::{AttemptKind, DropReason},
     capacity::{Block, CapPeriod},
     phone::E164,
@@ -23,7 +24,6 @@ use super::{
         Buyer, BuyerId, Campaign, CampaignBuyer, CampaignId, Company, CompanyId, DuplicateHandling,
         Publisher, PublisherId, Record,
     },
-    rtb::KeyDigest,
 };
 
 /// How many campaigns one call may pass through: its own and this many redirects.

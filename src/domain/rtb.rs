@@ -10,8 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::{
@@ -20,46 +18,6 @@ use super::{
     phone::{E164, PhoneError},
     plan::{BuyerId, CampaignId, PublisherId},
 };
-
-/// The SHA-256 digest of an RTB key: what is stored, and what a presented key is looked up by.
-/// Equality is constant-time, so neither a lookup nor a comparison tells by its timing how much
-/// of a digest matched (and a digest says nothing usable about its key anyway).
-#[derive(Clone, Copy)]
-pub struct KeyDigest([u8; 32]);
-
-// By hand, as `PartialEq` is: equal digests are equal bytes, so they hash alike.
-impl std::hash::Hash for KeyDigest {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl KeyDigest {
-    pub fn of(key: &str) -> Self {
-        Self(Sha256::digest(key.as_bytes()).into())
-    }
-
-    /// The stored form: 64 hexadecimal digits.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        let mut bytes = [0; 32];
-        hex::decode_to_slice(text, &mut bytes).ok()?;
-        Some(Self(bytes))
-    }
-}
-
-impl PartialEq for KeyDigest {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
-
-impl Eq for KeyDigest {}
-
-impl std::fmt::Debug for KeyDigest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyDigest([REDACTED])")
-    }
-}
 
 /// A ping as the publisher sent it, from the query string and the body alike.
 #[derive(Default, Clone)]
@@ -532,15 +490,6 @@ mod tests {
         ));
         assert!(caller_number("not a number").is_err());
         assert!(caller_number("+1 555").is_err());
-    }
-
-    #[test]
-    fn key_digests_match_the_stored_hex_form() {
-        let digest = KeyDigest::of("490530d2-9f24-4be2-894b-a80e971390df");
-        let stored = hex::encode(Sha256::digest(b"490530d2-9f24-4be2-894b-a80e971390df"));
-        assert_eq!(KeyDigest::from_hex(&stored), Some(digest));
-        assert_ne!(KeyDigest::of("another key entirely"), digest);
-        assert_eq!(KeyDigest::from_hex("not hex"), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod metrics;
 mod openapi;
 mod rtb;
 mod stats;
+mod tokens;
 pub mod voice;
 
 use actix_web::{
@@ -107,6 +108,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         &events::routes(),
         &openapi::routes(),
         &rtb::log_routes(),
+        &tokens::routes(),
         &admin::resource::<Company>("/companies"),
         &admin::resource::<Buyer>("/buyers"),
         &admin::resource::<Campaign>("/campaigns"),

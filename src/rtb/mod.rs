@@ -22,12 +22,13 @@ pub use self::{
 use crate::{
     calls::CallDeps,
     domain::{
+        access::KeyDigest,
         phone::E164,
         plan::{Buyer, Campaign, PublisherId, Record},
         routing::{Action, CallSituation, RoutingPlan},
         rtb::{
-            KeyDigest, NoTarget, PingAnswer, PingError, PingOutcome, PingRecord, PingRequest, Reservation,
-            RtbWrite, caller_number,
+            NoTarget, PingAnswer, PingError, PingOutcome, PingRecord, PingRequest, Reservation, RtbWrite,
+            caller_number,
         },
     },
     store::{Store, StoreError},

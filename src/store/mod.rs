@@ -10,6 +10,7 @@ pub use sql::{Backend, SqlStore};
 
 use crate::{
     domain::{
+        access::{IssuedToken, KeyDigest},
         call::{CallRecord, CallSid, CallState, Conversion, Outcome},
         capacity::{CapPeriod, LoadHistory},
         dedupe::{StoredMark, Touched},
@@ -19,7 +20,7 @@ use crate::{
             Buyer, BuyerId, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, PublisherId,
             Record,
         },
-        rtb::{KeyDigest, LoggedPing, PingStatus, Reservation, RtbWrite},
+        rtb::{LoggedPing, PingStatus, Reservation, RtbWrite},
         supervision::{BuyerStats, CallSummary, CampaignStats},
         timeline::TimelineEntry,
     },
@@ -151,6 +152,23 @@ pub struct CallChange<'a> {
     pub touched: &'a [Touched],
 }
 
+/// API tokens issued through the API, kept only as digests.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Every issued token, revoked and expired ones too, newest first, with its digest.
+    async fn api_tokens(&self) -> Result<Vec<(IssuedToken, KeyDigest)>, StoreError>;
+    /// Stores a new token. With `replacing`, in the same transaction, the replaced token (which
+    /// must exist, unrevoked) expires at the time given if it would not expire before.
+    async fn issue_token(
+        &self,
+        token: &IssuedToken,
+        digest: &KeyDigest,
+        replacing: Option<(Uuid, Timestamp)>,
+    ) -> Result<(), StoreError>;
+    /// Revokes a token (a revoked one stays as it was) and returns it.
+    async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<IssuedToken, StoreError>;
+}
+
 /// Everything Switchboard keeps.
 #[async_trait]
 pub trait Store:
@@ -162,6 +180,7 @@ pub trait Store:
     + CapacityStore
     + RtbStore
     + SupervisionStore
+    + TokenStore
 {
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -74,6 +74,11 @@ impl Server {
         }
     }
 
+    /// Every line logged from here until the process exits.
+    fn remaining_lines(&self) -> Vec<String> {
+        self.lines.iter().collect()
+    }
+
     /// Sends SIGTERM, as a process supervisor stopping the service does.
     fn terminate(&self) {
         let sent = Command::new("kill")
@@ -169,6 +174,83 @@ async fn sigterm_fails_readiness_serves_on_for_the_drain_then_stops_cleanly() {
     server.wait_for("stopped");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// Tokens' secrets, the configured ones and those the API issues, appear in no log line, even
+/// at the most verbose level, whatever is done with them.
+#[actix_web::test]
+async fn no_secret_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("DRAIN_SECONDS", "0"),
+        ("RUST_LOG", "trace"),
+    ];
+    let server = Server::start_with(dir.path(), &["serve", "--demo"], &settings);
+    let address = server.address();
+    let client = reqwest::Client::new();
+    let api = |path: &str| format!("{address}/api/v1{path}");
+
+    let issued = (client.post(api("/tokens")).bearer_auth(ADMIN_TOKEN))
+        .json(&serde_json::json!({ "name": "grafana", "role": "supervisor" }))
+        .send()
+        .await
+        .unwrap();
+    let issued = expect_json(issued, StatusCode::CREATED).await;
+    let (id, secret) = (issued["id"].as_str().unwrap(), issued["token"].as_str().unwrap());
+    let read = client
+        .get(api("/calls/live"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let refused = client
+        .post(api("/companies"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let rotated = (client
+        .post(api(&format!("/tokens/{id}/rotate")))
+        .bearer_auth(ADMIN_TOKEN))
+    .send()
+    .await
+    .unwrap();
+    let rotated = expect_json(rotated, StatusCode::CREATED).await;
+    let stale = client
+        .get(api("/calls/live"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::UNAUTHORIZED);
+    let key = (client.put(api("/campaigns/00000000-0000-7000-8000-000000000000/rtb_key")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(key.status(), StatusCode::NOT_FOUND);
+
+    server.terminate();
+    let lines = server.remaining_lines();
+    assert!(
+        lines.iter().any(|line| line.contains("issued an API token")),
+        "logged at all"
+    );
+    let secrets = [
+        ADMIN_TOKEN,
+        SUPERVISOR_TOKEN,
+        AUTH_TOKEN,
+        &secret[4..],
+        &rotated["token"].as_str().unwrap()[4..],
+    ];
+    for line in &lines {
+        for secret in secrets {
+            assert!(!line.contains(secret), "a secret in the log: {line}");
+        }
+    }
 }
 
 /// A change the database could not take when it was made (the file locked by another writer)

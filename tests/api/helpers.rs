@@ -484,8 +484,9 @@ mod flaky {
     use async_trait::async_trait;
     use jiff::Timestamp;
     use switchboard::{
-        domain::rtb::{KeyDigest, LoggedPing, Reservation, RtbWrite},
+        domain::rtb::{LoggedPing, Reservation, RtbWrite},
         domain::{
+            access::{IssuedToken, KeyDigest},
             call::{CallRecord, CallSid},
             capacity::{CapPeriod, LoadHistory},
             dedupe::StoredMark,
@@ -497,9 +498,10 @@ mod flaky {
         plan::{ImportReport, Plan},
         store::{
             CallChange, CallFilter, CallStore, CapacityStore, ListFilter, PingFilter, PlanTable, RtbStore,
-            SqlStore, Store, StoreError, SupervisionStore,
+            SqlStore, Store, StoreError, SupervisionStore, TokenStore,
         },
     };
+    use uuid::Uuid;
 
     use super::FlakyStore;
 
@@ -604,6 +606,27 @@ mod flaky {
         async fn buyer_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<BuyerStats>, StoreError> {
             self.check()?;
             self.inner.buyer_stats(from, to).await
+        }
+    }
+
+    #[async_trait]
+    impl TokenStore for FlakyStore {
+        async fn api_tokens(&self) -> Result<Vec<(IssuedToken, KeyDigest)>, StoreError> {
+            self.check()?;
+            self.inner.api_tokens().await
+        }
+        async fn issue_token(
+            &self,
+            token: &IssuedToken,
+            digest: &KeyDigest,
+            replacing: Option<(Uuid, Timestamp)>,
+        ) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.issue_token(token, digest, replacing).await
+        }
+        async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<IssuedToken, StoreError> {
+            self.check()?;
+            self.inner.revoke_token(id, at).await
         }
     }
 

@@ -12,4 +12,5 @@ mod routing_policy;
 mod rtb;
 mod store;
 mod supervision;
+mod tokens;
 mod voice;

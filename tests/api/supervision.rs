@@ -693,22 +693,46 @@ async fn answers_match_the_schemas_of_the_openapi_document() {
         ("/publishers", "/publishers".to_owned()),
         ("/publishers/{id}", format!("/publishers/{publisher}")),
     ];
-    for (documented, path) in reads {
+    let matches = |documented: &str, operation: &str, answer: &Value| {
         // A JSON pointer (RFC 6901) in a URI fragment (RFC 3986).
         let escaped = (documented.replace('~', "~0").replace('/', "~1"))
             .replace('{', "%7B")
             .replace('}', "%7D");
-        let pointer = format!("#/paths/{escaped}/get/responses/200/content/application~1json/schema");
+        let pointer = format!("#/paths/{escaped}/{operation}/content/application~1json/schema");
         let mut schema = document.clone();
         schema["$ref"] = json!(pointer);
         let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{documented}: {e}"));
-        let answer = floor.read(&path).await;
-        let errors: Vec<String> = validator.iter_errors(&answer).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator.iter_errors(answer).map(|e| e.to_string()).collect();
         assert!(
             errors.is_empty(),
-            "GET {path} does not match its schema: {errors:?}\n{answer}"
+            "{operation} {documented} does not match its schema: {errors:?}\n{answer}"
         );
+    };
+    for (documented, path) in reads {
+        matches(documented, "get/responses/200", &floor.read(&path).await);
     }
+    // Tokens are the admin's to see.
+    let issued = floor
+        .app
+        .post("/tokens", json!({ "name": "grafana", "role": "supervisor" }))
+        .await;
+    let issued = expect_json(issued, StatusCode::CREATED).await;
+    matches("/tokens", "post/responses/201", &issued);
+    let id = issued["id"].as_str().unwrap();
+    let rotated = floor
+        .app
+        .post(&format!("/tokens/{id}/rotate"), json!({ "grace_seconds": 60 }))
+        .await;
+    matches(
+        "/tokens/{id}/rotate",
+        "post/responses/201",
+        &expect_json(rotated, StatusCode::CREATED).await,
+    );
+    matches(
+        "/tokens",
+        "get/responses/200",
+        &expect_json(floor.app.get("/tokens").await, StatusCode::OK).await,
+    );
 }
 
 on_both_engines! {

@@ -13,6 +13,7 @@ mod import;
 mod publishers;
 mod rtb;
 mod supervision;
+mod tokens;
 
 use std::{str::FromStr, time::Duration};
 

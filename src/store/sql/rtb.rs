@@ -9,10 +9,11 @@ use uuid::Uuid;
 use super::{SqlStore, finish, parse_id, parse_stored, timestamp};
 use crate::{
     domain::{
+        access::KeyDigest,
         call::CallSid,
         money::Money,
         phone::E164,
-        rtb::{Held, KeyDigest, LoggedPing, PingOutcome, PingRecord, Reservation, RtbWrite},
+        rtb::{Held, LoggedPing, PingOutcome, PingRecord, Reservation, RtbWrite},
     },
     store::{PingFilter, RtbStore, StoreError},
 };

@@ -1,0 +1,204 @@
+//! API tokens, issued, rotated and revoked through the API (admin only). A token's secret is in
+//! the answer that issues it and nowhere else: the store keeps its digest, lists never show it.
+//!
+//! - `POST /tokens` `{name, role, expires_at?}` issues a token (201).
+//! - `GET /tokens` lists every token issued, newest first.
+//! - `POST /tokens/{id}/rotate` `{grace_seconds?}` issues its replacement (same name and role);
+//!   the old one keeps working for the grace period (default none), then expires.
+//! - `DELETE /tokens/{id}` revokes a token at once (204).
+
+use actix_web::{
+    HttpResponse,
+    http::{Method, header},
+    web,
+};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{ApiRoute, auth::AccessTokens, auth::Admin, error::ApiError, json};
+use crate::{
+    clock::Clock,
+    domain::access::{IssuedToken, Role, TokenName, TokenSecret},
+    store::Store,
+};
+
+/// The longest a rotated token may keep working beside its replacement: a week.
+const MAX_GRACE_SECONDS: u32 = 7 * 24 * 3600;
+
+pub fn routes() -> [ApiRoute; 4] {
+    [
+        ApiRoute::new(Method::GET, "/tokens", |r| r.to(list)),
+        ApiRoute::new(Method::POST, "/tokens", |r| r.to(issue)),
+        ApiRoute::new(Method::POST, "/tokens/{id}/rotate", |r| r.to(rotate)),
+        ApiRoute::new(Method::DELETE, "/tokens/{id}", |r| r.to(revoke)),
+    ]
+}
+
+type StoreData = web::Data<dyn Store>;
+type TokensData = web::Data<AccessTokens>;
+type ClockData = web::Data<dyn Clock>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueRequest {
+    name: TokenName,
+    role: Role,
+    expires_at: Option<Timestamp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    grace_seconds: Option<u32>,
+}
+
+/// A token just issued: the one answer that carries its secret.
+#[derive(Serialize)]
+struct Issued<'a> {
+    #[serde(flatten)]
+    record: &'a IssuedToken,
+    /// Send as `Authorization: Bearer <token>`. Shown this once.
+    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaces: Option<Uuid>,
+}
+
+#[derive(Serialize)]
+struct TokenList {
+    data: Vec<IssuedToken>,
+}
+
+async fn list(_: Admin, store: StoreData) -> Result<HttpResponse, ApiError> {
+    let data = store
+        .api_tokens()
+        .await?
+        .into_iter()
+        .map(|(token, _)| token)
+        .collect();
+    Ok(HttpResponse::Ok().json(TokenList { data }))
+}
+
+async fn issue(
+    _: Admin,
+    store: StoreData,
+    tokens: TokensData,
+    clock: ClockData,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let request: IssueRequest = json::typed(Value::Object(json::object(&body)?))?;
+    let now = clock.now();
+    if request.expires_at.is_some_and(|expiry| expiry <= now) {
+        return Err(ApiError::invalid("expires_at", "must be in the future"));
+    }
+    let token = IssuedToken {
+        id: Uuid::now_v7(),
+        name: request.name,
+        role: request.role,
+        created_at: millisecond(now),
+        expires_at: request.expires_at.map(millisecond),
+        revoked_at: None,
+    };
+    let secret = TokenSecret::generate();
+    store.issue_token(&token, &secret.digest(), None).await?;
+    tracing::info!(token_id = %token.id, role = token.role.as_str(), "issued an API token");
+    reload(&store, &tokens).await;
+    Ok(shown_once(&token, &secret, None))
+}
+
+async fn rotate(
+    _: Admin,
+    store: StoreData,
+    tokens: TokensData,
+    clock: ClockData,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = token_id(&id)?;
+    let request: RotateRequest = if body.is_empty() {
+        RotateRequest::default()
+    } else {
+        json::typed(Value::Object(json::object(&body)?))?
+    };
+    let grace = request.grace_seconds.unwrap_or(0);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::invalid(
+            "grace_seconds",
+            format!("must be at most {MAX_GRACE_SECONDS} (a week)"),
+        ));
+    }
+    let now = millisecond(clock.now());
+    let old = (store.api_tokens().await?.into_iter())
+        .map(|(token, _)| token)
+        .find(|token| token.id == id)
+        .ok_or_else(|| not_found(id))?;
+    if !old.is_valid_at(now) {
+        return Err(ApiError::Conflict {
+            field: None,
+            message: "the token is revoked or expired; issue a new one instead".into(),
+        });
+    }
+    let token = IssuedToken {
+        id: Uuid::now_v7(),
+        name: old.name,
+        role: old.role,
+        created_at: now,
+        expires_at: old.expires_at,
+        revoked_at: None,
+    };
+    let secret = TokenSecret::generate();
+    let old_until = now + SignedDuration::from_secs(i64::from(grace));
+    store
+        .issue_token(&token, &secret.digest(), Some((id, old_until)))
+        .await?;
+    tracing::info!(token_id = %token.id, replaces = %id, grace_seconds = grace, "rotated an API token");
+    reload(&store, &tokens).await;
+    Ok(shown_once(&token, &secret, Some(id)))
+}
+
+async fn revoke(
+    _: Admin,
+    store: StoreData,
+    tokens: TokensData,
+    clock: ClockData,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = token_id(&id)?;
+    store.revoke_token(id, millisecond(clock.now())).await?;
+    tracing::info!(token_id = %id, "revoked an API token");
+    reload(&store, &tokens).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn shown_once(token: &IssuedToken, secret: &TokenSecret, replaces: Option<Uuid>) -> HttpResponse {
+    HttpResponse::Created()
+        // No cache may keep the secret.
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(Issued {
+            record: token,
+            token: secret.expose(),
+            replaces,
+        })
+}
+
+/// This node follows the change at once (others within [`AccessTokens::RELOAD_EVERY`]).
+async fn reload(store: &StoreData, tokens: &TokensData) {
+    if let Err(error) = tokens.reload(store.as_ref()).await {
+        tracing::warn!(%error, "could not reload the API tokens; the next periodic reload will");
+    }
+}
+
+fn token_id(text: &str) -> Result<Uuid, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::NotFound(format!("no token with id {text}")))
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("no token with id {id}"))
+}
+
+/// Times are kept to the millisecond, as the store keeps them.
+fn millisecond(at: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at)
+}
