@@ -189,16 +189,25 @@ async fn process(
         conversion: None,
         touched: Vec::new(),
     };
+    let mut record = match record {
+        Some(record) => Some(record),
+        None => resume(deps, &webhook.sid).await,
+    };
+    let seen_before = match (&mut record, webhook.callback_key()) {
+        (Some(record), Some(key)) => !record.status_callbacks.insert(key),
+        _ => false,
+    };
+    if seen_before {
+        // A status callback the provider retried (or sent twice): it was applied already.
+        tracing::debug!("a status callback seen before: nothing changes");
+        return (record, unsaved, Answer::Acknowledge);
+    }
     if webhook.input != Input::TimedOut {
         turn.note(Event::Webhook {
             endpoint: webhook.endpoint.to_owned(),
             params: webhook.params.iter().cloned().collect(),
         });
     }
-    let record = match record {
-        Some(record) => Some(record),
-        None => resume(deps, &webhook.sid).await,
-    };
     if record.is_none()
         && let Some(ended) = ended_without_record(&webhook)
     {
@@ -274,8 +283,12 @@ fn ended_without_record(webhook: &Webhook) -> Option<LoadChange> {
     };
     match &webhook.input {
         Input::DialEnded { attempt, .. } => Some(LoadChange::Released(leg(*attempt))),
-        Input::LegStatus { attempt, status } if is_final(status) => Some(LoadChange::Released(leg(*attempt))),
-        Input::CallStatus { status } if is_final(status) => Some(LoadChange::CallEnded(webhook.sid.clone())),
+        Input::LegStatus { attempt, status, .. } if is_final(status) => {
+            Some(LoadChange::Released(leg(*attempt)))
+        }
+        Input::CallStatus { status, .. } if is_final(status) => {
+            Some(LoadChange::CallEnded(webhook.sid.clone()))
+        }
         _ => None,
     }
 }
@@ -348,7 +361,7 @@ async fn apply(
             let answer = dial_ended(deps, turn, &mut record, ended).await;
             (Some(record), answer)
         }
-        (Input::LegStatus { attempt, status }, Some(mut record)) => {
+        (Input::LegStatus { attempt, status, .. }, Some(mut record)) => {
             if is_final(status) {
                 record.leg_ended(*attempt, turn.now);
             }
@@ -367,7 +380,7 @@ async fn apply(
             }
             (Some(record), Answer::Acknowledge)
         }
-        (Input::CallStatus { status }, Some(mut record)) => {
+        (Input::CallStatus { status, .. }, Some(mut record)) => {
             if is_final(status) && !record.is_ended() {
                 record.hung_up(turn.now);
                 note_end(turn, &record);

@@ -32,7 +32,7 @@ use self::{capacity_actor::Blocked, dedupe_actor::Duplicates};
 use crate::{
     clock::Clock,
     domain::{
-        call::{Answer, CallSid, DialStatus},
+        call::{Answer, CallSid, CallbackKey, DialStatus},
         capacity::Block,
         dedupe::Rule,
         phone::E164,
@@ -170,6 +170,23 @@ impl Webhook {
     pub fn param(&self, name: &str) -> Option<&str> {
         param(&self.params, name)
     }
+
+    /// What tells this status callback from a retry of it, if the provider numbered it.
+    pub fn callback_key(&self) -> Option<CallbackKey> {
+        match self.input {
+            Input::CallStatus { sequence, .. } => Some(CallbackKey {
+                leg: 0,
+                sequence: sequence?,
+            }),
+            Input::LegStatus {
+                attempt, sequence, ..
+            } => Some(CallbackKey {
+                leg: attempt,
+                sequence: sequence?,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The first value of a form parameter.
@@ -193,11 +210,16 @@ pub enum Input {
         call_over: bool,
     },
     /// A buyer's leg changed state: its status callback.
-    LegStatus { attempt: u32, status: String },
+    LegStatus {
+        attempt: u32,
+        status: String,
+        /// `SequenceNumber`, when the provider sends it.
+        sequence: Option<u32>,
+    },
     /// The provider followed a `<Redirect>` into another campaign.
     Redirected { campaign: CampaignId },
     /// The parent call's status callback.
-    CallStatus { status: String },
+    CallStatus { status: String, sequence: Option<u32> },
     /// Not a webhook: the reaper found the call past the longest a call can last.
     TimedOut,
 }

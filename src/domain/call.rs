@@ -4,7 +4,10 @@
 //! is persisted after every webhook, and can be rebuilt from the store, so a call survives the
 //! actor (or the process) that was handling it.
 
-use std::{collections::HashSet, fmt};
+use std::{
+    collections::{BTreeSet, HashSet},
+    fmt,
+};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -215,6 +218,16 @@ pub struct CallRecord {
     pub ended_at: Option<Timestamp>,
     /// How many timeline entries are stored; the next one is numbered after them.
     pub timeline_len: u32,
+    /// Every status callback applied, so that a retried one changes nothing.
+    pub status_callbacks: BTreeSet<CallbackKey>,
+}
+
+/// A status callback as the provider numbers it: the leg it reports on (0 for the call itself,
+/// `n` for attempt `n`'s buyer leg) and its `SequenceNumber`, which counts per leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CallbackKey {
+    pub leg: u32,
+    pub sequence: u32,
 }
 
 impl CallRecord {
@@ -235,6 +248,7 @@ impl CallRecord {
             state_changed_at: now,
             ended_at: None,
             timeline_len: 0,
+            status_callbacks: BTreeSet::new(),
         }
     }
 

@@ -318,6 +318,12 @@ impl Hook {
         param(&self.params, name).unwrap_or_default().to_owned()
     }
 
+    /// A status callback's `SequenceNumber`. Without one, a retry cannot be told apart and is
+    /// applied again, which only adds to the timeline: a call's state never moves back.
+    fn sequence(&self) -> Option<u32> {
+        param(&self.params, "SequenceNumber").and_then(|n| n.trim().parse().ok())
+    }
+
     /// The call named by the `CallSid` parameter.
     fn call_sid(&self) -> Result<CallSid, WebhookError> {
         let text = param(&self.params, "CallSid")
@@ -350,6 +356,7 @@ async fn call_status(hook: Hook) -> Result<HttpResponse, WebhookError> {
     let sid = hook.call_sid()?;
     let input = Input::CallStatus {
         status: hook.text("CallStatus"),
+        sequence: hook.sequence(),
     };
     Ok(hook.answer(sid, input, "status").await)
 }
@@ -372,6 +379,7 @@ async fn leg_status(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpRe
     let input = Input::LegStatus {
         attempt,
         status: hook.text("CallStatus"),
+        sequence: hook.sequence(),
     };
     Ok(hook.answer(path_sid(&sid)?, input, "leg_status").await)
 }

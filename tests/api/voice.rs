@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use switchboard::{
     config::Settings,
     domain::call::CallSid,
@@ -15,7 +15,7 @@ use switchboard::{
 
 use crate::{
     helpers::{AUTH_TOKEN, Engine, TestApp, TestDb, expect_json, on_both_engines},
-    provider::{CALLER, MAIN, call_over, dial_ended, dialed, form, incoming, sid},
+    provider::{CALLER, MAIN, call_over, dial_ended, dialed, form, incoming, leg_status, sid},
 };
 
 const PLAN: &str = include_str!("../fixtures/plans/acme.toml");
@@ -119,9 +119,49 @@ on_both_engines! {
         assert_eq!(call["converted"], true);
         let ended = (call["timeline"].as_array().unwrap().iter()).filter(|e| e["kind"] == "ended").count();
         assert_eq!(ended, 1, "ended once");
+        // Keyed on (CallSid, SequenceNumber): the retried callback left no trace at all.
+        let statuses = (call["timeline"].as_array().unwrap().iter())
+            .filter(|e| e["kind"] == "webhook" && e["endpoint"] == "status")
+            .count();
+        assert_eq!(statuses, 3, "{call}");
         let buyers = expect_json(app.get("/stats/buyers").await, StatusCode::OK).await;
         let acme = &buyers["data"][0];
         assert_eq!((acme["dialed"].as_u64(), acme["converted"].as_u64()), (Some(1), Some(1)), "one conversion: {buyers}");
+    }
+
+    async fn a_buyer_legs_status_callbacks_are_keyed_by_leg_and_sequence_across_a_restart(app: Acme) {
+        let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&sid(51), CALLER, MAIN)).await).await;
+        // The buyer leg's status callback, as a path: the restarted service has another address.
+        let leg_path = action.replace("/action", "/status");
+        let leg_path = &leg_path[leg_path.find("/voice/").unwrap()..];
+        let leg = |status: &str, sequence: &str| {
+            let mut params = serde_urlencoded::from_str::<Vec<(String, String)>>(&leg_status(&sid(51), status)).unwrap();
+            params.push(("SequenceNumber".into(), sequence.into()));
+            serde_urlencoded::to_string(params).unwrap()
+        };
+        let parent = |status: &str, sequence: &str| {
+            crate::provider::form(&[("CallSid", &sid(51)), ("CallStatus", status), ("SequenceNumber", sequence)])
+        };
+        let webhooks = |call: &Value| {
+            (call["timeline"].as_array().unwrap().iter()).filter(|e| e["kind"] == "webhook").count()
+        };
+        // Each leg numbers its own callbacks: the buyer leg's 1 is not the call's 1.
+        assert_eq!(app.webhook(&app.url(leg_path), &leg("in-progress", "1")).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.webhook(&app.url("/voice/status"), &parent("in-progress", "1")).await.status(), StatusCode::NO_CONTENT);
+        let call = expect_json(app.get(&format!("/calls/{}", sid(51))).await, StatusCode::OK).await;
+        assert_eq!(call["state"], "connected");
+        let before = webhooks(&call);
+
+        // A new process, knowing only the store, still recognises the retries.
+        let app = Acme(app.0.restart().await);
+        assert_eq!(app.webhook(&app.url(leg_path), &leg("in-progress", "1")).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.webhook(&app.url("/voice/status"), &parent("in-progress", "1")).await.status(), StatusCode::NO_CONTENT);
+        let call = expect_json(app.get(&format!("/calls/{}", sid(51))).await, StatusCode::OK).await;
+        assert_eq!(webhooks(&call), before, "retries change nothing: {call}");
+        // A callback numbered anew is applied.
+        assert_eq!(app.webhook(&app.url("/voice/status"), &parent("completed", "2")).await.status(), StatusCode::NO_CONTENT);
+        let call = expect_json(app.get(&format!("/calls/{}", sid(51))).await, StatusCode::OK).await;
+        assert_eq!((webhooks(&call), call["state"].as_str()), (before + 1, Some("ended")));
     }
 
     async fn a_json_webhook_is_signed_through_the_hash_of_its_body_in_the_url(app: Acme) {

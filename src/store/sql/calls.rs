@@ -103,9 +103,9 @@ async fn save_in(conn: &mut AnyConnection, change: &CallChange<'_>) -> Result<()
         "INSERT INTO calls (call_sid, caller, caller_number, called, company_id, campaign_id,
             visited_campaigns, state, outcome, drop_reason, buyer_id, duplicate, converted, attempts,
             duplicate_buyers, used_fallback, redirects, timeline_len, started_at_ms,
-            state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided)
+            state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided, status_callbacks)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-            $19, $20, $21, $22, $23)
+            $19, $20, $21, $22, $23, $24)
          ON CONFLICT (call_sid) DO UPDATE SET
             company_id = excluded.company_id, campaign_id = excluded.campaign_id,
             visited_campaigns = excluded.visited_campaigns, state = excluded.state,
@@ -116,7 +116,8 @@ async fn save_in(conn: &mut AnyConnection, change: &CallChange<'_>) -> Result<()
             redirects = excluded.redirects, timeline_len = excluded.timeline_len,
             state_changed_at_ms = excluded.state_changed_at_ms, ended_at_ms = excluded.ended_at_ms,
             entry_campaign_id = excluded.entry_campaign_id,
-            duplicates_avoided = excluded.duplicates_avoided",
+            duplicates_avoided = excluded.duplicates_avoided,
+            status_callbacks = excluded.status_callbacks",
     )
     .bind(call.sid.as_str())
     .bind(call.caller.raw())
@@ -141,6 +142,7 @@ async fn save_in(conn: &mut AnyConnection, change: &CallChange<'_>) -> Result<()
     .bind(call.ended_at.map(ms))
     .bind(call.visited.first().map(|id| id.to_string()))
     .bind(call.duplicate_buyers.len() as i64)
+    .bind(json(&call.status_callbacks)?)
     .execute(&mut *conn)
     .await?;
 
@@ -258,6 +260,7 @@ struct CallRow {
     drop_reason: Option<String>,
     duplicate_buyers: String,
     timeline_len: i64,
+    status_callbacks: String,
     started_at_ms: i64,
     state_changed_at_ms: i64,
     ended_at_ms: Option<i64>,
@@ -311,7 +314,8 @@ impl TryFrom<AttemptRow> for Attempt {
 async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallRecord>, StoreError> {
     let row: Option<CallRow> = sqlx::query_as(
         "SELECT call_sid, caller, called, company_id, campaign_id, visited_campaigns, state, outcome,
-                drop_reason, duplicate_buyers, timeline_len, started_at_ms, state_changed_at_ms, ended_at_ms
+                drop_reason, duplicate_buyers, timeline_len, status_callbacks, started_at_ms,
+                state_changed_at_ms, ended_at_ms
          FROM calls WHERE call_sid = $1",
     )
     .bind(sid.as_str())
@@ -351,5 +355,6 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
         state_changed_at: timestamp(row.state_changed_at_ms)?,
         ended_at: optional_timestamp(row.ended_at_ms)?,
         timeline_len: small("timeline_len", row.timeline_len)?,
+        status_callbacks: from_json("status_callbacks", &row.status_callbacks)?,
     }))
 }
