@@ -18,7 +18,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
@@ -31,11 +31,16 @@ pub const KEYS: [&str; 12] = [
     "END_MESSAGE",
     "DRAIN_SECONDS",
     "STUCK_CALL_SECONDS",
+    "DECISION_BUDGET_MS",
 ];
 
 /// A call this old whose end was never reported is ended: four hours, the longest a provider
 /// lets a call last, and time to ring and redirect.
 pub const DEFAULT_STUCK_CALL_SECONDS: u64 = 4 * 3600 + 30 * 60;
+
+/// From a webhook's arrival to its answer, at most, by default: well inside the 15 s a
+/// provider waits.
+pub const DEFAULT_DECISION_BUDGET_MS: u64 = 2000;
 
 /// How long a stopping server goes on serving with `/readyz` failing, by default.
 pub const DEFAULT_DRAIN_SECONDS: u64 = 5;
@@ -69,6 +74,9 @@ pub struct Settings {
     pub drain: std::time::Duration,
     /// A call started this long ago whose end was never reported is ended as timed out.
     pub stuck_call_after: std::time::Duration,
+    /// A routing webhook is answered this long after it arrived at the latest (see
+    /// [`crate::calls::CallTimings::decision_budget`]).
+    pub decision_budget: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +128,7 @@ struct Raw {
     end_message: Option<String>,
     drain_seconds: Option<String>,
     stuck_call_seconds: Option<String>,
+    decision_budget_ms: Option<String>,
 }
 
 impl Settings {
@@ -178,17 +187,23 @@ impl Settings {
                 )));
             }
         };
-        let drain_seconds = seconds(
+        let drain_seconds = number(
             raw.drain_seconds.as_deref(),
-            "DRAIN_SECONDS",
+            ("DRAIN_SECONDS", "seconds"),
             DEFAULT_DRAIN_SECONDS,
             0..=300,
         )?;
-        let stuck_call_seconds = seconds(
+        let stuck_call_seconds = number(
             raw.stuck_call_seconds.as_deref(),
-            "STUCK_CALL_SECONDS",
+            ("STUCK_CALL_SECONDS", "seconds"),
             DEFAULT_STUCK_CALL_SECONDS,
             60..=7 * 24 * 3600,
+        )?;
+        let decision_budget_ms = number(
+            raw.decision_budget_ms.as_deref(),
+            ("DECISION_BUDGET_MS", "milliseconds"),
+            DEFAULT_DECISION_BUDGET_MS,
+            100..=10_000,
         )?;
         let log_format = match raw.log_format.as_deref() {
             None | Some("human") => LogFormat::Human,
@@ -212,23 +227,24 @@ impl Settings {
             end_message: raw.end_message.unwrap_or_else(|| DEFAULT_END_MESSAGE.to_owned()),
             drain: std::time::Duration::from_secs(drain_seconds),
             stuck_call_after: std::time::Duration::from_secs(stuck_call_seconds),
+            decision_budget: std::time::Duration::from_millis(decision_budget_ms),
         })
     }
 }
 
-/// A number of seconds within `range`, or `default` when unset.
-fn seconds(
+/// A number (of `unit`s) within `range`, or `default` when unset.
+fn number(
     text: Option<&str>,
-    key: &'static str,
+    (key, unit): (&'static str, &str),
     default: u64,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, ConfigError> {
     let Some(text) = text else { return Ok(default) };
     (text.trim().parse::<u64>().ok())
-        .filter(|seconds| range.contains(seconds))
+        .filter(|n| range.contains(n))
         .ok_or_else(|| {
             invalid(key)(format!(
-                "`{text}` is not a number of seconds from {} to {}",
+                "`{text}` is not a number of {unit} from {} to {}",
                 range.start(),
                 range.end()
             ))
@@ -434,6 +450,8 @@ mod tests {
             ("DRAIN_SECONDS", "forever", "DRAIN_SECONDS is invalid"),
             ("DRAIN_SECONDS", "301", "DRAIN_SECONDS is invalid"),
             ("STUCK_CALL_SECONDS", "5", "STUCK_CALL_SECONDS is invalid"),
+            ("DECISION_BUDGET_MS", "50", "DECISION_BUDGET_MS is invalid"),
+            ("DECISION_BUDGET_MS", "15000", "DECISION_BUDGET_MS is invalid"),
         ];
         for (key, value, expected) in cases {
             let err = from_env(&[(key, value)]).unwrap_err().to_string();

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use actix_web::{App, HttpServer, dev::Server, web};
 use tracing_actix_web::TracingLogger;
 
@@ -65,6 +65,7 @@ pub struct Application {
     hub: Addr<EventHub>,
     readiness: Arc<Readiness>,
     drain: Duration,
+    indexes: ArbiterHandle,
 }
 
 impl Application {
@@ -85,6 +86,7 @@ impl Application {
             routing_seed,
         } = runtime;
         timings.stuck_after = settings.stuck_call_after;
+        timings.decision_budget = settings.decision_budget;
         let templates = load_templates(settings.twiml_templates_dir.as_deref())?;
         let listener = std::net::TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;
@@ -92,8 +94,12 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| PublicUrl::derived_from(address));
-        let dedupe = DedupeActor::load(store.as_ref()).await?.start();
-        let capacity = CapacityActor::load(store.as_ref(), clock.clone()).await?.start();
+        // Every decision asks the de-dupe and capacity indexes: they get a thread of their own.
+        let indexes = Arbiter::new().handle();
+        let dedupe = DedupeActor::load(store.as_ref()).await?;
+        let dedupe = DedupeActor::start_in_arbiter(&indexes, |_| dedupe);
+        let capacity = CapacityActor::load(store.as_ref(), clock.clone()).await?;
+        let capacity = CapacityActor::start_in_arbiter(&indexes, |_| capacity);
         let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
         let rtb_actors = rtb::start(store.clone(), clock.clone()).await?;
         let supervision = Supervision::start(clock.clone());
@@ -163,6 +169,7 @@ impl Application {
             hub: supervision.hub,
             readiness,
             drain: settings.drain,
+            indexes,
         })
     }
 
@@ -173,6 +180,12 @@ impl Application {
     /// The base URL written into callbacks and used to check signatures.
     pub fn public_url(&self) -> &PublicUrl {
         &self.public_url
+    }
+
+    /// The thread the de-dupe and capacity indexes run on. (Tests stall it, to see calls
+    /// answered within the decision budget without them.)
+    pub fn index_thread(&self) -> ArbiterHandle {
+        self.indexes.clone()
     }
 
     /// The live calls (tests and supervisors look at them).

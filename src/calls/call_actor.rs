@@ -1,16 +1,17 @@
 //! One actor per live call: it applies the call's webhooks one at a time, routes, persists
 //! every transition, and stops a while after the call ends.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
     SpawnHandle, WrapFuture,
 };
 use jiff::Timestamp;
+use tokio::time::Instant;
 
 use super::{
-    CallDeps, Input, Webhook,
+    CallDeps, Input, Webhook, answer_by,
     capacity_actor::{Apply, Hold},
     dedupe_actor::Learn,
     registry::{CallRegistry, Closed},
@@ -131,7 +132,8 @@ impl Handler<Flush> for CallActor {
         AtomicResponse::new(Box::pin(
             async move {
                 if let Some(record) = &record {
-                    save(&deps, record, &mut unsaved).await;
+                    let by = Instant::now() + deps.timings.store_budget;
+                    save(&deps, record, &mut unsaved, by).await;
                 }
                 (record, unsaved)
             }
@@ -168,13 +170,30 @@ struct Turn {
     timeline: Vec<TimelineEntry>,
     conversion: Option<Conversion>,
     touched: Vec<Touched>,
+    /// The indexes are asked until then; past it, routing decides in haste.
+    decide_by: Instant,
+    /// The answer is due then (the decision budget from the webhook's arrival).
+    answer_by: Instant,
+    /// The webhook was answered without this actor (past the budget): with the explicit end,
+    /// which is what is recorded, whatever routing would have done.
+    answered_elsewhere: bool,
 }
 
 impl Turn {
     fn note(&mut self, event: Event) {
         self.timeline.push(TimelineEntry { at: self.now, event });
     }
+
+    /// How long a store operation may take now: its own budget, cut to the time left before
+    /// `due`, but never below a floor (a store that answers at once is always waited for).
+    fn store_deadline(&self, deps: &CallDeps, due: Instant) -> Instant {
+        let now = Instant::now();
+        (now + deps.timings.store_budget).min(due.max(now + STORE_FLOOR))
+    }
 }
+
+/// The least time a store operation is given, even past the budget.
+const STORE_FLOOR: Duration = Duration::from_millis(50);
 
 async fn process(
     deps: &CallDeps,
@@ -182,16 +201,22 @@ async fn process(
     mut unsaved: Unsaved,
     webhook: Webhook,
 ) -> (Option<CallRecord>, Unsaved, Answer) {
+    let budget = deps.timings.decision_budget;
+    let answer_by = webhook.received + budget;
     let mut turn = Turn {
         now: deps.clock.now(),
         plan: deps.plan.current().await,
         timeline: Vec::new(),
         conversion: None,
         touched: Vec::new(),
+        // A quarter of the budget is kept for saving the decision.
+        decide_by: answer_by - budget / 4,
+        answer_by,
+        answered_elsewhere: !webhook.actor_takes(),
     };
     let mut record = match record {
         Some(record) => Some(record),
-        None => resume(deps, &webhook.sid).await,
+        None => resume(deps, &turn, &webhook.sid).await,
     };
     let seen_before = match (&mut record, webhook.callback_key()) {
         (Some(record), Some(key)) => !record.status_callbacks.insert(key),
@@ -230,9 +255,10 @@ async fn process(
     if let Some(record) = &mut record {
         record.timeline_len += turn.timeline.len() as u32;
         unsaved.timeline.append(&mut turn.timeline);
-        unsaved.conversions.extend(turn.conversion);
+        unsaved.conversions.extend(turn.conversion.take());
         unsaved.touched.append(&mut turn.touched);
-        save(deps, record, &mut unsaved).await;
+        let by = turn.store_deadline(deps, turn.answer_by);
+        save(deps, record, &mut unsaved, by).await;
         // After the save: a supervisor who reads the call on hearing of the change sees it.
         (deps.supervision).call_changed(
             before.as_ref().map(CallSummary::of).as_ref(),
@@ -244,8 +270,9 @@ async fn process(
 
 /// The call as stored, for a call this process holds no actor for (after a restart, or an
 /// actor that stopped). Bounded: a caller must not wait on a database that does not answer.
-async fn resume(deps: &CallDeps, sid: &CallSid) -> Option<CallRecord> {
-    match tokio::time::timeout(deps.timings.store_budget, deps.store.call(sid)).await {
+async fn resume(deps: &CallDeps, turn: &Turn, sid: &CallSid) -> Option<CallRecord> {
+    let by = turn.store_deadline(deps, turn.decide_by);
+    match tokio::time::timeout_at(by, deps.store.call(sid)).await {
         Ok(Ok(found)) => found,
         Ok(Err(error)) => {
             tracing::error!(%error, "could not read the call from the store; treating it as new");
@@ -258,17 +285,17 @@ async fn resume(deps: &CallDeps, sid: &CallSid) -> Option<CallRecord> {
     }
 }
 
-/// Saves the call and everything unsaved, within the store budget. What the store does not
-/// take stays in `unsaved`, retried on the next webhook or the next timer: the answer to the
-/// provider never waits longer than the budget.
-async fn save(deps: &CallDeps, record: &CallRecord, unsaved: &mut Unsaved) {
+/// Saves the call and everything unsaved, by `by`. What the store does not take stays in
+/// `unsaved`, retried on the next webhook or the next timer: the answer to the provider never
+/// waits longer than the budgets.
+async fn save(deps: &CallDeps, record: &CallRecord, unsaved: &mut Unsaved, by: Instant) {
     let change = CallChange {
         call: record,
         timeline: &unsaved.timeline,
         conversions: &unsaved.conversions,
         touched: &unsaved.touched,
     };
-    match tokio::time::timeout(deps.timings.store_budget, deps.store.save_call(&change)).await {
+    match tokio::time::timeout_at(by, deps.store.save_call(&change)).await {
         Ok(Ok(())) => *unsaved = Unsaved::default(),
         Ok(Err(error)) => tracing::error!(%error, "the call could not be saved yet; it will be retried"),
         Err(_) => tracing::error!("the store did not save the call in time; it will be retried"),
@@ -423,6 +450,11 @@ async fn arrive(
         Some(turn.plan.campaign_for_number(&number)?.id)
     });
     let Some(campaign) = campaign else {
+        if turn.answered_elsewhere {
+            // Told the explicit end, not rejected: the record says what the caller got.
+            let answer = drop_call(turn, &mut record, DropReason::Overloaded);
+            return (Some(record), answer);
+        }
         record.end(Outcome::Rejected, Some(DropReason::UnknownNumber), turn.now);
         note_end(turn, &record);
         return (Some(record), Answer::Reject);
@@ -455,19 +487,22 @@ async fn claim_reservation(
     record: &CallRecord,
     campaign: CampaignId,
 ) -> Option<BuyerId> {
+    if turn.answered_elsewhere {
+        // The call ends here: a reservation it claimed would be lost to a later call.
+        return None;
+    }
     let claim = Claim {
         campaign,
         caller: record.caller.number()?.clone(),
         call_sid: record.sid.clone(),
         at: turn.now,
     };
-    let reservation = match deps.reservations.send(claim).await {
-        Ok(found) => found?,
-        Err(error) => {
-            tracing::error!(%error, "the reservation book did not answer; routing without it");
-            return None;
-        }
-    };
+    let reservation = answer_by(
+        "the reservation book",
+        turn.decide_by,
+        deps.reservations.send(claim),
+    )
+    .await??;
     turn.note(Event::ReservationClaimed {
         reservation: reservation.uuid,
         buyer_id: reservation.buyer_id,
@@ -484,10 +519,20 @@ async fn route(
     campaign: &Record<Campaign>,
     reserved: Option<BuyerId>,
 ) -> Answer {
+    if turn.answered_elsewhere {
+        return drop_call(turn, record, DropReason::Overloaded);
+    }
     let plan = turn.plan.clone();
     let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
-    let duplicates = (deps.duplicates_among(record.caller.number(), &candidates, turn.now)).await;
-    let mut blocked = deps.blocked_among(&plan, &candidates, turn.now).await;
+    let caller = record.caller.number();
+    let duplicates = (deps.duplicates_among(caller, &candidates, turn.now, turn.decide_by)).await;
+    let blocked = deps
+        .blocked_among(&plan, &candidates, turn.now, turn.decide_by)
+        .await;
+    let caps_known = blocked.is_some();
+    // Without a de-dupe or capacity answer in time, only the fallback buyer can be dialed.
+    let mut in_haste = duplicates.is_none() || blocked.is_none();
+    let (duplicates, mut blocked) = (duplicates.unwrap_or_default(), blocked.unwrap_or_default());
     let tried = record.tried();
     let leg = Leg {
         call: record.sid.clone(),
@@ -503,18 +548,35 @@ async fn route(
             visited: &record.visited,
             reserved,
         };
-        let decision = plan.decide(campaign, &situation, &mut random);
-        if let Action::Dial { buyer, .. } = decision.action
-            && let Some(buyer) = plan.buyer(buyer)
-            && !hold(deps, buyer, leg.clone(), turn.now).await
-        {
+        let decision = if in_haste {
+            plan.decide_in_haste(campaign, &situation, caps_known)
+        } else {
+            plan.decide(campaign, &situation, &mut random)
+        };
+        let Action::Dial { buyer, .. } = decision.action else {
+            break decision;
+        };
+        let Some(buyer) = plan.buyer(buyer) else {
+            break decision;
+        };
+        match hold(deps, turn, buyer, leg.clone()).await {
+            Some(true) => break decision,
             // Another call took the buyer's last slot since the counts were read: decide
             // again without it (each round rules one more buyer out, so this ends).
-            blocked.insert(buyer.id, Block::Concurrency);
-            continue;
+            Some(false) => {
+                blocked.insert(buyer.id, Block::Concurrency);
+            }
+            // The slot cannot be taken in time: the fallback, or the end (a haste decision
+            // never dials this buyer again, so this ends too).
+            None if in_haste => {
+                blocked.insert(buyer.id, Block::Concurrency);
+            }
+            None => in_haste = true,
         }
-        break decision;
     };
+    if decision.in_haste {
+        tracing::warn!(action = ?decision.action, "decided in haste: the indexes did not answer in time");
+    }
     record.avoided_duplicates(decision.skipped_as_duplicates());
     let action = decision.action;
     turn.note(Event::Decision(decision));
@@ -558,18 +620,21 @@ fn note_end(turn: &mut Turn, record: &CallRecord) {
     }
 }
 
-/// Takes the buyer's concurrency slot for the leg about to be dialed.
-async fn hold(deps: &CallDeps, buyer: &Record<Buyer>, leg: Leg, at: Timestamp) -> bool {
+/// Takes the buyer's concurrency slot for the leg about to be dialed: whether it could, or
+/// `None` if the capacity index did not say in time.
+async fn hold(deps: &CallDeps, turn: &Turn, buyer: &Record<Buyer>, leg: Leg) -> Option<bool> {
     let hold = Hold {
         buyer: buyer.id,
         leg,
         limit: buyer.spec.caps.concurrency,
-        at,
+        at: turn.now,
     };
-    deps.capacity.send(hold).await.unwrap_or_else(|error| {
-        tracing::error!(%error, "the capacity index did not answer; dialing anyway");
-        true
-    })
+    if hold.limit.is_none() {
+        // Nothing to refuse: the leg is counted, and nobody waits for that.
+        deps.capacity.do_send(hold);
+        return Some(true);
+    }
+    answer_by("the capacity index", turn.decide_by, deps.capacity.send(hold)).await
 }
 
 /// A dial's action callback, as the call's actor reads it.
@@ -597,11 +662,13 @@ async fn dial_ended(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecord, e
     let connected = ended.status.connected();
     // Settled now, at the end of the leg: a conversion by another call in the meantime counts.
     let duplicate = match (connected, buyer, record.caller.number()) {
-        (true, Some(buyer), Some(caller)) => Some(
-            (deps.duplicates_among(Some(caller), &[buyer], turn.now))
-                .await
-                .contains(&buyer.id),
-        ),
+        (true, Some(buyer), Some(caller)) => {
+            match (deps.duplicates_among(Some(caller), &[buyer], turn.now, turn.decide_by)).await {
+                Some(duplicates) => Some(duplicates.contains(&buyer.id)),
+                // Not known now: as it was known when dialed.
+                None => dialed.duplicate,
+            }
+        }
         (true, _, None) => None,
         _ => dialed.duplicate,
     };
@@ -681,6 +748,9 @@ fn conversion(record: &CallRecord, attempt: &Attempt, buyer: &Record<Buyer>, at:
 
 /// The answer that fits the call as it stands (a retried webhook gets what it got before).
 async fn current_answer(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecord) -> Answer {
+    if turn.answered_elsewhere && !record.is_ended() {
+        return drop_call(turn, record, DropReason::Overloaded);
+    }
     match (record.state, record.outcome) {
         (CallState::Ended, Some(Outcome::Rejected)) => return Answer::Reject,
         (CallState::Ended, Some(Outcome::Dropped)) => return Answer::End,

@@ -12,9 +12,14 @@ mod registry;
 use std::{
     collections::{HashMap, HashSet},
     hash::{DefaultHasher, Hash, Hasher},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
     time::Duration,
 };
+
+use tokio::time::{Instant, timeout, timeout_at};
 
 use actix::{Actor, Addr, Arbiter, MailboxError, Message};
 use jiff::Timestamp;
@@ -71,53 +76,68 @@ impl CallDeps {
         StdRng::seed_from_u64(hasher.finish())
     }
 
-    /// Which of `buyers` would consider a call from `caller` a duplicate now. An unknown caller
-    /// cannot be a duplicate; if the index cannot answer, routing goes on as if nobody had
-    /// converted the caller (the call is not lost for want of a de-dupe answer).
+    /// Which of `buyers` would consider a call from `caller` a duplicate now (an unknown caller
+    /// cannot be one), or `None` if the index does not answer by `by`: then nobody knows, and
+    /// routing decides in haste (see [`RoutingPlan::decide_in_haste`]).
     pub async fn duplicates_among(
         &self,
         caller: Option<&E164>,
         buyers: &[&Record<Buyer>],
         at: Timestamp,
-    ) -> HashSet<BuyerId> {
+        by: Instant,
+    ) -> Option<HashSet<BuyerId>> {
         let Some(caller) = caller else {
-            return HashSet::new();
+            return Some(HashSet::new());
         };
         let check = Duplicates {
             caller: caller.clone(),
             rules: buyers.iter().map(|b| Rule::of(b)).collect(),
             at,
         };
-        self.dedupe.send(check).await.unwrap_or_else(|error| {
-            tracing::error!(%error, "the de-dupe index did not answer; routing without it");
-            HashSet::new()
-        })
+        answer_by("the de-dupe index", by, self.dedupe.send(check)).await
     }
 
-    /// Which of `buyers` are at a cap now. If the index cannot answer, routing goes on without
-    /// caps rather than drop the caller.
+    /// Which of `buyers` are at a cap now, or `None` if the index does not answer by `by`.
     pub async fn blocked_among(
         &self,
         plan: &Arc<RoutingPlan>,
         buyers: &[&Record<Buyer>],
         at: Timestamp,
-    ) -> HashMap<BuyerId, Block> {
+        by: Instant,
+    ) -> Option<HashMap<BuyerId, Block>> {
         let capped: Vec<BuyerId> = (buyers.iter())
             .filter(|b| b.spec.caps.is_limited())
             .map(|b| b.id)
             .collect();
         if capped.is_empty() {
-            return HashMap::new();
+            return Some(HashMap::new());
         }
         let blocked = Blocked {
             plan: plan.clone(),
             buyers: capped,
             at,
         };
-        self.capacity.send(blocked).await.unwrap_or_else(|error| {
-            tracing::error!(%error, "the capacity index did not answer; routing without caps");
-            HashMap::new()
-        })
+        answer_by("the capacity index", by, self.capacity.send(blocked)).await
+    }
+}
+
+/// An actor's answer, if it comes by `by`. (Its mailbox is bounded: a send waits for room, and
+/// that wait counts too.)
+pub async fn answer_by<T>(
+    actor: &str,
+    by: Instant,
+    request: impl Future<Output = Result<T, MailboxError>>,
+) -> Option<T> {
+    match timeout_at(by, request).await {
+        Ok(Ok(answer)) => Some(answer),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "{actor} did not answer");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("{actor} did not answer within the decision budget");
+            None
+        }
     }
 }
 
@@ -134,6 +154,10 @@ pub struct CallTimings {
     pub save_retry: Duration,
     /// How long a webhook waits on the store before answering without it.
     pub store_budget: Duration,
+    /// From a webhook's arrival to its answer, at most: past it, a call is answered with what
+    /// can be decided without the indexes (the fallback buyer, or the campaign's explicit end)
+    /// rather than keep the provider waiting.
+    pub decision_budget: Duration,
     /// A call started this long ago that never had its final callback is ended (see
     /// [`reaper`]).
     pub stuck_after: Duration,
@@ -148,6 +172,7 @@ impl Default for CallTimings {
             idle: Duration::from_secs(600),
             save_retry: Duration::from_secs(5),
             store_budget: Duration::from_secs(1),
+            decision_budget: Duration::from_millis(crate::config::DEFAULT_DECISION_BUDGET_MS),
             stuck_after: Duration::from_secs(crate::config::DEFAULT_STUCK_CALL_SECONDS),
             sweep_every: Duration::from_secs(60),
         }
@@ -163,9 +188,63 @@ pub struct Webhook {
     /// The endpoint it arrived on and every parameter, for the call's timeline.
     pub endpoint: &'static str,
     pub params: Vec<(String, String)>,
+    /// When it arrived: its decision budget runs from here.
+    pub received: Instant,
+    answering: Answering,
+}
+
+/// Who answers a webhook: its call's actor, or, once the decision budget is spent before the
+/// actor took it up, [`Calls::handle`] alone. Decided once, so that the call's record never
+/// tells of an answer the provider did not get.
+#[derive(Debug, Clone, Default)]
+struct Answering(Arc<AtomicU8>);
+
+impl Answering {
+    const OPEN: u8 = 0;
+    const ACTOR: u8 = 1;
+    const WITHOUT_ACTOR: u8 = 2;
+
+    /// The actor takes the webhook up; `false` if it was answered without it.
+    fn actor_takes(&self) -> bool {
+        match (self.0).compare_exchange(Self::OPEN, Self::ACTOR, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => true,
+            // An actor took it and stopped; its replacement takes it again.
+            Err(current) => current == Self::ACTOR,
+        }
+    }
+
+    /// The handler answers without the actor; `false` if the actor has it already.
+    fn answer_without_actor(&self) -> bool {
+        (self.0)
+            .compare_exchange(
+                Self::OPEN,
+                Self::WITHOUT_ACTOR,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
 }
 
 impl Webhook {
+    /// A webhook arriving now.
+    pub fn new(sid: CallSid, input: Input, endpoint: &'static str, params: Vec<(String, String)>) -> Self {
+        Self {
+            sid,
+            input,
+            endpoint,
+            params,
+            received: Instant::now(),
+            answering: Answering::default(),
+        }
+    }
+
+    /// Whether its call's actor answers it; `false` if it was answered without the actor (the
+    /// actor then records what the caller was told: the explicit end).
+    pub(crate) fn actor_takes(&self) -> bool {
+        self.answering.actor_takes()
+    }
+
     /// A parameter the provider sent, if it did.
     pub fn param(&self, name: &str) -> Option<&str> {
         param(&self.params, name)
@@ -228,22 +307,54 @@ pub enum Input {
 #[derive(Clone)]
 pub struct Calls {
     registry: Addr<CallRegistry>,
+    decision_budget: Duration,
 }
+
+/// However a call's actor is held up once it has taken a webhook up (each of its steps is
+/// bounded), the provider is answered before its own timeout (15 s).
+const ACTOR_LIMIT: Duration = Duration::from_secs(10);
 
 impl Calls {
     /// The registry of live calls, and the reaper of calls whose end never came.
     pub fn start(deps: CallDeps) -> Self {
         let calls = Self {
             registry: CallRegistry::new(deps.clone()).start(),
+            decision_budget: deps.timings.decision_budget,
         };
         CallReaper::new(calls.clone(), deps).start();
         calls
     }
 
-    /// Hands a webhook to its call's actor and returns the answer. An actor that stopped in
-    /// the meantime is replaced (the new one resumes the call from the store); if no actor can
-    /// answer, the call still gets TwiML rather than an error.
+    /// Hands a webhook to its call's actor and returns the answer, within the decision budget.
+    /// If the actor has not taken the webhook up by then (its mailbox is backed up, or the
+    /// registry is), the call is answered without it, as if no buyer were left (the explicit
+    /// end); the webhook still reaches the actor, which records that end.
     pub async fn handle(&self, webhook: Webhook) -> Answer {
+        let (answering, input) = (webhook.answering.clone(), webhook.input.clone());
+        let answer_by = webhook.received + self.decision_budget;
+        let calls = self.clone();
+        let mut delivered = Box::pin(async move { calls.deliver(webhook).await });
+        match timeout_at(answer_by, &mut delivered).await {
+            Ok(answer) => return answer,
+            Err(_) if !answering.answer_without_actor() => {
+                // The actor has it, and its own steps keep to the budget: its answer is near.
+                if let Ok(answer) = timeout(ACTOR_LIMIT, delivered).await {
+                    return answer;
+                }
+                tracing::error!("the call's actor took the webhook up but never answered");
+            }
+            Err(_) => {
+                tracing::error!("no call actor took the webhook up within the decision budget");
+                actix_web::rt::spawn(delivered);
+            }
+        }
+        Self::without_actor(&input)
+    }
+
+    /// Hands a webhook to its call's actor. An actor that stopped in the meantime is replaced
+    /// (the new one resumes the call from the store); if no actor can answer, the call still
+    /// gets TwiML rather than an error.
+    async fn deliver(&self, webhook: Webhook) -> Answer {
         for _ in 0..3 {
             let open = Open {
                 sid: webhook.sid.clone(),
@@ -262,10 +373,19 @@ impl Calls {
             }
         }
         tracing::error!(call_sid = %webhook.sid, "no call actor could take the webhook");
-        match webhook.input {
+        Self::without_actor(&webhook.input)
+    }
+
+    /// The answer when the call's actor cannot give one.
+    fn without_actor(input: &Input) -> Answer {
+        match input {
             Input::LegStatus { .. } | Input::CallStatus { .. } => Answer::Acknowledge,
-            // A dial just ended: whatever it was, there is nobody to route the caller to.
-            Input::DialEnded { .. } => Answer::Hangup,
+            // The conversation is over, or the caller gone.
+            Input::DialEnded {
+                status, call_over, ..
+            } if status.connected() || *call_over => Answer::Hangup,
+            // A dial just ended, the caller still there: nobody can route them now.
+            Input::DialEnded { .. } => Answer::End,
             Input::Incoming { .. } | Input::Redirected { .. } => Answer::End,
             Input::TimedOut => Answer::Acknowledge,
         }

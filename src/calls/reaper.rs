@@ -55,12 +55,7 @@ impl CallReaper {
                 }
             };
             for call in stuck {
-                let timed_out = Webhook {
-                    sid: call.call_sid,
-                    input: Input::TimedOut,
-                    endpoint: "timeout",
-                    params: Vec::new(),
-                };
+                let timed_out = Webhook::new(call.call_sid, Input::TimedOut, "timeout", Vec::new());
                 calls.handle(timed_out).await;
             }
         };

@@ -140,6 +140,9 @@ pub enum DropReason {
     NoBuyer,
     /// The number dialed belongs to no campaign.
     UnknownNumber,
+    /// No decision could be made within the decision budget, and no fallback buyer could take
+    /// the call on what was known.
+    Overloaded,
 }
 
 /// `DialCallStatus`: how a `<Dial>` ended.

@@ -244,6 +244,54 @@ impl RoutingPlan {
             skip_duplicates,
             considered,
             action,
+            in_haste: false,
+        }
+    }
+
+    /// The decision when a full one cannot be made within the decision budget (the de-dupe or
+    /// capacity index did not answer in time): the campaign's fallback buyer, who takes
+    /// duplicates, if it can take the call on what is known; else the explicit end, as
+    /// `overloaded`. The listed buyers are shown unchecked. Unless `caps_known` (`call.blocked`
+    /// is the capacity index's answer), a fallback buyer with caps is not dialed: no cap is
+    /// exceeded for want of a count.
+    pub fn decide_in_haste(
+        &self,
+        campaign: &Record<Campaign>,
+        call: &CallSituation<'_>,
+        caps_known: bool,
+    ) -> Decision {
+        let mut considered: Vec<Considered> = (campaign.spec.buyers.as_slice().iter())
+            .filter_map(|link| {
+                Some(Considered::new(
+                    self.buyer(link.buyer_id)?,
+                    Some(link),
+                    Verdict::Unchecked,
+                ))
+            })
+            .collect();
+        let mut action = Action::End {
+            reason: DropReason::Overloaded,
+        };
+        if let Some(fallback) = campaign.spec.fallback_buyer_id.and_then(|id| self.buyer(id)) {
+            let verdict = match call.skip_reason(fallback, false) {
+                Some(verdict) => verdict,
+                None if !caps_known && fallback.spec.caps.is_limited() => Verdict::Unchecked,
+                None => {
+                    action = Action::Dial {
+                        buyer: fallback.id,
+                        kind: AttemptKind::Fallback,
+                    };
+                    Verdict::Chosen
+                }
+            };
+            considered.push(Considered::new(fallback, None, verdict));
+        }
+        Decision {
+            campaign_id: campaign.id,
+            skip_duplicates: self.skips_duplicates(campaign),
+            considered,
+            action,
+            in_haste: true,
         }
     }
 
@@ -361,6 +409,10 @@ pub struct Decision {
     pub skip_duplicates: bool,
     pub considered: Vec<Considered>,
     pub action: Action,
+    /// Made without the de-dupe or capacity index, which did not answer within the decision
+    /// budget (see [`RoutingPlan::decide_in_haste`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_haste: bool,
 }
 
 impl Decision {
@@ -427,6 +479,8 @@ pub enum Verdict {
     Concurrency,
     /// Skipped: its cap for this period is reached.
     Cap(CapPeriod),
+    /// Not judged: what it needed (de-dupe, caps) was not known within the decision budget.
+    Unchecked,
 }
 
 impl Verdict {
@@ -438,6 +492,7 @@ impl Verdict {
             Self::Closed => Some(DropReason::Closed),
             Self::Duplicate => Some(DropReason::Duplicate),
             Self::Concurrency | Self::Cap(_) => Some(DropReason::Capacity),
+            Self::Unchecked => Some(DropReason::Overloaded),
         }
     }
 }
@@ -460,6 +515,7 @@ impl fmt::Display for Verdict {
             Self::Paused => "paused",
             Self::Closed => "closed",
             Self::Duplicate => "duplicate",
+            Self::Unchecked => "unchecked",
             // Written as the block it stands for, as the caps API shows it.
             Self::Concurrency => return Block::Concurrency.fmt(f),
             Self::Cap(period) => return Block::Cap(*period).fmt(f),
@@ -485,6 +541,7 @@ impl TryFrom<String> for Verdict {
             Self::Closed,
             Self::Duplicate,
             Self::Concurrency,
+            Self::Unchecked,
         ];
         let caps = CapPeriod::ALL.map(Self::Cap);
         simple
@@ -637,6 +694,109 @@ mod tests {
                 Purpose::Bid => plan.bid(campaign, &situation, random),
             }
         }
+    }
+
+    impl Given {
+        fn in_haste(&self, plan: &RoutingPlan, campaign: CampaignId, caps_known: bool) -> Decision {
+            let visited = [campaign];
+            let situation = CallSituation {
+                at: self.at,
+                duplicates: &self.duplicates,
+                blocked: &self.blocked,
+                tried: &self.tried,
+                visited: &visited,
+                reserved: self.reserved,
+            };
+            plan.decide_in_haste(plan.campaign(campaign).unwrap(), &situation, caps_known)
+        }
+    }
+
+    #[test]
+    fn in_haste_only_the_fallback_buyer_is_dialed_else_the_call_ends_as_overloaded() {
+        use Verdict::{Cap, Chosen, Unchecked};
+        let fx = fixture(true, "new_convertible_buyer", true, true);
+        let haste = Given::default().in_haste(&fx.plan, fx.main, false);
+        let fallback = Action::Dial {
+            buyer: fx.f,
+            kind: AttemptKind::Fallback,
+        };
+        assert_eq!(haste.action, fallback);
+        assert!(haste.in_haste);
+        assert_eq!(
+            verdicts(&haste),
+            [
+                ("A", Unchecked),
+                ("B", Unchecked),
+                ("C", Unchecked),
+                ("F", Chosen)
+            ]
+        );
+        assert_eq!(
+            haste.skipped_as_duplicates().count(),
+            0,
+            "nobody was judged a duplicate"
+        );
+        // As the timeline stores it and reads it back.
+        let stored = serde_json::to_value(&haste).unwrap();
+        assert_eq!(stored["in_haste"], true);
+        assert_eq!(serde_json::from_value::<Decision>(stored).unwrap(), haste);
+        // The fallback takes duplicates: one does not keep it out.
+        let duplicate = Given {
+            duplicates: [fx.f].into(),
+            ..Given::default()
+        };
+        assert_eq!(duplicate.in_haste(&fx.plan, fx.main, true).action, fallback);
+
+        // Tried already, or at a cap: the explicit end, even with a redirect configured.
+        let overloaded = Action::End {
+            reason: DropReason::Overloaded,
+        };
+        let tried = Given {
+            tried: [fx.f].into(),
+            ..Given::default()
+        };
+        assert_eq!(tried.in_haste(&fx.plan, fx.main, true).action, overloaded);
+        let capped = Given {
+            blocked: [(fx.f, Block::Cap(CapPeriod::Daily))].into(),
+            ..Given::default()
+        };
+        let decision = capped.in_haste(&fx.plan, fx.main, true);
+        assert_eq!(
+            (decision.action, decision.considered[3].verdict),
+            (overloaded, Cap(CapPeriod::Daily))
+        );
+        let none = fixture(true, "new_convertible_buyer", false, true);
+        let decision = Given::default().in_haste(&none.plan, none.main, true);
+        assert_eq!(decision.action, overloaded);
+        assert!(decision.considered.iter().all(|c| c.verdict == Unchecked));
+        // A full decision is never marked as hasty.
+        assert!(!decide(&fx, fx.main, &[], &[], &[]).in_haste);
+    }
+
+    #[test]
+    fn in_haste_a_fallback_with_caps_is_dialed_only_when_its_counts_are_known() {
+        let fx = fixture(true, "new_convertible_buyer", true, false);
+        let mut buyers: Vec<Record<Buyer>> = fx.plan.buyers.values().cloned().collect();
+        for buyer in &mut buyers {
+            if buyer.id == fx.f {
+                buyer.spec.caps = serde_json::from_value(json!({"daily": 5})).unwrap();
+            }
+        }
+        let plan = RoutingPlan::new(
+            fx.plan.companies.values().cloned().collect(),
+            buyers,
+            fx.plan.campaigns.values().cloned().collect(),
+        );
+        let unknown = Given::default().in_haste(&plan, fx.main, false);
+        assert_eq!(
+            unknown.action,
+            Action::End {
+                reason: DropReason::Overloaded
+            }
+        );
+        assert_eq!(unknown.considered[3].verdict, Verdict::Unchecked);
+        let known = Given::default().in_haste(&plan, fx.main, true);
+        assert!(matches!(known.action, Action::Dial { buyer, .. } if buyer == fx.f));
     }
 
     fn verdicts(decision: &Decision) -> Vec<(&str, Verdict)> {

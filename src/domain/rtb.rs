@@ -216,6 +216,9 @@ pub enum NoTarget {
     NoBuyer,
     /// The campaign has no tracking number to send the caller to.
     NoTrackingNumber,
+    /// Whom the caller would be a duplicate for, or which buyers are at a cap, was not known
+    /// within the decision budget.
+    Overloaded,
 }
 
 impl From<DropReason> for NoTarget {
@@ -226,6 +229,7 @@ impl From<DropReason> for NoTarget {
             DropReason::Closed => Self::Closed,
             // A bid has dialed nobody and arrived on no number: neither can be its reason.
             DropReason::NoBuyer | DropReason::Unanswered | DropReason::UnknownNumber => Self::NoBuyer,
+            DropReason::Overloaded => Self::Overloaded,
         }
     }
 }

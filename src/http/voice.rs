@@ -230,12 +230,7 @@ impl Voice {
         params: Vec<(String, String)>,
     ) -> HttpResponse {
         root.record("call_sid", tracing::field::display(&sid));
-        let webhook = Webhook {
-            sid: sid.clone(),
-            input,
-            endpoint,
-            params,
-        };
+        let webhook = Webhook::new(sid.clone(), input, endpoint, params);
         let answer = self.calls.handle(webhook).await;
         self.respond(&sid, answer)
     }

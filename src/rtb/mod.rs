@@ -178,8 +178,14 @@ impl Rtb {
 
         let plan = ping.plan;
         let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
-        let duplicates = self.deps.duplicates_among(caller, &candidates, ping.at).await;
-        let blocked = self.deps.blocked_among(plan, &candidates, ping.at).await;
+        // A publisher waits on the answer as a caller would: the same budget.
+        let by = tokio::time::Instant::now() + self.deps.timings.decision_budget;
+        let duplicates = self.deps.duplicates_among(caller, &candidates, ping.at, by).await;
+        let blocked = self.deps.blocked_among(plan, &candidates, ping.at, by).await;
+        let (Some(duplicates), Some(blocked)) = (duplicates, blocked) else {
+            // No bid on a guess: a duplicate or a buyer over its cap must never be bid for.
+            return no_target(NoTarget::Overloaded);
+        };
         let situation = CallSituation {
             at: ping.at,
             duplicates: &duplicates,

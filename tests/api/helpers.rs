@@ -168,6 +168,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<SqlStore>,
     pub calls: switchboard::calls::Calls,
+    /// Where the de-dupe and capacity indexes run: a test may hold it up.
+    pub index_thread: actix::ArbiterHandle,
     pub db: TestDb,
     /// Kept across a restart: the same clock goes on.
     pub runtime: Runtime,
@@ -227,12 +229,14 @@ impl TestApp {
             .expect("start the service");
         let address = format!("http://{}", app.address());
         let calls = app.calls();
+        let index_thread = app.index_thread();
         actix_web::rt::spawn(app.run_until_stopped());
         Some(Self {
             address,
             client: reqwest::Client::new(),
             store,
             calls,
+            index_thread,
             db,
             runtime,
         })

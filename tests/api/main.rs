@@ -5,6 +5,7 @@ mod helpers;
 mod admin_api;
 mod cli;
 mod dashboard;
+mod overload;
 mod plan_import;
 mod provider;
 mod replay;
