@@ -223,7 +223,6 @@ impl Application {
     }
 }
 
-/// SIGINT or SIGTERM.
 /// Follows tokens issued or revoked on other nodes (this node's own changes apply at once).
 fn keep_reloading(tokens: Arc<AccessTokens>, store: Arc<dyn Store>) {
     actix_web::rt::spawn(async move {
@@ -237,6 +236,7 @@ fn keep_reloading(tokens: Arc<AccessTokens>, store: Arc<dyn Store>) {
     });
 }
 
+/// SIGINT or SIGTERM.
 async fn stop_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -12,4 +12,4 @@ CREATE TABLE api_tokens (
     revoked_at_ms BIGINT
 );
 
-ALTER TABLE calls ADD COLUMN status_callbacks TEXT NOT NULL DEFAULT '[]';  -- JSON [[leg, seq], …]
+ALTER TABLE calls ADD COLUMN status_callbacks TEXT NOT NULL DEFAULT '[]';  -- JSON [{"leg", "sequence"}, …]

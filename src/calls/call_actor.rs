@@ -26,7 +26,7 @@ use crate::{
         dedupe::{Touch, Touched},
         phone::E164,
         plan::{Buyer, BuyerId, Campaign, CampaignId, Record},
-        routing::{Action, CallSituation, RoutingPlan},
+        routing::{Action, CallSituation, Known, RoutingPlan},
         supervision::CallSummary,
         timeline::{Event, TimelineEntry},
     },
@@ -216,7 +216,7 @@ async fn process(
     };
     let mut record = match record {
         Some(record) => Some(record),
-        None => resume(deps, &turn, &webhook.sid).await,
+        None => resume(deps, &webhook.sid).await,
     };
     let seen_before = match (&mut record, webhook.callback_key()) {
         (Some(record), Some(key)) => !record.status_callbacks.insert(key),
@@ -270,9 +270,10 @@ async fn process(
 
 /// The call as stored, for a call this process holds no actor for (after a restart, or an
 /// actor that stopped). Bounded: a caller must not wait on a database that does not answer.
-async fn resume(deps: &CallDeps, turn: &Turn, sid: &CallSid) -> Option<CallRecord> {
-    let by = turn.store_deadline(deps, turn.decide_by);
-    match tokio::time::timeout_at(by, deps.store.call(sid)).await {
+async fn resume(deps: &CallDeps, sid: &CallSid) -> Option<CallRecord> {
+    // The full store budget, even when the decision budget is nearly spent: a call resumed
+    // late is answered in haste, a call taken for new would be routed afresh.
+    match tokio::time::timeout(deps.timings.store_budget, deps.store.call(sid)).await {
         Ok(Ok(found)) => found,
         Ok(Err(error)) => {
             tracing::error!(%error, "could not read the call from the store; treating it as new");
@@ -529,8 +530,11 @@ async fn route(
     let blocked = deps
         .blocked_among(&plan, &candidates, turn.now, turn.decide_by)
         .await;
-    let caps_known = blocked.is_some();
-    // Without a de-dupe or capacity answer in time, only the fallback buyer can be dialed.
+    let known = Known {
+        duplicates: duplicates.is_some(),
+        caps: blocked.is_some(),
+    };
+    // Without a de-dupe or capacity answer in time, nobody can be dialed on a full decision.
     let mut in_haste = duplicates.is_none() || blocked.is_none();
     let (duplicates, mut blocked) = (duplicates.unwrap_or_default(), blocked.unwrap_or_default());
     let tried = record.tried();
@@ -549,7 +553,7 @@ async fn route(
             reserved,
         };
         let decision = if in_haste {
-            plan.decide_in_haste(campaign, &situation, caps_known)
+            plan.decide_in_haste(campaign, &situation, known)
         } else {
             plan.decide(campaign, &situation, &mut random)
         };
@@ -585,7 +589,9 @@ async fn route(
             let Some(buyer) = plan.buyer(buyer) else {
                 return drop_call(turn, record, DropReason::NoBuyer);
             };
-            let duplicate = record.caller.number().map(|_| duplicates.contains(&buyer.id));
+            // Unknown when the de-dupe index did not answer: settled when the dial ends.
+            let duplicate = (record.caller.number())
+                .and_then(|_| known.duplicates.then(|| duplicates.contains(&buyer.id)));
             let attempt = record
                 .begin_attempt(buyer.id, campaign.id, kind, duplicate, turn.now)
                 .number;

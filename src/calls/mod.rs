@@ -311,8 +311,9 @@ pub struct Calls {
 }
 
 /// However a call's actor is held up once it has taken a webhook up (each of its steps is
-/// bounded), the provider is answered before its own timeout (15 s).
-const ACTOR_LIMIT: Duration = Duration::from_secs(10);
+/// bounded), the provider is answered before its own timeout (15 s): with the longest decision
+/// budget (5 s), within 13 s.
+const ACTOR_LIMIT: Duration = Duration::from_secs(8);
 
 impl Calls {
     /// The registry of live calls, and the reaper of calls whose end never came.

@@ -249,17 +249,27 @@ impl RoutingPlan {
     }
 
     /// The decision when a full one cannot be made within the decision budget (the de-dupe or
-    /// capacity index did not answer in time): the campaign's fallback buyer, who takes
-    /// duplicates, if it can take the call on what is known; else the explicit end, as
-    /// `overloaded`. The listed buyers are shown unchecked. Unless `caps_known` (`call.blocked`
-    /// is the capacity index's answer), a fallback buyer with caps is not dialed: no cap is
-    /// exceeded for want of a count.
+    /// capacity index did not answer in time): the buyer an RTB bid reserved for this caller
+    /// (it was checked for duplicates when it bid), else the campaign's fallback buyer, who
+    /// takes duplicates, if either can take the call on what is `known`; else the explicit end,
+    /// as `overloaded`. Nobody is dialed on a guess: a buyer with caps that cannot be counted
+    /// now, or a fallback also listed (and so judged as listed) whose de-dupe status is
+    /// unknown, is left `unchecked`, as are the other listed buyers.
     pub fn decide_in_haste(
         &self,
         campaign: &Record<Campaign>,
         call: &CallSituation<'_>,
-        caps_known: bool,
+        known: Known,
     ) -> Decision {
+        let skip_duplicates = self.skips_duplicates(campaign);
+        // Why a buyer cannot take the call on what is known, if it cannot.
+        let judge =
+            |buyer: &Record<Buyer>, skips_duplicates: bool| match call.skip_reason(buyer, skips_duplicates) {
+                Some(verdict) => Some(verdict),
+                None if skips_duplicates && !known.duplicates => Some(Verdict::Unchecked),
+                None if !known.caps && buyer.spec.caps.is_limited() => Some(Verdict::Unchecked),
+                None => None,
+            };
         let mut considered: Vec<Considered> = (campaign.spec.buyers.as_slice().iter())
             .filter_map(|link| {
                 Some(Considered::new(
@@ -269,26 +279,48 @@ impl RoutingPlan {
                 ))
             })
             .collect();
-        let mut action = Action::End {
-            reason: DropReason::Overloaded,
-        };
-        if let Some(fallback) = campaign.spec.fallback_buyer_id.and_then(|id| self.buyer(id)) {
-            let verdict = match call.skip_reason(fallback, false) {
-                Some(verdict) => verdict,
-                None if !caps_known && fallback.spec.caps.is_limited() => Verdict::Unchecked,
+        let listed = |considered: &[Considered], id| considered.iter().position(|c| c.buyer_id == id);
+        let mut chosen = None;
+        if let Some(reserved) = call.reserved.and_then(|id| self.buyer(id))
+            && let Some(index) = listed(&considered, reserved.id)
+        {
+            match judge(reserved, false) {
+                Some(verdict) => considered[index].verdict = verdict,
+                None => chosen = Some((index, AttemptKind::Buyer)),
+            }
+        }
+        if chosen.is_none()
+            && let Some(fallback) = campaign.spec.fallback_buyer_id.and_then(|id| self.buyer(id))
+        {
+            // Listed as well, it is judged as listed (see `choose`).
+            let (index, verdict) = match listed(&considered, fallback.id) {
+                Some(index) => (index, judge(fallback, skip_duplicates)),
                 None => {
-                    action = Action::Dial {
-                        buyer: fallback.id,
-                        kind: AttemptKind::Fallback,
-                    };
-                    Verdict::Chosen
+                    considered.push(Considered::new(fallback, None, Verdict::Eligible));
+                    (considered.len() - 1, judge(fallback, false))
                 }
             };
-            considered.push(Considered::new(fallback, None, verdict));
+            match verdict {
+                Some(verdict) => considered[index].verdict = verdict,
+                None => chosen = Some((index, AttemptKind::Fallback)),
+            }
         }
+        let action = match chosen {
+            Some((index, kind)) => {
+                let winner = &mut considered[index];
+                winner.verdict = Verdict::Chosen;
+                Action::Dial {
+                    buyer: winner.buyer_id,
+                    kind,
+                }
+            }
+            None => Action::End {
+                reason: DropReason::Overloaded,
+            },
+        };
         Decision {
             campaign_id: campaign.id,
-            skip_duplicates: self.skips_duplicates(campaign),
+            skip_duplicates,
             considered,
             action,
             in_haste: true,
@@ -399,6 +431,15 @@ fn dominant_reason(considered: &[Considered]) -> DropReason {
         }
     }
     dominant.0
+}
+
+/// What routing knew when it decided in haste (see [`RoutingPlan::decide_in_haste`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    /// Whom the caller would be a duplicate for (`CallSituation::duplicates`).
+    pub duplicates: bool,
+    /// Who is at a cap (`CallSituation::blocked`).
+    pub caps: bool,
 }
 
 /// Where a call goes next, and the verdict on every buyer considered.
@@ -697,7 +738,7 @@ mod tests {
     }
 
     impl Given {
-        fn in_haste(&self, plan: &RoutingPlan, campaign: CampaignId, caps_known: bool) -> Decision {
+        fn in_haste(&self, plan: &RoutingPlan, campaign: CampaignId, known: Known) -> Decision {
             let visited = [campaign];
             let situation = CallSituation {
                 at: self.at,
@@ -707,15 +748,110 @@ mod tests {
                 visited: &visited,
                 reserved: self.reserved,
             };
-            plan.decide_in_haste(plan.campaign(campaign).unwrap(), &situation, caps_known)
+            plan.decide_in_haste(plan.campaign(campaign).unwrap(), &situation, known)
         }
+    }
+
+    const NOTHING: Known = Known {
+        duplicates: false,
+        caps: false,
+    };
+    const CAPS: Known = Known {
+        duplicates: false,
+        caps: true,
+    };
+
+    /// The fixture's plan with its campaigns and buyers edited.
+    fn edited(
+        fx: &Fixture,
+        edit: impl Fn(&mut Record<Buyer>),
+        campaigns: impl Fn(&mut Record<Campaign>),
+    ) -> RoutingPlan {
+        let mut buyers: Vec<Record<Buyer>> = fx.plan.buyers.values().cloned().collect();
+        buyers.iter_mut().for_each(edit);
+        let mut all: Vec<Record<Campaign>> = fx.plan.campaigns.values().cloned().collect();
+        all.iter_mut().for_each(campaigns);
+        RoutingPlan::new(fx.plan.companies.values().cloned().collect(), buyers, all)
+    }
+
+    #[test]
+    fn in_haste_a_fallback_also_listed_is_judged_as_listed_and_a_reservation_holds() {
+        let fx = fixture(true, "new_convertible_buyer", false, true);
+        // A is listed first and is the fallback too.
+        let plan = edited(
+            &fx,
+            |_| {},
+            |c| {
+                if c.id == fx.main {
+                    c.spec.fallback_buyer_id = Some(fx.a);
+                }
+            },
+        );
+        let unknown = Given::default().in_haste(&plan, fx.main, NOTHING);
+        assert_eq!(
+            unknown.action,
+            Action::End {
+                reason: DropReason::Overloaded
+            },
+            "A might be a duplicate"
+        );
+        assert_eq!(unknown.considered.len(), 3, "A is considered once");
+        let known = Known {
+            duplicates: true,
+            caps: true,
+        };
+        let fresh = Given::default().in_haste(&plan, fx.main, known);
+        assert_eq!(
+            fresh.action,
+            Action::Dial {
+                buyer: fx.a,
+                kind: AttemptKind::Fallback
+            }
+        );
+        let duplicate = Given {
+            duplicates: [fx.a].into(),
+            ..Given::default()
+        };
+        let decision = duplicate.in_haste(&plan, fx.main, known);
+        assert_eq!(decision.considered[0].verdict, Verdict::Duplicate);
+        assert_eq!(
+            decision.action,
+            Action::End {
+                reason: DropReason::Overloaded
+            }
+        );
+
+        // A bid reserved C for this caller: C was checked then, and takes the call now.
+        let reserved = Given {
+            reserved: Some(fx.c),
+            ..Given::default()
+        };
+        let decision = reserved.in_haste(&fx.plan, fx.main, NOTHING);
+        assert_eq!(
+            decision.action,
+            Action::Dial {
+                buyer: fx.c,
+                kind: AttemptKind::Buyer
+            }
+        );
+        let tried = Given {
+            reserved: Some(fx.c),
+            tried: [fx.c].into(),
+            ..Given::default()
+        };
+        assert_eq!(
+            tried.in_haste(&fx.plan, fx.main, NOTHING).action,
+            Action::End {
+                reason: DropReason::Overloaded
+            }
+        );
     }
 
     #[test]
     fn in_haste_only_the_fallback_buyer_is_dialed_else_the_call_ends_as_overloaded() {
         use Verdict::{Cap, Chosen, Unchecked};
         let fx = fixture(true, "new_convertible_buyer", true, true);
-        let haste = Given::default().in_haste(&fx.plan, fx.main, false);
+        let haste = Given::default().in_haste(&fx.plan, fx.main, NOTHING);
         let fallback = Action::Dial {
             buyer: fx.f,
             kind: AttemptKind::Fallback,
@@ -745,7 +881,7 @@ mod tests {
             duplicates: [fx.f].into(),
             ..Given::default()
         };
-        assert_eq!(duplicate.in_haste(&fx.plan, fx.main, true).action, fallback);
+        assert_eq!(duplicate.in_haste(&fx.plan, fx.main, CAPS).action, fallback);
 
         // Tried already, or at a cap: the explicit end, even with a redirect configured.
         let overloaded = Action::End {
@@ -755,18 +891,18 @@ mod tests {
             tried: [fx.f].into(),
             ..Given::default()
         };
-        assert_eq!(tried.in_haste(&fx.plan, fx.main, true).action, overloaded);
+        assert_eq!(tried.in_haste(&fx.plan, fx.main, CAPS).action, overloaded);
         let capped = Given {
             blocked: [(fx.f, Block::Cap(CapPeriod::Daily))].into(),
             ..Given::default()
         };
-        let decision = capped.in_haste(&fx.plan, fx.main, true);
+        let decision = capped.in_haste(&fx.plan, fx.main, CAPS);
         assert_eq!(
             (decision.action, decision.considered[3].verdict),
             (overloaded, Cap(CapPeriod::Daily))
         );
         let none = fixture(true, "new_convertible_buyer", false, true);
-        let decision = Given::default().in_haste(&none.plan, none.main, true);
+        let decision = Given::default().in_haste(&none.plan, none.main, CAPS);
         assert_eq!(decision.action, overloaded);
         assert!(decision.considered.iter().all(|c| c.verdict == Unchecked));
         // A full decision is never marked as hasty.
@@ -776,18 +912,16 @@ mod tests {
     #[test]
     fn in_haste_a_fallback_with_caps_is_dialed_only_when_its_counts_are_known() {
         let fx = fixture(true, "new_convertible_buyer", true, false);
-        let mut buyers: Vec<Record<Buyer>> = fx.plan.buyers.values().cloned().collect();
-        for buyer in &mut buyers {
-            if buyer.id == fx.f {
-                buyer.spec.caps = serde_json::from_value(json!({"daily": 5})).unwrap();
-            }
-        }
-        let plan = RoutingPlan::new(
-            fx.plan.companies.values().cloned().collect(),
-            buyers,
-            fx.plan.campaigns.values().cloned().collect(),
+        let plan = edited(
+            &fx,
+            |buyer| {
+                if buyer.id == fx.f {
+                    buyer.spec.caps = serde_json::from_value(json!({"daily": 5})).unwrap();
+                }
+            },
+            |_| {},
         );
-        let unknown = Given::default().in_haste(&plan, fx.main, false);
+        let unknown = Given::default().in_haste(&plan, fx.main, NOTHING);
         assert_eq!(
             unknown.action,
             Action::End {
@@ -795,7 +929,7 @@ mod tests {
             }
         );
         assert_eq!(unknown.considered[3].verdict, Verdict::Unchecked);
-        let known = Given::default().in_haste(&plan, fx.main, true);
+        let known = Given::default().in_haste(&plan, fx.main, CAPS);
         assert!(matches!(known.action, Action::Dial { buyer, .. } if buyer == fx.f));
     }
 

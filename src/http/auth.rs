@@ -26,10 +26,17 @@ use crate::{
 pub struct AccessTokens {
     admin: Option<KeyDigest>,
     supervisors: Vec<KeyDigest>,
-    /// Issued through the API: a copy of the store's, reloaded after every change made here
-    /// and every [`AccessTokens::RELOAD_EVERY`] (for changes made on another node).
+    /// Issued through the API: a copy of the store's, changed with every change made here and
+    /// reloaded every [`AccessTokens::RELOAD_EVERY`] (for changes made on another node).
     issued: RwLock<Vec<(IssuedToken, KeyDigest)>>,
+    /// One reload or change at a time, each reading the store after the one before it has put
+    /// its copy in place: a reload that read the store before a revocation cannot land after
+    /// it and bring the token back.
+    reloading: tokio::sync::Mutex<()>,
 }
+
+/// The issued tokens, as held.
+pub type HeldTokens = Vec<(IssuedToken, KeyDigest)>;
 
 impl AccessTokens {
     pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -42,14 +49,27 @@ impl AccessTokens {
                 .map(|t| KeyDigest::of(t.expose_secret()))
                 .collect(),
             issued: RwLock::default(),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Takes the issued tokens as the store has them now.
     pub async fn reload(&self, store: &dyn TokenStore) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let issued = store.api_tokens().await?;
         *self.issued.write().unwrap_or_else(PoisonError::into_inner) = issued;
         Ok(())
+    }
+
+    /// After a change made through this node and stored: applies it here at once, then takes
+    /// the store's copy (if the store cannot be read now, the change holds all the same).
+    pub async fn changed(&self, store: &dyn TokenStore, change: impl FnOnce(&mut HeldTokens)) {
+        let _one_at_a_time = self.reloading.lock().await;
+        change(&mut self.issued.write().unwrap_or_else(PoisonError::into_inner));
+        match store.api_tokens().await {
+            Ok(issued) => *self.issued.write().unwrap_or_else(PoisonError::into_inner) = issued,
+            Err(error) => tracing::warn!(%error, "could not reload the API tokens; the change holds"),
+        }
     }
 
     fn role_of(&self, presented: &str, at: Timestamp) -> Option<Role> {

@@ -17,11 +17,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{ApiRoute, auth::AccessTokens, auth::Admin, error::ApiError, json};
+use super::{
+    ApiRoute,
+    auth::{AccessTokens, Admin, HeldTokens},
+    error::ApiError,
+    json,
+};
 use crate::{
     clock::Clock,
     domain::access::{IssuedToken, Role, TokenName, TokenSecret},
-    store::Store,
+    store::{Store, StoreError},
 };
 
 /// The longest a rotated token may keep working beside its replacement: a week.
@@ -103,7 +108,8 @@ async fn issue(
     let secret = TokenSecret::generate();
     store.issue_token(&token, &secret.digest(), None).await?;
     tracing::info!(token_id = %token.id, role = token.role.as_str(), "issued an API token");
-    reload(&store, &tokens).await;
+    let held = (token.clone(), secret.digest());
+    tokens.changed(store.as_ref(), |issued| issued.push(held)).await;
     Ok(shown_once(&token, &secret, None))
 }
 
@@ -134,10 +140,7 @@ async fn rotate(
         .find(|token| token.id == id)
         .ok_or_else(|| not_found(id))?;
     if !old.is_valid_at(now) {
-        return Err(ApiError::Conflict {
-            field: None,
-            message: "the token is revoked or expired; issue a new one instead".into(),
-        });
+        return Err(revoked_or_expired());
     }
     let token = IssuedToken {
         id: Uuid::now_v7(),
@@ -149,11 +152,24 @@ async fn rotate(
     };
     let secret = TokenSecret::generate();
     let old_until = now + SignedDuration::from_secs(i64::from(grace));
-    store
+    match store
         .issue_token(&token, &secret.digest(), Some((id, old_until)))
-        .await?;
+        .await
+    {
+        Ok(()) => {}
+        // Revoked since it was read.
+        Err(StoreError::NotFound { .. }) => return Err(revoked_or_expired()),
+        Err(error) => return Err(error.into()),
+    }
     tracing::info!(token_id = %token.id, replaces = %id, grace_seconds = grace, "rotated an API token");
-    reload(&store, &tokens).await;
+    let held = (token.clone(), secret.digest());
+    let change = |issued: &mut HeldTokens| {
+        for (old, _) in issued.iter_mut().filter(|(old, _)| old.id == id) {
+            old.expires_at = Some(old.expires_at.map_or(old_until, |expiry| expiry.min(old_until)));
+        }
+        issued.push(held);
+    };
+    tokens.changed(store.as_ref(), change).await;
     Ok(shown_once(&token, &secret, Some(id)))
 }
 
@@ -165,9 +181,15 @@ async fn revoke(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = token_id(&id)?;
-    store.revoke_token(id, millisecond(clock.now())).await?;
+    let at = millisecond(clock.now());
+    store.revoke_token(id, at).await?;
     tracing::info!(token_id = %id, "revoked an API token");
-    reload(&store, &tokens).await;
+    let change = |issued: &mut HeldTokens| {
+        for (token, _) in issued.iter_mut().filter(|(token, _)| token.id == id) {
+            token.revoked_at.get_or_insert(at);
+        }
+    };
+    tokens.changed(store.as_ref(), change).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -182,10 +204,10 @@ fn shown_once(token: &IssuedToken, secret: &TokenSecret, replaces: Option<Uuid>)
         })
 }
 
-/// This node follows the change at once (others within [`AccessTokens::RELOAD_EVERY`]).
-async fn reload(store: &StoreData, tokens: &TokensData) {
-    if let Err(error) = tokens.reload(store.as_ref()).await {
-        tracing::warn!(%error, "could not reload the API tokens; the next periodic reload will");
+fn revoked_or_expired() -> ApiError {
+    ApiError::Conflict {
+        field: None,
+        message: "the token is revoked or expired; issue a new one instead".into(),
     }
 }
 

@@ -107,9 +107,10 @@ async fn is_the_explicit_end(response: reqwest::Response) -> bool {
 
 on_both_engines! {
     async fn held_up_indexes_get_the_fallback_buyer_or_the_explicit_end_within_the_budget(app: Budgeted) {
-        // The de-dupe and capacity indexes stop answering for 3 s.
-        app.0.index_thread.spawn_fn(|| std::thread::sleep(Duration::from_secs(3)));
-        let stalled_until = Instant::now() + Duration::from_secs(3);
+        // The de-dupe and capacity indexes stop answering for a while (long enough for every
+        // request below, however slow the machine).
+        app.0.index_thread.spawn_fn(|| std::thread::sleep(Duration::from_secs(6)));
+        let stalled_until = Instant::now() + Duration::from_secs(6);
 
         let (response, took) = app.arrive(1, MAIN).await;
         assert!(took < PROMPTLY, "answered after {took:?}");

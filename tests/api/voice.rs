@@ -145,12 +145,14 @@ on_both_engines! {
         let webhooks = |call: &Value| {
             (call["timeline"].as_array().unwrap().iter()).filter(|e| e["kind"] == "webhook").count()
         };
+        let initial = webhooks(&expect_json(app.get(&format!("/calls/{}", sid(51))).await, StatusCode::OK).await);
         // Each leg numbers its own callbacks: the buyer leg's 1 is not the call's 1.
         assert_eq!(app.webhook(&app.url(leg_path), &leg("in-progress", "1")).await.status(), StatusCode::NO_CONTENT);
         assert_eq!(app.webhook(&app.url("/voice/status"), &parent("in-progress", "1")).await.status(), StatusCode::NO_CONTENT);
         let call = expect_json(app.get(&format!("/calls/{}", sid(51))).await, StatusCode::OK).await;
         assert_eq!(call["state"], "connected");
         let before = webhooks(&call);
+        assert_eq!(before, initial + 2, "both applied: {call}");
 
         // A new process, knowing only the store, still recognises the retries.
         let app = Acme(app.0.restart().await);
