@@ -717,38 +717,38 @@ mod tests {
             random: &mut StdRng,
             purpose: Purpose,
         ) -> Decision {
+            let record = plan.campaign(campaign).unwrap();
+            self.in_situation(campaign, |situation| match purpose {
+                Purpose::Call => plan.decide(record, situation, random),
+                Purpose::Bid => plan.bid(record, situation, random),
+            })
+        }
+
+        fn in_haste(&self, plan: &RoutingPlan, campaign: CampaignId, known: Known) -> Decision {
+            let record = plan.campaign(campaign).unwrap();
+            self.in_situation(campaign, |situation| {
+                plan.decide_in_haste(record, situation, known)
+            })
+        }
+
+        /// What `decide` makes of the call as given, in `campaign`.
+        fn in_situation(
+            &self,
+            campaign: CampaignId,
+            decide: impl FnOnce(&CallSituation<'_>) -> Decision,
+        ) -> Decision {
             let mut visited = self.visited.clone();
             if visited.is_empty() {
                 visited.push(campaign);
             }
-            let situation = CallSituation {
+            decide(&CallSituation {
                 at: self.at,
                 duplicates: &self.duplicates,
                 blocked: &self.blocked,
                 tried: &self.tried,
                 visited: &visited,
                 reserved: self.reserved,
-            };
-            let campaign = plan.campaign(campaign).unwrap();
-            match purpose {
-                Purpose::Call => plan.decide(campaign, &situation, random),
-                Purpose::Bid => plan.bid(campaign, &situation, random),
-            }
-        }
-    }
-
-    impl Given {
-        fn in_haste(&self, plan: &RoutingPlan, campaign: CampaignId, known: Known) -> Decision {
-            let visited = [campaign];
-            let situation = CallSituation {
-                at: self.at,
-                duplicates: &self.duplicates,
-                blocked: &self.blocked,
-                tried: &self.tried,
-                visited: &visited,
-                reserved: self.reserved,
-            };
-            plan.decide_in_haste(plan.campaign(campaign).unwrap(), &situation, known)
+            })
         }
     }
 
