@@ -44,11 +44,26 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Act as the telephony provider against a running Switchboard: place calls, follow the
+    /// TwiML, post the callbacks, and report what happened and how fast it answered.
+    Simulate(Box<crate::simulate::Scenario>),
 }
 
 pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve { demo } => serve(settings, demo).await,
+        Command::Simulate(scenario) => {
+            let report = crate::simulate::run(*scenario).await?;
+            println!("{report}");
+            if !report.succeeded() {
+                anyhow::bail!(
+                    "{} of {} calls failed (an error status or TwiML a provider could not follow)",
+                    report.failures.len(),
+                    report.calls
+                );
+            }
+            Ok(())
+        }
         Command::Migrate => {
             let store = connect(&settings).await?;
             store.close().await;

@@ -16,6 +16,7 @@ pub mod domain;
 pub mod http;
 pub mod plan;
 pub mod rtb;
+pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod supervision;

@@ -176,6 +176,37 @@ async fn sigterm_fails_readiness_serves_on_for_the_drain_then_stops_cleanly() {
     assert!(status.success(), "{status}");
 }
 
+/// The README's second command: a simulated provider against the demo server.
+#[actix_web::test]
+async fn simulate_runs_calls_against_the_demo_server_and_fails_loudly_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["serve", "--demo"]);
+    let address = server.address();
+    let output = run(switchboard(dir.path())
+        .args(["simulate", "--url", &address, "--calls", "12", "--seed", "5"])
+        .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+        .env("SWITCHBOARD_TOKEN", SUPERVISOR_TOKEN));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("12 calls in") && stdout.contains("failed 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("switchboard  calls 12"), "{stdout}");
+
+    // Nobody listening: every call fails, and so does the command.
+    drop(server);
+    let output =
+        run(switchboard(dir.path()).args(["simulate", "--url", &address, "--calls", "2", "--quiet"]));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("2 of 2 calls failed"), "{stderr}");
+}
+
 /// Tokens' secrets, the configured ones and those the API issues, appear in no log line, even
 /// at the most verbose level, whatever is done with them.
 #[actix_web::test]

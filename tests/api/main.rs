@@ -11,6 +11,7 @@ mod provider;
 mod replay;
 mod routing_policy;
 mod rtb;
+mod simulate;
 mod store;
 mod supervision;
 mod tokens;

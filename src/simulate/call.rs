@@ -1,0 +1,322 @@
+//! One simulated call, from the caller dialing a tracking number to the provider's last
+//! status callback.
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngExt, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use secrecy::ExposeSecret;
+
+use super::{
+    Outcomes, Provider,
+    report::{CallReport, Dialed, Ended},
+    twiml::{self, Next},
+};
+use crate::domain::signature::{self, Algorithm};
+
+/// More steps than this and Switchboard is taken to be looping.
+const MAX_STEPS: usize = 30;
+
+/// Area codes simulated callers come from (real ones, so that their numbers parse).
+const AREAS: [u16; 12] = [212, 213, 305, 312, 404, 415, 503, 512, 617, 702, 713, 818];
+
+pub struct Call<'p> {
+    provider: &'p Provider,
+    random: StdRng,
+    sid: String,
+    caller: String,
+    to: String,
+    /// Status callbacks not posted yet (all of them until the end, when reordering).
+    callbacks: Vec<Callback>,
+    /// The parent call's status callbacks, numbered as the provider numbers them.
+    sequence: u32,
+    report: CallReport,
+}
+
+/// A status callback: where to, what, and which kind (for latency figures).
+struct Callback {
+    url: String,
+    params: Vec<(String, String)>,
+    kind: &'static str,
+}
+
+impl<'p> Call<'p> {
+    pub fn new(provider: &'p Provider, n: u32) -> Self {
+        let mut random =
+            StdRng::seed_from_u64(provider.seed ^ u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let numbers = &provider.scenario.numbers;
+        let to = numbers[n as usize % numbers.len()].clone();
+        let caller = {
+            let mut callers = provider
+                .callers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let repeat = !callers.is_empty() && random.random_bool(provider.scenario.repeat_share);
+            if repeat {
+                callers[random.random_range(0..callers.len())].clone()
+            } else {
+                let caller = new_caller(&mut random);
+                callers.push(caller.clone());
+                caller
+            }
+        };
+        Self {
+            provider,
+            sid: sid(&mut random),
+            random,
+            caller,
+            to,
+            callbacks: Vec::new(),
+            sequence: 0,
+            report: CallReport::default(),
+        }
+    }
+
+    /// Places the call and follows it to its end.
+    pub async fn place(mut self) -> CallReport {
+        if let Err(failure) = self.follow().await {
+            self.report.failure = Some(failure);
+        }
+        self.report
+    }
+
+    async fn follow(&mut self) -> Result<(), String> {
+        let scenario = &self.provider.scenario;
+        if let Some(key) = &scenario.rtb_key {
+            let body = serde_json::json!({
+                "key": key, "publisher_id": scenario.publisher, "caller_number": self.caller,
+            });
+            let url = format!("{}/rtbs.json", scenario.url.trim_end_matches('/'));
+            let started = Instant::now();
+            let response = (self.provider.client.post(&url).json(&body).send()).await;
+            self.report.latency("rtb", started.elapsed());
+            let response = response.map_err(|e| format!("RTB ping: {e}"))?;
+            let status = response.status();
+            if !status.is_success() {
+                let body = response.text().await.unwrap_or_default();
+                return Err(format!("RTB ping: HTTP {status}: {}", snippet(&body)));
+            }
+        }
+
+        let incoming = format!("{}/voice/incoming", self.provider.public_url());
+        let mut answer = self.post(&incoming, self.params("ringing"), "incoming").await?;
+        for _ in 0..MAX_STEPS {
+            match twiml::read(&answer).map_err(|e| e.to_string())? {
+                Next::Dial {
+                    number,
+                    action,
+                    status_callback,
+                } => {
+                    let dialed = self.dial(&number, status_callback);
+                    if !self.provider.scenario.reorder {
+                        // As the leg rings and ends, before the dial's action.
+                        self.post_callbacks().await?;
+                    }
+                    let mut params = self.params("in-progress");
+                    params.extend(dialed.action_params());
+                    self.report.dials.push(dialed);
+                    answer = self.post(&action, params, "dial_action").await?;
+                }
+                Next::Redirect { url } => {
+                    self.report.redirects += 1;
+                    answer = self.post(&url, self.params("in-progress"), "redirect").await?;
+                }
+                Next::End { said, rejected } => {
+                    self.report.ended = Some(match (rejected, self.report.connected()) {
+                        (true, _) => Ended::Rejected,
+                        (false, true) => Ended::Connected,
+                        (false, false) if said => Ended::ExplicitEnd,
+                        (false, false) => Ended::HungUp,
+                    });
+                    return self.finish().await;
+                }
+            }
+        }
+        Err(format!("no end after {MAX_STEPS} answers"))
+    }
+
+    /// What the dialed buyer does, and the buyer leg's status callbacks.
+    fn dial(&mut self, number: &str, status_callback: Option<String>) -> Dialed {
+        let scenario = &self.provider.scenario;
+        let weights = (scenario.buyers.iter())
+            .find(|b| b.number == number)
+            .map_or(scenario.outcomes, |b| b.outcomes);
+        let status = pick(&mut self.random, weights);
+        let talk_seconds = if status == "completed" {
+            // Exponentially distributed, by inverting its distribution function.
+            let uniform: f64 = self.random.random();
+            (-(1.0 - uniform).ln() * scenario.talk_seconds).round() as u32
+        } else {
+            0
+        };
+        let leg_sid = sid(&mut self.random);
+        if let Some(url) = status_callback {
+            let mut progress = vec!["initiated", "ringing"];
+            progress.extend(if status == "completed" {
+                vec!["in-progress", "completed"]
+            } else {
+                vec![status]
+            });
+            for (sequence, leg_status) in progress.into_iter().enumerate() {
+                let mut params = vec![
+                    ("CallSid".to_owned(), leg_sid.clone()),
+                    ("ParentCallSid".to_owned(), self.sid.clone()),
+                    ("CallStatus".to_owned(), leg_status.to_owned()),
+                    ("SequenceNumber".to_owned(), sequence.to_string()),
+                    ("To".to_owned(), number.to_owned()),
+                ];
+                if leg_status == "completed" {
+                    params.push(("CallDuration".to_owned(), talk_seconds.to_string()));
+                }
+                self.callbacks.push(Callback {
+                    url: url.clone(),
+                    params,
+                    kind: "leg_status",
+                });
+            }
+        }
+        Dialed {
+            number: number.to_owned(),
+            status,
+            talk_seconds,
+            leg_sid,
+        }
+    }
+
+    /// The call is over: its status callback (with every other one not posted yet, shuffled,
+    /// when reordering).
+    async fn finish(&mut self) -> Result<(), String> {
+        let status_url = format!("{}/voice/status", self.provider.public_url());
+        if self.provider.scenario.reorder {
+            // The call's earlier progress, which a provider may deliver late.
+            for status in ["ringing", "in-progress"] {
+                let callback = self.status_callback(&status_url, status);
+                self.callbacks.push(callback);
+            }
+        }
+        let completed = self.status_callback(&status_url, "completed");
+        self.callbacks.push(completed);
+        if self.provider.scenario.reorder {
+            self.callbacks.shuffle(&mut self.random);
+        }
+        self.post_callbacks().await
+    }
+
+    async fn post_callbacks(&mut self) -> Result<(), String> {
+        for callback in std::mem::take(&mut self.callbacks) {
+            self.post(&callback.url, callback.params, callback.kind).await?;
+        }
+        Ok(())
+    }
+
+    fn status_callback(&mut self, url: &str, status: &str) -> Callback {
+        let mut params = self.params(status);
+        params.push(("SequenceNumber".to_owned(), self.sequence.to_string()));
+        self.sequence += 1;
+        Callback {
+            url: url.to_owned(),
+            params,
+            kind: "status",
+        }
+    }
+
+    /// The parameters every request about the call carries.
+    fn params(&self, status: &str) -> Vec<(String, String)> {
+        [
+            ("AccountSid", "AC00000000000000000000000000000000"),
+            ("ApiVersion", "2010-04-01"),
+            ("CallSid", &self.sid),
+            ("CallStatus", status),
+            ("Direction", "inbound"),
+            ("From", &self.caller),
+            ("To", &self.to),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// Posts a webhook as the provider does (signed, form-encoded) and returns the answer's
+    /// body. Anything but a success is a failure of the call.
+    async fn post(
+        &mut self,
+        url: &str,
+        params: Vec<(String, String)>,
+        kind: &'static str,
+    ) -> Result<String, String> {
+        let (send_to, signed_for) = self.provider.target(url);
+        let mut request = (self.provider.client.post(&send_to)).form(&params);
+        if let Some(token) = &self.provider.scenario.auth_token {
+            let signature = signature::sign(token.expose_secret(), &signed_for, &params, Algorithm::HmacSha1);
+            request = request.header("X-Twilio-Signature", signature);
+        }
+        let started = Instant::now();
+        let response = request.send().await;
+        let took = started.elapsed();
+        let response = response.map_err(|e| format!("{kind}: {e}"))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| format!("{kind}: {e}"))?;
+        self.report.latency(kind, took);
+        if !status.is_success() {
+            return Err(format!("{kind}: HTTP {status}: {}", snippet(&body)));
+        }
+        Ok(body)
+    }
+}
+
+/// The start of an answer's body, for a failure's message.
+fn snippet(body: &str) -> String {
+    body.chars().take(200).collect()
+}
+
+/// A call's `DialCallStatus`, drawn by the weights.
+fn pick(random: &mut impl Rng, weights: Outcomes) -> &'static str {
+    let total = weights.answered + weights.busy + weights.no_answer + weights.failed;
+    let mut draw = random.random::<f64>() * total;
+    for (weight, status) in [
+        (weights.answered, "completed"),
+        (weights.busy, "busy"),
+        (weights.no_answer, "no-answer"),
+        (weights.failed, "failed"),
+    ] {
+        if draw < weight {
+            return status;
+        }
+        draw -= weight;
+    }
+    "failed"
+}
+
+fn sid(random: &mut impl Rng) -> String {
+    format!("CA{:032x}", random.random::<u128>())
+}
+
+fn new_caller(random: &mut impl Rng) -> String {
+    let area = AREAS[random.random_range(0..AREAS.len())];
+    // Exchanges 200–999 but not N11 (reserved).
+    let exchange = loop {
+        let exchange = random.random_range(200..1000u16);
+        if exchange % 100 != 11 {
+            break exchange;
+        }
+    };
+    format!("+1{area}{exchange}{:04}", random.random_range(0..10_000u16))
+}
+
+impl Dialed {
+    /// What the dial's action tells Switchboard.
+    fn action_params(&self) -> Vec<(String, String)> {
+        let mut params = vec![
+            ("DialCallStatus".to_owned(), self.status.to_owned()),
+            ("DialCallSid".to_owned(), self.leg_sid.clone()),
+        ];
+        if self.status == "completed" {
+            params.push(("DialCallDuration".to_owned(), self.talk_seconds.to_string()));
+        }
+        params
+    }
+}
+
+/// The time a webhook took, by kind.
+pub(super) fn sample(latencies: &mut super::Latencies, kind: &'static str, took: Duration) {
+    latencies.entry(kind).or_default().push(took);
+}

@@ -1,0 +1,272 @@
+//! `switchboard simulate`: a Twilio-compatible provider in a box, to see Switchboard work
+//! without a telephony account and to measure it.
+//!
+//! It places calls on tracking numbers as a provider would: a signed incoming webhook, then
+//! whatever the TwiML says (`<Dial>`: the buyer answers, is busy, does not answer or fails, by
+//! the weights given; `<Redirect>`; the end), with the dial's action and the status callbacks a
+//! provider posts. It reports what happened and how fast Switchboard answered.
+
+mod call;
+mod report;
+pub mod twiml;
+
+use std::{
+    collections::HashMap,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use secrecy::SecretString;
+use tokio::{sync::Semaphore, task::JoinSet};
+
+pub use self::report::{Counts, Ended, Report};
+use self::{call::Call, report::CallReport};
+
+/// What to simulate.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Scenario {
+    /// The Switchboard to call: where it listens.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Switchboard's `PUBLIC_URL`, when it is not `--url` (behind a proxy): webhooks are signed
+    /// for it, as the provider would sign them.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// The provider account's auth token, to sign webhooks with. Without it they go unsigned
+    /// (Switchboard must then run with `WEBHOOK_SIGNATURES=off`).
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<SecretString>,
+    /// How many calls to place.
+    #[arg(long, default_value_t = 100)]
+    pub calls: u32,
+    /// How many calls are in progress at once.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: u32,
+    /// The tracking numbers called, in turn (repeat the flag for several).
+    #[arg(long = "to", default_values_t = ["+18005550100".to_owned(), "+18885550100".to_owned()])]
+    pub numbers: Vec<String>,
+    /// The share of calls (0 to 1) from a caller who already called in this run.
+    #[arg(long, default_value_t = 0.3)]
+    pub repeat_share: f64,
+    /// How a dialed buyer responds, as weights: `answered,busy,no-answer,failed`.
+    #[arg(long, default_value = "70,10,15,5")]
+    pub outcomes: Outcomes,
+    /// One buyer's own weights: `NUMBER=answered,busy,no-answer,failed` (repeatable).
+    #[arg(long = "buyer", value_name = "NUMBER=WEIGHTS")]
+    pub buyers: Vec<BuyerOutcomes>,
+    /// The mean time an answered call talks, in seconds (exponentially distributed), as the
+    /// dial's action reports it.
+    #[arg(long, default_value_t = 120.0)]
+    pub talk_seconds: f64,
+    /// Post each call's status callbacks in a shuffled order, after its last answer.
+    #[arg(long)]
+    pub reorder: bool,
+    /// Ping this RTB key before each call (with `--publisher`).
+    #[arg(long)]
+    pub rtb_key: Option<String>,
+    /// The publisher named in RTB pings.
+    #[arg(long, default_value = "pub-001")]
+    pub publisher: String,
+    /// A supervisor (or admin) token: the summary then adds Switchboard's own counts of the
+    /// calls made in the run (conversions, duplicates avoided, drops by reason).
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+    /// Fixes every random draw (callers, answers, talk times).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Weights of what a dialed buyer does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcomes {
+    pub answered: f64,
+    pub busy: f64,
+    pub no_answer: f64,
+    pub failed: f64,
+}
+
+impl FromStr for Outcomes {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let weights: Vec<f64> = (text.split(','))
+            .map(|w| w.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("`{text}` is not four numbers: answered,busy,no-answer,failed"))?;
+        let [answered, busy, no_answer, failed] = weights[..] else {
+            return Err(format!(
+                "`{text}` is not four numbers: answered,busy,no-answer,failed"
+            ));
+        };
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
+            return Err(format!("`{text}`: weights are not negative, and not all zero"));
+        }
+        Ok(Self {
+            answered,
+            busy,
+            no_answer,
+            failed,
+        })
+    }
+}
+
+/// A buyer's number and its own weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuyerOutcomes {
+    pub number: String,
+    pub outcomes: Outcomes,
+}
+
+impl FromStr for BuyerOutcomes {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (number, weights) = (text.split_once('='))
+            .ok_or_else(|| format!("`{text}` is not NUMBER=answered,busy,no-answer,failed"))?;
+        Ok(Self {
+            number: number.trim().to_owned(),
+            outcomes: weights.parse()?,
+        })
+    }
+}
+
+/// Everything the calls share.
+struct Provider {
+    scenario: Scenario,
+    client: reqwest::Client,
+    /// Callers who called in this run, some of whom call again.
+    callers: Mutex<Vec<String>>,
+    seed: u64,
+}
+
+/// Places the scenario's calls and reports on them. An error means the simulation could not
+/// be run at all; calls that failed (an error status, invalid TwiML) are in the report.
+pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
+    if scenario.numbers.is_empty() {
+        bail!("give at least one tracking number to call (--to)");
+    }
+    if !(0.0..=1.0).contains(&scenario.repeat_share) {
+        bail!("--repeat-share is a share, from 0 to 1");
+    }
+    if scenario.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .context("cannot make an HTTP client")?;
+    let started_at = jiff::Timestamp::now();
+    let provider = Arc::new(Provider {
+        seed: scenario.seed.unwrap_or_else(rand::random),
+        scenario,
+        client,
+        callers: Mutex::new(Vec::new()),
+    });
+    let scenario = &provider.scenario;
+    let progress = if scenario.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(u64::from(scenario.calls)).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} calls  {per_sec}  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    };
+
+    let started = Instant::now();
+    let slots = Arc::new(Semaphore::new(scenario.concurrency as usize));
+    let mut calls = JoinSet::new();
+    let mut reports = Vec::with_capacity(scenario.calls as usize);
+    let mut failed = 0;
+    let mut collect = |report: CallReport, progress: &ProgressBar| {
+        if report.failure.is_some() {
+            failed += 1;
+            progress.set_message(format!("{failed} failed"));
+        }
+        progress.inc(1);
+        reports.push(report);
+    };
+    for n in 0..scenario.calls {
+        let slot = (slots.clone().acquire_owned().await).context("the call slots closed")?;
+        let provider = provider.clone();
+        calls.spawn(async move {
+            let report = Call::new(&provider, n).place().await;
+            drop(slot);
+            report
+        });
+        while let Some(done) = calls.try_join_next() {
+            collect(done.context("a simulated call panicked")?, &progress);
+        }
+    }
+    while let Some(done) = calls.join_next().await {
+        collect(done.context("a simulated call panicked")?, &progress);
+    }
+    progress.finish_and_clear();
+    let elapsed = started.elapsed();
+
+    let switchboard = match &scenario.token {
+        Some(token) => {
+            Some(report::switchboard_counts(&provider.client, &scenario.url, token, started_at).await)
+        }
+        None => None,
+    };
+    Ok(Report::new(reports, elapsed, scenario.concurrency, switchboard))
+}
+
+impl Provider {
+    /// The base URL webhooks are signed for.
+    fn public_url(&self) -> &str {
+        (self.scenario.public_url.as_deref())
+            .unwrap_or(&self.scenario.url)
+            .trim_end_matches('/')
+    }
+
+    /// Where to send a request for `url` (an absolute URL Switchboard wrote, under its public
+    /// URL), and the URL to sign.
+    fn target(&self, url: &str) -> (String, String) {
+        let public = self.public_url();
+        match url.strip_prefix(public) {
+            Some(path) => (
+                format!("{}{path}", self.scenario.url.trim_end_matches('/')),
+                url.to_owned(),
+            ),
+            None => (url.to_owned(), url.to_owned()),
+        }
+    }
+}
+
+/// Webhooks by kind, for latency figures.
+pub type Latencies = HashMap<&'static str, Vec<Duration>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_read_and_checked() {
+        let read: Outcomes = "70, 10,15,5".parse().unwrap();
+        assert_eq!(
+            read,
+            Outcomes {
+                answered: 70.0,
+                busy: 10.0,
+                no_answer: 15.0,
+                failed: 5.0
+            }
+        );
+        for bad in ["70,10,15", "a,b,c,d", "-1,1,1,1", "0,0,0,0", "1,1,1,1,1"] {
+            assert!(bad.parse::<Outcomes>().is_err(), "{bad}");
+        }
+        let buyer: BuyerOutcomes = "+14155550101=0,1,0,0".parse().unwrap();
+        assert_eq!(
+            (buyer.number.as_str(), buyer.outcomes.busy),
+            ("+14155550101", 1.0)
+        );
+        assert!("+14155550101".parse::<BuyerOutcomes>().is_err());
+    }
+}

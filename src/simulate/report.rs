@@ -1,0 +1,267 @@
+//! What a simulation saw, call by call and in sum.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::{Latencies, call::sample};
+
+/// How a call ended, as the provider saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Ended {
+    /// A buyer answered.
+    Connected,
+    /// Told nobody is available, then hung up (the explicit end).
+    ExplicitEnd,
+    /// Hung up without a word.
+    HungUp,
+    /// Refused (a number of no campaign).
+    Rejected,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::ExplicitEnd => "explicit end",
+            Self::HungUp => "hung up",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// One dial: the buyer's number, what the buyer did, how long it talked.
+#[derive(Debug, Clone)]
+pub struct Dialed {
+    pub number: String,
+    pub status: &'static str,
+    pub talk_seconds: u32,
+    pub leg_sid: String,
+}
+
+/// One call.
+#[derive(Debug, Default)]
+pub struct CallReport {
+    pub ended: Option<Ended>,
+    pub dials: Vec<Dialed>,
+    pub redirects: u32,
+    /// Why the call could not be followed: an error status, invalid TwiML, no answer.
+    pub failure: Option<String>,
+    pub latencies: Latencies,
+}
+
+impl CallReport {
+    pub fn connected(&self) -> bool {
+        self.dials.iter().any(|d| d.status == "completed")
+    }
+
+    pub fn latency(&mut self, kind: &'static str, took: Duration) {
+        sample(&mut self.latencies, kind, took);
+    }
+}
+
+/// The whole run.
+#[derive(Debug)]
+pub struct Report {
+    pub calls: u32,
+    pub elapsed: Duration,
+    pub concurrency: u32,
+    pub ended: BTreeMap<Ended, u32>,
+    /// Dials by what the buyer did.
+    pub dials: BTreeMap<&'static str, u32>,
+    pub redirects: u32,
+    /// Each failed call's reason (the first few are printed).
+    pub failures: Vec<String>,
+    pub latencies: Latencies,
+    /// Switchboard's own counts of the run's calls, when a token was given.
+    pub switchboard: Option<Result<Counts, String>>,
+}
+
+/// What Switchboard counted over the run (its campaign statistics, summed).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub calls: u64,
+    pub converted: u64,
+    pub duplicates_avoided: u64,
+    pub fallback_used: u64,
+    pub redirected: u64,
+    pub dropped: BTreeMap<String, u64>,
+}
+
+impl Report {
+    pub fn new(
+        reports: Vec<CallReport>,
+        elapsed: Duration,
+        concurrency: u32,
+        switchboard: Option<Result<Counts, String>>,
+    ) -> Self {
+        let mut report = Self {
+            calls: reports.len() as u32,
+            elapsed,
+            concurrency,
+            ended: BTreeMap::new(),
+            dials: BTreeMap::new(),
+            redirects: 0,
+            failures: Vec::new(),
+            latencies: Latencies::new(),
+            switchboard,
+        };
+        for call in reports {
+            if let Some(ended) = call.ended {
+                *report.ended.entry(ended).or_default() += 1;
+            }
+            for dial in &call.dials {
+                *report.dials.entry(dial.status).or_default() += 1;
+            }
+            report.redirects += call.redirects;
+            report.failures.extend(call.failure);
+            for (kind, mut samples) in call.latencies {
+                report.latencies.entry(kind).or_default().append(&mut samples);
+            }
+        }
+        for samples in report.latencies.values_mut() {
+            samples.sort_unstable();
+        }
+        report
+    }
+
+    /// Whether every call was followed to its end without an error or invalid TwiML.
+    pub fn succeeded(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The `q` quantile (0–1) of a webhook kind's latencies, nearest rank.
+    pub fn percentile(&self, kind: &str, q: f64) -> Option<Duration> {
+        let samples = self.latencies.get(kind)?;
+        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples.get(rank - 1).copied()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        writeln!(
+            f,
+            "{} calls in {seconds:.1} s ({:.0} calls/s), {} at a time",
+            self.calls,
+            f64::from(self.calls) / seconds.max(f64::EPSILON),
+            self.concurrency
+        )?;
+        let ended = |e: Ended| self.ended.get(&e).copied().unwrap_or(0);
+        let endings = [
+            Ended::Connected,
+            Ended::ExplicitEnd,
+            Ended::HungUp,
+            Ended::Rejected,
+        ]
+        .map(|e| format!("{} {}", e.as_str(), ended(e)));
+        writeln!(
+            f,
+            "calls      {} · failed {}",
+            endings.join(" · "),
+            self.failures.len()
+        )?;
+        let dials: u32 = self.dials.values().sum();
+        let by_status: Vec<String> = ["completed", "busy", "no-answer", "failed"]
+            .iter()
+            .map(|s| format!("{s} {}", self.dials.get(s).copied().unwrap_or(0)))
+            .collect();
+        writeln!(
+            f,
+            "dials      {dials} ({}) · redirects {}",
+            by_status.join(" · "),
+            self.redirects
+        )?;
+        match &self.switchboard {
+            Some(Ok(counts)) => {
+                let dropped: Vec<String> = counts.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                writeln!(
+                    f,
+                    "switchboard  calls {} · conversions {} · duplicates avoided {} · fallback {} · redirected {} · dropped: {}",
+                    counts.calls,
+                    counts.converted,
+                    counts.duplicates_avoided,
+                    counts.fallback_used,
+                    counts.redirected,
+                    if dropped.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        dropped.join(", ")
+                    }
+                )?;
+            }
+            Some(Err(error)) => writeln!(f, "switchboard  counts unavailable: {error}")?,
+            None => writeln!(
+                f,
+                "switchboard  (give --token for its own counts of conversions and drops)"
+            )?,
+        }
+        writeln!(
+            f,
+            "latency ms  {:>11} {:>7} {:>7} {:>7} {:>7}",
+            "webhooks", "p50", "p90", "p99", "max"
+        )?;
+        for kind in [
+            "rtb",
+            "incoming",
+            "dial_action",
+            "redirect",
+            "leg_status",
+            "status",
+        ] {
+            let Some(samples) = self.latencies.get(kind) else {
+                continue;
+            };
+            let ms = |q: f64| self.percentile(kind, q).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            writeln!(
+                f,
+                "{kind:<12} {:>10} {:>7.2} {:>7.2} {:>7.2} {:>7.2}",
+                samples.len(),
+                ms(0.5),
+                ms(0.9),
+                ms(0.99),
+                ms(1.0)
+            )?;
+        }
+        for failure in self.failures.iter().take(5) {
+            writeln!(f, "failed: {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Switchboard's campaign statistics over the calls that started since `from`, summed.
+pub async fn switchboard_counts(
+    client: &reqwest::Client,
+    url: &str,
+    token: &SecretString,
+    from: jiff::Timestamp,
+) -> Result<Counts, String> {
+    let to = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let stats = format!("{}/api/v1/stats/campaigns", url.trim_end_matches('/'));
+    let response = (client.get(&stats))
+        .query(&[("from", from.to_string()), ("to", to.to_string())])
+        .bearer_auth(token.expose_secret())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let page: Value = response.json().await.map_err(|e| e.to_string())?;
+    let mut counts = Counts::default();
+    for campaign in page["data"].as_array().into_iter().flatten() {
+        let n = |field: &str| campaign[field].as_u64().unwrap_or(0);
+        counts.calls += n("calls");
+        counts.converted += n("converted");
+        counts.duplicates_avoided += n("duplicates_avoided");
+        counts.fallback_used += n("fallback_used");
+        counts.redirected += n("redirected");
+        for (reason, dropped) in campaign["dropped"].as_object().into_iter().flatten() {
+            *counts.dropped.entry(reason.clone()).or_default() += dropped.as_u64().unwrap_or(0);
+        }
+    }
+    Ok(counts)
+}

@@ -1,0 +1,138 @@
+//! `switchboard simulate` against the real service, and against one that answers badly.
+
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use secrecy::SecretString;
+use switchboard::{
+    plan::{DEMO_PLAN, Plan},
+    simulate::{self, Outcomes, Scenario},
+};
+
+use crate::helpers::{AUTH_TOKEN, Engine, SUPERVISOR_TOKEN, TestApp, on_both_engines};
+
+fn scenario(url: String) -> Scenario {
+    Scenario {
+        url,
+        public_url: None,
+        auth_token: Some(SecretString::from(AUTH_TOKEN)),
+        calls: 60,
+        concurrency: 8,
+        numbers: vec!["+18005550100".into(), "+18885550100".into()],
+        repeat_share: 0.5,
+        outcomes: "70,10,15,5".parse::<Outcomes>().unwrap(),
+        buyers: Vec::new(),
+        talk_seconds: 120.0,
+        reorder: false,
+        rtb_key: None,
+        publisher: "pub-001".into(),
+        token: Some(SecretString::from(SUPERVISOR_TOKEN)),
+        seed: Some(3),
+        quiet: true,
+    }
+}
+
+struct Demo(TestApp);
+
+impl Demo {
+    async fn start(engine: Engine) -> Option<Self> {
+        TestApp::start_with_plan(engine, &Plan::parse(DEMO_PLAN).unwrap())
+            .await
+            .map(Self)
+    }
+}
+
+on_both_engines! {
+    async fn a_simulated_day_follows_every_call_to_its_end_and_agrees_with_switchboard(demo: Demo) {
+        let report = simulate::run(scenario(demo.0.url(""))).await.unwrap();
+        assert!(report.succeeded(), "{report}");
+        assert_eq!(report.calls, 60);
+        assert_eq!(report.ended.values().sum::<u32>(), 60, "every call ended: {report}");
+        let connected = report.ended.get(&simulate::Ended::Connected).copied().unwrap_or(0);
+        assert_eq!(report.dials.get("completed").copied().unwrap_or(0), connected, "one answered dial each: {report}");
+        let dials: u32 = report.dials.values().sum();
+        let count = |kind: &str| report.latencies.get(kind).map_or(0, Vec::len);
+        assert_eq!(count("incoming"), 60);
+        assert_eq!(count("dial_action"), dials as usize);
+        assert_eq!(count("status"), 60, "one final status callback each");
+        assert!(count("leg_status") >= 3 * dials as usize, "initiated, ringing and the end of every leg");
+
+        // Switchboard saw the same calls, and kept repeat callers from buyers they converted.
+        let counts = report.switchboard.as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(counts.calls, 60, "{report}");
+        assert!(counts.converted <= u64::from(connected), "{report}");
+        assert!(counts.converted > 0 && counts.duplicates_avoided > 0, "{report}");
+        assert!(counts.dropped.is_empty(), "the demo plan has a fallback for everyone: {report}");
+        let printed = report.to_string();
+        assert!(printed.contains("latency ms") && printed.contains("dial_action"), "{printed}");
+    }
+
+    async fn pings_reordered_callbacks_and_every_buyer_busy(demo: Demo) {
+        let scenario = Scenario {
+            calls: 20,
+            rtb_key: Some("demo-rtb-key-auto-insurance-0001".into()),
+            reorder: true,
+            // Nobody answers: every call runs the whole chain, fallback and redirect included.
+            outcomes: "0,1,0,0".parse().unwrap(),
+            ..scenario(demo.0.url(""))
+        };
+        let report = simulate::run(scenario).await.unwrap();
+        assert!(report.succeeded(), "{report}");
+        let count = |kind: &str| report.latencies.get(kind).map_or(0, Vec::len);
+        assert_eq!(count("rtb"), 20);
+        assert_eq!(count("status"), 60, "ringing, in-progress and completed, shuffled");
+        assert_eq!(report.ended.get(&simulate::Ended::ExplicitEnd).copied(), Some(20), "{report}");
+        assert_eq!(report.redirects, 20, "each went on to the overflow campaign: {report}");
+        let counts = report.switchboard.as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(counts.converted, 0);
+        assert_eq!(counts.dropped.get("unanswered").copied(), Some(20), "{report}");
+    }
+}
+
+/// A "Switchboard" that answers an incoming call with something no provider could follow.
+async fn bad_server(answer: &'static str, status: u16) -> String {
+    let server = HttpServer::new(move || {
+        App::new().route(
+            "/voice/incoming",
+            web::post().to(move || async move {
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                    .content_type("text/xml")
+                    .body(answer)
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let address = server.addrs()[0];
+    actix_web::rt::spawn(server.run());
+    format!("http://{address}")
+}
+
+#[actix_web::test]
+async fn invalid_twiml_or_an_error_status_fails_the_call_and_the_run() {
+    for (answer, status, expected) in [
+        ("<?xml version=\"1.0\"?><Html/>", 200, "invalid TwiML"),
+        (
+            "<?xml version=\"1.0\"?><Response><Dial>+1</Dial></Response>",
+            200,
+            "without an action",
+        ),
+        ("oops", 500, "HTTP 500"),
+    ] {
+        let url = bad_server(answer, status).await;
+        let scenario = Scenario {
+            calls: 3,
+            token: None,
+            ..scenario(url)
+        };
+        let report = tokio::time::timeout(Duration::from_secs(30), simulate::run(scenario))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!report.succeeded());
+        assert_eq!(report.failures.len(), 3, "{report}");
+        assert!(report.failures[0].contains(expected), "{report}");
+        assert!(report.to_string().contains("failed 3"), "{report}");
+    }
+}
