@@ -1,12 +1,12 @@
-//! What one routing decision costs over a campaign of 100 buyers: the pure decision, and the
-//! capacity check the capacity actor runs for it. `cargo bench --bench routing`.
+//! What one routing decision costs over campaigns of 5, 50 and 500 buyers: the pure decision,
+//! and the capacity check the capacity actor runs for it. `cargo bench --bench routing`.
 
 use std::{
     collections::{HashMap, HashSet},
     hint::black_box,
 };
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 use rand::{SeedableRng, rngs::StdRng};
 use serde_json::json;
@@ -18,7 +18,7 @@ use switchboard::domain::{
     routing::{CallSituation, RoutingPlan},
 };
 
-const BUYERS: usize = 100;
+const SIZES: [usize; 3] = [5, 50, 500];
 const ZONES: [&str; 4] = [
     "America/New_York",
     "America/Chicago",
@@ -36,12 +36,12 @@ fn record<T: PlanEntity>(spec: serde_json::Value) -> Record<T> {
     }
 }
 
-/// 100 buyers in 10 priorities of 10, various weights, each with caps, a time zone and
-/// weekday business hours: every check routing makes has something to look at.
-fn plan() -> (RoutingPlan, CampaignId, Vec<BuyerId>) {
+/// `n` buyers in priorities of 10, various weights, each with caps, a time zone and weekday
+/// business hours: every check routing makes has something to look at.
+fn plan(n: usize) -> (RoutingPlan, CampaignId, Vec<BuyerId>) {
     let company: Record<Company> = record(json!({"name": "Acme", "duplicate_caller_handling": true}));
     let shift = json!({"open": "00:00", "close": "24:00"});
-    let buyers: Vec<Record<Buyer>> = (0..BUYERS)
+    let buyers: Vec<Record<Buyer>> = (0..n)
         .map(|i| {
             record(json!({
                 "name": format!("Buyer {i}"),
@@ -65,81 +65,77 @@ fn plan() -> (RoutingPlan, CampaignId, Vec<BuyerId>) {
 }
 
 fn decisions(c: &mut Criterion) {
-    let (plan, campaign_id, ids) = plan();
-    let campaign = plan.campaign(campaign_id).expect("the campaign");
     // A Tuesday afternoon: every buyer open.
     let at: Timestamp = "2026-11-24T18:00:00Z".parse().expect("a time");
     let none = HashSet::new();
     let unblocked = HashMap::new();
     let mut random = StdRng::seed_from_u64(1);
+    let mut group = c.benchmark_group("decide");
+    for n in SIZES {
+        let (plan, campaign_id, ids) = plan(n);
+        let campaign = plan.campaign(campaign_id).expect("the campaign");
+        group.bench_with_input(BenchmarkId::new("the first priority takes it", n), &n, |b, _| {
+            let situation = CallSituation {
+                at,
+                duplicates: &none,
+                blocked: &unblocked,
+                tried: &none,
+                visited: &[campaign_id],
+                reserved: None,
+            };
+            b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
+        });
 
-    c.bench_function("decide: 100 buyers, the first priority takes it", |b| {
-        let situation = CallSituation {
-            at,
-            duplicates: &none,
-            blocked: &unblocked,
-            tried: &none,
-            visited: &[campaign_id],
-            reserved: None,
+        // The worst case: only the last buyer can take the call, so all are judged, the others
+        // a third each duplicates, at caps, or already tried.
+        let last = ids[n - 1];
+        let others = || ids.iter().copied().filter(move |id| *id != last);
+        let duplicates: HashSet<BuyerId> = others().step_by(3).collect();
+        let tried: HashSet<BuyerId> = others().skip(1).step_by(3).collect();
+        let blocked: HashMap<BuyerId, Block> = (others().skip(2).step_by(3))
+            .map(|id| (id, Block::Cap(CapPeriod::Daily)))
+            .collect();
+        group.bench_with_input(BenchmarkId::new("only the last can take it", n), &n, |b, _| {
+            let situation = CallSituation {
+                at,
+                duplicates: &duplicates,
+                blocked: &blocked,
+                tried: &tried,
+                visited: &[campaign_id],
+                reserved: None,
+            };
+            b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
+        });
+
+        // What the capacity actor does for the same decision: every buyer's caps, each buyer
+        // with 500 calls counted over the last month.
+        let mut index = CapacityIndex::default();
+        let leg = Leg {
+            call: CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("a call sid"),
+            attempt: 1,
         };
-        b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
-    });
-
-    // The worst case: only the last buyer can take the call, so all 100 are judged, the
-    // others a third each duplicates, at caps, or already tried.
-    let last = ids[BUYERS - 1];
-    let duplicates: HashSet<BuyerId> = ids.iter().copied().filter(|id| *id != last).step_by(3).collect();
-    let tried: HashSet<BuyerId> = ids
-        .iter()
-        .copied()
-        .filter(|id| *id != last)
-        .skip(1)
-        .step_by(3)
-        .collect();
-    let blocked: HashMap<BuyerId, Block> = ids
-        .iter()
-        .copied()
-        .filter(|id| *id != last)
-        .skip(2)
-        .step_by(3)
-        .map(|id| (id, Block::Cap(CapPeriod::Daily)))
-        .collect();
-    c.bench_function("decide: 100 buyers, only the last can take it", |b| {
-        let situation = CallSituation {
-            at,
-            duplicates: &duplicates,
-            blocked: &blocked,
-            tried: &tried,
-            visited: &[campaign_id],
-            reserved: None,
-        };
-        b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
-    });
-
-    // What the capacity actor does for the same decision: every buyer's caps, each buyer with
-    // 500 calls counted over the last month.
-    let mut index = CapacityIndex::default();
-    let leg = Leg {
-        call: CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("a call sid"),
-        attempt: 1,
-    };
-    for id in &ids {
-        for minutes in 0..500 {
-            let when = at - jiff::SignedDuration::from_mins(minutes * 60);
-            index.count(*id, &leg, CapCounting::Converted, when);
+        for id in &ids {
+            for hours in 0..500 {
+                index.count(
+                    *id,
+                    &leg,
+                    CapCounting::Converted,
+                    at - jiff::SignedDuration::from_hours(hours),
+                );
+            }
         }
+        let buyers: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
+        group.bench_with_input(BenchmarkId::new("caps, 500 counted calls each", n), &n, |b, _| {
+            b.iter(|| {
+                black_box(
+                    (buyers.iter())
+                        .filter_map(|buyer| index.blocked(buyer.id, &buyer.spec, at))
+                        .count(),
+                )
+            })
+        });
     }
-    let buyers: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
-    c.bench_function("caps: 100 buyers with 500 counted calls each", |b| {
-        b.iter(|| {
-            black_box(
-                buyers
-                    .iter()
-                    .filter_map(|buyer| index.blocked(buyer.id, &buyer.spec, at))
-                    .count(),
-            )
-        })
-    });
+    group.finish();
 }
 
 criterion_group!(benches, decisions);

@@ -5,7 +5,7 @@
 //! ago; buyers in a `dedupe_group` share that history. The [`DedupeIndex`] keeps only the
 //! latest touch per caller and scope, so a check costs the same however long the history is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map};
 
 use jiff::Timestamp;
 
@@ -159,10 +159,53 @@ struct Entry {
     converted_ms: i64,
 }
 
+/// A caller's entries. Most callers have met one buyer: their entry is kept in the map itself,
+/// so that a check costs one memory access however large the index (a `Vec` would add a
+/// second, to memory as cold as the first).
+#[derive(Debug, Clone)]
+enum Entries {
+    One(Entry),
+    Many(Vec<Entry>),
+}
+
+impl Entries {
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            Self::One(entry) => std::slice::from_ref(entry),
+            Self::Many(entries) => entries,
+        }
+    }
+
+    /// The entry of `scope`, and whether it is new.
+    fn entry(&mut self, scope: u32) -> (&mut Entry, bool) {
+        let fresh = Entry {
+            scope,
+            connected_ms: NEVER,
+            converted_ms: NEVER,
+        };
+        if let Self::One(only) = self
+            && only.scope != scope
+        {
+            *self = Self::Many(vec![*only]);
+        }
+        match self {
+            Self::One(only) => (only, false),
+            Self::Many(entries) => match entries.iter().position(|e| e.scope == scope) {
+                Some(i) => (&mut entries[i], false),
+                None => {
+                    entries.push(fresh);
+                    let last = entries.len() - 1;
+                    (&mut entries[last], true)
+                }
+            },
+        }
+    }
+}
+
 /// The latest touch of every caller with every scope, in memory.
 #[derive(Debug, Default)]
 pub struct DedupeIndex {
-    callers: HashMap<u64, Vec<Entry>>,
+    callers: HashMap<u64, Entries>,
     scope_ids: HashMap<Scope, u32>,
     entries: usize,
 }
@@ -183,20 +226,20 @@ impl DedupeIndex {
     pub fn record(&mut self, caller: &E164, scope: &Scope, touch: Touch, at: Timestamp) {
         let next_id = self.scope_ids.len() as u32;
         let scope = *self.scope_ids.entry(scope.clone()).or_insert(next_id);
-        let entries = self.callers.entry(caller_key(caller)).or_default();
-        let i = match entries.iter().position(|e| e.scope == scope) {
-            Some(i) => i,
-            None => {
-                self.entries += 1;
-                entries.push(Entry {
+        let (entry, new) = match self.callers.entry(caller_key(caller)) {
+            hash_map::Entry::Occupied(held) => held.into_mut().entry(scope),
+            hash_map::Entry::Vacant(vacant) => {
+                let fresh = Entry {
                     scope,
                     connected_ms: NEVER,
                     converted_ms: NEVER,
-                });
-                entries.len() - 1
+                };
+                (vacant.insert(Entries::One(fresh)).entry(scope).0, true)
             }
         };
-        let entry = &mut entries[i];
+        if new {
+            self.entries += 1;
+        }
         let ms = at.as_millisecond();
         entry.connected_ms = entry.connected_ms.max(ms);
         if touch == Touch::Converted {
@@ -215,16 +258,7 @@ impl DedupeIndex {
     }
 
     pub fn mark(&self, caller: &E164, scope: &Scope) -> Mark {
-        let found = self.scope_ids.get(scope).and_then(|id| {
-            self.callers
-                .get(&caller_key(caller))?
-                .iter()
-                .find(|e| e.scope == *id)
-        });
-        found.map_or_else(Mark::default, |e| Mark {
-            last_connected: to_timestamp(e.connected_ms),
-            last_converted: to_timestamp(e.converted_ms),
-        })
+        self.mark_in(self.entries_of(caller), scope)
     }
 
     /// The buyers among `rules` for whom a call from `caller` at `at` would be a duplicate.
@@ -234,11 +268,32 @@ impl DedupeIndex {
         rules: impl IntoIterator<Item = &'r Rule>,
         at: Timestamp,
     ) -> Vec<BuyerId> {
+        // The caller is looked up once, whatever the number of rules: with millions of
+        // callers, that lookup is the one likely to miss the cache.
+        let entries = self.entries_of(caller);
         rules
             .into_iter()
-            .filter(|rule| rule.is_duplicate(&self.mark(caller, &rule.scope), at))
+            .filter(|rule| rule.is_duplicate(&self.mark_in(entries, &rule.scope), at))
             .map(|rule| rule.buyer)
             .collect()
+    }
+
+    fn entries_of(&self, caller: &E164) -> &[Entry] {
+        self.callers
+            .get(&caller_key(caller))
+            .map_or(&[], Entries::as_slice)
+    }
+
+    fn mark_in(&self, entries: &[Entry], scope: &Scope) -> Mark {
+        if entries.is_empty() {
+            // A caller never seen: no scope to look up.
+            return Mark::default();
+        }
+        let found = (self.scope_ids.get(scope)).and_then(|id| entries.iter().find(|e| e.scope == *id));
+        found.map_or_else(Mark::default, |e| Mark {
+            last_connected: to_timestamp(e.connected_ms),
+            last_converted: to_timestamp(e.converted_ms),
+        })
     }
 
     /// How many (caller, scope) marks are held.
@@ -371,6 +426,34 @@ mod tests {
                 .last_converted
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_caller_keeps_each_buyers_touches_apart_however_many() {
+        let company = Id::generate();
+        let buyers = [buyer(None, company), buyer(None, company), buyer(None, company)];
+        let mut index = DedupeIndex::default();
+        for (n, buyer) in buyers.iter().enumerate() {
+            index.record(
+                &caller(),
+                &Scope::Buyer(buyer.id),
+                Touch::Converted,
+                at(n as i64 * 10),
+            );
+            // Touched again: still one mark per buyer.
+            index.record(
+                &caller(),
+                &Scope::Buyer(buyer.id),
+                Touch::Connected,
+                at(n as i64 * 10 + 1),
+            );
+        }
+        assert_eq!(index.len(), 3);
+        for (n, buyer) in buyers.iter().enumerate() {
+            let mark = index.mark(&caller(), &Scope::Buyer(buyer.id));
+            assert_eq!(mark.last_converted, Some(at(n as i64 * 10)));
+            assert_eq!(mark.last_connected, Some(at(n as i64 * 10 + 1)));
+        }
     }
 
     #[test]
