@@ -4,53 +4,18 @@
 //! Each figure is a whole round trip (client, HTTP, the server's work), so the server's part
 //! is less than it.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
-use switchboard::{
-    config::Settings,
-    plan::{DEMO_PLAN, Plan},
-    startup::Application,
-    store::{SqlStore, Store},
-};
 
 const KEY: &str = "demo-rtb-key-auto-insurance-0001";
 
-/// Starts the server on its own thread and actix system; returns its address and the
-/// directory holding its database (deleted when dropped).
-fn start_server() -> (SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let store = SqlStore::connect_and_migrate(&url).await.expect("the store");
-            let plan = Plan::parse(DEMO_PLAN).expect("the demo plan");
-            store.import_plan(&plan).await.expect("the demo plan imported");
-            // Pings are not webhooks: signatures play no part here.
-            let environment = [("BIND", "127.0.0.1:0"), ("WEBHOOK_SIGNATURES", "off")]
-                .map(|(key, value)| (key.to_owned(), value.to_owned()));
-            let settings = Settings::from_sources(None, environment).expect("settings");
-            let app = Application::build(&settings, Arc::new(store))
-                .await
-                .expect("the server");
-            sender.send(app.address()).expect("the bench is waiting");
-            app.run_until_stopped().await.expect("the server runs");
-        });
-    });
-    let address = receiver.recv().expect("the server started");
-    (address, dir)
-}
-
 fn pings(c: &mut Criterion) {
-    let (address, _dir) = start_server();
+    // Pings are not webhooks: signatures play no part here.
+    let (address, _, _dir) = common::start_server(&[("WEBHOOK_SIGNATURES", "off")]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

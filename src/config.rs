@@ -18,7 +18,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
@@ -32,6 +32,7 @@ pub const KEYS: [&str; 13] = [
     "DRAIN_SECONDS",
     "STUCK_CALL_SECONDS",
     "DECISION_BUDGET_MS",
+    "BENCH_FLOOR",
 ];
 
 /// A call this old whose end was never reported is ended: four hours, the longest a provider
@@ -77,6 +78,9 @@ pub struct Settings {
     /// A routing webhook is answered this long after it arrived at the latest (see
     /// [`crate::calls::CallTimings::decision_budget`]).
     pub decision_budget: std::time::Duration,
+    /// Serves `POST /voice/floor`, fixed TwiML without routing, for the load benchmark to
+    /// measure the server's floor against.
+    pub bench_floor: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +133,7 @@ struct Raw {
     drain_seconds: Option<String>,
     stuck_call_seconds: Option<String>,
     decision_budget_ms: Option<String>,
+    bench_floor: Option<String>,
 }
 
 impl Settings {
@@ -206,6 +211,15 @@ impl Settings {
             // With the wait for an actor that took a webhook up, well inside the provider's 15 s.
             100..=5_000,
         )?;
+        let bench_floor = match raw.bench_floor.as_deref() {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => {
+                return Err(invalid("BENCH_FLOOR")(format!(
+                    "`{other}` is neither `on` nor `off`"
+                )));
+            }
+        };
         let log_format = match raw.log_format.as_deref() {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
@@ -229,6 +243,7 @@ impl Settings {
             drain: std::time::Duration::from_secs(drain_seconds),
             stuck_call_after: std::time::Duration::from_secs(stuck_call_seconds),
             decision_budget: std::time::Duration::from_millis(decision_budget_ms),
+            bench_floor,
         })
     }
 }
@@ -453,6 +468,7 @@ mod tests {
             ("STUCK_CALL_SECONDS", "5", "STUCK_CALL_SECONDS is invalid"),
             ("DECISION_BUDGET_MS", "50", "DECISION_BUDGET_MS is invalid"),
             ("DECISION_BUDGET_MS", "5001", "DECISION_BUDGET_MS is invalid"),
+            ("BENCH_FLOOR", "yes", "BENCH_FLOOR is invalid"),
         ];
         for (key, value, expected) in cases {
             let err = from_env(&[(key, value)]).unwrap_err().to_string();

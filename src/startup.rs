@@ -123,6 +123,7 @@ impl Application {
             public_url: public_url.clone(),
             end_message: settings.end_message.clone(),
             auth_token: settings.webhook_auth_token()?.cloned(),
+            floor: settings.bench_floor,
         });
         let store: web::Data<dyn Store> = web::Data::from(store);
         let plan: web::Data<PlanCache> = web::Data::from(plan);

@@ -42,15 +42,18 @@ pub struct Voice {
     pub end_message: String,
     /// Unset: signatures are not checked (start-up says so).
     pub auth_token: Option<SecretString>,
+    /// Whether `/voice/floor` answers (the load benchmark's floor; `BENCH_FLOOR=on`).
+    pub floor: bool,
 }
 
 /// Each webhook's path under `/voice`, with the name metrics give it.
-const WEBHOOKS: [(&str, &str); 5] = [
+const WEBHOOKS: [(&str, &str); 6] = [
     ("/incoming", "incoming"),
     ("/status", "status"),
     ("/calls/{sid}/attempts/{attempt}/action", "dial_action"),
     ("/calls/{sid}/attempts/{attempt}/status", "leg_status"),
     ("/calls/{sid}/redirect/{campaign}", "redirect"),
+    ("/floor", "floor"),
 ];
 
 /// The largest webhook body taken.
@@ -60,7 +63,14 @@ const WEBHOOK_BODY_LIMIT: usize = 64 * 1024;
 const DECISIONS: [&str; 3] = ["incoming", "dial_action", "redirect"];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let [incoming_path, status_path, action_path, leg_path, redirect_path] = WEBHOOKS.map(|(path, _)| path);
+    let [
+        incoming_path,
+        status_path,
+        action_path,
+        leg_path,
+        redirect_path,
+        floor_path,
+    ] = WEBHOOKS.map(|(path, _)| path);
     cfg.service(
         web::scope("/voice")
             .wrap(middleware::from_fn(observe))
@@ -71,7 +81,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(status_path, web::post().to(call_status))
             .route(action_path, web::post().to(dial_action))
             .route(leg_path, web::post().to(leg_status))
-            .route(redirect_path, web::post().to(redirected)),
+            .route(redirect_path, web::post().to(redirected))
+            .route(floor_path, web::post().to(floor)),
     );
 }
 
@@ -377,6 +388,16 @@ async fn leg_status(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpRe
         sequence: hook.sequence(),
     };
     Ok(hook.answer(path_sid(&sid)?, input, "leg_status").await)
+}
+
+/// The load benchmark's floor: a webhook read and checked like every other, then answered with
+/// fixed TwiML, without routing or the store. Not served unless `BENCH_FLOOR=on`.
+async fn floor(hook: Hook) -> Result<HttpResponse, WebhookError> {
+    if !hook.voice.floor {
+        return Ok(HttpResponse::NotFound().finish());
+    }
+    let sid = hook.call_sid()?;
+    Ok(hook.voice.respond(&sid, Answer::Hangup))
 }
 
 async fn redirected(hook: Hook, path: web::Path<(String, String)>) -> Result<HttpResponse, WebhookError> {

@@ -272,6 +272,38 @@ on_both_engines! {
     }
 }
 
+/// The load benchmark's floor answers only when asked for, and records nothing.
+#[actix_web::test]
+async fn the_benchmark_floor_is_served_only_with_bench_floor_on() {
+    let plain = TestApp::start(Engine::Sqlite).await.unwrap();
+    let refused = plain
+        .webhook(&plain.url("/voice/floor"), &incoming(&sid(1), CALLER, MAIN))
+        .await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+
+    let mut settings = crate::helpers::TEST_SETTINGS.to_vec();
+    settings.push(("BENCH_FLOOR", "on"));
+    let app = TestApp::start_with(Engine::Sqlite, &settings).await.unwrap();
+    let answered = app
+        .webhook(&app.url("/voice/floor"), &incoming(&sid(1), CALLER, MAIN))
+        .await;
+    assert_eq!(answered.status(), StatusCode::OK);
+    assert!(answered.text().await.unwrap().contains("<Hangup"));
+    let unsigned = (app.client.post(app.url("/voice/floor")))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(incoming(&sid(2), CALLER, MAIN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        unsigned.status(),
+        StatusCode::FORBIDDEN,
+        "checked like any webhook"
+    );
+    let stored = app.store.call(&CallSid::parse(&sid(1)).unwrap()).await.unwrap();
+    assert!(stored.is_none(), "no call is recorded");
+}
+
 #[actix_web::test]
 async fn templates_in_a_directory_replace_the_built_in_ones() {
     let dir = tempfile::tempdir().unwrap();
