@@ -13,6 +13,9 @@ use super::{
 };
 use crate::domain::signature::{self, Algorithm};
 
+const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
+const API_VERSION: &str = "2010-04-01";
+
 /// More steps than this and Switchboard is taken to be looping.
 const MAX_STEPS: usize = 30;
 
@@ -40,25 +43,12 @@ struct Callback {
 }
 
 impl<'p> Call<'p> {
-    pub fn new(provider: &'p Provider, n: u32) -> Self {
+    /// The `n`th call, from `caller`.
+    pub fn new(provider: &'p Provider, n: u32, caller: String) -> Self {
         let mut random =
             StdRng::seed_from_u64(provider.seed ^ u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let numbers = &provider.scenario.numbers;
         let to = numbers[n as usize % numbers.len()].clone();
-        let caller = {
-            let mut callers = provider
-                .callers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let repeat = !callers.is_empty() && random.random_bool(provider.scenario.repeat_share);
-            if repeat {
-                callers[random.random_range(0..callers.len())].clone()
-            } else {
-                let caller = new_caller(&mut random);
-                callers.push(caller.clone());
-                caller
-            }
-        };
         Self {
             provider,
             sid: sid(&mut random),
@@ -127,7 +117,7 @@ impl<'p> Call<'p> {
                         (false, false) if said => Ended::ExplicitEnd,
                         (false, false) => Ended::HungUp,
                     });
-                    return self.finish().await;
+                    return self.finish(rejected).await;
                 }
             }
         }
@@ -157,13 +147,21 @@ impl<'p> Call<'p> {
                 vec![status]
             });
             for (sequence, leg_status) in progress.into_iter().enumerate() {
-                let mut params = vec![
-                    ("CallSid".to_owned(), leg_sid.clone()),
-                    ("ParentCallSid".to_owned(), self.sid.clone()),
-                    ("CallStatus".to_owned(), leg_status.to_owned()),
-                    ("SequenceNumber".to_owned(), sequence.to_string()),
-                    ("To".to_owned(), number.to_owned()),
-                ];
+                let sequence = sequence.to_string();
+                let mut params: Vec<(String, String)> = [
+                    ("AccountSid", ACCOUNT_SID),
+                    ("ApiVersion", API_VERSION),
+                    ("CallSid", &leg_sid),
+                    ("ParentCallSid", &self.sid),
+                    ("CallStatus", leg_status),
+                    ("SequenceNumber", &sequence),
+                    ("Direction", "outbound-dial"),
+                    ("From", &self.caller),
+                    ("To", number),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
                 if leg_status == "completed" {
                     params.push(("CallDuration".to_owned(), talk_seconds.to_string()));
                 }
@@ -184,16 +182,18 @@ impl<'p> Call<'p> {
 
     /// The call is over: its status callback (with every other one not posted yet, shuffled,
     /// when reordering).
-    async fn finish(&mut self) -> Result<(), String> {
+    async fn finish(&mut self, rejected: bool) -> Result<(), String> {
         let status_url = format!("{}/voice/status", self.provider.public_url());
-        if self.provider.scenario.reorder {
-            // The call's earlier progress, which a provider may deliver late.
+        if self.provider.scenario.reorder && !rejected {
+            // The call's earlier progress, as a number configured for every status event has
+            // it reported, which a provider may deliver late.
             for status in ["ringing", "in-progress"] {
                 let callback = self.status_callback(&status_url, status);
                 self.callbacks.push(callback);
             }
         }
-        let completed = self.status_callback(&status_url, "completed");
+        // A rejected call was never answered: the provider reports it busy.
+        let completed = self.status_callback(&status_url, if rejected { "busy" } else { "completed" });
         self.callbacks.push(completed);
         if self.provider.scenario.reorder {
             self.callbacks.shuffle(&mut self.random);
@@ -222,8 +222,8 @@ impl<'p> Call<'p> {
     /// The parameters every request about the call carries.
     fn params(&self, status: &str) -> Vec<(String, String)> {
         [
-            ("AccountSid", "AC00000000000000000000000000000000"),
-            ("ApiVersion", "2010-04-01"),
+            ("AccountSid", ACCOUNT_SID),
+            ("ApiVersion", API_VERSION),
             ("CallSid", &self.sid),
             ("CallStatus", status),
             ("Direction", "inbound"),
@@ -254,10 +254,19 @@ impl<'p> Call<'p> {
         let took = started.elapsed();
         let response = response.map_err(|e| format!("{kind}: {e}"))?;
         let status = response.status();
+        let content_type = (response.headers().get(reqwest::header::CONTENT_TYPE))
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let body = response.text().await.map_err(|e| format!("{kind}: {e}"))?;
         self.report.latency(kind, took);
         if !status.is_success() {
             return Err(format!("{kind}: HTTP {status}: {}", snippet(&body)));
+        }
+        // A provider takes TwiML only as XML (Twilio's error 12300 otherwise).
+        let is_xml = (content_type.as_deref())
+            .is_some_and(|t| t.starts_with("text/xml") || t.starts_with("application/xml"));
+        if status != reqwest::StatusCode::NO_CONTENT && !is_xml {
+            return Err(format!("{kind}: the answer is not XML ({content_type:?})"));
         }
         Ok(body)
     }
@@ -290,7 +299,8 @@ fn sid(random: &mut impl Rng) -> String {
     format!("CA{:032x}", random.random::<u128>())
 }
 
-fn new_caller(random: &mut impl Rng) -> String {
+/// A new caller number, NANP-shaped and from a real area code.
+pub fn new_caller(random: &mut impl Rng) -> String {
     let area = AREAS[random.random_range(0..AREAS.len())];
     // Exchanges 200–999 but not N11 (reserved).
     let exchange = loop {

@@ -13,12 +13,13 @@ pub mod twiml;
 use std::{
     collections::HashMap,
     str::FromStr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
 use secrecy::SecretString;
 use tokio::{sync::Semaphore, task::JoinSet};
 
@@ -140,8 +141,6 @@ impl FromStr for BuyerOutcomes {
 struct Provider {
     scenario: Scenario,
     client: reqwest::Client,
-    /// Callers who called in this run, some of whom call again.
-    callers: Mutex<Vec<String>>,
     seed: u64,
 }
 
@@ -158,7 +157,9 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
         bail!("--concurrency must be at least 1");
     }
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
+        // As a provider waits: 5 s to connect, 15 s for the answer.
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
         .build()
         .context("cannot make an HTTP client")?;
     let started_at = jiff::Timestamp::now();
@@ -166,7 +167,6 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
         seed: scenario.seed.unwrap_or_else(rand::random),
         scenario,
         client,
-        callers: Mutex::new(Vec::new()),
     });
     let scenario = &provider.scenario;
     let progress = if scenario.quiet {
@@ -191,11 +191,22 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
         progress.inc(1);
         reports.push(report);
     };
+    // Callers are drawn here, in order, so that a seed gives the same calls from the same
+    // callers however the calls' tasks happen to be scheduled.
+    let mut draws = StdRng::seed_from_u64(provider.seed);
+    let mut callers: Vec<String> = Vec::new();
     for n in 0..scenario.calls {
+        let caller = if !callers.is_empty() && draws.random_bool(scenario.repeat_share) {
+            callers[draws.random_range(0..callers.len())].clone()
+        } else {
+            let caller = call::new_caller(&mut draws);
+            callers.push(caller.clone());
+            caller
+        };
         let slot = (slots.clone().acquire_owned().await).context("the call slots closed")?;
         let provider = provider.clone();
         calls.spawn(async move {
-            let report = Call::new(&provider, n).place().await;
+            let report = Call::new(&provider, n, caller).place().await;
             drop(slot);
             report
         });

@@ -82,6 +82,8 @@ pub struct Report {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub calls: u64,
+    /// Not ended yet, by Switchboard's account.
+    pub live: u64,
     pub converted: u64,
     pub duplicates_avoided: u64,
     pub fallback_used: u64,
@@ -179,8 +181,9 @@ impl fmt::Display for Report {
                 let dropped: Vec<String> = counts.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
                 writeln!(
                     f,
-                    "switchboard  calls {} · conversions {} · duplicates avoided {} · fallback {} · redirected {} · dropped: {}",
+                    "switchboard  calls {} · still live {} · conversions {} · duplicates avoided {} · fallback {} · redirected {} · dropped: {}",
                     counts.calls,
+                    counts.live,
                     counts.converted,
                     counts.duplicates_avoided,
                     counts.fallback_used,
@@ -255,6 +258,7 @@ pub async fn switchboard_counts(
     for campaign in page["data"].as_array().into_iter().flatten() {
         let n = |field: &str| campaign[field].as_u64().unwrap_or(0);
         counts.calls += n("calls");
+        counts.live += n("live");
         counts.converted += n("converted");
         counts.duplicates_avoided += n("duplicates_avoided");
         counts.fallback_used += n("fallback_used");

@@ -27,9 +27,6 @@ pub struct Invalid(pub String);
 /// `<Pause>` before it are only noted).
 pub fn read(text: &str) -> Result<Next, Invalid> {
     let invalid = |message: &str| Invalid(message.to_owned());
-    if !text.starts_with("<?xml") {
-        return Err(invalid("the answer does not start with the XML declaration"));
-    }
     let config = ParserConfig::new().trim_whitespace(true).ignore_comments(true);
     let mut verbs: Vec<Verb> = Vec::new();
     let mut depth = 0;
@@ -52,10 +49,9 @@ pub fn read(text: &str) -> Result<Next, Invalid> {
                         text: String::new(),
                         noun: None,
                     }),
-                    (3, noun @ ("Number" | "Sip" | "Client")) => {
+                    (3, "Number" | "Sip" | "Client") => {
                         let verb = verbs.last_mut().ok_or_else(|| invalid("a noun outside a verb"))?;
                         verb.noun = Some(Noun {
-                            kind: noun.to_owned(),
                             status_callback: attribute("statusCallback"),
                             text: String::new(),
                         });
@@ -76,7 +72,7 @@ pub fn read(text: &str) -> Result<Next, Invalid> {
         return Err(invalid("no <Response>"));
     }
     let mut said = false;
-    for verb in verbs {
+    for (position, verb) in verbs.into_iter().enumerate() {
         match verb.name.as_str() {
             "Say" | "Play" => said = true,
             "Pause" => {}
@@ -86,7 +82,9 @@ pub fn read(text: &str) -> Result<Next, Invalid> {
                     rejected: false,
                 });
             }
-            "Reject" => return Ok(Next::End { said, rejected: true }),
+            // Only as the first verb: the call is refused before it is answered.
+            "Reject" if position == 0 => return Ok(Next::End { said, rejected: true }),
+            "Reject" => return Err(invalid("<Reject> after another verb")),
             "Redirect" => {
                 let url = verb.text.trim();
                 if url.is_empty() {
@@ -98,17 +96,18 @@ pub fn read(text: &str) -> Result<Next, Invalid> {
                 let action = verb
                     .action
                     .ok_or_else(|| invalid("a <Dial> without an action URL"))?;
-                let noun = verb
-                    .noun
-                    .ok_or_else(|| invalid("a <Dial> with nothing to dial"))?;
-                let number = noun.text.trim().to_owned();
+                // A number may be the `<Dial>`'s own text instead of a noun.
+                let (number, status_callback) = match verb.noun {
+                    Some(noun) => (noun.text.trim().to_owned(), noun.status_callback),
+                    None => (verb.text.trim().to_owned(), None),
+                };
                 if number.is_empty() {
-                    return Err(Invalid(format!("an empty <{}>", noun.kind)));
+                    return Err(invalid("a <Dial> with nothing to dial"));
                 }
                 return Ok(Next::Dial {
                     number,
                     action,
-                    status_callback: noun.status_callback,
+                    status_callback,
                 });
             }
             other => return Err(Invalid(format!("<{other}> is not a verb this provider knows"))),
@@ -129,7 +128,6 @@ struct Verb {
 }
 
 struct Noun {
-    kind: String,
     status_callback: Option<String>,
     text: String,
 }
@@ -188,11 +186,19 @@ mod tests {
 
     #[test]
     fn refuses_what_a_provider_could_not_follow() {
+        assert_eq!(
+            read(r#"<Response><Dial action="/a">+14155550101</Dial></Response>"#),
+            Ok(Next::Dial {
+                number: "+14155550101".into(),
+                action: "/a".into(),
+                status_callback: None
+            }),
+            "a bare number, and no declaration, are TwiML too"
+        );
         for bad in [
             "",
-            "<Response/>",
             "<?xml version=\"1.0\"?><Html/>",
-            "<?xml version=\"1.0\"?><Response><Dial>+1415</Dial></Response>",
+            "<?xml version=\"1.0\"?><Response><Say>Hi</Say><Reject/></Response>",
             "<?xml version=\"1.0\"?><Response><Dial action=\"/a\"></Dial></Response>",
             "<?xml version=\"1.0\"?><Response><Redirect/></Response>",
             "<?xml version=\"1.0\"?><Response><Dance/></Response>",

@@ -59,7 +59,7 @@ on_both_engines! {
 
         // Switchboard saw the same calls, and kept repeat callers from buyers they converted.
         let counts = report.switchboard.as_ref().unwrap().as_ref().unwrap();
-        assert_eq!(counts.calls, 60, "{report}");
+        assert_eq!((counts.calls, counts.live), (60, 0), "every call ended: {report}");
         assert!(counts.converted <= u64::from(connected), "{report}");
         assert!(counts.converted > 0 && counts.duplicates_avoided > 0, "{report}");
         assert!(counts.dropped.is_empty(), "the demo plan has a fallback for everyone: {report}");
@@ -84,7 +84,7 @@ on_both_engines! {
         assert_eq!(report.ended.get(&simulate::Ended::ExplicitEnd).copied(), Some(20), "{report}");
         assert_eq!(report.redirects, 20, "each went on to the overflow campaign: {report}");
         let counts = report.switchboard.as_ref().unwrap().as_ref().unwrap();
-        assert_eq!(counts.converted, 0);
+        assert_eq!((counts.converted, counts.live), (0, 0), "{report}");
         assert_eq!(counts.dropped.get("unanswered").copied(), Some(20), "{report}");
     }
 }
