@@ -22,7 +22,10 @@ use std::{
 
 use serde_json::json;
 use sqlx::{Connection, Executor, Row};
-use switchboard::domain::signature::{self, Algorithm};
+use switchboard::{
+    domain::signature::{self, Algorithm},
+    simulate::percentile,
+};
 
 const IN_FLIGHT: usize = 32;
 const PHASE: Duration = Duration::from_secs(5);
@@ -149,11 +152,7 @@ impl Measured {
     }
 
     fn percentile_ms(&self, q: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let rank = ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
-        self.latencies[rank - 1].as_secs_f64() * 1000.0
+        percentile(&self.latencies, q).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     }
 }
 

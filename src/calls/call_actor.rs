@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use tokio::time::Instant;
 
 use super::{
-    CallDeps, Input, Webhook, answer_by,
+    CallDeps, Input, Webhook, ask_within,
     capacity_actor::{Apply, Hold},
     dedupe_actor::Learn,
     registry::{CallRegistry, Closed},
@@ -498,7 +498,7 @@ async fn claim_reservation(
         call_sid: record.sid.clone(),
         at: turn.now,
     };
-    let reservation = answer_by(
+    let reservation = ask_within(
         "the reservation book",
         turn.decide_by,
         deps.reservations.send(claim),
@@ -640,7 +640,7 @@ async fn hold(deps: &CallDeps, turn: &Turn, buyer: &Record<Buyer>, leg: Leg) -> 
         deps.capacity.do_send(hold);
         return Some(true);
     }
-    answer_by("the capacity index", turn.decide_by, deps.capacity.send(hold)).await
+    ask_within("the capacity index", turn.decide_by, deps.capacity.send(hold)).await
 }
 
 /// A dial's action callback, as the call's actor reads it.

@@ -94,7 +94,7 @@ impl CallDeps {
             rules: buyers.iter().map(|b| Rule::of(b)).collect(),
             at,
         };
-        answer_by("the de-dupe index", by, self.dedupe.send(check)).await
+        ask_within("the de-dupe index", by, self.dedupe.send(check)).await
     }
 
     /// Which of `buyers` are at a cap now, or `None` if the index does not answer by `by`.
@@ -117,13 +117,13 @@ impl CallDeps {
             buyers: capped,
             at,
         };
-        answer_by("the capacity index", by, self.capacity.send(blocked)).await
+        ask_within("the capacity index", by, self.capacity.send(blocked)).await
     }
 }
 
 /// An actor's answer, if it comes by `by`. (Its mailbox is bounded: a send waits for room, and
 /// that wait counts too.)
-pub async fn answer_by<T>(
+pub async fn ask_within<T>(
     actor: &str,
     by: Instant,
     request: impl Future<Output = Result<T, MailboxError>>,

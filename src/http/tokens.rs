@@ -24,7 +24,7 @@ use super::{
     json,
 };
 use crate::{
-    clock::Clock,
+    clock::{Clock, to_millisecond},
     domain::access::{IssuedToken, Role, TokenName, TokenSecret},
     store::{Store, StoreError},
 };
@@ -101,8 +101,8 @@ async fn issue(
         id: Uuid::now_v7(),
         name: request.name,
         role: request.role,
-        created_at: millisecond(now),
-        expires_at: request.expires_at.map(millisecond),
+        created_at: to_millisecond(now),
+        expires_at: request.expires_at.map(to_millisecond),
         revoked_at: None,
     };
     let secret = TokenSecret::generate();
@@ -134,7 +134,7 @@ async fn rotate(
             format!("must be at most {MAX_GRACE_SECONDS} (a week)"),
         ));
     }
-    let now = millisecond(clock.now());
+    let now = to_millisecond(clock.now());
     let old = (store.api_tokens().await?.into_iter())
         .map(|(token, _)| token)
         .find(|token| token.id == id)
@@ -181,7 +181,7 @@ async fn revoke(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = token_id(&id)?;
-    let at = millisecond(clock.now());
+    let at = to_millisecond(clock.now());
     store.revoke_token(id, at).await?;
     tracing::info!(token_id = %id, "revoked an API token");
     let change = |issued: &mut HeldTokens| {
@@ -218,9 +218,4 @@ fn token_id(text: &str) -> Result<Uuid, ApiError> {
 
 fn not_found(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("no token with id {id}"))
-}
-
-/// Times are kept to the millisecond, as the store keeps them.
-fn millisecond(at: Timestamp) -> Timestamp {
-    Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at)
 }

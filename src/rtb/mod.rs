@@ -108,8 +108,7 @@ impl Rtb {
     pub async fn ping(&self, request: PingRequest) -> Result<PingAnswer, PingError> {
         // To the millisecond, as stored: a bid reads the same from memory, the log and after a
         // restart.
-        let now = self.deps.clock.now();
-        let at = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
+        let at = crate::clock::to_millisecond(self.deps.clock.now());
         let plan = self.deps.plan.current().await;
         let metrics = &self.deps.supervision.metrics;
         let rejected = |error: PingError| {

@@ -1,7 +1,7 @@
 //! One simulated call, from the caller dialing a tracking number to the provider's last
 //! status callback.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::{Rng, RngExt, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use secrecy::ExposeSecret;
@@ -324,9 +324,4 @@ impl Dialed {
         }
         params
     }
-}
-
-/// The time a webhook took, by kind.
-pub(super) fn sample(latencies: &mut super::Latencies, kind: &'static str, took: Duration) {
-    latencies.entry(kind).or_default().push(took);
 }

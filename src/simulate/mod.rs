@@ -23,7 +23,7 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 use secrecy::SecretString;
 use tokio::{sync::Semaphore, task::JoinSet};
 
-pub use self::report::{Counts, Ended, Report};
+pub use self::report::{Counts, Ended, Report, percentile};
 use self::{call::Call, report::CallReport};
 
 /// What to simulate.

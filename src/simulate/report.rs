@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use super::{Latencies, call::sample};
+use super::Latencies;
 
 /// How a call ended, as the provider saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,7 +57,7 @@ impl CallReport {
     }
 
     pub fn latency(&mut self, kind: &'static str, took: Duration) {
-        sample(&mut self.latencies, kind, took);
+        self.latencies.entry(kind).or_default().push(took);
     }
 }
 
@@ -133,12 +133,16 @@ impl Report {
         self.failures.is_empty()
     }
 
-    /// The `q` quantile (0–1) of a webhook kind's latencies, nearest rank.
+    /// The `q` quantile (0–1) of a webhook kind's latencies.
     pub fn percentile(&self, kind: &str, q: f64) -> Option<Duration> {
-        let samples = self.latencies.get(kind)?;
-        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-        samples.get(rank - 1).copied()
+        percentile(self.latencies.get(kind)?, q)
     }
+}
+
+/// The `q` quantile (0–1) of sorted samples, by nearest rank; `None` when there are none.
+pub fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
 }
 
 impl fmt::Display for Report {

@@ -240,8 +240,7 @@ pub(super) trait SqlEntity: PlanEntity {
 
 /// Millisecond precision, as stored, so a record returned by a write equals the one read later.
 fn now() -> Timestamp {
-    let now = Timestamp::now();
-    now - jiff::SignedDuration::from_nanos(i64::from(now.subsec_nanosecond() % 1_000_000))
+    crate::clock::to_millisecond(Timestamp::now())
 }
 
 fn timestamp(ms: i64) -> Result<Timestamp, StoreError> {
