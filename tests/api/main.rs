@@ -3,6 +3,7 @@
 mod helpers;
 
 mod admin_api;
+mod call_saves;
 mod cli;
 mod dashboard;
 mod overload;

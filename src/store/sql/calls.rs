@@ -1,7 +1,10 @@
 //! Calls, their attempts and timelines, conversions and de-dupe marks.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use jiff::Timestamp;
+use serde::Serialize;
 use sqlx::AnyConnection;
 
 use super::{Backend, SqlStore, enum_text, finish, parse_id, parse_stored, timestamp};
@@ -31,26 +34,22 @@ fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
-impl SqlStore {
-    /// A transaction that records calls. Unlike plan changes these need no global order: a call
-    /// is changed by its own actor only.
-    async fn call_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
-    }
-}
-
 #[async_trait]
 impl CallStore for SqlStore {
     async fn save_call(&self, change: &CallChange<'_>) -> Result<(), StoreError> {
-        let mut tx = self.call_tx().await?;
-        let result = save_in(&mut tx, change).await;
-        finish(tx, result).await
+        self.call_writers.save(change).await
     }
 
     async fn call(&self, sid: &CallSid) -> Result<Option<CallRecord>, StoreError> {
+        // Nearly every call asked for is new: one statement answers that, where a snapshot
+        // of the call and its attempts takes a transaction.
+        let known: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM calls WHERE call_sid = $1")
+            .bind(sid.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        if known.is_none() {
+            return Ok(None);
+        }
         let mut tx = self.read_tx().await?;
         let result = load_in(&mut tx, sid).await;
         finish(tx, result).await
@@ -96,155 +95,363 @@ impl CallStore for SqlStore {
     }
 }
 
-async fn save_in(conn: &mut AnyConnection, change: &CallChange<'_>) -> Result<(), StoreError> {
-    let call = change.call;
-    let reached = call.connected_attempt().or(call.current_attempt());
-    sqlx::query(
-        "INSERT INTO calls (call_sid, caller, caller_number, called, company_id, campaign_id,
-            visited_campaigns, state, outcome, drop_reason, buyer_id, duplicate, converted, attempts,
-            duplicate_buyers, used_fallback, redirects, timeline_len, started_at_ms,
-            state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided, status_callbacks)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-            $19, $20, $21, $22, $23, $24)
-         ON CONFLICT (call_sid) DO UPDATE SET
-            company_id = excluded.company_id, campaign_id = excluded.campaign_id,
-            visited_campaigns = excluded.visited_campaigns, state = excluded.state,
-            outcome = excluded.outcome, drop_reason = excluded.drop_reason,
-            buyer_id = excluded.buyer_id, duplicate = excluded.duplicate,
-            converted = excluded.converted, attempts = excluded.attempts,
-            duplicate_buyers = excluded.duplicate_buyers, used_fallback = excluded.used_fallback,
-            redirects = excluded.redirects, timeline_len = excluded.timeline_len,
-            state_changed_at_ms = excluded.state_changed_at_ms, ended_at_ms = excluded.ended_at_ms,
-            entry_campaign_id = excluded.entry_campaign_id,
-            duplicates_avoided = excluded.duplicates_avoided,
-            status_callbacks = excluded.status_callbacks",
-    )
-    .bind(call.sid.as_str())
-    .bind(call.caller.raw())
-    .bind(call.caller.number().map(|n| n.as_str().to_owned()))
-    .bind(&call.called)
-    .bind(call.company_id.map(|id| id.to_string()))
-    .bind(call.campaign_id.map(|id| id.to_string()))
-    .bind(json(&call.visited)?)
-    .bind(enum_text(&call.state)?)
-    .bind(call.outcome.as_ref().map(enum_text).transpose()?)
-    .bind(call.drop_reason.as_ref().map(enum_text).transpose()?)
-    .bind(reached.map(|a| a.buyer_id.to_string()))
-    .bind(call.duplicate().map(i64::from))
-    .bind(i64::from(call.converted()))
-    .bind(call.attempts.len() as i64)
-    .bind(json(&call.duplicate_buyers)?)
-    .bind(i64::from(call.used_fallback()))
-    .bind(call.redirects() as i64)
-    .bind(i64::from(call.timeline_len))
-    .bind(ms(call.started_at))
-    .bind(ms(call.state_changed_at))
-    .bind(call.ended_at.map(ms))
-    .bind(call.visited.first().map(|id| id.to_string()))
-    .bind(call.duplicate_buyers.len() as i64)
-    .bind(json(&call.status_callbacks)?)
-    .execute(&mut *conn)
-    .await?;
-
-    for attempt in &call.attempts {
-        save_attempt(conn, &call.sid, attempt).await?;
-    }
-
-    let first_seq = i64::from(call.timeline_len) - change.timeline.len() as i64;
-    for (seq, entry) in (first_seq..).zip(change.timeline) {
-        // A retried save must not duplicate entries.
-        sqlx::query(
-            "INSERT INTO call_events (call_sid, seq, at_ms, kind, detail) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (call_sid, seq) DO NOTHING",
-        )
-        .bind(call.sid.as_str())
-        .bind(seq)
-        .bind(ms(entry.at))
-        .bind(entry.event.kind())
-        .bind(json(entry)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-
-    for conversion in change.conversions {
-        save_conversion(conn, conversion).await?;
-    }
-    for touched in change.touched {
-        save_touch(conn, touched).await?;
-    }
+/// Saves several calls' changes in four or five statements whatever their number: each table's
+/// rows go to the database as one JSON array (bound as `$1`), which the statement reads as
+/// rows. A statement costs far more than a row, so this is what lets a group commit grow.
+///
+/// Within one statement a row may be changed once only (PostgreSQL refuses more), so the rows
+/// are merged first: a call's latest save wins, entries and conversions are kept once, and a
+/// caller's touches in a scope are reduced to the latest of each kind.
+pub(super) async fn save_all(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    changes: &[CallChange<'_>],
+) -> Result<(), StoreError> {
+    let rows = Rows::of(changes)?;
+    // Parents first: attempts and entries refer to their call.
+    insert_rows(conn, backend, &UPSERT_CALLS, &rows.calls).await?;
+    insert_rows(conn, backend, &UPSERT_ATTEMPTS, &rows.attempts).await?;
+    insert_rows(conn, backend, &INSERT_EVENTS, &rows.events).await?;
+    insert_rows(conn, backend, &INSERT_CONVERSIONS, &rows.conversions).await?;
+    insert_rows(conn, backend, &UPSERT_MARKS, &rows.marks).await?;
     Ok(())
 }
 
-async fn save_attempt(conn: &mut AnyConnection, sid: &CallSid, attempt: &Attempt) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO call_attempts (call_sid, number, buyer_id, campaign_id, kind, duplicate,
-            dial_status, connected_seconds, converted, started_at_ms, answered_at_ms, ended_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (call_sid, number) DO UPDATE SET
-            duplicate = excluded.duplicate, dial_status = excluded.dial_status,
-            connected_seconds = excluded.connected_seconds, converted = excluded.converted,
-            answered_at_ms = excluded.answered_at_ms, ended_at_ms = excluded.ended_at_ms",
-    )
-    .bind(sid.as_str())
-    .bind(i64::from(attempt.number))
-    .bind(attempt.buyer_id.to_string())
-    .bind(attempt.campaign_id.to_string())
-    .bind(enum_text(&attempt.kind)?)
-    .bind(attempt.duplicate.map(i64::from))
-    .bind(attempt.status.as_ref().map(enum_text).transpose()?)
-    .bind(attempt.connected_seconds.map(i64::from))
-    .bind(i64::from(attempt.converted))
-    .bind(ms(attempt.started_at))
-    .bind(attempt.answered_at.map(ms))
-    .bind(attempt.ended_at.map(ms))
-    .execute(&mut *conn)
-    .await?;
+/// The rows that saving `changes` writes, each table's merged.
+struct Rows<'a> {
+    calls: Vec<CallJson<'a>>,
+    attempts: Vec<AttemptJson<'a>>,
+    events: Vec<EventJson<'a>>,
+    conversions: Vec<ConversionJson<'a>>,
+    marks: Vec<MarkRow<'a>>,
+}
+
+impl<'a> Rows<'a> {
+    fn of(changes: &[CallChange<'a>]) -> Result<Self, StoreError> {
+        let mut calls = Vec::new();
+        let mut attempts = Vec::new();
+        let mut seen_calls = HashSet::new();
+        for change in changes.iter().rev() {
+            let call = change.call;
+            if seen_calls.insert(call.sid.as_str()) {
+                calls.push(CallJson::of(call)?);
+                for attempt in &call.attempts {
+                    attempts.push(AttemptJson::of(&call.sid, attempt)?);
+                }
+            }
+        }
+        let mut events = Vec::new();
+        let mut seen_events = HashSet::new();
+        let mut conversions = Vec::new();
+        let mut seen_conversions = HashSet::new();
+        let mut marks: HashMap<(&str, String), MarkJson> = HashMap::new();
+        for change in changes {
+            let sid = change.call.sid.as_str();
+            let first_seq = i64::from(change.call.timeline_len) - change.timeline.len() as i64;
+            for (seq, entry) in (first_seq..).zip(change.timeline) {
+                if seen_events.insert((sid, seq)) {
+                    events.push(EventJson {
+                        call_sid: sid,
+                        seq,
+                        at_ms: ms(entry.at),
+                        kind: entry.event.kind(),
+                        detail: json(entry)?,
+                    });
+                }
+            }
+            for conversion in change.conversions {
+                if seen_conversions.insert((conversion.call_sid.as_str(), conversion.attempt)) {
+                    conversions.push(ConversionJson::of(conversion));
+                }
+            }
+            for touched in change.touched {
+                let key = (touched.caller.as_str(), touched.scope.key());
+                marks.entry(key).or_default().add(touched);
+            }
+        }
+        let marks = (marks.into_iter())
+            .map(|((caller_number, scope), mark)| MarkRow {
+                caller_number,
+                scope,
+                mark,
+            })
+            .collect();
+        Ok(Self {
+            calls,
+            attempts,
+            events,
+            conversions,
+            marks,
+        })
+    }
+}
+
+async fn insert_rows<T: Serialize>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    sql: &[&'static str; 2],
+    rows: &[T],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = match backend {
+        Backend::Sqlite => sql[0],
+        Backend::Postgres => sql[1],
+    };
+    sqlx::query(sql).bind(json(&rows)?).execute(&mut *conn).await?;
     Ok(())
 }
 
-async fn save_conversion(conn: &mut AnyConnection, conversion: &Conversion) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO conversions (call_sid, attempt, buyer_id, campaign_id, caller_number,
-            connected_seconds, payout_cents, revenue_cents, converted_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (call_sid, attempt) DO NOTHING",
-    )
-    .bind(conversion.call_sid.as_str())
-    .bind(i64::from(conversion.attempt))
-    .bind(conversion.buyer_id.to_string())
-    .bind(conversion.campaign_id.to_string())
-    .bind(conversion.caller.as_ref().map(|n| n.as_str().to_owned()))
-    .bind(i64::from(conversion.connected_seconds))
-    .bind(conversion.payout.cents())
-    .bind(conversion.revenue.cents())
-    .bind(ms(conversion.at))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// An `INSERT … SELECT` over the JSON array bound to `$1`, each element as `j.value`, for
+/// SQLite and for PostgreSQL. (`WHERE true` tells SQLite's parser that `ON CONFLICT` belongs
+/// to the insert, not the select.)
+macro_rules! from_json_rows {
+    ($insert:literal, $conflict:literal) => {
+        [
+            concat!($insert, " FROM jsonb_each($1) AS j WHERE true ", $conflict),
+            concat!(
+                $insert,
+                " FROM json_array_elements(CAST($1 AS json)) AS j(value) WHERE true ",
+                $conflict
+            ),
+        ]
+    };
 }
 
-/// Keeps the latest of each touch: older news (a retried or reordered save) never wins.
-async fn save_touch(conn: &mut AnyConnection, touched: &Touched) -> Result<(), StoreError> {
-    let at = ms(touched.at);
-    let converted = (touched.touch == Touch::Converted).then_some(at);
-    sqlx::query(
-        "INSERT INTO dedupe_marks (caller_number, scope, last_connected_ms, last_converted_ms)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (caller_number, scope) DO UPDATE SET
-            last_connected_ms = CASE
-                WHEN COALESCE(excluded.last_connected_ms, -1) > COALESCE(dedupe_marks.last_connected_ms, -1)
-                THEN excluded.last_connected_ms ELSE dedupe_marks.last_connected_ms END,
-            last_converted_ms = CASE
-                WHEN COALESCE(excluded.last_converted_ms, -1) > COALESCE(dedupe_marks.last_converted_ms, -1)
-                THEN excluded.last_converted_ms ELSE dedupe_marks.last_converted_ms END",
-    )
-    .bind(touched.caller.as_str())
-    .bind(touched.scope.key())
-    .bind(at)
-    .bind(converted)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+static UPSERT_CALLS: [&str; 2] = from_json_rows!(
+    "INSERT INTO calls (call_sid, caller, caller_number, called, company_id, campaign_id,
+        visited_campaigns, state, outcome, drop_reason, buyer_id, duplicate, converted, attempts,
+        duplicate_buyers, used_fallback, redirects, timeline_len, started_at_ms,
+        state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided, status_callbacks)
+     SELECT j.value ->> 'call_sid', j.value ->> 'caller', j.value ->> 'caller_number',
+        j.value ->> 'called', j.value ->> 'company_id', j.value ->> 'campaign_id',
+        j.value ->> 'visited_campaigns', j.value ->> 'state', j.value ->> 'outcome',
+        j.value ->> 'drop_reason', j.value ->> 'buyer_id', CAST(j.value ->> 'duplicate' AS BIGINT),
+        CAST(j.value ->> 'converted' AS BIGINT), CAST(j.value ->> 'attempts' AS BIGINT),
+        j.value ->> 'duplicate_buyers', CAST(j.value ->> 'used_fallback' AS BIGINT),
+        CAST(j.value ->> 'redirects' AS BIGINT), CAST(j.value ->> 'timeline_len' AS BIGINT),
+        CAST(j.value ->> 'started_at_ms' AS BIGINT), CAST(j.value ->> 'state_changed_at_ms' AS BIGINT),
+        CAST(j.value ->> 'ended_at_ms' AS BIGINT), j.value ->> 'entry_campaign_id',
+        CAST(j.value ->> 'duplicates_avoided' AS BIGINT), j.value ->> 'status_callbacks'",
+    "ON CONFLICT (call_sid) DO UPDATE SET
+        company_id = excluded.company_id, campaign_id = excluded.campaign_id,
+        visited_campaigns = excluded.visited_campaigns, state = excluded.state,
+        outcome = excluded.outcome, drop_reason = excluded.drop_reason,
+        buyer_id = excluded.buyer_id, duplicate = excluded.duplicate,
+        converted = excluded.converted, attempts = excluded.attempts,
+        duplicate_buyers = excluded.duplicate_buyers, used_fallback = excluded.used_fallback,
+        redirects = excluded.redirects, timeline_len = excluded.timeline_len,
+        state_changed_at_ms = excluded.state_changed_at_ms, ended_at_ms = excluded.ended_at_ms,
+        entry_campaign_id = excluded.entry_campaign_id,
+        duplicates_avoided = excluded.duplicates_avoided,
+        status_callbacks = excluded.status_callbacks"
+);
+
+static UPSERT_ATTEMPTS: [&str; 2] = from_json_rows!(
+    "INSERT INTO call_attempts (call_sid, number, buyer_id, campaign_id, kind, duplicate,
+        dial_status, connected_seconds, converted, started_at_ms, answered_at_ms, ended_at_ms)
+     SELECT j.value ->> 'call_sid', CAST(j.value ->> 'number' AS BIGINT), j.value ->> 'buyer_id',
+        j.value ->> 'campaign_id', j.value ->> 'kind', CAST(j.value ->> 'duplicate' AS BIGINT),
+        j.value ->> 'dial_status', CAST(j.value ->> 'connected_seconds' AS BIGINT),
+        CAST(j.value ->> 'converted' AS BIGINT), CAST(j.value ->> 'started_at_ms' AS BIGINT),
+        CAST(j.value ->> 'answered_at_ms' AS BIGINT), CAST(j.value ->> 'ended_at_ms' AS BIGINT)",
+    "ON CONFLICT (call_sid, number) DO UPDATE SET
+        duplicate = excluded.duplicate, dial_status = excluded.dial_status,
+        connected_seconds = excluded.connected_seconds, converted = excluded.converted,
+        answered_at_ms = excluded.answered_at_ms, ended_at_ms = excluded.ended_at_ms"
+);
+
+// A retried save must not duplicate entries.
+static INSERT_EVENTS: [&str; 2] = from_json_rows!(
+    "INSERT INTO call_events (call_sid, seq, at_ms, kind, detail)
+     SELECT j.value ->> 'call_sid', CAST(j.value ->> 'seq' AS BIGINT),
+        CAST(j.value ->> 'at_ms' AS BIGINT), j.value ->> 'kind', j.value ->> 'detail'",
+    "ON CONFLICT (call_sid, seq) DO NOTHING"
+);
+
+static INSERT_CONVERSIONS: [&str; 2] = from_json_rows!(
+    "INSERT INTO conversions (call_sid, attempt, buyer_id, campaign_id, caller_number,
+        connected_seconds, payout_cents, revenue_cents, converted_at_ms)
+     SELECT j.value ->> 'call_sid', CAST(j.value ->> 'attempt' AS BIGINT), j.value ->> 'buyer_id',
+        j.value ->> 'campaign_id', j.value ->> 'caller_number',
+        CAST(j.value ->> 'connected_seconds' AS BIGINT), CAST(j.value ->> 'payout_cents' AS BIGINT),
+        CAST(j.value ->> 'revenue_cents' AS BIGINT), CAST(j.value ->> 'converted_at_ms' AS BIGINT)",
+    "ON CONFLICT (call_sid, attempt) DO NOTHING"
+);
+
+// Keeps the latest of each touch: older news (a retried or reordered save) never wins.
+static UPSERT_MARKS: [&str; 2] = from_json_rows!(
+    "INSERT INTO dedupe_marks (caller_number, scope, last_connected_ms, last_converted_ms)
+     SELECT j.value ->> 'caller_number', j.value ->> 'scope',
+        CAST(j.value ->> 'last_connected_ms' AS BIGINT), CAST(j.value ->> 'last_converted_ms' AS BIGINT)",
+    "ON CONFLICT (caller_number, scope) DO UPDATE SET
+        last_connected_ms = CASE
+            WHEN COALESCE(excluded.last_connected_ms, -1) > COALESCE(dedupe_marks.last_connected_ms, -1)
+            THEN excluded.last_connected_ms ELSE dedupe_marks.last_connected_ms END,
+        last_converted_ms = CASE
+            WHEN COALESCE(excluded.last_converted_ms, -1) > COALESCE(dedupe_marks.last_converted_ms, -1)
+            THEN excluded.last_converted_ms ELSE dedupe_marks.last_converted_ms END"
+);
+
+/// A `calls` row, as the JSON the upsert reads.
+#[derive(Serialize)]
+struct CallJson<'a> {
+    call_sid: &'a str,
+    caller: &'a str,
+    caller_number: Option<&'a str>,
+    called: &'a str,
+    company_id: Option<String>,
+    campaign_id: Option<String>,
+    visited_campaigns: String,
+    state: String,
+    outcome: Option<String>,
+    drop_reason: Option<String>,
+    buyer_id: Option<String>,
+    duplicate: Option<i64>,
+    converted: i64,
+    attempts: i64,
+    duplicate_buyers: String,
+    used_fallback: i64,
+    redirects: i64,
+    timeline_len: i64,
+    started_at_ms: i64,
+    state_changed_at_ms: i64,
+    ended_at_ms: Option<i64>,
+    entry_campaign_id: Option<String>,
+    duplicates_avoided: i64,
+    status_callbacks: String,
+}
+
+impl<'a> CallJson<'a> {
+    fn of(call: &'a CallRecord) -> Result<Self, StoreError> {
+        let reached = call.connected_attempt().or(call.current_attempt());
+        Ok(Self {
+            call_sid: call.sid.as_str(),
+            caller: call.caller.raw(),
+            caller_number: call.caller.number().map(E164::as_str),
+            called: &call.called,
+            company_id: call.company_id.map(|id| id.to_string()),
+            campaign_id: call.campaign_id.map(|id| id.to_string()),
+            visited_campaigns: json(&call.visited)?,
+            state: enum_text(&call.state)?,
+            outcome: call.outcome.as_ref().map(enum_text).transpose()?,
+            drop_reason: call.drop_reason.as_ref().map(enum_text).transpose()?,
+            buyer_id: reached.map(|a| a.buyer_id.to_string()),
+            duplicate: call.duplicate().map(i64::from),
+            converted: i64::from(call.converted()),
+            attempts: call.attempts.len() as i64,
+            duplicate_buyers: json(&call.duplicate_buyers)?,
+            used_fallback: i64::from(call.used_fallback()),
+            redirects: call.redirects() as i64,
+            timeline_len: i64::from(call.timeline_len),
+            started_at_ms: ms(call.started_at),
+            state_changed_at_ms: ms(call.state_changed_at),
+            ended_at_ms: call.ended_at.map(ms),
+            entry_campaign_id: call.visited.first().map(|id| id.to_string()),
+            duplicates_avoided: call.duplicate_buyers.len() as i64,
+            status_callbacks: json(&call.status_callbacks)?,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct AttemptJson<'a> {
+    call_sid: &'a str,
+    number: i64,
+    buyer_id: String,
+    campaign_id: String,
+    kind: String,
+    duplicate: Option<i64>,
+    dial_status: Option<String>,
+    connected_seconds: Option<i64>,
+    converted: i64,
+    started_at_ms: i64,
+    answered_at_ms: Option<i64>,
+    ended_at_ms: Option<i64>,
+}
+
+impl<'a> AttemptJson<'a> {
+    fn of(sid: &'a CallSid, attempt: &Attempt) -> Result<Self, StoreError> {
+        Ok(Self {
+            call_sid: sid.as_str(),
+            number: i64::from(attempt.number),
+            buyer_id: attempt.buyer_id.to_string(),
+            campaign_id: attempt.campaign_id.to_string(),
+            kind: enum_text(&attempt.kind)?,
+            duplicate: attempt.duplicate.map(i64::from),
+            dial_status: attempt.status.as_ref().map(enum_text).transpose()?,
+            connected_seconds: attempt.connected_seconds.map(i64::from),
+            converted: i64::from(attempt.converted),
+            started_at_ms: ms(attempt.started_at),
+            answered_at_ms: attempt.answered_at.map(ms),
+            ended_at_ms: attempt.ended_at.map(ms),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    call_sid: &'a str,
+    seq: i64,
+    at_ms: i64,
+    kind: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct ConversionJson<'a> {
+    call_sid: &'a str,
+    attempt: i64,
+    buyer_id: String,
+    campaign_id: String,
+    caller_number: Option<&'a str>,
+    connected_seconds: i64,
+    payout_cents: i64,
+    revenue_cents: i64,
+    converted_at_ms: i64,
+}
+
+impl<'a> ConversionJson<'a> {
+    fn of(conversion: &'a Conversion) -> Self {
+        Self {
+            call_sid: conversion.call_sid.as_str(),
+            attempt: i64::from(conversion.attempt),
+            buyer_id: conversion.buyer_id.to_string(),
+            campaign_id: conversion.campaign_id.to_string(),
+            caller_number: conversion.caller.as_ref().map(E164::as_str),
+            connected_seconds: i64::from(conversion.connected_seconds),
+            payout_cents: conversion.payout.cents(),
+            revenue_cents: conversion.revenue.cents(),
+            converted_at_ms: ms(conversion.at),
+        }
+    }
+}
+
+/// The latest touches of one caller in one scope among the changes saved together.
+#[derive(Default, Serialize)]
+struct MarkJson {
+    last_connected_ms: Option<i64>,
+    last_converted_ms: Option<i64>,
+}
+
+impl MarkJson {
+    fn add(&mut self, touched: &Touched) {
+        let at = Some(ms(touched.at));
+        // A conversion is also a connection.
+        self.last_connected_ms = self.last_connected_ms.max(at);
+        if touched.touch == Touch::Converted {
+            self.last_converted_ms = self.last_converted_ms.max(at);
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MarkRow<'a> {
+    caller_number: &'a str,
+    scope: String,
+    #[serde(flatten)]
+    mark: MarkJson,
 }
 
 #[derive(sqlx::FromRow)]
@@ -357,4 +564,96 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
         timeline_len: small("timeline_len", row.timeline_len)?,
         status_callbacks: from_json("status_callbacks", &row.status_callbacks)?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+
+    use super::*;
+    use crate::domain::{call::Outcome, ids::Id, timeline::Event};
+
+    fn call(at: Timestamp) -> CallRecord {
+        let sid = CallSid::parse("CA00000000000000000000000000000001").unwrap();
+        CallRecord::new(
+            sid,
+            Caller::from_provider("+14155550100"),
+            "+18005550100".into(),
+            at,
+        )
+    }
+
+    fn entries(reasons: &[&str], at: Timestamp) -> Vec<TimelineEntry> {
+        (reasons.iter())
+            .map(|reason| TimelineEntry {
+                at,
+                event: Event::Ignored {
+                    reason: (*reason).to_owned(),
+                },
+            })
+            .collect()
+    }
+
+    fn change<'a>(
+        call: &'a CallRecord,
+        timeline: &'a [TimelineEntry],
+        touched: &'a [Touched],
+    ) -> CallChange<'a> {
+        CallChange {
+            call,
+            timeline,
+            conversions: &[],
+            touched,
+        }
+    }
+
+    #[test]
+    fn a_calls_latest_save_wins_and_each_entry_is_written_once() {
+        let at = Timestamp::now();
+        let mut routed = call(at);
+        routed.timeline_len = 1;
+        let mut ended = routed.clone();
+        ended.timeline_len = 3;
+        ended.end(Outcome::Abandoned, None, at);
+        let (first, rest) = (entries(&["routed"], at), entries(&["dialed", "ended"], at));
+        // The second save is a retry of the first (same entry, same number), queued before
+        // the next webhook's save.
+        let saves = [
+            change(&routed, &first, &[]),
+            change(&routed, &first, &[]),
+            change(&ended, &rest, &[]),
+        ];
+        let rows = Rows::of(&saves).unwrap();
+        assert_eq!(rows.calls.len(), 1);
+        assert_eq!(rows.calls[0].state, "ended");
+        assert_eq!(rows.calls[0].timeline_len, 3);
+        let seqs: Vec<_> = rows.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [0, 1, 2]);
+    }
+
+    #[test]
+    fn one_callers_touches_in_a_scope_become_one_mark_holding_the_latest_of_each() {
+        let later = Timestamp::now();
+        let earlier = later - SignedDuration::from_mins(10);
+        let caller = E164::from_provider("+14155550100").unwrap();
+        let scope = Scope::Buyer(Id::generate());
+        let touch = |touch, at| Touched {
+            caller: caller.clone(),
+            scope: scope.clone(),
+            touch,
+            at,
+        };
+        let (one, two) = (
+            [touch(Touch::Connected, later)],
+            [touch(Touch::Converted, earlier)],
+        );
+        let record = call(earlier);
+        let rows = Rows::of(&[change(&record, &[], &one), change(&record, &[], &two)]).unwrap();
+        assert_eq!(rows.marks.len(), 1);
+        assert_eq!(rows.marks[0].mark.last_connected_ms, Some(later.as_millisecond()));
+        assert_eq!(
+            rows.marks[0].mark.last_converted_ms,
+            Some(earlier.as_millisecond())
+        );
+    }
 }

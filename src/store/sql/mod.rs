@@ -5,6 +5,7 @@
 //! differs.
 
 mod buyers;
+mod call_writer;
 mod calls;
 mod campaigns;
 mod capacity;
@@ -64,6 +65,7 @@ impl Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    call_writers: call_writer::CallWriters,
 }
 
 impl SqlStore {
@@ -93,7 +95,12 @@ impl SqlStore {
             // Persistent in the file: readers no longer wait for the writer.
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        Ok(Self { pool, backend })
+        let call_writers = call_writer::CallWriters::start(&pool, backend)?;
+        Ok(Self {
+            pool,
+            backend,
+            call_writers,
+        })
     }
 
     /// Connects and brings the schema up to date.

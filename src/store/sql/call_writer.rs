@@ -1,0 +1,174 @@
+//! Group commit for call saves.
+//!
+//! A call's TwiML is returned only once the call is saved, and a commit costs a disk flush and
+//! SQLite takes one writer at a time, so one transaction per save would hold incoming calls to
+//! the database's commit rate. Instead each save is queued to a writer task that takes every
+//! save waiting and commits them together, each table's rows in one statement
+//! ([`save_all`]): the more calls arrive at once, the more share a commit, and a lone call
+//! waits for nothing.
+//!
+//! Saves of one call keep their order (a call is always queued to the same writer), which
+//! matters because a later save of the call row replaces an earlier one.
+
+use std::hash::{BuildHasher, RandomState};
+
+use sqlx::{AnyPool, Transaction, any::Any};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Backend, calls::save_all, finish};
+use crate::{
+    domain::{
+        call::{CallRecord, Conversion},
+        dedupe::Touched,
+        timeline::TimelineEntry,
+    },
+    store::{CallChange, StoreError},
+};
+
+/// The most saves one commit takes: enough to absorb any burst a server sees, few enough that
+/// a transaction stays short.
+const MOST_PER_COMMIT: usize = 256;
+
+/// Saves queued before a caller waits for room (that wait counts against its own deadline).
+const QUEUE: usize = 4096;
+
+/// The writers of one store. One for SQLite, which takes one writer at a time anyway; a few
+/// for PostgreSQL, whose commits run in parallel.
+#[derive(Debug, Clone)]
+pub(super) struct CallWriters {
+    queues: Vec<mpsc::Sender<Queued>>,
+    hasher: RandomState,
+}
+
+struct Queued {
+    change: OwnedChange,
+    saved: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A [`CallChange`] the writer can hold after the caller stopped waiting: a save whose caller
+/// gave up is still made (the caller retries it, and saving is idempotent).
+struct OwnedChange {
+    call: CallRecord,
+    timeline: Vec<TimelineEntry>,
+    conversions: Vec<Conversion>,
+    touched: Vec<Touched>,
+}
+
+impl OwnedChange {
+    fn of(change: &CallChange<'_>) -> Self {
+        Self {
+            call: change.call.clone(),
+            timeline: change.timeline.to_vec(),
+            conversions: change.conversions.to_vec(),
+            touched: change.touched.to_vec(),
+        }
+    }
+
+    fn as_change(&self) -> CallChange<'_> {
+        CallChange {
+            call: &self.call,
+            timeline: &self.timeline,
+            conversions: &self.conversions,
+            touched: &self.touched,
+        }
+    }
+}
+
+impl CallWriters {
+    /// Starts the writers on a thread of their own: a commit waits on no HTTP worker or
+    /// actor, and the writers outlive the runtime of whoever connected. They stop when the
+    /// store's last clone is dropped.
+    pub(super) fn start(pool: &AnyPool, backend: Backend) -> Result<Self, StoreError> {
+        let writers = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        let mut queues = Vec::with_capacity(writers);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..writers {
+            let (queue, saves) = mpsc::channel(QUEUE);
+            tasks.spawn_on(write(pool.clone(), backend, saves), runtime.handle());
+            queues.push(queue);
+        }
+        std::thread::Builder::new()
+            .name("call-writer".into())
+            .spawn(move || runtime.block_on(tasks.join_all()))
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        Ok(Self {
+            queues,
+            hasher: RandomState::new(),
+        })
+    }
+
+    /// Queues the change and waits until it is committed, or failed.
+    pub(super) async fn save(&self, change: &CallChange<'_>) -> Result<(), StoreError> {
+        let writer = self.hasher.hash_one(change.call.sid.as_str()) as usize % self.queues.len();
+        let (saved, outcome) = oneshot::channel();
+        let queued = Queued {
+            change: OwnedChange::of(change),
+            saved,
+        };
+        // The writers stop only if their thread died: for this caller, the database is gone.
+        let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
+        self.queues[writer].send(queued).await.map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
+    }
+}
+
+/// One writer: commits what is waiting, in one transaction, until the queue closes.
+async fn write(pool: AnyPool, backend: Backend, mut saves: mpsc::Receiver<Queued>) {
+    let db = Db { pool, backend };
+    let mut batch = Vec::with_capacity(MOST_PER_COMMIT);
+    while saves.recv_many(&mut batch, MOST_PER_COMMIT).await > 0 {
+        commit(&db, &mut batch).await;
+    }
+}
+
+struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// A transaction that records calls. Unlike plan changes these need no global order: a
+    /// call is changed by its own actor only. SQLite takes its write lock up front.
+    async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    async fn commit(&self, changes: &[CallChange<'_>]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let result = save_all(&mut tx, self.backend, changes).await;
+        finish(tx, result).await
+    }
+}
+
+/// Commits `batch` and tells each caller. If the shared transaction fails, each save is tried
+/// on its own, so that one bad change (or a failure that has passed) fails no other.
+async fn commit(db: &Db, batch: &mut Vec<Queued>) {
+    if batch.len() > 1 {
+        let changes: Vec<_> = batch.iter().map(|queued| queued.change.as_change()).collect();
+        match db.commit(&changes).await {
+            Ok(()) => {
+                for queued in batch.drain(..) {
+                    let _ = queued.saved.send(Ok(()));
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, saves = batch.len(), "a group commit failed; saving one by one")
+            }
+        }
+    }
+    for queued in batch.drain(..) {
+        let result = db.commit(&[queued.change.as_change()]).await;
+        let _ = queued.saved.send(result);
+    }
+}
