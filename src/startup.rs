@@ -96,9 +96,12 @@ impl Application {
             .unwrap_or_else(|| PublicUrl::derived_from(address));
         // Every decision asks the de-dupe and capacity indexes: they get a thread of their own.
         let indexes = Arbiter::new().handle();
-        let dedupe = DedupeActor::load(store.as_ref()).await?;
+        // Both read the whole call history: side by side, each on a connection of its own.
+        let (dedupe, capacity) = tokio::try_join!(
+            DedupeActor::load(store.as_ref()),
+            CapacityActor::load(store.as_ref(), clock.clone())
+        )?;
         let dedupe = DedupeActor::start_in_arbiter(&indexes, |_| dedupe);
-        let capacity = CapacityActor::load(store.as_ref(), clock.clone()).await?;
         let capacity = CapacityActor::start_in_arbiter(&indexes, |_| capacity);
         let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
         let rtb_actors = rtb::start(store.clone(), clock.clone()).await?;
