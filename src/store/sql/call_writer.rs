@@ -10,7 +10,10 @@
 //! Saves of one call keep their order (a call is always queued to the same writer), which
 //! matters because a later save of the call row replaces an earlier one.
 
-use std::hash::{BuildHasher, RandomState};
+use std::{
+    hash::{BuildHasher, RandomState},
+    time::Duration,
+};
 
 use sqlx::{AnyPool, Transaction, any::Any};
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +34,10 @@ const MOST_PER_COMMIT: usize = 256;
 
 /// Saves queued before a caller waits for room (that wait counts against its own deadline).
 const QUEUE: usize = 4096;
+
+/// The longest a commit may take before the writer gives up on it (and its connection): a
+/// database that stops answering must not hold the writer, and every call behind it, forever.
+const COMMIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// The writers of one store. One for SQLite, which takes one writer at a time anyway; a few
 /// for PostgreSQL, whose commits run in parallel.
@@ -96,7 +103,17 @@ impl CallWriters {
         }
         std::thread::Builder::new()
             .name("call-writer".into())
-            .spawn(move || runtime.block_on(tasks.join_all()))
+            .spawn(move || {
+                runtime.block_on(async {
+                    // A writer that failed leaves its calls' saves failing (the database is
+                    // "unavailable" to them); the others carry on.
+                    while let Some(stopped) = tasks.join_next().await {
+                        if let Err(error) = stopped {
+                            tracing::error!(%error, "a call writer stopped");
+                        }
+                    }
+                })
+            })
             .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         Ok(Self {
             queues,
@@ -144,14 +161,21 @@ impl Db {
     }
 
     async fn commit(&self, changes: &[CallChange<'_>]) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let result = save_all(&mut tx, self.backend, changes).await;
-        finish(tx, result).await
+        let commit = async {
+            let mut tx = self.begin().await?;
+            let result = save_all(&mut tx, self.backend, changes).await;
+            finish(tx, result).await
+        };
+        tokio::time::timeout(COMMIT_LIMIT, commit)
+            .await
+            .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)))
     }
 }
 
-/// Commits `batch` and tells each caller. If the shared transaction fails, each save is tried
-/// on its own, so that one bad change (or a failure that has passed) fails no other.
+/// Commits `batch` and tells each caller. If the shared transaction fails because of one
+/// change, each save is tried on its own, so that one bad change fails no other. If the
+/// database is unavailable, retrying each would only keep the writer busy long past every
+/// caller's deadline: all are told, and their actors retry.
 async fn commit(db: &Db, batch: &mut Vec<Queued>) {
     if batch.len() > 1 {
         let changes: Vec<_> = batch.iter().map(|queued| queued.change.as_change()).collect();
@@ -159,6 +183,14 @@ async fn commit(db: &Db, batch: &mut Vec<Queued>) {
             Ok(()) => {
                 for queued in batch.drain(..) {
                     let _ = queued.saved.send(Ok(()));
+                }
+                return;
+            }
+            Err(StoreError::Unavailable(error)) => {
+                tracing::warn!(%error, saves = batch.len(), "the database is unavailable to a group commit");
+                for queued in batch.drain(..) {
+                    let gone = sqlx::Error::Protocol(format!("the database is unavailable: {error}"));
+                    let _ = queued.saved.send(Err(StoreError::Unavailable(gone)));
                 }
                 return;
             }

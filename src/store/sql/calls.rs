@@ -1,6 +1,6 @@
 //! Calls, their attempts and timelines, conversions and de-dupe marks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -144,7 +144,8 @@ impl<'a> Rows<'a> {
         let mut seen_events = HashSet::new();
         let mut conversions = Vec::new();
         let mut seen_conversions = HashSet::new();
-        let mut marks: HashMap<(&str, String), MarkJson> = HashMap::new();
+        // Ordered: writers on PostgreSQL lock marks in the same order, and so never deadlock.
+        let mut marks: BTreeMap<(&str, String), MarkJson> = BTreeMap::new();
         for change in changes {
             let sid = change.call.sid.as_str();
             let first_seq = i64::from(change.call.timeline_len) - change.timeline.len() as i64;
@@ -355,37 +356,31 @@ impl<'a> CallJson<'a> {
     }
 }
 
+/// A `call_attempts` row, as the JSON the upsert reads.
 #[derive(Serialize)]
 struct AttemptJson<'a> {
     call_sid: &'a str,
-    number: i64,
-    buyer_id: String,
-    campaign_id: String,
-    kind: String,
-    duplicate: Option<i64>,
-    dial_status: Option<String>,
-    connected_seconds: Option<i64>,
-    converted: i64,
-    started_at_ms: i64,
-    answered_at_ms: Option<i64>,
-    ended_at_ms: Option<i64>,
+    #[serde(flatten)]
+    row: AttemptRow,
 }
 
 impl<'a> AttemptJson<'a> {
     fn of(sid: &'a CallSid, attempt: &Attempt) -> Result<Self, StoreError> {
         Ok(Self {
             call_sid: sid.as_str(),
-            number: i64::from(attempt.number),
-            buyer_id: attempt.buyer_id.to_string(),
-            campaign_id: attempt.campaign_id.to_string(),
-            kind: enum_text(&attempt.kind)?,
-            duplicate: attempt.duplicate.map(i64::from),
-            dial_status: attempt.status.as_ref().map(enum_text).transpose()?,
-            connected_seconds: attempt.connected_seconds.map(i64::from),
-            converted: i64::from(attempt.converted),
-            started_at_ms: ms(attempt.started_at),
-            answered_at_ms: attempt.answered_at.map(ms),
-            ended_at_ms: attempt.ended_at.map(ms),
+            row: AttemptRow {
+                number: i64::from(attempt.number),
+                buyer_id: attempt.buyer_id.to_string(),
+                campaign_id: attempt.campaign_id.to_string(),
+                kind: enum_text(&attempt.kind)?,
+                duplicate: attempt.duplicate.map(i64::from),
+                dial_status: attempt.status.as_ref().map(enum_text).transpose()?,
+                connected_seconds: attempt.connected_seconds.map(i64::from),
+                converted: i64::from(attempt.converted),
+                started_at_ms: ms(attempt.started_at),
+                answered_at_ms: attempt.answered_at.map(ms),
+                ended_at_ms: attempt.ended_at.map(ms),
+            },
         })
     }
 }
@@ -473,7 +468,8 @@ struct CallRow {
     ended_at_ms: Option<i64>,
 }
 
-#[derive(sqlx::FromRow)]
+/// An attempt as stored: read back, and (with its call) written.
+#[derive(sqlx::FromRow, Serialize)]
 struct AttemptRow {
     number: i64,
     buyer_id: String,
