@@ -295,63 +295,53 @@ static UPSERT_MARKS: [&str; 2] = from_json_rows!(
             THEN excluded.last_converted_ms ELSE dedupe_marks.last_converted_ms END"
 );
 
-/// A `calls` row, as the JSON the upsert reads.
+/// A `calls` row, as the JSON the upsert reads: what a call is read back from, and the
+/// summary columns derived from it for supervision's queries.
 #[derive(Serialize)]
 struct CallJson<'a> {
-    call_sid: &'a str,
-    caller: &'a str,
+    #[serde(flatten)]
+    row: CallRow,
     caller_number: Option<&'a str>,
-    called: &'a str,
-    company_id: Option<String>,
-    campaign_id: Option<String>,
-    visited_campaigns: String,
-    state: String,
-    outcome: Option<String>,
-    drop_reason: Option<String>,
     buyer_id: Option<String>,
     duplicate: Option<i64>,
     converted: i64,
     attempts: i64,
-    duplicate_buyers: String,
     used_fallback: i64,
     redirects: i64,
-    timeline_len: i64,
-    started_at_ms: i64,
-    state_changed_at_ms: i64,
-    ended_at_ms: Option<i64>,
     entry_campaign_id: Option<String>,
     duplicates_avoided: i64,
-    status_callbacks: String,
 }
 
 impl<'a> CallJson<'a> {
     fn of(call: &'a CallRecord) -> Result<Self, StoreError> {
         let reached = call.connected_attempt().or(call.current_attempt());
         Ok(Self {
-            call_sid: call.sid.as_str(),
-            caller: call.caller.raw(),
+            row: CallRow {
+                call_sid: call.sid.as_str().to_owned(),
+                caller: call.caller.raw().to_owned(),
+                called: call.called.clone(),
+                company_id: call.company_id.map(|id| id.to_string()),
+                campaign_id: call.campaign_id.map(|id| id.to_string()),
+                visited_campaigns: json(&call.visited)?,
+                state: enum_text(&call.state)?,
+                outcome: call.outcome.as_ref().map(enum_text).transpose()?,
+                drop_reason: call.drop_reason.as_ref().map(enum_text).transpose()?,
+                duplicate_buyers: json(&call.duplicate_buyers)?,
+                timeline_len: i64::from(call.timeline_len),
+                status_callbacks: json(&call.status_callbacks)?,
+                started_at_ms: ms(call.started_at),
+                state_changed_at_ms: ms(call.state_changed_at),
+                ended_at_ms: call.ended_at.map(ms),
+            },
             caller_number: call.caller.number().map(E164::as_str),
-            called: &call.called,
-            company_id: call.company_id.map(|id| id.to_string()),
-            campaign_id: call.campaign_id.map(|id| id.to_string()),
-            visited_campaigns: json(&call.visited)?,
-            state: enum_text(&call.state)?,
-            outcome: call.outcome.as_ref().map(enum_text).transpose()?,
-            drop_reason: call.drop_reason.as_ref().map(enum_text).transpose()?,
             buyer_id: reached.map(|a| a.buyer_id.to_string()),
             duplicate: call.duplicate().map(i64::from),
             converted: i64::from(call.converted()),
             attempts: call.attempts.len() as i64,
-            duplicate_buyers: json(&call.duplicate_buyers)?,
             used_fallback: i64::from(call.used_fallback()),
             redirects: call.redirects() as i64,
-            timeline_len: i64::from(call.timeline_len),
-            started_at_ms: ms(call.started_at),
-            state_changed_at_ms: ms(call.state_changed_at),
-            ended_at_ms: call.ended_at.map(ms),
             entry_campaign_id: call.visited.first().map(|id| id.to_string()),
             duplicates_avoided: call.duplicate_buyers.len() as i64,
-            status_callbacks: json(&call.status_callbacks)?,
         })
     }
 }
@@ -449,7 +439,8 @@ struct MarkRow<'a> {
     mark: MarkJson,
 }
 
-#[derive(sqlx::FromRow)]
+/// A call as stored: read back, and (with its summary columns) written.
+#[derive(sqlx::FromRow, Serialize)]
 struct CallRow {
     call_sid: String,
     caller: String,
@@ -621,8 +612,8 @@ mod tests {
         ];
         let rows = Rows::of(&saves).unwrap();
         assert_eq!(rows.calls.len(), 1);
-        assert_eq!(rows.calls[0].state, "ended");
-        assert_eq!(rows.calls[0].timeline_len, 3);
+        assert_eq!(rows.calls[0].row.state, "ended");
+        assert_eq!(rows.calls[0].row.timeline_len, 3);
         let seqs: Vec<_> = rows.events.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [0, 1, 2]);
     }
