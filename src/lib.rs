@@ -5,12 +5,14 @@
 //! - [`http`]: webhooks and the API, translating requests to calls into the core.
 //! - [`calls`], [`rtb`]: live calls and RTB pings, as actors over the core.
 //! - [`supervision`]: live events and metrics for supervisors.
+//! - [`cluster`]: several nodes on one PostgreSQL.
 //! - [`plan`]: plan files, the routing plan as TOML.
 //! - [`config`], [`telemetry`], [`startup`], [`cli`]: running the service.
 
 pub mod calls;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod http;

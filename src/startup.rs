@@ -10,6 +10,7 @@ use tracing_actix_web::TracingLogger;
 use crate::{
     calls::{CallDeps, CallTimings, Calls, CapacityActor, DedupeActor, PlanCache},
     clock::{Clock, SystemClock},
+    cluster,
     config::{ConfigError, PublicUrl, Settings},
     domain::twiml::{TemplateError, TemplateName, Templates},
     http::{self, auth::AccessTokens, health::Readiness, voice::Voice},
@@ -105,6 +106,12 @@ impl Application {
         let capacity = CapacityActor::start_in_arbiter(&indexes, |_| capacity);
         let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
         let rtb_actors = rtb::start(store.clone(), clock.clone()).await?;
+        let learning = cluster::Indexes {
+            dedupe: dedupe.clone(),
+            capacity: capacity.clone(),
+            reservations: rtb_actors.reservations.clone(),
+        };
+        let peers = cluster::join(store.clone(), &public_url, learning).await?;
         let supervision = Supervision::start(clock.clone());
         let deps = CallDeps {
             store: store.clone(),
@@ -124,6 +131,7 @@ impl Application {
             calls: calls.clone(),
             templates,
             public_url: public_url.clone(),
+            peers,
             end_message: settings.end_message.clone(),
             auth_token: settings.webhook_auth_token()?.cloned(),
             floor: settings.bench_floor,

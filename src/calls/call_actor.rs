@@ -8,7 +8,7 @@ use actix::{
     SpawnHandle, WrapFuture,
 };
 use jiff::Timestamp;
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout_at};
 
 use super::{
     CallDeps, Input, Webhook, ask_within,
@@ -31,7 +31,7 @@ use crate::{
         timeline::{Event, TimelineEntry},
     },
     rtb::Claim,
-    store::CallChange,
+    store::{CallChange, SlotHold},
 };
 
 pub struct CallActor {
@@ -155,11 +155,16 @@ struct Unsaved {
     timeline: Vec<TimelineEntry>,
     conversions: Vec<Conversion>,
     touched: Vec<Touched>,
+    /// Sent to other nodes with the save (this node's index learnt it at once).
+    load: Vec<LoadChange>,
 }
 
 impl Unsaved {
     fn is_empty(&self) -> bool {
-        self.timeline.is_empty() && self.conversions.is_empty() && self.touched.is_empty()
+        self.timeline.is_empty()
+            && self.conversions.is_empty()
+            && self.touched.is_empty()
+            && self.load.is_empty()
     }
 }
 
@@ -249,6 +254,7 @@ async fn process(
     if let Some(after) = &record {
         let changes = load_changes(before.as_ref(), after, turn.now);
         if !changes.is_empty() {
+            unsaved.load.extend(changes.iter().cloned());
             deps.capacity.do_send(Apply(changes));
         }
     }
@@ -295,6 +301,7 @@ async fn save(deps: &CallDeps, record: &CallRecord, unsaved: &mut Unsaved, by: I
         timeline: &unsaved.timeline,
         conversions: &unsaved.conversions,
         touched: &unsaved.touched,
+        load: &unsaved.load,
     };
     match tokio::time::timeout_at(by, deps.store.save_call(&change)).await {
         Ok(Ok(())) => *unsaved = Unsaved::default(),
@@ -564,11 +571,12 @@ async fn route(
             break decision;
         };
         match hold(deps, turn, buyer, leg.clone()).await {
-            Some(true) => break decision,
-            // Another call took the buyer's last slot since the counts were read: decide
-            // again without it (each round rules one more buyer out, so this ends).
-            Some(false) => {
-                blocked.insert(buyer.id, Block::Concurrency);
+            Some(Ok(())) => break decision,
+            // Another call took the buyer's last slot (or its cap's last room) since the counts
+            // were read, perhaps on another node: decide again without it (each round rules one
+            // more buyer out, so this ends).
+            Some(Err(block)) => {
+                blocked.insert(buyer.id, block);
             }
             // The slot cannot be taken in time: the fallback, or the end (a haste decision
             // never dials this buyer again, so this ends too).
@@ -626,21 +634,50 @@ fn note_end(turn: &mut Turn, record: &CallRecord) {
     }
 }
 
-/// Takes the buyer's concurrency slot for the leg about to be dialed: whether it could, or
-/// `None` if the capacity index did not say in time.
-async fn hold(deps: &CallDeps, turn: &Turn, buyer: &Record<Buyer>, leg: Leg) -> Option<bool> {
-    let hold = Hold {
+/// Takes the buyer's concurrency slot for the leg about to be dialed: taken, or the cap that
+/// refused it, or `None` if nobody said in time. When nodes share the store, the store takes
+/// it, counting every node's calls; otherwise this node's capacity index does.
+async fn hold(deps: &CallDeps, turn: &Turn, buyer: &Record<Buyer>, leg: Leg) -> Option<Result<(), Block>> {
+    let mut hold = Hold {
         buyer: buyer.id,
         leg,
         limit: buyer.spec.caps.concurrency,
         at: turn.now,
     };
-    if hold.limit.is_none() {
-        // Nothing to refuse: the leg is counted, and nobody waits for that.
+    if !buyer.spec.caps.is_limited() || (hold.limit.is_none() && !deps.store.is_shared()) {
+        // Nothing to refuse here (period caps were checked with the counts): the leg is
+        // counted, and nobody waits for that.
+        hold.limit = None;
         deps.capacity.do_send(hold);
-        return Some(true);
+        return Some(Ok(()));
     }
-    ask_within("the capacity index", turn.decide_by, deps.capacity.send(hold)).await
+    if !deps.store.is_shared() {
+        let held = ask_within("the capacity index", turn.decide_by, deps.capacity.send(hold)).await?;
+        return Some(if held { Ok(()) } else { Err(Block::Concurrency) });
+    }
+    let slot = SlotHold {
+        buyer,
+        leg: &hold.leg,
+        at: turn.now,
+    };
+    let refused = match timeout_at(turn.decide_by, deps.store.hold_slot(&slot)).await {
+        Ok(Ok(refused)) => refused,
+        Ok(Err(error)) => {
+            tracing::error!(%error, "could not take the buyer's slot in the store");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!("the store did not take the buyer's slot within the decision budget");
+            return None;
+        }
+    };
+    if let Some(block) = refused {
+        return Some(Err(block));
+    }
+    // This node's index counts it too: its views and first reading of the caps.
+    hold.limit = None;
+    deps.capacity.do_send(hold);
+    Some(Ok(()))
 }
 
 /// A dial's action callback, as the call's actor reads it.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     call::{Attempt, CallRecord, CallSid},
@@ -123,7 +123,7 @@ pub enum Block {
 }
 
 /// One dial of one call: what holds a concurrency slot.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Leg {
     pub call: CallSid,
     pub attempt: u32,
@@ -234,27 +234,19 @@ pub struct CapacityIndex {
 }
 
 impl CapacityIndex {
-    /// Why `buyer` cannot take a call at `at`, if it cannot. A period cap reckons in the calls
-    /// in progress whose result may still count against it, so calls at once cannot overshoot
-    /// it. A reached period cap is named before a full concurrency cap: it lasts longer.
+    /// Why `buyer` cannot take a call at `at`, if it cannot (see [`Standing::block`]).
     pub fn blocked(&self, buyer: BuyerId, spec: &Buyer, at: Timestamp) -> Option<Block> {
         let caps = &spec.caps;
-        let load = self.buyers.get(&buyer);
+        let Some(load) = self.buyers.get(&buyer) else {
+            return Standing::default().block(caps);
+        };
         let zone = spec.time_zone.zone();
-        let pending = load.map_or(0, |l| l.pending(caps.counted_on, at));
-        let count = |period| load.map_or(0, |l| l.count(period, caps.counted_on, zone, at)) + pending;
-        for period in CapPeriod::ALL.into_iter().rev() {
-            if period
-                .limit(caps)
-                .is_some_and(|limit| count(period) >= u64::from(limit.get()))
-            {
-                return Some(Block::Cap(period));
-            }
-        }
-        let live = load.map_or(0, |l| l.live_legs(at));
-        caps.concurrency
-            .is_some_and(|limit| live >= limit.get())
-            .then_some(Block::Concurrency)
+        let standing = Standing {
+            live: load.live_legs(at),
+            pending: load.pending(caps.counted_on, at),
+            counted: CapPeriod::ALL.map(|period| load.count(period, caps.counted_on, zone, at)),
+        };
+        standing.block(caps)
     }
 
     /// Takes a concurrency slot of `buyer` for `leg`, unless `limit` slots are taken. Taking a
@@ -414,8 +406,36 @@ impl fmt::Display for Block {
     }
 }
 
+/// Where a buyer stands at one moment, which is all its caps are checked against: whether
+/// the in-memory index or the shared store (several nodes) counted it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// Legs holding a concurrency slot.
+    pub live: u32,
+    /// Live legs whose result is not counted yet but may be (see [`CapacityIndex::blocked`]).
+    pub pending: u64,
+    /// Calls counted in each period of [`CapPeriod::ALL`], in that order.
+    pub counted: [u64; 4],
+}
+
+impl Standing {
+    /// Why a buyer with `caps` cannot take another call, if it cannot. A period cap reckons in
+    /// the pending legs, so calls at once cannot overshoot it; a reached period cap is named
+    /// before a full concurrency cap, as it lasts longer.
+    pub fn block(&self, caps: &Caps) -> Option<Block> {
+        for (period, counted) in CapPeriod::ALL.into_iter().zip(self.counted).rev() {
+            if (period.limit(caps)).is_some_and(|limit| counted + self.pending >= u64::from(limit.get())) {
+                return Some(Block::Cap(period));
+            }
+        }
+        (caps.concurrency)
+            .is_some_and(|limit| self.live >= limit.get())
+            .then_some(Block::Concurrency)
+    }
+}
+
 /// What a webhook changed about buyers' load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoadChange {
     /// The leg ended: its slot is free.
     Released(Leg),

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, hash_map};
 
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 
 use super::{
     phone::E164,
@@ -15,7 +16,8 @@ use super::{
 };
 
 /// Whose history a buyer's de-dupe consults: the buyer's own, or its group's.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Scope {
     Buyer(BuyerId),
     Group { company: CompanyId, name: String },
@@ -67,8 +69,24 @@ impl Scope {
     }
 }
 
+// As its key: how scopes are stored, and how they travel between nodes.
+impl From<Scope> for String {
+    fn from(scope: Scope) -> Self {
+        scope.key()
+    }
+}
+
+impl TryFrom<String> for Scope {
+    type Error = String;
+
+    fn try_from(key: String) -> Result<Self, String> {
+        Self::parse_key(&key)
+    }
+}
+
 /// What happened between a caller and a buyer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Touch {
     Connected,
     /// A conversion is also a connection.
@@ -83,7 +101,7 @@ pub struct Mark {
 }
 
 /// A touch to remember: stored, then applied to the in-memory index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Touched {
     pub caller: E164,
     pub scope: Scope,

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod call;
 pub mod capacity;
+pub mod cluster;
 pub mod dedupe;
 pub mod destination;
 pub mod ids;

@@ -146,7 +146,7 @@ impl PingError {
 }
 
 /// A buyer held for a caller by a bid, until the call comes or the bid expires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     pub uuid: Uuid,
     pub campaign_id: CampaignId,
@@ -352,7 +352,8 @@ pub enum RtbWrite {
     Ping(Box<PingRecord>),
     Reserved(Box<Reservation>),
     Claimed {
-        reservation: Uuid,
+        /// The reservation claimed (what other nodes' books learn).
+        reservation: Box<Reservation>,
         call_sid: CallSid,
         at: Timestamp,
     },

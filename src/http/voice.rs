@@ -6,7 +6,7 @@
 //!   buyer leg's status callback, written by Switchboard into its own `<Dial>`.
 //! - `POST /voice/calls/{sid}/redirect/{campaign}`: written into its own `<Redirect>`.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use actix_web::{
     FromRequest, HttpRequest, HttpResponse, ResponseError,
@@ -22,6 +22,7 @@ use tracing_actix_web::RootSpan;
 
 use crate::{
     calls::{Calls, Input, Webhook, is_final, param},
+    cluster::Peers,
     config::PublicUrl,
     domain::{
         call::{Answer, CallSid, DialStatus},
@@ -38,6 +39,9 @@ pub struct Voice {
     pub calls: Calls,
     pub templates: Templates,
     pub public_url: PublicUrl,
+    /// Every node's public URL (when several share the database): a callback signed for
+    /// another node's URL reaches this one when that node is gone.
+    pub peers: Arc<Peers>,
     /// Said before hanging up when no buyer is left.
     pub end_message: String,
     /// Unset: signatures are not checked (start-up says so).
@@ -159,10 +163,18 @@ impl Voice {
             let presented = header_text(req, "X-Twilio-Signature").unwrap_or_default();
             let algorithm =
                 Algorithm::from_settings(header_text(req, "X-Twilio-Webhooks-Signature-Settings"));
-            let body_signed = !is_json || signature::body_matches(&url, body);
-            if !body_signed
-                || !signature::is_valid(token.expose_secret(), &url, &signed, presented, algorithm)
-            {
+            let genuine = |url: &str| {
+                (!is_json || signature::body_matches(url, body))
+                    && signature::is_valid(token.expose_secret(), url, &signed, presented, algorithm)
+            };
+            // Signed for this node's URL, or for another node's (which is gone, or which the
+            // load balancer passed over).
+            let for_a_peer = || {
+                (self.peers.urls().iter())
+                    .filter(|peer| **peer != self.public_url)
+                    .any(|peer| genuine(&peer.join(path_and_query)))
+            };
+            if !genuine(&url) && !for_a_peer() {
                 tracing::warn!(%url, "refused a webhook with a missing or wrong signature");
                 return Err(WebhookError::Forbidden);
             }

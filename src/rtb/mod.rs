@@ -17,7 +17,7 @@ use self::{
 };
 pub use self::{
     log::{Flush, RtbLog},
-    reservations::{Claim, ReservationActor},
+    reservations::{Claim, Learned, ReservationActor},
 };
 use crate::{
     calls::CallDeps,

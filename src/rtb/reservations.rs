@@ -93,6 +93,22 @@ impl Handler<Reserve> for ReservationActor {
     }
 }
 
+/// A reservation another node made or claimed (or the store holds): the book learns it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Learned {
+    pub reservation: Reservation,
+    pub claimed: bool,
+}
+
+impl Handler<Learned> for ReservationActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Learned, _: &mut Self::Context) {
+        self.book.load(msg.reservation, msg.claimed);
+    }
+}
+
 /// The caller's call reached the campaign: its live reservation there, now claimed (once).
 #[derive(Message)]
 #[rtype(result = "Option<Reservation>")]
@@ -109,7 +125,7 @@ impl Handler<Claim> for ReservationActor {
     fn handle(&mut self, msg: Claim, _: &mut Self::Context) -> Self::Result {
         let claimed = self.book.claim(msg.campaign, &msg.caller, msg.at)?;
         self.log.do_send(Write(RtbWrite::Claimed {
-            reservation: claimed.uuid,
+            reservation: Box::new(claimed.clone()),
             call_sid: msg.call_sid,
             at: msg.at,
         }));

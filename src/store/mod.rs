@@ -12,7 +12,8 @@ use crate::{
     domain::{
         access::{IssuedToken, KeyDigest},
         call::{CallRecord, CallSid, CallState, Conversion, Outcome},
-        capacity::{CapPeriod, LoadHistory},
+        capacity::{Block, CapPeriod, Leg, LoadChange, LoadHistory},
+        cluster::{News, NodeId, NodeInfo},
         dedupe::{StoredMark, Touched},
         ids::Id,
         phone::E164,
@@ -74,6 +75,46 @@ pub trait CapacityStore: Send + Sync {
     ) -> Result<LoadHistory, StoreError>;
     /// Counting for `buyer`'s `period` cap starts again at `at`.
     async fn reset_cap(&self, buyer: BuyerId, period: CapPeriod, at: Timestamp) -> Result<(), StoreError>;
+}
+
+/// Several nodes on one database: the slots of shared caps, the nodes, and their news.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// This process, as the other nodes know it.
+    fn node(&self) -> &NodeId;
+    /// Whether other nodes may use this database too (PostgreSQL). Then buyers' caps are held
+    /// in it, and each change a node's indexes learn is sent to the others as [`News`].
+    fn is_shared(&self) -> bool;
+    /// Takes a slot of `hold.buyer` for `hold.leg`, unless the buyer is at a cap, as counted
+    /// in the database by every node (one buyer's holds run one at a time): the block if so. A
+    /// slot the leg already holds is kept; a leg holding another buyer's slot gives it up.
+    async fn hold_slot(&self, hold: &SlotHold<'_>) -> Result<Option<Block>, StoreError>;
+    /// Says that this node runs and where the provider reaches it; every node seen since
+    /// `seen_since`, this one included.
+    async fn announce(
+        &self,
+        public_url: &str,
+        started_at: Timestamp,
+        seen_since: Timestamp,
+    ) -> Result<Vec<NodeInfo>, StoreError>;
+    /// The other nodes' news as they commit it, or `None` when nothing else shares the store.
+    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError>;
+}
+
+/// A leg about to be dialed, asking for its buyer's slot.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotHold<'a> {
+    pub buyer: &'a Record<Buyer>,
+    pub leg: &'a Leg,
+    pub at: Timestamp,
+}
+
+/// What a node hears from the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    News(News),
+    /// The connection that listens was lost and is back: what was sent meanwhile is lost.
+    Missed,
 }
 
 /// RTB: the keys pings present, the reservations bids hold, and the log of every ping.
@@ -150,6 +191,8 @@ pub struct CallChange<'a> {
     pub timeline: &'a [TimelineEntry],
     pub conversions: &'a [Conversion],
     pub touched: &'a [Touched],
+    /// What it changed about buyers' load (other nodes' capacity indexes learn it).
+    pub load: &'a [LoadChange],
 }
 
 /// API tokens issued through the API, kept only as digests.
@@ -181,6 +224,7 @@ pub trait Store:
     + RtbStore
     + SupervisionStore
     + TokenStore
+    + ClusterStore
 {
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -54,6 +54,7 @@ async fn save(
             timeline: &timeline,
             conversions: &[],
             touched,
+            load: &[],
         })
         .await
 }

@@ -501,8 +501,8 @@ mod flaky {
         },
         plan::{ImportReport, Plan},
         store::{
-            CallChange, CallFilter, CallStore, CapacityStore, ListFilter, PingFilter, PlanTable, RtbStore,
-            SqlStore, Store, StoreError, SupervisionStore, TokenStore,
+            CallChange, CallFilter, CallStore, CapacityStore, ClusterStore, Heard, ListFilter, PingFilter,
+            PlanTable, RtbStore, SlotHold, SqlStore, Store, StoreError, SupervisionStore, TokenStore,
         },
     };
     use uuid::Uuid;
@@ -631,6 +631,35 @@ mod flaky {
         async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<IssuedToken, StoreError> {
             self.check()?;
             self.inner.revoke_token(id, at).await
+        }
+    }
+
+    #[async_trait]
+    impl ClusterStore for FlakyStore {
+        fn node(&self) -> &switchboard::domain::cluster::NodeId {
+            self.inner.node()
+        }
+        fn is_shared(&self) -> bool {
+            self.inner.is_shared()
+        }
+        async fn hold_slot(
+            &self,
+            hold: &SlotHold<'_>,
+        ) -> Result<Option<switchboard::domain::capacity::Block>, StoreError> {
+            self.check()?;
+            self.inner.hold_slot(hold).await
+        }
+        async fn announce(
+            &self,
+            public_url: &str,
+            started_at: Timestamp,
+            seen_since: Timestamp,
+        ) -> Result<Vec<switchboard::domain::cluster::NodeInfo>, StoreError> {
+            self.check()?;
+            self.inner.announce(public_url, started_at, seen_since).await
+        }
+        async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError> {
+            self.inner.listen().await
         }
     }
 

@@ -371,7 +371,7 @@ on_both_engines! {
             .chain([
                 RtbWrite::Ping(Box::new(ping.clone())),
                 RtbWrite::Ping(Box::new(PingRecord { id: claimed.uuid, reservation: Some(claimed.uuid), ..ping.clone() })),
-                RtbWrite::Claimed { reservation: claimed.uuid, call_sid: call_sid.clone(), at },
+                RtbWrite::Claimed { reservation: Box::new(claimed.clone()), call_sid: call_sid.clone(), at },
             ])
             .collect();
         // Written twice, as a retried batch would be: once is what counts.

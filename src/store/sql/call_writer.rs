@@ -22,6 +22,8 @@ use super::{Backend, calls::save_all, finish};
 use crate::{
     domain::{
         call::{CallRecord, Conversion},
+        capacity::LoadChange,
+        cluster::NodeId,
         dedupe::Touched,
         timeline::TimelineEntry,
     },
@@ -59,6 +61,7 @@ struct OwnedChange {
     timeline: Vec<TimelineEntry>,
     conversions: Vec<Conversion>,
     touched: Vec<Touched>,
+    load: Vec<LoadChange>,
 }
 
 impl OwnedChange {
@@ -68,6 +71,7 @@ impl OwnedChange {
             timeline: change.timeline.to_vec(),
             conversions: change.conversions.to_vec(),
             touched: change.touched.to_vec(),
+            load: change.load.to_vec(),
         }
     }
 
@@ -77,6 +81,7 @@ impl OwnedChange {
             timeline: &self.timeline,
             conversions: &self.conversions,
             touched: &self.touched,
+            load: &self.load,
         }
     }
 }
@@ -85,7 +90,7 @@ impl CallWriters {
     /// Starts the writers on a thread of their own: a commit waits on no HTTP worker or
     /// actor, and the writers outlive the runtime of whoever connected. They stop when the
     /// store's last clone is dropped.
-    pub(super) fn start(pool: &AnyPool, backend: Backend) -> Result<Self, StoreError> {
+    pub(super) fn start(pool: &AnyPool, backend: Backend, node: &NodeId) -> Result<Self, StoreError> {
         let writers = match backend {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
@@ -98,7 +103,12 @@ impl CallWriters {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..writers {
             let (queue, saves) = mpsc::channel(QUEUE);
-            tasks.spawn_on(write(pool.clone(), backend, saves), runtime.handle());
+            let db = Db {
+                pool: pool.clone(),
+                backend,
+                node: node.clone(),
+            };
+            tasks.spawn_on(write(db, saves), runtime.handle());
             queues.push(queue);
         }
         std::thread::Builder::new()
@@ -137,8 +147,7 @@ impl CallWriters {
 }
 
 /// One writer: commits what is waiting, in one transaction, until the queue closes.
-async fn write(pool: AnyPool, backend: Backend, mut saves: mpsc::Receiver<Queued>) {
-    let db = Db { pool, backend };
+async fn write(db: Db, mut saves: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(MOST_PER_COMMIT);
     while saves.recv_many(&mut batch, MOST_PER_COMMIT).await > 0 {
         commit(&db, &mut batch).await;
@@ -148,6 +157,8 @@ async fn write(pool: AnyPool, backend: Backend, mut saves: mpsc::Receiver<Queued
 struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// Whose news the commits send.
+    node: NodeId,
 }
 
 impl Db {
@@ -163,7 +174,7 @@ impl Db {
     async fn commit(&self, changes: &[CallChange<'_>]) -> Result<(), StoreError> {
         let commit = async {
             let mut tx = self.begin().await?;
-            let result = save_all(&mut tx, self.backend, changes).await;
+            let result = save_all(&mut tx, self.backend, &self.node, changes).await;
             finish(tx, result).await
         };
         tokio::time::timeout(COMMIT_LIMIT, commit)

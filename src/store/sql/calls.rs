@@ -7,10 +7,11 @@ use jiff::Timestamp;
 use serde::Serialize;
 use sqlx::AnyConnection;
 
-use super::{Backend, SqlStore, enum_text, finish, parse_id, parse_stored, timestamp};
+use super::{Backend, SqlStore, cluster::publish, enum_text, finish, parse_id, parse_stored, timestamp};
 use crate::{
     domain::{
         call::{Attempt, CallRecord, CallSid, Caller, Conversion},
+        cluster::{News, NodeId},
         dedupe::{Mark, Scope, StoredMark, Touch, Touched},
         phone::E164,
         timeline::TimelineEntry,
@@ -102,18 +103,37 @@ impl CallStore for SqlStore {
 /// Within one statement a row may be changed once only (PostgreSQL refuses more), so the rows
 /// are merged first: a call's latest save wins, entries and conversions are kept once, and a
 /// caller's touches in a scope are reduced to the latest of each kind.
+///
+/// In the same transaction, the capacity slots of legs and calls that ended are freed (so a
+/// buyer's count of calls and of slots changes at once for every node), and other nodes are
+/// sent the news (see [`News`]).
 pub(super) async fn save_all(
     conn: &mut AnyConnection,
     backend: Backend,
+    node: &NodeId,
     changes: &[CallChange<'_>],
 ) -> Result<(), StoreError> {
     let rows = Rows::of(changes)?;
     // Parents first: attempts and entries refer to their call.
-    insert_rows(conn, backend, &UPSERT_CALLS, &rows.calls).await?;
-    insert_rows(conn, backend, &UPSERT_ATTEMPTS, &rows.attempts).await?;
-    insert_rows(conn, backend, &INSERT_EVENTS, &rows.events).await?;
-    insert_rows(conn, backend, &INSERT_CONVERSIONS, &rows.conversions).await?;
-    insert_rows(conn, backend, &UPSERT_MARKS, &rows.marks).await?;
+    over_rows(conn, backend, &UPSERT_CALLS, &rows.calls).await?;
+    over_rows(conn, backend, &UPSERT_ATTEMPTS, &rows.attempts).await?;
+    over_rows(conn, backend, &INSERT_EVENTS, &rows.events).await?;
+    over_rows(conn, backend, &INSERT_CONVERSIONS, &rows.conversions).await?;
+    over_rows(conn, backend, &UPSERT_MARKS, &rows.marks).await?;
+    let saved: Vec<SidJson> = (rows.calls.iter())
+        .map(|call| SidJson {
+            call_sid: &call.row.call_sid,
+        })
+        .collect();
+    over_rows(conn, backend, &FREE_SLOTS, &saved).await?;
+    if backend == Backend::Postgres {
+        let news = changes.iter().flat_map(|change| {
+            let touched = (!change.touched.is_empty()).then(|| News::Touched(change.touched.to_vec()));
+            let load = (!change.load.is_empty()).then(|| News::Load(change.load.to_vec()));
+            touched.into_iter().chain(load)
+        });
+        publish(conn, node, news).await?;
+    }
     Ok(())
 }
 
@@ -187,7 +207,8 @@ impl<'a> Rows<'a> {
     }
 }
 
-async fn insert_rows<T: Serialize>(
+/// Runs one of the statements below over `rows`, as a JSON array.
+async fn over_rows<T: Serialize>(
     conn: &mut AnyConnection,
     backend: Backend,
     sql: &[&'static str; 2],
@@ -204,19 +225,26 @@ async fn insert_rows<T: Serialize>(
     Ok(())
 }
 
-/// An `INSERT … SELECT` over the JSON array bound to `$1`, each element as `j.value`, for
-/// SQLite and for PostgreSQL. (`WHERE true` tells SQLite's parser that `ON CONFLICT` belongs
-/// to the insert, not the select.)
-macro_rules! from_json_rows {
-    ($insert:literal, $conflict:literal) => {
+/// A statement that reads the JSON array bound to `$1` as rows, each element as `j.value`,
+/// for SQLite and for PostgreSQL: the array goes between `$before` and `$after`.
+macro_rules! over_json_rows {
+    ($before:expr, $after:expr) => {
         [
-            concat!($insert, " FROM jsonb_each($1) AS j WHERE true ", $conflict),
+            concat!($before, " jsonb_each($1) AS j ", $after),
             concat!(
-                $insert,
-                " FROM json_array_elements(CAST($1 AS json)) AS j(value) WHERE true ",
-                $conflict
+                $before,
+                " json_array_elements(CAST($1 AS json)) AS j(value) ",
+                $after
             ),
         ]
+    };
+}
+
+/// An `INSERT … SELECT` over the JSON array bound to `$1`. (`WHERE true` tells SQLite's
+/// parser that `ON CONFLICT` belongs to the insert, not the select.)
+macro_rules! from_json_rows {
+    ($insert:literal, $conflict:literal) => {
+        over_json_rows!(concat!($insert, " FROM"), concat!("WHERE true ", $conflict))
     };
 }
 
@@ -294,6 +322,21 @@ static UPSERT_MARKS: [&str; 2] = from_json_rows!(
             WHEN COALESCE(excluded.last_converted_ms, -1) > COALESCE(dedupe_marks.last_converted_ms, -1)
             THEN excluded.last_converted_ms ELSE dedupe_marks.last_converted_ms END"
 );
+
+// The slots of the saved calls' legs that ended, or of calls that ended: free.
+static FREE_SLOTS: [&str; 2] = over_json_rows!(
+    "DELETE FROM capacity_slots WHERE call_sid IN (SELECT j.value ->> 'call_sid' FROM",
+    ") AND (EXISTS (SELECT 1 FROM calls c
+                WHERE c.call_sid = capacity_slots.call_sid AND c.state = 'ended')
+        OR EXISTS (SELECT 1 FROM call_attempts a
+                WHERE a.call_sid = capacity_slots.call_sid AND a.number = capacity_slots.attempt
+                  AND (a.dial_status IS NOT NULL OR a.ended_at_ms IS NOT NULL)))"
+);
+
+#[derive(Serialize)]
+struct SidJson<'a> {
+    call_sid: &'a str,
+}
 
 /// A `calls` row, as the JSON the upsert reads: what a call is read back from, and the
 /// summary columns derived from it for supervision's queries.
@@ -591,6 +634,7 @@ mod tests {
             timeline,
             conversions: &[],
             touched,
+            load: &[],
         }
     }
 

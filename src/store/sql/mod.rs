@@ -9,6 +9,7 @@ mod call_writer;
 mod calls;
 mod campaigns;
 mod capacity;
+mod cluster;
 mod companies;
 mod import;
 mod publishers;
@@ -20,6 +21,7 @@ use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use secrecy::SecretString;
 use sqlx::{
     AnyConnection, AnyPool, Executor, Transaction,
     any::{Any, AnyConnectOptions, AnyPoolOptions},
@@ -30,6 +32,7 @@ use uuid::Uuid;
 use super::{ListFilter, PlanTable, Store, StoreError};
 use crate::{
     domain::{
+        cluster::NodeId,
         ids::Id,
         plan::{CampaignId, CompanyId, PlanEntity, Record},
         values::Name,
@@ -66,6 +69,10 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
     call_writers: call_writer::CallWriters,
+    /// This process, as other nodes on the database know it.
+    node: NodeId,
+    /// For the connection that hears other nodes (it may hold a password).
+    url: SecretString,
 }
 
 impl SqlStore {
@@ -95,11 +102,14 @@ impl SqlStore {
             // Persistent in the file: readers no longer wait for the writer.
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        let call_writers = call_writer::CallWriters::start(&pool, backend)?;
+        let node = NodeId::generate();
+        let call_writers = call_writer::CallWriters::start(&pool, backend, &node)?;
         Ok(Self {
             pool,
             backend,
             call_writers,
+            node,
+            url: SecretString::from(url),
         })
     }
 

@@ -6,11 +6,12 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use super::{SqlStore, finish, parse_id, parse_stored, timestamp};
+use super::{Backend, SqlStore, cluster::publish, finish, parse_id, parse_stored, timestamp};
 use crate::{
     domain::{
         access::KeyDigest,
         call::CallSid,
+        cluster::News,
         money::Money,
         phone::E164,
         rtb::{Held, LoggedPing, PingOutcome, PingRecord, Reservation, RtbWrite},
@@ -153,13 +154,22 @@ impl RtbStore for SqlStore {
                             "UPDATE rtb_reservations SET claimed_at_ms = $2, call_sid = $3
                              WHERE uuid = $1 AND claimed_at_ms IS NULL",
                         )
-                        .bind(reservation.to_string())
+                        .bind(reservation.uuid.to_string())
                         .bind(at.as_millisecond())
                         .bind(call_sid.as_str())
                         .execute(&mut *tx)
                         .await?;
                     }
                 }
+            }
+            if self.backend == Backend::Postgres {
+                // Other nodes' books learn of it: a call landing there honours it.
+                let news = writes.iter().filter_map(|write| match write {
+                    RtbWrite::Ping(_) => None,
+                    RtbWrite::Reserved(held) => Some(News::Reserved((**held).clone())),
+                    RtbWrite::Claimed { reservation, .. } => Some(News::Claimed((**reservation).clone())),
+                });
+                publish(&mut tx, &self.node, news).await?;
             }
             Ok(())
         }

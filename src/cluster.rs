@@ -1,0 +1,174 @@
+//! Several nodes on one PostgreSQL. Each node keeps its own indexes (de-dupe marks, buyers'
+//! load, RTB reservations) and learns the others' changes from their news; caps are held in
+//! the database itself (see [`crate::store::ClusterStore`]). Each node writes callback URLs
+//! under its own public URL, so a call's webhooks come back to the node whose actor holds it;
+//! when that node is gone, the load balancer sends them to another, which accepts signatures
+//! made for any node's URL and continues the call from the store.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use actix::Addr;
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::mpsc;
+
+use crate::{
+    calls::{
+        CapacityActor, DedupeActor,
+        capacity_actor::{Apply, Hold},
+        dedupe_actor::Learn,
+    },
+    config::PublicUrl,
+    domain::{
+        cluster::News,
+        dedupe::{StoredMark, Touch, Touched},
+    },
+    rtb::{Learned, ReservationActor},
+    store::{Heard, Store, StoreError},
+};
+
+/// How often a node says it is up, and reads where the others are.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// A node is remembered this long after its last heartbeat: a call it held may last four
+/// hours, and its callbacks still come (to another node) until the call ends.
+const REMEMBERED: SignedDuration = SignedDuration::from_hours(5);
+
+/// The indexes that learn other nodes' news.
+pub struct Indexes {
+    pub dedupe: Addr<DedupeActor>,
+    pub capacity: Addr<CapacityActor>,
+    pub reservations: Addr<ReservationActor>,
+}
+
+/// Every node's public URL: a callback signed for any of them is genuine (its node is gone, or
+/// the load balancer chose another).
+#[derive(Debug, Default)]
+pub struct Peers(RwLock<Vec<PublicUrl>>);
+
+impl Peers {
+    pub fn urls(&self) -> Vec<PublicUrl> {
+        self.0.read().map(|urls| urls.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, urls: Vec<PublicUrl>) {
+        if let Ok(mut known) = self.0.write() {
+            *known = urls;
+        }
+    }
+}
+
+/// Joins the cluster, if the store is shared: says where this node is, keeps saying it, keeps
+/// `peers` up to date, and has `indexes` learn the other nodes' news. A store not shared
+/// (SQLite) has no other node: nothing to do.
+pub async fn join(
+    store: Arc<dyn Store>,
+    public_url: &PublicUrl,
+    indexes: Indexes,
+) -> Result<Arc<Peers>, StoreError> {
+    let peers = Arc::new(Peers::default());
+    if !store.is_shared() {
+        return Ok(peers);
+    }
+    let started_at = Timestamp::now();
+    announce(store.as_ref(), public_url, started_at, &peers).await?;
+    if let Some(heard) = store.listen().await? {
+        actix_web::rt::spawn(follow(heard, store.clone(), indexes));
+    }
+    tracing::info!(node = %store.node(), nodes = peers.urls().len(), "joined the cluster");
+    let (store, public_url, known) = (store, public_url.clone(), peers.clone());
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(HEARTBEAT);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if let Err(error) = announce(store.as_ref(), &public_url, started_at, &known).await {
+                tracing::warn!(%error, "could not tell the other nodes this one is up");
+            }
+        }
+    });
+    Ok(peers)
+}
+
+async fn announce(
+    store: &dyn Store,
+    public_url: &PublicUrl,
+    started_at: Timestamp,
+    peers: &Peers,
+) -> Result<(), StoreError> {
+    let since = Timestamp::now().checked_sub(REMEMBERED).unwrap_or(Timestamp::MIN);
+    let nodes = store.announce(public_url.as_str(), started_at, since).await?;
+    peers.set(
+        (nodes.iter())
+            .filter_map(|node| PublicUrl::parse(&node.public_url).ok())
+            .collect(),
+    );
+    Ok(())
+}
+
+/// Hands each bulletin heard to the index it concerns. After a gap (the listening connection
+/// was lost), what could have been missed is read again from the store: the de-dupe marks and
+/// the reservations. (Buyers' caps are counted in the store itself; this node's index of them
+/// only serves views and a first reading.)
+async fn follow(mut heard: mpsc::Receiver<Heard>, store: Arc<dyn Store>, indexes: Indexes) {
+    while let Some(heard) = heard.recv().await {
+        match heard {
+            Heard::News(News::Touched(touched)) => indexes.dedupe.do_send(Learn(touched)),
+            Heard::News(News::Load(changes)) => indexes.capacity.do_send(Apply(changes)),
+            Heard::News(News::Held { buyer, leg, at }) => indexes.capacity.do_send(Hold {
+                buyer,
+                leg,
+                limit: None,
+                at,
+            }),
+            Heard::News(News::Reserved(reservation)) => indexes.reservations.do_send(Learned {
+                reservation,
+                claimed: false,
+            }),
+            Heard::News(News::Claimed(reservation)) => indexes.reservations.do_send(Learned {
+                reservation,
+                claimed: true,
+            }),
+            Heard::Missed => catch_up(store.as_ref(), &indexes).await,
+        }
+    }
+}
+
+async fn catch_up(store: &dyn Store, indexes: &Indexes) {
+    match store.dedupe_marks().await {
+        Ok(marks) => indexes.dedupe.do_send(Learn(touches(marks))),
+        Err(error) => tracing::error!(%error, "could not read the de-dupe marks again after a gap"),
+    }
+    match store.held_reservations(Timestamp::now()).await {
+        Ok(held) => {
+            for (reservation, claimed) in held {
+                indexes.reservations.do_send(Learned { reservation, claimed });
+            }
+        }
+        Err(error) => tracing::error!(%error, "could not read the reservations again after a gap"),
+    }
+}
+
+/// The touches that leave these marks.
+fn touches(marks: Vec<StoredMark>) -> Vec<Touched> {
+    let mut touches = Vec::with_capacity(marks.len());
+    for stored in marks {
+        let kinds = [
+            (Touch::Connected, stored.mark.last_connected),
+            (Touch::Converted, stored.mark.last_converted),
+        ];
+        for (touch, at) in kinds {
+            if let Some(at) = at {
+                touches.push(Touched {
+                    caller: stored.caller.clone(),
+                    scope: stored.scope.clone(),
+                    touch,
+                    at,
+                });
+            }
+        }
+    }
+    touches
+}

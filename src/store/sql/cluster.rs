@@ -1,0 +1,294 @@
+//! Several nodes on one database: buyers' concurrency slots held in it, the nodes, and the
+//! news they send each other (PostgreSQL's `NOTIFY`, sent in the transaction of the change).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use secrecy::ExposeSecret;
+use sqlx::{AnyConnection, postgres::PgListener};
+use tokio::sync::mpsc;
+
+use super::{Backend, SqlStore, finish, timestamp};
+use crate::{
+    domain::{
+        capacity::{Block, CapPeriod, LEG_LEASE, Standing},
+        cluster::{Bulletin, News, NodeId, NodeInfo},
+        plan::CapCounting,
+    },
+    store::{ClusterStore, Heard, SlotHold, StoreError},
+};
+
+/// The channel every node listens on.
+const NEWS_CHANNEL: &str = "switchboard_news";
+
+/// PostgreSQL refuses a notification of 8000 bytes or more.
+const MOST_NEWS_BYTES: usize = 7900;
+
+/// The first key of the advisory locks that make one buyer's holds run one at a time (the
+/// second is the buyer's hash).
+const SLOT_LOCK_CLASS: i32 = 0x534C_4F54; // "SLOT"
+
+/// How many bulletins wait for the node's dispatcher before the listener waits too.
+const HEARD_QUEUE: usize = 4096;
+
+#[async_trait]
+impl ClusterStore for SqlStore {
+    fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    fn is_shared(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
+    async fn hold_slot(&self, hold: &SlotHold<'_>) -> Result<Option<Block>, StoreError> {
+        let buyer_id = hold.buyer.id.to_string();
+        let mut tx = match self.backend {
+            // One writer at a time anyway; taken up front, so the counts read stay true.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    .bind(SLOT_LOCK_CLASS)
+                    .bind(&buyer_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        };
+        let result = async {
+            let (call, attempt) = (hold.leg.call.as_str(), i64::from(hold.leg.attempt));
+            let held: Option<(String,)> =
+                sqlx::query_as("SELECT buyer_id FROM capacity_slots WHERE call_sid = $1 AND attempt = $2")
+                    .bind(call)
+                    .bind(attempt)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if held.as_ref().is_some_and(|(held,)| *held == buyer_id) {
+                return Ok(None);
+            }
+            if let Some(block) = standing(&mut tx, hold).await?.block(&hold.buyer.spec.caps) {
+                return Ok(Some(block));
+            }
+            let ring = i64::from(hold.buyer.spec.ring_timeout_seconds.get()) * 1000 + 60_000;
+            sqlx::query(
+                "INSERT INTO capacity_slots (call_sid, attempt, buyer_id, held_at_ms, expires_at_ms)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (call_sid, attempt) DO UPDATE SET buyer_id = excluded.buyer_id,
+                    held_at_ms = excluded.held_at_ms, expires_at_ms = excluded.expires_at_ms",
+            )
+            .bind(call)
+            .bind(attempt)
+            .bind(&buyer_id)
+            .bind(hold.at.as_millisecond())
+            .bind(hold.at.as_millisecond().saturating_add(ring))
+            .execute(&mut *tx)
+            .await?;
+            if self.backend == Backend::Postgres {
+                let held = News::Held {
+                    buyer: hold.buyer.id,
+                    leg: hold.leg.clone(),
+                    at: hold.at,
+                };
+                publish(&mut tx, &self.node, [held]).await?;
+            }
+            Ok(None)
+        }
+        .await;
+        finish(tx, result).await
+    }
+
+    async fn announce(
+        &self,
+        public_url: &str,
+        started_at: Timestamp,
+        seen_since: Timestamp,
+    ) -> Result<Vec<NodeInfo>, StoreError> {
+        let now = Timestamp::now().as_millisecond();
+        sqlx::query(
+            "INSERT INTO cluster_nodes (node_id, public_url, started_at_ms, seen_at_ms)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (node_id) DO UPDATE SET public_url = excluded.public_url,
+                seen_at_ms = excluded.seen_at_ms",
+        )
+        .bind(self.node.as_str())
+        .bind(public_url)
+        .bind(started_at.as_millisecond())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        // Nodes long gone are of no use to anyone: no call of theirs can still be going.
+        sqlx::query("DELETE FROM cluster_nodes WHERE seen_at_ms < $1")
+            .bind(seen_since.as_millisecond())
+            .execute(&self.pool)
+            .await?;
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT node_id, public_url, started_at_ms, seen_at_ms FROM cluster_nodes
+             ORDER BY started_at_ms, node_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, public_url, started, seen)| {
+                Ok(NodeInfo {
+                    id: NodeId::parse(&id).map_err(StoreError::Corrupt)?,
+                    public_url,
+                    started_at: timestamp(started)?,
+                    seen_at: timestamp(seen)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn listen(&self) -> Result<Option<mpsc::Receiver<Heard>>, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut listener = PgListener::connect(self.url.expose_secret()).await?;
+        listener.listen(NEWS_CHANNEL).await?;
+        let (heard, receiver) = mpsc::channel(HEARD_QUEUE);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = match listener.try_recv().await {
+                    Ok(Some(notification)) => {
+                        match serde_json::from_str::<Bulletin>(notification.payload()) {
+                            Ok(bulletin) if bulletin.from == node => continue,
+                            Ok(bulletin) => Heard::News(bulletin.news),
+                            Err(error) => {
+                                tracing::warn!(%error, "news from another node could not be read");
+                                continue;
+                            }
+                        }
+                    }
+                    // The connection was lost; the next receive connects again.
+                    Ok(None) => {
+                        tracing::warn!("lost the connection that hears other nodes; reconnecting");
+                        Heard::Missed
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot hear other nodes; trying again in a second");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if heard.send(next).await.is_err() {
+                    // Nobody listens any more: the node is stopping.
+                    return;
+                }
+            }
+        });
+        Ok(Some(receiver))
+    }
+}
+
+/// Where the buyer stands as every node's saved calls and held slots count it.
+async fn standing(conn: &mut AnyConnection, hold: &SlotHold<'_>) -> Result<Standing, StoreError> {
+    let (buyer, spec, at) = (hold.buyer.id.to_string(), &hold.buyer.spec, hold.at);
+    let now = at.as_millisecond();
+    let answered_since = at
+        .checked_sub(LEG_LEASE)
+        .unwrap_or(Timestamp::MIN)
+        .as_millisecond();
+    // A slot is live while its lease runs: the ring lease until an answer, then the answer's.
+    let (live, unanswered): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN a.answered_at_ms IS NULL THEN 1 ELSE 0 END), 0)
+         FROM capacity_slots s
+         LEFT JOIN call_attempts a ON a.call_sid = s.call_sid AND a.number = s.attempt
+         WHERE s.buyer_id = $1
+           AND ((a.answered_at_ms IS NULL AND s.expires_at_ms > $2) OR a.answered_at_ms > $3)",
+    )
+    .bind(&buyer)
+    .bind(now)
+    .bind(answered_since)
+    .fetch_one(&mut *conn)
+    .await?;
+    let caps = &spec.caps;
+    let mut standing = Standing {
+        live: u32::try_from(live).unwrap_or(u32::MAX),
+        // A connection counts at the answer; a conversion only once the leg ended.
+        pending: match caps.counted_on {
+            CapCounting::Connected => unanswered,
+            CapCounting::Converted => live,
+        }
+        .unsigned_abs(),
+        counted: [0; 4],
+    };
+    if CapPeriod::ALL.iter().all(|period| period.limit(caps).is_none()) {
+        return Ok(standing);
+    }
+    let resets: Vec<(String, i64)> =
+        sqlx::query_as("SELECT cap, reset_at_ms FROM cap_resets WHERE buyer_id = $1")
+            .bind(&buyer)
+            .fetch_all(&mut *conn)
+            .await?;
+    let count = match caps.counted_on {
+        CapCounting::Connected => {
+            "SELECT COUNT(*) FROM call_attempts
+             WHERE buyer_id = $1 AND answered_at_ms >= $2 AND answered_at_ms > $3"
+        }
+        CapCounting::Converted => {
+            "SELECT COUNT(*) FROM conversions
+             WHERE buyer_id = $1 AND converted_at_ms >= $2 AND converted_at_ms > $3"
+        }
+    };
+    let zone = spec.time_zone.zone();
+    for (slot, period) in CapPeriod::ALL.into_iter().enumerate() {
+        if period.limit(caps).is_none() {
+            continue;
+        }
+        // As the in-memory index counts: from the period's start, and strictly after a reset.
+        let start = period
+            .start(at, zone)
+            .map_or(i64::MIN, |start| start.as_millisecond());
+        let reset = (resets.iter())
+            .find(|(cap, _)| cap == period.as_str())
+            .map_or(i64::MIN, |(_, at)| *at);
+        let (counted,): (i64,) = sqlx::query_as(count)
+            .bind(&buyer)
+            .bind(start)
+            .bind(reset)
+            .fetch_one(&mut *conn)
+            .await?;
+        standing.counted[slot] = counted.unsigned_abs();
+    }
+    Ok(standing)
+}
+
+/// Sends `news` to the other nodes, on the commit of the transaction `conn` is in (and not at
+/// all if it rolls back). A bulletin too large for a notification is not sent: the others'
+/// indexes miss it (the database has it).
+pub(super) async fn publish(
+    conn: &mut AnyConnection,
+    node: &NodeId,
+    news: impl IntoIterator<Item = News>,
+) -> Result<(), StoreError> {
+    let mut bulletins = Vec::new();
+    for news in news {
+        let bulletin = Bulletin {
+            from: node.clone(),
+            news,
+        };
+        let text = serde_json::to_string(&bulletin)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode news: {e}")))?;
+        if text.len() > MOST_NEWS_BYTES {
+            tracing::warn!(bytes = text.len(), "news too large to send to other nodes");
+            continue;
+        }
+        bulletins.push(text);
+    }
+    if bulletins.is_empty() {
+        return Ok(());
+    }
+    // One statement for all: each array element becomes one notification.
+    let array = format!("[{}]", bulletins.join(","));
+    sqlx::query(
+        "SELECT pg_notify($2, CAST(j.value AS text)) FROM json_array_elements(CAST($1 AS json)) AS j(value)",
+    )
+    .bind(array)
+    .bind(NEWS_CHANNEL)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
