@@ -1,7 +1,10 @@
 //! One simulated call, from the caller dialing a tracking number to the provider's last
 //! status callback.
 
-use std::time::Instant;
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 use rand::{Rng, RngExt, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use secrecy::ExposeSecret;
@@ -25,6 +28,8 @@ const AREAS: [u16; 12] = [212, 213, 305, 312, 404, 415, 503, 512, 617, 702, 713,
 pub struct Call<'p> {
     provider: &'p Provider,
     random: StdRng,
+    /// The node its first webhook and RTB ping go to.
+    node: usize,
     sid: String,
     caller: String,
     to: String,
@@ -51,6 +56,7 @@ impl<'p> Call<'p> {
         let to = numbers[n as usize % numbers.len()].clone();
         Self {
             provider,
+            node: n as usize % provider.scenario.urls.len(),
             sid: sid(&mut random),
             random,
             caller,
@@ -75,11 +81,23 @@ impl<'p> Call<'p> {
             let body = serde_json::json!({
                 "key": key, "publisher_id": scenario.publisher, "caller_number": self.caller,
             });
-            let url = format!("{}/rtbs.json", scenario.url.trim_end_matches('/'));
             let started = Instant::now();
-            let response = (self.provider.client.post(&url).json(&body).send()).await;
+            let mut response = Err("RTB ping: nowhere to send it".to_owned());
+            // This call's node, or the next that answers.
+            let nodes = scenario.urls.len();
+            for k in 0..nodes {
+                if k > 0 {
+                    self.provider.failovers.fetch_add(1, Ordering::Relaxed);
+                }
+                let node = scenario.urls[(self.node + k) % nodes].trim_end_matches('/');
+                let ping = self.provider.client.post(format!("{node}/rtbs.json")).json(&body);
+                response = ping.send().await.map_err(|e| format!("RTB ping: {e}"));
+                if response.is_ok() {
+                    break;
+                }
+            }
             self.report.latency("rtb", started.elapsed());
-            let response = response.map_err(|e| format!("RTB ping: {e}"))?;
+            let response = response?;
             let status = response.status();
             if !status.is_success() {
                 let body = response.text().await.unwrap_or_default();
@@ -87,7 +105,7 @@ impl<'p> Call<'p> {
             }
         }
 
-        let incoming = format!("{}/voice/incoming", self.provider.public_url());
+        let incoming = format!("{}/voice/incoming", self.provider.public_url(self.node));
         let mut answer = self.post(&incoming, self.params("ringing"), "incoming").await?;
         for _ in 0..MAX_STEPS {
             match twiml::read(&answer).map_err(|e| e.to_string())? {
@@ -97,6 +115,13 @@ impl<'p> Call<'p> {
                     status_callback,
                 } => {
                     let dialed = self.dial(&number, status_callback);
+                    // The leg is up at the buyer until it ends, before any callback says so.
+                    self.provider.leg_up(&number);
+                    let hold = Duration::from_millis(self.provider.scenario.hold_ms);
+                    if !hold.is_zero() {
+                        tokio::time::sleep(hold).await;
+                    }
+                    self.provider.leg_down(&number);
                     if !self.provider.scenario.reorder {
                         // As the leg rings and ends, before the dial's action.
                         self.post_callbacks().await?;
@@ -183,7 +208,7 @@ impl<'p> Call<'p> {
     /// The call is over: its status callback (with every other one not posted yet, shuffled,
     /// when reordering).
     async fn finish(&mut self, rejected: bool) -> Result<(), String> {
-        let status_url = format!("{}/voice/status", self.provider.public_url());
+        let status_url = format!("{}/voice/status", self.provider.public_url(self.node));
         if self.provider.scenario.reorder && !rejected {
             // The call's earlier progress, as a number configured for every status event has
             // it reported, which a provider may deliver late.
@@ -243,16 +268,27 @@ impl<'p> Call<'p> {
         params: Vec<(String, String)>,
         kind: &'static str,
     ) -> Result<String, String> {
-        let (send_to, signed_for) = self.provider.target(url);
-        let mut request = (self.provider.client.post(&send_to)).form(&params);
-        if let Some(token) = &self.provider.scenario.auth_token {
-            let signature = signature::sign(token.expose_secret(), &signed_for, &params, Algorithm::HmacSha1);
-            request = request.header("X-Twilio-Signature", signature);
-        }
         let started = Instant::now();
-        let response = request.send().await;
+        let mut response = Err(format!("{kind}: nowhere to send it"));
+        // The node the URL names; if it does not answer, the next (as a load balancer that
+        // retries on another node).
+        for (tried, (send_to, signed_for)) in self.provider.targets(url).into_iter().enumerate() {
+            let mut request = (self.provider.client.post(&send_to)).form(&params);
+            if let Some(token) = &self.provider.scenario.auth_token {
+                let signature =
+                    signature::sign(token.expose_secret(), &signed_for, &params, Algorithm::HmacSha1);
+                request = request.header("X-Twilio-Signature", signature);
+            }
+            if tried > 0 {
+                self.provider.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            response = request.send().await.map_err(|e| format!("{kind}: {e}"));
+            if response.is_ok() {
+                break;
+            }
+        }
         let took = started.elapsed();
-        let response = response.map_err(|e| format!("{kind}: {e}"))?;
+        let response = response?;
         let status = response.status();
         let content_type = (response.headers().get(reqwest::header::CONTENT_TYPE))
             .and_then(|value| value.to_str().ok())

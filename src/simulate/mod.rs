@@ -13,7 +13,10 @@ pub mod twiml;
 use std::{
     collections::HashMap,
     str::FromStr,
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -29,13 +32,15 @@ use self::{call::Call, report::CallReport};
 /// What to simulate.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Scenario {
-    /// The Switchboard to call: where it listens.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// The Switchboard to call: where it listens. Repeat it for several nodes: calls and RTB
+    /// pings are spread over them in turn, and a callback whose node does not answer goes to
+    /// the next one, as a load balancer would send it.
+    #[arg(long = "url", default_values_t = ["http://127.0.0.1:8080".to_owned()])]
+    pub urls: Vec<String>,
     /// Switchboard's `PUBLIC_URL`, when it is not `--url` (behind a proxy): webhooks are signed
-    /// for it, as the provider would sign them.
-    #[arg(long)]
-    pub public_url: Option<String>,
+    /// for it, as the provider would sign them. With several nodes, one per `--url`, in order.
+    #[arg(long = "public-url")]
+    pub public_urls: Vec<String>,
     /// The provider account's auth token, to sign webhooks with. Without it they go unsigned
     /// (Switchboard must then run with `WEBHOOK_SIGNATURES=off`).
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
@@ -65,6 +70,11 @@ pub struct Scenario {
     /// Post each call's status callbacks in a shuffled order, after its last answer.
     #[arg(long)]
     pub reorder: bool,
+    /// How long, in milliseconds of real time, each dialed leg stays up before it ends (the
+    /// talk time reported is simulated): legs then overlap, as buyers' concurrency caps see
+    /// them on a real network.
+    #[arg(long, default_value_t = 0)]
+    pub hold_ms: u64,
     /// Ping this RTB key before each call (with `--publisher`).
     #[arg(long)]
     pub rtb_key: Option<String>,
@@ -142,6 +152,10 @@ struct Provider {
     scenario: Scenario,
     client: reqwest::Client,
     seed: u64,
+    /// Legs up now and at most, by buyer number: what a buyer saw of its concurrency.
+    legs: Mutex<HashMap<String, (u32, u32)>>,
+    /// Requests sent to another node than the one their URL names (it did not answer).
+    failovers: AtomicU32,
 }
 
 /// Places the scenario's calls and reports on them. An error means the simulation could not
@@ -156,6 +170,12 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
     if scenario.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    if scenario.urls.is_empty() {
+        bail!("give Switchboard's address (--url)");
+    }
+    if !scenario.public_urls.is_empty() && scenario.public_urls.len() != scenario.urls.len() {
+        bail!("give one --public-url per --url, in the same order");
+    }
     let client = reqwest::Client::builder()
         // As a provider waits: 5 s to connect, 15 s for the answer.
         .connect_timeout(Duration::from_secs(5))
@@ -167,6 +187,8 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
         seed: scenario.seed.unwrap_or_else(rand::random),
         scenario,
         client,
+        legs: Mutex::default(),
+        failovers: AtomicU32::new(0),
     });
     let scenario = &provider.scenario;
     let progress = if scenario.quiet {
@@ -222,31 +244,62 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
 
     let switchboard = match &scenario.token {
         Some(token) => {
-            Some(report::switchboard_counts(&provider.client, &scenario.url, token, started_at).await)
+            let url = &scenario.urls[0];
+            Some(report::switchboard_counts(&provider.client, url, token, started_at).await)
         }
         None => None,
     };
-    Ok(Report::new(reports, elapsed, scenario.concurrency, switchboard))
+    let mut report = Report::new(reports, elapsed, scenario.concurrency, switchboard);
+    report.peak_legs = (provider.legs.lock().map(|legs| legs.clone()).unwrap_or_default())
+        .into_iter()
+        .map(|(number, (_, peak))| (number, peak))
+        .collect();
+    report.failovers = provider.failovers.load(Ordering::Relaxed);
+    Ok(report)
 }
 
 impl Provider {
-    /// The base URL webhooks are signed for.
-    fn public_url(&self) -> &str {
-        (self.scenario.public_url.as_deref())
-            .unwrap_or(&self.scenario.url)
+    /// The base URL webhooks are signed for, on the `n`th node.
+    fn public_url(&self, n: usize) -> &str {
+        let scenario = &self.scenario;
+        (scenario.public_urls.get(n))
+            .unwrap_or(&scenario.urls[n])
             .trim_end_matches('/')
     }
 
-    /// Where to send a request for `url` (an absolute URL Switchboard wrote, under its public
-    /// URL), and the URL to sign.
-    fn target(&self, url: &str) -> (String, String) {
-        let public = self.public_url();
-        match url.strip_prefix(public) {
-            Some(path) => (
-                format!("{}{path}", self.scenario.url.trim_end_matches('/')),
-                url.to_owned(),
-            ),
-            None => (url.to_owned(), url.to_owned()),
+    /// Where to send a request for `url` (an absolute URL Switchboard wrote, under a node's
+    /// public URL), and the URL to sign: the node it names first, then every other (as a load
+    /// balancer passes a node that is down).
+    fn targets(&self, url: &str) -> Vec<(String, String)> {
+        let nodes = self.scenario.urls.len();
+        let named = (0..nodes).find_map(|n| Some((n, url.strip_prefix(self.public_url(n))?)));
+        let Some((first, path)) = named else {
+            return vec![(url.to_owned(), url.to_owned())];
+        };
+        (0..nodes)
+            .map(|k| (first + k) % nodes)
+            .map(|n| {
+                let node = self.scenario.urls[n].trim_end_matches('/');
+                (format!("{node}{path}"), url.to_owned())
+            })
+            .collect()
+    }
+
+    /// A leg to `number` is up.
+    fn leg_up(&self, number: &str) {
+        if let Ok(mut legs) = self.legs.lock() {
+            let (now, peak) = legs.entry(number.to_owned()).or_default();
+            *now += 1;
+            *peak = (*peak).max(*now);
+        }
+    }
+
+    /// A leg to `number` ended.
+    fn leg_down(&self, number: &str) {
+        if let Ok(mut legs) = self.legs.lock()
+            && let Some((now, _)) = legs.get_mut(number)
+        {
+            *now = now.saturating_sub(1);
         }
     }
 }

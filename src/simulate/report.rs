@@ -76,6 +76,11 @@ pub struct Report {
     pub latencies: Latencies,
     /// Switchboard's own counts of the run's calls, when a token was given.
     pub switchboard: Option<Result<Counts, String>>,
+    /// The most legs up at once, by buyer number (as the buyer saw them: from the `<Dial>` to
+    /// the leg's end, which Switchboard hears of only after).
+    pub peak_legs: BTreeMap<String, u32>,
+    /// Requests that went to another node than the one their URL names, which did not answer.
+    pub failovers: u32,
 }
 
 /// What Switchboard counted over the run (its campaign statistics, summed).
@@ -108,6 +113,8 @@ impl Report {
             failures: Vec::new(),
             latencies: Latencies::new(),
             switchboard,
+            peak_legs: BTreeMap::new(),
+            failovers: 0,
         };
         for call in reports {
             if let Some(ended) = call.ended {
@@ -232,6 +239,19 @@ impl fmt::Display for Report {
                 ms(1.0)
             )?;
         }
+        let peaks: Vec<String> = (self.peak_legs.iter())
+            .map(|(number, peak)| format!("{number} {peak}"))
+            .collect();
+        writeln!(
+            f,
+            "most legs at once  {} · requests failed over to another node {}",
+            if peaks.is_empty() {
+                "none".to_owned()
+            } else {
+                peaks.join(" · ")
+            },
+            self.failovers
+        )?;
         for failure in self.failures.iter().take(5) {
             writeln!(f, "failed: {failure}")?;
         }

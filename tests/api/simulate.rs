@@ -13,8 +13,8 @@ use crate::helpers::{AUTH_TOKEN, Engine, SUPERVISOR_TOKEN, TestApp, on_both_engi
 
 fn scenario(url: String) -> Scenario {
     Scenario {
-        url,
-        public_url: None,
+        urls: vec![url],
+        public_urls: Vec::new(),
         auth_token: Some(SecretString::from(AUTH_TOKEN)),
         calls: 60,
         concurrency: 8,
@@ -24,6 +24,7 @@ fn scenario(url: String) -> Scenario {
         buyers: Vec::new(),
         talk_seconds: 120.0,
         reorder: false,
+        hold_ms: 0,
         rtb_key: None,
         publisher: "pub-001".into(),
         token: Some(SecretString::from(SUPERVISOR_TOKEN)),

@@ -18,12 +18,11 @@ use std::{
 use sqlx::{AnyPool, Transaction, any::Any};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, calls::save_all, finish};
+use super::{Backend, calls::save_all, cluster::Newsroom, finish};
 use crate::{
     domain::{
         call::{CallRecord, Conversion},
         capacity::LoadChange,
-        cluster::NodeId,
         dedupe::Touched,
         timeline::TimelineEntry,
     },
@@ -90,7 +89,7 @@ impl CallWriters {
     /// Starts the writers on a thread of their own: a commit waits on no HTTP worker or
     /// actor, and the writers outlive the runtime of whoever connected. They stop when the
     /// store's last clone is dropped.
-    pub(super) fn start(pool: &AnyPool, backend: Backend, node: &NodeId) -> Result<Self, StoreError> {
+    pub(super) fn start(pool: &AnyPool, backend: Backend, newsroom: &Newsroom) -> Result<Self, StoreError> {
         let writers = match backend {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
@@ -106,7 +105,7 @@ impl CallWriters {
             let db = Db {
                 pool: pool.clone(),
                 backend,
-                node: node.clone(),
+                newsroom: newsroom.clone(),
             };
             tasks.spawn_on(write(db, saves), runtime.handle());
             queues.push(queue);
@@ -157,8 +156,8 @@ async fn write(db: Db, mut saves: mpsc::Receiver<Queued>) {
 struct Db {
     pool: AnyPool,
     backend: Backend,
-    /// Whose news the commits send.
-    node: NodeId,
+    /// Where the commits' news goes.
+    newsroom: Newsroom,
 }
 
 impl Db {
@@ -174,7 +173,7 @@ impl Db {
     async fn commit(&self, changes: &[CallChange<'_>]) -> Result<(), StoreError> {
         let commit = async {
             let mut tx = self.begin().await?;
-            let result = save_all(&mut tx, self.backend, &self.node, changes).await;
+            let result = save_all(&mut tx, self.backend, &self.newsroom, changes).await;
             finish(tx, result).await
         };
         tokio::time::timeout(COMMIT_LIMIT, commit)

@@ -7,11 +7,15 @@ use jiff::Timestamp;
 use serde::Serialize;
 use sqlx::AnyConnection;
 
-use super::{Backend, SqlStore, cluster::publish, enum_text, finish, parse_id, parse_stored, timestamp};
+use super::{
+    Backend, SqlStore,
+    cluster::{Newsroom, publish},
+    enum_text, finish, parse_id, parse_stored, timestamp,
+};
 use crate::{
     domain::{
         call::{Attempt, CallRecord, CallSid, Caller, Conversion},
-        cluster::{News, NodeId},
+        cluster::News,
         dedupe::{Mark, Scope, StoredMark, Touch, Touched},
         phone::E164,
         timeline::TimelineEntry,
@@ -110,7 +114,7 @@ impl CallStore for SqlStore {
 pub(super) async fn save_all(
     conn: &mut AnyConnection,
     backend: Backend,
-    node: &NodeId,
+    newsroom: &Newsroom,
     changes: &[CallChange<'_>],
 ) -> Result<(), StoreError> {
     let rows = Rows::of(changes)?;
@@ -132,7 +136,7 @@ pub(super) async fn save_all(
             let load = (!change.load.is_empty()).then(|| News::Load(change.load.to_vec()));
             touched.into_iter().chain(load)
         });
-        publish(conn, node, news).await?;
+        publish(conn, newsroom, news).await?;
     }
     Ok(())
 }

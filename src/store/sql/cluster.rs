@@ -19,8 +19,34 @@ use crate::{
     store::{ClusterStore, Heard, SlotHold, StoreError},
 };
 
-/// The channel every node listens on.
-const NEWS_CHANNEL: &str = "switchboard_news";
+/// Who sends news, and on which channel: one per schema, so that clusters (or test runs)
+/// in schemas of one database do not hear each other.
+#[derive(Debug, Clone)]
+pub(super) struct Newsroom {
+    pub node: NodeId,
+    pub channel: String,
+}
+
+impl Newsroom {
+    pub(super) async fn of(pool: &sqlx::AnyPool, backend: Backend) -> Result<Self, StoreError> {
+        let channel = match backend {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => {
+                let (schema,): (String,) = sqlx::query_as("SELECT current_schema()").fetch_one(pool).await?;
+                // PostgreSQL's names are at most 63 bytes.
+                let mut channel = format!("switchboard_news:{schema}");
+                while channel.len() > 63 {
+                    channel.pop();
+                }
+                channel
+            }
+        };
+        Ok(Self {
+            node: NodeId::generate(),
+            channel,
+        })
+    }
+}
 
 /// PostgreSQL refuses a notification of 8000 bytes or more.
 const MOST_NEWS_BYTES: usize = 7900;
@@ -35,7 +61,7 @@ const HEARD_QUEUE: usize = 4096;
 #[async_trait]
 impl ClusterStore for SqlStore {
     fn node(&self) -> &NodeId {
-        &self.node
+        &self.newsroom.node
     }
 
     fn is_shared(&self) -> bool {
@@ -91,7 +117,7 @@ impl ClusterStore for SqlStore {
                     leg: hold.leg.clone(),
                     at: hold.at,
                 };
-                publish(&mut tx, &self.node, [held]).await?;
+                publish(&mut tx, &self.newsroom, [held]).await?;
             }
             Ok(None)
         }
@@ -112,7 +138,7 @@ impl ClusterStore for SqlStore {
              ON CONFLICT (node_id) DO UPDATE SET public_url = excluded.public_url,
                 seen_at_ms = excluded.seen_at_ms",
         )
-        .bind(self.node.as_str())
+        .bind(self.newsroom.node.as_str())
         .bind(public_url)
         .bind(started_at.as_millisecond())
         .bind(now)
@@ -146,9 +172,9 @@ impl ClusterStore for SqlStore {
             return Ok(None);
         }
         let mut listener = PgListener::connect(self.url.expose_secret()).await?;
-        listener.listen(NEWS_CHANNEL).await?;
+        listener.listen(&self.newsroom.channel).await?;
         let (heard, receiver) = mpsc::channel(HEARD_QUEUE);
-        let node = self.node.clone();
+        let node = self.newsroom.node.clone();
         tokio::spawn(async move {
             loop {
                 let next = match listener.try_recv().await {
@@ -261,13 +287,13 @@ async fn standing(conn: &mut AnyConnection, hold: &SlotHold<'_>) -> Result<Stand
 /// indexes miss it (the database has it).
 pub(super) async fn publish(
     conn: &mut AnyConnection,
-    node: &NodeId,
+    newsroom: &Newsroom,
     news: impl IntoIterator<Item = News>,
 ) -> Result<(), StoreError> {
     let mut bulletins = Vec::new();
     for news in news {
         let bulletin = Bulletin {
-            from: node.clone(),
+            from: newsroom.node.clone(),
             news,
         };
         let text = serde_json::to_string(&bulletin)
@@ -287,7 +313,7 @@ pub(super) async fn publish(
         "SELECT pg_notify($2, CAST(j.value AS text)) FROM json_array_elements(CAST($1 AS json)) AS j(value)",
     )
     .bind(array)
-    .bind(NEWS_CHANNEL)
+    .bind(&newsroom.channel)
     .execute(&mut *conn)
     .await?;
     Ok(())

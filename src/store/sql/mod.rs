@@ -32,7 +32,6 @@ use uuid::Uuid;
 use super::{ListFilter, PlanTable, Store, StoreError};
 use crate::{
     domain::{
-        cluster::NodeId,
         ids::Id,
         plan::{CampaignId, CompanyId, PlanEntity, Record},
         values::Name,
@@ -69,8 +68,8 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
     call_writers: call_writer::CallWriters,
-    /// This process, as other nodes on the database know it.
-    node: NodeId,
+    /// This process, as other nodes on the database know it, and where its news goes.
+    newsroom: cluster::Newsroom,
     /// For the connection that hears other nodes (it may hold a password).
     url: SecretString,
 }
@@ -102,13 +101,13 @@ impl SqlStore {
             // Persistent in the file: readers no longer wait for the writer.
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        let node = NodeId::generate();
-        let call_writers = call_writer::CallWriters::start(&pool, backend, &node)?;
+        let newsroom = cluster::Newsroom::of(&pool, backend).await?;
+        let call_writers = call_writer::CallWriters::start(&pool, backend, &newsroom)?;
         Ok(Self {
             pool,
             backend,
             call_writers,
-            node,
+            newsroom,
             url: SecretString::from(url),
         })
     }

@@ -169,7 +169,7 @@ impl RtbStore for SqlStore {
                     RtbWrite::Reserved(held) => Some(News::Reserved((**held).clone())),
                     RtbWrite::Claimed { reservation, .. } => Some(News::Claimed((**reservation).clone())),
                 });
-                publish(&mut tx, &self.node, news).await?;
+                publish(&mut tx, &self.newsroom, news).await?;
             }
             Ok(())
         }
