@@ -58,6 +58,14 @@ impl Peers {
             *known = urls;
         }
     }
+
+    fn add(&self, url: PublicUrl) {
+        if let Ok(mut known) = self.0.write()
+            && !known.contains(&url)
+        {
+            known.push(url);
+        }
+    }
 }
 
 /// Joins the cluster, if the store is shared: says where this node is, keeps saying it, keeps
@@ -75,7 +83,7 @@ pub async fn join(
     let started_at = Timestamp::now();
     announce(store.as_ref(), public_url, started_at, &peers).await?;
     if let Some(heard) = store.listen().await? {
-        actix_web::rt::spawn(follow(heard, store.clone(), indexes));
+        actix_web::rt::spawn(follow(heard, store.clone(), indexes, peers.clone()));
     }
     tracing::info!(node = %store.node(), nodes = peers.urls().len(), "joined the cluster");
     let (store, public_url, known) = (store, public_url.clone(), peers.clone());
@@ -112,7 +120,12 @@ async fn announce(
 /// was lost), what could have been missed is read again from the store: the de-dupe marks and
 /// the reservations. (Buyers' caps are counted in the store itself; this node's index of them
 /// only serves views and a first reading.)
-async fn follow(mut heard: mpsc::Receiver<Heard>, store: Arc<dyn Store>, indexes: Indexes) {
+async fn follow(
+    mut heard: mpsc::Receiver<Heard>,
+    store: Arc<dyn Store>,
+    indexes: Indexes,
+    peers: Arc<Peers>,
+) {
     while let Some(heard) = heard.recv().await {
         match heard {
             Heard::News(News::Touched(touched)) => indexes.dedupe.do_send(Learn(touched)),
@@ -131,6 +144,10 @@ async fn follow(mut heard: mpsc::Receiver<Heard>, store: Arc<dyn Store>, indexes
                 reservation,
                 claimed: true,
             }),
+            Heard::News(News::Up { public_url }) => match PublicUrl::parse(&public_url) {
+                Ok(url) => peers.add(url),
+                Err(error) => tracing::warn!(%error, "a node announced an invalid public URL"),
+            },
             Heard::Missed => catch_up(store.as_ref(), &indexes).await,
         }
     }

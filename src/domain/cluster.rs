@@ -60,6 +60,8 @@ pub enum News {
     Reserved(Reservation),
     /// A call claimed its caller's reservation.
     Claimed(Reservation),
+    /// A node is up, reached at this public URL (callbacks signed for it are genuine).
+    Up { public_url: String },
 }
 
 /// News from one node, as sent.

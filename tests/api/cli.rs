@@ -15,7 +15,7 @@ use crate::helpers::{ADMIN_TOKEN, AUTH_TOKEN, SUPERVISOR_TOKEN, expect_json};
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// The binary in `dir`, with none of the developer's own settings leaking in.
-fn switchboard(dir: &Path) -> Command {
+pub(crate) fn switchboard(dir: &Path) -> Command {
     let mut command = Command::new(BIN);
     command.current_dir(dir);
     let others = ["SWITCHBOARD_CONFIG", "RUST_LOG"];
@@ -30,8 +30,8 @@ fn run(command: &mut Command) -> Output {
 }
 
 /// A running `serve`, killed when dropped.
-struct Server {
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) child: Child,
     lines: mpsc::Receiver<String>,
 }
 
@@ -40,7 +40,7 @@ impl Server {
         Self::start_with(dir, args, &[("TWILIO_AUTH_TOKEN", AUTH_TOKEN)])
     }
 
-    fn start_with(dir: &Path, args: &[&str], settings: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with(dir: &Path, args: &[&str], settings: &[(&str, &str)]) -> Self {
         let mut child = switchboard(dir)
             .args(args)
             .envs(settings.iter().copied())
@@ -89,7 +89,7 @@ impl Server {
     }
 
     /// The address from the "listening on" line.
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         let line = self.wait_for("Switchboard listening on ");
         let rest = line.split("listening on ").nth(1).expect("an address");
         rest.split_whitespace().next().expect("an address").to_owned()

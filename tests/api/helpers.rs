@@ -246,6 +246,30 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// Another node on this one's database (several nodes on one PostgreSQL), serving until the
+    /// test ends: its address.
+    pub async fn another_node(&self) -> String {
+        let environment = [
+            ("DATABASE_URL".to_owned(), self.db.url.clone()),
+            ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
+        ];
+        let environment = environment
+            .into_iter()
+            .chain(TEST_SETTINGS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let settings = Settings::from_sources(None, environment).expect("test settings");
+        let store = Arc::new(
+            SqlStore::connect_and_migrate(&self.db.url)
+                .await
+                .expect("connect and migrate"),
+        );
+        let app = Application::build_with(&settings, store, self.runtime.clone())
+            .await
+            .expect("start another node");
+        let address = format!("http://{}", app.address());
+        actix_web::rt::spawn(app.run_until_stopped());
+        address
+    }
+
     /// A second service on this one's database, as after a restart: everything it knows comes
     /// from the store. (The first keeps serving on its own port until the test ends.)
     pub async fn restart(self) -> Self {
@@ -357,6 +381,12 @@ pub struct SigningClient(reqwest::Client);
 impl SigningClient {
     /// A webhook as the provider sends it: the form body, signed for `url`.
     pub async fn webhook(&self, url: &str, body: &str) -> Response {
+        self.webhook_to(url, url, body).await
+    }
+
+    /// A webhook signed for `url` that reaches `send_to` instead (a load balancer sent it to
+    /// another node).
+    pub async fn webhook_to(&self, send_to: &str, url: &str, body: &str) -> Response {
         let params: Vec<(String, String)> = serde_urlencoded::from_str(body).expect("a form body");
         let signature = switchboard::domain::signature::sign(
             AUTH_TOKEN,
@@ -365,7 +395,7 @@ impl SigningClient {
             switchboard::domain::signature::Algorithm::HmacSha1,
         );
         self.0
-            .post(url)
+            .post(send_to)
             .header("Content-Type", "application/x-www-form-urlencoded")
             .header("X-Twilio-Signature", signature)
             .body(body.to_owned())

@@ -5,6 +5,7 @@ mod helpers;
 mod admin_api;
 mod call_saves;
 mod cli;
+mod cluster;
 mod dashboard;
 mod overload;
 mod plan_import;

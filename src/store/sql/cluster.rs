@@ -32,7 +32,9 @@ impl Newsroom {
         let channel = match backend {
             Backend::Sqlite => String::new(),
             Backend::Postgres => {
-                let (schema,): (String,) = sqlx::query_as("SELECT current_schema()").fetch_one(pool).await?;
+                let (schema,): (String,) = sqlx::query_as("SELECT CAST(current_schema() AS text)")
+                    .fetch_one(pool)
+                    .await?;
                 // PostgreSQL's names are at most 63 bytes.
                 let mut channel = format!("switchboard_news:{schema}");
                 while channel.len() > 63 {
@@ -132,18 +134,31 @@ impl ClusterStore for SqlStore {
         seen_since: Timestamp,
     ) -> Result<Vec<NodeInfo>, StoreError> {
         let now = Timestamp::now().as_millisecond();
-        sqlx::query(
-            "INSERT INTO cluster_nodes (node_id, public_url, started_at_ms, seen_at_ms)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (node_id) DO UPDATE SET public_url = excluded.public_url,
-                seen_at_ms = excluded.seen_at_ms",
-        )
-        .bind(self.newsroom.node.as_str())
-        .bind(public_url)
-        .bind(started_at.as_millisecond())
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        let result = async {
+            sqlx::query(
+                "INSERT INTO cluster_nodes (node_id, public_url, started_at_ms, seen_at_ms)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (node_id) DO UPDATE SET public_url = excluded.public_url,
+                    seen_at_ms = excluded.seen_at_ms",
+            )
+            .bind(self.newsroom.node.as_str())
+            .bind(public_url)
+            .bind(started_at.as_millisecond())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if self.backend == Backend::Postgres {
+                // The others learn of a new node now, not at their next heartbeat.
+                let up = News::Up {
+                    public_url: public_url.to_owned(),
+                };
+                publish(&mut tx, &self.newsroom, [up]).await?;
+            }
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await?;
         // Nodes long gone are of no use to anyone: no call of theirs can still be going.
         sqlx::query("DELETE FROM cluster_nodes WHERE seen_at_ms < $1")
             .bind(seen_since.as_millisecond())

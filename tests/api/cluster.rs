@@ -1,0 +1,361 @@
+//! Several nodes on one PostgreSQL: a buyer's caps hold across nodes, a conversion on one node
+//! is seen by the de-dupe of the others, an RTB reservation made on one node is honoured on
+//! another, a callback meant for one node is taken by another, and three `switchboard serve`
+//! processes driven by the simulator lose nothing when one is killed mid-run.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::json;
+use sqlx::Connection;
+use switchboard::{
+    plan::Plan,
+    simulate::{self, Scenario},
+    store::{SqlStore, Store},
+};
+
+use crate::{
+    cli::Server,
+    helpers::{AUTH_TOKEN, Engine, TestApp, TestDb, expect_json},
+    provider::{CALLER, MAIN, call_over, dial_ended, dialed, incoming, sid},
+};
+
+/// Acme (priority 1, two calls at once) before Budget (priority 2, three at once, twelve
+/// connections a day), both a duplicate for a month after a conversion; a fallback that takes
+/// duplicates. Duplicate caller handling is on.
+const PLAN: &str = r#"
+[[companies]]
+name = "Acme Leads"
+duplicate_caller_handling = true
+
+[[companies.publishers]]
+name = "Search Partners"
+external_id = "pub-1"
+
+[[companies.buyers]]
+name = "Acme"
+destination = "+14155550101"
+conversion_seconds = 30
+dedupe_seconds = 2592000
+caps = { concurrency = 2 }
+
+[[companies.buyers]]
+name = "Budget"
+destination = "+14155550102"
+conversion_seconds = 30
+dedupe_seconds = 2592000
+caps = { concurrency = 3, daily = 12, counted_on = "connected" }
+
+[[companies.buyers]]
+name = "Fallback"
+destination = "+14155550199"
+dedupe_seconds = 0
+
+[[companies.campaigns]]
+name = "Main"
+numbers = ["+18005550100"]
+duplicate_caller_handling = "new_convertible_buyer"
+buyers = [{ buyer = "Acme", priority = 1 }, { buyer = "Budget", priority = 2 }]
+fallback_buyer = "Fallback"
+rtb_key = "main-campaign-rtb-key-0001"
+rtb_reservation_seconds = 60
+"#;
+
+const ACME: &str = "+14155550101";
+const BUDGET: &str = "+14155550102";
+
+/// One number from the database.
+async fn count(conn: &mut sqlx::AnyConnection, sql: &'static str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(conn).await.unwrap();
+    n
+}
+
+/// Two nodes on one PostgreSQL (`None` without one: the SQLite engine is one node's).
+async fn two_nodes() -> Option<(TestApp, String)> {
+    let first = TestApp::start_with_plan(Engine::Postgres, &Plan::parse(PLAN).unwrap()).await?;
+    let second = first.another_node().await;
+    Some((first, second))
+}
+
+/// News reach other nodes in milliseconds; this is ample.
+async fn news_travel() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[actix_web::test]
+async fn a_buyer_full_on_one_node_is_full_on_every_node_until_its_leg_ends() {
+    let Some((first, second)) = two_nodes().await else {
+        return;
+    };
+    let provider = TestApp::signing_client();
+    let arrive = |node: &str, n: u32| {
+        let url = format!("{node}/voice/incoming");
+        let body = incoming(&sid(n), &format!("+1415555{n:04}"), MAIN);
+        let provider = &provider;
+        async move { dialed(provider.webhook(&url, &body).await).await }
+    };
+    // Acme takes two calls at once: one on each node.
+    assert_eq!(arrive(&first.url(""), 1).await.0, ACME);
+    assert_eq!(arrive(&second, 2).await.0, ACME);
+    // Full, whichever node asks: Budget gets the third.
+    assert_eq!(arrive(&second, 3).await.0, BUDGET);
+    let (_, action) = arrive(&first.url(""), 4).await;
+    assert!(action.contains("/attempts/1/"));
+    // Call 1's leg ends (on its node): Acme has room again, on the other node at once.
+    let (_, action) = arrive(&first.url(""), 5).await;
+    assert!(action.starts_with(&first.url("")), "{action}");
+    let over = provider
+        .webhook(
+            &first.url(&format!("/voice/calls/{}/attempts/1/action", sid(1))),
+            &dial_ended(&sid(1), "completed", 200),
+        )
+        .await;
+    assert_eq!(over.status(), StatusCode::OK);
+    assert_eq!(arrive(&second, 6).await.0, ACME);
+}
+
+#[actix_web::test]
+async fn a_callback_meant_for_a_node_that_is_gone_is_taken_by_another_from_the_store() {
+    let Some((first, second)) = two_nodes().await else {
+        return;
+    };
+    let provider = TestApp::signing_client();
+    let (number, action) = dialed(
+        provider
+            .webhook(&first.url("/voice/incoming"), &incoming(&sid(1), CALLER, MAIN))
+            .await,
+    )
+    .await;
+    assert_eq!(number, ACME);
+    assert!(
+        action.starts_with(&first.url("")),
+        "the node that took the call owns its callbacks"
+    );
+    // The first node is unreachable: the load balancer sends the dial's action to the second,
+    // signed (as the provider signs it) for the first node's URL.
+    let path = action.strip_prefix(&first.url("")).unwrap();
+    let body = dial_ended(&sid(1), "no-answer", 0);
+    let (number, next) = dialed(
+        provider
+            .webhook_to(&format!("{second}{path}"), &action, &body)
+            .await,
+    )
+    .await;
+    assert_eq!(number, BUDGET, "Acme did not answer: the call goes on to Budget");
+    assert!(
+        next.starts_with(&second),
+        "the second node owns the call now: {next}"
+    );
+    // A signature made for a URL no node has is refused.
+    let forged = provider
+        .webhook_to(
+            &format!("{second}{path}"),
+            &format!("https://elsewhere.example{path}"),
+            &body,
+        )
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+}
+
+#[actix_web::test]
+async fn a_conversion_on_one_node_is_seen_by_the_de_dupe_of_another() {
+    let Some((first, second)) = two_nodes().await else {
+        return;
+    };
+    let provider = TestApp::signing_client();
+    let (number, action) = dialed(
+        provider
+            .webhook(&first.url("/voice/incoming"), &incoming(&sid(1), CALLER, MAIN))
+            .await,
+    )
+    .await;
+    assert_eq!(number, ACME);
+    provider
+        .webhook(&action, &dial_ended(&sid(1), "completed", 200))
+        .await;
+    provider
+        .webhook(&first.url("/voice/status"), &call_over(&sid(1)))
+        .await;
+    news_travel().await;
+    // The caller converted with Acme on the first node: on the second, Acme is a duplicate.
+    let again = provider
+        .webhook(
+            &format!("{second}/voice/incoming"),
+            &incoming(&sid(2), CALLER, MAIN),
+        )
+        .await;
+    assert_eq!(dialed(again).await.0, BUDGET);
+}
+
+#[actix_web::test]
+async fn an_rtb_reservation_made_on_one_node_is_honoured_on_another() {
+    let Some((first, second)) = two_nodes().await else {
+        return;
+    };
+    let ping = json!({"key": "main-campaign-rtb-key-0001", "publisher_id": "pub-1", "caller_number": CALLER});
+    let client = reqwest::Client::new();
+    let bid = client
+        .post(first.url("/rtbs.json"))
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    let bid = expect_json(bid, StatusCode::OK).await;
+    news_travel().await;
+    // A repeat ping on the second node gets the same reservation.
+    let repeat = client
+        .post(format!("{second}/rtbs.json"))
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    let repeat = expect_json(repeat, StatusCode::OK).await;
+    assert_eq!(repeat["bid_id"], bid["bid_id"], "{repeat}");
+    // The call lands on the second node, which claims it.
+    let provider = TestApp::signing_client();
+    let call = provider
+        .webhook(
+            &format!("{second}/voice/incoming"),
+            &incoming(&sid(1), CALLER, MAIN),
+        )
+        .await;
+    assert_eq!(dialed(call).await.0, ACME);
+    let call = expect_json(first.get(&format!("/calls/{}", sid(1))).await, StatusCode::OK).await;
+    let kinds: Vec<&str> = (call["timeline"].as_array().unwrap().iter())
+        .filter_map(|entry| entry["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"reservation_claimed"), "{kinds:?}");
+}
+
+/// The issue's test: three processes on one PostgreSQL, the simulator spreading calls over
+/// them with legs held up long enough to meet the caps, the second node killed (`kill -9`)
+/// once a quarter of the calls are in.
+#[actix_web::test]
+async fn three_nodes_one_killed_mid_run_exceed_no_cap_dial_no_duplicate_and_lose_nothing() {
+    let Some(db) = TestDb::create(Engine::Postgres).await else {
+        return;
+    };
+    let store = SqlStore::connect_and_migrate(&db.url).await.unwrap();
+    store.import_plan(&Plan::parse(PLAN).unwrap()).await.unwrap();
+    store.close().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+    ];
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|_| Server::start_with(dir.path(), &["serve"], &settings))
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(Server::address).collect();
+    const CALLS: u32 = 300;
+    let scenario = Scenario {
+        urls,
+        public_urls: Vec::new(),
+        auth_token: Some(SecretString::from(AUTH_TOKEN)),
+        calls: CALLS,
+        concurrency: 24,
+        numbers: vec![MAIN.to_owned()],
+        repeat_share: 0.5,
+        outcomes: "80,10,5,5".parse().unwrap(),
+        buyers: Vec::new(),
+        talk_seconds: 120.0,
+        reorder: false,
+        hold_ms: 150,
+        rtb_key: None,
+        publisher: "pub-1".to_owned(),
+        token: None,
+        seed: Some(9),
+        quiet: true,
+    };
+    let run = tokio::spawn(simulate::run(scenario));
+    let mut db_conn = db.connect().await;
+    loop {
+        let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM calls")
+            .fetch_one(&mut db_conn)
+            .await
+            .unwrap();
+        if stored >= i64::from(CALLS / 4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodes[1].child.kill().unwrap(); // SIGKILL: no shutdown of any kind
+    nodes[1].child.wait().unwrap();
+    let report = run.await.unwrap().unwrap();
+
+    // Every call reached an end, as the provider saw it, and none failed.
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(report.ended.values().sum::<u32>(), CALLS, "{report}");
+    assert!(
+        report.failovers > 0,
+        "the kill came mid-run: requests went to other nodes\n{report}"
+    );
+    // No cap exceeded: legs up at once, as the buyers saw them, and Budget's daily count.
+    assert!(
+        report.peak_legs.get(ACME).is_some_and(|peak| *peak <= 2),
+        "{report}"
+    );
+    assert!(
+        report.peak_legs.get(BUDGET).is_some_and(|peak| *peak <= 3),
+        "{report}"
+    );
+    let budget_connected = count(
+        &mut db_conn,
+        "SELECT COUNT(*) FROM call_attempts a JOIN buyers b ON b.id = a.buyer_id
+         WHERE b.name = 'Budget' AND a.answered_at_ms IS NOT NULL",
+    )
+    .await;
+    assert!(
+        budget_connected <= 12,
+        "Budget connected {budget_connected} calls, cap 12"
+    );
+    // Nothing lost: every call stored and ended, every dial stored with its end.
+    assert_eq!(
+        count(&mut db_conn, "SELECT COUNT(*) FROM calls").await,
+        i64::from(CALLS)
+    );
+    assert_eq!(
+        count(&mut db_conn, "SELECT COUNT(*) FROM calls WHERE state <> 'ended'").await,
+        0
+    );
+    let dials: u32 = report.dials.values().sum();
+    assert_eq!(
+        count(&mut db_conn, "SELECT COUNT(*) FROM call_attempts").await,
+        i64::from(dials)
+    );
+    assert_eq!(
+        count(
+            &mut db_conn,
+            "SELECT COUNT(*) FROM call_attempts WHERE dial_status IS NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&mut db_conn, "SELECT COUNT(*) FROM capacity_slots").await,
+        0,
+        "no slot left held"
+    );
+    // No duplicate buyer dialed: no buyer was dialed for a caller who had converted with it
+    // (half a second earlier, for the news to travel), and duplicates were there to avoid.
+    let duplicates_dialed = count(
+        &mut db_conn,
+        "SELECT COUNT(*) FROM call_attempts a JOIN calls c ON c.call_sid = a.call_sid
+         WHERE a.kind = 'buyer' AND EXISTS (
+            SELECT 1 FROM conversions v
+            WHERE v.caller_number = c.caller_number AND v.buyer_id = a.buyer_id
+              AND v.converted_at_ms < a.started_at_ms - 500)",
+    )
+    .await;
+    assert_eq!(duplicates_dialed, 0);
+    assert!(
+        count(
+            &mut db_conn,
+            "SELECT COALESCE(SUM(duplicates_avoided), 0) FROM calls"
+        )
+        .await
+            > 0
+    );
+    db_conn.close().await.ok();
+}
