@@ -81,8 +81,10 @@ pub async fn join(
         return Ok(peers);
     }
     let started_at = Timestamp::now();
+    // Listening before reading who is up: a node that starts meanwhile is either read or heard.
+    let heard = store.listen().await?;
     announce(store.as_ref(), public_url, started_at, &peers).await?;
-    if let Some(heard) = store.listen().await? {
+    if let Some(heard) = heard {
         actix_web::rt::spawn(follow(heard, store.clone(), indexes, peers.clone()));
     }
     tracing::info!(node = %store.node(), nodes = peers.urls().len(), "joined the cluster");
