@@ -638,46 +638,46 @@ fn note_end(turn: &mut Turn, record: &CallRecord) {
 /// refused it, or `None` if nobody said in time. When nodes share the store, the store takes
 /// it, counting every node's calls; otherwise this node's capacity index does.
 async fn hold(deps: &CallDeps, turn: &Turn, buyer: &Record<Buyer>, leg: Leg) -> Option<Result<(), Block>> {
-    let mut hold = Hold {
+    let hold = Hold {
         buyer: buyer.id,
         leg,
         limit: buyer.spec.caps.concurrency,
         at: turn.now,
     };
-    if !buyer.spec.caps.is_limited() || (hold.limit.is_none() && !deps.store.is_shared()) {
-        // Nothing to refuse here (period caps were checked with the counts): the leg is
-        // counted, and nobody waits for that.
-        hold.limit = None;
-        deps.capacity.do_send(hold);
-        return Some(Ok(()));
-    }
-    if !deps.store.is_shared() {
+    if !deps.store.is_shared() && hold.limit.is_some() {
         let held = ask_within("the capacity index", turn.decide_by, deps.capacity.send(hold)).await?;
         return Some(if held { Ok(()) } else { Err(Block::Concurrency) });
     }
-    let slot = SlotHold {
-        buyer,
-        leg: &hold.leg,
-        at: turn.now,
-    };
-    let refused = match timeout_at(turn.decide_by, deps.store.hold_slot(&slot)).await {
-        Ok(Ok(refused)) => refused,
+    if deps.store.is_shared() && buyer.spec.caps.is_limited() {
+        let slot = SlotHold {
+            buyer,
+            leg: &hold.leg,
+            at: turn.now,
+        };
+        if let Some(block) = hold_in_store(deps, turn, &slot).await? {
+            return Some(Err(block));
+        }
+    }
+    // Taken, or nothing to refuse (period caps were checked with the counts): this node's index
+    // counts the leg (its views, and its first reading of the caps), and nobody waits for that.
+    deps.capacity.do_send(Hold { limit: None, ..hold });
+    Some(Ok(()))
+}
+
+/// The slot taken in the shared store (`None` inside), the cap that refused it, or `None` if
+/// the store did not say by the decision's deadline.
+async fn hold_in_store(deps: &CallDeps, turn: &Turn, slot: &SlotHold<'_>) -> Option<Option<Block>> {
+    match timeout_at(turn.decide_by, deps.store.hold_slot(slot)).await {
+        Ok(Ok(refused)) => Some(refused),
         Ok(Err(error)) => {
             tracing::error!(%error, "could not take the buyer's slot in the store");
-            return None;
+            None
         }
         Err(_) => {
             tracing::warn!("the store did not take the buyer's slot within the decision budget");
-            return None;
+            None
         }
-    };
-    if let Some(block) = refused {
-        return Some(Err(block));
     }
-    // This node's index counts it too: its views and first reading of the caps.
-    hold.limit = None;
-    deps.capacity.do_send(hold);
-    Some(Ok(()))
 }
 
 /// A dial's action callback, as the call's actor reads it.
