@@ -82,6 +82,7 @@ fn decisions(c: &mut Criterion) {
                 tried: &none,
                 visited: &[campaign_id],
                 reserved: None,
+                place: Default::default(),
             };
             b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
         });
@@ -103,6 +104,7 @@ fn decisions(c: &mut Criterion) {
                 tried: &tried,
                 visited: &[campaign_id],
                 reserved: None,
+                place: Default::default(),
             };
             b.iter(|| black_box(plan.decide(black_box(campaign), &situation, &mut random)))
         });

@@ -10,6 +10,8 @@ use std::{collections::HashSet, fmt};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
+    block::BlockedCaller,
+    dialing::{RecordingMode, Whisper},
     plan::{
         Buyer, BuyerId, Campaign, CampaignBuyer, CampaignId, Company, DuplicateHandling, Publisher,
         TrackingNumbers,
@@ -39,6 +41,9 @@ pub struct PlanCompany {
     pub buyers: Vec<Buyer>,
     #[serde(default)]
     pub campaigns: Vec<PlanCampaign>,
+    /// Callers the company refuses (added by an import, never removed by one).
+    #[serde(default)]
+    pub blocked_callers: Vec<BlockedCaller>,
 }
 
 /// A campaign as a plan file writes it: buyers and campaigns named, not numbered.
@@ -62,6 +67,16 @@ pub struct PlanCampaign {
     pub rtb_caller_number_optional: bool,
     #[serde(default)]
     pub rtb_key: Option<RtbKey>,
+    #[serde(default = "yes")]
+    pub answer_on_bridge: bool,
+    #[serde(default)]
+    pub record: RecordingMode,
+    #[serde(default)]
+    pub whisper: Option<Whisper>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +119,15 @@ impl Plan {
                 company.campaigns.iter().map(|c| &c.name),
                 &format!("{at}.campaigns"),
             )?;
+            let mut patterns = HashSet::new();
+            for (i, blocked) in company.blocked_callers.iter().enumerate() {
+                if !patterns.insert(&blocked.pattern) {
+                    return invalid(
+                        format!("{at}.blocked_callers[{i}].pattern"),
+                        format!("{} is listed twice", blocked.pattern),
+                    );
+                }
+            }
             let buyers: HashSet<&Name> = company.buyers.iter().map(|b| &b.name).collect();
             let campaigns: HashSet<&Name> = company.campaigns.iter().map(|c| &c.name).collect();
             let mut routed = HashSet::new();
@@ -208,6 +232,9 @@ impl PlanCampaign {
             redirect_campaign_id: self.redirect_campaign.as_ref().and_then(campaign_id),
             rtb_reservation_seconds: self.rtb_reservation_seconds,
             rtb_caller_number_optional: self.rtb_caller_number_optional,
+            answer_on_bridge: self.answer_on_bridge,
+            record: self.record,
+            whisper: self.whisper.clone(),
         })
     }
 }
@@ -219,6 +246,7 @@ pub struct ImportReport {
     pub publishers: Tally,
     pub buyers: Tally,
     pub campaigns: Tally,
+    pub blocked_callers: Tally,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -230,9 +258,15 @@ pub struct Tally {
 
 impl ImportReport {
     pub fn changed_anything(&self) -> bool {
-        [self.companies, self.publishers, self.buyers, self.campaigns]
-            .iter()
-            .any(|t| t.created + t.updated > 0)
+        [
+            self.companies,
+            self.publishers,
+            self.buyers,
+            self.campaigns,
+            self.blocked_callers,
+        ]
+        .iter()
+        .any(|t| t.created + t.updated > 0)
     }
 }
 
@@ -243,6 +277,7 @@ impl fmt::Display for ImportReport {
             ("publishers", self.publishers),
             ("buyers", self.buyers),
             ("campaigns", self.campaigns),
+            ("blocked callers", self.blocked_callers),
         ];
         for (i, (kind, t)) in rows.iter().enumerate() {
             let sep = if i == 0 { "" } else { "; " };

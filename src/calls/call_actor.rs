@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use tokio::time::{Instant, timeout_at};
 
 use super::{
-    CallDeps, Input, Webhook, ask_within,
+    CallDeps, Input, RecordingReport, Webhook, ask_within,
     capacity_actor::{Apply, Hold},
     dedupe_actor::Learn,
     registry::{CallRegistry, Closed},
@@ -20,10 +20,12 @@ use crate::{
     domain::{
         call::{
             Answer, Attempt, CallRecord, CallSid, CallState, Caller, Conversion, DialStatus, DropReason,
-            Outcome,
+            Outcome, Recording,
         },
         capacity::{Block, Leg, LoadChange, load_changes},
         dedupe::{Touch, Touched},
+        dialing::{DialSettings, Screen, Screening, whisper_for},
+        geo::CallerPlace,
         phone::E164,
         plan::{Buyer, BuyerId, Campaign, CampaignId, Record},
         routing::{Action, CallSituation, Known, RoutingPlan},
@@ -227,7 +229,13 @@ async fn process(
         (Some(record), Some(key)) => !record.status_callbacks.insert(key),
         _ => false,
     };
-    if seen_before {
+    let recorded_before = match (&record, &webhook.input) {
+        (Some(record), Input::Recorded { recording, .. }) => {
+            (record.recordings.iter()).any(|r| r.sid == recording.sid && r.status == recording.status)
+        }
+        _ => false,
+    };
+    if seen_before || recorded_before {
         // A status callback the provider retried (or sent twice): it was applied already.
         tracing::debug!("a status callback seen before: nothing changes");
         return (record, unsaved, Answer::Acknowledge);
@@ -328,12 +336,21 @@ fn ended_without_record(webhook: &Webhook) -> Option<LoadChange> {
     }
 }
 
-/// What the provider said about the caller, for a call that must start from its webhook.
-fn from_and_to(webhook: &Webhook) -> (&str, &str) {
-    (
-        webhook.param("From").unwrap_or(""),
-        webhook.param("To").unwrap_or(""),
-    )
+/// What the provider said about the caller, for a call that must start from its webhook:
+/// `From`, `To`, and the caller's state (`FromState`) if it said.
+fn caller_of(webhook: &Webhook) -> Arrival<'_> {
+    Arrival {
+        from: webhook.param("From").unwrap_or(""),
+        to: webhook.param("To").unwrap_or(""),
+        from_state: webhook.param("FromState"),
+    }
+}
+
+/// Who is calling which number, from where, as a call's first webhook tells it.
+struct Arrival<'a> {
+    from: &'a str,
+    to: &'a str,
+    from_state: Option<&'a str>,
 }
 
 async fn apply(
@@ -348,7 +365,7 @@ async fn apply(
             let answer = current_answer(deps, turn, &mut record).await;
             (Some(record), answer)
         }
-        (Input::Incoming { from, to }, None) => arrive(deps, turn, &webhook.sid, from, to, None).await,
+        (Input::Incoming { .. }, None) => arrive(deps, turn, &webhook.sid, caller_of(webhook), None).await,
         (Input::Redirected { campaign }, Some(mut record)) => {
             let answer = if record.campaign_id == Some(*campaign) {
                 current_answer(deps, turn, &mut record).await
@@ -359,8 +376,7 @@ async fn apply(
         }
         (Input::Redirected { campaign }, None) => {
             // Nothing stored: start from what the provider tells us and route there.
-            let (from, to) = from_and_to(webhook);
-            arrive(deps, turn, &webhook.sid, from, to, Some(*campaign)).await
+            arrive(deps, turn, &webhook.sid, caller_of(webhook), Some(*campaign)).await
         }
         (
             Input::DialEnded {
@@ -375,8 +391,7 @@ async fn apply(
             // The database lost the call mid-way: routing it afresh by the number dialed beats
             // hanging up on the caller.
             tracing::warn!("a dial ended for a call with no record; routing it afresh");
-            let (from, to) = from_and_to(webhook);
-            arrive(deps, turn, &webhook.sid, from, to, None).await
+            arrive(deps, turn, &webhook.sid, caller_of(webhook), None).await
         }
         (
             Input::DialEnded {
@@ -384,12 +399,14 @@ async fn apply(
                 status,
                 connected_seconds,
                 call_over,
+                bridged,
             },
             Some(mut record),
         ) => {
             let ended = DialEnd {
                 attempt: *attempt,
-                status: *status,
+                // A leg screened out (or not bridged) did not connect the caller.
+                status: (record.attempt(*attempt)).map_or(*status, |a| a.result_of(*status, *bridged)),
                 connected_seconds: *connected_seconds,
                 call_over: *call_over,
             };
@@ -430,10 +447,27 @@ async fn apply(
             }
             (Some(record), Answer::Acknowledge)
         }
+        (Input::Whisper { attempt }, Some(mut record)) => {
+            let answer = whisper(turn, &mut record, *attempt);
+            (Some(record), answer)
+        }
+        (Input::Screened { attempt, digits }, Some(mut record)) => {
+            let answer = screened(turn, &mut record, *attempt, digits);
+            (Some(record), answer)
+        }
+        (Input::Recorded { attempt, recording }, Some(mut record)) => {
+            recorded(turn, &mut record, *attempt, recording);
+            (Some(record), Answer::Acknowledge)
+        }
         (Input::TimedOut, None) => (None, Answer::Acknowledge),
-        (Input::LegStatus { .. } | Input::CallStatus { .. }, None) => {
-            tracing::warn!("a status callback for an unknown call");
+        (Input::LegStatus { .. } | Input::CallStatus { .. } | Input::Recorded { .. }, None) => {
+            tracing::warn!("a status callback for an unknown call: nothing is stored");
             (None, Answer::Acknowledge)
+        }
+        (Input::Whisper { .. } | Input::Screened { .. }, None) => {
+            // A buyer's leg of a call nobody here knows: it is not put through to anyone.
+            tracing::warn!("a whisper callback for an unknown call; the buyer's leg is hung up");
+            (None, Answer::Hangup)
         }
     }
 }
@@ -448,13 +482,14 @@ async fn arrive(
     deps: &CallDeps,
     turn: &mut Turn,
     sid: &CallSid,
-    from: &str,
-    to: &str,
+    arrival: Arrival<'_>,
     campaign: Option<CampaignId>,
 ) -> (Option<CallRecord>, Answer) {
-    let mut record = CallRecord::new(sid.clone(), Caller::from_provider(from), to.to_owned(), turn.now);
+    let caller = Caller::from_provider(arrival.from);
+    let mut record = CallRecord::new(sid.clone(), caller, arrival.to.to_owned(), turn.now);
+    record.caller_state = CallerPlace::of(&record.caller, arrival.from_state).state;
     let campaign = campaign.or_else(|| {
-        let number = E164::from_provider(to.trim()).ok()?;
+        let number = E164::from_provider(arrival.to.trim()).ok()?;
         Some(turn.plan.campaign_for_number(&number)?.id)
     });
     let Some(campaign) = campaign else {
@@ -467,6 +502,15 @@ async fn arrive(
         note_end(turn, &record);
         return (Some(record), Answer::Reject);
     };
+    let blocked = (turn.plan.campaign(campaign).zip(record.caller.number()))
+        .is_some_and(|(campaign, caller)| turn.plan.blocks(campaign, caller));
+    if blocked && !turn.answered_elsewhere {
+        // Refused before any buyer hears of it (and before it is answered, so nobody pays).
+        record.enter_campaign(turn.plan.campaign(campaign).and_then(|c| c.company_id), campaign);
+        record.end(Outcome::Blocked, None, turn.now);
+        note_end(turn, &record);
+        return (Some(record), Answer::Blocked);
+    }
     let answer = enter_and_route(deps, turn, &mut record, campaign).await;
     (Some(record), answer)
 }
@@ -558,6 +602,7 @@ async fn route(
             tried: &tried,
             visited: &record.visited,
             reserved,
+            place: record.place(),
         };
         let decision = if in_haste {
             plan.decide_in_haste(campaign, &situation, known)
@@ -603,19 +648,130 @@ async fn route(
             let attempt = record
                 .begin_attempt(buyer.id, campaign.id, kind, duplicate, turn.now)
                 .number;
-            dial(attempt, buyer)
+            if buyer.spec.screen == Screen::Press1 {
+                record.expect_screening(attempt);
+            }
+            dial(&turn.plan, record, attempt, buyer)
         }
         Action::Redirect { campaign } => Answer::Redirect { campaign },
         Action::End { reason } => drop_call(turn, record, reason),
     }
 }
 
-fn dial(attempt: u32, buyer: &Record<Buyer>) -> Answer {
+/// The `<Dial>` of attempt `attempt` to `buyer`, with what the buyer sees and hears in the
+/// attempt's campaign.
+fn dial(plan: &RoutingPlan, record: &CallRecord, attempt: u32, buyer: &Record<Buyer>) -> Answer {
+    let campaign = (record.attempt(attempt)).and_then(|a| plan.campaign(a.campaign_id));
+    let tracking_number = E164::from_provider(record.called.trim()).ok();
+    let mut settings = DialSettings::of(buyer, campaign, &record.caller, tracking_number.as_ref());
+    // Screening is settled when the attempt is made: a buyer switched to press-1 mid-call does
+    // not make a leg already ringing wait for a key.
+    settings.screen = match record.attempt(attempt).and_then(|a| a.screening) {
+        Some(_) => Screen::Press1,
+        None => Screen::None,
+    };
+    settings.whisper = whisper_for(buyer, campaign).is_some() || settings.screen == Screen::Press1;
     Answer::Dial {
         attempt,
         destination: buyer.spec.destination.clone(),
         ring_timeout_seconds: buyer.spec.ring_timeout_seconds.get(),
         send_digits: buyer.spec.send_digits.as_ref().map(|d| d.as_str().to_owned()),
+        settings,
+    }
+}
+
+/// The buyer of `attempt` picked up: what it hears before the caller is put through. Only the
+/// call's ringing attempt is put through; any other leg is hung up.
+fn whisper(turn: &mut Turn, record: &mut CallRecord, attempt: u32) -> Answer {
+    let current = record.current_attempt().filter(|a| a.number == attempt);
+    let Some(dialed) = current
+        .filter(|a| a.status.is_none() && !record.is_ended())
+        .cloned()
+    else {
+        turn.note(Event::Ignored {
+            reason: format!("attempt {attempt} is not ringing: its buyer is not put through"),
+        });
+        return Answer::Hangup;
+    };
+    let press_1 = match dialed.screening {
+        None | Some(Screening::Pending) => dialed.screening.is_some(),
+        // A retried request after the buyer answered the prompt: as it answered.
+        Some(Screening::Accepted) => return Answer::Connect,
+        Some(Screening::Refused | Screening::NoKey) => return Answer::Hangup,
+    };
+    let campaign = turn.plan.campaign(dialed.campaign_id);
+    let announcement = (turn.plan.buyer(dialed.buyer_id))
+        .and_then(|buyer| whisper_for(buyer, campaign))
+        .map(|w| w.for_campaign(campaign.map_or("", |c| c.spec.name.as_str())));
+    turn.note(Event::Whispered {
+        attempt,
+        buyer_id: dialed.buyer_id,
+        press_1,
+    });
+    if announcement.is_none() && !press_1 {
+        return Answer::Connect;
+    }
+    Answer::Whisper {
+        attempt,
+        announcement,
+        press_1,
+    }
+}
+
+/// The buyer of `attempt` answered the press-1 prompt (`digits`): put through on 1, else hung
+/// up, and the dial's result routes on. A retried or late answer changes nothing.
+fn screened(turn: &mut Turn, record: &mut CallRecord, attempt: u32, digits: &str) -> Answer {
+    let outcome = record.outcome;
+    let result = Screening::of_digits(digits);
+    if let Some(screening) = record.screened(attempt, result, turn.now)
+        && let Some(buyer_id) = record.attempt(attempt).map(|a| a.buyer_id)
+    {
+        turn.note(Event::Screened {
+            attempt,
+            buyer_id,
+            screening,
+        });
+        if record.outcome != outcome {
+            note_end(turn, record);
+        }
+    }
+    match record.attempt(attempt) {
+        Some(a) if a.screening == Some(Screening::Accepted) && a.status.is_none() => Answer::Connect,
+        Some(a) if a.screening.is_some() => Answer::Hangup,
+        _ => {
+            turn.note(Event::Ignored {
+                reason: format!("attempt {attempt} has no press-1 prompt"),
+            });
+            Answer::Hangup
+        }
+    }
+}
+
+/// A recording of `attempt`'s dial: kept with the call, whenever it comes (after the call ended
+/// too).
+fn recorded(turn: &mut Turn, record: &mut CallRecord, attempt: u32, report: &RecordingReport) {
+    if record.attempt(attempt).is_none() {
+        turn.note(Event::Ignored {
+            reason: format!("a recording of attempt {attempt}, which was never made"),
+        });
+        return;
+    }
+    let recording = Recording {
+        attempt,
+        sid: report.sid.clone(),
+        url: report.url.clone(),
+        status: report.status,
+        duration_seconds: report.duration_seconds,
+        channels: report.channels,
+        at: turn.now,
+    };
+    if record.add_recording(recording) {
+        turn.note(Event::Recorded {
+            attempt,
+            recording_sid: report.sid.clone(),
+            status: report.status,
+            duration_seconds: report.duration_seconds,
+        });
     }
 }
 
@@ -807,7 +963,8 @@ async fn current_answer(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecor
         if attempt.status.is_none()
             && let Some(buyer) = turn.plan.buyer(attempt.buyer_id)
         {
-            return dial(attempt.number, buyer);
+            let plan = turn.plan.clone();
+            return dial(&plan, record, attempt.number, buyer);
         }
     }
     // Nothing in flight (a redirect the provider has not followed yet): decide again.

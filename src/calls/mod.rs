@@ -37,7 +37,7 @@ use self::{capacity_actor::Blocked, dedupe_actor::Duplicates};
 use crate::{
     clock::Clock,
     domain::{
-        call::{Answer, CallSid, CallbackKey, DialStatus},
+        call::{Answer, CallSid, CallbackKey, DialStatus, RecordingStatus},
         capacity::Block,
         dedupe::Rule,
         phone::E164,
@@ -287,6 +287,19 @@ pub enum Input {
         connected_seconds: u32,
         /// The caller had hung up (the request's `CallStatus` is final).
         call_over: bool,
+        /// `DialBridged`, when the provider sends it: whether the buyer's leg was put through
+        /// to the caller.
+        bridged: Option<bool>,
+    },
+    /// The buyer of an attempt picked up, and the provider asks what to play it before the
+    /// caller is put through (the `<Number url>` whisper document).
+    Whisper { attempt: u32 },
+    /// The buyer answered the press-1 prompt (`Digits`, empty when it pressed nothing).
+    Screened { attempt: u32, digits: String },
+    /// A recording of an attempt's `<Dial>` changed (its recording status callback).
+    Recorded {
+        attempt: u32,
+        recording: RecordingReport,
     },
     /// A buyer's leg changed state: its status callback.
     LegStatus {
@@ -301,6 +314,16 @@ pub enum Input {
     CallStatus { status: String, sequence: Option<u32> },
     /// Not a webhook: the reaper found the call past the longest a call can last.
     TimedOut,
+}
+
+/// A recording status callback's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingReport {
+    pub sid: String,
+    pub url: String,
+    pub status: RecordingStatus,
+    pub duration_seconds: Option<u32>,
+    pub channels: Option<u32>,
 }
 
 /// The live calls, as the HTTP layer sees them.
@@ -380,7 +403,11 @@ impl Calls {
     /// The answer when the call's actor cannot give one.
     fn without_actor(input: &Input) -> Answer {
         match input {
-            Input::LegStatus { .. } | Input::CallStatus { .. } => Answer::Acknowledge,
+            Input::LegStatus { .. } | Input::CallStatus { .. } | Input::Recorded { .. } => {
+                Answer::Acknowledge
+            }
+            // A buyer's leg nobody can vouch for is not put through.
+            Input::Whisper { .. } | Input::Screened { .. } => Answer::Hangup,
             // The conversation is over, or the caller gone.
             Input::DialEnded {
                 status, call_over, ..

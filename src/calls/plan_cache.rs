@@ -112,22 +112,27 @@ impl PlanCache {
 }
 
 async fn read_plan(store: &(dyn Store + 'static)) -> Result<RoutingPlan, StoreError> {
+    let blocked = store.blocked_callers(&everything()).await?;
     Ok(RoutingPlan::new(
         all::<Company>(store).await?,
         all::<Buyer>(store).await?,
         all::<Campaign>(store).await?,
     )
     .with_publishers(all::<Publisher>(store).await?)
-    .with_rtb_keys(store.rtb_keys().await?))
+    .with_rtb_keys(store.rtb_keys().await?)
+    .with_block_lists(&blocked))
+}
+
+fn everything() -> ListFilter {
+    ListFilter {
+        limit: u32::MAX,
+        ..ListFilter::default()
+    }
 }
 
 async fn all<T: PlanEntity>(store: &(dyn Store + 'static)) -> Result<Vec<Record<T>>, StoreError>
 where
     dyn Store: PlanTable<T>,
 {
-    let everything = ListFilter {
-        limit: u32::MAX,
-        ..ListFilter::default()
-    };
-    PlanTable::<T>::list(store, &everything).await
+    PlanTable::<T>::list(store, &everything()).await
 }

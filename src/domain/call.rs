@@ -13,6 +13,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    dialing::Screening,
+    geo::{AreaCode, CallerPlace, UsState},
     money::Money,
     phone::E164,
     plan::{BuyerId, CampaignId, CompanyId},
@@ -119,6 +121,8 @@ pub enum Outcome {
     Abandoned,
     /// The number dialed belongs to no campaign.
     Rejected,
+    /// The caller is on the company's block list: refused before any buyer heard of the call.
+    Blocked,
     /// The provider never said the call ended: Switchboard ended it after the longest a call
     /// can last, freeing what it held.
     TimedOut,
@@ -134,6 +138,8 @@ pub enum DropReason {
     Capacity,
     /// The buyers left were outside their business hours.
     Closed,
+    /// The buyers left do not take callers from the caller's state or area code.
+    Geo,
     /// Buyers were dialed; none answered.
     Unanswered,
     /// The campaign had no buyer that could take calls (none listed, or all paused).
@@ -196,6 +202,63 @@ pub struct Attempt {
     pub started_at: Timestamp,
     pub answered_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
+    /// For a buyer that must press 1: where that stands (`None`: not screened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screening: Option<Screening>,
+}
+
+impl Attempt {
+    /// What a dial's result comes to for routing: a leg that rang through to the buyer but never
+    /// reached the caller (the buyer refused, or pressed nothing, at the press-1 prompt; or the
+    /// provider says it was not bridged) did not connect, whatever `DialCallStatus` says, so
+    /// routing goes on to the next buyer.
+    pub fn result_of(&self, status: DialStatus, bridged: Option<bool>) -> DialStatus {
+        let screened_out = self.screening.is_some_and(|s| s != Screening::Accepted);
+        if status.connected() && (screened_out || bridged == Some(false)) {
+            DialStatus::NoAnswer
+        } else {
+            status
+        }
+    }
+}
+
+/// A recording the provider made of the call, as its recording status callback told it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recording {
+    /// The attempt whose `<Dial>` recorded it.
+    pub attempt: u32,
+    /// `RecordingSid`.
+    pub sid: String,
+    /// `RecordingUrl`: the media (add `.mp3` or `.wav`; the provider may ask for the account's
+    /// credentials).
+    pub url: String,
+    pub status: RecordingStatus,
+    pub duration_seconds: Option<u32>,
+    pub channels: Option<u32>,
+    /// When the callback arrived.
+    pub at: Timestamp,
+}
+
+/// `RecordingStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordingStatus {
+    InProgress,
+    Completed,
+    /// Nothing was recorded (silence, or the call ended first).
+    Absent,
+    Failed,
+}
+
+impl RecordingStatus {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(text.trim().to_owned()))
+            .map_err(|_| format!("`{text}` is not a RecordingStatus"))
+    }
+
+    fn is_final(self) -> bool {
+        self != Self::InProgress
+    }
 }
 
 /// The whole state of a call.
@@ -223,6 +286,10 @@ pub struct CallRecord {
     pub timeline_len: u32,
     /// Every status callback applied, so that a retried one changes nothing.
     pub status_callbacks: BTreeSet<CallbackKey>,
+    /// The caller's US state when the call arrived (the provider's `FromState`, else the area
+    /// code's), as buyers' state lists judge it.
+    pub caller_state: Option<UsState>,
+    pub recordings: Vec<Recording>,
 }
 
 /// A status callback as the provider numbers it: the leg it reports on (0 for the call itself,
@@ -252,6 +319,16 @@ impl CallRecord {
             ended_at: None,
             timeline_len: 0,
             status_callbacks: BTreeSet::new(),
+            caller_state: None,
+            recordings: Vec::new(),
+        }
+    }
+
+    /// Where the caller is, as routing judges buyers' state and area code limits.
+    pub fn place(&self) -> CallerPlace {
+        CallerPlace {
+            state: self.caller_state,
+            area_code: self.caller.number().and_then(AreaCode::of),
         }
     }
 
@@ -321,9 +398,56 @@ impl CallRecord {
             started_at: now,
             answered_at: None,
             ended_at: None,
+            screening: None,
         });
         self.set_state(CallState::Dialing, now);
         &self.attempts[self.attempts.len() - 1]
+    }
+
+    /// Attempt `number`'s buyer must press 1 before the caller is put through.
+    pub fn expect_screening(&mut self, number: u32) {
+        if let Some(attempt) = self.attempts.iter_mut().find(|a| a.number == number) {
+            attempt.screening = Some(Screening::Pending);
+        }
+    }
+
+    /// The buyer of attempt `number` answered the press-1 prompt (or let it time out). Returns
+    /// the screening if this is news: only a pending screening of an unsettled attempt changes,
+    /// so a retried or late callback changes nothing. An acceptance connects the caller.
+    pub fn screened(&mut self, number: u32, result: Screening, now: Timestamp) -> Option<Screening> {
+        let is_current = self.current_attempt().is_some_and(|a| a.number == number);
+        let attempt = self.attempts.iter_mut().find(|a| a.number == number)?;
+        if attempt.screening != Some(Screening::Pending)
+            || attempt.status.is_some()
+            || result == Screening::Pending
+        {
+            return None;
+        }
+        attempt.screening = Some(result);
+        if result == Screening::Accepted {
+            attempt.answered_at = Some(now);
+            if is_current && self.state == CallState::Dialing {
+                self.set_state(CallState::Connected, now);
+            }
+            self.correct_abandoned();
+        }
+        Some(result)
+    }
+
+    /// Notes a recording status callback. Returns whether it is news: a recording seen before
+    /// changes only from in progress to its final status.
+    pub fn add_recording(&mut self, recording: Recording) -> bool {
+        match self.recordings.iter_mut().find(|r| r.sid == recording.sid) {
+            Some(known) if !known.status.is_final() && recording.status.is_final() => {
+                *known = recording;
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.recordings.push(recording);
+                true
+            }
+        }
     }
 
     /// The buyer answered attempt `number`. Returns whether this is news: an attempt already
@@ -333,7 +457,9 @@ impl CallRecord {
         let Some(attempt) = self.attempts.iter_mut().find(|a| a.number == number) else {
             return false;
         };
-        if attempt.answered_at.is_some() || attempt.status.is_some() {
+        // A buyer that must press 1 picked up to hear the prompt: the caller is not put through
+        // until it accepts (see `screened`).
+        if attempt.answered_at.is_some() || attempt.status.is_some() || attempt.screening.is_some() {
             return false;
         }
         attempt.answered_at = Some(now);
@@ -475,7 +601,18 @@ pub enum Answer {
         destination: super::destination::Destination,
         ring_timeout_seconds: u32,
         send_digits: Option<String>,
+        /// Caller ID, ringback, recording, whisper and screening.
+        settings: super::dialing::DialSettings,
     },
+    /// To the buyer's leg, once it picks up: the whisper, and (when it must accept) the
+    /// press-1 prompt.
+    Whisper {
+        attempt: u32,
+        announcement: Option<super::dialing::Announcement>,
+        press_1: bool,
+    },
+    /// To the buyer's leg: nothing more to play, put the caller through.
+    Connect,
     /// `<Redirect>` the call into another campaign.
     Redirect { campaign: CampaignId },
     /// Nobody is left: say so and hang up.
@@ -484,6 +621,8 @@ pub enum Answer {
     Hangup,
     /// The number belongs to no campaign: refuse the call unanswered.
     Reject,
+    /// The caller is on the company's block list: refuse the call unanswered.
+    Blocked,
     /// An acknowledgement (status callbacks): nothing to do.
     Acknowledge,
 }
@@ -493,6 +632,9 @@ impl Answer {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Dial { .. } => "dial",
+            Self::Whisper { .. } => "whisper",
+            Self::Connect => "connect",
+            Self::Blocked => "blocked",
             Self::Redirect { .. } => "redirect",
             Self::End => "end",
             Self::Hangup => "hangup",

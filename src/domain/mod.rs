@@ -1,11 +1,14 @@
 //! The pure core: domain types and rules, no I/O.
 
 pub mod access;
+pub mod block;
 pub mod call;
 pub mod capacity;
 pub mod cluster;
 pub mod dedupe;
 pub mod destination;
+pub mod dialing;
+pub mod geo;
 pub mod ids;
 pub mod money;
 pub mod phone;

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
     destination::Destination,
+    dialing::{CallerId, RecordingMode, Screen, Whisper},
+    geo::{AreaCodeRule, StateList},
     ids::Id,
     money::Money,
     phone::E164,
@@ -105,6 +107,26 @@ pub struct Buyer {
     pub send_digits: Option<SendDigits>,
     #[serde(default)]
     pub paused: bool,
+    /// The number the buyer sees calling: the caller's (default), the tracking number, or one of
+    /// the operator's.
+    #[serde(default)]
+    pub caller_id: CallerId,
+    /// Played to the buyer when it answers, before the caller is put through; without one, the
+    /// campaign's.
+    #[serde(default)]
+    pub whisper: Option<Whisper>,
+    /// Whether the buyer must press 1 to take each call.
+    #[serde(default)]
+    pub screen: Screen,
+    /// Whether its calls are recorded; without it, as the campaign says.
+    #[serde(default)]
+    pub record: Option<RecordingMode>,
+    /// The US states the buyer takes callers from (licensed in); absent: every caller.
+    #[serde(default)]
+    pub states: Option<StateList>,
+    /// Area codes it takes callers from (`allow`) or refuses (`deny`).
+    #[serde(default)]
+    pub area_codes: AreaCodeRule,
 }
 
 impl PlanEntity for Buyer {
@@ -188,6 +210,21 @@ pub struct Campaign {
     /// for duplicates, and whose call cannot claim the reservation). Off: such pings are refused.
     #[serde(default)]
     pub rtb_caller_number_optional: bool,
+    /// The caller hears the buyer's phone ring, and the call is answered (and billed) only when a
+    /// buyer picks up. Off: the call is answered at once and the caller hears the provider's
+    /// ringing tone.
+    #[serde(default = "answer_on_bridge")]
+    pub answer_on_bridge: bool,
+    /// Whether calls are recorded (a buyer's own setting wins).
+    #[serde(default)]
+    pub record: RecordingMode,
+    /// Played to every buyer when it answers, unless the buyer has its own.
+    #[serde(default)]
+    pub whisper: Option<Whisper>,
+}
+
+fn answer_on_bridge() -> bool {
+    true
 }
 
 impl PlanEntity for Campaign {
@@ -329,6 +366,18 @@ mod tests {
         assert_eq!(buyer.caps, Caps::default());
         assert!(!buyer.paused);
         assert_eq!(buyer.destination.to_string(), "+14155550101");
+        assert_eq!(buyer.caller_id, CallerId::Caller);
+        assert_eq!(
+            (buyer.whisper, buyer.screen, buyer.record),
+            (None, Screen::None, None)
+        );
+        assert_eq!((buyer.states, buyer.area_codes), (None, AreaCodeRule::default()));
+        let campaign: Campaign = serde_json::from_value(json!({"name": "C"})).unwrap();
+        assert!(
+            campaign.answer_on_bridge,
+            "callers hear the buyer ringing unless told otherwise"
+        );
+        assert_eq!((campaign.record, campaign.whisper), (RecordingMode::Off, None));
     }
 
     #[test]

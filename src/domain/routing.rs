@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     access::KeyDigest,
+    block::{BlockEntry, BlockLists},
     call::{AttemptKind, DropReason},
     capacity::{Block, CapPeriod},
+    geo::{self, CallerPlace, UsState},
     phone::E164,
     plan::{
         Buyer, BuyerId, Campaign, CampaignBuyer, CampaignId, Company, CompanyId, DuplicateHandling,
@@ -39,6 +41,7 @@ pub struct RoutingPlan {
     /// Each company's publishers by how RTB pings name them: external id, or id.
     publishers: HashMap<(CompanyId, String), PublisherId>,
     rtb_keys: HashMap<KeyDigest, CampaignId>,
+    blocked: BlockLists,
 }
 
 impl RoutingPlan {
@@ -58,7 +61,21 @@ impl RoutingPlan {
             numbers,
             publishers: HashMap::new(),
             rtb_keys: HashMap::new(),
+            blocked: BlockLists::default(),
         }
+    }
+
+    /// With the companies' block lists.
+    pub fn with_block_lists(mut self, entries: &[BlockEntry]) -> Self {
+        self.blocked = BlockLists::new(entries);
+        self
+    }
+
+    /// Whether the campaign's company refuses calls from `caller`.
+    pub fn blocks(&self, campaign: &Record<Campaign>, caller: &E164) -> bool {
+        campaign
+            .company_id
+            .is_some_and(|company| self.blocked.blocks(company, caller))
     }
 
     /// With the publishers RTB pings may name.
@@ -242,6 +259,7 @@ impl RoutingPlan {
         Decision {
             campaign_id: campaign.id,
             skip_duplicates,
+            caller_state: call.place.state,
             considered,
             action,
             in_haste: false,
@@ -321,6 +339,7 @@ impl RoutingPlan {
         Decision {
             campaign_id: campaign.id,
             skip_duplicates,
+            caller_state: call.place.state,
             considered,
             action,
             in_haste: true,
@@ -357,12 +376,14 @@ pub struct CallSituation<'a> {
     /// The buyer an RTB bid reserved for this caller in this campaign: dialed first if it can
     /// take the call.
     pub reserved: Option<BuyerId>,
+    /// Where the caller is, for buyers that take callers from some states or area codes only.
+    pub place: CallerPlace,
 }
 
 impl CallSituation<'_> {
     /// Why `buyer` cannot have the call, if it cannot. Of several reasons the first listed here
-    /// is given: what the operator set (paused, hours) before what the caller did (duplicate)
-    /// before what will pass by itself (caps).
+    /// is given: what the operator set (paused, hours, where it takes callers from) before what
+    /// the caller did (duplicate) before what will pass by itself (caps).
     fn skip_reason(&self, buyer: &Record<Buyer>, skip_duplicates: bool) -> Option<Verdict> {
         let spec = &buyer.spec;
         if self.tried.contains(&buyer.id) {
@@ -373,6 +394,8 @@ impl CallSituation<'_> {
             && !hours.is_open(self.at, spec.time_zone.zone())
         {
             Some(Verdict::Closed)
+        } else if !geo::admits(spec.states.as_ref(), &spec.area_codes, &self.place) {
+            Some(Verdict::Geo)
         } else if skip_duplicates && self.duplicates.contains(&buyer.id) {
             Some(Verdict::Duplicate)
         } else {
@@ -422,6 +445,7 @@ fn dominant_reason(considered: &[Considered]) -> DropReason {
         DropReason::Duplicate,
         DropReason::Capacity,
         DropReason::Closed,
+        DropReason::Geo,
         DropReason::Unanswered,
         DropReason::NoBuyer,
     ] {
@@ -448,6 +472,9 @@ pub struct Decision {
     pub campaign_id: CampaignId,
     /// Whether duplicate caller handling was in force.
     pub skip_duplicates: bool,
+    /// The caller's US state, as buyers' state lists judged it (`None`: not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_state: Option<UsState>,
     pub considered: Vec<Considered>,
     pub action: Action,
     /// Made without the de-dupe or capacity index, which did not answer within the decision
@@ -499,7 +526,7 @@ impl Considered {
 }
 
 /// What routing made of one buyer. Written as text: `chosen`, `eligible`, or the reason it was
-/// skipped: `already_tried`, `paused`, `closed`, `duplicate`, `concurrency`, `cap:hourly`,
+/// skipped: `already_tried`, `paused`, `closed`, `geo`, `duplicate`, `concurrency`, `cap:hourly`,
 /// `cap:daily`, `cap:monthly`, `cap:lifetime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -514,6 +541,9 @@ pub enum Verdict {
     Paused,
     /// Skipped: outside its business hours.
     Closed,
+    /// Skipped: it does not take callers from the caller's state or area code (or the caller's
+    /// state is not known and it takes callers from some states only).
+    Geo,
     /// Skipped: the call would be a duplicate for this buyer.
     Duplicate,
     /// Skipped: as many of its legs as its concurrency cap are ringing or connected.
@@ -531,6 +561,7 @@ impl Verdict {
             Self::AlreadyTried => Some(DropReason::Unanswered),
             Self::Paused => Some(DropReason::NoBuyer),
             Self::Closed => Some(DropReason::Closed),
+            Self::Geo => Some(DropReason::Geo),
             Self::Duplicate => Some(DropReason::Duplicate),
             Self::Concurrency | Self::Cap(_) => Some(DropReason::Capacity),
             Self::Unchecked => Some(DropReason::Overloaded),
@@ -555,6 +586,7 @@ impl fmt::Display for Verdict {
             Self::AlreadyTried => "already_tried",
             Self::Paused => "paused",
             Self::Closed => "closed",
+            Self::Geo => "geo",
             Self::Duplicate => "duplicate",
             Self::Unchecked => "unchecked",
             // Written as the block it stands for, as the caps API shows it.
@@ -580,6 +612,7 @@ impl TryFrom<String> for Verdict {
             Self::AlreadyTried,
             Self::Paused,
             Self::Closed,
+            Self::Geo,
             Self::Duplicate,
             Self::Concurrency,
             Self::Unchecked,
@@ -685,6 +718,7 @@ mod tests {
         tried: HashSet<BuyerId>,
         visited: Vec<CampaignId>,
         reserved: Option<BuyerId>,
+        place: CallerPlace,
     }
 
     impl Default for Given {
@@ -697,6 +731,7 @@ mod tests {
                 tried: HashSet::new(),
                 visited: Vec::new(),
                 reserved: None,
+                place: CallerPlace::default(),
             }
         }
     }
@@ -748,6 +783,7 @@ mod tests {
                 tried: &self.tried,
                 visited: &visited,
                 reserved: self.reserved,
+                place: self.place,
             })
         }
     }

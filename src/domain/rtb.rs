@@ -26,6 +26,10 @@ pub struct PingRequest {
     /// `publisher_id`, or Retreaver's older `source_id`: a publisher's external id or its id.
     pub publisher: Option<String>,
     pub caller_number: Option<String>,
+    /// The caller's US state (`state`, a USPS code) or ZIP code (`zip`), when the publisher
+    /// knows it better than the number's area code tells it.
+    pub state: Option<String>,
+    pub zip: Option<String>,
     /// Every other parameter, kept with the ping as a tag.
     pub tags: BTreeMap<String, String>,
 }
@@ -40,6 +44,8 @@ impl PingRequest {
                 "key" => &mut request.key,
                 "publisher_id" | "source_id" => &mut request.publisher,
                 "caller_number" => &mut request.caller_number,
+                "state" => &mut request.state,
+                "zip" => &mut request.zip,
                 _ => {
                     request.tags.insert(name, value);
                     continue;
@@ -58,6 +64,8 @@ impl PingRequest {
         let named = [
             ("publisher_id", &self.publisher),
             ("caller_number", &self.caller_number),
+            ("state", &self.state),
+            ("zip", &self.zip),
         ];
         for (name, value) in named {
             if let Some(value) = value {
@@ -73,6 +81,8 @@ impl std::fmt::Debug for PingRequest {
         f.debug_struct("PingRequest")
             .field("publisher", &self.publisher)
             .field("caller_number", &self.caller_number)
+            .field("state", &self.state)
+            .field("zip", &self.zip)
             .field("tags", &self.tags)
             .finish_non_exhaustive()
     }
@@ -108,6 +118,10 @@ pub enum PingError {
     MissingPublisher,
     #[error("no publisher {0:?} in this campaign's company")]
     UnknownPublisher(String),
+    #[error("`state` is not a US state: {0}")]
+    InvalidState(String),
+    #[error("`zip` is not a US ZIP code: {0}")]
+    InvalidZip(String),
     #[error("{0}")]
     Malformed(String),
 }
@@ -121,6 +135,8 @@ impl PingError {
             Self::InvalidCallerNumber(_) => "invalid_caller_number",
             Self::MissingPublisher => "missing_publisher",
             Self::UnknownPublisher(_) => "unknown_publisher",
+            Self::InvalidState(_) => "invalid_state",
+            Self::InvalidZip(_) => "invalid_zip",
             Self::Malformed(_) => "malformed_request",
         }
     }
@@ -140,6 +156,8 @@ impl PingError {
             Self::MissingKey | Self::UnknownKey => Some("key"),
             Self::MissingCallerNumber | Self::InvalidCallerNumber(_) => Some("caller_number"),
             Self::MissingPublisher | Self::UnknownPublisher(_) => Some("publisher_id"),
+            Self::InvalidState(_) => Some("state"),
+            Self::InvalidZip(_) => Some("zip"),
             Self::Malformed(_) => None,
         }
     }
@@ -212,6 +230,10 @@ pub enum NoTarget {
     Duplicate,
     Capacity,
     Closed,
+    /// No buyer takes callers from the caller's state or area code.
+    Geo,
+    /// The caller is on the company's block list.
+    Blocked,
     /// No buyer listed, or all paused.
     NoBuyer,
     /// The campaign has no tracking number to send the caller to.
@@ -227,6 +249,7 @@ impl From<DropReason> for NoTarget {
             DropReason::Duplicate => Self::Duplicate,
             DropReason::Capacity => Self::Capacity,
             DropReason::Closed => Self::Closed,
+            DropReason::Geo => Self::Geo,
             // A bid has dialed nobody and arrived on no number: neither can be its reason.
             DropReason::NoBuyer | DropReason::Unanswered | DropReason::UnknownNumber => Self::NoBuyer,
             DropReason::Overloaded => Self::Overloaded,
@@ -465,6 +488,7 @@ mod tests {
                 ("source_id", "pub-7"),
                 ("caller_number", "+19175470066"),
                 ("zip", "10001"),
+                ("sub_id", "s-9"),
                 ("key", "k2"),
                 ("publisher_id", " "),
             ]
@@ -477,8 +501,10 @@ mod tests {
             "a blank value is no value"
         );
         assert_eq!(request.caller_number.as_deref(), Some("+19175470066"));
-        assert_eq!(request.tags, BTreeMap::from([("zip".into(), "10001".into())]));
+        assert_eq!(request.zip.as_deref(), Some("10001"), "zip is read, not a tag");
+        assert_eq!(request.tags, BTreeMap::from([("sub_id".into(), "s-9".into())]));
         assert!(!request.logged().contains_key("key"));
+        assert_eq!(request.logged()["zip"], "10001", "and logged with the ping");
         assert!(!format!("{request:?}").contains("k2"), "the key is never printed");
     }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{
     call::{CallRecord, CallSid, CallState, DropReason, Outcome},
+    geo::UsState,
     money::Total,
     plan::{BuyerId, CampaignId, CompanyId},
 };
@@ -45,6 +46,8 @@ pub struct CallSummary {
     /// Grows with every change to the call (it counts the timeline's entries): of two
     /// summaries of one call, the one with the higher version is the newer.
     pub version: u32,
+    /// The caller's US state (the provider's `FromState`, else the area code's), if known.
+    pub caller_state: Option<UsState>,
 }
 
 impl CallSummary {
@@ -71,6 +74,7 @@ impl CallSummary {
             state_changed_at: call.state_changed_at,
             ended_at: call.ended_at,
             version: call.timeline_len,
+            caller_state: call.caller_state,
         }
     }
 
@@ -124,6 +128,8 @@ pub struct CampaignStats {
     pub redirected: u64,
     /// The caller hung up before a buyer answered.
     pub abandoned: u64,
+    /// Callers on the company's block list, refused unanswered.
+    pub blocked: u64,
     /// Calls Switchboard ended because nobody was left to take them, by reason.
     pub dropped: BTreeMap<DropReason, u64>,
     /// From the call's arrival to a buyer's answer, over the calls that connected.
@@ -146,6 +152,7 @@ impl CampaignStats {
             fallback_used: 0,
             redirected: 0,
             abandoned: 0,
+            blocked: 0,
             dropped: BTreeMap::new(),
             average_time_to_connect_ms: None,
             revenue: Total::default(),

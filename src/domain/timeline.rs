@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    call::{DialStatus, DropReason, Outcome},
+    call::{DialStatus, DropReason, Outcome, RecordingStatus},
+    dialing::Screening,
     plan::BuyerId,
     routing::Decision,
 };
@@ -35,6 +36,27 @@ pub enum Event {
     ReservationClaimed { reservation: Uuid, buyer_id: BuyerId },
     /// The buyer of an attempt answered.
     Answered { attempt: u32, buyer_id: BuyerId },
+    /// The buyer of an attempt picked up and is hearing the whisper (and, if it must accept
+    /// the call, the press-1 prompt) before the caller is put through.
+    Whispered {
+        attempt: u32,
+        buyer_id: BuyerId,
+        press_1: bool,
+    },
+    /// The buyer answered the press-1 prompt: accepted (the caller is put through), refused, or
+    /// pressed nothing (the leg counts as unanswered).
+    Screened {
+        attempt: u32,
+        buyer_id: BuyerId,
+        screening: Screening,
+    },
+    /// A recording of an attempt's dial was made (or failed).
+    Recorded {
+        attempt: u32,
+        recording_sid: String,
+        status: RecordingStatus,
+        duration_seconds: Option<u32>,
+    },
     /// An attempt's `<Dial>` ended, and what it came to.
     DialEnded {
         attempt: u32,
@@ -62,6 +84,9 @@ impl Event {
             Self::Decision(_) => "decision",
             Self::ReservationClaimed { .. } => "reservation_claimed",
             Self::Answered { .. } => "answered",
+            Self::Whispered { .. } => "whispered",
+            Self::Screened { .. } => "screened",
+            Self::Recorded { .. } => "recorded",
             Self::DialEnded { .. } => "dial_ended",
             Self::Ended { .. } => "ended",
             Self::Ignored { .. } => "ignored",

@@ -24,16 +24,24 @@ pub enum TemplateName {
     End,
     UnknownNumber,
     Hangup,
+    Whisper,
+    Screen,
+    Connect,
+    Blocked,
 }
 
 impl TemplateName {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 10] = [
         Self::DialNumber,
         Self::DialSip,
         Self::Redirect,
         Self::End,
         Self::UnknownNumber,
         Self::Hangup,
+        Self::Whisper,
+        Self::Screen,
+        Self::Connect,
+        Self::Blocked,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -44,6 +52,10 @@ impl TemplateName {
             Self::End => "end.xml",
             Self::UnknownNumber => "unknown_number.xml",
             Self::Hangup => "hangup.xml",
+            Self::Whisper => "whisper.xml",
+            Self::Screen => "screen.xml",
+            Self::Connect => "connect.xml",
+            Self::Blocked => "blocked.xml",
         }
     }
 
@@ -60,26 +72,60 @@ impl TemplateName {
             Self::End => include_str!("../../twiml_templates/end.xml"),
             Self::UnknownNumber => include_str!("../../twiml_templates/unknown_number.xml"),
             Self::Hangup => include_str!("../../twiml_templates/hangup.xml"),
+            Self::Whisper => include_str!("../../twiml_templates/whisper.xml"),
+            Self::Screen => include_str!("../../twiml_templates/screen.xml"),
+            Self::Connect => include_str!("../../twiml_templates/connect.xml"),
+            Self::Blocked => include_str!("../../twiml_templates/blocked.xml"),
         }
     }
 
     /// Placeholders the template may use.
     fn allowed(self) -> &'static [&'static str] {
         match self {
-            Self::DialNumber => &["action_url", "status_url", "timeout", "number", "send_digits"],
-            Self::DialSip => &["action_url", "status_url", "timeout", "sip_uri"],
+            Self::DialNumber => &[
+                "action_url",
+                "status_url",
+                "timeout",
+                "number",
+                "send_digits",
+                "caller_id",
+                "answer_on_bridge",
+                "record",
+                "recording_url",
+                "whisper_url",
+            ],
+            Self::DialSip => &[
+                "action_url",
+                "status_url",
+                "timeout",
+                "sip_uri",
+                "caller_id",
+                "answer_on_bridge",
+                "record",
+                "recording_url",
+                "whisper_url",
+            ],
             Self::Redirect => &["redirect_url"],
-            Self::End | Self::UnknownNumber | Self::Hangup => &["message"],
+            Self::End | Self::UnknownNumber | Self::Hangup | Self::Blocked => &["message"],
+            Self::Whisper => &["message", "audio_url"],
+            Self::Screen => &["screen_url", "message", "audio_url"],
+            Self::Connect => &[],
         }
     }
 
     /// Placeholders without which the call could not go on as Switchboard expects.
     fn required(self) -> &'static [&'static str] {
         match self {
-            Self::DialNumber => &["action_url", "number"],
-            Self::DialSip => &["action_url", "sip_uri"],
+            Self::DialNumber => &["action_url", "number", "whisper_url", "recording_url"],
+            Self::DialSip => &["action_url", "sip_uri", "whisper_url", "recording_url"],
             Self::Redirect => &["redirect_url"],
-            Self::End | Self::UnknownNumber | Self::Hangup => &[],
+            Self::Screen => &["screen_url"],
+            Self::End
+            | Self::UnknownNumber
+            | Self::Hangup
+            | Self::Whisper
+            | Self::Connect
+            | Self::Blocked => &[],
         }
     }
 

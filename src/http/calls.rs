@@ -20,7 +20,7 @@ use super::{
 use crate::{
     clock::Clock,
     domain::{
-        call::{Attempt, CallRecord, CallSid, CallState, Outcome},
+        call::{Attempt, CallRecord, CallSid, CallState, Outcome, Recording},
         plan::{BuyerId, CampaignId},
         supervision::CallSummary,
         timeline::TimelineEntry,
@@ -169,6 +169,8 @@ struct CallView<'a> {
     campaigns_visited: &'a [CampaignId],
     /// Every buyer dialed, in order.
     dials: &'a [Attempt],
+    /// Every recording the provider made of the call's dials.
+    recordings: &'a [Recording],
     timeline: Vec<TimelineEntry>,
 }
 
@@ -181,6 +183,7 @@ async fn call(_: Reader, store: StoreData, sid: web::Path<String>) -> Result<Htt
         caller_known: record.caller.number().is_some(),
         campaigns_visited: &record.visited,
         dials: &record.attempts,
+        recordings: &record.recordings,
         timeline: store.timeline(&sid).await?,
     };
     Ok(HttpResponse::Ok().json(view))

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+mod blocked;
 mod calls;
 mod capacity;
 mod dashboard;
@@ -109,6 +110,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         &openapi::routes(),
         &rtb::log_routes(),
         &tokens::routes(),
+        &blocked::routes(),
         &admin::resource::<Company>("/companies"),
         &admin::resource::<Buyer>("/buyers"),
         &admin::resource::<Campaign>("/campaigns"),

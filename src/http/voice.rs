@@ -5,6 +5,9 @@
 //! - `POST /voice/calls/{sid}/attempts/{n}/action` and `…/status`: the dial's action URL and the
 //!   buyer leg's status callback, written by Switchboard into its own `<Dial>`.
 //! - `POST /voice/calls/{sid}/redirect/{campaign}`: written into its own `<Redirect>`.
+//! - `POST /voice/calls/{sid}/attempts/{n}/whisper` and `…/screen`: the buyer's leg, once it
+//!   answers (`<Number url>`), and its press-1 prompt's `<Gather action>`.
+//! - `POST /voice/calls/{sid}/attempts/{n}/recording`: the `<Dial>`'s recording status callback.
 
 use std::{sync::Arc, time::Instant};
 
@@ -21,12 +24,13 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing_actix_web::RootSpan;
 
 use crate::{
-    calls::{Calls, Input, Webhook, is_final, param},
+    calls::{Calls, Input, RecordingReport, Webhook, is_final, param},
     cluster::Peers,
     config::PublicUrl,
     domain::{
-        call::{Answer, CallSid, DialStatus},
+        call::{Answer, CallSid, DialStatus, RecordingStatus},
         destination::Destination,
+        dialing::Announcement,
         plan::CampaignId,
         signature::{self, Algorithm},
         twiml::{TemplateName, Templates, Values},
@@ -51,12 +55,15 @@ pub struct Voice {
 }
 
 /// Each webhook's path under `/voice`, with the name metrics give it.
-const WEBHOOKS: [(&str, &str); 6] = [
+const WEBHOOKS: [(&str, &str); 9] = [
     ("/incoming", "incoming"),
     ("/status", "status"),
     ("/calls/{sid}/attempts/{attempt}/action", "dial_action"),
     ("/calls/{sid}/attempts/{attempt}/status", "leg_status"),
     ("/calls/{sid}/redirect/{campaign}", "redirect"),
+    ("/calls/{sid}/attempts/{attempt}/whisper", "whisper"),
+    ("/calls/{sid}/attempts/{attempt}/screen", "screen"),
+    ("/calls/{sid}/attempts/{attempt}/recording", "recording"),
     ("/floor", "floor"),
 ];
 
@@ -73,6 +80,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         action_path,
         leg_path,
         redirect_path,
+        whisper_path,
+        screen_path,
+        recording_path,
         floor_path,
     ] = WEBHOOKS.map(|(path, _)| path);
     cfg.service(
@@ -86,6 +96,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(action_path, web::post().to(dial_action))
             .route(leg_path, web::post().to(leg_status))
             .route(redirect_path, web::post().to(redirected))
+            .route(whisper_path, web::post().to(whisper))
+            .route(screen_path, web::post().to(screen))
+            .route(recording_path, web::post().to(recording))
             .route(floor_path, web::post().to(floor)),
     );
 }
@@ -197,33 +210,66 @@ impl Voice {
                 destination,
                 ring_timeout_seconds,
                 send_digits,
+                settings,
             } => {
-                let action_url = calls(format!("/attempts/{attempt}/action"));
-                let status_url = calls(format!("/attempts/{attempt}/status"));
+                let attempt_url = |callback: &str| calls(format!("/attempts/{attempt}/{callback}"));
+                let (action_url, status_url) = (attempt_url("action"), attempt_url("status"));
                 let timeout = ring_timeout_seconds.to_string();
                 let send_digits = send_digits.unwrap_or_default();
-                match &destination {
-                    Destination::Phone(number) => self.templates.render(
-                        TemplateName::DialNumber,
-                        &Values(&[
-                            ("action_url", &action_url),
-                            ("status_url", &status_url),
-                            ("timeout", &timeout),
-                            ("number", number.as_str()),
-                            ("send_digits", &send_digits),
-                        ]),
-                    ),
-                    Destination::Sip(uri) => self.templates.render(
-                        TemplateName::DialSip,
-                        &Values(&[
-                            ("action_url", &action_url),
-                            ("status_url", &status_url),
-                            ("timeout", &timeout),
-                            ("sip_uri", uri.as_str()),
-                        ]),
-                    ),
+                let caller_id = settings.caller_id.as_ref().map_or("", |n| n.as_str());
+                let answer_on_bridge = settings.answer_on_bridge.to_string();
+                let record = settings.record.twiml().unwrap_or_default();
+                // Empty values leave their attribute out (see `twiml`).
+                let optional = |wanted: bool, callback: &str| {
+                    if wanted {
+                        attempt_url(callback)
+                    } else {
+                        String::new()
+                    }
+                };
+                let recording_url = optional(!record.is_empty(), "recording");
+                let whisper_url = optional(settings.whisper, "whisper");
+                let (template, destination) = match &destination {
+                    Destination::Phone(number) => (TemplateName::DialNumber, ("number", number.as_str())),
+                    Destination::Sip(uri) => (TemplateName::DialSip, ("sip_uri", uri.as_str())),
+                };
+                self.templates.render(
+                    template,
+                    &Values(&[
+                        ("action_url", &action_url),
+                        ("status_url", &status_url),
+                        ("timeout", &timeout),
+                        destination,
+                        ("send_digits", &send_digits),
+                        ("caller_id", caller_id),
+                        ("answer_on_bridge", &answer_on_bridge),
+                        ("record", record),
+                        ("recording_url", &recording_url),
+                        ("whisper_url", &whisper_url),
+                    ]),
+                )
+            }
+            Answer::Whisper {
+                attempt,
+                announcement,
+                press_1,
+            } => {
+                let (message, audio_url) = match &announcement {
+                    Some(Announcement::Say(text)) => (text.as_str(), ""),
+                    Some(Announcement::Play(url)) => ("", url.as_str()),
+                    None => ("", ""),
+                };
+                let values = [("message", message), ("audio_url", audio_url)];
+                if press_1 {
+                    let screen_url = calls(format!("/attempts/{attempt}/screen"));
+                    let values = [values[0], values[1], ("screen_url", screen_url.as_str())];
+                    self.templates.render(TemplateName::Screen, &Values(&values))
+                } else {
+                    self.templates.render(TemplateName::Whisper, &Values(&values))
                 }
             }
+            Answer::Connect => self.templates.render(TemplateName::Connect, &Values(&[])),
+            Answer::Blocked => self.templates.render(TemplateName::Blocked, &Values(&[])),
             Answer::Redirect { campaign } => {
                 let redirect_url = calls(format!("/redirect/{campaign}"));
                 self.templates.render(
@@ -388,6 +434,11 @@ async fn dial_action(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpR
         status,
         connected_seconds: hook.text("DialCallDuration").trim().parse().unwrap_or(0),
         call_over: is_final(&hook.text("CallStatus")),
+        bridged: match hook.text("DialBridged").trim() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
     };
     Ok(hook.answer(path_sid(&sid)?, input, "dial_action").await)
 }
@@ -400,6 +451,59 @@ async fn leg_status(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpRe
         sequence: hook.sequence(),
     };
     Ok(hook.answer(path_sid(&sid)?, input, "leg_status").await)
+}
+
+/// The buyer's leg answered: what it hears before the caller is put through. (The request is
+/// the buyer leg's: its `CallSid` is the leg's own, the call is the one in the path.)
+async fn whisper(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
+    let (sid, attempt) = path.into_inner();
+    Ok(hook
+        .answer(path_sid(&sid)?, Input::Whisper { attempt }, "whisper")
+        .await)
+}
+
+/// The buyer's key at the press-1 prompt (`Digits`; empty when it pressed none).
+async fn screen(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
+    let (sid, attempt) = path.into_inner();
+    let digits = hook.text("Digits");
+    Ok(hook
+        .answer(path_sid(&sid)?, Input::Screened { attempt, digits }, "screen")
+        .await)
+}
+
+/// A recording status callback. One that does not say which recording, where it is or how it
+/// stands is refused (400): it could only be stored wrong.
+async fn recording(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
+    let (sid, attempt) = path.into_inner();
+    let required = |name: &str| {
+        param(&hook.params, name)
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| WebhookError::BadRequest(format!("{name} is missing")))
+    };
+    let recording_sid = required("RecordingSid")?;
+    if !recording_sid.bytes().all(|b| b.is_ascii_alphanumeric()) || recording_sid.len() > 64 {
+        return Err(WebhookError::BadRequest(format!(
+            "`{recording_sid}` is not a RecordingSid"
+        )));
+    }
+    let url = required("RecordingUrl")?;
+    if !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "https" | "http")) {
+        return Err(WebhookError::BadRequest(format!(
+            "`{url}` is not a recording's address"
+        )));
+    }
+    let status = RecordingStatus::parse(required("RecordingStatus")?).map_err(WebhookError::BadRequest)?;
+    let number = |name: &str| param(&hook.params, name).and_then(|n| n.trim().parse().ok());
+    let recording = RecordingReport {
+        sid: recording_sid.to_owned(),
+        url: url.to_owned(),
+        status,
+        duration_seconds: number("RecordingDuration"),
+        channels: number("RecordingChannels"),
+    };
+    let input = Input::Recorded { attempt, recording };
+    Ok(hook.answer(path_sid(&sid)?, input, "recording").await)
 }
 
 /// The load benchmark's floor: a webhook read and checked like every other, then answered with

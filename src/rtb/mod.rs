@@ -23,6 +23,7 @@ use crate::{
     calls::CallDeps,
     domain::{
         access::KeyDigest,
+        geo::{AreaCode, CallerPlace, UsState},
         phone::E164,
         plan::{Buyer, Campaign, PublisherId, Record},
         routing::{Action, CallSituation, RoutingPlan},
@@ -79,6 +80,18 @@ impl Ping<'_> {
         (self.campaign.company_id)
             .and_then(|company| self.plan.publisher(company, reference))
             .ok_or_else(|| PingError::UnknownPublisher(reference.to_owned()))
+    }
+
+    /// Where the caller is: the `state` the ping gives, else its `zip`'s, else the caller
+    /// number's area code's.
+    fn place(&self, caller: Option<&E164>) -> Result<CallerPlace, PingError> {
+        let area_code = caller.and_then(AreaCode::of);
+        let state = match (&self.request.state, &self.request.zip) {
+            (Some(state), _) => Some(UsState::parse(state).map_err(PingError::InvalidState)?),
+            (None, Some(zip)) => Some(UsState::of_zip(zip).map_err(PingError::InvalidZip)?),
+            (None, None) => area_code.and_then(AreaCode::state),
+        };
+        Ok(CallerPlace { state, area_code })
     }
 
     /// The caller, if the ping names one (which the campaign may require).
@@ -140,9 +153,14 @@ impl Rtb {
     async fn answer(&self, ping: &Ping<'_>) -> Answered {
         let publisher = ping.publisher();
         let caller = ping.caller();
-        let result = match (&publisher, &caller) {
-            (Ok(_), Ok(caller)) => Ok(self.bid(ping, caller.as_ref()).await),
-            (Err(error), _) | (_, Err(error)) => Err(error.clone()),
+        let place = caller
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|c| ping.place(c.as_ref()));
+        let result = match (&publisher, &caller, place) {
+            (Ok(_), Ok(caller), Ok(place)) => Ok(self.bid(ping, caller.as_ref(), place).await),
+            (Err(error), _, _) | (_, Err(error), _) => Err(error.clone()),
+            (_, _, Err(error)) => Err(error),
         };
         Answered {
             publisher_id: publisher.ok(),
@@ -152,7 +170,12 @@ impl Rtb {
     }
 
     /// The caller's live reservation (the ping shield), else a new bid as routing decides it.
-    async fn bid(&self, ping: &Ping<'_>, caller: Option<&E164>) -> (PingAnswer, Option<Reservation>) {
+    async fn bid(
+        &self,
+        ping: &Ping<'_>,
+        caller: Option<&E164>,
+        place: CallerPlace,
+    ) -> (PingAnswer, Option<Reservation>) {
         let campaign = ping.campaign;
         if let Some(caller) = caller {
             let find = Find {
@@ -171,6 +194,9 @@ impl Rtb {
             };
             (answer, None)
         };
+        if caller.is_some_and(|caller| ping.plan.blocks(campaign, caller)) {
+            return no_target(NoTarget::Blocked);
+        }
         let Some(inbound_number) = campaign.spec.numbers.as_slice().first() else {
             return no_target(NoTarget::NoTrackingNumber);
         };
@@ -192,6 +218,7 @@ impl Rtb {
             tried: &Default::default(),
             visited: &[campaign.id],
             reserved: None,
+            place,
         };
         let decision = plan.bid(campaign, &situation, &mut self.deps.random_for(ping.id));
         let buyer = match decision.action {

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use super::{
     Outcomes, Provider,
     report::{CallReport, Dialed, Ended},
-    twiml::{self, Next},
+    twiml::{self, Dial, Next, Whisper},
 };
 use crate::domain::signature::{self, Algorithm};
 
@@ -109,27 +109,38 @@ impl<'p> Call<'p> {
         let mut answer = self.post(&incoming, self.params("ringing"), "incoming").await?;
         for _ in 0..MAX_STEPS {
             match twiml::read(&answer).map_err(|e| e.to_string())? {
-                Next::Dial {
-                    number,
-                    action,
-                    status_callback,
-                } => {
-                    let dialed = self.dial(&number, status_callback);
+                Next::Dial(dial) => {
+                    let mut dialed = self.dial(&dial.number);
+                    // The buyer picked up: its leg runs the whisper document first, and may
+                    // refuse the call there.
+                    if dialed.status == "completed"
+                        && let Some(url) = &dial.whisper_url
+                    {
+                        dialed.bridged = self.whisper(url, &mut dialed).await?;
+                    }
+                    self.leg_callbacks(&dial, &dialed);
                     // The leg is up at the buyer until it ends, before any callback says so.
-                    self.provider.leg_up(&number);
+                    self.provider.leg_up(&dial.number);
                     let hold = Duration::from_millis(self.provider.scenario.hold_ms);
                     if !hold.is_zero() {
                         tokio::time::sleep(hold).await;
                     }
-                    self.provider.leg_down(&number);
+                    self.provider.leg_down(&dial.number);
                     if !self.provider.scenario.reorder {
                         // As the leg rings and ends, before the dial's action.
                         self.post_callbacks().await?;
                     }
                     let mut params = self.params("in-progress");
                     params.extend(dialed.action_params());
+                    answer = self.post(&dial.action, params, "dial_action").await?;
+                    if let Some(recording) = self.recording(&dial, &dialed) {
+                        dialed.recorded = true;
+                        self.callbacks.push(recording);
+                        if !self.provider.scenario.reorder {
+                            self.post_callbacks().await?;
+                        }
+                    }
                     self.report.dials.push(dialed);
-                    answer = self.post(&action, params, "dial_action").await?;
                 }
                 Next::Redirect { url } => {
                     self.report.redirects += 1;
@@ -149,8 +160,8 @@ impl<'p> Call<'p> {
         Err(format!("no end after {MAX_STEPS} answers"))
     }
 
-    /// What the dialed buyer does, and the buyer leg's status callbacks.
-    fn dial(&mut self, number: &str, status_callback: Option<String>) -> Dialed {
+    /// What the dialed buyer does.
+    fn dial(&mut self, number: &str) -> Dialed {
         let scenario = &self.provider.scenario;
         let weights = (scenario.buyers.iter())
             .find(|b| b.number == number)
@@ -163,46 +174,119 @@ impl<'p> Call<'p> {
         } else {
             0
         };
-        let leg_sid = sid(&mut self.random);
-        if let Some(url) = status_callback {
-            let mut progress = vec!["initiated", "ringing"];
-            progress.extend(if status == "completed" {
-                vec!["in-progress", "completed"]
-            } else {
-                vec![status]
-            });
-            for (sequence, leg_status) in progress.into_iter().enumerate() {
-                let sequence = sequence.to_string();
-                let mut params: Vec<(String, String)> = [
-                    ("AccountSid", ACCOUNT_SID),
-                    ("ApiVersion", API_VERSION),
-                    ("CallSid", &leg_sid),
-                    ("ParentCallSid", &self.sid),
-                    ("CallStatus", leg_status),
-                    ("SequenceNumber", &sequence),
-                    ("Direction", "outbound-dial"),
-                    ("From", &self.caller),
-                    ("To", number),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-                if leg_status == "completed" {
-                    params.push(("CallDuration".to_owned(), talk_seconds.to_string()));
-                }
-                self.callbacks.push(Callback {
-                    url: url.clone(),
-                    params,
-                    kind: "leg_status",
-                });
-            }
-        }
         Dialed {
             number: number.to_owned(),
             status,
             talk_seconds,
-            leg_sid,
+            leg_sid: sid(&mut self.random),
+            bridged: status == "completed",
+            screened: None,
+            recorded: false,
         }
+    }
+
+    /// The buyer's leg runs its whisper document: it hears the whisper, and at a press-1 prompt
+    /// presses 1 (the scenario's `press_1` share of the time) or nothing. Whether the caller is
+    /// put through.
+    async fn whisper(&mut self, url: &str, dialed: &mut Dialed) -> Result<bool, String> {
+        let params = self.leg_params(dialed, "in-progress");
+        let document = self.post(url, params, "whisper").await?;
+        match twiml::read_whisper(&document).map_err(|e| format!("whisper: {e}"))? {
+            Whisper::Bridge { .. } => Ok(true),
+            Whisper::Hangup => Ok(false),
+            Whisper::Gather { action, .. } => {
+                let accepts = self.random.random_bool(self.provider.scenario.press_1);
+                dialed.screened = Some(accepts);
+                let mut params = self.leg_params(dialed, "in-progress");
+                params.push(("Digits".to_owned(), if accepts { "1" } else { "" }.to_owned()));
+                let answer = self.post(&action, params, "screen").await?;
+                match twiml::read_whisper(&answer).map_err(|e| format!("screen: {e}"))? {
+                    Whisper::Bridge { .. } if accepts => Ok(true),
+                    Whisper::Hangup if !accepts => Ok(false),
+                    other => Err(format!(
+                        "screen: pressing {} was answered with {other:?}",
+                        if accepts { "1" } else { "nothing" }
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The buyer leg's status callbacks, to be posted.
+    fn leg_callbacks(&mut self, dial: &Dial, dialed: &Dialed) {
+        let Some(url) = &dial.status_callback else {
+            return;
+        };
+        let mut progress = vec!["initiated", "ringing"];
+        progress.extend(if dialed.status == "completed" {
+            vec!["in-progress", "completed"]
+        } else {
+            vec![dialed.status]
+        });
+        for (sequence, leg_status) in progress.into_iter().enumerate() {
+            let mut params = self.leg_params(dialed, leg_status);
+            params.push(("SequenceNumber".to_owned(), sequence.to_string()));
+            if leg_status == "completed" {
+                params.push(("CallDuration".to_owned(), dialed.leg_seconds().to_string()));
+            }
+            self.callbacks.push(Callback {
+                url: url.clone(),
+                params,
+                kind: "leg_status",
+            });
+        }
+    }
+
+    /// The parameters of a request about the buyer's leg.
+    fn leg_params(&self, dialed: &Dialed, status: &str) -> Vec<(String, String)> {
+        [
+            ("AccountSid", ACCOUNT_SID),
+            ("ApiVersion", API_VERSION),
+            ("CallSid", &dialed.leg_sid),
+            ("ParentCallSid", &self.sid),
+            ("CallStatus", status),
+            ("Direction", "outbound-dial"),
+            ("From", &self.caller),
+            ("To", &dialed.number),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// The recording status callback of a recorded dial: from the answer, a recording of the
+    /// conversation; from the ringing, one of every dial.
+    fn recording(&mut self, dial: &Dial, dialed: &Dialed) -> Option<Callback> {
+        let url = dial.recording_callback.clone()?;
+        let from_ringing = dial
+            .record
+            .as_deref()
+            .is_some_and(|r| r.starts_with("record-from-ringing"));
+        if !dialed.bridged && !from_ringing {
+            return None;
+        }
+        let recording_sid = format!("RE{:032x}", self.random.random::<u128>());
+        let recording_url =
+            format!("https://api.twilio.com/{API_VERSION}/Accounts/{ACCOUNT_SID}/Recordings/{recording_sid}");
+        let duration = dialed.talk_seconds.to_string();
+        let params = [
+            ("AccountSid", ACCOUNT_SID),
+            ("CallSid", &self.sid),
+            ("RecordingSid", &recording_sid),
+            ("RecordingUrl", &recording_url),
+            ("RecordingStatus", "completed"),
+            ("RecordingDuration", &duration),
+            ("RecordingChannels", "2"),
+            ("RecordingSource", "DialVerb"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        Some(Callback {
+            url,
+            params,
+            kind: "recording",
+        })
     }
 
     /// The call is over: its status callback (with every other one not posted yet, shuffled,
@@ -348,15 +432,30 @@ pub fn new_caller(random: &mut impl Rng) -> String {
     format!("+1{area}{exchange}{:04}", random.random_range(0..10_000u16))
 }
 
+/// How long a buyer that refused the call (or pressed nothing) was on its leg: the whisper
+/// and the prompt.
+const SCREENED_OUT_SECONDS: u32 = 8;
+
 impl Dialed {
-    /// What the dial's action tells Switchboard.
+    /// How long the buyer's leg was up once answered.
+    fn leg_seconds(&self) -> u32 {
+        if self.bridged {
+            self.talk_seconds
+        } else {
+            SCREENED_OUT_SECONDS
+        }
+    }
+
+    /// What the dial's action tells Switchboard: a leg answered but refused at the whisper
+    /// ends `completed` and was never bridged to the caller.
     fn action_params(&self) -> Vec<(String, String)> {
         let mut params = vec![
             ("DialCallStatus".to_owned(), self.status.to_owned()),
             ("DialCallSid".to_owned(), self.leg_sid.clone()),
         ];
         if self.status == "completed" {
-            params.push(("DialCallDuration".to_owned(), self.talk_seconds.to_string()));
+            params.push(("DialCallDuration".to_owned(), self.leg_seconds().to_string()));
+            params.push(("DialBridged".to_owned(), self.bridged.to_string()));
         }
         params
     }

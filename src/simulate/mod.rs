@@ -4,7 +4,9 @@
 //! It places calls on tracking numbers as a provider would: a signed incoming webhook, then
 //! whatever the TwiML says (`<Dial>`: the buyer answers, is busy, does not answer or fails, by
 //! the weights given; `<Redirect>`; the end), with the dial's action and the status callbacks a
-//! provider posts. It reports what happened and how fast Switchboard answered.
+//! provider posts. A buyer that answers runs its whisper document (and presses 1 at a prompt,
+//! or not), and a recorded dial's recording is reported. It reports what happened and how fast
+//! Switchboard answered.
 
 mod call;
 mod report;
@@ -63,6 +65,10 @@ pub struct Scenario {
     /// One buyer's own weights: `NUMBER=answered,busy,no-answer,failed` (repeatable).
     #[arg(long = "buyer", value_name = "NUMBER=WEIGHTS")]
     pub buyers: Vec<BuyerOutcomes>,
+    /// At a buyer's press-1 prompt, the share of calls (0 to 1) it accepts by pressing 1; the
+    /// others it lets time out.
+    #[arg(long = "press-1", default_value_t = 0.8)]
+    pub press_1: f64,
     /// The mean time an answered call talks, in seconds (exponentially distributed), as the
     /// dial's action reports it.
     #[arg(long, default_value_t = 120.0)]
@@ -166,6 +172,9 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
     }
     if !(0.0..=1.0).contains(&scenario.repeat_share) {
         bail!("--repeat-share is a share, from 0 to 1");
+    }
+    if !(0.0..=1.0).contains(&scenario.press_1) {
+        bail!("--press-1 is a share, from 0 to 1");
     }
     if scenario.concurrency == 0 {
         bail!("--concurrency must be at least 1");

@@ -35,9 +35,27 @@ impl Ended {
 #[derive(Debug, Clone)]
 pub struct Dialed {
     pub number: String,
+    /// `DialCallStatus`.
     pub status: &'static str,
     pub talk_seconds: u32,
     pub leg_sid: String,
+    /// Whether the caller was put through (an answered buyer may refuse at the whisper).
+    pub bridged: bool,
+    /// At a press-1 prompt: whether the buyer pressed 1.
+    pub screened: Option<bool>,
+    pub recorded: bool,
+}
+
+impl Dialed {
+    /// What came of the dial, as the summary counts it: the status, or `screened-out` for a
+    /// buyer that answered and refused the call.
+    pub fn outcome(&self) -> &'static str {
+        if self.status == "completed" && !self.bridged {
+            "screened-out"
+        } else {
+            self.status
+        }
+    }
 }
 
 /// One call.
@@ -53,7 +71,7 @@ pub struct CallReport {
 
 impl CallReport {
     pub fn connected(&self) -> bool {
-        self.dials.iter().any(|d| d.status == "completed")
+        self.dials.iter().any(|d| d.status == "completed" && d.bridged)
     }
 
     pub fn latency(&mut self, kind: &'static str, took: Duration) {
@@ -68,8 +86,10 @@ pub struct Report {
     pub elapsed: Duration,
     pub concurrency: u32,
     pub ended: BTreeMap<Ended, u32>,
-    /// Dials by what the buyer did.
+    /// Dials by what came of them (see [`Dialed::outcome`]).
     pub dials: BTreeMap<&'static str, u32>,
+    /// Press-1 prompts the buyers pressed 1 at, and did not.
+    pub screened: (u32, u32),
     pub redirects: u32,
     /// Each failed call's reason (the first few are printed).
     pub failures: Vec<String>,
@@ -109,6 +129,7 @@ impl Report {
             concurrency,
             ended: BTreeMap::new(),
             dials: BTreeMap::new(),
+            screened: (0, 0),
             redirects: 0,
             failures: Vec::new(),
             latencies: Latencies::new(),
@@ -121,7 +142,12 @@ impl Report {
                 *report.ended.entry(ended).or_default() += 1;
             }
             for dial in &call.dials {
-                *report.dials.entry(dial.status).or_default() += 1;
+                *report.dials.entry(dial.outcome()).or_default() += 1;
+                match dial.screened {
+                    Some(true) => report.screened.0 += 1,
+                    Some(false) => report.screened.1 += 1,
+                    None => {}
+                }
             }
             report.redirects += call.redirects;
             report.failures.extend(call.failure);
@@ -177,7 +203,7 @@ impl fmt::Display for Report {
             self.failures.len()
         )?;
         let dials: u32 = self.dials.values().sum();
-        let by_status: Vec<String> = ["completed", "busy", "no-answer", "failed"]
+        let by_status: Vec<String> = ["completed", "screened-out", "busy", "no-answer", "failed"]
             .iter()
             .map(|s| format!("{s} {}", self.dials.get(s).copied().unwrap_or(0)))
             .collect();
@@ -186,6 +212,12 @@ impl fmt::Display for Report {
             "dials      {dials} ({}) · redirects {}",
             by_status.join(" · "),
             self.redirects
+        )?;
+        let recordings = self.latencies.get("recording").map_or(0, Vec::len);
+        writeln!(
+            f,
+            "buyers     pressed 1: {} · did not: {} · recordings reported {recordings}",
+            self.screened.0, self.screened.1
         )?;
         match &self.switchboard {
             Some(Ok(counts)) => {
@@ -223,6 +255,9 @@ impl fmt::Display for Report {
             "dial_action",
             "redirect",
             "leg_status",
+            "whisper",
+            "screen",
+            "recording",
             "status",
         ] {
             let Some(samples) = self.latencies.get(kind) else {

@@ -11,6 +11,7 @@ pub use sql::{Backend, SqlStore};
 use crate::{
     domain::{
         access::{IssuedToken, KeyDigest},
+        block::{BlockEntry, BlockedCaller},
         call::{CallRecord, CallSid, CallState, Conversion, Outcome},
         capacity::{Block, CapPeriod, Leg, LoadChange, LoadHistory},
         cluster::{News, NodeId, NodeInfo},
@@ -195,6 +196,21 @@ pub struct CallChange<'a> {
     pub load: &'a [LoadChange],
 }
 
+/// Companies' block lists.
+#[async_trait]
+pub trait BlockListStore: Send + Sync {
+    /// Entries in creation order, narrowed by `filter` (company, page).
+    async fn blocked_callers(&self, filter: &ListFilter) -> Result<Vec<BlockEntry>, StoreError>;
+    async fn blocked_caller(&self, id: Uuid) -> Result<BlockEntry, StoreError>;
+    /// Adds an entry: a pattern the company blocks already is a conflict.
+    async fn block_caller(
+        &self,
+        company: CompanyId,
+        blocked: &BlockedCaller,
+    ) -> Result<BlockEntry, StoreError>;
+    async fn unblock_caller(&self, id: Uuid) -> Result<(), StoreError>;
+}
+
 /// API tokens issued through the API, kept only as digests.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
@@ -224,6 +240,7 @@ pub trait Store:
     + RtbStore
     + SupervisionStore
     + TokenStore
+    + BlockListStore
     + ClusterStore
 {
     /// Succeeds when the database answers.

@@ -521,6 +521,7 @@ mod flaky {
         domain::rtb::{LoggedPing, Reservation, RtbWrite},
         domain::{
             access::{IssuedToken, KeyDigest},
+            block::{BlockEntry, BlockedCaller},
             call::{CallRecord, CallSid},
             capacity::{CapPeriod, LoadHistory},
             dedupe::StoredMark,
@@ -531,8 +532,9 @@ mod flaky {
         },
         plan::{ImportReport, Plan},
         store::{
-            CallChange, CallFilter, CallStore, CapacityStore, ClusterStore, Heard, ListFilter, PingFilter,
-            PlanTable, RtbStore, SlotHold, SqlStore, Store, StoreError, SupervisionStore, TokenStore,
+            BlockListStore, CallChange, CallFilter, CallStore, CapacityStore, ClusterStore, Heard,
+            ListFilter, PingFilter, PlanTable, RtbStore, SlotHold, SqlStore, Store, StoreError,
+            SupervisionStore, TokenStore,
         },
     };
     use uuid::Uuid;
@@ -661,6 +663,30 @@ mod flaky {
         async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<IssuedToken, StoreError> {
             self.check()?;
             self.inner.revoke_token(id, at).await
+        }
+    }
+
+    #[async_trait]
+    impl BlockListStore for FlakyStore {
+        async fn blocked_callers(&self, filter: &ListFilter) -> Result<Vec<BlockEntry>, StoreError> {
+            self.check()?;
+            self.inner.blocked_callers(filter).await
+        }
+        async fn blocked_caller(&self, id: Uuid) -> Result<BlockEntry, StoreError> {
+            self.check()?;
+            self.inner.blocked_caller(id).await
+        }
+        async fn block_caller(
+            &self,
+            company: CompanyId,
+            blocked: &BlockedCaller,
+        ) -> Result<BlockEntry, StoreError> {
+            self.check()?;
+            self.inner.block_caller(company, blocked).await
+        }
+        async fn unblock_caller(&self, id: Uuid) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.unblock_caller(id).await
         }
     }
 

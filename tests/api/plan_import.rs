@@ -75,6 +75,7 @@ on_both_engines! {
             publishers: tally(2, 0, 0),
             buyers: tally(5, 0, 0),
             campaigns: tally(2, 0, 0),
+            blocked_callers: tally(2, 0, 0),
         });
         let before = snapshot(&s).await;
 

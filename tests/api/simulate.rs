@@ -22,6 +22,7 @@ fn scenario(url: String) -> Scenario {
         repeat_share: 0.5,
         outcomes: "70,10,15,5".parse::<Outcomes>().unwrap(),
         buyers: Vec::new(),
+        press_1: 0.8,
         talk_seconds: 120.0,
         reorder: false,
         hold_ms: 0,

@@ -349,7 +349,7 @@ on_both_engines! {
             // Anna's first call, and Carla's (talking now).
             "campaign_id": main, "calls": 4, "live": 1, "connected": 2, "converted": 1,
             "duplicates_avoided": 1, "fallback_used": 0, "redirected": 0, "abandoned": 1,
-            "dropped": {"duplicate": 1},
+            "blocked": 0, "dropped": {"duplicate": 1},
             // Anna's first call was answered 5 s after it arrived, Carla's 3 s.
             "average_time_to_connect_ms": 4000,
             "revenue": 25.0, "payout": 10.0,

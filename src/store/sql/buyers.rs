@@ -35,12 +35,35 @@ struct BuyerRow {
     business_hours: Option<String>,
     send_digits: Option<String>,
     paused: i64,
+    caller_id: String,
+    whisper: Option<String>,
+    screen: String,
+    record: Option<String>,
+    states: Option<String>,
+    area_codes: Option<String>,
     created_at_ms: i64,
     updated_at_ms: i64,
 }
 
 fn money(column: &str, cents: i64) -> Result<Money, StoreError> {
     Money::from_cents(cents).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// A setting kept as JSON, read back through the parser that accepted it.
+fn from_json<T: serde::de::DeserializeOwned>(
+    column: &str,
+    json: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    json.map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(column: &str, value: Option<&T>) -> Result<Option<String>, StoreError> {
+    value
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
 fn cap(column: &str, value: Option<i64>) -> Result<Option<CapLimit>, StoreError> {
@@ -51,11 +74,7 @@ impl TryFrom<BuyerRow> for Record<Buyer> {
     type Error = StoreError;
 
     fn try_from(row: BuyerRow) -> Result<Self, Self::Error> {
-        let business_hours = row
-            .business_hours
-            .map(|json| serde_json::from_str(&json))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("business_hours: {e}")))?;
+        let business_hours = from_json("business_hours", row.business_hours)?;
         Ok(Record {
             id: parse_id(&row.id)?,
             company_id: Some(parse_id(&row.company_id)?),
@@ -82,6 +101,12 @@ impl TryFrom<BuyerRow> for Record<Buyer> {
                 business_hours,
                 send_digits: parse_stored("send_digits", row.send_digits.into())?,
                 paused: row.paused != 0,
+                caller_id: parse_stored("caller_id", row.caller_id.into())?,
+                whisper: from_json("whisper", row.whisper)?,
+                screen: parse_stored("screen", row.screen.into())?,
+                record: parse_stored("record", row.record.into())?,
+                states: from_json("states", row.states)?,
+                area_codes: from_json("area_codes", row.area_codes)?.unwrap_or_default(),
             },
             created_at: timestamp(row.created_at_ms)?,
             updated_at: timestamp(row.updated_at_ms)?,
@@ -102,7 +127,8 @@ impl SqlEntity for Buyer {
                 "SELECT id, company_id, name, destination, ring_timeout_seconds, conversion_seconds,
                     dedupe_seconds, duplicate_after, dedupe_group, payout_cents, revenue_cents,
                     cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime, caps_counted_on,
-                    time_zone, business_hours, send_digits, paused, created_at_ms, updated_at_ms
+                    time_zone, business_hours, send_digits, paused, caller_id, whisper, screen, record,
+                    states, area_codes, created_at_ms, updated_at_ms
              FROM buyers
              WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR company_id = $2)
                AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
@@ -116,20 +142,16 @@ impl SqlEntity for Buyer {
     async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
         let buyer = &record.spec;
         let caps = &buyer.caps;
-        let business_hours = buyer
-            .business_hours
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("business_hours: {e}")))?;
+        let business_hours = to_json("business_hours", buyer.business_hours.as_ref())?;
+        let area_codes = (!buyer.area_codes.is_empty()).then_some(&buyer.area_codes);
         sqlx::query(
             "INSERT INTO buyers (id, company_id, name, destination, ring_timeout_seconds,
                 conversion_seconds, dedupe_seconds, duplicate_after, dedupe_group, payout_cents,
                 revenue_cents, cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime,
-                caps_counted_on, time_zone, business_hours, send_digits, paused, created_at_ms,
-                updated_at_ms)
+                caps_counted_on, time_zone, business_hours, send_digits, paused, caller_id, whisper,
+                screen, record, states, area_codes, created_at_ms, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22, $23)
+                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, destination = excluded.destination,
                 ring_timeout_seconds = excluded.ring_timeout_seconds,
@@ -142,6 +164,8 @@ impl SqlEntity for Buyer {
                 caps_counted_on = excluded.caps_counted_on, time_zone = excluded.time_zone,
                 business_hours = excluded.business_hours,
                 send_digits = excluded.send_digits, paused = excluded.paused,
+                caller_id = excluded.caller_id, whisper = excluded.whisper, screen = excluded.screen,
+                record = excluded.record, states = excluded.states, area_codes = excluded.area_codes,
                 updated_at_ms = excluded.updated_at_ms",
         )
         .bind(record.id.to_string())
@@ -165,6 +189,12 @@ impl SqlEntity for Buyer {
         .bind(business_hours)
         .bind(buyer.send_digits.as_ref().map(|d| d.as_str().to_owned()))
         .bind(i64::from(buyer.paused))
+        .bind(buyer.caller_id.to_string())
+        .bind(to_json("whisper", buyer.whisper.as_ref())?)
+        .bind(enum_text(&buyer.screen)?)
+        .bind(buyer.record.as_ref().map(enum_text).transpose()?)
+        .bind(to_json("states", buyer.states.as_ref())?)
+        .bind(to_json("area_codes", area_codes)?)
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())
         .execute(&mut *conn)

@@ -256,7 +256,8 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
     "INSERT INTO calls (call_sid, caller, caller_number, called, company_id, campaign_id,
         visited_campaigns, state, outcome, drop_reason, buyer_id, duplicate, converted, attempts,
         duplicate_buyers, used_fallback, redirects, timeline_len, started_at_ms,
-        state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided, status_callbacks)
+        state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided, status_callbacks,
+        caller_state, recordings)
      SELECT j.value ->> 'call_sid', j.value ->> 'caller', j.value ->> 'caller_number',
         j.value ->> 'called', j.value ->> 'company_id', j.value ->> 'campaign_id',
         j.value ->> 'visited_campaigns', j.value ->> 'state', j.value ->> 'outcome',
@@ -266,7 +267,8 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         CAST(j.value ->> 'redirects' AS BIGINT), CAST(j.value ->> 'timeline_len' AS BIGINT),
         CAST(j.value ->> 'started_at_ms' AS BIGINT), CAST(j.value ->> 'state_changed_at_ms' AS BIGINT),
         CAST(j.value ->> 'ended_at_ms' AS BIGINT), j.value ->> 'entry_campaign_id',
-        CAST(j.value ->> 'duplicates_avoided' AS BIGINT), j.value ->> 'status_callbacks'",
+        CAST(j.value ->> 'duplicates_avoided' AS BIGINT), j.value ->> 'status_callbacks',
+        j.value ->> 'caller_state', j.value ->> 'recordings'",
     "ON CONFLICT (call_sid) DO UPDATE SET
         company_id = excluded.company_id, campaign_id = excluded.campaign_id,
         visited_campaigns = excluded.visited_campaigns, state = excluded.state,
@@ -278,21 +280,24 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         state_changed_at_ms = excluded.state_changed_at_ms, ended_at_ms = excluded.ended_at_ms,
         entry_campaign_id = excluded.entry_campaign_id,
         duplicates_avoided = excluded.duplicates_avoided,
-        status_callbacks = excluded.status_callbacks"
+        status_callbacks = excluded.status_callbacks, recordings = excluded.recordings"
 );
 
 static UPSERT_ATTEMPTS: [&str; 2] = from_json_rows!(
     "INSERT INTO call_attempts (call_sid, number, buyer_id, campaign_id, kind, duplicate,
-        dial_status, connected_seconds, converted, started_at_ms, answered_at_ms, ended_at_ms)
+        dial_status, connected_seconds, converted, started_at_ms, answered_at_ms, ended_at_ms,
+        screening)
      SELECT j.value ->> 'call_sid', CAST(j.value ->> 'number' AS BIGINT), j.value ->> 'buyer_id',
         j.value ->> 'campaign_id', j.value ->> 'kind', CAST(j.value ->> 'duplicate' AS BIGINT),
         j.value ->> 'dial_status', CAST(j.value ->> 'connected_seconds' AS BIGINT),
         CAST(j.value ->> 'converted' AS BIGINT), CAST(j.value ->> 'started_at_ms' AS BIGINT),
-        CAST(j.value ->> 'answered_at_ms' AS BIGINT), CAST(j.value ->> 'ended_at_ms' AS BIGINT)",
+        CAST(j.value ->> 'answered_at_ms' AS BIGINT), CAST(j.value ->> 'ended_at_ms' AS BIGINT),
+        j.value ->> 'screening'",
     "ON CONFLICT (call_sid, number) DO UPDATE SET
         duplicate = excluded.duplicate, dial_status = excluded.dial_status,
         connected_seconds = excluded.connected_seconds, converted = excluded.converted,
-        answered_at_ms = excluded.answered_at_ms, ended_at_ms = excluded.ended_at_ms"
+        answered_at_ms = excluded.answered_at_ms, ended_at_ms = excluded.ended_at_ms,
+        screening = excluded.screening"
 );
 
 // A retried save must not duplicate entries.
@@ -376,6 +381,8 @@ impl<'a> CallJson<'a> {
                 duplicate_buyers: json(&call.duplicate_buyers)?,
                 timeline_len: i64::from(call.timeline_len),
                 status_callbacks: json(&call.status_callbacks)?,
+                caller_state: call.caller_state.map(String::from),
+                recordings: json(&call.recordings)?,
                 started_at_ms: ms(call.started_at),
                 state_changed_at_ms: ms(call.state_changed_at),
                 ended_at_ms: call.ended_at.map(ms),
@@ -417,6 +424,7 @@ impl<'a> AttemptJson<'a> {
                 started_at_ms: ms(attempt.started_at),
                 answered_at_ms: attempt.answered_at.map(ms),
                 ended_at_ms: attempt.ended_at.map(ms),
+                screening: attempt.screening.as_ref().map(enum_text).transpose()?,
             },
         })
     }
@@ -501,6 +509,8 @@ struct CallRow {
     duplicate_buyers: String,
     timeline_len: i64,
     status_callbacks: String,
+    caller_state: Option<String>,
+    recordings: String,
     started_at_ms: i64,
     state_changed_at_ms: i64,
     ended_at_ms: Option<i64>,
@@ -520,6 +530,7 @@ struct AttemptRow {
     started_at_ms: i64,
     answered_at_ms: Option<i64>,
     ended_at_ms: Option<i64>,
+    screening: Option<String>,
 }
 
 fn small(column: &str, value: i64) -> Result<u32, StoreError> {
@@ -548,6 +559,7 @@ impl TryFrom<AttemptRow> for Attempt {
             started_at: timestamp(row.started_at_ms)?,
             answered_at: optional_timestamp(row.answered_at_ms)?,
             ended_at: optional_timestamp(row.ended_at_ms)?,
+            screening: parse_stored("screening", row.screening.into())?,
         })
     }
 }
@@ -555,8 +567,8 @@ impl TryFrom<AttemptRow> for Attempt {
 async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallRecord>, StoreError> {
     let row: Option<CallRow> = sqlx::query_as(
         "SELECT call_sid, caller, called, company_id, campaign_id, visited_campaigns, state, outcome,
-                drop_reason, duplicate_buyers, timeline_len, status_callbacks, started_at_ms,
-                state_changed_at_ms, ended_at_ms
+                drop_reason, duplicate_buyers, timeline_len, status_callbacks, caller_state,
+                recordings, started_at_ms, state_changed_at_ms, ended_at_ms
          FROM calls WHERE call_sid = $1",
     )
     .bind(sid.as_str())
@@ -565,7 +577,7 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
     let Some(row) = row else { return Ok(None) };
     let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT number, buyer_id, campaign_id, kind, duplicate, dial_status, connected_seconds,
-                converted, started_at_ms, answered_at_ms, ended_at_ms
+                converted, started_at_ms, answered_at_ms, ended_at_ms, screening
          FROM call_attempts WHERE call_sid = $1 ORDER BY number",
     )
     .bind(sid.as_str())
@@ -597,6 +609,8 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
         ended_at: optional_timestamp(row.ended_at_ms)?,
         timeline_len: small("timeline_len", row.timeline_len)?,
         status_callbacks: from_json("status_callbacks", &row.status_callbacks)?,
+        caller_state: parse_stored("caller_state", row.caller_state.into())?,
+        recordings: from_json("recordings", &row.recordings)?,
     }))
 }
 

@@ -33,6 +33,9 @@ struct CampaignRow {
     redirect_campaign_id: Option<String>,
     rtb_reservation_seconds: i64,
     rtb_caller_number_optional: i64,
+    answer_on_bridge: i64,
+    record: String,
+    whisper: Option<String>,
     created_at_ms: i64,
     updated_at_ms: i64,
 }
@@ -64,7 +67,7 @@ impl SqlEntity for Campaign {
             .bind(concat!(
                 "SELECT id, company_id, name, duplicate_caller_handling, fallback_buyer_id,
                     redirect_campaign_id, rtb_reservation_seconds, rtb_caller_number_optional,
-                    created_at_ms, updated_at_ms
+                    answer_on_bridge, record, whisper, created_at_ms, updated_at_ms
              FROM campaigns WHERE id IN (",
                 selected_campaigns!(),
                 ") ORDER BY id"
@@ -133,6 +136,12 @@ impl SqlEntity for Campaign {
                             row.rtb_reservation_seconds.into(),
                         )?,
                         rtb_caller_number_optional: row.rtb_caller_number_optional != 0,
+                        answer_on_bridge: row.answer_on_bridge != 0,
+                        record: parse_stored("record", row.record.into())?,
+                        whisper: (row.whisper.as_deref())
+                            .map(serde_json::from_str)
+                            .transpose()
+                            .map_err(|e| StoreError::Corrupt(format!("whisper: {e}")))?,
                     },
                     created_at: timestamp(row.created_at_ms)?,
                     updated_at: timestamp(row.updated_at_ms)?,
@@ -190,15 +199,16 @@ impl SqlEntity for Campaign {
         sqlx::query(
             "INSERT INTO campaigns (id, company_id, name, duplicate_caller_handling, fallback_buyer_id,
                 redirect_campaign_id, rtb_reservation_seconds, rtb_caller_number_optional,
-                created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                answer_on_bridge, record, whisper, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, duplicate_caller_handling = excluded.duplicate_caller_handling,
                 fallback_buyer_id = excluded.fallback_buyer_id,
                 redirect_campaign_id = excluded.redirect_campaign_id,
                 rtb_reservation_seconds = excluded.rtb_reservation_seconds,
                 rtb_caller_number_optional = excluded.rtb_caller_number_optional,
-                updated_at_ms = excluded.updated_at_ms",
+                answer_on_bridge = excluded.answer_on_bridge, record = excluded.record,
+                whisper = excluded.whisper, updated_at_ms = excluded.updated_at_ms",
         )
         .bind(&id)
         .bind(record.company_id.map(|id| id.to_string()))
@@ -208,6 +218,14 @@ impl SqlEntity for Campaign {
         .bind(campaign.redirect_campaign_id.map(|id| id.to_string()))
         .bind(i64::from(campaign.rtb_reservation_seconds.get()))
         .bind(i64::from(campaign.rtb_caller_number_optional))
+        .bind(i64::from(campaign.answer_on_bridge))
+        .bind(enum_text(&campaign.record)?)
+        .bind(
+            (campaign.whisper.as_ref())
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("whisper: {e}")))?,
+        )
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())
         .execute(&mut *conn)

@@ -5,7 +5,11 @@ use std::collections::HashMap;
 
 use sqlx::AnyConnection;
 
-use super::{SqlEntity, campaigns, find_by_name, insert_in, update_in};
+use super::{
+    SqlEntity,
+    blocked::{self, Upserted},
+    campaigns, find_by_name, insert_in, update_in,
+};
 use crate::{
     domain::{
         ids::Id,
@@ -92,6 +96,16 @@ pub(super) async fn apply(conn: &mut AnyConnection, plan: &Plan) -> Result<Impor
                 .await
                 .map_err(at(format!("{path}.publishers[{i}]")))?;
             report.publishers.add(outcome);
+        }
+        for (i, blocked) in entry.blocked_callers.iter().enumerate() {
+            let (_, upserted) = blocked::upsert_in(conn, company_id, blocked)
+                .await
+                .map_err(at(format!("{path}.blocked_callers[{i}]")))?;
+            report.blocked_callers.add(match upserted {
+                Upserted::Created => Outcome::Created,
+                Upserted::Updated => Outcome::Updated,
+                Upserted::Unchanged => Outcome::Unchanged,
+            });
         }
         let mut buyer_ids = HashMap::new();
         for (i, buyer) in entry.buyers.iter().enumerate() {

@@ -4,6 +4,7 @@
 //! flags as 0/1 integers, ids as text. Each engine has its own migrations because their DDL
 //! differs.
 
+mod blocked;
 mod buyers;
 mod call_writer;
 mod calls;

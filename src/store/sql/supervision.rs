@@ -38,6 +38,7 @@ struct SummaryRow {
     state_changed_at_ms: i64,
     ended_at_ms: Option<i64>,
     timeline_len: i64,
+    caller_state: Option<String>,
 }
 
 impl TryFrom<SummaryRow> for CallSummary {
@@ -70,6 +71,7 @@ impl TryFrom<SummaryRow> for CallSummary {
             state_changed_at: timestamp(row.state_changed_at_ms)?,
             ended_at: row.ended_at_ms.map(timestamp).transpose()?,
             version: count("timeline_len", row.timeline_len)?,
+            caller_state: parse_stored("calls.caller_state", row.caller_state.into())?,
         })
     }
 }
@@ -107,7 +109,7 @@ impl SupervisionStore for SqlStore {
             "SELECT c.call_sid, c.caller, c.called, c.company_id, c.entry_campaign_id, c.campaign_id,
                     c.buyer_id, c.state, c.outcome, c.drop_reason, c.attempts, c.converted, c.duplicate,
                     c.used_fallback, c.redirects, c.duplicates_avoided, c.started_at_ms,
-                    c.state_changed_at_ms, c.ended_at_ms, c.timeline_len
+                    c.state_changed_at_ms, c.ended_at_ms, c.timeline_len, c.caller_state
              FROM calls c
              WHERE ($1 = 0 OR c.state <> 'ended')
                AND ($2 IS NULL OR c.entry_campaign_id = $2 OR c.campaign_id = $2)
@@ -141,7 +143,7 @@ impl SupervisionStore for SqlStore {
         let (from, to) = (from.as_millisecond(), to.as_millisecond());
         let mut tx = self.read_tx().await?;
         let result = async {
-            type Totals = (String, i64, i64, i64, i64, i64, i64, i64, i64);
+            type Totals = (String, i64, i64, i64, i64, i64, i64, i64, i64, i64);
             let totals: Vec<Totals> = sqlx::query_as(
                 "SELECT entry_campaign_id, COUNT(*),
                     CAST(SUM(CASE WHEN state <> 'ended' THEN 1 ELSE 0 END) AS BIGINT),
@@ -152,7 +154,8 @@ impl SupervisionStore for SqlStore {
                     CAST(SUM(duplicates_avoided) AS BIGINT),
                     CAST(SUM(used_fallback) AS BIGINT),
                     CAST(SUM(CASE WHEN redirects > 0 THEN 1 ELSE 0 END) AS BIGINT),
-                    CAST(SUM(CASE WHEN outcome = 'abandoned' THEN 1 ELSE 0 END) AS BIGINT)
+                    CAST(SUM(CASE WHEN outcome = 'abandoned' THEN 1 ELSE 0 END) AS BIGINT),
+                    CAST(SUM(CASE WHEN outcome = 'blocked' THEN 1 ELSE 0 END) AS BIGINT)
                  FROM calls
                  WHERE entry_campaign_id IS NOT NULL AND started_at_ms >= $1 AND started_at_ms < $2
                  GROUP BY entry_campaign_id",
@@ -162,7 +165,8 @@ impl SupervisionStore for SqlStore {
             .fetch_all(&mut *tx)
             .await?;
             let mut stats: HashMap<CampaignId, CampaignStats> = HashMap::new();
-            for (id, calls, live, connected, converted, duplicates, fallback, redirected, abandoned) in totals
+            for (id, calls, live, connected, converted, duplicates, fallback, redirected, abandoned, blocked) in
+                totals
             {
                 let id = parse_id(&id)?;
                 let mut campaign = CampaignStats::new(id);
@@ -174,6 +178,7 @@ impl SupervisionStore for SqlStore {
                 campaign.fallback_used = count(fallback);
                 campaign.redirected = count(redirected);
                 campaign.abandoned = count(abandoned);
+                campaign.blocked = count(blocked);
                 stats.insert(id, campaign);
             }
 

@@ -1,0 +1,384 @@
+//! What the buyer sees and hears of a call: the caller ID on its phone, the caller's ringback
+//! while it rings, an announcement (whisper) before the caller is put through, an optional
+//! "press 1 to accept", and whether the conversation is recorded.
+//!
+//! Each is a setting of the plan (per buyer, some per campaign), read here into what one
+//! `<Dial>` needs ([`DialSettings`]); rendering it is TwiML's business.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    call::Caller,
+    phone::E164,
+    plan::{Buyer, Campaign, Record},
+};
+
+/// Which number the buyer sees calling (`<Dial callerId>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum CallerId {
+    /// The caller's own number (the tracking number when the caller's is withheld or not a
+    /// phone number).
+    #[default]
+    Caller,
+    /// The tracking number the caller dialed, so the buyer knows which campaign it came from.
+    TrackingNumber,
+    /// A number of the operator's (it must be one the provider lets the account present).
+    Number(E164),
+}
+
+impl CallerId {
+    /// The number to present for a call from `caller` to `tracking_number`. Always a phone
+    /// number when one is known: with none, the provider passes on the caller's raw caller ID,
+    /// which a buyer's carrier may refuse (Twilio error 13214), so an anonymous caller would fail
+    /// at every buyer.
+    pub fn for_call(&self, caller: &Caller, tracking_number: Option<&E164>) -> Option<E164> {
+        match self {
+            Self::Caller => caller.number().or(tracking_number).cloned(),
+            Self::TrackingNumber => tracking_number.or(caller.number()).cloned(),
+            Self::Number(number) => Some(number.clone()),
+        }
+    }
+}
+
+impl TryFrom<String> for CallerId {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.trim() {
+            "caller" => Ok(Self::Caller),
+            "tracking_number" => Ok(Self::TrackingNumber),
+            number if number.starts_with('+') => E164::normalise(number)
+                .map(Self::Number)
+                .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "`{other}` is not a caller ID: write `caller`, `tracking_number` or a number in \
+                 international form (+14155550100)"
+            )),
+        }
+    }
+}
+
+impl From<CallerId> for String {
+    fn from(caller_id: CallerId) -> Self {
+        caller_id.to_string()
+    }
+}
+
+impl fmt::Display for CallerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Caller => f.write_str("caller"),
+            Self::TrackingNumber => f.write_str("tracking_number"),
+            Self::Number(number) => f.write_str(number.as_str()),
+        }
+    }
+}
+
+/// Whether a call is recorded, and from when. Recordings are dual channel (caller and buyer on
+/// a channel each), which is what quality reviews and disputes need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordingMode {
+    #[default]
+    Off,
+    /// From the buyer's answer: the conversation.
+    FromAnswer,
+    /// From the moment the buyer's phone rings: what the caller heard too.
+    FromRinging,
+}
+
+impl RecordingMode {
+    /// `<Dial record>`'s value, if the call is recorded.
+    pub fn twiml(self) -> Option<&'static str> {
+        match self {
+            Self::Off => None,
+            Self::FromAnswer => Some("record-from-answer-dual"),
+            Self::FromRinging => Some("record-from-ringing-dual"),
+        }
+    }
+}
+
+/// What a buyer hears when it answers, before the caller is put through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Whisper {
+    /// Spoken by the provider's text-to-speech. `{campaign}` is replaced by the campaign's name.
+    Say(Spoken),
+    /// An audio file the provider fetches and plays.
+    Play(AudioUrl),
+}
+
+impl Whisper {
+    /// The text to say, with `{campaign}` filled in, or the audio to play.
+    pub fn for_campaign(&self, campaign: &str) -> Announcement {
+        match self {
+            Self::Say(text) => Announcement::Say(text.as_str().replace("{campaign}", campaign)),
+            Self::Play(url) => Announcement::Play(url.as_str().to_owned()),
+        }
+    }
+}
+
+/// A whisper ready to be rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    Say(String),
+    Play(String),
+}
+
+/// Text to be spoken: 1 to 1000 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Spoken(String);
+
+impl Spoken {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Spoken {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed.chars().count() > 1000 {
+            return Err("must be 1 to 1000 characters".into());
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+}
+
+impl From<Spoken> for String {
+    fn from(text: Spoken) -> Self {
+        text.0
+    }
+}
+
+/// The address of an audio file: `https://` (or `http://`), as `<Play>` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AudioUrl(String);
+
+impl AudioUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AudioUrl {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let url = url::Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+            return Err(format!("`{text}` must be an https:// (or http://) address"));
+        }
+        Ok(Self(url.into()))
+    }
+}
+
+impl From<AudioUrl> for String {
+    fn from(url: AudioUrl) -> Self {
+        url.0
+    }
+}
+
+/// Whether a buyer must accept each call before it is put through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Screen {
+    /// Put through as soon as the buyer answers (after the whisper, if any).
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// The buyer hears the whisper and "press 1 to accept": no key, or another key, and the leg
+    /// counts as unanswered, so routing goes on to the next buyer. Keeps voicemail and IVRs
+    /// from taking (and converting) calls.
+    #[serde(rename = "press-1")]
+    Press1,
+}
+
+/// Where a screened attempt stands: the buyer's leg answers, hears the whisper, and presses a
+/// key or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Screening {
+    /// Dialed (or picked up and listening): no key yet.
+    Pending,
+    /// Pressed 1: the caller is put through.
+    Accepted,
+    /// Pressed another key.
+    Refused,
+    /// Pressed nothing before the prompt timed out (voicemail, an IVR, a person who walked off).
+    NoKey,
+}
+
+impl Screening {
+    /// The screening that a key press (or none) comes to.
+    pub fn of_digits(digits: &str) -> Self {
+        match digits.trim() {
+            "1" => Self::Accepted,
+            "" => Self::NoKey,
+            _ => Self::Refused,
+        }
+    }
+}
+
+/// Everything one `<Dial>` to a buyer needs besides whom to ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialSettings {
+    /// `callerId`; `None` only when neither the caller nor the tracking number is a number.
+    pub caller_id: Option<E164>,
+    /// `answerOnBridge`: the caller hears the buyer's ringback and is not answered (nor billed)
+    /// until a buyer picks up.
+    pub answer_on_bridge: bool,
+    pub record: RecordingMode,
+    /// Whether the buyer's answer runs Switchboard's whisper document (an announcement, a
+    /// press-1 prompt, or both) before the caller is put through.
+    pub whisper: bool,
+    pub screen: Screen,
+}
+
+impl DialSettings {
+    /// The settings for dialing `buyer` in `campaign` for a call from `caller` that dialed
+    /// `tracking_number`: the buyer's own, else the campaign's.
+    pub fn of(
+        buyer: &Record<Buyer>,
+        campaign: Option<&Record<Campaign>>,
+        caller: &Caller,
+        tracking_number: Option<&E164>,
+    ) -> Self {
+        let spec = &buyer.spec;
+        let campaign = campaign.map(|c| &c.spec);
+        let whisper = spec.whisper.is_some() || campaign.is_some_and(|c| c.whisper.is_some());
+        Self {
+            caller_id: spec.caller_id.for_call(caller, tracking_number),
+            answer_on_bridge: campaign.is_none_or(|c| c.answer_on_bridge),
+            record: spec.record.or(campaign.map(|c| c.record)).unwrap_or_default(),
+            whisper: whisper || spec.screen == Screen::Press1,
+            screen: spec.screen,
+        }
+    }
+}
+
+/// The whisper a buyer hears in a campaign: its own, else the campaign's.
+pub fn whisper_for<'a>(
+    buyer: &'a Record<Buyer>,
+    campaign: Option<&'a Record<Campaign>>,
+) -> Option<&'a Whisper> {
+    buyer
+        .spec
+        .whisper
+        .as_ref()
+        .or_else(|| campaign.and_then(|c| c.spec.whisper.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn number(text: &str) -> E164 {
+        E164::from_provider(text).unwrap()
+    }
+
+    #[test]
+    fn the_buyer_always_sees_a_phone_number_when_one_is_known() {
+        let tracking = number("+18005550100");
+        let caller = Caller::from_provider("+14155550123");
+        let withheld = Caller::from_provider("anonymous");
+        assert_eq!(
+            CallerId::Caller.for_call(&caller, Some(&tracking)),
+            Some(number("+14155550123"))
+        );
+        assert_eq!(
+            CallerId::Caller.for_call(&withheld, Some(&tracking)),
+            Some(tracking.clone()),
+            "a withheld caller shows the tracking number"
+        );
+        assert_eq!(
+            CallerId::TrackingNumber.for_call(&caller, Some(&tracking)),
+            Some(tracking.clone())
+        );
+        let own = CallerId::Number(number("+14155550199"));
+        assert_eq!(
+            own.for_call(&withheld, Some(&tracking)),
+            Some(number("+14155550199"))
+        );
+        assert_eq!(CallerId::Caller.for_call(&withheld, None), None);
+    }
+
+    #[test]
+    fn caller_ids_read_as_operators_write_them() {
+        let read = |text: &str| serde_json::from_value::<CallerId>(json!(text));
+        assert_eq!(read("caller").unwrap(), CallerId::Caller);
+        assert_eq!(read("tracking_number").unwrap(), CallerId::TrackingNumber);
+        assert_eq!(
+            read("+1 (415) 555-0199").unwrap(),
+            CallerId::Number(number("+14155550199"))
+        );
+        assert_eq!(
+            serde_json::to_value(read("+1 415 555 0199").unwrap()).unwrap(),
+            json!("+14155550199")
+        );
+        for bad in ["callee", "", "4155550199", "+15555550100"] {
+            assert!(read(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn recording_is_dual_channel_from_the_answer_or_the_ringing() {
+        let read = |text: &str| serde_json::from_value::<RecordingMode>(json!(text));
+        assert_eq!(read("off").unwrap().twiml(), None);
+        assert_eq!(
+            read("from-answer").unwrap().twiml(),
+            Some("record-from-answer-dual")
+        );
+        assert_eq!(
+            read("from-ringing").unwrap().twiml(),
+            Some("record-from-ringing-dual")
+        );
+        assert!(read("always").is_err());
+    }
+
+    #[test]
+    fn whispers_say_text_or_play_audio() {
+        let say: Whisper = serde_json::from_value(json!({"say": "Call from {campaign}, press 1"})).unwrap();
+        assert_eq!(
+            say.for_campaign("Auto Insurance"),
+            Announcement::Say("Call from Auto Insurance, press 1".into())
+        );
+        let play: Whisper = serde_json::from_value(json!({"play": "https://cdn.example.com/w.mp3"})).unwrap();
+        assert_eq!(
+            play.for_campaign("x"),
+            Announcement::Play("https://cdn.example.com/w.mp3".into())
+        );
+        for bad in [
+            json!({"say": ""}),
+            json!({"play": "ftp://example.com/a.mp3"}),
+            json!({"play": "not a url"}),
+            json!({"say": "a", "play": "https://example.com/a.mp3"}),
+            json!({"shout": "a"}),
+        ] {
+            assert!(serde_json::from_value::<Whisper>(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_key_press_is_one_accepted_another_refused_nothing_no_key() {
+        assert_eq!(Screening::of_digits("1"), Screening::Accepted);
+        assert_eq!(Screening::of_digits("2"), Screening::Refused);
+        assert_eq!(Screening::of_digits("#"), Screening::Refused);
+        assert_eq!(Screening::of_digits(""), Screening::NoKey);
+        let read = |text: &str| serde_json::from_value::<Screen>(json!(text));
+        assert_eq!(read("press-1").unwrap(), Screen::Press1);
+        assert_eq!(read("none").unwrap(), Screen::None);
+        assert!(read("press_1").is_err());
+    }
+}
