@@ -209,12 +209,13 @@ pub struct Attempt {
 
 impl Attempt {
     /// What a dial's result comes to for routing: a leg that rang through to the buyer but never
-    /// reached the caller (the buyer refused, or pressed nothing, at the press-1 prompt; or the
-    /// provider says it was not bridged) did not connect, whatever `DialCallStatus` says, so
-    /// routing goes on to the next buyer.
+    /// reached the caller did not connect, whatever `DialCallStatus` says, so routing goes on to
+    /// the next buyer. The provider's `DialBridged` decides when it is sent; without it, a
+    /// screened buyer that did not press 1 did not take the call.
     pub fn result_of(&self, status: DialStatus, bridged: Option<bool>) -> DialStatus {
         let screened_out = self.screening.is_some_and(|s| s != Screening::Accepted);
-        if status.connected() && (screened_out || bridged == Some(false)) {
+        let reached_the_caller = bridged.unwrap_or(!screened_out);
+        if status.connected() && !reached_the_caller {
             DialStatus::NoAnswer
         } else {
             status
@@ -767,6 +768,126 @@ mod tests {
         assert!(!call.leg_answered(1, t0));
         assert_eq!(call.connected_attempt(), None);
         assert_eq!(call.state, CallState::Dialing);
+    }
+
+    /// A call dialing attempt 1, whose buyer must press 1.
+    fn screened_call() -> (Timestamp, CallRecord) {
+        let (t0, mut call) = new_call("+14155550123");
+        call.begin_attempt(
+            BuyerId::generate(),
+            CampaignId::generate(),
+            AttemptKind::Buyer,
+            Some(false),
+            t0,
+        );
+        call.expect_screening(1);
+        (t0, call)
+    }
+
+    #[test]
+    fn a_screened_buyer_connects_the_caller_only_when_it_presses_1() {
+        let (t0, mut call) = screened_call();
+        let t1 = t0 + jiff::SignedDuration::from_secs(4);
+        assert!(
+            !call.leg_answered(1, t0),
+            "picking up to hear the prompt is not a connection"
+        );
+        assert_eq!((call.state, call.connected_attempt()), (CallState::Dialing, None));
+        assert_eq!(
+            call.screened(1, Screening::Accepted, t1),
+            Some(Screening::Accepted)
+        );
+        assert_eq!(call.state, CallState::Connected);
+        assert_eq!(
+            call.attempts[0].answered_at,
+            Some(t1),
+            "answered when it accepted"
+        );
+        assert_eq!(call.screened(1, Screening::NoKey, t1), None, "an answer is final");
+        let attempt = &call.attempts[0];
+        assert_eq!(
+            attempt.result_of(DialStatus::Completed, Some(true)),
+            DialStatus::Completed
+        );
+    }
+
+    #[test]
+    fn a_buyer_that_refuses_or_presses_nothing_did_not_answer() {
+        for refusal in [Screening::NoKey, Screening::Refused] {
+            let (t0, mut call) = screened_call();
+            assert_eq!(call.screened(1, refusal, t0), Some(refusal));
+            assert_eq!(call.state, CallState::Dialing);
+            let attempt = call.attempts[0].clone();
+            assert_eq!(
+                attempt.result_of(DialStatus::Completed, None),
+                DialStatus::NoAnswer
+            );
+            assert_eq!(
+                attempt.result_of(DialStatus::Completed, Some(false)),
+                DialStatus::NoAnswer
+            );
+            assert_eq!(attempt.result_of(DialStatus::Busy, None), DialStatus::Busy);
+        }
+        // No answer to the prompt ever came, and the provider says it was not bridged.
+        let (_, call) = screened_call();
+        assert_eq!(
+            call.attempts[0].result_of(DialStatus::Completed, None),
+            DialStatus::NoAnswer
+        );
+        // The provider says the caller was bridged: it was, whatever was lost on the way.
+        assert_eq!(
+            call.attempts[0].result_of(DialStatus::Completed, Some(true)),
+            DialStatus::Completed
+        );
+        let (t0, mut plain) = new_call("+14155550123");
+        plain.begin_attempt(
+            BuyerId::generate(),
+            CampaignId::generate(),
+            AttemptKind::Buyer,
+            None,
+            t0,
+        );
+        assert_eq!(
+            plain.attempts[0].result_of(DialStatus::Completed, None),
+            DialStatus::Completed
+        );
+        assert_eq!(
+            plain.attempts[0].result_of(DialStatus::Completed, Some(false)),
+            DialStatus::NoAnswer
+        );
+        assert_eq!(
+            plain.screened(1, Screening::Accepted, t0),
+            None,
+            "no prompt, no answer to it"
+        );
+    }
+
+    #[test]
+    fn a_recording_is_kept_once_and_moves_only_to_its_final_status() {
+        let (t0, mut call) = new_call("+14155550123");
+        let recording = |status| Recording {
+            attempt: 1,
+            sid: "RE0123".into(),
+            url: "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE0123".into(),
+            status,
+            duration_seconds: Some(95),
+            channels: Some(2),
+            at: t0,
+        };
+        assert!(call.add_recording(recording(RecordingStatus::InProgress)));
+        assert!(call.add_recording(recording(RecordingStatus::Completed)));
+        assert!(
+            !call.add_recording(recording(RecordingStatus::Completed)),
+            "a retry"
+        );
+        assert!(
+            !call.add_recording(recording(RecordingStatus::InProgress)),
+            "late news"
+        );
+        assert_eq!(call.recordings.len(), 1);
+        assert_eq!(call.recordings[0].status, RecordingStatus::Completed);
+        assert_eq!(RecordingStatus::parse("absent"), Ok(RecordingStatus::Absent));
+        assert!(RecordingStatus::parse("done").is_err());
     }
 
     #[test]

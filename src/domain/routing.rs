@@ -1358,6 +1358,89 @@ mod tests {
     }
 
     #[test]
+    fn buyers_licensed_elsewhere_are_skipped_as_geo_and_the_fallback_still_takes_the_call() {
+        let texas_only = json!({"states": ["TX"]});
+        let no_212 = json!({"area_codes": {"deny": ["212"]}});
+        let (plan, campaign, ids) = plan_of(
+            &[
+                ("A", 1, 1, texas_only.clone()),
+                ("B", 2, 1, no_212),
+                ("F", 1, 1, json!({})),
+            ],
+            Some("F"),
+        );
+        let place = |state: Option<&str>, area: &str| CallerPlace {
+            state: state.map(|s| UsState::parse(s).unwrap()),
+            area_code: Some(geo::AreaCode::parse(area).unwrap()),
+        };
+        let mut given = Given {
+            place: place(Some("TX"), "713"),
+            ..Given::default()
+        };
+        let decide = |given: &Given| given.decide(&plan, campaign, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            chosen_name(&decide(&given)),
+            Some("A"),
+            "a Texan goes to the Texas buyer"
+        );
+
+        given.place = place(Some("CA"), "415");
+        let decision = decide(&given);
+        assert_eq!(verdicts(&decision)[0], ("A", Verdict::Geo));
+        assert_eq!(chosen_name(&decision), Some("B"));
+        assert_eq!(
+            decision.caller_state,
+            Some(UsState::parse("CA").unwrap()),
+            "the decision says why"
+        );
+
+        given.place = place(Some("NY"), "212");
+        let decision = decide(&given);
+        assert_eq!(
+            verdicts(&decision),
+            [("A", Verdict::Geo), ("B", Verdict::Geo), ("F", Verdict::Chosen)]
+        );
+        let json = serde_json::to_value(&decision).unwrap();
+        assert_eq!(json["caller_state"], "NY");
+        assert_eq!(json["considered"][0]["verdict"], "geo");
+
+        // Without the fallback, the call ends, and geo is why.
+        let (plan, campaign, _) = plan_of(&[("A", 1, 1, texas_only)], None);
+        given.place = CallerPlace::default();
+        let decision = given.decide(&plan, campaign, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            decision.action,
+            Action::End {
+                reason: DropReason::Geo
+            },
+            "a caller of unknown state is not sent to a buyer licensed in some states only"
+        );
+        assert_eq!(Verdict::try_from("geo".to_owned()), Ok(Verdict::Geo));
+        let _ = ids;
+    }
+
+    #[test]
+    fn a_company_blocks_callers_of_its_own_campaigns_only() {
+        let (plan, campaign, _) = plan_of(&[("A", 1, 1, json!({}))], None);
+        let company = plan.campaign(campaign).unwrap().company_id.unwrap();
+        let entry = |company| crate::domain::block::BlockEntry {
+            id: uuid::Uuid::now_v7(),
+            company_id: company,
+            blocked: serde_json::from_value(json!({"pattern": "+1900*"})).unwrap(),
+            created_at: Timestamp::UNIX_EPOCH,
+        };
+        let premium = E164::from_provider("+19005550100").unwrap();
+        let plan = plan.with_block_lists(&[entry(CompanyId::generate())]);
+        assert!(!plan.blocks(plan.campaign(campaign).unwrap(), &premium));
+        let plan = plan.with_block_lists(&[entry(company)]);
+        assert!(plan.blocks(plan.campaign(campaign).unwrap(), &premium));
+        assert!(!plan.blocks(
+            plan.campaign(campaign).unwrap(),
+            &E164::from_provider("+14155550100").unwrap()
+        ));
+    }
+
+    #[test]
     fn a_call_nobody_can_take_ends_with_the_reason_that_kept_most_buyers_out() {
         let none = json!({});
         let shut = json!({"business_hours": {"sunday": {"open": "09:00", "close": "17:00"}}});

@@ -475,6 +475,12 @@ mod tests {
             !twiml.contains("sendDigits"),
             "an empty lone placeholder drops its attribute"
         );
+        for absent in [" record=", "recordingStatusCallback", " url=", "callerId"] {
+            assert!(
+                !twiml.contains(absent),
+                "{absent} is left out when not set: {twiml}"
+            );
+        }
         assert!(!twiml.contains('\n'));
     }
 

@@ -6,10 +6,18 @@
 //! - `plan: FILE` (in `tests/fixtures/plans/`) and any number of `edit: OLD => NEW` lines, exact
 //!   text replacements in it (`\n` for a line break; every OLD must occur exactly once);
 //! - steps: `> TARGET`, the form body on the next line, then `< REPLY`. TARGET is `incoming`,
-//!   `status`, or the URL Switchboard last wrote for that call: `action` and `leg` (its last
-//!   `<Dial>`'s action and status callback) or `redirect`. REPLY is `dial BUYER`,
-//!   `redirect CAMPAIGN`, `end`, `hangup`, `reject` or `204`;
+//!   `status`, or the URL Switchboard last wrote for that call: `action`, `leg`, `whisper` and
+//!   `recording` (its last `<Dial>`'s action, buyer leg status callback, `<Number url>` and
+//!   recording status callback), `screen` (the last press-1 prompt's `<Gather action>`) or
+//!   `redirect`; `TARGET again` is a retry of a status or recording callback, which changes
+//!   nothing, not even the timeline. REPLY is `dial BUYER`, `redirect CAMPAIGN`, `end`, `hangup`, `reject`,
+//!   `whisper TEXT` (said to the buyer, then put through), `prompt TEXT` (said, then "press
+//!   1"), `connect` (put through) or `204`. A `dial` may add `| name=value …` checks of the
+//!   `<Dial>`'s or its noun's attributes (`name=*`: present, `!name`: absent);
 //! - `expect CALLSID` blocks of `  key: value` lines about the stored call.
+//!
+//! Every answer is first checked as the provider reads it: each element, attribute and value
+//! must be one Twilio documents (see `switchboard::simulate::twiml`).
 
 use std::collections::HashMap;
 
@@ -22,6 +30,7 @@ use switchboard::{
         timeline::Event,
     },
     plan::Plan,
+    simulate::twiml::{self, Document},
     store::{CallStore, ListFilter, PlanTable},
 };
 use xml::reader::{EventReader, XmlEvent};
@@ -64,6 +73,13 @@ replays! {
     the_caller_hangs_up_while_the_buyer_rings,
     the_call_status_arrives_before_the_dial_action,
     the_caller_hangs_up_during_a_dial,
+    the_buyer_sees_the_caller_hears_a_whisper_and_the_call_is_recorded,
+    a_withheld_caller_shows_the_tracking_number_and_ringback_can_be_off,
+    a_buyer_that_presses_1_takes_the_call,
+    a_buyer_that_presses_nothing_passes_the_call_on,
+    a_caller_from_a_state_no_buyer_takes_reaches_the_fallback,
+    a_caller_from_a_state_no_buyer_takes_is_dropped_as_geo,
+    a_blocked_caller_is_rejected_unanswered,
 }
 
 #[test]
@@ -212,6 +228,9 @@ struct Written {
     action: Option<String>,
     leg: Option<String>,
     redirect: Option<String>,
+    whisper: Option<String>,
+    recording: Option<String>,
+    screen: Option<String>,
 }
 
 async fn replay(engine: Engine, name: &str) {
@@ -244,21 +263,32 @@ async fn replay(engine: Engine, name: &str) {
         let sid = param("ParentCallSid")
             .or_else(|| param("CallSid"))
             .unwrap_or_else(|| panic!("{at}: no CallSid"));
-        *steps_of.entry(sid.clone()).or_default() += 1;
+        let (target, retried) = match step.target.strip_suffix(" again") {
+            Some(target) => (target, true),
+            None => (step.target.as_str(), false),
+        };
+        if !retried {
+            *steps_of.entry(sid.clone()).or_default() += 1;
+        }
         let urls = written.entry(sid.clone()).or_default();
-        let url = match step.target.as_str() {
+        let written = |url: &Option<String>, what: &str| {
+            url.clone()
+                .unwrap_or_else(|| panic!("{at}: Switchboard wrote no {what} URL"))
+        };
+        let url = match target {
             "incoming" => app.url("/voice/incoming"),
             "status" => app.url("/voice/status"),
-            "action" => urls
-                .action
-                .clone()
-                .unwrap_or_else(|| panic!("{at}: no <Dial> to act on")),
-            "leg" => urls.leg.clone().unwrap_or_else(|| panic!("{at}: no <Dial> leg")),
-            "redirect" => urls
-                .redirect
-                .clone()
-                .unwrap_or_else(|| panic!("{at}: no <Redirect> to follow")),
+            "action" => written(&urls.action, "<Dial action>"),
+            "leg" => written(&urls.leg, "leg status callback"),
+            "redirect" => written(&urls.redirect, "<Redirect>"),
+            "whisper" => written(&urls.whisper, "<Number url>"),
+            "screen" => written(&urls.screen, "<Gather action>"),
+            "recording" => written(&urls.recording, "recordingStatusCallback"),
             other => panic!("{at}: unknown target {other}"),
+        };
+        let document = match target {
+            "whisper" | "screen" => Document::Leg,
+            _ => Document::Call,
         };
 
         let response = app.webhook(&url, &step.body).await;
@@ -283,11 +313,15 @@ async fn replay(engine: Engine, name: &str) {
             body.starts_with("<?xml"),
             "{at}: nothing may come before <?xml: {body:?}"
         );
+        if let Err(invalid) = twiml::check(&body, document) {
+            panic!("{at}: the provider would refuse this: {invalid}: {body}");
+        }
         let twiml = read_twiml(&body);
         let names: Vec<&str> = twiml.iter().map(|e| e.name.as_str()).collect();
         let (verb, argument) = step.reply.split_once(' ').unwrap_or((step.reply.as_str(), ""));
         match verb {
             "dial" => {
+                let (argument, checks) = argument.split_once(" | ").unwrap_or((argument, ""));
                 let buyer = buyer_named(argument);
                 let destination = buyer.spec.destination.to_string();
                 let noun = if destination.starts_with("sip:") {
@@ -310,7 +344,62 @@ async fn replay(engine: Engine, name: &str) {
                 );
                 urls.action = Some(action);
                 urls.leg = Some(twiml[2].attributes["statusCallback"].clone());
+                // An earlier attempt's callbacks may still come: its URLs stay known.
+                if let Some(url) = twiml[2].attributes.get("url") {
+                    urls.whisper = Some(url.clone());
+                }
+                if let Some(url) = dial.get("recordingStatusCallback") {
+                    urls.recording = Some(url.clone());
+                }
+                for check in checks.split_whitespace() {
+                    let found = |name: &str| dial.get(name).or_else(|| twiml[2].attributes.get(name));
+                    if let Some(name) = check.strip_prefix('!') {
+                        assert_eq!(found(name), None, "{at}: {name} must be left out: {body}");
+                        continue;
+                    }
+                    let (name, expected) = check.split_once('=').expect("a check is name=value");
+                    let actual = found(name).unwrap_or_else(|| panic!("{at}: no {name}: {body}"));
+                    if expected == "*" {
+                        assert!(
+                            actual.starts_with(&app.address),
+                            "{at}: {name} under PUBLIC_URL: {actual}"
+                        );
+                    } else {
+                        assert_eq!(actual, expected, "{at}: {name}: {body}");
+                    }
+                }
             }
+            "whisper" => {
+                assert_eq!(names, ["Response", "Say"], "{at}: said, then put through: {body}");
+                assert_eq!(twiml[1].text, argument, "{at}");
+            }
+            "prompt" => {
+                // The whisper, if the buyer has one, then "press 1".
+                let said: Vec<&str> = twiml
+                    .iter()
+                    .filter(|e| e.name == "Say")
+                    .map(|e| e.text.as_str())
+                    .collect();
+                let mut expected = vec!["Response", "Gather", "Say", "Hangup"];
+                if !argument.is_empty() {
+                    expected.insert(2, "Say");
+                    assert_eq!(said[0], argument, "{at}");
+                }
+                assert_eq!(names, expected, "{at}: the whisper and the prompt: {body}");
+                assert!(said.last().unwrap().contains("Press 1"), "{at}: {body}");
+                let gather = &twiml[1].attributes;
+                assert_eq!(
+                    (
+                        gather["numDigits"].as_str(),
+                        gather["input"].as_str(),
+                        gather["actionOnEmptyResult"].as_str()
+                    ),
+                    ("1", "dtmf", "true"),
+                    "{at}: one key, and the action even for none: {body}"
+                );
+                urls.screen = Some(gather["action"].clone());
+            }
+            "connect" => assert_eq!(names, ["Response"], "{at}: nothing more: put through: {body}"),
             "redirect" => {
                 let campaign = campaigns
                     .iter()
@@ -403,6 +492,23 @@ fn field(
         "fallback" => yes_no(call.used_fallback()),
         "redirects" => call.redirects().to_string(),
         "avoided" => call.duplicate_buyers.len().to_string(),
+        "state" => text_of(&call.caller_state),
+        "screening" => (call.attempts.iter())
+            .filter_map(|a| a.screening.map(|s| text_of(&s)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "recordings" => call.recordings.len().to_string(),
+        "recording" => (call.recordings.iter())
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r.sid,
+                    text_of(&r.status),
+                    text_of(&r.duration_seconds)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         "caller" => if call.caller.number().is_some() {
             "known"
         } else {
