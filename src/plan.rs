@@ -365,6 +365,24 @@ mod tests {
     }
 
     #[test]
+    fn a_block_list_names_each_caller_once_and_says_which_entry_is_wrong() {
+        let company = "[[companies]]\nname = \"Acme\"\n";
+        let err = error(&format!(
+            "{company}blocked_callers = [{{ pattern = \"+1900*\" }}, {{ pattern = \"+1 900 *\" }}]\n"
+        ));
+        assert!(
+            err.starts_with("companies[0].blocked_callers[1].pattern: +1900* is listed twice"),
+            "{err}"
+        );
+        let err = error(&format!(
+            "{company}blocked_callers = [{{ pattern = \"900*\" }}]\n"
+        ));
+        assert!(err.contains("not a number prefix"), "{err}");
+        let plan = Plan::parse(DEMO_PLAN).unwrap();
+        assert_eq!(plan.companies[0].blocked_callers.len(), 2);
+    }
+
+    #[test]
     fn typos_and_bad_values_point_at_their_line() {
         let err = error("[[companies]]\nname = \"Acme\"\nduplicate_caller_handlin = true\n");
         assert!(err.contains("line 3") && err.contains("unknown field"), "{err}");

@@ -101,14 +101,40 @@ impl RecordingMode {
     }
 }
 
-/// What a buyer hears when it answers, before the caller is put through.
+/// What a buyer hears when it answers, before the caller is put through: `{"say": …}` or
+/// `{"play": …}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", try_from = "WhisperFields")]
 pub enum Whisper {
     /// Spoken by the provider's text-to-speech. `{campaign}` is replaced by the campaign's name.
     Say(Spoken),
     /// An audio file the provider fetches and plays.
     Play(AudioUrl),
+}
+
+/// A whisper as written, before it is known to be one or the other.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhisperFields {
+    #[serde(default)]
+    say: Option<Spoken>,
+    #[serde(default)]
+    play: Option<AudioUrl>,
+}
+
+impl TryFrom<WhisperFields> for Whisper {
+    type Error = String;
+
+    fn try_from(fields: WhisperFields) -> Result<Self, Self::Error> {
+        match (fields.say, fields.play) {
+            (Some(text), None) => Ok(Self::Say(text)),
+            (None, Some(url)) => Ok(Self::Play(url)),
+            (Some(_), Some(_)) => {
+                Err("give `say` or `play`, not both (a patch sets the other to null)".into())
+            }
+            (None, None) => Err("give `say` (text to speak) or `play` (an audio file's address)".into()),
+        }
+    }
 }
 
 impl Whisper {

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod admin_api;
+mod buyer_experience;
 mod call_saves;
 mod cli;
 mod cluster;

@@ -91,6 +91,62 @@ on_both_engines! {
     }
 }
 
+/// The demo's main campaign, with Acme Auto Insurance screening every call (press 1) and the
+/// campaign's calls recorded.
+struct Screening(TestApp);
+
+impl Screening {
+    async fn start(engine: Engine) -> Option<Self> {
+        let plan = DEMO_PLAN.replace(
+            "caller_id = \"caller\"                # what its phone shows: the caller (the default)",
+            "screen = \"press-1\"",
+        );
+        assert_ne!(plan, DEMO_PLAN, "the demo plan changed: edit this test");
+        TestApp::start_with_plan(engine, &Plan::parse(&plan).unwrap())
+            .await
+            .map(Self)
+    }
+}
+
+on_both_engines! {
+    async fn the_provider_plays_whispers_presses_1_or_not_and_reports_recordings(s: Screening) {
+        let scenario = Scenario {
+            calls: 40,
+            repeat_share: 0.0,
+            // Every buyer picks up; at the prompt, about half press 1.
+            outcomes: "1,0,0,0".parse().unwrap(),
+            press_1: 0.5,
+            ..scenario(s.0.url(""))
+        };
+        let report = simulate::run(scenario).await.unwrap();
+        assert!(report.succeeded(), "{report}");
+        let (accepted, refused) = report.screened;
+        assert!(accepted > 0 && refused > 0, "{report}");
+        assert_eq!(report.dials.get("screened-out").copied(), Some(refused), "{report}");
+        // A buyer that did not press 1 passed the call on, and the next one took it.
+        let connected = report.ended.get(&simulate::Ended::Connected).copied().unwrap_or(0);
+        assert_eq!(connected, 40, "{report}");
+        assert_eq!(report.dials.get("completed").copied(), Some(40), "{report}");
+
+        // Switchboard's own record agrees: each screening as the buyer answered it, each
+        // recording of a call that talked kept with its call.
+        let mut db = s.0.db.connect().await;
+        let screenings: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT screening, COUNT(*) FROM call_attempts WHERE screening IS NOT NULL GROUP BY screening ORDER BY screening",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        assert_eq!(screenings, [("accepted".to_owned(), i64::from(accepted)), ("no_key".to_owned(), i64::from(refused))]);
+        let reported = report.latencies.get("recording").map_or(0, Vec::len);
+        assert_eq!(reported, 40, "one recording per conversation: {report}");
+        let recordings: Vec<(String,)> = sqlx::query_as("SELECT recordings FROM calls").fetch_all(&mut db).await.unwrap();
+        let kept: usize = recordings.iter().map(|(json,)| serde_json::from_str::<Vec<serde_json::Value>>(json).unwrap().len()).sum();
+        assert_eq!(kept, reported);
+        assert!(report.to_string().contains(&format!("pressed 1: {accepted} · did not: {refused}")), "{report}");
+    }
+}
+
 /// A "Switchboard" that answers an incoming call with something no provider could follow.
 async fn bad_server(answer: &'static str, status: u16) -> String {
     let server = HttpServer::new(move || {
