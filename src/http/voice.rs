@@ -488,16 +488,20 @@ async fn recording(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpRes
         )));
     }
     let url = required("RecordingUrl")?;
-    if !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "https" | "http")) {
-        return Err(WebhookError::BadRequest(format!(
-            "`{url}` is not a recording's address"
-        )));
-    }
+    // Kept as parsed: an address a supervisor's browser may open.
+    let url = match url::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => String::from(parsed),
+        _ => {
+            return Err(WebhookError::BadRequest(format!(
+                "`{url}` is not a recording's address"
+            )));
+        }
+    };
     let status = RecordingStatus::parse(required("RecordingStatus")?).map_err(WebhookError::BadRequest)?;
     let number = |name: &str| param(&hook.params, name).and_then(|n| n.trim().parse().ok());
     let recording = RecordingReport {
         sid: recording_sid.to_owned(),
-        url: url.to_owned(),
+        url,
         status,
         duration_seconds: number("RecordingDuration"),
         channels: number("RecordingChannels"),

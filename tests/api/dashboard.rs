@@ -302,7 +302,7 @@ const row = [...document.querySelectorAll("#stats-body tr")]
   .find((tr) => tr.cells[0].textContent === campaign);
 if (!row) return null;
 const names = ["campaign", "calls", "live", "connected", "converted", "duplicates_avoided",
-  "fallback_used", "redirected", "abandoned", "dropped", "revenue", "payout"];
+  "fallback_used", "redirected", "abandoned", "blocked", "dropped", "revenue", "payout"];
 const cells = Object.fromEntries(names.map((name, i) => [name, row.cells[i].textContent]));
 return cells.calls === calls && cells.live === live ? cells : null;
 "##;
@@ -488,6 +488,174 @@ async fn watch_a_call(app: &TestApp, browser: Client) {
         .await
         .unwrap();
     assert_eq!(kept_page, true, "still the same page");
+}
+
+/// The call panel's dials and recordings once it lists a recording: each dial's text, and each
+/// recording's text, link address and link text.
+const DIALS_AND_RECORDINGS: &str = r##"
+const panel = document.getElementById("call-panel");
+const recordings = [...document.querySelectorAll("#panel-recordings > li[data-recording]")];
+if (panel.hidden || recordings.length === 0) return null;
+return {
+  dials: [...document.querySelectorAll("#panel-dials > li")].map((li) => li.textContent),
+  recordings: recordings.map((li) => {
+    const link = li.querySelector("a");
+    return { text: li.textContent, href: link && link.getAttribute("href"), link: link && link.textContent };
+  }),
+};
+"##;
+
+#[actix_web::test]
+async fn a_supervisor_sees_why_buyers_were_kept_out_the_press_1_and_the_recording() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let plan = PLAN
+        .replace(
+            "destination = \"+14155550101\"",
+            "destination = \"+14155550101\"\nscreen = \"press-1\"\nwhisper = { say = \"Call from {campaign}.\" }",
+        )
+        .replace("destination = \"+14155550102\"", "destination = \"+14155550102\"\nstates = [\"TX\"]")
+        .replace("numbers = [\"+18005550100\"]", "numbers = [\"+18005550100\"]\nrecord = \"from-answer\"");
+    let app = TestApp::start_with_plan(Engine::Sqlite, &Plan::parse(&plan).unwrap())
+        .await
+        .expect("SQLite is always there");
+    let client = browser.client.clone();
+    browser.run(watch_a_screened_recorded_call(&app, client)).await;
+}
+
+async fn watch_a_screened_recorded_call(app: &TestApp, browser: Client) {
+    browser
+        .goto(&app.url(&format!("/dashboard#token={SUPERVISOR_TOKEN}")))
+        .await
+        .unwrap();
+    let call = sid(7);
+    let arrived = app
+        .webhook(
+            &app.url("/voice/incoming"),
+            &format!("{}&FromState=CA", incoming(&call, CALLER, MAIN)),
+        )
+        .await;
+    let (_, action) = dialed(arrived).await;
+    let attempt = action.trim_end_matches("/action");
+    let leg = |extra: &str| {
+        format!(
+            "CallSid=CA99999999999999999999999999999999&ParentCallSid={call}&CallStatus=in-progress{extra}"
+        )
+    };
+    assert_eq!(
+        app.webhook(&format!("{attempt}/whisper"), &leg(""))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.webhook(&format!("{attempt}/screen"), &leg("&Digits=1"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.webhook(&action, &dial_ended(&call, "completed", 120))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.webhook(&app.url("/voice/status"), &call_over(&call))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let media =
+        "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let recording = serde_urlencoded::to_string([
+        ("CallSid", call.as_str()),
+        ("RecordingSid", "RE0a1b2c3d4e5f60718293a4b5c6d7e8f9"),
+        ("RecordingUrl", media),
+        ("RecordingStatus", "completed"),
+        ("RecordingDuration", "118"),
+        ("RecordingChannels", "2"),
+    ])
+    .unwrap();
+    assert_eq!(
+        app.webhook(&format!("{attempt}/recording"), &recording)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+
+    until(
+        &browser,
+        "the call's row",
+        ROW,
+        &[json!(call), json!({"caller": CALLER})],
+    )
+    .await;
+    (browser.find(Locator::Css(&format!(
+        r##"#calls-body tr[data-call-sid="{call}"]"##
+    ))))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let timeline = until(
+        &browser,
+        "the recording in the timeline",
+        TIMELINE,
+        &[json!("recorded")],
+    )
+    .await;
+    let text_of = |kind: &str| {
+        (timeline.as_array().unwrap().iter())
+            .find(|e| e["kind"] == kind)
+            .and_then(|e| e["text"].as_str())
+            .unwrap_or_else(|| panic!("no {kind}: {timeline}"))
+            .to_owned()
+    };
+    let decision = text_of("decision");
+    assert!(
+        decision.contains("Budget Cover: not licensed where the caller is"),
+        "{decision}"
+    );
+    assert!(decision.contains("caller in CA"), "{decision}");
+    assert!(text_of("whispered").contains("press 1"), "{timeline}");
+    assert!(text_of("screened").contains("pressed 1"), "{timeline}");
+    assert!(text_of("recorded").contains("118 s"), "{timeline}");
+
+    let panel = until(
+        &browser,
+        "the call's dials and recordings",
+        DIALS_AND_RECORDINGS,
+        &[],
+    )
+    .await;
+    assert!(
+        panel["dials"][0]
+            .as_str()
+            .unwrap()
+            .contains("the buyer pressed 1"),
+        "{panel}"
+    );
+    let listed = &panel["recordings"][0];
+    assert_eq!(
+        (listed["href"].as_str(), listed["link"].as_str()),
+        (Some(media), Some("listen")),
+        "{panel}"
+    );
+    assert!(
+        listed["text"].as_str().unwrap().contains("118 s · both sides"),
+        "{panel}"
+    );
+    let state = browser
+        .execute(
+            "return [...document.querySelectorAll('#panel-summary dt')].some((dt) => dt.textContent === \"Caller's state\" && dt.nextElementSibling.textContent === 'CA')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(state, true, "the summary names the caller's state");
 }
 
 #[actix_web::test]
