@@ -66,6 +66,30 @@ fn webhooks(c: &mut Criterion) {
                     ("timeout", "30"),
                     ("number", "+14155550101"),
                     ("send_digits", ""),
+                    ("caller_id", "+14155550123"),
+                    ("answer_on_bridge", "true"),
+                    ("record", ""),
+                    ("recording_url", ""),
+                    ("whisper_url", ""),
+                ]),
+            ))
+        })
+    });
+    c.bench_function("twiml: render a recorded, whispered <Dial>", |b| {
+        b.iter(|| {
+            black_box(templates.render(
+                TemplateName::DialNumber,
+                &Values(&[
+                    ("action_url", URL),
+                    ("status_url", URL),
+                    ("timeout", "30"),
+                    ("number", "+14155550101"),
+                    ("send_digits", ""),
+                    ("caller_id", "+14155550123"),
+                    ("answer_on_bridge", "true"),
+                    ("record", "record-from-answer-dual"),
+                    ("recording_url", URL),
+                    ("whisper_url", URL),
                 ]),
             ))
         })

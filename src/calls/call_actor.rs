@@ -661,16 +661,17 @@ async fn route(
 /// The `<Dial>` of attempt `attempt` to `buyer`, with what the buyer sees and hears in the
 /// attempt's campaign.
 fn dial(plan: &RoutingPlan, record: &CallRecord, attempt: u32, buyer: &Record<Buyer>) -> Answer {
-    let campaign = (record.attempt(attempt)).and_then(|a| plan.campaign(a.campaign_id));
+    let dialed = record.attempt(attempt);
+    let campaign = dialed.and_then(|a| plan.campaign(a.campaign_id));
     let tracking_number = E164::from_provider(record.called.trim()).ok();
-    let mut settings = DialSettings::of(buyer, campaign, &record.caller, tracking_number.as_ref());
-    // Screening is settled when the attempt is made: a buyer switched to press-1 mid-call does
-    // not make a leg already ringing wait for a key.
-    settings.screen = match record.attempt(attempt).and_then(|a| a.screening) {
-        Some(_) => Screen::Press1,
-        None => Screen::None,
-    };
-    settings.whisper = whisper_for(buyer, campaign).is_some() || settings.screen == Screen::Press1;
+    let screened = dialed.is_some_and(|a| a.screening.is_some());
+    let settings = DialSettings::of(
+        buyer,
+        campaign,
+        &record.caller,
+        tracking_number.as_ref(),
+        screened,
+    );
     Answer::Dial {
         attempt,
         destination: buyer.spec.destination.clone(),

@@ -267,27 +267,28 @@ pub struct DialSettings {
     /// Whether the buyer's answer runs Switchboard's whisper document (an announcement, a
     /// press-1 prompt, or both) before the caller is put through.
     pub whisper: bool,
-    pub screen: Screen,
 }
 
 impl DialSettings {
     /// The settings for dialing `buyer` in `campaign` for a call from `caller` that dialed
-    /// `tracking_number`: the buyer's own, else the campaign's.
+    /// `tracking_number`: the buyer's own, else the campaign's. `screened`: the attempt was
+    /// made with a press-1 prompt (settled when it is made, so a buyer switched to press-1
+    /// mid-call does not make a leg already ringing wait for a key).
     pub fn of(
         buyer: &Record<Buyer>,
         campaign: Option<&Record<Campaign>>,
         caller: &Caller,
         tracking_number: Option<&E164>,
+        screened: bool,
     ) -> Self {
         let spec = &buyer.spec;
-        let campaign = campaign.map(|c| &c.spec);
-        let whisper = spec.whisper.is_some() || campaign.is_some_and(|c| c.whisper.is_some());
         Self {
             caller_id: spec.caller_id.for_call(caller, tracking_number),
-            answer_on_bridge: campaign.is_none_or(|c| c.answer_on_bridge),
-            record: spec.record.or(campaign.map(|c| c.record)).unwrap_or_default(),
-            whisper: whisper || spec.screen == Screen::Press1,
-            screen: spec.screen,
+            answer_on_bridge: campaign.is_none_or(|c| c.spec.answer_on_bridge),
+            record: (spec.record)
+                .or(campaign.map(|c| c.spec.record))
+                .unwrap_or_default(),
+            whisper: screened || whisper_for(buyer, campaign).is_some(),
         }
     }
 }
@@ -394,6 +395,60 @@ mod tests {
         ] {
             assert!(serde_json::from_value::<Whisper>(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    fn record<T: crate::domain::plan::PlanEntity>(spec: serde_json::Value) -> Record<T> {
+        Record {
+            id: crate::domain::ids::Id::generate(),
+            company_id: None,
+            spec: serde_json::from_value(spec).unwrap(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            updated_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_buyers_own_settings_win_over_its_campaigns() {
+        let caller = Caller::from_provider("+14155550123");
+        let plain: Record<Buyer> = record(json!({"name": "A", "destination": "+14155550101"}));
+        let own: Record<Buyer> = record(json!({
+            "name": "B", "destination": "+14155550102", "record": "off",
+            "whisper": {"say": "Mine."}, "caller_id": "tracking_number",
+        }));
+        let campaign: Record<Campaign> = record(json!({
+            "name": "C", "record": "from-ringing", "answer_on_bridge": false, "whisper": {"say": "Ours."},
+        }));
+        let tracking = number("+18005550100");
+        let settings = DialSettings::of(&plain, Some(&campaign), &caller, Some(&tracking), false);
+        assert_eq!(
+            settings,
+            DialSettings {
+                caller_id: Some(number("+14155550123")),
+                answer_on_bridge: false,
+                record: RecordingMode::FromRinging,
+                whisper: true,
+            }
+        );
+        assert_eq!(
+            whisper_for(&plain, Some(&campaign)),
+            campaign.spec.whisper.as_ref()
+        );
+        let settings = DialSettings::of(&own, Some(&campaign), &caller, Some(&tracking), false);
+        assert_eq!(
+            (settings.record, settings.caller_id),
+            (RecordingMode::Off, Some(tracking.clone()))
+        );
+        assert_eq!(whisper_for(&own, Some(&campaign)), own.spec.whisper.as_ref());
+        // Alone, the buyer rings with ringback, unrecorded, and no whisper unless it screens.
+        let alone = DialSettings::of(&plain, None, &caller, Some(&tracking), false);
+        assert_eq!(
+            (alone.answer_on_bridge, alone.record, alone.whisper),
+            (true, RecordingMode::Off, false)
+        );
+        assert!(
+            DialSettings::of(&plain, None, &caller, Some(&tracking), true).whisper,
+            "the prompt needs the document"
+        );
     }
 
     #[test]

@@ -48,6 +48,13 @@ fuzz_target!(|data: &[u8]| {
                 "sip_uri",
                 "redirect_url",
                 "message",
+                "caller_id",
+                "answer_on_bridge",
+                "record",
+                "recording_url",
+                "whisper_url",
+                "audio_url",
+                "screen_url",
             ]
             .map(|slot| (slot, value.as_str()));
             let document = templates.render(name, &Values(&slots));
