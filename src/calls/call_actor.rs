@@ -231,12 +231,13 @@ async fn process(
     };
     let recorded_before = match (&record, &webhook.input) {
         (Some(record), Input::Recorded { recording, .. }) => {
-            (record.recordings.iter()).any(|r| r.sid == recording.sid && r.status == recording.status)
+            !record.is_recording_news(&recording.sid, recording.status)
         }
         _ => false,
     };
     if seen_before || recorded_before {
-        // A status callback the provider retried (or sent twice): it was applied already.
+        // A status callback the provider retried (or sent twice), or older news than what was
+        // applied: nothing changes.
         tracing::debug!("a status callback seen before: nothing changes");
         return (record, unsaved, Answer::Acknowledge);
     }
@@ -695,7 +696,8 @@ fn whisper(turn: &mut Turn, record: &mut CallRecord, attempt: u32) -> Answer {
         return Answer::Hangup;
     };
     let press_1 = match dialed.screening {
-        None | Some(Screening::Pending) => dialed.screening.is_some(),
+        None => false,
+        Some(Screening::Pending) => true,
         // A retried request after the buyer answered the prompt: as it answered.
         Some(Screening::Accepted) => return Answer::Connect,
         Some(Screening::Refused | Screening::NoKey) => return Answer::Hangup,
@@ -964,8 +966,7 @@ async fn current_answer(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecor
         if attempt.status.is_none()
             && let Some(buyer) = turn.plan.buyer(attempt.buyer_id)
         {
-            let plan = turn.plan.clone();
-            return dial(&plan, record, attempt.number, buyer);
+            return dial(&turn.plan, record, attempt.number, buyer);
         }
     }
     // Nothing in flight (a redirect the provider has not followed yet): decide again.

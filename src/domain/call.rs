@@ -435,20 +435,26 @@ impl CallRecord {
         Some(result)
     }
 
-    /// Notes a recording status callback. Returns whether it is news: a recording seen before
-    /// changes only from in progress to its final status.
-    pub fn add_recording(&mut self, recording: Recording) -> bool {
-        match self.recordings.iter_mut().find(|r| r.sid == recording.sid) {
-            Some(known) if !known.status.is_final() && recording.status.is_final() => {
-                *known = recording;
-                true
-            }
-            Some(_) => false,
-            None => {
-                self.recordings.push(recording);
-                true
-            }
+    /// Whether a recording's callback with `status` would change anything: a recording not
+    /// seen yet, or one in progress that now has its final status.
+    pub fn is_recording_news(&self, sid: &str, status: RecordingStatus) -> bool {
+        match self.recordings.iter().find(|r| r.sid == sid) {
+            Some(known) => !known.status.is_final() && status.is_final(),
+            None => true,
         }
+    }
+
+    /// Notes a recording status callback. Returns whether it is news (see
+    /// [`CallRecord::is_recording_news`]); a retry or older news changes nothing.
+    pub fn add_recording(&mut self, recording: Recording) -> bool {
+        if !self.is_recording_news(&recording.sid, recording.status) {
+            return false;
+        }
+        match self.recordings.iter_mut().find(|r| r.sid == recording.sid) {
+            Some(known) => *known = recording,
+            None => self.recordings.push(recording),
+        }
+        true
     }
 
     /// The buyer answered attempt `number`. Returns whether this is news: an attempt already

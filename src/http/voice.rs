@@ -259,14 +259,17 @@ impl Voice {
                     Some(Announcement::Play(url)) => ("", url.as_str()),
                     None => ("", ""),
                 };
-                let values = [("message", message), ("audio_url", audio_url)];
-                if press_1 {
-                    let screen_url = calls(format!("/attempts/{attempt}/screen"));
-                    let values = [values[0], values[1], ("screen_url", screen_url.as_str())];
-                    self.templates.render(TemplateName::Screen, &Values(&values))
+                let (template, screen_url) = if press_1 {
+                    (TemplateName::Screen, calls(format!("/attempts/{attempt}/screen")))
                 } else {
-                    self.templates.render(TemplateName::Whisper, &Values(&values))
-                }
+                    (TemplateName::Whisper, String::new())
+                };
+                let values = [
+                    ("message", message),
+                    ("audio_url", audio_url),
+                    ("screen_url", &screen_url),
+                ];
+                self.templates.render(template, &Values(&values))
             }
             Answer::Connect => self.templates.render(TemplateName::Connect, &Values(&[])),
             Answer::Blocked => self.templates.render(TemplateName::Blocked, &Values(&[])),

@@ -309,8 +309,13 @@ return cells.calls === calls && cells.live === live ? cells : null;
 
 /// A browser, and the service on the test plan; `None` (skip) where there is no browser.
 async fn start() -> Option<(Browser, TestApp)> {
+    start_on(PLAN).await
+}
+
+/// A browser, and the service on `plan`.
+async fn start_on(plan: &str) -> Option<(Browser, TestApp)> {
     let browser = Browser::start().await?;
-    let app = TestApp::start_with_plan(Engine::Sqlite, &Plan::parse(PLAN).unwrap())
+    let app = TestApp::start_with_plan(Engine::Sqlite, &Plan::parse(plan).unwrap())
         .await
         .expect("SQLite is always there");
     Some((browser, app))
@@ -507,9 +512,6 @@ return {
 
 #[actix_web::test]
 async fn a_supervisor_sees_why_buyers_were_kept_out_the_press_1_and_the_recording() {
-    let Some(browser) = Browser::start().await else {
-        return;
-    };
     let plan = PLAN
         .replace(
             "destination = \"+14155550101\"",
@@ -517,9 +519,9 @@ async fn a_supervisor_sees_why_buyers_were_kept_out_the_press_1_and_the_recordin
         )
         .replace("destination = \"+14155550102\"", "destination = \"+14155550102\"\nstates = [\"TX\"]")
         .replace("numbers = [\"+18005550100\"]", "numbers = [\"+18005550100\"]\nrecord = \"from-answer\"");
-    let app = TestApp::start_with_plan(Engine::Sqlite, &Plan::parse(&plan).unwrap())
-        .await
-        .expect("SQLite is always there");
+    let Some((browser, app)) = start_on(&plan).await else {
+        return;
+    };
     let client = browser.client.clone();
     browser.run(watch_a_screened_recorded_call(&app, client)).await;
 }
