@@ -54,9 +54,10 @@ enum Value {
     OneOf(&'static [&'static str]),
     /// Some of these words, space-separated.
     Events(&'static [&'static str]),
-    /// DTMF: `0-9 * #`, and `w`/`W` for a wait.
+    /// DTMF: `0-9 A-D * #`, and `w`/`W` for a half-second or one-second wait.
     Digits,
-    /// A phone number in E.164 form, or a client identifier (letters, digits, `_`).
+    /// A phone number in E.164 form, or, for a SIP or client leg, a name of letters, digits and
+    /// `+ - _ . :` (`client:alice`).
     CallerId,
     /// Any text that is not empty.
     Text,
@@ -77,13 +78,21 @@ impl Value {
                 !value.trim().is_empty() && value.split_whitespace().all(|word| words.contains(&word))
             }
             Self::Digits => {
-                !value.is_empty() && value.chars().all(|c| c.is_ascii_digit() || "*#wW".contains(c))
+                !value.is_empty()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || "ABCD*#wW".contains(c))
             }
             Self::CallerId => match value.strip_prefix('+') {
                 Some(digits) => {
                     (2..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
                 }
-                None => !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                None => {
+                    !value.is_empty()
+                        && value
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"+-_.:".contains(&b))
+                }
             },
             Self::Text => !value.trim().is_empty(),
         };
@@ -98,7 +107,7 @@ impl Value {
             Self::Int(min, max) => format!("a whole number from {min} to {max}"),
             Self::OneOf(words) => format!("one of {}", words.join(", ")),
             Self::Events(words) => format!("some of {}, space-separated", words.join(" ")),
-            Self::Digits => "digits, * # and w".into(),
+            Self::Digits => "digits, A-D, * #, w and W".into(),
             Self::CallerId => "a phone number in E.164 form or a client name".into(),
             Self::Text => "some text".into(),
         }
@@ -193,6 +202,9 @@ fn spec(name: &str) -> Option<Spec> {
                         "record-from-ringing",
                         "record-from-answer-dual",
                         "record-from-ringing-dual",
+                        // Legacy spellings Twilio still documents.
+                        "true",
+                        "false",
                     ]),
                 ),
                 ("trim", OneOf(&["trim-silence", "do-not-trim"])),
@@ -417,7 +429,7 @@ fn dial(verb: &Element) -> Result<Dial, Invalid> {
     if verb.children.len() > 1 {
         return Err(Invalid("a <Dial> to several buyers at once".into()));
     }
-    let record = owned(verb.attribute("record")).filter(|r| r != "do-not-record");
+    let record = owned(verb.attribute("record")).filter(|r| !matches!(r.as_str(), "do-not-record" | "false"));
     let recording_callback = owned(verb.attribute("recordingStatusCallback"));
     if recording_callback.is_some() && record.is_none() {
         return Err(Invalid(
@@ -609,6 +621,7 @@ mod tests {
             r#"record="record-from-ringing-dual" recordingStatusCallback="https://sb.example/r""#,
             r#"recordingStatusCallbackEvent="in-progress completed" record="record-from-answer""#,
             r#"timeout="600" method="GET""#,
+            r#"record="true" callerId="client:alice""#,
         ] {
             assert!(dial(good).is_ok(), "{good}: {:?}", dial(good));
         }
@@ -617,7 +630,7 @@ mod tests {
             (r#"answer_on_bridge="true""#, "no attribute `answer_on_bridge`"),
             (r#"callerid="+14155550123""#, "no attribute `callerid`"),
             (r#"callerId="anonymous caller""#, "E.164"),
-            (r#"record="true""#, "one of"),
+            (r#"record="always""#, "one of"),
             (
                 r#"record="record-from-answer-dual" recordingStatusCallbackEvent="done""#,
                 "some of",
