@@ -503,11 +503,12 @@ async fn arrive(
         note_end(turn, &record);
         return (Some(record), Answer::Reject);
     };
-    let blocked = (turn.plan.campaign(campaign).zip(record.caller.number()))
+    let entered = turn.plan.campaign(campaign);
+    let blocked = (entered.zip(record.caller.number()))
         .is_some_and(|(campaign, caller)| turn.plan.blocks(campaign, caller));
     if blocked && !turn.answered_elsewhere {
         // Refused before any buyer hears of it (and before it is answered, so nobody pays).
-        record.enter_campaign(turn.plan.campaign(campaign).and_then(|c| c.company_id), campaign);
+        record.enter_campaign(entered.and_then(|c| c.company_id), campaign);
         record.end(Outcome::Blocked, None, turn.now);
         note_end(turn, &record);
         return (Some(record), Answer::Blocked);

@@ -102,7 +102,7 @@ pub struct BlockEntry {
 /// length (a handful of lengths, however many prefixes).
 #[derive(Debug, Default)]
 pub struct BlockLists {
-    numbers: HashSet<(CompanyId, E164)>,
+    numbers: HashMap<CompanyId, HashSet<E164>>,
     prefixes: HashMap<CompanyId, PrefixSet>,
 }
 
@@ -119,7 +119,11 @@ impl BlockLists {
         for entry in entries {
             match &entry.blocked.pattern {
                 CallerPattern::Number(number) => {
-                    lists.numbers.insert((entry.company_id, number.clone()));
+                    lists
+                        .numbers
+                        .entry(entry.company_id)
+                        .or_default()
+                        .insert(number.clone());
                 }
                 CallerPattern::Prefix(prefix) => {
                     let set = lists.prefixes.entry(entry.company_id).or_default();
@@ -135,7 +139,11 @@ impl BlockLists {
 
     /// Whether `company` blocks `caller`.
     pub fn blocks(&self, company: CompanyId, caller: &E164) -> bool {
-        if self.numbers.contains(&(company, caller.clone())) {
+        if self
+            .numbers
+            .get(&company)
+            .is_some_and(|numbers| numbers.contains(caller))
+        {
             return true;
         }
         let Some(set) = self.prefixes.get(&company) else {

@@ -21,7 +21,7 @@ impl UsState {
     }
 
     fn of_code(code: &str) -> Option<Self> {
-        let index = area_codes::STATES.iter().position(|(known, _)| *known == code)?;
+        let index = area_codes::STATES.iter().position(|known| *known == code)?;
         u8::try_from(index).ok().map(Self)
     }
 
@@ -39,12 +39,7 @@ impl UsState {
     }
 
     pub fn code(self) -> &'static str {
-        area_codes::STATES[usize::from(self.0)].0
-    }
-
-    /// The state's name, as people read it.
-    pub fn name(self) -> &'static str {
-        area_codes::STATES[usize::from(self.0)].1
+        area_codes::STATES[usize::from(self.0)]
     }
 }
 
@@ -223,7 +218,7 @@ mod tests {
     #[test]
     fn states_are_usps_codes_in_either_case() {
         assert_eq!(UsState::parse("ca").unwrap().code(), "CA");
-        assert_eq!(UsState::parse(" TX ").unwrap().name(), "Texas");
+        assert_eq!(UsState::parse(" TX ").unwrap().code(), "TX");
         assert_eq!(UsState::parse("DC").unwrap().code(), "DC");
         assert_eq!(UsState::parse("PR").unwrap().code(), "PR");
         for bad in ["XX", "", "Cal", "ON", "C"] {

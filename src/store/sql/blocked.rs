@@ -70,14 +70,13 @@ async fn fetch(
     rows.into_iter().map(BlockEntry::try_from).collect()
 }
 
-/// Adds `blocked` to `company`'s list, or, if the pattern is listed already, sets its reason:
-/// whether it was added, changed, or left as it was, with the entry as it now is.
-pub(super) async fn upsert_in(
+/// The company's entry for this pattern, if it has one.
+async fn find_in(
     conn: &mut AnyConnection,
     company: CompanyId,
     blocked: &BlockedCaller,
-) -> Result<(BlockEntry, Upserted), StoreError> {
-    let existing: Option<EntryRow> = sqlx::query_as(
+) -> Result<Option<BlockEntry>, StoreError> {
+    let row: Option<EntryRow> = sqlx::query_as(
         "SELECT id, company_id, pattern, reason, created_at_ms FROM blocked_callers
          WHERE company_id = $1 AND pattern = $2",
     )
@@ -85,19 +84,15 @@ pub(super) async fn upsert_in(
     .bind(blocked.pattern.to_string())
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(row) = existing {
-        let mut entry = BlockEntry::try_from(row)?;
-        if entry.blocked == *blocked {
-            return Ok((entry, Upserted::Unchanged));
-        }
-        sqlx::query("UPDATE blocked_callers SET reason = $1 WHERE id = $2")
-            .bind(blocked.reason.as_ref().map(|r| r.as_str().to_owned()))
-            .bind(entry.id.to_string())
-            .execute(&mut *conn)
-            .await?;
-        entry.blocked = blocked.clone();
-        return Ok((entry, Upserted::Updated));
-    }
+    row.map(BlockEntry::try_from).transpose()
+}
+
+/// Adds a pattern the company does not list yet.
+async fn insert_in(
+    conn: &mut AnyConnection,
+    company: CompanyId,
+    blocked: &BlockedCaller,
+) -> Result<BlockEntry, StoreError> {
     let company_known: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM companies WHERE id = $1")
         .bind(company.to_string())
         .fetch_optional(&mut *conn)
@@ -126,7 +121,30 @@ pub(super) async fn upsert_in(
     .execute(&mut *conn)
     .await?;
     bump_revision(conn).await?;
-    Ok((entry, Upserted::Created))
+    Ok(entry)
+}
+
+/// A plan file's entry: added to `company`'s list, or, if the pattern is listed already, its
+/// reason set. Whether it was added, changed, or left as it was.
+pub(super) async fn upsert_in(
+    conn: &mut AnyConnection,
+    company: CompanyId,
+    blocked: &BlockedCaller,
+) -> Result<Upserted, StoreError> {
+    let Some(entry) = find_in(conn, company, blocked).await? else {
+        insert_in(conn, company, blocked).await?;
+        return Ok(Upserted::Created);
+    };
+    if entry.blocked == *blocked {
+        return Ok(Upserted::Unchanged);
+    }
+    // The reason is for people: routing, and so the plan's revision, does not change.
+    sqlx::query("UPDATE blocked_callers SET reason = $1 WHERE id = $2")
+        .bind(blocked.reason.as_ref().map(|r| r.as_str().to_owned()))
+        .bind(entry.id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(Upserted::Updated)
 }
 
 /// What [`upsert_in`] did.
@@ -162,9 +180,9 @@ impl BlockListStore for SqlStore {
         blocked: &BlockedCaller,
     ) -> Result<BlockEntry, StoreError> {
         let mut tx = self.write_tx().await?;
-        let result = match upsert_in(&mut tx, company, blocked).await {
-            Ok((entry, Upserted::Created)) => Ok(entry),
-            Ok(_) => Err(StoreError::conflict(
+        let result = match find_in(&mut tx, company, blocked).await {
+            Ok(None) => insert_in(&mut tx, company, blocked).await,
+            Ok(Some(_)) => Err(StoreError::conflict(
                 Some("pattern"),
                 format!("the company blocks {} already", blocked.pattern),
             )),

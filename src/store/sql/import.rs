@@ -98,7 +98,7 @@ pub(super) async fn apply(conn: &mut AnyConnection, plan: &Plan) -> Result<Impor
             report.publishers.add(outcome);
         }
         for (i, blocked) in entry.blocked_callers.iter().enumerate() {
-            let (_, upserted) = blocked::upsert_in(conn, company_id, blocked)
+            let upserted = blocked::upsert_in(conn, company_id, blocked)
                 .await
                 .map_err(at(format!("{path}.blocked_callers[{i}]")))?;
             report.blocked_callers.add(match upserted {
