@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     calls::{
-        CapacityActor, DedupeActor,
+        CapacityActor, DedupeActor, PlanCache,
         capacity_actor::{Apply, Hold},
         dedupe_actor::Learn,
     },
@@ -36,11 +36,12 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 /// hours, and its callbacks still come (to another node) until the call ends.
 const REMEMBERED: SignedDuration = SignedDuration::from_hours(5);
 
-/// The indexes that learn other nodes' news.
+/// The indexes that learn other nodes' news, and the routing plan they change.
 pub struct Indexes {
     pub dedupe: Addr<DedupeActor>,
     pub capacity: Addr<CapacityActor>,
     pub reservations: Addr<ReservationActor>,
+    pub plan: Arc<PlanCache>,
 }
 
 /// Every node's public URL: a callback signed for any of them is genuine (its node is gone, or
@@ -150,7 +151,11 @@ async fn follow(
                 Ok(url) => peers.add(url),
                 Err(error) => tracing::warn!(%error, "a node announced an invalid public URL"),
             },
-            Heard::Missed => catch_up(store.as_ref(), &indexes).await,
+            Heard::News(News::Plan { .. }) => indexes.plan.invalidate(),
+            Heard::Missed => {
+                indexes.plan.invalidate();
+                catch_up(store.as_ref(), &indexes).await;
+            }
         }
     }
 }

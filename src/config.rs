@@ -12,13 +12,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::store::Backend;
+use crate::{postbacks::Delivery, store::Backend};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 17] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
@@ -33,6 +33,9 @@ pub const KEYS: [&str; 14] = [
     "STUCK_CALL_SECONDS",
     "DECISION_BUDGET_MS",
     "BENCH_FLOOR",
+    "POSTBACK_TIMEOUT_MS",
+    "POSTBACK_RETRY_BASE_MS",
+    "POSTBACK_MAX_TRIES",
 ];
 
 /// A call this old whose end was never reported is ended: four hours, the longest a provider
@@ -81,6 +84,8 @@ pub struct Settings {
     /// Serves `POST /voice/floor`, fixed TwiML without routing, for the load benchmark to
     /// measure the server's floor against.
     pub bench_floor: bool,
+    /// How postbacks are delivered: each try's timeout, the backoff, the tries.
+    pub postbacks: Delivery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +139,9 @@ struct Raw {
     stuck_call_seconds: Option<String>,
     decision_budget_ms: Option<String>,
     bench_floor: Option<String>,
+    postback_timeout_ms: Option<String>,
+    postback_retry_base_ms: Option<String>,
+    postback_max_tries: Option<String>,
 }
 
 impl Settings {
@@ -220,6 +228,27 @@ impl Settings {
                 )));
             }
         };
+        let defaults = Delivery::default();
+        let postbacks = Delivery {
+            timeout: std::time::Duration::from_millis(number(
+                raw.postback_timeout_ms.as_deref(),
+                ("POSTBACK_TIMEOUT_MS", "milliseconds"),
+                defaults.timeout.as_millis() as u64,
+                100..=60_000,
+            )?),
+            retry_base: std::time::Duration::from_millis(number(
+                raw.postback_retry_base_ms.as_deref(),
+                ("POSTBACK_RETRY_BASE_MS", "milliseconds"),
+                defaults.retry_base.as_millis() as u64,
+                10..=3_600_000,
+            )?),
+            max_tries: number(
+                raw.postback_max_tries.as_deref(),
+                ("POSTBACK_MAX_TRIES", "tries"),
+                u64::from(defaults.max_tries),
+                1..=50,
+            )? as u32,
+        };
         let log_format = match raw.log_format.as_deref() {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
@@ -244,6 +273,7 @@ impl Settings {
             stuck_call_after: std::time::Duration::from_secs(stuck_call_seconds),
             decision_budget: std::time::Duration::from_millis(decision_budget_ms),
             bench_floor,
+            postbacks,
         })
     }
 }

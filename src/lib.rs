@@ -4,6 +4,7 @@
 //! - [`store`]: persistence behind a small trait, on SQLite or PostgreSQL.
 //! - [`http`]: webhooks and the API, translating requests to calls into the core.
 //! - [`calls`], [`rtb`]: live calls and RTB pings, as actors over the core.
+//! - [`postbacks`]: delivering the webhooks buyers and publishers are sent.
 //! - [`supervision`]: live events and metrics for supervisors.
 //! - [`cluster`]: several nodes on one PostgreSQL.
 //! - [`plan`]: plan files, the routing plan as TOML.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod plan;
+pub mod postbacks;
 pub mod rtb;
 pub mod simulate;
 pub mod startup;

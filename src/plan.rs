@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     block::BlockedCaller,
     dialing::{RecordingMode, Whisper},
+    payout::PublisherPayout,
     plan::{
         Buyer, BuyerId, Campaign, CampaignBuyer, CampaignId, Company, DuplicateHandling, Publisher,
         TrackingNumbers,
@@ -73,6 +74,9 @@ pub struct PlanCampaign {
     pub record: RecordingMode,
     #[serde(default)]
     pub whisper: Option<Whisper>,
+    /// What publishers sending callers here earn, unless they have terms of their own.
+    #[serde(default)]
+    pub publisher_payout: Option<PublisherPayout>,
 }
 
 fn yes() -> bool {
@@ -235,6 +239,7 @@ impl PlanCampaign {
             answer_on_bridge: self.answer_on_bridge,
             record: self.record,
             whisper: self.whisper.clone(),
+            publisher_payout: self.publisher_payout,
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::{
     config::{ConfigError, PublicUrl, Settings},
     domain::twiml::{TemplateError, TemplateName, Templates},
     http::{self, auth::AccessTokens, health::Readiness, voice::Voice},
+    postbacks,
     rtb::{self, Rtb},
     store::{Store, StoreError},
     supervision::{CloseStreams, EventHub, Supervision},
@@ -110,9 +111,11 @@ impl Application {
             dedupe: dedupe.clone(),
             capacity: capacity.clone(),
             reservations: rtb_actors.reservations.clone(),
+            plan: plan.clone(),
         };
         let peers = cluster::join(store.clone(), &public_url, learning).await?;
         let supervision = Supervision::start(clock.clone());
+        let outbox = postbacks::start(store.clone(), settings.postbacks, supervision.metrics.clone())?;
         let deps = CallDeps {
             store: store.clone(),
             dedupe,
@@ -123,6 +126,7 @@ impl Application {
             clock: clock.clone(),
             timings,
             routing_seed,
+            outbox: outbox.clone(),
         };
         let rtb = Rtb::new(deps.clone(), rtb_actors.log);
         let rtb_for_http = web::Data::new(rtb.clone());
@@ -148,6 +152,7 @@ impl Application {
         let clock: web::Data<dyn Clock> = web::Data::from(clock);
         let metrics = web::Data::from(supervision.metrics.clone());
         let hub = web::Data::new(supervision.hub.clone());
+        let outbox = web::Data::new(outbox);
         let readiness = Arc::new(Readiness::default());
         let readiness_for_http = web::Data::from(readiness.clone());
 
@@ -161,6 +166,7 @@ impl Application {
                 .app_data(clock.clone())
                 .app_data(metrics.clone())
                 .app_data(hub.clone())
+                .app_data(outbox.clone())
                 .app_data(readiness_for_http.clone())
                 .app_data(voice.clone())
                 .app_data(rtb_for_http.clone())

@@ -13,7 +13,7 @@ use tokio::time::{Instant, timeout_at};
 use super::{
     CallDeps, Input, RecordingReport, Webhook, ask_within,
     capacity_actor::{Apply, Hold},
-    dedupe_actor::Learn,
+    dedupe_actor::{Learn, MarkOf},
     registry::{CallRegistry, Closed},
 };
 use crate::{
@@ -23,11 +23,14 @@ use crate::{
             Outcome, Recording,
         },
         capacity::{Block, Leg, LoadChange, load_changes},
-        dedupe::{Touch, Touched},
+        dedupe::{Scope, Touch, Touched},
         dialing::{DialSettings, Screen, Screening, whisper_for},
         geo::CallerPlace,
+        money::Money,
+        payout::{Settlement, is_duplicate_for_publisher},
         phone::E164,
-        plan::{Buyer, BuyerId, Campaign, CampaignId, Record},
+        plan::{Buyer, BuyerId, Campaign, CampaignId, PublisherId, Record},
+        postback::{Postback, events_of, postbacks_for},
         routing::{Action, CallSituation, Known, RoutingPlan},
         supervision::CallSummary,
         timeline::{Event, TimelineEntry},
@@ -159,6 +162,8 @@ struct Unsaved {
     touched: Vec<Touched>,
     /// Sent to other nodes with the save (this node's index learnt it at once).
     load: Vec<LoadChange>,
+    /// Queued in the outbox with the save.
+    postbacks: Vec<Postback>,
 }
 
 impl Unsaved {
@@ -167,6 +172,7 @@ impl Unsaved {
             && self.conversions.is_empty()
             && self.touched.is_empty()
             && self.load.is_empty()
+            && self.postbacks.is_empty()
     }
 }
 
@@ -256,6 +262,13 @@ async fn process(
     }
     let before = record.clone();
     let (mut record, answer) = apply(deps, &mut turn, record, &webhook).await;
+    if let Some(record) = &mut record {
+        settle_publisher(deps, &mut turn, record).await;
+        let events = events_of(before.as_ref(), record);
+        if !events.is_empty() {
+            (unsaved.postbacks).extend(postbacks_for(&turn.plan, record, &events, turn.now));
+        }
+    }
     // The indexes learn at once, whatever the store does: the next decision must see it.
     if !turn.touched.is_empty() {
         deps.dedupe.do_send(Learn(turn.touched.clone()));
@@ -311,9 +324,15 @@ async fn save(deps: &CallDeps, record: &CallRecord, unsaved: &mut Unsaved, by: I
         conversions: &unsaved.conversions,
         touched: &unsaved.touched,
         load: &unsaved.load,
+        postbacks: &unsaved.postbacks,
     };
     match tokio::time::timeout_at(by, deps.store.save_call(&change)).await {
-        Ok(Ok(())) => *unsaved = Unsaved::default(),
+        Ok(Ok(())) => {
+            if !unsaved.postbacks.is_empty() {
+                deps.outbox.queued();
+            }
+            *unsaved = Unsaved::default();
+        }
         Ok(Err(error)) => tracing::error!(%error, "the call could not be saved yet; it will be retried"),
         Err(_) => tracing::error!("the store did not save the call in time; it will be retried"),
     }
@@ -489,10 +508,17 @@ async fn arrive(
     let caller = Caller::from_provider(arrival.from);
     let mut record = CallRecord::new(sid.clone(), caller, arrival.to.to_owned(), turn.now);
     record.caller_state = CallerPlace::of(&record.caller, arrival.from_state).state;
-    let campaign = campaign.or_else(|| {
-        let number = E164::from_provider(arrival.to.trim()).ok()?;
-        Some(turn.plan.campaign_for_number(&number)?.id)
-    });
+    let dialed = E164::from_provider(arrival.to.trim()).ok();
+    let mut campaign = campaign.or_else(|| Some(turn.plan.campaign_for_number(dialed.as_ref()?)?.id));
+    if campaign.is_none()
+        && let Some(dialed) = &dialed
+        && !turn.answered_elsewhere
+    {
+        // Unknown here, perhaps only for now: a campaign created on another node a moment ago.
+        // Before refusing the call, the plan is checked against the store.
+        turn.plan = deps.plan.reread().await;
+        campaign = turn.plan.campaign_for_number(dialed).map(|c| c.id);
+    }
     let Some(campaign) = campaign else {
         if turn.answered_elsewhere {
             // Told the explicit end, not rejected: the record says what the caller got.
@@ -504,6 +530,7 @@ async fn arrive(
         return (Some(record), Answer::Reject);
     };
     let entered = turn.plan.campaign(campaign);
+    record.publisher_id = publisher_of_number(&turn.plan, arrival.to, entered);
     let blocked = (entered.zip(record.caller.number()))
         .is_some_and(|(campaign, caller)| turn.plan.blocks(campaign, caller));
     if blocked && !turn.answered_elsewhere {
@@ -533,12 +560,23 @@ async fn enter_and_route(
     route(deps, turn, record, campaign, reserved).await
 }
 
+/// The publisher given the tracking number dialed, if it belongs to the campaign's company.
+fn publisher_of_number(
+    plan: &RoutingPlan,
+    to: &str,
+    campaign: Option<&Record<Campaign>>,
+) -> Option<PublisherId> {
+    let publisher = plan.publisher_for_number(&E164::from_provider(to.trim()).ok()?)?;
+    let company = plan.publisher_record(publisher)?.company_id;
+    (company == campaign?.company_id).then_some(publisher)
+}
+
 /// The buyer an RTB bid reserved for this caller in this campaign, if the bid is still live: it
-/// is claimed now, by this call.
+/// is claimed now, by this call, which is from then on the publisher's that pinged.
 async fn claim_reservation(
     deps: &CallDeps,
     turn: &mut Turn,
-    record: &CallRecord,
+    record: &mut CallRecord,
     campaign: CampaignId,
 ) -> Option<BuyerId> {
     if turn.answered_elsewhere {
@@ -561,6 +599,9 @@ async fn claim_reservation(
         reservation: reservation.uuid,
         buyer_id: reservation.buyer_id,
     });
+    if reservation.publisher_id.is_some() {
+        record.publisher_id = reservation.publisher_id;
+    }
     Some(reservation.buyer_id)
 }
 
@@ -777,6 +818,60 @@ fn recorded(turn: &mut Turn, record: &mut CallRecord, attempt: u32, report: &Rec
             duration_seconds: report.duration_seconds,
         });
     }
+}
+
+/// Settles what the call earns its publisher, once: when it meets the payout rule (nothing if
+/// the caller already earned the publisher a payout inside the window), or when it ends
+/// without meeting it.
+async fn settle_publisher(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecord) {
+    let Some(publisher_id) = record.publisher_id else {
+        return;
+    };
+    let terms = turn.plan.publisher_terms_for(record);
+    let (payout, duplicate) = match Settlement::of(record, terms.as_ref()) {
+        Settlement::Later => return,
+        Settlement::Unearned => (Money::ZERO, None),
+        Settlement::Earned(terms) => {
+            let duplicate = match record.caller.number() {
+                Some(caller) if terms.dedupe_seconds.get() > 0 => {
+                    let ask = MarkOf {
+                        caller: caller.clone(),
+                        scope: Scope::Publisher(publisher_id),
+                    };
+                    match ask_within("the de-dupe index", turn.decide_by, deps.dedupe.send(ask)).await {
+                        Some(mark) => is_duplicate_for_publisher(
+                            &terms,
+                            mark.last_converted.map(|at| at.as_millisecond()),
+                            turn.now.as_millisecond(),
+                        ),
+                        None => {
+                            tracing::warn!("the de-dupe index did not answer: the publisher is paid");
+                            false
+                        }
+                    }
+                }
+                // A caller who cannot be told apart cannot be a repeat caller.
+                _ => false,
+            };
+            if !duplicate && let Some(caller) = record.caller.number() {
+                turn.touched.push(Touched {
+                    caller: caller.clone(),
+                    scope: Scope::Publisher(publisher_id),
+                    touch: Touch::Converted,
+                    at: turn.now,
+                });
+            }
+            let payout = if duplicate { Money::ZERO } else { terms.amount };
+            (payout, Some(duplicate))
+        }
+    };
+    record.publisher_payout = Some(payout);
+    record.publisher_duplicate = duplicate;
+    turn.note(Event::PublisherSettled {
+        publisher_id,
+        payout,
+        duplicate,
+    });
 }
 
 fn drop_call(turn: &mut Turn, record: &mut CallRecord, reason: DropReason) -> Answer {

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 
 use crate::{
     domain::{
-        dedupe::{DedupeIndex, Rule, Touched},
+        dedupe::{DedupeIndex, Mark, Rule, Scope, Touched},
         phone::E164,
         plan::BuyerId,
     },
@@ -58,6 +58,23 @@ impl Handler<Duplicates> for DedupeActor {
                 .into_iter()
                 .collect(),
         )
+    }
+}
+
+/// The caller's latest touches in one scope (a publisher's: when the caller last earned it a
+/// payout).
+#[derive(Message)]
+#[rtype(result = "Mark")]
+pub struct MarkOf {
+    pub caller: E164,
+    pub scope: Scope,
+}
+
+impl Handler<MarkOf> for DedupeActor {
+    type Result = MessageResult<MarkOf>;
+
+    fn handle(&mut self, msg: MarkOf, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.index.mark(&msg.caller, &msg.scope))
     }
 }
 

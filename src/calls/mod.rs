@@ -44,6 +44,7 @@ use crate::{
         plan::{Buyer, BuyerId, CampaignId, Record},
         routing::RoutingPlan,
     },
+    postbacks::Outbox,
     rtb::ReservationActor,
     store::Store,
     supervision::Supervision,
@@ -64,6 +65,8 @@ pub struct CallDeps {
     pub timings: CallTimings,
     /// Where the draws between buyers of equal priority come from (see [`CallDeps::random_for`]).
     pub routing_seed: u64,
+    /// Told when a save queued postbacks.
+    pub outbox: Outbox,
 }
 
 impl CallDeps {

@@ -74,6 +74,23 @@ impl PlanCache {
         self.read().plan.clone()
     }
 
+    /// The plan as the store has it now, for a call about to be refused on the plan in hand
+    /// (a campaign created a moment ago on another node): the store's revision is read (one
+    /// small query), and the plan reloaded only if it changed. Within the reload budget;
+    /// past it, the plan in hand.
+    pub async fn reread(&self) -> Arc<RoutingPlan> {
+        let reread = async {
+            let _reloading = self.reloading.lock().await;
+            self.refresh().await
+        };
+        match tokio::time::timeout(RELOAD_BUDGET, reread).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not read the routing plan again"),
+            Err(_) => tracing::warn!("the store did not give the routing plan in time"),
+        }
+        self.read().plan.clone()
+    }
+
     /// The plan changed here: the next read checks the store.
     pub fn invalidate(&self) {
         self.write().checked = None;

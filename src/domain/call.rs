@@ -17,7 +17,7 @@ use super::{
     geo::{AreaCode, CallerPlace, UsState},
     money::Money,
     phone::E164,
-    plan::{BuyerId, CampaignId, CompanyId},
+    plan::{BuyerId, CampaignId, CompanyId, PublisherId},
 };
 
 /// The provider's id of a call. Twilio's are `CA` and 32 hex digits; other Twilio-compatible
@@ -291,6 +291,14 @@ pub struct CallRecord {
     /// code's), as buyers' state lists judge it.
     pub caller_state: Option<UsState>,
     pub recordings: Vec<Recording>,
+    /// Who sent the call: the publisher given the tracking number dialed, or the one whose RTB
+    /// bid the call claimed.
+    pub publisher_id: Option<PublisherId>,
+    /// Whether the caller had already earned the publisher a payout inside its de-dupe window;
+    /// judged when the call met the payout rule (`None` before, or if it never did).
+    pub publisher_duplicate: Option<bool>,
+    /// What the call earned its publisher: `None` until settled.
+    pub publisher_payout: Option<Money>,
 }
 
 /// A status callback as the provider numbers it: the leg it reports on (0 for the call itself,
@@ -322,6 +330,9 @@ impl CallRecord {
             status_callbacks: BTreeSet::new(),
             caller_state: None,
             recordings: Vec::new(),
+            publisher_id: None,
+            publisher_duplicate: None,
+            publisher_payout: None,
         }
     }
 

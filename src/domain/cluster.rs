@@ -62,6 +62,9 @@ pub enum News {
     Claimed(Reservation),
     /// A node is up, reached at this public URL (callbacks signed for it are genuine).
     Up { public_url: String },
+    /// The routing plan changed (sent by the database itself, whoever changed it): every node
+    /// reads it again before its next call.
+    Plan { revision: i64 },
 }
 
 /// News from one node, as sent.
@@ -125,6 +128,15 @@ mod tests {
             let text = serde_json::to_string(&bulletin).unwrap();
             assert_eq!(serde_json::from_str::<Bulletin>(&text).unwrap(), bulletin);
         }
+    }
+
+    #[test]
+    fn plan_news_reads_as_the_database_writes_it() {
+        // As the `plan_changed` trigger builds it (migrations/postgres/…_money_flows.sql).
+        let sent = r#"{"from" : "database", "news" : {"plan" : {"revision" : 42}}}"#;
+        let bulletin: Bulletin = serde_json::from_str(sent).unwrap();
+        assert_eq!(bulletin.news, News::Plan { revision: 42 });
+        assert_eq!(bulletin.from.as_str(), "database");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     phone::E164,
-    plan::{Buyer, BuyerId, CompanyId, DuplicateAfter, Record},
+    plan::{Buyer, BuyerId, CompanyId, DuplicateAfter, PublisherId, Record},
 };
 
 /// Whose history a buyer's de-dupe consults: the buyer's own, or its group's.
@@ -20,7 +20,12 @@ use super::{
 #[serde(into = "String", try_from = "String")]
 pub enum Scope {
     Buyer(BuyerId),
-    Group { company: CompanyId, name: String },
+    Group {
+        company: CompanyId,
+        name: String,
+    },
+    /// A publisher's payouts: its "conversions" are the calls it was paid for.
+    Publisher(PublisherId),
 }
 
 impl Scope {
@@ -45,11 +50,12 @@ impl Scope {
         }
     }
 
-    /// The stored form: `buyer:<id>` or `group:<company id>:<name>`.
+    /// The stored form: `buyer:<id>`, `group:<company id>:<name>` or `publisher:<id>`.
     pub fn key(&self) -> String {
         match self {
             Self::Buyer(id) => format!("buyer:{id}"),
             Self::Group { company, name } => format!("group:{company}:{name}"),
+            Self::Publisher(id) => format!("publisher:{id}"),
         }
     }
 
@@ -57,6 +63,7 @@ impl Scope {
         let invalid = || format!("`{key}` is not a de-dupe scope");
         match key.split_once(':') {
             Some(("buyer", id)) => id.parse().map(Self::Buyer).map_err(|_| invalid()),
+            Some(("publisher", id)) => id.parse().map(Self::Publisher).map_err(|_| invalid()),
             Some(("group", rest)) => {
                 let (company, name) = rest.split_once(':').ok_or_else(invalid)?;
                 Ok(Self::Group {

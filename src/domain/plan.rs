@@ -15,7 +15,9 @@ use super::{
     geo::{AreaCodeRule, StateList},
     ids::Id,
     money::Money,
+    payout::PublisherPayout,
     phone::E164,
+    postback::Postbacks,
     schedule::{BusinessHours, TimeZoneName},
     values::{
         CapLimit, ConversionSeconds, DedupeSeconds, Name, Priority, ReservationSeconds, RingTimeoutSeconds,
@@ -127,6 +129,9 @@ pub struct Buyer {
     /// Area codes it takes callers from (`allow`) or refuses (`deny`).
     #[serde(default)]
     pub area_codes: AreaCodeRule,
+    /// Told when its calls connect, convert, turn out duplicates and end.
+    #[serde(default)]
+    pub postbacks: Postbacks,
 }
 
 impl PlanEntity for Buyer {
@@ -221,6 +226,9 @@ pub struct Campaign {
     /// Played to every buyer when it answers, unless the buyer has its own.
     #[serde(default)]
     pub whisper: Option<Whisper>,
+    /// What publishers sending callers here earn, unless they have terms of their own.
+    #[serde(default)]
+    pub publisher_payout: Option<PublisherPayout>,
 }
 
 fn answer_on_bridge() -> bool {
@@ -333,6 +341,15 @@ pub struct Publisher {
     pub name: Name,
     #[serde(default)]
     pub external_id: Option<Name>,
+    /// The tracking numbers given to it: calls to them are its calls.
+    #[serde(default)]
+    pub numbers: TrackingNumbers,
+    /// What its calls earn it (without: its campaign's terms, if any).
+    #[serde(default)]
+    pub payout: Option<PublisherPayout>,
+    /// Told when its calls connect, convert, turn out duplicates and end.
+    #[serde(default)]
+    pub postbacks: Postbacks,
 }
 
 impl PlanEntity for Publisher {
@@ -445,6 +462,9 @@ mod tests {
             spec: Publisher {
                 name: Name::try_from("Search Partners".to_owned()).unwrap(),
                 external_id: None,
+                numbers: TrackingNumbers::default(),
+                payout: None,
+                postbacks: Postbacks::default(),
             },
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,

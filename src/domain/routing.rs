@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::{
     access::KeyDigest,
     block::{BlockEntry, BlockLists},
-    call::{AttemptKind, DropReason},
+    call::{AttemptKind, CallRecord, DropReason},
     capacity::{Block, CapPeriod},
     geo::{self, CallerPlace, UsState},
+    payout::PublisherPayout,
     phone::E164,
     plan::{
         Buyer, BuyerId, Campaign, CampaignBuyer, CampaignId, Company, CompanyId, DuplicateHandling,
@@ -40,6 +41,9 @@ pub struct RoutingPlan {
     numbers: HashMap<E164, CampaignId>,
     /// Each company's publishers by how RTB pings name them: external id, or id.
     publishers: HashMap<(CompanyId, String), PublisherId>,
+    publisher_records: HashMap<PublisherId, Record<Publisher>>,
+    /// Tracking numbers given to a publisher.
+    publisher_numbers: HashMap<E164, PublisherId>,
     rtb_keys: HashMap<KeyDigest, CampaignId>,
     blocked: BlockLists,
 }
@@ -60,6 +64,8 @@ impl RoutingPlan {
             campaigns: campaigns.into_iter().map(|c| (c.id, c)).collect(),
             numbers,
             publishers: HashMap::new(),
+            publisher_records: HashMap::new(),
+            publisher_numbers: HashMap::new(),
             rtb_keys: HashMap::new(),
             blocked: BlockLists::default(),
         }
@@ -90,8 +96,38 @@ impl RoutingPlan {
             }
             self.publishers
                 .insert((company, publisher.id.to_string()), publisher.id);
+            for number in publisher.spec.numbers.as_slice() {
+                self.publisher_numbers.insert(number.clone(), publisher.id);
+            }
+            self.publisher_records.insert(publisher.id, publisher);
         }
         self
+    }
+
+    pub fn publisher_record(&self, id: PublisherId) -> Option<&Record<Publisher>> {
+        self.publisher_records.get(&id)
+    }
+
+    /// The publisher given this tracking number, if any.
+    pub fn publisher_for_number(&self, number: &E164) -> Option<PublisherId> {
+        self.publisher_numbers.get(number).copied()
+    }
+
+    /// What the call earns its publisher: the publisher's own terms, else those of the campaign
+    /// it was sent to; without either, per conversion, the payout of the buyer it converted
+    /// with (what an RTB bid promises the publisher).
+    pub fn publisher_terms_for(&self, call: &CallRecord) -> Option<PublisherPayout> {
+        let publisher = self.publisher_record(call.publisher_id?)?;
+        let campaign = call.visited.first().and_then(|id| self.campaign(*id));
+        let explicit = (publisher.spec.payout.as_ref())
+            .or_else(|| campaign.and_then(|c| c.spec.publisher_payout.as_ref()));
+        if let Some(terms) = explicit {
+            return Some(*terms);
+        }
+        let converted = call.attempts.iter().find(|a| a.converted)?;
+        Some(PublisherPayout::per_conversion(
+            self.buyer(converted.buyer_id)?.spec.payout,
+        ))
     }
 
     /// With the campaigns' RTB keys, as stored (digests).

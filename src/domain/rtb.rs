@@ -172,6 +172,9 @@ pub struct Reservation {
     /// matched to it.
     pub caller: Option<E164>,
     pub buyer_id: BuyerId,
+    /// The publisher whose ping made the bid: the call claiming it is that publisher's.
+    #[serde(default)]
+    pub publisher_id: Option<PublisherId>,
     pub payout: Money,
     /// Connected seconds the call needs to convert.
     pub seconds: u32,
@@ -468,6 +471,7 @@ mod tests {
             campaign_id: CampaignId::generate(),
             caller: caller.map(number),
             buyer_id: BuyerId::generate(),
+            publisher_id: None,
             payout: Money::from_cents(1250).unwrap(),
             seconds: 90,
             inbound_number: number("+18005550100"),

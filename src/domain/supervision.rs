@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::{
     call::{CallRecord, CallSid, CallState, DropReason, Outcome},
     geo::UsState,
-    money::Total,
-    plan::{BuyerId, CampaignId, CompanyId},
+    money::{Money, Total},
+    plan::{BuyerId, CampaignId, CompanyId, PublisherId},
 };
 
 /// A call at a glance: what live and recent call lists show, and what the live event stream
@@ -48,6 +48,12 @@ pub struct CallSummary {
     pub version: u32,
     /// The caller's US state (the provider's `FromState`, else the area code's), if known.
     pub caller_state: Option<UsState>,
+    /// The publisher that sent the call.
+    pub publisher_id: Option<PublisherId>,
+    /// What the call earned its publisher (absent until settled).
+    pub publisher_payout: Option<Money>,
+    /// Whether it was a duplicate for its publisher (absent until judged).
+    pub publisher_duplicate: Option<bool>,
 }
 
 impl CallSummary {
@@ -75,6 +81,9 @@ impl CallSummary {
             ended_at: call.ended_at,
             version: call.timeline_len,
             caller_state: call.caller_state,
+            publisher_id: call.publisher_id,
+            publisher_payout: call.publisher_payout,
+            publisher_duplicate: call.publisher_duplicate,
         }
     }
 
@@ -159,6 +168,23 @@ impl CampaignStats {
             payout: Total::default(),
         }
     }
+}
+
+/// What a publisher's calls that started in a time range came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublisherStats {
+    pub publisher_id: PublisherId,
+    pub calls: u64,
+    /// Calls that reached a buyer.
+    pub connected: u64,
+    pub converted: u64,
+    /// Calls that earned a payout.
+    pub paid: u64,
+    /// Calls that met the payout rule but were duplicates for the publisher: paid nothing.
+    pub duplicates: u64,
+    /// Calls not settled yet (still going, or still able to meet the rule).
+    pub unsettled: u64,
+    pub payout: Total,
 }
 
 /// A buyer's share of the calls that started in a time range.

@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::{
     call::{DialStatus, DropReason, Outcome, RecordingStatus},
     dialing::Screening,
-    plan::BuyerId,
+    money::Money,
+    plan::{BuyerId, PublisherId},
     routing::Decision,
 };
 
@@ -67,6 +68,14 @@ pub enum Event {
         duplicate: Option<bool>,
         converted: bool,
     },
+    /// What the call earned its publisher: settled once, when it met the payout rule (a
+    /// duplicate for the publisher earns nothing) or ended without meeting it.
+    PublisherSettled {
+        publisher_id: PublisherId,
+        payout: Money,
+        /// `None`: the call never met the rule, so it was not judged.
+        duplicate: Option<bool>,
+    },
     /// The call ended.
     Ended {
         outcome: Outcome,
@@ -88,6 +97,7 @@ impl Event {
             Self::Screened { .. } => "screened",
             Self::Recorded { .. } => "recorded",
             Self::DialEnded { .. } => "dial_ended",
+            Self::PublisherSettled { .. } => "publisher_settled",
             Self::Ended { .. } => "ended",
             Self::Ignored { .. } => "ignored",
         }

@@ -5,6 +5,7 @@ pub mod auth;
 mod blocked;
 mod calls;
 mod capacity;
+mod csv_export;
 mod dashboard;
 pub mod error;
 mod events;
@@ -12,6 +13,7 @@ pub mod health;
 pub mod json;
 mod metrics;
 mod openapi;
+mod postbacks;
 mod rtb;
 mod stats;
 mod tokens;
@@ -111,6 +113,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         &rtb::log_routes(),
         &tokens::routes(),
         &blocked::routes(),
+        &postbacks::routes(),
         &admin::resource::<Company>("/companies"),
         &admin::resource::<Buyer>("/buyers"),
         &admin::resource::<Campaign>("/campaigns"),

@@ -1,4 +1,5 @@
-//! RTB: `POST /rtbs.json` answers publishers' pings; `GET /api/v1/rtb` reads the ping log.
+//! RTB: `POST /rtbs.json` answers publishers' pings; `GET /api/v1/rtb` reads the ping log, and
+//! `GET /api/v1/rtb.csv` exports it (same filters, every ping, streamed).
 
 use actix_web::{
     HttpRequest, HttpResponse,
@@ -13,6 +14,7 @@ use super::{
     ApiRoute,
     admin::{caller_param, page_limit},
     auth::Reader,
+    csv_export,
     error::ApiError,
 };
 use crate::{
@@ -35,8 +37,11 @@ pub fn ping_resource() -> actix_web::Resource {
         .route(web::post().to(ping))
 }
 
-pub fn log_routes() -> [ApiRoute; 1] {
-    [ApiRoute::new(Method::GET, "/rtb", |r| r.to(log))]
+pub fn log_routes() -> [ApiRoute; 2] {
+    [
+        ApiRoute::new(Method::GET, "/rtb", |r| r.to(log)),
+        ApiRoute::new(Method::GET, "/rtb.csv", |r| r.to(export)),
+    ]
 }
 
 /// Parameters come in the query string and in a form or JSON body, the body's last.
@@ -133,6 +138,31 @@ impl PingView {
     }
 }
 
+impl LogParams {
+    fn filter(&self, limit: u32, at: Timestamp) -> Result<PingFilter, ApiError> {
+        let caller = caller_param(self.caller.as_deref())?;
+        let status = (self.status.as_deref())
+            .map(|text| {
+                PingStatus::parse(text).ok_or_else(|| {
+                    let known = PingStatus::ALL.map(PingStatus::as_str).join(", ");
+                    ApiError::invalid("status", format!("`{text}` is not one of {known}"))
+                })
+            })
+            .transpose()?;
+        Ok(PingFilter {
+            campaign_id: self.campaign_id,
+            publisher_id: self.publisher_id,
+            caller,
+            status,
+            from: self.from,
+            to: self.to,
+            before: self.before,
+            limit,
+            at,
+        })
+    }
+}
+
 /// Newest first, with filters; the pings answered so far are all in it.
 async fn log(
     _: Reader,
@@ -141,30 +171,10 @@ async fn log(
     clock: web::Data<dyn Clock>,
     params: web::Query<LogParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = params.into_inner();
     let limit = page_limit(params.limit)?;
-    let caller = caller_param(params.caller.as_deref())?;
-    let status = (params.status.as_deref())
-        .map(|text| {
-            PingStatus::parse(text).ok_or_else(|| {
-                let known = PingStatus::ALL.map(PingStatus::as_str).join(", ");
-                ApiError::invalid("status", format!("`{text}` is not one of {known}"))
-            })
-        })
-        .transpose()?;
-    rtb.flush().await;
     let at = clock.now();
-    let filter = PingFilter {
-        campaign_id: params.campaign_id,
-        publisher_id: params.publisher_id,
-        caller,
-        status,
-        from: params.from,
-        to: params.to,
-        before: params.before,
-        limit,
-        at,
-    };
+    let filter = params.filter(limit, at)?;
+    rtb.flush().await;
     let data: Vec<PingView> = (store.rtb_pings(&filter).await?)
         .into_iter()
         .map(|logged| PingView::new(logged, at))
@@ -174,4 +184,96 @@ async fn log(
         _ => None,
     };
     Ok(HttpResponse::Ok().json(Page { data, next_before }))
+}
+
+/// A ping as a line of `rtb.csv`.
+#[derive(Serialize)]
+struct PingLine {
+    id: Uuid,
+    received_at: Timestamp,
+    campaign_id: CampaignId,
+    publisher_id: Option<PublisherId>,
+    caller_number: Option<E164>,
+    status: PingStatus,
+    cached: bool,
+    reason: Option<String>,
+    reservation: Option<Uuid>,
+    buyer_id: Option<String>,
+    claimed_at: Option<Timestamp>,
+    call_sid: Option<String>,
+    /// The parameters sent, as JSON.
+    request: String,
+}
+
+const PING_COLUMNS: &[&str] = &[
+    "id",
+    "received_at",
+    "campaign_id",
+    "publisher_id",
+    "caller_number",
+    "status",
+    "cached",
+    "reason",
+    "reservation",
+    "buyer_id",
+    "claimed_at",
+    "call_sid",
+    "request",
+];
+
+impl PingLine {
+    fn new(logged: LoggedPing, at: Timestamp) -> Self {
+        let LoggedPing { ping, held } = logged;
+        Self {
+            status: PingStatus::of(ping.outcome, held.as_ref(), at),
+            id: ping.id,
+            received_at: ping.received_at,
+            campaign_id: ping.campaign_id,
+            publisher_id: ping.publisher_id,
+            caller_number: ping.caller_number,
+            cached: ping.cached,
+            reason: ping.reason,
+            reservation: held.as_ref().map(|h| h.uuid),
+            buyer_id: held.as_ref().map(|h| h.buyer_id.to_string()),
+            claimed_at: held.as_ref().and_then(|h| h.claimed_at),
+            call_sid: held.and_then(|h| h.call_sid).map(String::from),
+            request: serde_json::to_string(&ping.request).unwrap_or_default(),
+        }
+    }
+}
+
+/// Every ping the filters select, newest first, as CSV.
+async fn export(
+    _: Reader,
+    rtb: web::Data<Rtb>,
+    store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
+    params: web::Query<LogParams>,
+) -> Result<HttpResponse, ApiError> {
+    if params.limit.is_some() {
+        return Err(ApiError::invalid(
+            "limit",
+            "an export has every ping the filters select",
+        ));
+    }
+    let at = clock.now();
+    let filter = params.filter(csv_export::PAGE, at)?;
+    rtb.flush().await;
+    let store = store.into_inner();
+    Ok(csv_export::streamed(
+        "rtb.csv",
+        PING_COLUMNS,
+        move |before: Option<Uuid>| {
+            let (store, mut filter) = (store.clone(), filter.clone());
+            async move {
+                filter.before = before.or(filter.before);
+                let page = store.rtb_pings(&filter).await?;
+                let next = (page.len() == filter.limit as usize)
+                    .then(|| page.last().map(|p| p.ping.id))
+                    .flatten();
+                let lines = page.into_iter().map(|p| PingLine::new(p, at)).collect::<Vec<_>>();
+                Ok((lines, next))
+            }
+        },
+    ))
 }

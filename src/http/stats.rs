@@ -1,5 +1,6 @@
-//! Statistics over a time range: `GET /stats/campaigns` and `GET /stats/buyers`, each with
-//! `from` and `to` (RFC 3339; by default the last 24 hours). Calls count by when they started.
+//! Statistics over a time range: `GET /stats/campaigns`, `GET /stats/buyers` and
+//! `GET /stats/publishers`, each with `from` and `to` (RFC 3339; by default the last 24 hours).
+//! Calls count by when they started.
 
 use actix_web::{HttpResponse, http::Method, web};
 use jiff::{SignedDuration, Timestamp};
@@ -8,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::{ApiRoute, auth::Reader, error::ApiError};
 use crate::{clock::Clock, store::Store};
 
-pub fn routes() -> [ApiRoute; 2] {
+pub fn routes() -> [ApiRoute; 3] {
     [
         ApiRoute::new(Method::GET, "/stats/campaigns", |r| r.to(campaigns)),
         ApiRoute::new(Method::GET, "/stats/buyers", |r| r.to(buyers)),
+        ApiRoute::new(Method::GET, "/stats/publishers", |r| r.to(publishers)),
     ]
 }
 
@@ -64,5 +66,16 @@ async fn buyers(
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = range.resolve(clock.now())?;
     let data = store.buyer_stats(from, to).await?;
+    Ok(HttpResponse::Ok().json(Stats { from, to, data }))
+}
+
+async fn publishers(
+    _: Reader,
+    store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    let (from, to) = range.resolve(clock.now())?;
+    let data = store.publisher_stats(from, to).await?;
     Ok(HttpResponse::Ok().json(Stats { from, to, data }))
 }

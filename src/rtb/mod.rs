@@ -236,6 +236,7 @@ impl Rtb {
             campaign_id: campaign.id,
             caller: caller.cloned(),
             buyer_id: buyer.id,
+            publisher_id: ping.publisher().ok(),
             payout: buyer.spec.payout,
             seconds: buyer.spec.conversion_seconds.get(),
             inbound_number: inbound_number.clone(),

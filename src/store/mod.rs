@@ -22,8 +22,9 @@ use crate::{
             Buyer, BuyerId, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, PublisherId,
             Record,
         },
+        postback::{Due, Postback, PostbackRecord, PostbackStatus},
         rtb::{LoggedPing, PingStatus, Reservation, RtbWrite},
-        supervision::{BuyerStats, CallSummary, CampaignStats},
+        supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats},
         timeline::TimelineEntry,
     },
     plan::{ImportReport, Plan},
@@ -144,6 +145,12 @@ pub trait SupervisionStore: Send + Sync {
     /// Per buyer, over the calls that started in `[from, to)`; only buyers dialed or skipped
     /// as duplicates are listed.
     async fn buyer_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<BuyerStats>, StoreError>;
+    /// Per publisher, over the calls it sent that started in `[from, to)`.
+    async fn publisher_stats(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<PublisherStats>, StoreError>;
 }
 
 /// Which calls to read; every field narrows the result.
@@ -158,6 +165,8 @@ pub struct CallFilter {
     pub state: Option<CallState>,
     pub outcome: Option<Outcome>,
     pub caller: Option<E164>,
+    /// Calls this publisher sent.
+    pub publisher_id: Option<PublisherId>,
     /// Started at or after.
     pub from: Option<Timestamp>,
     /// Started before.
@@ -194,6 +203,8 @@ pub struct CallChange<'a> {
     pub touched: &'a [Touched],
     /// What it changed about buyers' load (other nodes' capacity indexes learn it).
     pub load: &'a [LoadChange],
+    /// Postbacks to queue in the outbox (delivered once the save commits).
+    pub postbacks: &'a [Postback],
 }
 
 /// Companies' block lists.
@@ -209,6 +220,50 @@ pub trait BlockListStore: Send + Sync {
         blocked: &BlockedCaller,
     ) -> Result<BlockEntry, StoreError>;
     async fn unblock_caller(&self, id: Uuid) -> Result<(), StoreError>;
+}
+
+/// The postback outbox: rows are queued with the call change that made them (see
+/// [`CallChange::postbacks`]) and leased by delivery workers, one node at a time.
+#[async_trait]
+pub trait PostbackStore: Send + Sync {
+    /// Leases up to `limit` postbacks due at `now` to this node until `lease_until`: a postback
+    /// leased by a node (a live lease) is not leased again until it expires, so nodes never
+    /// deliver one postback at the same time, and one whose node died is taken up once its
+    /// lease runs out.
+    async fn lease_due_postbacks(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Due>, StoreError>;
+    /// A try succeeded: delivered, lease released.
+    async fn postback_delivered(&self, id: Uuid, at: Timestamp, status_code: u16) -> Result<(), StoreError>;
+    /// A try failed: tried again at `retry_at`, or (`None`) failed for good; lease released.
+    async fn postback_failed(&self, id: Uuid, failure: &TryFailed) -> Result<(), StoreError>;
+    /// Newest first, narrowed by `filter`.
+    async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError>;
+    async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError>;
+    /// Queues the postback again, due at `at`, its tries counted afresh (whatever it came to).
+    async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError>;
+}
+
+/// How a postback's try failed.
+#[derive(Debug, Clone)]
+pub struct TryFailed {
+    pub error: String,
+    pub status_code: Option<u16>,
+    /// When to try again; `None`: never (out of tries).
+    pub retry_at: Option<Timestamp>,
+}
+
+/// Which postbacks to read; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct PostbackFilter {
+    pub status: Option<PostbackStatus>,
+    pub call_sid: Option<CallSid>,
+    /// Only postbacks older than this one (the last id of the previous page).
+    pub before: Option<Uuid>,
+    pub limit: u32,
 }
 
 /// API tokens issued through the API, kept only as digests.
@@ -241,6 +296,7 @@ pub trait Store:
     + SupervisionStore
     + TokenStore
     + BlockListStore
+    + PostbackStore
     + ClusterStore
 {
     /// Succeeds when the database answers.

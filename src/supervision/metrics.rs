@@ -37,6 +37,12 @@ struct DropLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PostbackLabels {
+    /// `delivered`, `retrying` or `failed`.
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PingLabels {
     status: &'static str,
     reason: String,
@@ -77,6 +83,7 @@ pub struct Metrics {
     duplicates_avoided: Counter,
     drops: Family<DropLabels, Counter>,
     rtb_pings: Family<PingLabels, Counter>,
+    postbacks: Family<PostbackLabels, Counter>,
 }
 
 /// From half a millisecond to about four seconds: decisions are budgeted well under a second,
@@ -98,6 +105,7 @@ impl Metrics {
             duplicates_avoided: Counter::default(),
             drops: Family::default(),
             rtb_pings: Family::default(),
+            postbacks: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -140,6 +148,11 @@ impl Metrics {
             "rtb_pings",
             "RTB pings answered, by status and reason",
             metrics.rtb_pings.clone(),
+        );
+        registry.register(
+            "postback_tries",
+            "Postback deliveries tried, by result",
+            metrics.postbacks.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -189,6 +202,11 @@ impl Metrics {
     }
 
     /// Every metric, as Prometheus scrapes it.
+    /// A postback delivery was tried: `delivered`, `retrying` or `failed` (for good).
+    pub fn postback_try(&self, result: &'static str) {
+        self.postbacks.get_or_create(&PostbackLabels { result }).inc();
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         encode(&mut text, &self.registry)?;

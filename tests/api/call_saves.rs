@@ -55,6 +55,7 @@ async fn save(
             conversions: &[],
             touched,
             load: &[],
+            postbacks: &[],
         })
         .await
 }

@@ -527,14 +527,15 @@ mod flaky {
             dedupe::StoredMark,
             ids::Id,
             plan::{BuyerId, CampaignId, CompanyId, PlanEntity, Record},
-            supervision::{BuyerStats, CallSummary, CampaignStats},
+            postback::{Due, PostbackRecord},
+            supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats},
             timeline::TimelineEntry,
         },
         plan::{ImportReport, Plan},
         store::{
             BlockListStore, CallChange, CallFilter, CallStore, CapacityStore, ClusterStore, Heard,
-            ListFilter, PingFilter, PlanTable, RtbStore, SlotHold, SqlStore, Store, StoreError,
-            SupervisionStore, TokenStore,
+            ListFilter, PingFilter, PlanTable, PostbackFilter, PostbackStore, RtbStore, SlotHold, SqlStore,
+            Store, StoreError, SupervisionStore, TokenStore, TryFailed,
         },
     };
     use uuid::Uuid;
@@ -642,6 +643,47 @@ mod flaky {
         async fn buyer_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<BuyerStats>, StoreError> {
             self.check()?;
             self.inner.buyer_stats(from, to).await
+        }
+        async fn publisher_stats(
+            &self,
+            from: Timestamp,
+            to: Timestamp,
+        ) -> Result<Vec<PublisherStats>, StoreError> {
+            self.check()?;
+            self.inner.publisher_stats(from, to).await
+        }
+    }
+
+    #[async_trait]
+    impl PostbackStore for FlakyStore {
+        async fn lease_due_postbacks(
+            &self,
+            now: Timestamp,
+            lease_until: Timestamp,
+            limit: u32,
+        ) -> Result<Vec<Due>, StoreError> {
+            self.check()?;
+            self.inner.lease_due_postbacks(now, lease_until, limit).await
+        }
+        async fn postback_delivered(&self, id: Uuid, at: Timestamp, code: u16) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.postback_delivered(id, at, code).await
+        }
+        async fn postback_failed(&self, id: Uuid, failure: &TryFailed) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.postback_failed(id, failure).await
+        }
+        async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError> {
+            self.check()?;
+            self.inner.postbacks(filter).await
+        }
+        async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError> {
+            self.check()?;
+            self.inner.postback(id).await
+        }
+        async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError> {
+            self.check()?;
+            self.inner.retry_postback(id, at).await
         }
     }
 

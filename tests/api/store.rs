@@ -339,6 +339,7 @@ on_both_engines! {
             campaign_id: Id::generate(),
             caller: caller.map(number),
             buyer_id: Id::generate(),
+            publisher_id: Some(Id::generate()),
             payout: Money::from_cents(1050).unwrap(),
             seconds: 90,
             inbound_number: number("+18005550100"),

@@ -41,6 +41,7 @@ struct BuyerRow {
     record: Option<String>,
     states: Option<String>,
     area_codes: Option<String>,
+    postbacks: String,
     created_at_ms: i64,
     updated_at_ms: i64,
 }
@@ -107,6 +108,7 @@ impl TryFrom<BuyerRow> for Record<Buyer> {
                 record: parse_stored("record", row.record.into())?,
                 states: from_json("states", row.states)?,
                 area_codes: from_json("area_codes", row.area_codes)?.unwrap_or_default(),
+                postbacks: from_json("postbacks", Some(row.postbacks))?.unwrap_or_default(),
             },
             created_at: timestamp(row.created_at_ms)?,
             updated_at: timestamp(row.updated_at_ms)?,
@@ -128,7 +130,7 @@ impl SqlEntity for Buyer {
                     dedupe_seconds, duplicate_after, dedupe_group, payout_cents, revenue_cents,
                     cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime, caps_counted_on,
                     time_zone, business_hours, send_digits, paused, caller_id, whisper, screen, record,
-                    states, area_codes, created_at_ms, updated_at_ms
+                    states, area_codes, postbacks, created_at_ms, updated_at_ms
              FROM buyers
              WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR company_id = $2)
                AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
@@ -149,9 +151,9 @@ impl SqlEntity for Buyer {
                 conversion_seconds, dedupe_seconds, duplicate_after, dedupe_group, payout_cents,
                 revenue_cents, cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime,
                 caps_counted_on, time_zone, business_hours, send_digits, paused, caller_id, whisper,
-                screen, record, states, area_codes, created_at_ms, updated_at_ms)
+                screen, record, states, area_codes, postbacks, created_at_ms, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)
+                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, destination = excluded.destination,
                 ring_timeout_seconds = excluded.ring_timeout_seconds,
@@ -166,7 +168,7 @@ impl SqlEntity for Buyer {
                 send_digits = excluded.send_digits, paused = excluded.paused,
                 caller_id = excluded.caller_id, whisper = excluded.whisper, screen = excluded.screen,
                 record = excluded.record, states = excluded.states, area_codes = excluded.area_codes,
-                updated_at_ms = excluded.updated_at_ms",
+                postbacks = excluded.postbacks, updated_at_ms = excluded.updated_at_ms",
         )
         .bind(record.id.to_string())
         .bind(record.company_id.map(|id| id.to_string()))
@@ -195,6 +197,7 @@ impl SqlEntity for Buyer {
         .bind(buyer.record.as_ref().map(enum_text).transpose()?)
         .bind(to_json("states", buyer.states.as_ref())?)
         .bind(to_json("area_codes", area_codes)?)
+        .bind(to_json("postbacks", Some(&buyer.postbacks))?)
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())
         .execute(&mut *conn)

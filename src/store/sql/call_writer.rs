@@ -24,6 +24,7 @@ use crate::{
         call::{CallRecord, Conversion},
         capacity::LoadChange,
         dedupe::Touched,
+        postback::Postback,
         timeline::TimelineEntry,
     },
     store::{CallChange, StoreError},
@@ -61,6 +62,7 @@ struct OwnedChange {
     conversions: Vec<Conversion>,
     touched: Vec<Touched>,
     load: Vec<LoadChange>,
+    postbacks: Vec<Postback>,
 }
 
 impl OwnedChange {
@@ -71,6 +73,7 @@ impl OwnedChange {
             conversions: change.conversions.to_vec(),
             touched: change.touched.to_vec(),
             load: change.load.to_vec(),
+            postbacks: change.postbacks.to_vec(),
         }
     }
 
@@ -81,6 +84,7 @@ impl OwnedChange {
             conversions: &self.conversions,
             touched: &self.touched,
             load: &self.load,
+            postbacks: &self.postbacks,
         }
     }
 }

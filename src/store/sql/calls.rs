@@ -17,7 +17,9 @@ use crate::{
         call::{Attempt, CallRecord, CallSid, Caller, Conversion},
         cluster::News,
         dedupe::{Mark, Scope, StoredMark, Touch, Touched},
+        money::Money,
         phone::E164,
+        postback::Postback,
         timeline::TimelineEntry,
     },
     store::{CallChange, CallStore, StoreError},
@@ -124,6 +126,7 @@ pub(super) async fn save_all(
     over_rows(conn, backend, &INSERT_EVENTS, &rows.events).await?;
     over_rows(conn, backend, &INSERT_CONVERSIONS, &rows.conversions).await?;
     over_rows(conn, backend, &UPSERT_MARKS, &rows.marks).await?;
+    over_rows(conn, backend, &INSERT_POSTBACKS, &rows.postbacks).await?;
     let saved: Vec<SidJson> = (rows.calls.iter())
         .map(|call| SidJson {
             call_sid: &call.row.call_sid,
@@ -148,6 +151,7 @@ struct Rows<'a> {
     events: Vec<EventJson<'a>>,
     conversions: Vec<ConversionJson<'a>>,
     marks: Vec<MarkRow<'a>>,
+    postbacks: Vec<PostbackJson<'a>>,
 }
 
 impl<'a> Rows<'a> {
@@ -168,6 +172,8 @@ impl<'a> Rows<'a> {
         let mut seen_events = HashSet::new();
         let mut conversions = Vec::new();
         let mut seen_conversions = HashSet::new();
+        let mut postbacks = Vec::new();
+        let mut seen_postbacks = HashSet::new();
         // Ordered: writers on PostgreSQL lock marks in the same order, and so never deadlock.
         let mut marks: BTreeMap<(&str, String), MarkJson> = BTreeMap::new();
         for change in changes {
@@ -193,6 +199,11 @@ impl<'a> Rows<'a> {
                 let key = (touched.caller.as_str(), touched.scope.key());
                 marks.entry(key).or_default().add(touched);
             }
+            for postback in change.postbacks {
+                if seen_postbacks.insert((postback.event_key.as_str(), postback.endpoint.as_str())) {
+                    postbacks.push(PostbackJson::of(postback));
+                }
+            }
         }
         let marks = (marks.into_iter())
             .map(|((caller_number, scope), mark)| MarkRow {
@@ -207,6 +218,7 @@ impl<'a> Rows<'a> {
             events,
             conversions,
             marks,
+            postbacks,
         })
     }
 }
@@ -257,7 +269,7 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         visited_campaigns, state, outcome, drop_reason, buyer_id, duplicate, converted, attempts,
         duplicate_buyers, used_fallback, redirects, timeline_len, started_at_ms,
         state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided, status_callbacks,
-        caller_state, recordings)
+        caller_state, recordings, publisher_id, publisher_duplicate, publisher_payout_cents)
      SELECT j.value ->> 'call_sid', j.value ->> 'caller', j.value ->> 'caller_number',
         j.value ->> 'called', j.value ->> 'company_id', j.value ->> 'campaign_id',
         j.value ->> 'visited_campaigns', j.value ->> 'state', j.value ->> 'outcome',
@@ -268,7 +280,9 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         CAST(j.value ->> 'started_at_ms' AS BIGINT), CAST(j.value ->> 'state_changed_at_ms' AS BIGINT),
         CAST(j.value ->> 'ended_at_ms' AS BIGINT), j.value ->> 'entry_campaign_id',
         CAST(j.value ->> 'duplicates_avoided' AS BIGINT), j.value ->> 'status_callbacks',
-        j.value ->> 'caller_state', j.value ->> 'recordings'",
+        j.value ->> 'caller_state', j.value ->> 'recordings', j.value ->> 'publisher_id',
+        CAST(j.value ->> 'publisher_duplicate' AS BIGINT),
+        CAST(j.value ->> 'publisher_payout_cents' AS BIGINT)",
     "ON CONFLICT (call_sid) DO UPDATE SET
         company_id = excluded.company_id, campaign_id = excluded.campaign_id,
         visited_campaigns = excluded.visited_campaigns, state = excluded.state,
@@ -280,7 +294,19 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         state_changed_at_ms = excluded.state_changed_at_ms, ended_at_ms = excluded.ended_at_ms,
         entry_campaign_id = excluded.entry_campaign_id,
         duplicates_avoided = excluded.duplicates_avoided,
-        status_callbacks = excluded.status_callbacks, recordings = excluded.recordings"
+        status_callbacks = excluded.status_callbacks, recordings = excluded.recordings,
+        publisher_id = excluded.publisher_id, publisher_duplicate = excluded.publisher_duplicate,
+        publisher_payout_cents = excluded.publisher_payout_cents"
+);
+
+// The outbox: a retried save queues nothing twice.
+static INSERT_POSTBACKS: [&str; 2] = from_json_rows!(
+    "INSERT INTO postbacks (id, event_key, endpoint, event, call_sid, url, secret, body, status,
+        attempts, next_attempt_at_ms, created_at_ms)
+     SELECT j.value ->> 'id', j.value ->> 'event_key', j.value ->> 'endpoint', j.value ->> 'event',
+        j.value ->> 'call_sid', j.value ->> 'url', j.value ->> 'secret', j.value ->> 'body', 'pending',
+        0, CAST(j.value ->> 'created_at_ms' AS BIGINT), CAST(j.value ->> 'created_at_ms' AS BIGINT)",
+    "ON CONFLICT (event_key, endpoint) DO NOTHING"
 );
 
 static UPSERT_ATTEMPTS: [&str; 2] = from_json_rows!(
@@ -343,6 +369,35 @@ static FREE_SLOTS: [&str; 2] = over_json_rows!(
 );
 
 #[derive(Serialize)]
+struct PostbackJson<'a> {
+    id: String,
+    event_key: &'a str,
+    endpoint: &'a str,
+    event: &'static str,
+    call_sid: &'a str,
+    url: &'a str,
+    secret: &'a str,
+    body: &'a str,
+    created_at_ms: i64,
+}
+
+impl<'a> PostbackJson<'a> {
+    fn of(postback: &'a Postback) -> Self {
+        Self {
+            id: postback.id.to_string(),
+            event_key: &postback.event_key,
+            endpoint: &postback.endpoint,
+            event: postback.event.as_str(),
+            call_sid: postback.call_sid.as_str(),
+            url: &postback.url,
+            secret: postback.secret.expose(),
+            body: &postback.body,
+            created_at_ms: ms(postback.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
 struct SidJson<'a> {
     call_sid: &'a str,
 }
@@ -383,6 +438,9 @@ impl<'a> CallJson<'a> {
                 status_callbacks: json(&call.status_callbacks)?,
                 caller_state: call.caller_state.map(String::from),
                 recordings: json(&call.recordings)?,
+                publisher_id: call.publisher_id.map(|id| id.to_string()),
+                publisher_duplicate: call.publisher_duplicate.map(i64::from),
+                publisher_payout_cents: call.publisher_payout.map(Money::cents),
                 started_at_ms: ms(call.started_at),
                 state_changed_at_ms: ms(call.state_changed_at),
                 ended_at_ms: call.ended_at.map(ms),
@@ -511,6 +569,9 @@ struct CallRow {
     status_callbacks: String,
     caller_state: Option<String>,
     recordings: String,
+    publisher_id: Option<String>,
+    publisher_duplicate: Option<i64>,
+    publisher_payout_cents: Option<i64>,
     started_at_ms: i64,
     state_changed_at_ms: i64,
     ended_at_ms: Option<i64>,
@@ -568,7 +629,8 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
     let row: Option<CallRow> = sqlx::query_as(
         "SELECT call_sid, caller, called, company_id, campaign_id, visited_campaigns, state, outcome,
                 drop_reason, duplicate_buyers, timeline_len, status_callbacks, caller_state,
-                recordings, started_at_ms, state_changed_at_ms, ended_at_ms
+                recordings, publisher_id, publisher_duplicate, publisher_payout_cents,
+                started_at_ms, state_changed_at_ms, ended_at_ms
          FROM calls WHERE call_sid = $1",
     )
     .bind(sid.as_str())
@@ -611,6 +673,11 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
         status_callbacks: from_json("status_callbacks", &row.status_callbacks)?,
         caller_state: parse_stored("caller_state", row.caller_state.into())?,
         recordings: from_json("recordings", &row.recordings)?,
+        publisher_id: row.publisher_id.as_deref().map(parse_id).transpose()?,
+        publisher_duplicate: row.publisher_duplicate.map(|d| d != 0),
+        publisher_payout: (row.publisher_payout_cents)
+            .map(|cents| Money::from_cents(cents).map_err(StoreError::Corrupt))
+            .transpose()?,
     }))
 }
 
@@ -653,6 +720,7 @@ mod tests {
             conversions: &[],
             touched,
             load: &[],
+            postbacks: &[],
         }
     }
 

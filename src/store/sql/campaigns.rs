@@ -36,6 +36,7 @@ struct CampaignRow {
     answer_on_bridge: i64,
     record: String,
     whisper: Option<String>,
+    publisher_payout: Option<String>,
     created_at_ms: i64,
     updated_at_ms: i64,
 }
@@ -67,7 +68,7 @@ impl SqlEntity for Campaign {
             .bind(concat!(
                 "SELECT id, company_id, name, duplicate_caller_handling, fallback_buyer_id,
                     redirect_campaign_id, rtb_reservation_seconds, rtb_caller_number_optional,
-                    answer_on_bridge, record, whisper, created_at_ms, updated_at_ms
+                    answer_on_bridge, record, whisper, publisher_payout, created_at_ms, updated_at_ms
              FROM campaigns WHERE id IN (",
                 selected_campaigns!(),
                 ") ORDER BY id"
@@ -142,6 +143,10 @@ impl SqlEntity for Campaign {
                             .map(serde_json::from_str)
                             .transpose()
                             .map_err(|e| StoreError::Corrupt(format!("whisper: {e}")))?,
+                        publisher_payout: (row.publisher_payout.as_deref())
+                            .map(serde_json::from_str)
+                            .transpose()
+                            .map_err(|e| StoreError::Corrupt(format!("publisher_payout: {e}")))?,
                     },
                     created_at: timestamp(row.created_at_ms)?,
                     updated_at: timestamp(row.updated_at_ms)?,
@@ -199,8 +204,8 @@ impl SqlEntity for Campaign {
         sqlx::query(
             "INSERT INTO campaigns (id, company_id, name, duplicate_caller_handling, fallback_buyer_id,
                 redirect_campaign_id, rtb_reservation_seconds, rtb_caller_number_optional,
-                answer_on_bridge, record, whisper, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                answer_on_bridge, record, whisper, publisher_payout, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, duplicate_caller_handling = excluded.duplicate_caller_handling,
                 fallback_buyer_id = excluded.fallback_buyer_id,
@@ -208,7 +213,8 @@ impl SqlEntity for Campaign {
                 rtb_reservation_seconds = excluded.rtb_reservation_seconds,
                 rtb_caller_number_optional = excluded.rtb_caller_number_optional,
                 answer_on_bridge = excluded.answer_on_bridge, record = excluded.record,
-                whisper = excluded.whisper, updated_at_ms = excluded.updated_at_ms",
+                whisper = excluded.whisper, publisher_payout = excluded.publisher_payout,
+                updated_at_ms = excluded.updated_at_ms",
         )
         .bind(&id)
         .bind(record.company_id.map(|id| id.to_string()))
@@ -225,6 +231,12 @@ impl SqlEntity for Campaign {
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(format!("whisper: {e}")))?,
+        )
+        .bind(
+            (campaign.publisher_payout.as_ref())
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("publisher_payout: {e}")))?,
         )
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())

@@ -13,6 +13,9 @@ struct PublisherRow {
     company_id: String,
     name: String,
     external_id: Option<String>,
+    numbers: String,
+    payout: Option<String>,
+    postbacks: String,
     created_at_ms: i64,
     updated_at_ms: i64,
 }
@@ -27,6 +30,13 @@ impl TryFrom<PublisherRow> for Record<Publisher> {
             spec: Publisher {
                 name: parse_stored("name", row.name.into())?,
                 external_id: parse_stored("external_id", row.external_id.into())?,
+                numbers: from_json("numbers", &row.numbers)?,
+                payout: row
+                    .payout
+                    .as_deref()
+                    .map(|p| from_json("payout", p))
+                    .transpose()?,
+                postbacks: from_json("postbacks", &row.postbacks)?,
             },
             created_at: timestamp(row.created_at_ms)?,
             updated_at: timestamp(row.updated_at_ms)?,
@@ -44,7 +54,8 @@ impl SqlEntity for Publisher {
     ) -> Result<Vec<Record<Self>>, StoreError> {
         let rows: Vec<PublisherRow> = query
             .bind(
-                "SELECT id, company_id, name, external_id, created_at_ms, updated_at_ms
+                "SELECT id, company_id, name, external_id, numbers, payout, postbacks, created_at_ms,
+                    updated_at_ms
              FROM publishers
              WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR company_id = $2)
                AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
@@ -56,6 +67,7 @@ impl SqlEntity for Publisher {
     }
 
     async fn check(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
+        check_numbers(conn, record).await?;
         let Some(external_id) = &record.spec.external_id else {
             return Ok(());
         };
@@ -81,20 +93,57 @@ impl SqlEntity for Publisher {
 
     async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO publishers (id, company_id, name, external_id, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO publishers (id, company_id, name, external_id, numbers, payout, postbacks,
+                created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, external_id = excluded.external_id,
-                updated_at_ms = excluded.updated_at_ms",
+                numbers = excluded.numbers, payout = excluded.payout,
+                postbacks = excluded.postbacks, updated_at_ms = excluded.updated_at_ms",
         )
         .bind(record.id.to_string())
         .bind(record.company_id.map(|id| id.to_string()))
         .bind(record.spec.name.as_str())
         .bind(record.spec.external_id.as_ref().map(|id| id.as_str().to_owned()))
+        .bind(to_json(&record.spec.numbers)?)
+        .bind(record.spec.payout.as_ref().map(to_json).transpose()?)
+        .bind(to_json(&record.spec.postbacks)?)
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())
         .execute(&mut *conn)
         .await?;
         Ok(())
     }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("publishers.{column}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+}
+
+/// A tracking number is given to one publisher at most: a call to it has one publisher to pay.
+async fn check_numbers(conn: &mut AnyConnection, record: &Record<Publisher>) -> Result<(), StoreError> {
+    if record.spec.numbers.as_slice().is_empty() {
+        return Ok(());
+    }
+    let others: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, numbers FROM publishers WHERE id <> $1 AND numbers <> '[]'")
+            .bind(record.id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+    for (name, numbers) in others {
+        let theirs: Vec<String> = from_json("numbers", &numbers)?;
+        if let Some(taken) =
+            (record.spec.numbers.as_slice().iter()).find(|n| theirs.iter().any(|t| t == n.as_str()))
+        {
+            return Err(StoreError::conflict(
+                Some("numbers"),
+                format!("{taken} is already given to publisher {name:?}"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -25,6 +25,7 @@ struct ReservationRow {
     campaign_id: String,
     caller_number: Option<String>,
     buyer_id: String,
+    publisher_id: Option<String>,
     payout_cents: i64,
     seconds: i64,
     inbound_number: String,
@@ -42,6 +43,7 @@ impl TryFrom<ReservationRow> for Reservation {
             campaign_id: parse_id(&row.campaign_id)?,
             caller: row.caller_number.as_deref().map(number).transpose()?,
             buyer_id: parse_id(&row.buyer_id)?,
+            publisher_id: row.publisher_id.as_deref().map(parse_id).transpose()?,
             payout: Money::from_cents(row.payout_cents).map_err(StoreError::Corrupt)?,
             seconds: u32::try_from(row.seconds)
                 .map_err(|_| StoreError::Corrupt(format!("seconds {}", row.seconds)))?,
@@ -179,8 +181,8 @@ impl RtbStore for SqlStore {
 
     async fn held_reservations(&self, at: Timestamp) -> Result<Vec<(Reservation, bool)>, StoreError> {
         let rows: Vec<ReservationRow> = sqlx::query_as(
-            "SELECT uuid, campaign_id, caller_number, buyer_id, payout_cents, seconds, inbound_number,
-                    reserved_at_ms, expires_at_ms, claimed_at_ms
+            "SELECT uuid, campaign_id, caller_number, buyer_id, publisher_id, payout_cents, seconds,
+                    inbound_number, reserved_at_ms, expires_at_ms, claimed_at_ms
              FROM rtb_reservations
              WHERE expires_at_ms > $1 AND caller_number IS NOT NULL",
         )
@@ -255,8 +257,8 @@ async fn insert_ping(conn: &mut sqlx::AnyConnection, ping: &PingRecord) -> Resul
 async fn insert_reservation(conn: &mut sqlx::AnyConnection, held: &Reservation) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO rtb_reservations (uuid, campaign_id, caller_number, buyer_id, payout_cents, seconds,
-            inbound_number, reserved_at_ms, expires_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            inbound_number, reserved_at_ms, expires_at_ms, publisher_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (uuid) DO NOTHING",
     )
     .bind(held.uuid.to_string())
@@ -268,6 +270,7 @@ async fn insert_reservation(conn: &mut sqlx::AnyConnection, held: &Reservation) 
     .bind(held.inbound_number.as_str())
     .bind(held.reserved_at.as_millisecond())
     .bind(held.expires_at.as_millisecond())
+    .bind(held.publisher_id.map(|id| id.to_string()))
     .execute(&mut *conn)
     .await?;
     Ok(())

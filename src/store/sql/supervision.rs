@@ -9,9 +9,9 @@ use super::{Backend, SqlStore, enum_text, finish, parse_id, parse_stored, timest
 use crate::{
     domain::{
         call::CallSid,
-        money::Total,
+        money::{Money, Total},
         plan::{BuyerId, CampaignId},
-        supervision::{BuyerStats, CallSummary, CampaignStats, mean_ms},
+        supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats, mean_ms},
     },
     store::{CallFilter, StoreError, SupervisionStore},
 };
@@ -39,6 +39,9 @@ struct SummaryRow {
     ended_at_ms: Option<i64>,
     timeline_len: i64,
     caller_state: Option<String>,
+    publisher_id: Option<String>,
+    publisher_payout_cents: Option<i64>,
+    publisher_duplicate: Option<i64>,
 }
 
 impl TryFrom<SummaryRow> for CallSummary {
@@ -72,6 +75,11 @@ impl TryFrom<SummaryRow> for CallSummary {
             ended_at: row.ended_at_ms.map(timestamp).transpose()?,
             version: count("timeline_len", row.timeline_len)?,
             caller_state: parse_stored("calls.caller_state", row.caller_state.into())?,
+            publisher_id: row.publisher_id.as_deref().map(parse_id).transpose()?,
+            publisher_payout: (row.publisher_payout_cents)
+                .map(|cents| Money::from_cents(cents).map_err(StoreError::Corrupt))
+                .transpose()?,
+            publisher_duplicate: row.publisher_duplicate.map(|d| d != 0),
         })
     }
 }
@@ -109,7 +117,8 @@ impl SupervisionStore for SqlStore {
             "SELECT c.call_sid, c.caller, c.called, c.company_id, c.entry_campaign_id, c.campaign_id,
                     c.buyer_id, c.state, c.outcome, c.drop_reason, c.attempts, c.converted, c.duplicate,
                     c.used_fallback, c.redirects, c.duplicates_avoided, c.started_at_ms,
-                    c.state_changed_at_ms, c.ended_at_ms, c.timeline_len, c.caller_state
+                    c.state_changed_at_ms, c.ended_at_ms, c.timeline_len, c.caller_state,
+                    c.publisher_id, c.publisher_payout_cents, c.publisher_duplicate
              FROM calls c
              WHERE ($1 = 0 OR c.state <> 'ended')
                AND ($2 IS NULL OR c.entry_campaign_id = $2 OR c.campaign_id = $2)
@@ -122,6 +131,7 @@ impl SupervisionStore for SqlStore {
                      SELECT 1 FROM calls k WHERE k.call_sid = $9
                         AND (c.started_at_ms < k.started_at_ms
                              OR (c.started_at_ms = k.started_at_ms AND c.call_sid < k.call_sid))))
+               AND ($11 IS NULL OR c.publisher_id = $11)
              ORDER BY c.started_at_ms DESC, c.call_sid DESC LIMIT $10",
         )
         .bind(i64::from(filter.live))
@@ -134,6 +144,7 @@ impl SupervisionStore for SqlStore {
         .bind(filter.to.map(Timestamp::as_millisecond))
         .bind(filter.before.as_ref().map(|sid| sid.as_str().to_owned()))
         .bind(i64::from(filter.limit))
+        .bind(filter.publisher_id.map(|id| id.to_string()))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(CallSummary::try_from).collect()
@@ -243,6 +254,46 @@ impl SupervisionStore for SqlStore {
         }
         .await;
         finish(tx, result).await
+    }
+
+    async fn publisher_stats(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<PublisherStats>, StoreError> {
+        type Totals = (String, i64, i64, i64, i64, i64, i64, i64);
+        let rows: Vec<Totals> = sqlx::query_as(
+            "SELECT publisher_id, COUNT(*),
+                CAST(SUM(CASE WHEN outcome = 'connected' THEN 1 ELSE 0 END) AS BIGINT),
+                CAST(SUM(converted) AS BIGINT),
+                CAST(SUM(CASE WHEN publisher_payout_cents > 0 THEN 1 ELSE 0 END) AS BIGINT),
+                CAST(SUM(CASE WHEN publisher_duplicate = 1 THEN 1 ELSE 0 END) AS BIGINT),
+                CAST(SUM(CASE WHEN publisher_payout_cents IS NULL THEN 1 ELSE 0 END) AS BIGINT),
+                CAST(COALESCE(SUM(publisher_payout_cents), 0) AS BIGINT)
+             FROM calls
+             WHERE publisher_id IS NOT NULL AND started_at_ms >= $1 AND started_at_ms < $2
+             GROUP BY publisher_id ORDER BY publisher_id",
+        )
+        .bind(from.as_millisecond())
+        .bind(to.as_millisecond())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(
+                |(id, calls, connected, converted, paid, duplicates, unsettled, payout)| {
+                    Ok(PublisherStats {
+                        publisher_id: parse_id(&id)?,
+                        calls: count(calls),
+                        connected: count(connected),
+                        converted: count(converted),
+                        paid: count(paid),
+                        duplicates: count(duplicates),
+                        unsettled: count(unsettled),
+                        payout: Total::from_cents(payout),
+                    })
+                },
+            )
+            .collect()
     }
 
     async fn buyer_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<BuyerStats>, StoreError> {

@@ -1,0 +1,41 @@
+-- Money flows: which publisher sent each call and what it earned, the postbacks (outbound
+-- webhooks) buyers and publishers are sent, and their outbox.
+
+ALTER TABLE publishers ADD COLUMN numbers   TEXT NOT NULL DEFAULT '[]';  -- JSON array of the tracking numbers given to it
+ALTER TABLE publishers ADD COLUMN payout    TEXT;                        -- JSON {"rule", "amount", "seconds", "dedupe_seconds"}
+ALTER TABLE publishers ADD COLUMN postbacks TEXT NOT NULL DEFAULT '[]';  -- JSON [{"url", "secret", "events"}]
+ALTER TABLE buyers     ADD COLUMN postbacks TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE campaigns  ADD COLUMN publisher_payout TEXT;                 -- its publishers' terms, unless they have their own
+
+ALTER TABLE calls ADD COLUMN publisher_id          TEXT;
+ALTER TABLE calls ADD COLUMN publisher_duplicate   INTEGER CHECK (publisher_duplicate IN (0, 1));  -- NULL: not judged (nothing earned)
+ALTER TABLE calls ADD COLUMN publisher_payout_cents INTEGER;             -- NULL: not settled yet
+CREATE INDEX calls_publisher ON calls (publisher_id, started_at_ms);
+
+-- The publisher whose ping made the bid: a call claiming it is that publisher's.
+ALTER TABLE rtb_reservations ADD COLUMN publisher_id TEXT;
+
+-- The outbox: written in the transaction that saves the call, delivered by a worker. One row
+-- per event and endpoint; `event_key` + `endpoint` make a retried save insert nothing.
+CREATE TABLE postbacks (
+    id              TEXT    PRIMARY KEY NOT NULL,      -- also the Idempotency-Key receivers see
+    event_key       TEXT    NOT NULL,                  -- call_sid:event:attempt
+    endpoint        TEXT    NOT NULL,                  -- buyer:<id>:<n> or publisher:<id>:<n>
+    event           TEXT    NOT NULL,
+    call_sid        TEXT    NOT NULL,
+    url             TEXT    NOT NULL,
+    secret          TEXT    NOT NULL,
+    body            TEXT    NOT NULL,
+    status          TEXT    NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    last_status_code INTEGER,
+    created_at_ms   INTEGER NOT NULL,
+    delivered_at_ms INTEGER,
+    lease_owner     TEXT,                              -- the node delivering it now
+    lease_until_ms  INTEGER,
+    UNIQUE (event_key, endpoint)
+);
+CREATE INDEX postbacks_due ON postbacks (status, next_attempt_at_ms);
+CREATE INDEX postbacks_call ON postbacks (call_sid);

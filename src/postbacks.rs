@@ -1,0 +1,201 @@
+//! Delivering postbacks from the outbox.
+//!
+//! A worker on a thread of its own leases what is due, POSTs each postback signed with its
+//! endpoint's secret, and records what came of it: delivered, tried again later (backing off,
+//! doubling), or failed for good after the last try. A receiver that is down or slow holds up
+//! only its own postbacks, never a webhook: nothing here runs on the HTTP workers, and call
+//! actors only queue rows in the transaction that saves the call.
+//!
+//! Delivery is at least once: a node killed after the receiver took a postback but before the
+//! outbox heard of it sends it again (once its lease runs out), with the same
+//! `Idempotency-Key`, which receivers use to take it once.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use tokio::{sync::mpsc, task::JoinSet};
+use tracing::Instrument;
+
+use crate::{
+    domain::postback::{Due, SIGNATURE_HEADER, retry_delay, signature},
+    store::{Store, TryFailed},
+    supervision::Metrics,
+};
+
+/// How postbacks are delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    /// The longest one try waits for the receiver.
+    pub timeout: Duration,
+    /// The wait after the first failed try; it doubles with each one after (at most an hour).
+    pub retry_base: Duration,
+    /// Tries before a postback is failed for good (it can still be retried through the API).
+    pub max_tries: u32,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(10),
+            max_tries: 12,
+        }
+    }
+}
+
+impl Delivery {
+    /// How long a node holds the postbacks it took: its try's whole time, and some to record
+    /// the result. A node that dies holding some frees them once this runs out.
+    fn lease(&self) -> Duration {
+        self.timeout * 2 + Duration::from_secs(5)
+    }
+}
+
+/// Postbacks in flight at once, per node.
+const IN_FLIGHT: usize = 64;
+
+/// How often the outbox is read when nobody said anything was queued (other nodes' retries,
+/// backed-off tries coming due).
+const POLL: Duration = Duration::from_millis(500);
+
+/// Tells the worker postbacks were queued. Cheap to clone; the worker stops once every clone
+/// is gone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    wake: mpsc::Sender<()>,
+}
+
+impl Outbox {
+    /// Postbacks were committed: deliver them now rather than at the next poll.
+    pub fn queued(&self) {
+        // A wake-up already waiting is as good as another.
+        let _ = self.wake.try_send(());
+    }
+
+    /// An outbox whose postbacks nobody delivers here (another node does).
+    pub fn detached() -> Self {
+        let (wake, _) = mpsc::channel(1);
+        Self { wake }
+    }
+}
+
+/// Starts delivering on a thread of its own.
+pub fn start(store: Arc<dyn Store>, delivery: Delivery, metrics: Arc<Metrics>) -> std::io::Result<Outbox> {
+    let (wake, woken) = mpsc::channel(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .timeout(delivery.timeout)
+        .connect_timeout(delivery.timeout)
+        // A postback goes where its endpoint says, and nowhere a response points to.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("Switchboard-Postbacks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(std::io::Error::other)?;
+    let worker = Worker {
+        store,
+        delivery,
+        metrics,
+        client,
+    };
+    std::thread::Builder::new()
+        .name("postbacks".into())
+        .spawn(move || runtime.block_on(worker.run(woken)))?;
+    Ok(Outbox { wake })
+}
+
+#[derive(Clone)]
+struct Worker {
+    store: Arc<dyn Store>,
+    delivery: Delivery,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+}
+
+impl Worker {
+    async fn run(self, mut woken: mpsc::Receiver<()>) {
+        let mut in_flight = JoinSet::new();
+        loop {
+            let room = IN_FLIGHT - in_flight.len();
+            if room > 0 {
+                let now = Timestamp::now();
+                let until = now + self.delivery.lease();
+                match self.store.lease_due_postbacks(now, until, room as u32).await {
+                    Ok(due) => {
+                        for postback in due {
+                            let span =
+                                tracing::info_span!("postback", id = %postback.id, event = %postback.event);
+                            in_flight.spawn(self.clone().deliver(postback).instrument(span));
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "could not read the postback outbox"),
+                }
+            }
+            tokio::select! {
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                wake = woken.recv() => {
+                    if wake.is_none() {
+                        // Nobody can queue postbacks any more: the service stopped.
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    async fn deliver(self, postback: Due) {
+        let sent_at = Timestamp::now();
+        let result = self
+            .client
+            .post(&postback.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                SIGNATURE_HEADER,
+                signature(&postback.secret, sent_at.as_second(), &postback.body),
+            )
+            .header("Switchboard-Event", postback.event.as_str())
+            .header("Idempotency-Key", postback.id.to_string())
+            .body(postback.body.clone())
+            .send()
+            .await;
+        let (error, status_code) = match result {
+            Ok(response) if response.status().is_success() => {
+                let code = response.status().as_u16();
+                match self
+                    .store
+                    .postback_delivered(postback.id, Timestamp::now(), code)
+                    .await
+                {
+                    Ok(()) => self.metrics.postback_try("delivered"),
+                    // Sent again once the lease runs out: at least once.
+                    Err(error) => {
+                        tracing::warn!(%error, "a postback was delivered, but the outbox could not record it")
+                    }
+                }
+                return;
+            }
+            Ok(response) => (
+                format!("the receiver answered {}", response.status()),
+                Some(response.status().as_u16()),
+            ),
+            Err(error) if error.is_timeout() => ("the receiver did not answer in time".to_owned(), None),
+            Err(error) => (format!("could not reach the receiver: {error}"), None),
+        };
+        let tries = postback.attempts + 1;
+        let retry_at = (tries < self.delivery.max_tries)
+            .then(|| Timestamp::now() + retry_delay(self.delivery.retry_base, tries));
+        tracing::warn!(%error, tries, retrying = retry_at.is_some(), "a postback was not delivered");
+        self.metrics
+            .postback_try(if retry_at.is_some() { "retrying" } else { "failed" });
+        let failed = TryFailed {
+            error,
+            status_code,
+            retry_at,
+        };
+        if let Err(error) = self.store.postback_failed(postback.id, &failed).await {
+            tracing::warn!(%error, "could not record a failed postback; its lease will run out");
+        }
+    }
+}

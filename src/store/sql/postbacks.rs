@@ -1,0 +1,200 @@
+//! The postback outbox: leased to delivery workers, read and re-queued through the API.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use super::{Backend, SqlStore, timestamp};
+use crate::{
+    domain::{
+        call::CallSid,
+        postback::{Due, PostbackEvent, PostbackRecord, PostbackSecret, PostbackStatus},
+    },
+    store::{PostbackFilter, PostbackStore, StoreError, TryFailed},
+};
+
+/// Leases what is due, oldest due first. On PostgreSQL, rows another node is leasing at this
+/// very moment are skipped rather than waited for.
+const LEASE_DUE: [&str; 2] = [
+    concat!(
+        "UPDATE postbacks SET lease_owner = $1, lease_until_ms = $2 WHERE id IN (",
+        "SELECT id FROM postbacks WHERE status = 'pending' AND next_attempt_at_ms <= $3
+            AND (lease_until_ms IS NULL OR lease_until_ms <= $3)
+         ORDER BY next_attempt_at_ms LIMIT $4",
+        ") RETURNING id, event, url, secret, body, attempts"
+    ),
+    concat!(
+        "UPDATE postbacks SET lease_owner = $1, lease_until_ms = $2 WHERE id IN (",
+        "SELECT id FROM postbacks WHERE status = 'pending' AND next_attempt_at_ms <= $3
+            AND (lease_until_ms IS NULL OR lease_until_ms <= $3)
+         ORDER BY next_attempt_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED",
+        ") RETURNING id, event, url, secret, body, attempts"
+    ),
+];
+
+#[derive(sqlx::FromRow)]
+struct PostbackRow {
+    id: String,
+    event: String,
+    call_sid: String,
+    endpoint: String,
+    url: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at_ms: i64,
+    last_error: Option<String>,
+    last_status_code: Option<i64>,
+    created_at_ms: i64,
+    delivered_at_ms: Option<i64>,
+    body: String,
+}
+
+fn corrupt(what: &str) -> impl FnOnce(String) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("postbacks.{what}: {e}"))
+}
+
+fn uuid(text: &str) -> Result<Uuid, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("`{text}` is not a UUID")))
+}
+
+fn event(text: &str) -> Result<PostbackEvent, StoreError> {
+    PostbackEvent::parse(text).ok_or_else(|| StoreError::Corrupt(format!("postbacks.event: {text}")))
+}
+
+impl TryFrom<PostbackRow> for PostbackRecord {
+    type Error = StoreError;
+
+    fn try_from(row: PostbackRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: uuid(&row.id)?,
+            event: event(&row.event)?,
+            call_sid: CallSid::parse(&row.call_sid).map_err(corrupt("call_sid"))?,
+            endpoint: row.endpoint,
+            url: row.url,
+            status: PostbackStatus::parse(&row.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("postbacks.status: {}", row.status)))?,
+            attempts: u32::try_from(row.attempts).map_err(|e| corrupt("attempts")(e.to_string()))?,
+            next_attempt_at: timestamp(row.next_attempt_at_ms)?,
+            last_error: row.last_error,
+            last_status_code: row.last_status_code.and_then(|code| u16::try_from(code).ok()),
+            created_at: timestamp(row.created_at_ms)?,
+            delivered_at: row.delivered_at_ms.map(timestamp).transpose()?,
+            body: serde_json::from_str(&row.body).map_err(|e| corrupt("body")(e.to_string()))?,
+        })
+    }
+}
+
+#[async_trait]
+impl PostbackStore for SqlStore {
+    async fn lease_due_postbacks(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Due>, StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => LEASE_DUE[0],
+            Backend::Postgres => LEASE_DUE[1],
+        };
+        let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(sql)
+            .bind(self.newsroom.node.as_str())
+            .bind(lease_until.as_millisecond())
+            .bind(now.as_millisecond())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(id, kind, url, secret, body, attempts)| {
+                Ok(Due {
+                    id: uuid(&id)?,
+                    event: event(&kind)?,
+                    url,
+                    secret: PostbackSecret::try_from(secret).map_err(corrupt("secret"))?,
+                    body,
+                    attempts: u32::try_from(attempts).map_err(|e| corrupt("attempts")(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn postback_delivered(&self, id: Uuid, at: Timestamp, status_code: u16) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE postbacks SET status = 'delivered', attempts = attempts + 1, delivered_at_ms = $2,
+                last_status_code = $3, last_error = NULL, lease_owner = NULL, lease_until_ms = NULL
+             WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(at.as_millisecond())
+        .bind(i64::from(status_code))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn postback_failed(&self, id: Uuid, failure: &TryFailed) -> Result<(), StoreError> {
+        // A postback delivered meanwhile (by a node whose lease this one outlived) stays so.
+        sqlx::query(
+            "UPDATE postbacks SET attempts = attempts + 1, last_error = $2, last_status_code = $3,
+                status = CASE WHEN $4 IS NULL THEN 'failed' ELSE 'pending' END,
+                next_attempt_at_ms = COALESCE($4, next_attempt_at_ms),
+                lease_owner = NULL, lease_until_ms = NULL
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id.to_string())
+        .bind(&failure.error)
+        .bind(failure.status_code.map(i64::from))
+        .bind(failure.retry_at.map(|at| at.as_millisecond()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError> {
+        let rows: Vec<PostbackRow> = sqlx::query_as(concat!(
+            "SELECT id, event, call_sid, endpoint, url, status, attempts, next_attempt_at_ms,
+                last_error, last_status_code, created_at_ms, delivered_at_ms, body
+             FROM postbacks",
+            " WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR call_sid = $2)
+                AND ($3 IS NULL OR id < $3)
+              ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(filter.status.map(PostbackStatus::as_str))
+        .bind(filter.call_sid.as_ref().map(CallSid::as_str))
+        .bind(filter.before.map(|id| id.to_string()))
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(PostbackRecord::try_from).collect()
+    }
+
+    async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError> {
+        let row: Option<PostbackRow> = sqlx::query_as(concat!(
+            "SELECT id, event, call_sid, endpoint, url, status, attempts, next_attempt_at_ms,
+                last_error, last_status_code, created_at_ms, delivered_at_ms, body
+             FROM postbacks",
+            " WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| StoreError::NotFound {
+            kind: "postback",
+            id: id.to_string(),
+        })?
+        .try_into()
+    }
+
+    async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError> {
+        sqlx::query(
+            "UPDATE postbacks SET status = 'pending', attempts = 0, next_attempt_at_ms = $2,
+                delivered_at_ms = NULL, lease_owner = NULL, lease_until_ms = NULL
+             WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(at.as_millisecond())
+        .execute(&self.pool)
+        .await?;
+        self.postback(id).await
+    }
+}
