@@ -185,6 +185,24 @@ impl TestApp {
         Self::start_with_plan_on(engine, plan, test_runtime()).await
     }
 
+    /// As [`TestApp::start_with_plan`], with settings in addition to the test ones.
+    pub async fn start_with_plan_and(
+        engine: Engine,
+        plan: &switchboard::plan::Plan,
+        settings: &[(&str, &str)],
+    ) -> Option<Self> {
+        let db = TestDb::create(engine).await?;
+        let store = SqlStore::connect_and_migrate(&db.url)
+            .await
+            .expect("connect and migrate");
+        switchboard::store::Store::import_plan(&store, plan)
+            .await
+            .expect("import the plan");
+        store.close().await;
+        let settings: Vec<(&str, &str)> = TEST_SETTINGS.iter().chain(settings).copied().collect();
+        Self::start_on_with(db, &settings, test_runtime()).await
+    }
+
     /// As [`TestApp::start_with_plan`], with a clock (and timings, seed) of the test's choosing.
     pub async fn start_with_plan_on(
         engine: Engine,

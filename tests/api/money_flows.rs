@@ -1,0 +1,453 @@
+//! Money flows, outside in: what publishers earn (and do not, for a repeat caller), postbacks
+//! delivered exactly once per endpoint through a receiver that fails, hangs or outlives a
+//! `kill -9`, the CSV exports, and a webhook that never waits on a receiver.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use reqwest::StatusCode;
+use serde_json::Value;
+use switchboard::{
+    domain::postback::{PostbackSecret, signature},
+    plan::Plan,
+};
+
+use crate::{
+    helpers::{Engine, TestApp, TestDb, expect_json, on_both_engines},
+    provider::{CALLER, MAIN, call_over, dial_ended, dialed, incoming, sid},
+};
+
+const PLAN: &str = include_str!("../fixtures/plans/acme.toml");
+const BUYER_SECRET: &str = "whsec_buyer_0123456789abcdef";
+const PUBLISHER_SECRET: &str = "whsec_publisher_0123456789ab";
+const OTHER_CALLER: &str = "+14155550177";
+
+/// What a receiver does with the requests to one path.
+#[derive(Default)]
+struct Behaviour {
+    /// Answer 500 to this many requests first.
+    fail_first: u32,
+    /// Never answer (until the sender gives up).
+    hang: bool,
+}
+
+/// A request the receiver got, and whether it answered 2xx.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    key: String,
+    event: String,
+    signature: String,
+    body: String,
+    acknowledged: bool,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    behaviour: HashMap<String, Behaviour>,
+    received: Vec<Received>,
+}
+
+/// A postback receiver on loopback: it records every request and answers as told per path.
+#[derive(Clone)]
+struct Receiver {
+    base: String,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let shared = web::Data::from(log.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(shared.clone())
+                .default_service(web::to(receive))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let base = format!("http://{}", server.addrs()[0]);
+        actix_web::rt::spawn(server.run());
+        Self { base, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn behave(&self, path: &str, behaviour: Behaviour) {
+        self.log.lock().unwrap().behaviour.insert(path.to_owned(), behaviour);
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().received.clone()
+    }
+
+    fn at(&self, path: &str) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.path == path).collect()
+    }
+
+    /// Waits until `done` holds of what was received.
+    async fn wait_until(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let received = self.received();
+            if done(&received) {
+                return received;
+            }
+            assert!(Instant::now() < deadline, "{what}; received: {received:#?}");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn receive(request: HttpRequest, body: web::Bytes, log: web::Data<Mutex<Log>>) -> HttpResponse {
+    let header = |name: &str| {
+        (request.headers().get(name))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let path = request.path().to_owned();
+    let (hang, fail) = {
+        let mut log = log.lock().unwrap();
+        let behaviour = log.behaviour.entry(path.clone()).or_default();
+        let fail = behaviour.fail_first > 0;
+        if fail {
+            behaviour.fail_first -= 1;
+        }
+        (behaviour.hang, fail)
+    };
+    let mut received = Received {
+        path,
+        key: header("idempotency-key"),
+        event: header("switchboard-event"),
+        signature: header("switchboard-signature"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        acknowledged: false,
+    };
+    if hang {
+        log.lock().unwrap().received.push(received);
+        actix_web::rt::time::sleep(Duration::from_secs(120)).await;
+        return HttpResponse::Ok().finish();
+    }
+    received.acknowledged = !fail;
+    log.lock().unwrap().received.push(received);
+    if fail {
+        HttpResponse::InternalServerError().body("down for maintenance")
+    } else {
+        HttpResponse::Ok().finish()
+    }
+}
+
+/// The replay plan with a publisher given the main number (paid per call connected a minute,
+/// once a day per caller), and postbacks: Acme Auto hears of conversions, the publisher of
+/// everything.
+fn plan_with(receiver: &Receiver) -> Plan {
+    let plan = PLAN
+        .replace(
+            "destination = \"+14155550101\"",
+            &format!(
+                "destination = \"+14155550101\"\npostbacks = [{{ url = \"{}\", secret = \"{BUYER_SECRET}\", events = [\"call.converted\"] }}]",
+                receiver.url("/buyer")
+            ),
+        )
+        .replace(
+            "duplicate_caller_handling = true\n",
+            &format!(
+                "duplicate_caller_handling = true\n\n[[companies.publishers]]\nname = \"Search\"\nnumbers = [\"{MAIN}\"]\n\
+                 payout = {{ rule = \"per_connected_seconds\", amount = 12, seconds = 60, dedupe_seconds = 86400 }}\n\
+                 postbacks = [{{ url = \"{}\", secret = \"{PUBLISHER_SECRET}\" }}]\n",
+                receiver.url("/publisher")
+            ),
+        );
+    Plan::parse(&plan).unwrap()
+}
+
+/// Quick retries, so that a few failures take a moment; five tries at most.
+const QUICK_RETRIES: [(&str, &str); 3] = [
+    ("POSTBACK_RETRY_BASE_MS", "50"),
+    ("POSTBACK_TIMEOUT_MS", "2000"),
+    ("POSTBACK_MAX_TRIES", "5"),
+];
+
+struct Money {
+    app: TestApp,
+    receiver: Receiver,
+}
+
+impl Money {
+    async fn start(engine: Engine) -> Option<Self> {
+        let receiver = Receiver::start().await;
+        let app = TestApp::start_with_plan_and(engine, &plan_with(&receiver), &QUICK_RETRIES).await?;
+        Some(Self { app, receiver })
+    }
+}
+
+/// A call from `caller` to the main number, connected to the first buyer offered for `seconds`,
+/// then over. The buyer's number.
+async fn connected_call(app: &TestApp, n: u32, caller: &str, seconds: u32) -> String {
+    let call = sid(n);
+    let (buyer, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, caller, MAIN)).await).await;
+    let ended = app.webhook(&action, &dial_ended(&call, "completed", seconds)).await;
+    assert_eq!(ended.status(), StatusCode::OK);
+    let over = app.webhook(&app.url("/voice/status"), &call_over(&call)).await;
+    assert_eq!(over.status(), StatusCode::NO_CONTENT);
+    buyer
+}
+
+async fn call_json(app: &TestApp, n: u32) -> Value {
+    expect_json(app.read(&format!("/calls/{}", sid(n))).await, StatusCode::OK).await
+}
+
+fn checks_out(received: &Received, secret: &str) -> bool {
+    let secret = PostbackSecret::try_from(secret.to_owned()).unwrap();
+    let t: i64 = (received.signature.split(',').next())
+        .and_then(|t| t.strip_prefix("t="))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {:?}", received.signature));
+    received.signature == signature(&secret, t, &received.body)
+}
+
+on_both_engines! {
+    async fn a_repeat_caller_inside_the_window_earns_the_publisher_nothing(m: Money) {
+        let app = &m.app;
+        assert_eq!(connected_call(app, 1, CALLER, 120).await, "+14155550101");
+        let first = call_json(app, 1).await;
+        assert_eq!((first["publisher_payout"].as_f64(), first["publisher_duplicate"].as_bool()), (Some(12.0), Some(false)), "{first}");
+        let publisher = app.id_of("/publishers", "Search").await;
+        assert_eq!(first["publisher_id"], publisher.as_str());
+
+        // The same caller again: a new buyer converts it (Acme Auto would see a duplicate), but
+        // the publisher was paid for this caller today.
+        assert_eq!(connected_call(app, 2, CALLER, 120).await, "+14155550102");
+        let repeat = call_json(app, 2).await;
+        assert_eq!(repeat["converted"], true, "the buyer still pays: {repeat}");
+        assert_eq!((repeat["publisher_payout"].as_f64(), repeat["publisher_duplicate"].as_bool()), (Some(0.0), Some(true)), "{repeat}");
+        let settled = repeat["timeline"].as_array().unwrap().iter()
+            .find(|e| e["kind"] == "publisher_settled").expect("the settlement is on the timeline");
+        assert_eq!(settled["duplicate"], true);
+
+        // Another caller, too short a call, then long enough.
+        connected_call(app, 3, OTHER_CALLER, 59).await;
+        let short = call_json(app, 3).await;
+        assert_eq!((short["publisher_payout"].as_f64(), &short["publisher_duplicate"]), (Some(0.0), &Value::Null), "{short}");
+        connected_call(app, 4, OTHER_CALLER, 61).await;
+        assert_eq!(call_json(app, 4).await["publisher_payout"].as_f64(), Some(12.0), "a short call was never paid, so it holds nothing against the next");
+
+        let stats = expect_json(app.read("/stats/publishers").await, StatusCode::OK).await;
+        let row = &stats["data"][0];
+        assert_eq!(row["publisher_id"], publisher.as_str());
+        assert_eq!((row["calls"].as_u64(), row["paid"].as_u64(), row["duplicates"].as_u64(), row["unsettled"].as_u64()), (Some(4), Some(2), Some(1), Some(0)), "{stats}");
+        assert_eq!(row["payout"].as_f64(), Some(24.0));
+        let theirs = expect_json(app.read(&format!("/calls?publisher_id={publisher}")).await, StatusCode::OK).await;
+        assert_eq!(theirs["data"].as_array().unwrap().len(), 4);
+    }
+
+    async fn a_conversion_is_posted_once_to_each_endpoint_through_three_failures(m: Money) {
+        let (app, receiver) = (&m.app, &m.receiver);
+        receiver.behave("/buyer", Behaviour { fail_first: 3, hang: false });
+        connected_call(app, 1, CALLER, 120).await;
+        let received = receiver.wait_until("the buyer's conversion and the publisher's three events delivered", |all| {
+            let acknowledged = |path: &str| all.iter().filter(|r| r.path == path && r.acknowledged).count();
+            acknowledged("/buyer") == 1 && acknowledged("/publisher") == 3
+        }).await;
+
+        let buyer: Vec<&Received> = received.iter().filter(|r| r.path == "/buyer").collect();
+        assert_eq!(buyer.len(), 4, "three failures, then delivered: {buyer:#?}");
+        assert!(buyer.iter().all(|r| r.key == buyer[0].key && r.event == "call.converted"), "one postback, tried four times, under one key");
+        assert!(buyer.iter().all(|r| checks_out(r, BUYER_SECRET)), "signed with the buyer's secret");
+        let body = buyer[3].json();
+        assert_eq!((body["event"].as_str(), body["call_sid"].as_str()), (Some("call.converted"), Some(sid(1).as_str())));
+        assert_eq!((body["revenue"].as_f64(), body["converted"].as_bool(), body["attempt"].as_u64()), (Some(20.0), Some(true), Some(1)));
+        assert!(body.get("payout").is_none() && body.get("publisher_id").is_none(), "a buyer never sees the publisher's side: {body}");
+
+        let publisher: Vec<&Received> = received.iter().filter(|r| r.path == "/publisher").collect();
+        // Delivered side by side: in any order.
+        let mut events: Vec<&str> = publisher.iter().map(|r| r.event.as_str()).collect();
+        events.sort_unstable();
+        assert_eq!(events, ["call.connected", "call.converted", "call.ended"]);
+        assert!(publisher.iter().all(|r| checks_out(r, PUBLISHER_SECRET)));
+        let ended = publisher.iter().find(|r| r.event == "call.ended").unwrap().json();
+        assert_eq!((ended["payout"].as_f64(), ended["outcome"].as_str()), (Some(12.0), Some("connected")), "{ended}");
+        assert!(ended.get("revenue").is_none() && ended.get("buyer_id").is_none(), "a publisher never sees the buyer's side: {ended}");
+
+        // The outbox agrees, and saving the call again queued nothing twice.
+        let outbox = expect_json(app.read(&format!("/postbacks?call_sid={}", sid(1))).await, StatusCode::OK).await;
+        let rows = outbox["data"].as_array().unwrap();
+        assert_eq!(rows.len(), 4, "{outbox}");
+        assert!(rows.iter().all(|r| r["status"] == "delivered"), "{outbox}");
+        let to_buyer = rows.iter().find(|r| r["url"] == receiver.url("/buyer").as_str()).unwrap();
+        assert_eq!((to_buyer["attempts"].as_u64(), to_buyer["id"].as_str()), (Some(4), Some(buyer[0].key.as_str())));
+        assert_eq!(to_buyer["last_status_code"], 200);
+    }
+
+    async fn a_postback_out_of_tries_is_failed_listed_and_sent_again_on_request(m: Money) {
+        let (app, receiver) = (&m.app, &m.receiver);
+        receiver.behave("/buyer", Behaviour { fail_first: 1000, hang: false });
+        connected_call(app, 1, CALLER, 120).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let failed = loop {
+            let failed = expect_json(app.read("/postbacks?status=failed").await, StatusCode::OK).await;
+            if !failed["data"].as_array().unwrap().is_empty() {
+                break failed;
+            }
+            assert!(Instant::now() < deadline, "the buyer's postback never failed for good");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        };
+        let row = &failed["data"][0];
+        assert_eq!((row["event"].as_str(), row["attempts"].as_u64(), row["last_status_code"].as_u64()), (Some("call.converted"), Some(5), Some(500)), "{failed}");
+        assert!(row["last_error"].as_str().unwrap().contains("500"), "{row}");
+        let id = row["id"].as_str().unwrap().to_owned();
+        assert_eq!(receiver.at("/buyer").len(), 5, "no try after the last");
+
+        let by_supervisor = app.client.post(app.url(&format!("/api/v1/postbacks/{id}/retry")))
+            .bearer_auth(crate::helpers::SUPERVISOR_TOKEN).send().await.unwrap();
+        assert_eq!(by_supervisor.status(), StatusCode::FORBIDDEN);
+        let nothing = app.post("/postbacks/0190c1a2-0000-7000-8000-000000000000/retry", Value::Null).await;
+        assert_eq!(nothing.status(), StatusCode::NOT_FOUND);
+
+        receiver.behave("/buyer", Behaviour::default());
+        let queued = expect_json(app.post(&format!("/postbacks/{id}/retry"), Value::Null).await, StatusCode::OK).await;
+        assert_eq!((queued["status"].as_str(), queued["attempts"].as_u64()), (Some("pending"), Some(0)));
+        let received = receiver.wait_until("the retried postback delivered", |all| all.iter().any(|r| r.path == "/buyer" && r.acknowledged)).await;
+        assert!(received.iter().filter(|r| r.path == "/buyer").all(|r| r.key == id), "the same postback, the same key");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = expect_json(app.read(&format!("/postbacks/{id}")).await, StatusCode::OK).await;
+            if now["status"] == "delivered" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{now}");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        expect_json(app.read("/postbacks?status=bogus").await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+
+    async fn a_receiver_that_hangs_never_slows_a_webhook(m: Money) {
+        let (app, receiver) = (&m.app, &m.receiver);
+        receiver.behave("/buyer", Behaviour { fail_first: 0, hang: true });
+        receiver.behave("/publisher", Behaviour { fail_first: 0, hang: true });
+        let mut slowest = Duration::ZERO;
+        for n in 1..=12 {
+            let call = sid(n);
+            let caller = format!("+1415555{:04}", 2000 + n);
+            let started = Instant::now();
+            let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, &caller, MAIN)).await).await;
+            slowest = slowest.max(started.elapsed());
+            let started = Instant::now();
+            assert_eq!(app.webhook(&action, &dial_ended(&call, "completed", 120)).await.status(), StatusCode::OK);
+            slowest = slowest.max(started.elapsed());
+            let started = Instant::now();
+            assert_eq!(app.webhook(&app.url("/voice/status"), &call_over(&call)).await.status(), StatusCode::NO_CONTENT);
+            slowest = slowest.max(started.elapsed());
+            if n == 1 {
+                // The first call's postbacks are in the receiver's hands, unanswered, before the
+                // next call starts: every webhook after this one runs beside hung deliveries.
+                receiver.wait_until("a postback in flight", |all| !all.is_empty()).await;
+            }
+        }
+        // The bound is the webhook's own: far below the receiver's silence (two minutes) and
+        // the postback timeout (two seconds).
+        assert!(slowest < Duration::from_millis(1000), "a webhook took {slowest:?} beside a hung receiver");
+        let pending = expect_json(app.read("/postbacks?status=pending&limit=100").await, StatusCode::OK).await;
+        assert!(!pending["data"].as_array().unwrap().is_empty(), "nothing was delivered to a receiver that never answers");
+    }
+
+    async fn the_exports_hold_every_call_and_ping_the_filters_select(m: Money) {
+        let app = &m.app;
+        // More than a page of calls, so the export must stream several.
+        for n in 1..=1005 {
+            let call = sid(n);
+            let caller = format!("+1415556{:04}", n);
+            let answered = app.webhook(&app.url("/voice/incoming"), &incoming(&call, &caller, MAIN)).await;
+            assert_eq!(answered.status(), StatusCode::OK);
+        }
+        let export = app.read("/calls.csv").await;
+        assert_eq!(export.status(), StatusCode::OK);
+        assert_eq!(export.headers()["content-type"], "text/csv; charset=utf-8");
+        assert!(export.headers()["content-disposition"].to_str().unwrap().contains("calls.csv"));
+        let text = export.text().await.unwrap();
+        let mut lines = csv::Reader::from_reader(text.as_bytes());
+        let header = lines.headers().unwrap().clone();
+        assert_eq!(&header[0], "call_sid");
+        let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let rows: Vec<csv::StringRecord> = lines.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 1005, "every call, across pages");
+        let sids: std::collections::HashSet<&str> = rows.iter().map(|r| r.get(0).unwrap()).collect();
+        assert_eq!(sids.len(), 1005, "none twice");
+        assert!(rows.iter().all(|r| &r[column("state")] == "dialing" && !r[column("publisher_id")].is_empty()));
+        assert_eq!(&rows[0][0], sid(1005), "newest first");
+
+        let one = app.read(&format!("/calls.csv?caller=%2B14155560007&state=dialing")).await.text().await.unwrap();
+        assert_eq!(one.lines().count(), 2, "the header and the one call: {one}");
+        assert!(one.contains(&sid(7)));
+        expect_json(app.read("/calls.csv?limit=5").await, StatusCode::UNPROCESSABLE_ENTITY).await;
+        expect_json(app.read("/calls.csv?state=bogus").await, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+        let pings = app.read("/rtb.csv").await.text().await.unwrap();
+        assert!(pings.starts_with("id,received_at,campaign_id,publisher_id"), "{pings}");
+        assert_eq!(pings.lines().count(), 1, "no pings yet: the header alone");
+    }
+}
+
+/// `kill -9` of the process holding a postback in flight: another process on the same database
+/// delivers it once the dead one's lease runs out, under the same key.
+async fn survives_a_kill_9_between_save_and_delivery(engine: Engine) {
+    use crate::cli::Server;
+
+    let Some(db) = TestDb::create(engine).await else { return };
+    let receiver = Receiver::start().await;
+    let store = switchboard::store::SqlStore::connect_and_migrate(&db.url).await.unwrap();
+    switchboard::store::Store::import_plan(&store, &plan_with(&receiver)).await.unwrap();
+    store.close().await;
+    receiver.behave("/buyer", Behaviour { fail_first: 0, hang: true });
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("TWILIO_AUTH_TOKEN", crate::helpers::AUTH_TOKEN),
+        // The try in flight outlasts the process; its lease runs out 2 × 1 s + 5 s after.
+        ("POSTBACK_TIMEOUT_MS", "1000"),
+        ("POSTBACK_RETRY_BASE_MS", "50"),
+    ];
+    let mut first = Server::start_with(dir.path(), &["serve"], &settings);
+    let address = first.address();
+    let provider = TestApp::signing_client();
+    let call = sid(1);
+    let (_, action) = dialed(provider.webhook(&format!("{address}/voice/incoming"), &incoming(&call, CALLER, MAIN)).await).await;
+    assert_eq!(provider.webhook(&action, &dial_ended(&call, "completed", 120)).await.status(), StatusCode::OK);
+    receiver.wait_until("the conversion's postback in flight", |all| all.iter().any(|r| r.path == "/buyer")).await;
+    first.child.kill().unwrap(); // SIGKILL: the try never ends, the outbox never hears of it
+    first.child.wait().unwrap();
+    receiver.behave("/buyer", Behaviour::default());
+
+    let _second = Server::start_with(dir.path(), &["serve"], &settings);
+    let received = receiver.wait_until("the postback delivered by the second process", |all| {
+        all.iter().any(|r| r.path == "/buyer" && r.acknowledged)
+    }).await;
+    let buyer: Vec<&Received> = received.iter().filter(|r| r.path == "/buyer").collect();
+    assert!(buyer.iter().all(|r| r.key == buyer[0].key), "one postback, one key: {buyer:#?}");
+    assert_eq!(buyer.iter().filter(|r| r.acknowledged).count(), 1, "delivered once");
+    assert!(checks_out(buyer[buyer.len() - 1], BUYER_SECRET));
+}
+
+#[actix_web::test]
+async fn a_postback_survives_kill_9_on_sqlite() {
+    survives_a_kill_9_between_save_and_delivery(Engine::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn a_postback_survives_kill_9_on_postgres() {
+    survives_a_kill_9_between_save_and_delivery(Engine::Postgres).await;
+}
