@@ -352,3 +352,62 @@ async fn three_nodes_one_killed_mid_run_exceed_no_cap_dial_no_duplicate_and_lose
     );
     db_conn.close().await.ok();
 }
+
+/// A campaign created through one node is routed by another at once: the other node does not
+/// refuse a number it does not know before reading the plan again.
+#[actix_web::test]
+async fn a_campaign_created_on_one_node_is_routed_by_another_at_once() {
+    let Some((first, second)) = two_nodes().await else {
+        return;
+    };
+    let provider = TestApp::signing_client();
+    // The second node has just read its plan: without news or a second look it would hold it
+    // for a while yet.
+    let known = dialed(provider.webhook(&format!("{second}/voice/incoming"), &incoming(&sid(1), CALLER, MAIN)).await).await;
+    assert_eq!(known.0, ACME);
+
+    let company = first.id_of("/companies", "Acme Leads").await;
+    let budget = first.id_of("/buyers", "Budget").await;
+    let campaign = json!({
+        "company_id": company, "name": "Spring Promo", "numbers": ["+18885550111"],
+        "buyers": [{"buyer_id": budget}],
+    });
+    expect_json(first.post("/campaigns", campaign).await, StatusCode::CREATED).await;
+    let (number, _) = dialed(
+        provider
+            .webhook(&format!("{second}/voice/incoming"), &incoming(&sid(2), "+14155550188", "+18885550111"))
+            .await,
+    )
+    .await;
+    assert_eq!(number, BUDGET, "routed on the new campaign, not rejected");
+}
+
+/// Every change to the plan, whoever makes it, is sent by the database to every node listening,
+/// when it commits.
+#[actix_web::test]
+async fn every_plan_change_is_news_from_the_database() {
+    use switchboard::{domain::cluster::News, store::{CallStore, ClusterStore, Heard}};
+
+    let Some(db) = TestDb::create(Engine::Postgres).await else {
+        return;
+    };
+    let changing = SqlStore::connect_and_migrate(&db.url).await.unwrap();
+    let listening = SqlStore::connect(&db.url).await.unwrap();
+    let mut heard = listening.listen().await.unwrap().expect("PostgreSQL is shared");
+    let before = changing.plan_revision().await.unwrap();
+    changing.import_plan(&Plan::parse(PLAN).unwrap()).await.unwrap();
+    let after = changing.plan_revision().await.unwrap();
+    assert!(after > before);
+    let revision = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(Heard::News(News::Plan { revision })) = heard.recv().await
+                && revision == after
+            {
+                return revision;
+            }
+        }
+    })
+    .await
+    .expect("the plan's latest revision is heard");
+    assert_eq!(revision, after);
+}
