@@ -12,7 +12,16 @@ use switchboard::{
 /// The server on loopback, on its own thread and actix system, over a fresh SQLite database
 /// holding the demo plan, with `settings` besides. Returns its address, its database file,
 /// and the directory holding it (deleted when dropped).
+#[allow(dead_code)] // Not every benchmark uses every helper.
 pub fn start_server(settings: &[(&str, &str)]) -> (SocketAddr, PathBuf, tempfile::TempDir) {
+    start_server_with_plan(DEMO_PLAN.to_owned(), settings)
+}
+
+/// As [`start_server`], with a plan of the benchmark's own.
+pub fn start_server_with_plan(
+    plan: String,
+    settings: &[(&str, &str)],
+) -> (SocketAddr, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("bench.db");
     let url = format!("sqlite://{}", file.display());
@@ -22,8 +31,8 @@ pub fn start_server(settings: &[(&str, &str)]) -> (SocketAddr, PathBuf, tempfile
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let store = SqlStore::connect_and_migrate(&url).await.expect("the store");
-            let plan = Plan::parse(DEMO_PLAN).expect("the demo plan");
-            store.import_plan(&plan).await.expect("the demo plan imported");
+            let plan = Plan::parse(&plan).expect("the plan");
+            store.import_plan(&plan).await.expect("the plan imported");
             let settings = Settings::from_sources(None, environment).expect("settings");
             let app = Application::build(&settings, Arc::new(store))
                 .await

@@ -363,7 +363,15 @@ async fn a_campaign_created_on_one_node_is_routed_by_another_at_once() {
     let provider = TestApp::signing_client();
     // The second node has just read its plan: without news or a second look it would hold it
     // for a while yet.
-    let known = dialed(provider.webhook(&format!("{second}/voice/incoming"), &incoming(&sid(1), CALLER, MAIN)).await).await;
+    let known = dialed(
+        provider
+            .webhook(
+                &format!("{second}/voice/incoming"),
+                &incoming(&sid(1), CALLER, MAIN),
+            )
+            .await,
+    )
+    .await;
     assert_eq!(known.0, ACME);
 
     let company = first.id_of("/companies", "Acme Leads").await;
@@ -375,7 +383,10 @@ async fn a_campaign_created_on_one_node_is_routed_by_another_at_once() {
     expect_json(first.post("/campaigns", campaign).await, StatusCode::CREATED).await;
     let (number, _) = dialed(
         provider
-            .webhook(&format!("{second}/voice/incoming"), &incoming(&sid(2), "+14155550188", "+18885550111"))
+            .webhook(
+                &format!("{second}/voice/incoming"),
+                &incoming(&sid(2), "+14155550188", "+18885550111"),
+            )
             .await,
     )
     .await;
@@ -386,7 +397,10 @@ async fn a_campaign_created_on_one_node_is_routed_by_another_at_once() {
 /// when it commits.
 #[actix_web::test]
 async fn every_plan_change_is_news_from_the_database() {
-    use switchboard::{domain::cluster::News, store::{CallStore, ClusterStore, Heard}};
+    use switchboard::{
+        domain::cluster::News,
+        store::{CallStore, ClusterStore, Heard},
+    };
 
     let Some(db) = TestDb::create(Engine::Postgres).await else {
         return;

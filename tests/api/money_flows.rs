@@ -87,7 +87,11 @@ impl Receiver {
     }
 
     fn behave(&self, path: &str, behaviour: Behaviour) {
-        self.log.lock().unwrap().behaviour.insert(path.to_owned(), behaviour);
+        self.log
+            .lock()
+            .unwrap()
+            .behaviour
+            .insert(path.to_owned(), behaviour);
     }
 
     fn received(&self) -> Vec<Received> {
@@ -199,8 +203,14 @@ impl Money {
 /// then over. The buyer's number.
 async fn connected_call(app: &TestApp, n: u32, caller: &str, seconds: u32) -> String {
     let call = sid(n);
-    let (buyer, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, caller, MAIN)).await).await;
-    let ended = app.webhook(&action, &dial_ended(&call, "completed", seconds)).await;
+    let (buyer, action) = dialed(
+        app.webhook(&app.url("/voice/incoming"), &incoming(&call, caller, MAIN))
+            .await,
+    )
+    .await;
+    let ended = app
+        .webhook(&action, &dial_ended(&call, "completed", seconds))
+        .await;
     assert_eq!(ended.status(), StatusCode::OK);
     let over = app.webhook(&app.url("/voice/status"), &call_over(&call)).await;
     assert_eq!(over.status(), StatusCode::NO_CONTENT);
@@ -407,12 +417,24 @@ on_both_engines! {
 async fn survives_a_kill_9_between_save_and_delivery(engine: Engine) {
     use crate::cli::Server;
 
-    let Some(db) = TestDb::create(engine).await else { return };
+    let Some(db) = TestDb::create(engine).await else {
+        return;
+    };
     let receiver = Receiver::start().await;
-    let store = switchboard::store::SqlStore::connect_and_migrate(&db.url).await.unwrap();
-    switchboard::store::Store::import_plan(&store, &plan_with(&receiver)).await.unwrap();
+    let store = switchboard::store::SqlStore::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    switchboard::store::Store::import_plan(&store, &plan_with(&receiver))
+        .await
+        .unwrap();
     store.close().await;
-    receiver.behave("/buyer", Behaviour { fail_first: 0, hang: true });
+    receiver.behave(
+        "/buyer",
+        Behaviour {
+            fail_first: 0,
+            hang: true,
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let settings = [
         ("DATABASE_URL", db.url.as_str()),
@@ -425,20 +447,47 @@ async fn survives_a_kill_9_between_save_and_delivery(engine: Engine) {
     let address = first.address();
     let provider = TestApp::signing_client();
     let call = sid(1);
-    let (_, action) = dialed(provider.webhook(&format!("{address}/voice/incoming"), &incoming(&call, CALLER, MAIN)).await).await;
-    assert_eq!(provider.webhook(&action, &dial_ended(&call, "completed", 120)).await.status(), StatusCode::OK);
-    receiver.wait_until("the conversion's postback in flight", |all| all.iter().any(|r| r.path == "/buyer")).await;
+    let (_, action) = dialed(
+        provider
+            .webhook(
+                &format!("{address}/voice/incoming"),
+                &incoming(&call, CALLER, MAIN),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(
+        provider
+            .webhook(&action, &dial_ended(&call, "completed", 120))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    receiver
+        .wait_until("the conversion's postback in flight", |all| {
+            all.iter().any(|r| r.path == "/buyer")
+        })
+        .await;
     first.child.kill().unwrap(); // SIGKILL: the try never ends, the outbox never hears of it
     first.child.wait().unwrap();
     receiver.behave("/buyer", Behaviour::default());
 
     let _second = Server::start_with(dir.path(), &["serve"], &settings);
-    let received = receiver.wait_until("the postback delivered by the second process", |all| {
-        all.iter().any(|r| r.path == "/buyer" && r.acknowledged)
-    }).await;
+    let received = receiver
+        .wait_until("the postback delivered by the second process", |all| {
+            all.iter().any(|r| r.path == "/buyer" && r.acknowledged)
+        })
+        .await;
     let buyer: Vec<&Received> = received.iter().filter(|r| r.path == "/buyer").collect();
-    assert!(buyer.iter().all(|r| r.key == buyer[0].key), "one postback, one key: {buyer:#?}");
-    assert_eq!(buyer.iter().filter(|r| r.acknowledged).count(), 1, "delivered once");
+    assert!(
+        buyer.iter().all(|r| r.key == buyer[0].key),
+        "one postback, one key: {buyer:#?}"
+    );
+    assert_eq!(
+        buyer.iter().filter(|r| r.acknowledged).count(),
+        1,
+        "delivered once"
+    );
     assert!(checks_out(buyer[buyer.len() - 1], BUYER_SECRET));
 }
 
