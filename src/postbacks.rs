@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::{
     domain::postback::{Due, SIGNATURE_HEADER, retry_delay, signature},
-    store::{Store, TryFailed},
+    store::{Store, Tried, TryFailed, TryOutcome},
     supervision::Metrics,
 };
 
@@ -113,23 +113,43 @@ struct Worker {
     client: reqwest::Client,
 }
 
+/// Results recorded per transaction, at most.
+const RECORDED_TOGETHER: usize = 256;
+
 impl Worker {
     async fn run(self, mut woken: mpsc::Receiver<()>) {
+        // Tries end one by one, but are recorded together: one commit for all that ended
+        // meanwhile, so a busy outbox costs the database little and the calls' writer waits
+        // for it less.
+        let (tried, results) = mpsc::channel(IN_FLIGHT * 4);
+        tokio::spawn(record(self.store.clone(), results));
         let mut in_flight = JoinSet::new();
+        // Whether the outbox may hold postbacks due: after a wake-up or a poll, or when the
+        // last lease took all the room there was. (A lease is a write: not made for nothing.)
+        let mut look = true;
+        // An interval, not a sleep per turn: tries ending all the time must not keep putting
+        // the next look off (retries come due, other nodes queue postbacks).
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let room = IN_FLIGHT - in_flight.len();
-            if room > 0 {
+            if room > 0 && look {
                 let now = Timestamp::now();
                 let until = now + self.delivery.lease();
                 match self.store.lease_due_postbacks(now, until, room as u32).await {
                     Ok(due) => {
+                        look = due.len() == room;
                         for postback in due {
                             let span =
                                 tracing::info_span!("postback", id = %postback.id, event = %postback.event);
-                            in_flight.spawn(self.clone().deliver(postback).instrument(span));
+                            let tried = tried.clone();
+                            in_flight.spawn(self.clone().deliver(postback, tried).instrument(span));
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "could not read the postback outbox"),
+                    Err(error) => {
+                        look = false;
+                        tracing::warn!(%error, "could not read the postback outbox");
+                    }
                 }
             }
             tokio::select! {
@@ -139,13 +159,15 @@ impl Worker {
                         // Nobody can queue postbacks any more: the service stopped.
                         return;
                     }
+                    look = true;
                 }
-                () = tokio::time::sleep(POLL) => {}
+                _ = poll.tick() => look = true,
             }
         }
     }
 
-    async fn deliver(self, postback: Due) {
+    /// One try: its outcome goes to the recorder.
+    async fn deliver(self, postback: Due, tried: mpsc::Sender<Tried>) {
         let sent_at = Timestamp::now();
         let result = self
             .client
@@ -162,18 +184,17 @@ impl Worker {
             .await;
         let (error, status_code) = match result {
             Ok(response) if response.status().is_success() => {
-                let code = response.status().as_u16();
-                match self
-                    .store
-                    .postback_delivered(postback.id, Timestamp::now(), code)
-                    .await
-                {
-                    Ok(()) => self.metrics.postback_try("delivered"),
-                    // Sent again once the lease runs out: at least once.
-                    Err(error) => {
-                        tracing::warn!(%error, "a postback was delivered, but the outbox could not record it")
-                    }
-                }
+                self.metrics.postback_try("delivered");
+                let outcome = TryOutcome::Delivered {
+                    status_code: response.status().as_u16(),
+                };
+                let _ = tried
+                    .send(Tried {
+                        id: postback.id,
+                        at: Timestamp::now(),
+                        outcome,
+                    })
+                    .await;
                 return;
             }
             Ok(response) => (
@@ -189,13 +210,30 @@ impl Worker {
         tracing::warn!(%error, tries, retrying = retry_at.is_some(), "a postback was not delivered");
         self.metrics
             .postback_try(if retry_at.is_some() { "retrying" } else { "failed" });
-        let failed = TryFailed {
+        let outcome = TryOutcome::Failed(TryFailed {
             error,
             status_code,
             retry_at,
-        };
-        if let Err(error) = self.store.postback_failed(postback.id, &failed).await {
-            tracing::warn!(%error, "could not record a failed postback; its lease will run out");
+        });
+        let _ = tried
+            .send(Tried {
+                id: postback.id,
+                at: Timestamp::now(),
+                outcome,
+            })
+            .await;
+    }
+}
+
+/// Records tries as they end, every one waiting in one transaction. A batch the database
+/// refuses is left to the leases: those postbacks are tried again once theirs run out (at least
+/// once, never lost).
+async fn record(store: Arc<dyn Store>, mut results: mpsc::Receiver<Tried>) {
+    let mut batch = Vec::with_capacity(RECORDED_TOGETHER);
+    while results.recv_many(&mut batch, RECORDED_TOGETHER).await > 0 {
+        if let Err(error) = store.record_tries(&batch).await {
+            tracing::warn!(%error, tries = batch.len(), "could not record postback tries; they will be tried again");
         }
+        batch.clear();
     }
 }

@@ -236,15 +236,30 @@ pub trait PostbackStore: Send + Sync {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<Due>, StoreError>;
-    /// A try succeeded: delivered, lease released.
-    async fn postback_delivered(&self, id: Uuid, at: Timestamp, status_code: u16) -> Result<(), StoreError>;
-    /// A try failed: tried again at `retry_at`, or (`None`) failed for good; lease released.
-    async fn postback_failed(&self, id: Uuid, failure: &TryFailed) -> Result<(), StoreError>;
+    /// Records what tries came to, all in one transaction; each postback's lease is released.
+    async fn record_tries(&self, tries: &[Tried]) -> Result<(), StoreError>;
     /// Newest first, narrowed by `filter`.
     async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError>;
     async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError>;
     /// Queues the postback again, due at `at`, its tries counted afresh (whatever it came to).
     async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError>;
+}
+
+/// What one try of one postback came to.
+#[derive(Debug, Clone)]
+pub struct Tried {
+    pub id: Uuid,
+    pub at: Timestamp,
+    pub outcome: TryOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub enum TryOutcome {
+    /// The receiver answered 2xx.
+    Delivered {
+        status_code: u16,
+    },
+    Failed(TryFailed),
 }
 
 /// How a postback's try failed.

@@ -553,7 +553,7 @@ mod flaky {
         store::{
             BlockListStore, CallChange, CallFilter, CallStore, CapacityStore, ClusterStore, Heard,
             ListFilter, PingFilter, PlanTable, PostbackFilter, PostbackStore, RtbStore, SlotHold, SqlStore,
-            Store, StoreError, SupervisionStore, TokenStore, TryFailed,
+            Store, StoreError, SupervisionStore, TokenStore, Tried,
         },
     };
     use uuid::Uuid;
@@ -683,13 +683,9 @@ mod flaky {
             self.check()?;
             self.inner.lease_due_postbacks(now, lease_until, limit).await
         }
-        async fn postback_delivered(&self, id: Uuid, at: Timestamp, code: u16) -> Result<(), StoreError> {
+        async fn record_tries(&self, tries: &[Tried]) -> Result<(), StoreError> {
             self.check()?;
-            self.inner.postback_delivered(id, at, code).await
-        }
-        async fn postback_failed(&self, id: Uuid, failure: &TryFailed) -> Result<(), StoreError> {
-            self.check()?;
-            self.inner.postback_failed(id, failure).await
+            self.inner.record_tries(tries).await
         }
         async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError> {
             self.check()?;

@@ -4,13 +4,15 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use super::{Backend, SqlStore, timestamp};
+use sqlx::AnyConnection;
+
+use super::{Backend, SqlStore, finish, timestamp};
 use crate::{
     domain::{
         call::CallSid,
         postback::{Due, PostbackEvent, PostbackRecord, PostbackSecret, PostbackStatus},
     },
-    store::{PostbackFilter, PostbackStore, StoreError, TryFailed},
+    store::{PostbackFilter, PostbackStore, StoreError, Tried, TryOutcome},
 };
 
 /// Leases what is due, oldest due first. On PostgreSQL, rows another node is leasing at this
@@ -118,36 +120,16 @@ impl PostbackStore for SqlStore {
             .collect()
     }
 
-    async fn postback_delivered(&self, id: Uuid, at: Timestamp, status_code: u16) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE postbacks SET status = 'delivered', attempts = attempts + 1, delivered_at_ms = $2,
-                last_status_code = $3, last_error = NULL, lease_owner = NULL, lease_until_ms = NULL
-             WHERE id = $1",
-        )
-        .bind(id.to_string())
-        .bind(at.as_millisecond())
-        .bind(i64::from(status_code))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn postback_failed(&self, id: Uuid, failure: &TryFailed) -> Result<(), StoreError> {
-        // A postback delivered meanwhile (by a node whose lease this one outlived) stays so.
-        sqlx::query(
-            "UPDATE postbacks SET attempts = attempts + 1, last_error = $2, last_status_code = $3,
-                status = CASE WHEN $4 IS NULL THEN 'failed' ELSE 'pending' END,
-                next_attempt_at_ms = COALESCE($4, next_attempt_at_ms),
-                lease_owner = NULL, lease_until_ms = NULL
-             WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(id.to_string())
-        .bind(&failure.error)
-        .bind(failure.status_code.map(i64::from))
-        .bind(failure.retry_at.map(|at| at.as_millisecond()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    async fn record_tries(&self, tries: &[Tried]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let result = async {
+            for tried in tries {
+                record(&mut tx, tried).await?;
+            }
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError> {
@@ -197,4 +179,38 @@ impl PostbackStore for SqlStore {
         .await?;
         self.postback(id).await
     }
+}
+
+async fn record(conn: &mut AnyConnection, tried: &Tried) -> Result<(), StoreError> {
+    match &tried.outcome {
+        TryOutcome::Delivered { status_code } => {
+            sqlx::query(
+                "UPDATE postbacks SET status = 'delivered', attempts = attempts + 1, delivered_at_ms = $2,
+                    last_status_code = $3, last_error = NULL, lease_owner = NULL, lease_until_ms = NULL
+                 WHERE id = $1",
+            )
+            .bind(tried.id.to_string())
+            .bind(tried.at.as_millisecond())
+            .bind(i64::from(*status_code))
+            .execute(&mut *conn)
+            .await?;
+        }
+        TryOutcome::Failed(failure) => {
+            // A postback delivered meanwhile (by a node whose lease this one outlived) stays so.
+            sqlx::query(
+                "UPDATE postbacks SET attempts = attempts + 1, last_error = $2, last_status_code = $3,
+                    status = CASE WHEN $4 IS NULL THEN 'failed' ELSE 'pending' END,
+                    next_attempt_at_ms = COALESCE($4, next_attempt_at_ms),
+                    lease_owner = NULL, lease_until_ms = NULL
+                 WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(tried.id.to_string())
+            .bind(&failure.error)
+            .bind(failure.status_code.map(i64::from))
+            .bind(failure.retry_at.map(|at| at.as_millisecond()))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
 }
