@@ -400,7 +400,7 @@ on_both_engines! {
         assert!(rows.iter().all(|r| &r[column("state")] == "dialing" && !r[column("publisher_id")].is_empty()));
         assert_eq!(&rows[0][0], sid(1005), "newest first");
 
-        let one = app.read(&format!("/calls.csv?caller=%2B14155560007&state=dialing")).await.text().await.unwrap();
+        let one = app.read("/calls.csv?caller=%2B14155560007&state=dialing").await.text().await.unwrap();
         assert_eq!(one.lines().count(), 2, "the header and the one call: {one}");
         assert!(one.contains(&sid(7)));
         expect_json(app.read("/calls.csv?limit=5").await, StatusCode::UNPROCESSABLE_ENTITY).await;
