@@ -511,14 +511,19 @@ return {
 "##;
 
 #[actix_web::test]
-async fn a_supervisor_sees_why_buyers_were_kept_out_the_press_1_and_the_recording() {
+async fn a_supervisor_sees_why_buyers_were_kept_out_the_press_1_the_recording_and_the_payout() {
     let plan = PLAN
         .replace(
             "destination = \"+14155550101\"",
             "destination = \"+14155550101\"\nscreen = \"press-1\"\nwhisper = { say = \"Call from {campaign}.\" }",
         )
         .replace("destination = \"+14155550102\"", "destination = \"+14155550102\"\nstates = [\"TX\"]")
-        .replace("numbers = [\"+18005550100\"]", "numbers = [\"+18005550100\"]\nrecord = \"from-answer\"");
+        .replace("numbers = [\"+18005550100\"]", "numbers = [\"+18005550100\"]\nrecord = \"from-answer\"")
+        .replace(
+            "duplicate_caller_handling = true\n",
+            "duplicate_caller_handling = true\n\n[[companies.publishers]]\nname = \"Search\"\n\
+             numbers = [\"+18005550100\"]\npayout = { rule = \"per_call\", amount = 5 }\n",
+        );
     let Some((browser, app)) = start_on(&plan).await else {
         return;
     };
@@ -625,6 +630,10 @@ async fn watch_a_screened_recorded_call(app: &TestApp, browser: Client) {
     assert!(text_of("whispered").contains("press 1"), "{timeline}");
     assert!(text_of("screened").contains("pressed 1"), "{timeline}");
     assert!(text_of("recorded").contains("118 s"), "{timeline}");
+    assert!(
+        text_of("publisher_settled").ends_with("Search earns 5.00"),
+        "{timeline}"
+    );
 
     let panel = until(
         &browser,
@@ -658,6 +667,21 @@ async fn watch_a_screened_recorded_call(app: &TestApp, browser: Client) {
         .await
         .unwrap();
     assert_eq!(state, true, "the summary names the caller's state");
+    let summary = browser
+        .execute(
+            "return Object.fromEntries([...document.querySelectorAll('#panel-summary dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent]))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary["Publisher"].as_str(),
+            summary["Publisher payout"].as_str()
+        ),
+        (Some("Search"), Some("5.00")),
+        "{summary}"
+    );
 }
 
 #[actix_web::test]
