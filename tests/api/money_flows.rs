@@ -17,7 +17,7 @@ use switchboard::{
 };
 
 use crate::{
-    helpers::{Engine, TestApp, TestDb, expect_json, on_both_engines},
+    helpers::{Engine, TestApp, TestDb, expect_error, expect_json, on_both_engines},
     provider::{CALLER, MAIN, call_over, dial_ended, dialed, incoming, sid},
 };
 
@@ -499,4 +499,35 @@ async fn a_postback_survives_kill_9_on_sqlite() {
 #[actix_web::test]
 async fn a_postback_survives_kill_9_on_postgres() {
     survives_a_kill_9_between_save_and_delivery(Engine::Postgres).await;
+}
+
+on_both_engines! {
+    async fn publisher_terms_numbers_and_endpoints_are_checked_when_given(m: Money) {
+        let app = &m.app;
+        let company = app.id_of("/companies", "Acme Leads").await;
+        let publisher = |extra: Value| {
+            let mut body = serde_json::json!({"company_id": company, "name": "Social"});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            body
+        };
+        let taken = publisher(serde_json::json!({"numbers": ["+1 800 555 0100"]}));
+        let message = expect_error(app.post("/publishers", taken).await, StatusCode::CONFLICT, "conflict", Some("numbers")).await;
+        assert!(message.contains("already given to publisher \"Search\""), "{message}");
+        let no_seconds = publisher(serde_json::json!({"payout": {"rule": "per_connected_seconds", "amount": 5}}));
+        let message = expect_error(app.post("/publishers", no_seconds).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("payout")).await;
+        assert!(message.contains("needs `seconds`"), "{message}");
+        let bad_url = publisher(serde_json::json!({"postbacks": [{"url": "ftp://x.example/", "secret": "0123456789abcdef"}]}));
+        expect_error(app.post("/publishers", bad_url).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("postbacks[0].url")).await;
+        let bad_event = publisher(serde_json::json!({"postbacks": [{"url": "https://x.example/", "secret": "0123456789abcdef", "events": ["call.answered"]}]}));
+        expect_error(app.post("/publishers", bad_event).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("postbacks[0].events[0]")).await;
+
+        let good = publisher(serde_json::json!({
+            "numbers": ["+1 877 555 0100"],
+            "payout": {"rule": "per_call", "amount": 2.5, "dedupe_seconds": 3600},
+        }));
+        let created = expect_json(app.post("/publishers", good).await, StatusCode::CREATED).await;
+        assert_eq!(created["numbers"], serde_json::json!(["+18775550100"]));
+        assert_eq!(created["payout"], serde_json::json!({"rule": "per_call", "amount": 2.5, "dedupe_seconds": 3600}));
+        assert_eq!(created["postbacks"], serde_json::json!([]));
+    }
 }
