@@ -10,9 +10,10 @@ use switchboard::{
         dedupe::{Scope, Touch, Touched},
         ids::Id,
         phone::E164,
+        postback::{Postback, PostbackEvent, PostbackSecret, PostbackStatus},
         timeline::{Event, TimelineEntry},
     },
-    store::{CallChange, CallStore, StoreError},
+    store::{CallChange, CallStore, PostbackFilter, PostbackStore, StoreError, Tried, TryFailed, TryOutcome},
 };
 
 use crate::helpers::{TestStore, on_both_engines};
@@ -173,5 +174,76 @@ on_both_engines! {
                 assert!(stored.is_some(), "call {n} is stored");
             }
         }
+    }
+}
+
+/// A postback of `call`'s `event` to endpoint `n`.
+fn postback(call: &CallRecord, event: PostbackEvent, n: usize) -> Postback {
+    Postback {
+        id: uuid::Uuid::now_v7(),
+        event_key: format!("{}:{event}:1", call.sid),
+        endpoint: format!("buyer:{}:{n}", Id::<()>::generate()),
+        event,
+        call_sid: call.sid.clone(),
+        url: format!("http://127.0.0.1:9/{n}"),
+        secret: PostbackSecret::try_from("whsec_0123456789abcdef".to_owned()).unwrap(),
+        body: format!(r#"{{"n":{n}}}"#),
+        created_at: Timestamp::now(),
+    }
+}
+
+on_both_engines! {
+    async fn postbacks_are_queued_once_and_leased_to_one_taker_at_a_time(s: TestStore) {
+        let store = &s.store;
+        let call = new_call(1, "+14155550123");
+        let queued: Vec<Postback> = (0..3).map(|n| postback(&call, PostbackEvent::Converted, n)).collect();
+        let change = CallChange { call: &call, timeline: &[], conversions: &[], touched: &[], load: &[], postbacks: &queued };
+        store.save_call(&change).await.unwrap();
+        // The same change saved again (a retry): nothing is queued twice, even under new ids.
+        let again: Vec<Postback> = queued.iter().map(|p| Postback { id: uuid::Uuid::now_v7(), ..p.clone() }).collect();
+        store.save_call(&CallChange { postbacks: &again, ..change }).await.unwrap();
+        let listed = store.postbacks(&PostbackFilter { limit: 10, ..PostbackFilter::default() }).await.unwrap();
+        assert_eq!(listed.len(), 3);
+        assert!(listed.iter().all(|p| p.status == PostbackStatus::Pending && p.attempts == 0));
+
+        let now = Timestamp::now();
+        let lease = now + SignedDuration::from_secs(30);
+        let first = store.lease_due_postbacks(now, lease, 2).await.unwrap();
+        let second = store.lease_due_postbacks(now, lease, 2).await.unwrap();
+        assert_eq!((first.len(), second.len()), (2, 1), "a leased postback is nobody else's");
+        assert!(store.lease_due_postbacks(now, lease, 2).await.unwrap().is_empty());
+        assert!(second.iter().all(|due| !first.iter().any(|f| f.id == due.id)));
+
+        // One delivered, one to retry later, one whose taker died holding it.
+        let retry_at = now + SignedDuration::from_secs(60);
+        store.record_tries(&[
+            Tried { id: first[0].id, at: now, outcome: TryOutcome::Delivered { status_code: 204 } },
+            Tried {
+                id: first[1].id,
+                at: now,
+                outcome: TryOutcome::Failed(TryFailed { error: "the receiver answered 503".into(), status_code: Some(503), retry_at: Some(retry_at) }),
+            },
+        ]).await.unwrap();
+        let later = lease + SignedDuration::from_secs(1);
+        let taken_up = store.lease_due_postbacks(later, later + SignedDuration::from_secs(30), 10).await.unwrap();
+        assert_eq!(taken_up.iter().map(|d| d.id).collect::<Vec<_>>(), [second[0].id], "the dead taker's lease ran out; the retry is not due yet");
+        let due_again = store.lease_due_postbacks(retry_at, retry_at, 10).await.unwrap();
+        assert_eq!((due_again.len(), due_again[0].id, due_again[0].attempts), (1, first[1].id, 1));
+
+        let delivered = store.postback(first[0].id).await.unwrap();
+        assert_eq!((delivered.status, delivered.attempts, delivered.last_status_code), (PostbackStatus::Delivered, 1, Some(204)));
+        // Out of tries: failed for good, and no longer leased; a retry queues it again.
+        store.record_tries(&[Tried {
+            id: first[1].id,
+            at: retry_at,
+            outcome: TryOutcome::Failed(TryFailed { error: "timeout".into(), status_code: None, retry_at: None }),
+        }]).await.unwrap();
+        let failed = store.postbacks(&PostbackFilter { status: Some(PostbackStatus::Failed), limit: 10, ..PostbackFilter::default() }).await.unwrap();
+        assert_eq!((failed.len(), failed[0].attempts, failed[0].last_error.as_deref()), (1, 2, Some("timeout")));
+        let far = retry_at + SignedDuration::from_hours(10);
+        assert!(store.lease_due_postbacks(far, far, 10).await.unwrap().iter().all(|d| d.id != first[1].id));
+        let requeued = store.retry_postback(first[1].id, far).await.unwrap();
+        assert_eq!((requeued.status, requeued.attempts), (PostbackStatus::Pending, 0));
+        assert!(store.lease_due_postbacks(far, far, 10).await.unwrap().iter().any(|d| d.id == first[1].id));
     }
 }
