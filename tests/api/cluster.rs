@@ -218,6 +218,12 @@ async fn an_rtb_reservation_made_on_one_node_is_honoured_on_another() {
         .filter_map(|entry| entry["kind"].as_str())
         .collect();
     assert!(kinds.contains(&"reservation_claimed"), "{kinds:?}");
+    let publisher = first.id_of("/publishers", "Search Partners").await;
+    assert_eq!(
+        call["publisher_id"],
+        publisher.as_str(),
+        "the call is the pinging publisher's"
+    );
 }
 
 /// The test: three processes on one PostgreSQL, the simulator spreading calls over

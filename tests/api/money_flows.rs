@@ -531,3 +531,26 @@ on_both_engines! {
         assert_eq!(created["postbacks"], serde_json::json!([]));
     }
 }
+
+on_both_engines! {
+    async fn a_call_claiming_a_bid_is_the_pinging_publishers(m: Money) {
+        let app = &m.app;
+        let main = app.id_of("/campaigns", "Main").await;
+        let company = app.id_of("/companies", "Acme Leads").await;
+        let pinger = app.create("/publishers", serde_json::json!({"company_id": company, "name": "Pinger", "external_id": "pub-9"})).await;
+        let key = expect_json(app.put(&format!("/campaigns/{main}/rtb_key"), serde_json::json!({})).await, StatusCode::OK).await;
+        let ping = serde_json::json!({"key": key["key"], "publisher_id": "pub-9", "caller_number": CALLER});
+        let bid = expect_json(app.client.post(app.url("/rtbs.json")).json(&ping).send().await.unwrap(), StatusCode::OK).await;
+        assert_eq!(bid["status"], "reserved", "{bid}");
+        // The number dialed is Search's, but the call claims Pinger's bid: it is Pinger's call.
+        connected_call(app, 1, CALLER, 120).await;
+        let call = call_json(app, 1).await;
+        assert_eq!(call["publisher_id"], pinger.as_str(), "{call}");
+        assert_eq!(call["publisher_payout"].as_f64(), Some(10.0), "without terms: the converting buyer's payout");
+        // Another caller, no bid: the number's publisher, on its own terms.
+        connected_call(app, 2, OTHER_CALLER, 120).await;
+        let search = app.id_of("/publishers", "Search").await;
+        let call = call_json(app, 2).await;
+        assert_eq!((call["publisher_id"].as_str(), call["publisher_payout"].as_f64()), (Some(search.as_str()), Some(12.0)));
+    }
+}
