@@ -33,6 +33,8 @@ struct Behaviour {
     fail_first: u32,
     /// Never answer (until the sender gives up).
     hang: bool,
+    /// Answer this late.
+    delay: Duration,
 }
 
 /// A request the receiver got, and whether it answered 2xx.
@@ -124,15 +126,16 @@ async fn receive(request: HttpRequest, body: web::Bytes, log: web::Data<Mutex<Lo
             .to_owned()
     };
     let path = request.path().to_owned();
-    let (hang, fail) = {
+    let (hang, fail, delay) = {
         let mut log = log.lock().unwrap();
         let behaviour = log.behaviour.entry(path.clone()).or_default();
         let fail = behaviour.fail_first > 0;
         if fail {
             behaviour.fail_first -= 1;
         }
-        (behaviour.hang, fail)
+        (behaviour.hang, fail, behaviour.delay)
     };
+    actix_web::rt::time::sleep(delay).await;
     let mut received = Received {
         path,
         key: header("idempotency-key"),
@@ -267,7 +270,7 @@ on_both_engines! {
 
     async fn a_conversion_is_posted_once_to_each_endpoint_through_three_failures(m: Money) {
         let (app, receiver) = (&m.app, &m.receiver);
-        receiver.behave("/buyer", Behaviour { fail_first: 3, hang: false });
+        receiver.behave("/buyer", Behaviour { fail_first: 3, ..Behaviour::default() });
         connected_call(app, 1, CALLER, 120).await;
         let received = receiver.wait_until("the buyer's conversion and the publisher's three events delivered", |all| {
             let acknowledged = |path: &str| all.iter().filter(|r| r.path == path && r.acknowledged).count();
@@ -305,7 +308,7 @@ on_both_engines! {
 
     async fn a_postback_out_of_tries_is_failed_listed_and_sent_again_on_request(m: Money) {
         let (app, receiver) = (&m.app, &m.receiver);
-        receiver.behave("/buyer", Behaviour { fail_first: 1000, hang: false });
+        receiver.behave("/buyer", Behaviour { fail_first: 1000, ..Behaviour::default() });
         connected_call(app, 1, CALLER, 120).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         let failed = loop {
@@ -347,8 +350,8 @@ on_both_engines! {
 
     async fn a_receiver_that_hangs_never_slows_a_webhook(m: Money) {
         let (app, receiver) = (&m.app, &m.receiver);
-        receiver.behave("/buyer", Behaviour { fail_first: 0, hang: true });
-        receiver.behave("/publisher", Behaviour { fail_first: 0, hang: true });
+        receiver.behave("/buyer", Behaviour { hang: true, ..Behaviour::default() });
+        receiver.behave("/publisher", Behaviour { hang: true, ..Behaviour::default() });
         let mut slowest = Duration::ZERO;
         for n in 1..=12 {
             let call = sid(n);
@@ -431,8 +434,8 @@ async fn survives_a_kill_9_between_save_and_delivery(engine: Engine) {
     receiver.behave(
         "/buyer",
         Behaviour {
-            fail_first: 0,
             hang: true,
+            ..Behaviour::default()
         },
     );
     let dir = tempfile::tempdir().unwrap();
@@ -553,4 +556,59 @@ on_both_engines! {
         let call = call_json(app, 2).await;
         assert_eq!((call["publisher_id"].as_str(), call["publisher_payout"].as_f64()), (Some(search.as_str()), Some(12.0)));
     }
+}
+
+/// Two nodes on one PostgreSQL deliver one outbox: every postback once, none twice at once, the
+/// receiver taking its time so that both nodes' workers are at it together.
+#[actix_web::test]
+async fn two_nodes_never_deliver_one_postback_twice() {
+    let receiver = Receiver::start().await;
+    let Some(first) = TestApp::start_with_plan(Engine::Postgres, &plan_with(&receiver)).await else {
+        return;
+    };
+    let second = first.another_node().await;
+    for path in ["/buyer", "/publisher"] {
+        receiver.behave(
+            path,
+            Behaviour {
+                delay: Duration::from_millis(20),
+                ..Behaviour::default()
+            },
+        );
+    }
+    let provider = TestApp::signing_client();
+    const CALLS: u32 = 30;
+    for n in 1..=CALLS {
+        let node = if n % 2 == 0 { second.clone() } else { first.url("") };
+        let call = sid(n);
+        let caller = format!("+1415557{n:04}");
+        let (_, action) = dialed(
+            provider
+                .webhook(&format!("{node}/voice/incoming"), &incoming(&call, &caller, MAIN))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            provider
+                .webhook(&action, &dial_ended(&call, "completed", 120))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    // Each call: its conversion to the buyer; connected, converted and ended to the publisher.
+    let expected = 4 * CALLS as usize;
+    let received = receiver
+        .wait_until("every postback delivered", |all| {
+            all.iter().filter(|r| r.acknowledged).count() >= expected
+        })
+        .await;
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    let received = receiver.received().len().max(received.len());
+    let keys: std::collections::HashSet<String> = receiver.received().into_iter().map(|r| r.key).collect();
+    assert_eq!(
+        (keys.len(), received),
+        (expected, expected),
+        "each postback sent once"
+    );
 }
