@@ -99,7 +99,7 @@ async fn connect(settings: &Settings) -> anyhow::Result<SqlStore> {
 
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     // Before anything is touched: a server that cannot check webhooks must not start.
-    let unsigned = settings.webhook_auth_token()?.is_none();
+    let unsigned = settings.webhook_keys()?.is_none();
     let store = connect(&settings).await?;
     if demo {
         let plan = Plan::parse(DEMO_PLAN).context("the built-in demo plan is invalid")?;

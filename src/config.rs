@@ -18,13 +18,14 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
     "ADMIN_TOKEN",
     "SUPERVISOR_TOKENS",
     "TWILIO_AUTH_TOKEN",
+    "TWILIO_WEBHOOK_SHARED_KEYS",
     "WEBHOOK_SIGNATURES",
     "LOG_FORMAT",
     "TWIML_TEMPLATES_DIR",
@@ -66,6 +67,10 @@ pub struct Settings {
     /// may be valid at once, so one can be rotated without locking anyone out.
     pub supervisor_tokens: Vec<SecretString>,
     pub twilio_auth_token: Option<SecretString>,
+    /// The secrets of the account's webhook shared keys (one, or two while rotating): webhooks a
+    /// Twilio Webhook Rule signs carry `X-Twilio-Webhooks-Signature-Settings` and are checked
+    /// with these, never with the auth token.
+    pub twilio_webhook_shared_keys: Vec<SecretString>,
     /// Whether webhooks must carry a valid signature; off only when asked for by name.
     pub webhook_signatures: WebhookSignatures,
     pub log_format: LogFormat,
@@ -131,6 +136,8 @@ struct Raw {
     /// Comma-separated.
     supervisor_tokens: Option<SecretString>,
     twilio_auth_token: Option<SecretString>,
+    /// Comma-separated.
+    twilio_webhook_shared_keys: Option<SecretString>,
     webhook_signatures: Option<String>,
     log_format: Option<String>,
     twiml_templates_dir: Option<PathBuf>,
@@ -191,6 +198,8 @@ impl Settings {
         }
         let supervisor_tokens = supervisor_tokens(raw.supervisor_tokens.as_ref(), raw.admin_token.as_ref())
             .map_err(invalid("SUPERVISOR_TOKENS"))?;
+        let twilio_webhook_shared_keys = shared_keys(raw.twilio_webhook_shared_keys.as_ref())
+            .map_err(invalid("TWILIO_WEBHOOK_SHARED_KEYS"))?;
         let webhook_signatures = match raw.webhook_signatures.as_deref() {
             None | Some("check") => WebhookSignatures::Checked,
             Some("off") => WebhookSignatures::Off,
@@ -265,6 +274,7 @@ impl Settings {
             admin_token: raw.admin_token,
             supervisor_tokens,
             twilio_auth_token: raw.twilio_auth_token,
+            twilio_webhook_shared_keys,
             webhook_signatures,
             log_format,
             twiml_templates_dir: raw.twiml_templates_dir,
@@ -297,20 +307,61 @@ fn number(
         })
 }
 
+/// The secrets webhook signatures are checked with.
+#[derive(Debug, Clone)]
+pub struct WebhookKeys {
+    /// For webhooks without signature settings (Twilio's default).
+    pub auth_token: Option<SecretString>,
+    /// For webhooks a Webhook Rule signed: any of them passing is enough.
+    pub shared_keys: Vec<SecretString>,
+}
+
 impl Settings {
-    /// The token webhooks are checked with, or `None` when checking is off by name. Only
-    /// serving needs it: `migrate` and `import` run without.
-    pub fn webhook_auth_token(&self) -> Result<Option<&SecretString>, ConfigError> {
-        match (self.webhook_signatures, &self.twilio_auth_token) {
-            (WebhookSignatures::Off, _) => Ok(None),
-            (WebhookSignatures::Checked, Some(token)) => Ok(Some(token)),
-            (WebhookSignatures::Checked, None) => Err(ConfigError::Missing {
-                key: "TWILIO_AUTH_TOKEN",
-                message: "webhook signatures are checked with the provider account's auth token; \
-                          set it, or set WEBHOOK_SIGNATURES=off to take unsigned webhooks (local testing only)",
-            }),
+    /// What webhooks are checked with, or `None` when checking is off by name. Only serving
+    /// needs it: `migrate` and `import` run without.
+    pub fn webhook_keys(&self) -> Result<Option<WebhookKeys>, ConfigError> {
+        if self.webhook_signatures == WebhookSignatures::Off {
+            return Ok(None);
         }
+        if self.twilio_auth_token.is_none() && self.twilio_webhook_shared_keys.is_empty() {
+            return Err(ConfigError::Missing {
+                key: "TWILIO_AUTH_TOKEN",
+                message: "webhook signatures are checked with the provider account's auth token (and, for \
+                          webhooks a Webhook Rule signs, TWILIO_WEBHOOK_SHARED_KEYS); set it, or set \
+                          WEBHOOK_SIGNATURES=off to take unsigned webhooks (local testing only)",
+            });
+        }
+        Ok(Some(WebhookKeys {
+            auth_token: self.twilio_auth_token.clone(),
+            shared_keys: self.twilio_webhook_shared_keys.clone(),
+        }))
     }
+}
+
+/// At most two secrets (the current one and the next, while rotating), comma-separated, each
+/// at least 16 characters. Messages name a secret by its position, never by its value.
+fn shared_keys(list: Option<&SecretString>) -> Result<Vec<SecretString>, String> {
+    let Some(list) = list else { return Ok(Vec::new()) };
+    let keys: Vec<&str> = (list.expose_secret().split(','))
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .collect();
+    if keys.len() > 2 {
+        return Err(format!(
+            "{} secrets given; at most two (the current one and the next)",
+            keys.len()
+        ));
+    }
+    if let Some(position) = keys.iter().position(|key| key.len() < 16) {
+        return Err(format!(
+            "secret {} must be at least 16 characters long",
+            position + 1
+        ));
+    }
+    Ok(keys
+        .into_iter()
+        .map(|key| SecretString::from(key.to_owned()))
+        .collect())
 }
 
 /// Tokens are separated by commas; each is as long as an admin token must be, and none may be the
@@ -545,7 +596,7 @@ mod tests {
     #[test]
     fn serving_needs_the_auth_token_unless_signatures_are_off_by_name() {
         let unsigned = from_env(&[]).unwrap();
-        let err = unsigned.webhook_auth_token().unwrap_err().to_string();
+        let err = unsigned.webhook_keys().unwrap_err().to_string();
         assert!(
             err.contains("TWILIO_AUTH_TOKEN is not set") && err.contains("WEBHOOK_SIGNATURES=off"),
             "{err}"
@@ -555,12 +606,42 @@ mod tests {
             ("TWILIO_AUTH_TOKEN", "twilio-secret-abc"),
         ])
         .unwrap();
-        assert!(
-            off.webhook_auth_token().unwrap().is_none(),
-            "off wins over a token"
-        );
+        assert!(off.webhook_keys().unwrap().is_none(), "off wins over a token");
         let checked = from_env(&[("TWILIO_AUTH_TOKEN", "twilio-secret-abc")]).unwrap();
-        assert!(checked.webhook_auth_token().unwrap().is_some());
+        let keys = checked.webhook_keys().unwrap().unwrap();
+        assert!(keys.auth_token.is_some() && keys.shared_keys.is_empty());
+        let rules_only = from_env(&[("TWILIO_WEBHOOK_SHARED_KEYS", "shared-key-secret-0001")]).unwrap();
+        let keys = rules_only.webhook_keys().unwrap().unwrap();
+        assert_eq!((keys.auth_token.is_none(), keys.shared_keys.len()), (true, 1));
+    }
+
+    #[test]
+    fn shared_keys_are_one_or_two_long_secrets() {
+        let two = from_env(&[(
+            "TWILIO_WEBHOOK_SHARED_KEYS",
+            "shared-key-secret-0001, shared-key-secret-0002",
+        )])
+        .unwrap();
+        assert_eq!(two.twilio_webhook_shared_keys.len(), 2);
+        for (value, needle) in [
+            (
+                "a-b-c-d-e-f-g-h-i,j-k-l-m-n-o-p-q-r,s-t-u-v-w-x-y-z-0",
+                "at most two",
+            ),
+            ("shared-key-secret-0001,short", "secret 2 must be at least 16"),
+        ] {
+            let err = from_env(&[("TWILIO_WEBHOOK_SHARED_KEYS", value)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("TWILIO_WEBHOOK_SHARED_KEYS") && err.contains(needle),
+                "{err}"
+            );
+            assert!(
+                !err.contains("shared-key-secret-0001"),
+                "no secret in a message: {err}"
+            );
+        }
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Application {
             public_url: public_url.clone(),
             peers,
             end_message: settings.end_message.clone(),
-            auth_token: settings.webhook_auth_token()?.cloned(),
+            keys: settings.webhook_keys()?,
             floor: settings.bench_floor,
         });
         let store: web::Data<dyn Store> = web::Data::from(store);

@@ -8,27 +8,50 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     HmacSha1,
-    /// Newer accounts, announced by `X-Twilio-Webhooks-Signature-Settings`.
     HmacSha256,
 }
 
-impl Algorithm {
-    /// Reads `X-Twilio-Webhooks-Signature-Settings` (`key=…,algorithm=HMAC_SHA256`); absent or
-    /// anything else means HMAC-SHA1.
-    pub fn from_settings(header: Option<&str>) -> Self {
-        let announces_sha256 = header.is_some_and(|value| {
-            value
-                .split(',')
+/// How a webhook was signed, as `X-Twilio-Webhooks-Signature-Settings` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signing {
+    /// No settings header: the account's auth token, HMAC-SHA1.
+    AuthToken,
+    /// A Webhook Rule matched the URL: the secret of the shared key it names (`key=`), with the
+    /// algorithm it names.
+    SharedKey {
+        key: Option<String>,
+        algorithm: Algorithm,
+    },
+}
+
+impl Signing {
+    /// Reads `X-Twilio-Webhooks-Signature-Settings` (`key=<id>,algorithm=HMAC_SHA256`). A header
+    /// without a known algorithm is refused: guessing one would accept what Twilio never signed
+    /// or refuse what it did, and either must be seen, not papered over.
+    pub fn from_settings(header: Option<&str>) -> Result<Self, String> {
+        let Some(header) = header else {
+            return Ok(Self::AuthToken);
+        };
+        let field = |name: &str| {
+            (header.split(','))
                 .filter_map(|part| part.split_once('='))
-                .any(|(key, value)| {
-                    key.trim() == "algorithm" && value.trim().eq_ignore_ascii_case("HMAC_SHA256")
-                })
-        });
-        if announces_sha256 {
-            Self::HmacSha256
-        } else {
-            Self::HmacSha1
-        }
+                .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.trim().to_owned())
+        };
+        let algorithm = match field("algorithm").map(|a| a.to_ascii_uppercase()).as_deref() {
+            Some("HMAC_SHA256") => Algorithm::HmacSha256,
+            Some("HMAC_SHA1") => Algorithm::HmacSha1,
+            Some(other) => {
+                return Err(format!(
+                    "the signature algorithm {other:?} is not one Twilio documents"
+                ));
+            }
+            None => return Err("the signature settings name no algorithm".to_owned()),
+        };
+        Ok(Self::SharedKey {
+            key: field("key").filter(|key| !key.is_empty()),
+            algorithm,
+        })
     }
 }
 
@@ -284,20 +307,67 @@ mod tests {
     }
 
     #[test]
-    fn the_settings_header_announces_sha256() {
-        assert_eq!(Algorithm::from_settings(None), Algorithm::HmacSha1);
+    fn the_settings_header_names_the_shared_key_and_its_algorithm() {
+        assert_eq!(Signing::from_settings(None), Ok(Signing::AuthToken));
+        let sha256 = |key: Option<&str>| Signing::SharedKey {
+            key: key.map(str::to_owned),
+            algorithm: Algorithm::HmacSha256,
+        };
         assert_eq!(
-            Algorithm::from_settings(Some("key=k1,algorithm=HMAC_SHA256")),
-            Algorithm::HmacSha256
+            Signing::from_settings(Some("key=KS0123,algorithm=HMAC_SHA256")),
+            Ok(sha256(Some("KS0123")))
         );
         assert_eq!(
-            Algorithm::from_settings(Some("key=k1, algorithm = hmac_sha256")),
-            Algorithm::HmacSha256
+            Signing::from_settings(Some(" algorithm = hmac_sha256 ")),
+            Ok(sha256(None))
         );
         assert_eq!(
-            Algorithm::from_settings(Some("algorithm=HMAC_SHA1")),
-            Algorithm::HmacSha1
+            Signing::from_settings(Some("key=KS1,algorithm=HMAC_SHA1")),
+            Ok(Signing::SharedKey {
+                key: Some("KS1".into()),
+                algorithm: Algorithm::HmacSha1
+            })
         );
+        for refused in ["key=KS1,algorithm=HMAC_SHA512", "key=KS1", ""] {
+            assert!(Signing::from_settings(Some(refused)).is_err(), "{refused:?}");
+        }
+    }
+
+    /// Signatures made with a shared key's secret rather than the auth token, as Twilio signs
+    /// webhooks a Webhook Rule matches: the reference's first request, its string signed as
+    /// twilio-python's `compute_signature` signs it (`base64(hmac(secret, url + params))`; the
+    /// same computation reproduces the reference's auth-token HMAC-SHA256 vector).
+    #[test]
+    fn shared_key_vectors_validate_with_their_secret_only() {
+        let p = reference_params();
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let cases = [
+            (
+                "whsk_shared_key_secret_0001",
+                "5MbKrvezrgbp2ALBi2pUMe2y/aIVtno97+cPUO0hqpU=",
+                Algorithm::HmacSha256,
+            ),
+            (
+                "whsk_shared_key_secret_0001",
+                "F0/uG3A2ouj8CkMDJdWFmW/XwZ0=",
+                Algorithm::HmacSha1,
+            ),
+            (
+                "whsk_shared_key_secret_0002",
+                "UyZHTJCZFPnDeylVhwCJs0dT/R0fwthOKU+X9PL+cas=",
+                Algorithm::HmacSha256,
+            ),
+        ];
+        for (secret, signature, algorithm) in cases {
+            assert!(
+                is_valid(secret, url, &p, signature, algorithm),
+                "{secret} {signature}"
+            );
+            assert!(
+                !is_valid("12345", url, &p, signature, algorithm),
+                "not the auth token's"
+            );
+        }
     }
 
     #[test]

@@ -26,13 +26,13 @@ use tracing_actix_web::RootSpan;
 use crate::{
     calls::{Calls, Input, RecordingReport, Webhook, is_final, param},
     cluster::Peers,
-    config::PublicUrl,
+    config::{PublicUrl, WebhookKeys},
     domain::{
         call::{Answer, CallSid, DialStatus, RecordingStatus},
         destination::Destination,
         dialing::Announcement,
         plan::CampaignId,
-        signature::{self, Algorithm},
+        signature::{self, Algorithm, Signing},
         twiml::{TemplateName, Templates, Values},
     },
     supervision::{Metrics, WebhookOutcome},
@@ -49,7 +49,7 @@ pub struct Voice {
     /// Said before hanging up when no buyer is left.
     pub end_message: String,
     /// Unset: signatures are not checked (start-up says so).
-    pub auth_token: Option<SecretString>,
+    pub keys: Option<WebhookKeys>,
     /// Whether `/voice/floor` answers (the load benchmark's floor; `BENCH_FLOOR=on`).
     pub floor: bool,
 }
@@ -172,13 +172,32 @@ impl Voice {
             let signed = if is_json { Vec::new() } else { params.clone() };
             (params, signed)
         };
-        if let Some(token) = &self.auth_token {
+        if let Some(keys) = &self.keys {
             let presented = header_text(req, "X-Twilio-Signature").unwrap_or_default();
-            let algorithm =
-                Algorithm::from_settings(header_text(req, "X-Twilio-Webhooks-Signature-Settings"));
+            let settings = header_text(req, "X-Twilio-Webhooks-Signature-Settings");
+            let signing = Signing::from_settings(settings).map_err(|problem| {
+                tracing::warn!(%url, %problem, "refused a webhook whose signature settings are unknown");
+                WebhookError::Forbidden
+            })?;
+            // Twilio signs with the auth token, unless a Webhook Rule matched the URL: then with
+            // the rule's shared key, and says so in the settings header.
+            let (secrets, algorithm): (Vec<&SecretString>, Algorithm) = match &signing {
+                Signing::AuthToken => (keys.auth_token.iter().collect(), Algorithm::HmacSha1),
+                Signing::SharedKey { algorithm, .. } => (keys.shared_keys.iter().collect(), *algorithm),
+            };
+            if secrets.is_empty() {
+                let missing = match signing {
+                    Signing::AuthToken => "TWILIO_AUTH_TOKEN",
+                    Signing::SharedKey { .. } => "TWILIO_WEBHOOK_SHARED_KEYS",
+                };
+                tracing::error!(%url, missing, "refused a webhook signed with a secret this server is not given");
+                return Err(WebhookError::Forbidden);
+            }
             let genuine = |url: &str| {
                 (!is_json || signature::body_matches(url, body))
-                    && signature::is_valid(token.expose_secret(), url, &signed, presented, algorithm)
+                    && (secrets.iter()).any(|secret| {
+                        signature::is_valid(secret.expose_secret(), url, &signed, presented, algorithm)
+                    })
             };
             // Signed for this node's URL, or for another node's (which is gone, or which the
             // load balancer passed over).
