@@ -385,7 +385,16 @@ async fn apply(
             let answer = current_answer(deps, turn, &mut record).await;
             (Some(record), answer)
         }
-        (Input::Incoming { .. }, None) => arrive(deps, turn, &webhook.sid, caller_of(webhook), None).await,
+        (Input::Incoming { .. } | Input::Fallback { .. }, None) => {
+            arrive(deps, turn, &webhook.sid, caller_of(webhook), None).await
+        }
+        (Input::Fallback { error_code }, Some(mut record)) => {
+            // The provider got no TwiML for this call a moment ago: whatever fits it now (the
+            // buyer it was dialing, the next one, or its end), as a retry would get.
+            tracing::warn!(error_code = ?error_code, "the provider fell back after an error");
+            let answer = current_answer(deps, turn, &mut record).await;
+            (Some(record), answer)
+        }
         (Input::Redirected { campaign }, Some(mut record)) => {
             let answer = if record.campaign_id == Some(*campaign) {
                 current_answer(deps, turn, &mut record).await
@@ -467,9 +476,13 @@ async fn apply(
             }
             (Some(record), Answer::Acknowledge)
         }
-        (Input::Whisper { attempt }, Some(mut record)) => {
-            let answer = whisper(turn, &mut record, *attempt);
+        (Input::Whisper { attempt, answered_by }, Some(mut record)) => {
+            let answer = whisper(turn, &mut record, *attempt, answered_by.as_deref());
             (Some(record), answer)
+        }
+        (Input::Detected { attempt, answered_by }, Some(mut record)) => {
+            detected(turn, &mut record, *attempt, answered_by);
+            (Some(record), Answer::Acknowledge)
         }
         (Input::Screened { attempt, digits }, Some(mut record)) => {
             let answer = screened(turn, &mut record, *attempt, digits);
@@ -480,7 +493,13 @@ async fn apply(
             (Some(record), Answer::Acknowledge)
         }
         (Input::TimedOut, None) => (None, Answer::Acknowledge),
-        (Input::LegStatus { .. } | Input::CallStatus { .. } | Input::Recorded { .. }, None) => {
+        (
+            Input::LegStatus { .. }
+            | Input::CallStatus { .. }
+            | Input::Recorded { .. }
+            | Input::Detected { .. },
+            None,
+        ) => {
             tracing::warn!("a status callback for an unknown call: nothing is stored");
             (None, Answer::Acknowledge)
         }
@@ -508,7 +527,7 @@ async fn arrive(
     let caller = Caller::from_provider(arrival.from);
     let mut record = CallRecord::new(sid.clone(), caller, arrival.to.to_owned(), turn.now);
     record.caller_state = CallerPlace::of(&record.caller, arrival.from_state).state;
-    let dialed = E164::from_provider(arrival.to.trim()).ok();
+    let dialed = E164::of_called(arrival.to);
     let mut campaign = campaign.or_else(|| Some(turn.plan.campaign_for_number(dialed.as_ref()?)?.id));
     if campaign.is_none()
         && let Some(dialed) = &dialed
@@ -566,7 +585,7 @@ fn publisher_of_number(
     to: &str,
     campaign: Option<&Record<Campaign>>,
 ) -> Option<PublisherId> {
-    let publisher = plan.publisher_for_number(&E164::from_provider(to.trim()).ok()?)?;
+    let publisher = plan.publisher_for_number(&E164::of_called(to)?)?;
     let company = plan.publisher_record(publisher)?.company_id;
     (company == campaign?.company_id).then_some(publisher)
 }
@@ -691,7 +710,7 @@ async fn route(
             let attempt = record
                 .begin_attempt(buyer.id, campaign.id, kind, duplicate, turn.now)
                 .number;
-            if buyer.spec.screen == Screen::Press1 {
+            if buyer.spec.screen != Screen::None {
                 record.expect_screening(attempt);
             }
             dial(&turn.plan, record, attempt, buyer)
@@ -706,7 +725,7 @@ async fn route(
 fn dial(plan: &RoutingPlan, record: &CallRecord, attempt: u32, buyer: &Record<Buyer>) -> Answer {
     let dialed = record.attempt(attempt);
     let campaign = dialed.and_then(|a| plan.campaign(a.campaign_id));
-    let tracking_number = E164::from_provider(record.called.trim()).ok();
+    let tracking_number = E164::of_called(&record.called);
     let screened = dialed.is_some_and(|a| a.screening.is_some());
     let settings = DialSettings::of(
         buyer,
@@ -720,13 +739,15 @@ fn dial(plan: &RoutingPlan, record: &CallRecord, attempt: u32, buyer: &Record<Bu
         destination: buyer.spec.destination.clone(),
         ring_timeout_seconds: buyer.spec.ring_timeout_seconds.get(),
         send_digits: buyer.spec.send_digits.as_ref().map(|d| d.as_str().to_owned()),
+        sip_auth: buyer.spec.sip_auth.clone(),
         settings,
     }
 }
 
 /// The buyer of `attempt` picked up: what it hears before the caller is put through. Only the
-/// call's ringing attempt is put through; any other leg is hung up.
-fn whisper(turn: &mut Turn, record: &mut CallRecord, attempt: u32) -> Answer {
+/// call's ringing attempt is put through; any other leg is hung up. A buyer screened by
+/// answering machine detection is judged first, by who answered.
+fn whisper(turn: &mut Turn, record: &mut CallRecord, attempt: u32, answered_by: Option<&str>) -> Answer {
     let current = record.current_attempt().filter(|a| a.number == attempt);
     let Some(dialed) = current
         .filter(|a| a.status.is_none() && !record.is_ended())
@@ -737,15 +758,23 @@ fn whisper(turn: &mut Turn, record: &mut CallRecord, attempt: u32) -> Answer {
         });
         return Answer::Hangup;
     };
-    let press_1 = match dialed.screening {
+    let buyer = turn.plan.buyer(dialed.buyer_id).cloned();
+    let detects = (buyer.as_ref()).is_some_and(|b| b.spec.screen == Screen::MachineDetection);
+    if detects && dialed.screening == Some(Screening::Pending) {
+        judge(turn, record, attempt, Screening::of_answered_by(answered_by));
+    }
+    let screening = record.attempt(attempt).and_then(|a| a.screening);
+    let press_1 = match screening {
         None => false,
         Some(Screening::Pending) => true,
+        // Detection put the buyer through: its whisper, if any, then the caller.
+        Some(Screening::Accepted) if detects => false,
         // A retried request after the buyer answered the prompt: as it answered.
         Some(Screening::Accepted) => return Answer::Connect,
-        Some(Screening::Refused | Screening::NoKey) => return Answer::Hangup,
+        Some(Screening::Refused | Screening::NoKey | Screening::Machine) => return Answer::Hangup,
     };
     let campaign = turn.plan.campaign(dialed.campaign_id);
-    let announcement = (turn.plan.buyer(dialed.buyer_id))
+    let announcement = (buyer.as_ref())
         .and_then(|buyer| whisper_for(buyer, campaign))
         .map(|w| w.for_campaign(campaign.map_or("", |c| c.spec.name.as_str())));
     turn.note(Event::Whispered {
@@ -763,11 +792,25 @@ fn whisper(turn: &mut Turn, record: &mut CallRecord, attempt: u32) -> Answer {
     }
 }
 
-/// The buyer of `attempt` answered the press-1 prompt (`digits`): put through on 1, else hung
-/// up, and the dial's result routes on. A retried or late answer changes nothing.
-fn screened(turn: &mut Turn, record: &mut CallRecord, attempt: u32, digits: &str) -> Answer {
+/// Answering machine detection's verdict came by its own callback: the attempt is judged, if
+/// it was not already (by the whisper request, which carries the same verdict).
+fn detected(turn: &mut Turn, record: &mut CallRecord, attempt: u32, answered_by: &str) {
+    let pending = record
+        .attempt(attempt)
+        .is_some_and(|a| a.screening == Some(Screening::Pending) && a.status.is_none());
+    if pending {
+        judge(
+            turn,
+            record,
+            attempt,
+            Screening::of_answered_by(Some(answered_by)),
+        );
+    }
+}
+
+/// Settles a screened attempt (a key pressed, a machine heard), noting it if it is news.
+fn judge(turn: &mut Turn, record: &mut CallRecord, attempt: u32, result: Screening) {
     let outcome = record.outcome;
-    let result = Screening::of_digits(digits);
     if let Some(screening) = record.screened(attempt, result, turn.now)
         && let Some(buyer_id) = record.attempt(attempt).map(|a| a.buyer_id)
     {
@@ -780,6 +823,12 @@ fn screened(turn: &mut Turn, record: &mut CallRecord, attempt: u32, digits: &str
             note_end(turn, record);
         }
     }
+}
+
+/// The buyer of `attempt` answered the press-1 prompt (`digits`): put through on 1, else hung
+/// up, and the dial's result routes on. A retried or late answer changes nothing.
+fn screened(turn: &mut Turn, record: &mut CallRecord, attempt: u32, digits: &str) -> Answer {
+    judge(turn, record, attempt, Screening::of_digits(digits));
     match record.attempt(attempt) {
         Some(a) if a.screening == Some(Screening::Accepted) && a.status.is_none() => Answer::Connect,
         Some(a) if a.screening.is_some() => Answer::Hangup,

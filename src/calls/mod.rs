@@ -283,6 +283,9 @@ pub fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> 
 pub enum Input {
     /// The call arrived on a tracking number.
     Incoming { from: String, to: String },
+    /// The provider could not get TwiML from Switchboard (an error, a timeout) and asks the
+    /// number's fallback URL instead: the call goes on from where it stands, or starts.
+    Fallback { error_code: Option<String> },
     /// A `<Dial>` ended: its action URL.
     DialEnded {
         attempt: u32,
@@ -295,8 +298,14 @@ pub enum Input {
         bridged: Option<bool>,
     },
     /// The buyer of an attempt picked up, and the provider asks what to play it before the
-    /// caller is put through (the `<Number url>` whisper document).
-    Whisper { attempt: u32 },
+    /// caller is put through (the `<Number url>` whisper document). With answering machine
+    /// detection, it says who answered (`AnsweredBy`).
+    Whisper {
+        attempt: u32,
+        answered_by: Option<String>,
+    },
+    /// Answering machine detection's verdict on an attempt's leg (its `amdStatusCallback`).
+    Detected { attempt: u32, answered_by: String },
     /// The buyer answered the press-1 prompt (`Digits`, empty when it pressed nothing).
     Screened { attempt: u32, digits: String },
     /// A recording of an attempt's `<Dial>` changed (its recording status callback).
@@ -406,9 +415,10 @@ impl Calls {
     /// The answer when the call's actor cannot give one.
     fn without_actor(input: &Input) -> Answer {
         match input {
-            Input::LegStatus { .. } | Input::CallStatus { .. } | Input::Recorded { .. } => {
-                Answer::Acknowledge
-            }
+            Input::LegStatus { .. }
+            | Input::CallStatus { .. }
+            | Input::Recorded { .. }
+            | Input::Detected { .. } => Answer::Acknowledge,
             // A buyer's leg nobody can vouch for is not put through.
             Input::Whisper { .. } | Input::Screened { .. } => Answer::Hangup,
             // The conversation is over, or the caller gone.
@@ -417,7 +427,7 @@ impl Calls {
             } if status.connected() || *call_over => Answer::Hangup,
             // A dial just ended, the caller still there: nobody can route them now.
             Input::DialEnded { .. } => Answer::End,
-            Input::Incoming { .. } | Input::Redirected { .. } => Answer::End,
+            Input::Incoming { .. } | Input::Redirected { .. } | Input::Fallback { .. } => Answer::End,
             Input::TimedOut => Answer::Acknowledge,
         }
     }

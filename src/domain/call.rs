@@ -619,6 +619,8 @@ pub enum Answer {
         destination: super::destination::Destination,
         ring_timeout_seconds: u32,
         send_digits: Option<String>,
+        /// What a SIP destination asks for, if it does.
+        sip_auth: Option<super::destination::SipAuth>,
         /// Caller ID, ringback, recording, whisper and screening.
         settings: super::dialing::DialSettings,
     },

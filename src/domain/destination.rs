@@ -13,6 +13,67 @@ pub enum Destination {
     Sip(SipUri),
 }
 
+/// What a SIP buyer's endpoint asks a caller for (digest authentication), as `<Sip username
+/// password>` sends it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipAuth {
+    pub username: SipCredential,
+    pub password: SipCredential,
+}
+
+// The password never reaches a log.
+impl fmt::Debug for SipAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SipAuth")
+            .field("username", &self.username.0)
+            .field("password", &"…")
+            .finish()
+    }
+}
+
+impl SipAuth {
+    /// As readers who may not see secrets get it.
+    pub fn redacted(&self) -> Self {
+        Self {
+            username: self.username.clone(),
+            password: SipCredential(REDACTED.to_owned()),
+        }
+    }
+}
+
+/// What a secret reads as for those who may not see it.
+pub const REDACTED: &str = "********";
+
+/// A SIP username or password: 1 to 128 visible ASCII characters.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SipCredential(String);
+
+impl SipCredential {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SipCredential {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if (1..=128).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self(text))
+        } else {
+            Err("must be 1 to 128 visible ASCII characters".into())
+        }
+    }
+}
+
+impl From<SipCredential> for String {
+    fn from(credential: SipCredential) -> Self {
+        credential.0
+    }
+}
+
 /// A `sip:user@host` (or `sips:`) address, as `<Dial><Sip>` takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipUri(String);

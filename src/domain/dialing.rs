@@ -227,6 +227,12 @@ pub enum Screen {
     /// from taking (and converting) calls.
     #[serde(rename = "press-1")]
     Press1,
+    /// The provider listens to who answers (answering machine detection, `machineDetection`)
+    /// before the buyer's leg runs the whisper: a machine or a fax is hung up on and the leg
+    /// counts as unanswered, so routing goes on. A person, or a verdict of `unknown`, is put
+    /// through. No key to press, at the price of a few seconds of detection.
+    #[serde(rename = "machine-detection")]
+    MachineDetection,
 }
 
 /// Where a screened attempt stands: the buyer's leg answers, hears the whisper, and presses a
@@ -242,6 +248,8 @@ pub enum Screening {
     Refused,
     /// Pressed nothing before the prompt timed out (voicemail, an IVR, a person who walked off).
     NoKey,
+    /// Answering machine detection heard a machine or a fax.
+    Machine,
 }
 
 impl Screening {
@@ -251,6 +259,16 @@ impl Screening {
             "1" => Self::Accepted,
             "" => Self::NoKey,
             _ => Self::Refused,
+        }
+    }
+
+    /// What answering machine detection's `AnsweredBy` comes to. `unknown` (detection could not
+    /// tell) is put through: the provider's detection leans to people, and a person kept from
+    /// a caller costs more than a voicemail reached.
+    pub fn of_answered_by(answered_by: Option<&str>) -> Self {
+        match answered_by.map(str::trim) {
+            Some(verdict) if verdict.starts_with("machine") || verdict == "fax" => Self::Machine,
+            _ => Self::Accepted,
         }
     }
 }
@@ -267,13 +285,15 @@ pub struct DialSettings {
     /// Whether the buyer's answer runs Switchboard's whisper document (an announcement, a
     /// press-1 prompt, or both) before the caller is put through.
     pub whisper: bool,
+    /// Whether the provider runs answering machine detection on the buyer's leg first.
+    pub machine_detection: bool,
 }
 
 impl DialSettings {
     /// The settings for dialing `buyer` in `campaign` for a call from `caller` that dialed
     /// `tracking_number`: the buyer's own, else the campaign's. `screened`: the attempt was
-    /// made with a press-1 prompt (settled when it is made, so a buyer switched to press-1
-    /// mid-call does not make a leg already ringing wait for a key).
+    /// made screened (settled when it is made, so a buyer switched to press-1 mid-call does not
+    /// make a leg already ringing wait for a key); how, the buyer says.
     pub fn of(
         buyer: &Record<Buyer>,
         campaign: Option<&Record<Campaign>>,
@@ -289,6 +309,7 @@ impl DialSettings {
                 .or(campaign.map(|c| c.spec.record))
                 .unwrap_or_default(),
             whisper: screened || whisper_for(buyer, campaign).is_some(),
+            machine_detection: screened && spec.screen == Screen::MachineDetection,
         }
     }
 }
@@ -427,6 +448,7 @@ mod tests {
                 answer_on_bridge: false,
                 record: RecordingMode::FromRinging,
                 whisper: true,
+                machine_detection: false,
             }
         );
         assert_eq!(

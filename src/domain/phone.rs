@@ -64,6 +64,24 @@ impl E164 {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The number a call was made to, from `To` as the provider sent it: the number itself, or
+    /// for a call arriving through a SIP domain (`sip:+18005550100@example.sip.twilio.com`),
+    /// the URI's user part, with or without its `+`.
+    pub fn of_called(to: &str) -> Option<Self> {
+        let to = to.trim();
+        let lower = to.get(..5).unwrap_or(to).to_ascii_lowercase();
+        let Some(rest) = ["sip:", "sips:"]
+            .iter()
+            .find_map(|scheme| lower.starts_with(scheme).then(|| &to[scheme.len()..]))
+        else {
+            return Self::from_provider(to).ok();
+        };
+        let user = rest.split(['@', ';', '?']).next()?;
+        Self::from_provider(user)
+            .or_else(|_| Self::from_provider(&format!("+{user}")))
+            .ok()
+    }
 }
 
 impl TryFrom<String> for E164 {
@@ -95,6 +113,33 @@ impl fmt::Debug for E164 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_through_a_sip_domain_was_made_to_its_uris_user_part() {
+        let number = |to: &str| E164::of_called(to).map(|n| n.as_str().to_owned());
+        assert_eq!(number("+18005550100").as_deref(), Some("+18005550100"));
+        assert_eq!(
+            number("sip:+18005550100@acme.sip.twilio.com").as_deref(),
+            Some("+18005550100")
+        );
+        assert_eq!(
+            number("sip:18005550100@acme.sip.twilio.com;transport=tls").as_deref(),
+            Some("+18005550100")
+        );
+        assert_eq!(
+            number("SIPS:+18005550100@acme.sip.twilio.com").as_deref(),
+            Some("+18005550100")
+        );
+        for not_a_number in [
+            "sip:sales@acme.sip.twilio.com",
+            "sip:@acme.example",
+            "client:alice",
+            "",
+            "sip:",
+        ] {
+            assert_eq!(number(not_a_number), None, "{not_a_number}");
+        }
+    }
 
     #[test]
     fn operator_formatting_is_normalised() {

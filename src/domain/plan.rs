@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
-    destination::Destination,
+    destination::{Destination, SipAuth},
     dialing::{CallerId, RecordingMode, Screen, Whisper},
     geo::{AreaCodeRule, StateList},
     ids::Id,
@@ -40,6 +40,14 @@ pub trait PlanEntity:
     const OWNED_BY_COMPANY: bool;
 
     fn name(&self) -> &Name;
+
+    /// Settings that cannot go together, each valid alone: the field to change and why.
+    fn contradiction(&self) -> Option<(&'static str, String)> {
+        None
+    }
+
+    /// Hides what only an admin may read (postback secrets, SIP passwords).
+    fn redact_secrets(&mut self) {}
 }
 
 /// A stored entity: its fields plus what the store assigned.
@@ -105,8 +113,12 @@ pub struct Buyer {
     /// Absent: always open.
     #[serde(default)]
     pub business_hours: Option<BusinessHours>,
+    /// DTMF sent when a phone number answers (a SIP destination takes none).
     #[serde(default)]
     pub send_digits: Option<SendDigits>,
+    /// The credentials a SIP destination asks for, if it does.
+    #[serde(default)]
+    pub sip_auth: Option<SipAuth>,
     #[serde(default)]
     pub paused: bool,
     /// The number the buyer sees calling: the caller's (default), the tracking number, or one of
@@ -140,6 +152,33 @@ impl PlanEntity for Buyer {
 
     fn name(&self) -> &Name {
         &self.name
+    }
+
+    fn contradiction(&self) -> Option<(&'static str, String)> {
+        match (&self.destination, &self.send_digits, &self.sip_auth) {
+            (Destination::Sip(_), Some(_), _) => Some((
+                "send_digits",
+                "a SIP destination takes no send_digits (<Sip> has no such attribute): put what the \
+                 endpoint needs in its SIP address, or dial a phone number"
+                    .to_owned(),
+            )),
+            (Destination::Phone(_), _, Some(_)) => {
+                Some(("sip_auth", "applies to SIP destinations only".to_owned()))
+            }
+            // The provider skips detection when it sends digits on answer.
+            (_, Some(_), _) if self.screen == Screen::MachineDetection => Some((
+                "screen",
+                "machine-detection cannot go with send_digits: the provider skips detection \
+                 when it sends digits on answer"
+                    .to_owned(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn redact_secrets(&mut self) {
+        self.sip_auth = self.sip_auth.as_ref().map(SipAuth::redacted);
+        self.postbacks = self.postbacks.redacted();
     }
 }
 
@@ -358,6 +397,10 @@ impl PlanEntity for Publisher {
 
     fn name(&self) -> &Name {
         &self.name
+    }
+
+    fn redact_secrets(&mut self) {
+        self.postbacks = self.postbacks.redacted();
     }
 }
 

@@ -172,6 +172,15 @@ impl Postbacks {
         &self.0
     }
 
+    /// As readers who may not see secrets get them.
+    pub fn redacted(&self) -> Self {
+        let hide = |endpoint: &PostbackEndpoint| PostbackEndpoint {
+            secret: PostbackSecret(super::destination::REDACTED.to_owned()),
+            ..endpoint.clone()
+        };
+        Self(self.0.iter().map(hide).collect())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

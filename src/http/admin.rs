@@ -105,7 +105,7 @@ struct Page<T: PlanEntity> {
 }
 
 async fn list<T: PlanEntity>(
-    _: Reader,
+    reader: Reader,
     store: StoreData,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError>
@@ -118,7 +118,10 @@ where
         after: params.after,
         limit,
     };
-    let data = PlanTable::<T>::list(store.as_ref(), &filter).await?;
+    let mut data = PlanTable::<T>::list(store.as_ref(), &filter).await?;
+    if !reader.sees_secrets() {
+        data.iter_mut().for_each(|record| record.spec.redact_secrets());
+    }
     let next_after = match data.last() {
         Some(last) if data.len() == limit as usize => Some(last.id),
         _ => None,
@@ -127,14 +130,17 @@ where
 }
 
 async fn get<T: PlanEntity>(
-    _: Reader,
+    reader: Reader,
     store: StoreData,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError>
 where
     dyn Store: PlanTable<T>,
 {
-    let record = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
+    let mut record = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
+    if !reader.sees_secrets() {
+        record.spec.redact_secrets();
+    }
     Ok(HttpResponse::Ok().json(record))
 }
 

@@ -108,7 +108,16 @@ impl AccessTokens {
 pub struct Admin;
 
 /// Proof that the request may read: an admin or a supervisor token.
-pub struct Reader;
+pub struct Reader {
+    admin: bool,
+}
+
+impl Reader {
+    /// Whether it may see secrets (postback secrets, SIP passwords): admins only.
+    pub fn sees_secrets(&self) -> bool {
+        self.admin
+    }
+}
 
 impl FromRequest for Admin {
     type Error = ApiError;
@@ -129,7 +138,9 @@ impl FromRequest for Reader {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).map(|_| Reader))
+        ready(authenticate(req).map(|role| Reader {
+            admin: role == Role::Admin,
+        }))
     }
 }
 

@@ -70,7 +70,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound { .. } => Self::NotFound(error.to_string()),
             StoreError::Conflict { field, message } => Self::Conflict { field, message },
-            StoreError::InvalidReference { field, message } => Self::Invalid { field, message },
+            StoreError::InvalidReference { field, message } | StoreError::Invalid { field, message } => {
+                Self::Invalid { field, message }
+            }
             StoreError::Stale => Self::Conflict {
                 field: None,
                 message: "the record kept changing while this change was being made; read it and try again"

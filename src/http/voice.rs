@@ -55,8 +55,9 @@ pub struct Voice {
 }
 
 /// Each webhook's path under `/voice`, with the name metrics give it.
-const WEBHOOKS: [(&str, &str); 9] = [
+const WEBHOOKS: [(&str, &str); 11] = [
     ("/incoming", "incoming"),
+    ("/fallback", "fallback"),
     ("/status", "status"),
     ("/calls/{sid}/attempts/{attempt}/action", "dial_action"),
     ("/calls/{sid}/attempts/{attempt}/status", "leg_status"),
@@ -64,6 +65,7 @@ const WEBHOOKS: [(&str, &str); 9] = [
     ("/calls/{sid}/attempts/{attempt}/whisper", "whisper"),
     ("/calls/{sid}/attempts/{attempt}/screen", "screen"),
     ("/calls/{sid}/attempts/{attempt}/recording", "recording"),
+    ("/calls/{sid}/attempts/{attempt}/amd", "amd"),
     ("/floor", "floor"),
 ];
 
@@ -71,11 +73,12 @@ const WEBHOOKS: [(&str, &str); 9] = [
 const WEBHOOK_BODY_LIMIT: usize = 64 * 1024;
 
 /// Webhooks whose answer is a routing decision: their latency is the decision's.
-const DECISIONS: [&str; 3] = ["incoming", "dial_action", "redirect"];
+const DECISIONS: [&str; 4] = ["incoming", "fallback", "dial_action", "redirect"];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let [
         incoming_path,
+        fallback_path,
         status_path,
         action_path,
         leg_path,
@@ -83,6 +86,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         whisper_path,
         screen_path,
         recording_path,
+        amd_path,
         floor_path,
     ] = WEBHOOKS.map(|(path, _)| path);
     cfg.service(
@@ -92,6 +96,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(WEBHOOK_BODY_LIMIT))
             .route(incoming_path, web::post().to(incoming))
             .route(incoming_path, web::get().to(incoming))
+            .route(fallback_path, web::post().to(fallback))
+            .route(fallback_path, web::get().to(fallback))
             .route(status_path, web::post().to(call_status))
             .route(action_path, web::post().to(dial_action))
             .route(leg_path, web::post().to(leg_status))
@@ -99,6 +105,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(whisper_path, web::post().to(whisper))
             .route(screen_path, web::post().to(screen))
             .route(recording_path, web::post().to(recording))
+            .route(amd_path, web::post().to(amd))
             .route(floor_path, web::post().to(floor)),
     );
 }
@@ -229,6 +236,7 @@ impl Voice {
                 destination,
                 ring_timeout_seconds,
                 send_digits,
+                sip_auth,
                 settings,
             } => {
                 let attempt_url = |callback: &str| calls(format!("/attempts/{attempt}/{callback}"));
@@ -248,6 +256,11 @@ impl Voice {
                 };
                 let recording_url = optional(!record.is_empty(), "recording");
                 let whisper_url = optional(settings.whisper, "whisper");
+                let amd_url = optional(settings.machine_detection, "amd");
+                let machine_detection = if settings.machine_detection { "Enable" } else { "" };
+                let (sip_username, sip_password) = sip_auth
+                    .as_ref()
+                    .map_or(("", ""), |auth| (auth.username.as_str(), auth.password.as_str()));
                 let (template, destination) = match &destination {
                     Destination::Phone(number) => (TemplateName::DialNumber, ("number", number.as_str())),
                     Destination::Sip(uri) => (TemplateName::DialSip, ("sip_uri", uri.as_str())),
@@ -265,6 +278,10 @@ impl Voice {
                         ("record", record),
                         ("recording_url", &recording_url),
                         ("whisper_url", &whisper_url),
+                        ("machine_detection", machine_detection),
+                        ("amd_url", &amd_url),
+                        ("sip_username", sip_username),
+                        ("sip_password", sip_password),
                     ]),
                 )
             }
@@ -399,6 +416,23 @@ impl FromRequest for Hook {
 }
 
 impl Hook {
+    /// The end of attempt `attempt`'s dial, as its action request tells it.
+    fn dial_ended(&self, attempt: u32) -> Input {
+        // A dial that ended without a status we know did not connect: the next buyer is tried.
+        let status = DialStatus::parse(&self.text("DialCallStatus")).unwrap_or(DialStatus::Failed);
+        Input::DialEnded {
+            attempt,
+            status,
+            connected_seconds: self.text("DialCallDuration").trim().parse().unwrap_or(0),
+            call_over: is_final(&self.text("CallStatus")),
+            bridged: match self.text("DialBridged").trim() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+        }
+    }
+
     /// A parameter's value, empty if the provider did not send it.
     fn text(&self, name: &str) -> String {
         param(&self.params, name).unwrap_or_default().to_owned()
@@ -447,21 +481,37 @@ async fn call_status(hook: Hook) -> Result<HttpResponse, WebhookError> {
     Ok(hook.answer(sid, input, "status").await)
 }
 
-async fn dial_action(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
-    let (sid, attempt) = path.into_inner();
-    // A dial that ended without a status we know did not connect: the next buyer is tried.
-    let status = DialStatus::parse(&hook.text("DialCallStatus")).unwrap_or(DialStatus::Failed);
-    let input = Input::DialEnded {
-        attempt,
-        status,
-        connected_seconds: hook.text("DialCallDuration").trim().parse().unwrap_or(0),
-        call_over: is_final(&hook.text("CallStatus")),
-        bridged: match hook.text("DialBridged").trim() {
-            "true" => Some(true),
-            "false" => Some(false),
-            _ => None,
+/// The number's fallback URL: the provider asks it when the voice URL (or a later document)
+/// failed, with `ErrorCode` and `ErrorUrl`. When what failed was a dial's action, that dial is
+/// over and routing goes on from it; otherwise the call goes on from where it stands (or, if
+/// it was never recorded, starts).
+async fn fallback(hook: Hook) -> Result<HttpResponse, WebhookError> {
+    let sid = hook.call_sid()?;
+    let error_url = hook.text("ErrorUrl");
+    let input = match failed_dial(&error_url, &sid) {
+        Some(attempt) => hook.dial_ended(attempt),
+        None => Input::Fallback {
+            error_code: Some(hook.text("ErrorCode")).filter(|code| !code.is_empty()),
         },
     };
+    Ok(hook.answer(sid, input, "fallback").await)
+}
+
+/// The attempt whose dial action `error_url` is, if it is one of this call's.
+fn failed_dial(error_url: &str, sid: &CallSid) -> Option<u32> {
+    let url = url::Url::parse(error_url).ok()?;
+    let segments: Vec<&str> = url.path_segments()?.collect();
+    match segments.as_slice() {
+        [.., "voice", "calls", call, "attempts", attempt, "action"] if *call == sid.as_str() => {
+            attempt.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+async fn dial_action(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
+    let (sid, attempt) = path.into_inner();
+    let input = hook.dial_ended(attempt);
     Ok(hook.answer(path_sid(&sid)?, input, "dial_action").await)
 }
 
@@ -479,9 +529,21 @@ async fn leg_status(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpRe
 /// the buyer leg's: its `CallSid` is the leg's own, the call is the one in the path.)
 async fn whisper(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
     let (sid, attempt) = path.into_inner();
-    Ok(hook
-        .answer(path_sid(&sid)?, Input::Whisper { attempt }, "whisper")
-        .await)
+    let answered_by = Some(hook.text("AnsweredBy")).filter(|verdict| !verdict.is_empty());
+    let input = Input::Whisper { attempt, answered_by };
+    Ok(hook.answer(path_sid(&sid)?, input, "whisper").await)
+}
+
+/// Answering machine detection's verdict on a buyer's leg (`AnsweredBy`). One without a
+/// verdict says nothing and is refused (400).
+async fn amd(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
+    let (sid, attempt) = path.into_inner();
+    let answered_by = hook.text("AnsweredBy").trim().to_owned();
+    if answered_by.is_empty() {
+        return Err(WebhookError::BadRequest("AnsweredBy is missing".into()));
+    }
+    let input = Input::Detected { attempt, answered_by };
+    Ok(hook.answer(path_sid(&sid)?, input, "amd").await)
 }
 
 /// The buyer's key at the press-1 prompt (`Digits`; empty when it pressed none).

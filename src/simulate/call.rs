@@ -116,7 +116,7 @@ impl<'p> Call<'p> {
                     if dialed.status == "completed"
                         && let Some(url) = &dial.whisper_url
                     {
-                        dialed.bridged = self.whisper(url, &mut dialed).await?;
+                        dialed.bridged = self.whisper(url, &dial, &mut dialed).await?;
                     }
                     self.leg_callbacks(&dial, &dialed);
                     // The leg is up at the buyer until it ends, before any callback says so.
@@ -186,12 +186,29 @@ impl<'p> Call<'p> {
     }
 
     /// The buyer's leg runs its whisper document: it hears the whisper, and at a press-1 prompt
-    /// presses 1 (the scenario's `press_1` share of the time) or nothing. Whether the caller is
-    /// put through.
-    async fn whisper(&mut self, url: &str, dialed: &mut Dialed) -> Result<bool, String> {
-        let params = self.leg_params(dialed, "in-progress");
+    /// presses 1 (the scenario's `press_1` share of the time) or nothing. With answering machine
+    /// detection, a machine answers the scenario's `machines` share of the time, and the
+    /// document is asked for with the verdict (`AnsweredBy`), which its own callback reports
+    /// too. Whether the caller is put through.
+    async fn whisper(&mut self, url: &str, dial: &Dial, dialed: &mut Dialed) -> Result<bool, String> {
+        let mut params = self.leg_params(dialed, "in-progress");
+        let machine = dial.machine_detection && self.random.random_bool(self.provider.scenario.machines);
+        if dial.machine_detection {
+            let verdict = if machine { "machine_start" } else { "human" };
+            params.push(("AnsweredBy".to_owned(), verdict.to_owned()));
+            dialed.screened = Some(!machine);
+            if let Some(amd) = &dial.amd_callback {
+                self.callbacks.push(Callback {
+                    url: amd.clone(),
+                    params: params.clone(),
+                    kind: "amd",
+                });
+            }
+        }
         let document = self.post(url, params, "whisper").await?;
         match twiml::read_whisper(&document).map_err(|e| format!("whisper: {e}"))? {
+            Whisper::Hangup if machine => Ok(false),
+            _ if machine => Err("whisper: a machine was put through".to_owned()),
             Whisper::Bridge { .. } => Ok(true),
             Whisper::Hangup => Ok(false),
             Whisper::Gather { action, .. } => {
@@ -217,13 +234,18 @@ impl<'p> Call<'p> {
         let Some(url) = &dial.status_callback else {
             return;
         };
-        let mut progress = vec!["initiated", "ringing"];
+        let mut progress = vec![("initiated", "initiated"), ("ringing", "ringing")];
         progress.extend(if dialed.status == "completed" {
-            vec!["in-progress", "completed"]
+            vec![("in-progress", "answered"), ("completed", "completed")]
         } else {
-            vec![dialed.status]
+            vec![(dialed.status, "completed")]
         });
-        for (sequence, leg_status) in progress.into_iter().enumerate() {
+        // Only the events the dial asked for, numbered as sent.
+        let asked = progress
+            .into_iter()
+            .filter(|(_, event)| dial.status_events.iter().any(|e| e == event))
+            .map(|(status, _)| status);
+        for (sequence, leg_status) in asked.enumerate() {
             let mut params = self.leg_params(dialed, leg_status);
             params.push(("SequenceNumber".to_owned(), sequence.to_string()));
             if leg_status == "completed" {

@@ -69,6 +69,10 @@ pub struct Scenario {
     /// others it lets time out.
     #[arg(long = "press-1", default_value_t = 0.8)]
     pub press_1: f64,
+    /// Of the answers to a buyer screened by answering machine detection, the share (0 to 1)
+    /// a machine gives.
+    #[arg(long, default_value_t = 0.1)]
+    pub machines: f64,
     /// The mean time an answered call talks, in seconds (exponentially distributed), as the
     /// dial's action reports it.
     #[arg(long, default_value_t = 120.0)]
@@ -175,6 +179,9 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<Report> {
     }
     if !(0.0..=1.0).contains(&scenario.press_1) {
         bail!("--press-1 is a share, from 0 to 1");
+    }
+    if !(0.0..=1.0).contains(&scenario.machines) {
+        bail!("--machines is a share, from 0 to 1");
     }
     if scenario.concurrency == 0 {
         bail!("--concurrency must be at least 1");

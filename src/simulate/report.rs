@@ -216,7 +216,7 @@ impl fmt::Display for Report {
         let recordings = self.latencies.get("recording").map_or(0, Vec::len);
         writeln!(
             f,
-            "buyers     pressed 1: {} · did not: {} · recordings reported {recordings}",
+            "buyers     screened (press 1, machine detection): put through {} · not {} · recordings reported {recordings}",
             self.screened.0, self.screened.1
         )?;
         match &self.switchboard {

@@ -247,6 +247,9 @@ fn spec(name: &str) -> Option<Spec> {
                 ("statusCallbackMethod", Method),
                 ("username", Text),
                 ("password", Text),
+                ("machineDetection", OneOf(&["Enable", "DetectMessageEnd"])),
+                ("amdStatusCallback", Url),
+                ("amdStatusCallbackMethod", Method),
             ],
             children: &[],
             text: Body::Required,
@@ -371,8 +374,14 @@ pub enum Next {
 pub struct Dial {
     pub number: String,
     pub action: String,
-    /// Where the buyer leg's progress is reported, if anywhere.
+    /// Where the buyer leg's progress is reported, if anywhere, and which of its events
+    /// (`statusCallbackEvent`: `completed` alone unless it says).
     pub status_callback: Option<String>,
+    pub status_events: Vec<String>,
+    /// Whether the provider runs answering machine detection on the leg, and where it reports
+    /// the verdict.
+    pub machine_detection: bool,
+    pub amd_callback: Option<String>,
     /// The document the buyer's leg runs when it answers (whisper, press-1), if any.
     pub whisper_url: Option<String>,
     /// How the call is recorded (`record`), and where the recording is reported.
@@ -440,6 +449,13 @@ fn dial(verb: &Element) -> Result<Dial, Invalid> {
         number,
         action,
         status_callback: owned(noun.and_then(|n| n.attribute("statusCallback"))),
+        status_events: (noun.and_then(|n| n.attribute("statusCallbackEvent")))
+            .unwrap_or("completed")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        machine_detection: noun.and_then(|n| n.attribute("machineDetection")).is_some(),
+        amd_callback: owned(noun.and_then(|n| n.attribute("amdStatusCallback"))),
         whisper_url: owned(noun.and_then(|n| n.attribute("url"))),
         record,
         recording_callback,
@@ -522,6 +538,9 @@ mod tests {
                 number: "+14155550101".into(),
                 action: "https://sb.example/voice/calls/CA1/attempts/1/action".into(),
                 status_callback: Some("https://sb.example/voice/calls/CA1/attempts/1/status".into()),
+                status_events: vec!["completed".into()],
+                machine_detection: false,
+                amd_callback: None,
                 whisper_url: Some("https://sb.example/voice/calls/CA1/attempts/1/whisper".into()),
                 record: Some("record-from-answer-dual".into()),
                 recording_callback: Some("https://sb.example/voice/calls/CA1/attempts/1/recording".into()),

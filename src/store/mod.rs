@@ -343,6 +343,9 @@ pub enum StoreError {
     /// The change refers to records that do not exist or belong to another company.
     #[error("{field}: {message}")]
     InvalidReference { field: String, message: String },
+    /// The record's settings cannot go together (each is valid alone).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
     /// The record changed since it was read (see [`PlanTable::update`]).
     #[error("the record changed while this change was being made")]
     Stale,

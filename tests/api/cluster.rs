@@ -258,6 +258,7 @@ async fn three_nodes_one_killed_mid_run_exceed_no_cap_dial_no_duplicate_and_lose
         outcomes: "80,10,5,5".parse().unwrap(),
         buyers: Vec::new(),
         press_1: 0.8,
+        machines: 0.1,
         talk_seconds: 120.0,
         reorder: false,
         hold_ms: 150,

@@ -23,6 +23,7 @@ fn scenario(url: String) -> Scenario {
         outcomes: "70,10,15,5".parse::<Outcomes>().unwrap(),
         buyers: Vec::new(),
         press_1: 0.8,
+        machines: 0.1,
         talk_seconds: 120.0,
         reorder: false,
         hold_ms: 0,
@@ -57,7 +58,9 @@ on_both_engines! {
         assert_eq!(count("incoming"), 60);
         assert_eq!(count("dial_action"), dials as usize);
         assert_eq!(count("status"), 60, "one final status callback each");
-        assert!(count("leg_status") >= 3 * dials as usize, "initiated, ringing and the end of every leg");
+        // Only the events a dial asks for: its answer, and its end.
+        let picked_up = ["completed", "screened-out"].iter().map(|s| report.dials.get(*s).copied().unwrap_or(0)).sum::<u32>();
+        assert_eq!(count("leg_status"), (dials + picked_up) as usize, "the answer and the end of every leg");
 
         // Switchboard saw the same calls, and kept repeat callers from buyers they converted.
         let counts = report.switchboard.as_ref().unwrap().as_ref().unwrap();
@@ -121,6 +124,9 @@ on_both_engines! {
             // Every buyer picks up; at the prompt, about half press 1.
             outcomes: "1,0,0,0".parse().unwrap(),
             press_1: 0.5,
+            // Of the answers at Budget Cover, screened by answering machine detection, half are
+            // machines.
+            machines: 0.5,
             ..scenario(s.0.url(""))
         };
         let report = simulate::run(scenario).await.unwrap();
@@ -142,14 +148,31 @@ on_both_engines! {
         .fetch_all(&mut db)
         .await
         .unwrap();
-        assert_eq!(screenings, [("accepted".to_owned(), i64::from(accepted)), ("no_key".to_owned(), i64::from(refused))]);
+        let count = |screening: &str| screenings.iter().find(|(s, _)| s == screening).map_or(0, |(_, n)| *n);
+        assert_eq!(count("accepted"), i64::from(accepted), "{screenings:?}");
+        assert!(count("no_key") > 0 && count("machine") > 0, "both screens turned calls away: {screenings:?}");
+        assert_eq!(count("no_key") + count("machine"), i64::from(refused), "{screenings:?}");
+        assert_eq!(report.latencies.get("amd").map_or(0, Vec::len) as i64, count("machine") + count("accepted") - count_press_1_accepted(&mut db).await);
         let reported = report.latencies.get("recording").map_or(0, Vec::len);
-        assert_eq!(reported, 40, "one recording per conversation: {report}");
+        // Budget Cover records from the ringing: a machine that answered it is recorded too.
+        assert_eq!(reported as i64, 40 + count("machine"), "one recording per conversation, and per machine: {report}");
         let recordings: Vec<(String,)> = sqlx::query_as("SELECT recordings FROM calls").fetch_all(&mut db).await.unwrap();
         let kept: usize = recordings.iter().map(|(json,)| serde_json::from_str::<Vec<serde_json::Value>>(json).unwrap().len()).sum();
         assert_eq!(kept, reported);
-        assert!(report.to_string().contains(&format!("pressed 1: {accepted} · did not: {refused}")), "{report}");
+        assert!(report.to_string().contains(&format!("put through {accepted} · not {refused}")), "{report}");
     }
+}
+
+/// Attempts put through by pressing 1 (those of buyers screened by a prompt).
+async fn count_press_1_accepted(db: &mut sqlx::AnyConnection) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM call_attempts a JOIN buyers b ON b.id = a.buyer_id
+         WHERE a.screening = 'accepted' AND b.screen_mode = 'press-1'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    n
 }
 
 /// A "Switchboard" that answers an incoming call with something no provider could follow.

@@ -72,7 +72,8 @@ on_both_engines! {
                 "monday": { "open": "18:00", "close": "06:00" },
                 "sunday": { "open": "00:00", "close": "24:00" }
             },
-            "send_digits": "ww42#",
+            "sip_auth": { "username": "switchboard", "password": "pbx-secret-1" },
+            "screen": "machine-detection",
             "paused": true
         }))
         .unwrap();

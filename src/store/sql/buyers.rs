@@ -37,11 +37,12 @@ struct BuyerRow {
     paused: i64,
     caller_id: String,
     whisper: Option<String>,
-    screen: String,
+    screen_mode: String,
     record: Option<String>,
     states: Option<String>,
     area_codes: Option<String>,
     postbacks: String,
+    sip_auth: Option<String>,
     created_at_ms: i64,
     updated_at_ms: i64,
 }
@@ -104,11 +105,12 @@ impl TryFrom<BuyerRow> for Record<Buyer> {
                 paused: row.paused != 0,
                 caller_id: parse_stored("caller_id", row.caller_id.into())?,
                 whisper: from_json("whisper", row.whisper)?,
-                screen: parse_stored("screen", row.screen.into())?,
+                screen: parse_stored("screen_mode", row.screen_mode.into())?,
                 record: parse_stored("record", row.record.into())?,
                 states: from_json("states", row.states)?,
                 area_codes: from_json("area_codes", row.area_codes)?.unwrap_or_default(),
                 postbacks: from_json("postbacks", Some(row.postbacks))?.unwrap_or_default(),
+                sip_auth: from_json("sip_auth", row.sip_auth)?,
             },
             created_at: timestamp(row.created_at_ms)?,
             updated_at: timestamp(row.updated_at_ms)?,
@@ -129,8 +131,8 @@ impl SqlEntity for Buyer {
                 "SELECT id, company_id, name, destination, ring_timeout_seconds, conversion_seconds,
                     dedupe_seconds, duplicate_after, dedupe_group, payout_cents, revenue_cents,
                     cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime, caps_counted_on,
-                    time_zone, business_hours, send_digits, paused, caller_id, whisper, screen, record,
-                    states, area_codes, postbacks, created_at_ms, updated_at_ms
+                    time_zone, business_hours, send_digits, paused, caller_id, whisper, screen_mode,
+                    record, states, area_codes, postbacks, sip_auth, created_at_ms, updated_at_ms
              FROM buyers
              WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR company_id = $2)
                AND ($3 IS NULL OR name = $3) AND ($4 IS NULL OR id > $4)
@@ -151,9 +153,9 @@ impl SqlEntity for Buyer {
                 conversion_seconds, dedupe_seconds, duplicate_after, dedupe_group, payout_cents,
                 revenue_cents, cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime,
                 caps_counted_on, time_zone, business_hours, send_digits, paused, caller_id, whisper,
-                screen, record, states, area_codes, postbacks, created_at_ms, updated_at_ms)
+                screen_mode, record, states, area_codes, postbacks, sip_auth, created_at_ms, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)
+                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, destination = excluded.destination,
                 ring_timeout_seconds = excluded.ring_timeout_seconds,
@@ -166,9 +168,9 @@ impl SqlEntity for Buyer {
                 caps_counted_on = excluded.caps_counted_on, time_zone = excluded.time_zone,
                 business_hours = excluded.business_hours,
                 send_digits = excluded.send_digits, paused = excluded.paused,
-                caller_id = excluded.caller_id, whisper = excluded.whisper, screen = excluded.screen,
+                caller_id = excluded.caller_id, whisper = excluded.whisper, screen_mode = excluded.screen_mode,
                 record = excluded.record, states = excluded.states, area_codes = excluded.area_codes,
-                postbacks = excluded.postbacks, updated_at_ms = excluded.updated_at_ms",
+                postbacks = excluded.postbacks, sip_auth = excluded.sip_auth, updated_at_ms = excluded.updated_at_ms",
         )
         .bind(record.id.to_string())
         .bind(record.company_id.map(|id| id.to_string()))
@@ -198,6 +200,7 @@ impl SqlEntity for Buyer {
         .bind(to_json("states", buyer.states.as_ref())?)
         .bind(to_json("area_codes", area_codes)?)
         .bind(to_json("postbacks", Some(&buyer.postbacks))?)
+        .bind(to_json("sip_auth", buyer.sip_auth.as_ref())?)
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())
         .execute(&mut *conn)

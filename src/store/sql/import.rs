@@ -31,6 +31,10 @@ fn at(path: String) -> impl FnOnce(StoreError) -> StoreError {
             field: join(&path, Some(field)),
             message,
         },
+        StoreError::Invalid { field, message } => StoreError::Invalid {
+            field: join(&path, Some(field)),
+            message,
+        },
         other => other,
     }
 }

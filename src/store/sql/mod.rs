@@ -302,6 +302,12 @@ async fn find_by_name<T: SqlEntity>(
 }
 
 async fn check_record<T: SqlEntity>(conn: &mut AnyConnection, record: &Record<T>) -> Result<(), StoreError> {
+    if let Some((field, message)) = record.spec.contradiction() {
+        return Err(StoreError::Invalid {
+            field: field.to_owned(),
+            message,
+        });
+    }
     let holder = find_by_name::<T>(conn, record.company_id, record.spec.name()).await?;
     if holder.is_some_and(|other| other.id != record.id) {
         let scope = if T::OWNED_BY_COMPANY {
