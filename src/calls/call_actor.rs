@@ -442,13 +442,27 @@ async fn apply(
             let answer = dial_ended(deps, turn, &mut record, ended).await;
             (Some(record), answer)
         }
-        (Input::LegStatus { attempt, status, .. }, Some(mut record)) => {
+        (
+            Input::LegStatus {
+                attempt,
+                status,
+                leg_seconds,
+                at,
+                ..
+            },
+            Some(mut record),
+        ) => {
+            // When it happened, as the provider stamped it (the request may come late), unless
+            // its clock is so far from ours that it is not to be believed.
+            let believable =
+                |at: &Timestamp| (turn.now.as_millisecond() - at.as_millisecond()).abs() <= 3_600_000;
+            let at = at.filter(believable).unwrap_or(turn.now);
             if is_final(status) {
-                record.leg_ended(*attempt, turn.now);
+                record.leg_ended(*attempt, *leg_seconds, at);
             }
             let outcome = record.outcome;
             if matches!(status.as_str(), "in-progress" | "answered")
-                && record.leg_answered(*attempt, turn.now)
+                && record.leg_answered(*attempt, at)
                 && let Some(buyer_id) = record.attempt(*attempt).map(|a| a.buyer_id)
             {
                 turn.note(Event::Answered {
@@ -459,6 +473,7 @@ async fn apply(
             if record.outcome != outcome {
                 note_end(turn, &record);
             }
+            settle_from_leg(deps, turn, &mut record).await;
             (Some(record), Answer::Acknowledge)
         }
         (Input::CallStatus { status, .. }, Some(mut record)) => {
@@ -466,6 +481,7 @@ async fn apply(
                 record.hung_up(turn.now);
                 note_end(turn, &record);
             }
+            settle_from_leg(deps, turn, &mut record).await;
             (Some(record), Answer::Acknowledge)
         }
         (Input::TimedOut, Some(mut record)) => {
@@ -509,6 +525,29 @@ async fn apply(
             (None, Answer::Hangup)
         }
     }
+}
+
+/// The call is over and a dial it answered never reported its end (its action request was
+/// lost): settled from what the buyer's leg said of itself, as its action would have.
+async fn settle_from_leg(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecord) {
+    let Some((attempt, leg_seconds)) = record.unsettled_by_its_dial() else {
+        return;
+    };
+    let status = (record.attempt(attempt)).map_or(DialStatus::Completed, |a| {
+        a.result_of(DialStatus::Completed, None)
+    });
+    tracing::warn!(
+        attempt,
+        leg_seconds,
+        "no dial action came: the dial is settled from its leg"
+    );
+    let ended = DialEnd {
+        attempt,
+        status,
+        connected_seconds: leg_seconds,
+        call_over: true,
+    };
+    dial_ended(deps, turn, record, ended).await;
 }
 
 /// A call status after which there is no call any more.

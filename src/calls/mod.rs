@@ -319,6 +319,10 @@ pub enum Input {
         status: String,
         /// `SequenceNumber`, when the provider sends it.
         sequence: Option<u32>,
+        /// `CallDuration` of a leg that ended, when the provider sends it.
+        leg_seconds: Option<u32>,
+        /// `Timestamp`: when it happened, as the provider stamped it.
+        at: Option<jiff::Timestamp>,
     },
     /// The provider followed a `<Redirect>` into another campaign.
     Redirected { campaign: CampaignId },

@@ -205,6 +205,10 @@ pub struct Attempt {
     /// For a buyer that must press 1: where that stands (`None`: not screened).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screening: Option<Screening>,
+    /// How long the buyer's leg lasted, as its own `completed` callback says (`CallDuration`):
+    /// what settles the dial if its action never comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg_seconds: Option<u32>,
 }
 
 impl Attempt {
@@ -411,6 +415,7 @@ impl CallRecord {
             answered_at: None,
             ended_at: None,
             screening: None,
+            leg_seconds: None,
         });
         self.set_state(CallState::Dialing, now);
         &self.attempts[self.attempts.len() - 1]
@@ -488,16 +493,29 @@ impl CallRecord {
         true
     }
 
-    /// The leg of attempt `number` ended, by its own status callback; its dial's result may
-    /// still come. Returns whether this is news.
-    pub fn leg_ended(&mut self, number: u32, now: Timestamp) -> bool {
+    /// The leg of attempt `number` ended, by its own status callback (with how long it lasted,
+    /// if it says); its dial's result may still come. Returns whether this is news.
+    pub fn leg_ended(&mut self, number: u32, leg_seconds: Option<u32>, now: Timestamp) -> bool {
         match self.attempts.iter_mut().find(|a| a.number == number) {
             Some(attempt) if attempt.status.is_none() && attempt.ended_at.is_none() => {
                 attempt.ended_at = Some(now);
+                attempt.leg_seconds = leg_seconds;
                 true
             }
             _ => false,
         }
+    }
+
+    /// An attempt whose buyer answered and whose leg's end said how long it lasted, but whose
+    /// dial never reported its end, once the call is over: its action request was lost, and
+    /// the leg's own report settles it (so a conversion does not hang on one request).
+    pub fn unsettled_by_its_dial(&self) -> Option<(u32, u32)> {
+        if !self.is_ended() {
+            return None;
+        }
+        (self.attempts.iter())
+            .find(|a| a.status.is_none() && a.answered_at.is_some())
+            .and_then(|a| Some((a.number, a.leg_seconds?)))
     }
 
     /// Callbacks carry no order: a call taken for abandoned (its end reported first) turns out

@@ -845,7 +845,7 @@ mod tests {
                 [LoadChange::Released(leg(1))]
             );
             let mut leg_over = before.clone();
-            assert!(leg_over.leg_ended(1, now));
+            assert!(leg_over.leg_ended(1, None, now));
             assert_eq!(
                 load_changes(Some(&before), &leg_over, now),
                 [LoadChange::Released(leg(1))]

@@ -497,6 +497,12 @@ async fn fallback(hook: Hook) -> Result<HttpResponse, WebhookError> {
     Ok(hook.answer(sid, input, "fallback").await)
 }
 
+/// The provider's `Timestamp` (RFC 2822, `Fri, 04 Dec 2026 06:39:29 +0000`), when it reads as one.
+fn provider_time(text: &str) -> Option<jiff::Timestamp> {
+    static PARSER: jiff::fmt::rfc2822::DateTimeParser = jiff::fmt::rfc2822::DateTimeParser::new();
+    PARSER.parse_timestamp(text.trim()).ok()
+}
+
 /// The attempt whose dial action `error_url` is, if it is one of this call's.
 fn failed_dial(error_url: &str, sid: &CallSid) -> Option<u32> {
     let url = url::Url::parse(error_url).ok()?;
@@ -521,6 +527,8 @@ async fn leg_status(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpRe
         attempt,
         status: hook.text("CallStatus"),
         sequence: hook.sequence(),
+        leg_seconds: hook.text("CallDuration").trim().parse().ok(),
+        at: provider_time(&hook.text("Timestamp")),
     };
     Ok(hook.answer(path_sid(&sid)?, input, "leg_status").await)
 }

@@ -538,7 +538,7 @@ mod tests {
                 number: "+14155550101".into(),
                 action: "https://sb.example/voice/calls/CA1/attempts/1/action".into(),
                 status_callback: Some("https://sb.example/voice/calls/CA1/attempts/1/status".into()),
-                status_events: vec!["completed".into()],
+                status_events: vec!["answered".into(), "completed".into()],
                 machine_detection: false,
                 amd_callback: None,
                 whisper_url: Some("https://sb.example/voice/calls/CA1/attempts/1/whisper".into()),

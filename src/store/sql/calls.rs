@@ -312,18 +312,18 @@ static INSERT_POSTBACKS: [&str; 2] = from_json_rows!(
 static UPSERT_ATTEMPTS: [&str; 2] = from_json_rows!(
     "INSERT INTO call_attempts (call_sid, number, buyer_id, campaign_id, kind, duplicate,
         dial_status, connected_seconds, converted, started_at_ms, answered_at_ms, ended_at_ms,
-        screening)
+        screening, leg_seconds)
      SELECT j.value ->> 'call_sid', CAST(j.value ->> 'number' AS BIGINT), j.value ->> 'buyer_id',
         j.value ->> 'campaign_id', j.value ->> 'kind', CAST(j.value ->> 'duplicate' AS BIGINT),
         j.value ->> 'dial_status', CAST(j.value ->> 'connected_seconds' AS BIGINT),
         CAST(j.value ->> 'converted' AS BIGINT), CAST(j.value ->> 'started_at_ms' AS BIGINT),
         CAST(j.value ->> 'answered_at_ms' AS BIGINT), CAST(j.value ->> 'ended_at_ms' AS BIGINT),
-        j.value ->> 'screening'",
+        j.value ->> 'screening', CAST(j.value ->> 'leg_seconds' AS BIGINT)",
     "ON CONFLICT (call_sid, number) DO UPDATE SET
         duplicate = excluded.duplicate, dial_status = excluded.dial_status,
         connected_seconds = excluded.connected_seconds, converted = excluded.converted,
         answered_at_ms = excluded.answered_at_ms, ended_at_ms = excluded.ended_at_ms,
-        screening = excluded.screening"
+        screening = excluded.screening, leg_seconds = excluded.leg_seconds"
 );
 
 // A retried save must not duplicate entries.
@@ -483,6 +483,7 @@ impl<'a> AttemptJson<'a> {
                 answered_at_ms: attempt.answered_at.map(ms),
                 ended_at_ms: attempt.ended_at.map(ms),
                 screening: attempt.screening.as_ref().map(enum_text).transpose()?,
+                leg_seconds: attempt.leg_seconds.map(i64::from),
             },
         })
     }
@@ -592,6 +593,7 @@ struct AttemptRow {
     answered_at_ms: Option<i64>,
     ended_at_ms: Option<i64>,
     screening: Option<String>,
+    leg_seconds: Option<i64>,
 }
 
 fn small(column: &str, value: i64) -> Result<u32, StoreError> {
@@ -621,6 +623,7 @@ impl TryFrom<AttemptRow> for Attempt {
             answered_at: optional_timestamp(row.answered_at_ms)?,
             ended_at: optional_timestamp(row.ended_at_ms)?,
             screening: parse_stored("screening", row.screening.into())?,
+            leg_seconds: row.leg_seconds.map(|s| small("leg_seconds", s)).transpose()?,
         })
     }
 }
@@ -639,7 +642,7 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
     let Some(row) = row else { return Ok(None) };
     let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT number, buyer_id, campaign_id, kind, duplicate, dial_status, connected_seconds,
-                converted, started_at_ms, answered_at_ms, ended_at_ms, screening
+                converted, started_at_ms, answered_at_ms, ended_at_ms, screening, leg_seconds
          FROM call_attempts WHERE call_sid = $1 ORDER BY number",
     )
     .bind(sid.as_str())
