@@ -6,10 +6,10 @@
 //! - `plan: FILE` (in `tests/fixtures/plans/`) and any number of `edit: OLD => NEW` lines, exact
 //!   text replacements in it (`\n` for a line break; every OLD must occur exactly once);
 //! - steps: `> TARGET`, the form body on the next line, then `< REPLY`. TARGET is `incoming`,
-//!   `status`, or the URL Switchboard last wrote for that call: `action`, `leg`, `whisper` and
-//!   `recording` (its last `<Dial>`'s action, buyer leg status callback, `<Number url>` and
-//!   recording status callback), `screen` (the last press-1 prompt's `<Gather action>`) or
-//!   `redirect`; `TARGET again` is a retry of a status or recording callback, which changes
+//!   `fallback` (the number's fallback URL), `status`, or the URL Switchboard last wrote for that
+//!   call: `action`, `leg`, `whisper`, `amd` and `recording` (its last `<Dial>`'s action, buyer
+//!   leg status callback, `<Number url>`, `amdStatusCallback` and recording status callback),
+//!   `screen` (the last press-1 prompt's `<Gather action>`) or `redirect`; `TARGET again` is a retry of a status or recording callback, which changes
 //!   nothing, not even the timeline. REPLY is `dial BUYER`, `redirect CAMPAIGN`, `end`, `hangup`, `reject`,
 //!   `whisper TEXT` (said to the buyer, then put through), `prompt TEXT` (said, then "press
 //!   1"), `connect` (put through) or `204`. A `dial` may add `| name=value …` checks of the
@@ -78,6 +78,12 @@ replays! {
     a_buyer_that_presses_1_takes_the_call,
     a_buyer_that_presses_nothing_passes_the_call_on,
     a_caller_from_a_state_no_buyer_takes_reaches_the_fallback,
+    the_fallback_url_goes_on_from_a_dial_whose_action_failed,
+    the_fallback_url_answers_again_what_the_voice_url_could_not,
+    a_machine_answers_and_the_call_goes_on_to_the_next_buyer,
+    a_person_answers_a_buyer_screened_for_machines,
+    a_call_through_a_sip_domain_routes_by_the_number_it_names,
+    a_lost_dial_action_is_settled_from_the_leg,
     a_caller_from_a_state_no_buyer_takes_is_dropped_as_geo,
     a_blocked_caller_is_rejected_unanswered,
 }
@@ -229,6 +235,7 @@ struct Written {
     leg: Option<String>,
     redirect: Option<String>,
     whisper: Option<String>,
+    amd: Option<String>,
     recording: Option<String>,
     screen: Option<String>,
 }
@@ -277,6 +284,8 @@ async fn replay(engine: Engine, name: &str) {
         };
         let url = match target {
             "incoming" => app.url("/voice/incoming"),
+            "fallback" => app.url("/voice/fallback"),
+            "amd" => written(&urls.amd, "amdStatusCallback"),
             "status" => app.url("/voice/status"),
             "action" => written(&urls.action, "<Dial action>"),
             "leg" => written(&urls.leg, "leg status callback"),
@@ -347,6 +356,9 @@ async fn replay(engine: Engine, name: &str) {
                 // An earlier attempt's callbacks may still come: its URLs stay known.
                 if let Some(url) = twiml[2].attributes.get("url") {
                     urls.whisper = Some(url.clone());
+                }
+                if let Some(url) = twiml[2].attributes.get("amdStatusCallback") {
+                    urls.amd = Some(url.clone());
                 }
                 if let Some(url) = dial.get("recordingStatusCallback") {
                     urls.recording = Some(url.clone());
