@@ -532,6 +532,14 @@ on_both_engines! {
         assert_eq!(created["numbers"], serde_json::json!(["+18775550100"]));
         assert_eq!(created["payout"], serde_json::json!({"rule": "per_call", "amount": 2.5, "dedupe_seconds": 3600}));
         assert_eq!(created["postbacks"], serde_json::json!([]));
+
+        // A postback secret is the admin's to read; a supervisor sees that there is one.
+        let search = app.id_of("/publishers", "Search").await;
+        let as_admin = expect_json(app.get(&format!("/publishers/{search}")).await, StatusCode::OK).await;
+        assert_eq!(as_admin["postbacks"][0]["secret"], PUBLISHER_SECRET);
+        let as_supervisor = expect_json(app.read(&format!("/publishers/{search}")).await, StatusCode::OK).await;
+        assert_eq!(as_supervisor["postbacks"][0]["secret"], "********");
+        assert_eq!(as_supervisor["postbacks"][0]["url"], as_admin["postbacks"][0]["url"]);
     }
 }
 
