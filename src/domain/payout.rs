@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    call::CallRecord,
+    call::{CallRecord, Outcome},
     money::Money,
     values::{ConversionSeconds, DedupeSeconds},
 };
@@ -103,7 +103,7 @@ impl PublisherPayout {
     /// Whether the call, as it stands, meets the rule.
     pub fn is_met_by(&self, call: &CallRecord) -> bool {
         match self.rule {
-            PayoutRule::PerCall => !call.visited.is_empty(),
+            PayoutRule::PerCall => !call.visited.is_empty() && call.outcome != Some(Outcome::Blocked),
             PayoutRule::PerConnectedSeconds => {
                 let least = self.seconds.map_or(0, ConversionSeconds::get);
                 (call.attempts.iter())
@@ -193,6 +193,9 @@ mod tests {
         let long = call_connected_for(Some(60));
         let converted = call_connected_for(Some(90));
         assert!(per_call.is_met_by(&routed));
+        let mut blocked = call_connected_for(None);
+        blocked.end(Outcome::Blocked, None, Timestamp::UNIX_EPOCH);
+        assert!(!per_call.is_met_by(&blocked), "a blocked caller earns nothing");
         assert!(!per_length.is_met_by(&routed) && !per_length.is_met_by(&short));
         assert!(per_length.is_met_by(&long));
         assert!(!per_conversion.is_met_by(&long));
