@@ -128,14 +128,17 @@ pub enum Settlement {
 }
 
 impl Settlement {
-    /// Where the call's payout stands, under `terms` (the publisher's, else its campaign's).
+    /// Where the call's payout stands, under `terms` (the publisher's, else its campaign's). A
+    /// call that ended with a dial whose result has not come yet may still meet the rule (the
+    /// provider's callbacks keep no order): it is not settled as unearned before that result.
     pub fn of(call: &CallRecord, terms: Option<&PublisherPayout>) -> Self {
         if call.publisher_id.is_none() || call.publisher_payout.is_some() {
             return Self::Later;
         }
+        let settled = |call: &CallRecord| call.is_ended() && call.attempts.iter().all(|a| a.status.is_some());
         match terms {
             Some(terms) if terms.is_met_by(call) => Self::Earned(*terms),
-            _ if call.is_ended() => Self::Unearned,
+            _ if settled(call) => Self::Unearned,
             _ => Self::Later,
         }
     }
@@ -216,6 +219,19 @@ mod tests {
         );
         call.publisher_payout = Some(Money::ZERO);
         assert_eq!(Settlement::of(&call, Some(&per_conversion)), Settlement::Later);
+
+        // Over, but its dial's result not in yet: it may still convert.
+        let t0 = Timestamp::UNIX_EPOCH;
+        let mut pending = call_connected_for(None);
+        let campaign = pending.visited[0];
+        pending.begin_attempt(BuyerId::generate(), campaign, AttemptKind::Buyer, Some(false), t0);
+        pending.hung_up(t0);
+        assert_eq!(Settlement::of(&pending, Some(&per_conversion)), Settlement::Later);
+        pending.attempt_ended(1, DialStatus::Completed, 120, Some(false), 90, t0);
+        assert_eq!(
+            Settlement::of(&pending, Some(&per_conversion)),
+            Settlement::Earned(per_conversion)
+        );
         let converted = call_connected_for(Some(120));
         assert_eq!(
             Settlement::of(&converted, Some(&per_conversion)),
