@@ -168,6 +168,20 @@ impl Worker {
 
     /// One try: its outcome goes to the recorder.
     async fn deliver(self, postback: Due, tried: mpsc::Sender<Tried>) {
+        let outcome = self.try_once(&postback).await;
+        let tried = tried.send(Tried {
+            id: postback.id,
+            at: Timestamp::now(),
+            outcome,
+        });
+        if tried.await.is_err() {
+            // Only when the worker is stopping: the lease runs out, and the postback is sent
+            // again by whichever node takes it.
+            tracing::warn!("a postback's try could not be recorded; it will be tried again");
+        }
+    }
+
+    async fn try_once(&self, postback: &Due) -> TryOutcome {
         let sent_at = Timestamp::now();
         let result = self
             .client
@@ -185,24 +199,20 @@ impl Worker {
         let (error, status_code) = match result {
             Ok(response) if response.status().is_success() => {
                 self.metrics.postback_try("delivered");
-                let outcome = TryOutcome::Delivered {
+                return TryOutcome::Delivered {
                     status_code: response.status().as_u16(),
                 };
-                let _ = tried
-                    .send(Tried {
-                        id: postback.id,
-                        at: Timestamp::now(),
-                        outcome,
-                    })
-                    .await;
-                return;
             }
             Ok(response) => (
                 format!("the receiver answered {}", response.status()),
                 Some(response.status().as_u16()),
             ),
             Err(error) if error.is_timeout() => ("the receiver did not answer in time".to_owned(), None),
-            Err(error) => (format!("could not reach the receiver: {error}"), None),
+            // Without the URL: it may hold a token, and the error is shown to supervisors.
+            Err(error) => (
+                format!("could not reach the receiver: {}", error.without_url()),
+                None,
+            ),
         };
         let tries = postback.attempts + 1;
         let retry_at = (tries < self.delivery.max_tries)
@@ -210,18 +220,11 @@ impl Worker {
         tracing::warn!(%error, tries, retrying = retry_at.is_some(), "a postback was not delivered");
         self.metrics
             .postback_try(if retry_at.is_some() { "retrying" } else { "failed" });
-        let outcome = TryOutcome::Failed(TryFailed {
+        TryOutcome::Failed(TryFailed {
             error,
             status_code,
             retry_at,
-        });
-        let _ = tried
-            .send(Tried {
-                id: postback.id,
-                at: Timestamp::now(),
-                outcome,
-            })
-            .await;
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Hmac;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -33,8 +33,8 @@ pub enum PostbackEvent {
     /// The call converted for a buyer.
     #[serde(rename = "call.converted")]
     Converted,
-    /// The call connected to a buyer for whom it was a duplicate (the buyer does not pay), or
-    /// it was a duplicate for its publisher (the publisher earns nothing).
+    /// The call is a duplicate for the one told: a buyer it connected to that will not pay for
+    /// it, or a publisher that earns nothing for it.
     #[serde(rename = "call.duplicate")]
     Duplicate,
     /// The call is over.
@@ -271,22 +271,22 @@ struct Body<'a> {
     occurred_at: Timestamp,
     call_sid: &'a str,
     caller: &'a str,
-    tracking_number: &'a str,
-    campaign_id: Option<String>,
     started_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     ended_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<Outcome>,
     #[serde(flatten)]
-    side: Side,
+    side: Side<'a>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-enum Side {
+enum Side<'a> {
     Buyer {
         buyer_id: String,
+        /// The campaign the buyer was dialed in (after a redirect, not the one dialed).
+        campaign_id: String,
         attempt: u32,
         connected_seconds: Option<u32>,
         /// Whether the call is a duplicate for this buyer.
@@ -297,6 +297,10 @@ enum Side {
     },
     Publisher {
         publisher_id: String,
+        /// The campaign and tracking number the publisher sent the caller to (a buyer is not
+        /// told which: it would name the publisher).
+        campaign_id: Option<String>,
+        tracking_number: &'a str,
         connected_seconds: Option<u32>,
         converted: bool,
         /// Whether the call is a duplicate for the publisher (it earns nothing).
@@ -309,9 +313,9 @@ enum Side {
 /// The postbacks `events` make: for each, one per endpoint of the buyer concerned (the attempt's
 /// buyer; for the end, the buyer the call connected to) and one per endpoint of the call's
 /// publisher, each subscribed to the event.
-pub fn postbacks_for(
+pub fn postbacks_for<'c>(
     plan: &RoutingPlan,
-    call: &CallRecord,
+    call: &'c CallRecord,
     events: &[CallEvent],
     now: Timestamp,
 ) -> Vec<Postback> {
@@ -329,7 +333,7 @@ pub fn postbacks_for(
             happened.event,
             happened.attempt.unwrap_or(0)
         );
-        let mut add = |owner: String, endpoints: &Postbacks, side: &dyn Fn() -> Side| {
+        let mut add = |owner: String, endpoints: &Postbacks, side: &dyn Fn() -> Side<'c>| {
             for (n, endpoint) in endpoints.as_slice().iter().enumerate() {
                 if !endpoint.events.contains(&happened.event) {
                     continue;
@@ -349,13 +353,15 @@ pub fn postbacks_for(
                 });
             }
         };
-        // The publisher hears of everything that happens to its calls; a buyer, of its part.
+        // A buyer hears of its part of the call; the publisher of the call, but of a duplicate
+        // only its own (a buyer's is the buyer's business).
         if let Some((attempt, buyer)) = attempt.and_then(|a| plan.buyer(a.buyer_id).map(|b| (a, b))) {
             add(format!("buyer:{}", buyer.id), &buyer.spec.postbacks, &|| {
                 buyer_side(attempt, buyer)
             });
         }
-        if let Some(publisher) = publisher {
+        let publishers_own = happened.event != PostbackEvent::Duplicate || happened.attempt.is_none();
+        if let Some(publisher) = publisher.filter(|_| publishers_own) {
             add(
                 format!("publisher:{}", publisher.id),
                 &publisher.spec.postbacks,
@@ -366,9 +372,10 @@ pub fn postbacks_for(
     postbacks
 }
 
-fn buyer_side(attempt: &Attempt, buyer: &Record<Buyer>) -> Side {
+fn buyer_side<'a>(attempt: &Attempt, buyer: &Record<Buyer>) -> Side<'a> {
     Side::Buyer {
         buyer_id: buyer.id.to_string(),
+        campaign_id: attempt.campaign_id.to_string(),
         attempt: attempt.number,
         connected_seconds: attempt.connected_seconds,
         duplicate: attempt.duplicate,
@@ -381,10 +388,12 @@ fn buyer_side(attempt: &Attempt, buyer: &Record<Buyer>) -> Side {
     }
 }
 
-fn publisher_side(call: &CallRecord, publisher: &Record<Publisher>) -> Side {
+fn publisher_side<'a>(call: &'a CallRecord, publisher: &Record<Publisher>) -> Side<'a> {
     let reached = call.connected_attempt();
     Side::Publisher {
         publisher_id: publisher.id.to_string(),
+        campaign_id: call.visited.first().map(|id| id.to_string()),
+        tracking_number: &call.called,
         connected_seconds: reached.and_then(|a| a.connected_seconds),
         converted: call.converted(),
         duplicate: call.publisher_duplicate,
@@ -399,8 +408,6 @@ fn body(call: &CallRecord, event: PostbackEvent, id: Uuid, now: Timestamp, side:
         occurred_at: now,
         call_sid: call.sid.as_str(),
         caller: call.caller.raw(),
-        tracking_number: &call.called,
-        campaign_id: call.visited.first().map(|id| id.to_string()),
         started_at: call.started_at,
         ended_at: call.ended_at,
         outcome: call.outcome,
@@ -414,12 +421,8 @@ fn body(call: &CallRecord, event: PostbackEvent, id: Uuid, now: Timestamp, side:
 /// `"<at>.<body>"` keyed with the endpoint's secret, in hex. A receiver recomputes it, compares
 /// in constant time, and refuses a `t` far from its own clock (a replay).
 pub fn signature(secret: &PostbackSecret, at: i64, body: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(at.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    format!("t={at},v1={}", hex::encode(mac.finalize().into_bytes()))
+    let digest = super::signature::mac::<Hmac<Sha256>>(secret.expose(), &format!("{at}.{body}"));
+    format!("t={at},v1={}", hex::encode(digest))
 }
 
 /// How long to wait before try `tries + 1`, after `tries` failed: `base` doubled each time, at

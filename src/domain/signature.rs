@@ -80,7 +80,8 @@ pub fn sign(auth_token: &str, url: &str, params: &[(String, String)], algorithm:
     STANDARD.encode(digest)
 }
 
-fn mac<M: Mac + KeyInit>(key: &str, payload: &str) -> Vec<u8> {
+/// The HMAC of `payload` keyed with `key`.
+pub(crate) fn mac<M: Mac + KeyInit>(key: &str, payload: &str) -> Vec<u8> {
     // HMAC takes keys of any length, so this cannot fail.
     match <M as KeyInit>::new_from_slice(key.as_bytes()) {
         Ok(mut mac) => {

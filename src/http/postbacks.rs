@@ -99,10 +99,7 @@ async fn retry(
     outbox: web::Data<Outbox>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id_of(&id)?;
-    // Read first: retrying a postback that does not exist is a 404, not a silent nothing.
-    store.postback(id).await?;
-    let queued = store.retry_postback(id, clock.now()).await?;
+    let queued = store.retry_postback(id_of(&id)?, clock.now()).await?;
     outbox.queued();
     Ok(HttpResponse::Ok().json(queued))
 }

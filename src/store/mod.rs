@@ -241,7 +241,9 @@ pub trait PostbackStore: Send + Sync {
     /// Newest first, narrowed by `filter`.
     async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError>;
     async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError>;
-    /// Queues the postback again, due at `at`, its tries counted afresh (whatever it came to).
+    /// Queues the postback again, due at `at`, its tries counted afresh (whatever it came to);
+    /// [`StoreError::NotFound`] if there is none, [`StoreError::Conflict`] while a node is
+    /// sending it.
     async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError>;
 }
 

@@ -201,12 +201,12 @@ impl Metrics {
         self.rtb_pings.get_or_create(&labels).inc();
     }
 
-    /// Every metric, as Prometheus scrapes it.
     /// A postback delivery was tried: `delivered`, `retrying` or `failed` (for good).
     pub fn postback_try(&self, result: &'static str) {
         self.postbacks.get_or_create(&PostbackLabels { result }).inc();
     }
 
+    /// Every metric, as Prometheus scrapes it.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         encode(&mut text, &self.registry)?;

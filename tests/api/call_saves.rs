@@ -213,6 +213,10 @@ on_both_engines! {
         assert_eq!((first.len(), second.len()), (2, 1), "a leased postback is nobody else's");
         assert!(store.lease_due_postbacks(now, lease, 2).await.unwrap().is_empty());
         assert!(second.iter().all(|due| !first.iter().any(|f| f.id == due.id)));
+        let in_flight = store.retry_postback(first[0].id, now).await.unwrap_err();
+        assert!(matches!(in_flight, StoreError::Conflict { .. }), "a postback being sent is not queued again: {in_flight}");
+        let none = store.retry_postback(uuid::Uuid::now_v7(), now).await.unwrap_err();
+        assert!(matches!(none, StoreError::NotFound { .. }), "{none}");
 
         // One delivered, one to retry later, one whose taker died holding it.
         let retry_at = now + SignedDuration::from_secs(60);

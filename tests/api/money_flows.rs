@@ -284,7 +284,11 @@ on_both_engines! {
         let body = buyer[3].json();
         assert_eq!((body["event"].as_str(), body["call_sid"].as_str()), (Some("call.converted"), Some(sid(1).as_str())));
         assert_eq!((body["revenue"].as_f64(), body["converted"].as_bool(), body["attempt"].as_u64()), (Some(20.0), Some(true), Some(1)));
-        assert!(body.get("payout").is_none() && body.get("publisher_id").is_none(), "a buyer never sees the publisher's side: {body}");
+        assert!(
+            ["payout", "publisher_id", "tracking_number"].iter().all(|field| body.get(*field).is_none()),
+            "a buyer never sees the publisher's side, nor the number that would name it: {body}"
+        );
+        assert_eq!(body["campaign_id"], app.id_of("/campaigns", "Main").await.as_str());
 
         let publisher: Vec<&Received> = received.iter().filter(|r| r.path == "/publisher").collect();
         // Delivered side by side: in any order.
@@ -295,6 +299,7 @@ on_both_engines! {
         let ended = publisher.iter().find(|r| r.event == "call.ended").unwrap().json();
         assert_eq!((ended["payout"].as_f64(), ended["outcome"].as_str()), (Some(12.0), Some("connected")), "{ended}");
         assert!(ended.get("revenue").is_none() && ended.get("buyer_id").is_none(), "a publisher never sees the buyer's side: {ended}");
+        assert_eq!(ended["tracking_number"], MAIN);
 
         // The outbox agrees, and saving the call again queued nothing twice.
         let outbox = expect_json(app.read(&format!("/postbacks?call_sid={}", sid(1))).await, StatusCode::OK).await;

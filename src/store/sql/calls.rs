@@ -10,7 +10,7 @@ use sqlx::AnyConnection;
 use super::{
     Backend, SqlStore,
     cluster::{Newsroom, publish},
-    enum_text, finish, parse_id, parse_stored, timestamp,
+    enum_text, finish, from_json, parse_id, parse_stored, timestamp, to_json,
 };
 use crate::{
     domain::{
@@ -31,14 +31,6 @@ fn ms(at: Timestamp) -> i64 {
 
 fn optional_timestamp(ms: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     ms.map(timestamp).transpose()
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
 #[async_trait]
@@ -186,7 +178,7 @@ impl<'a> Rows<'a> {
                         seq,
                         at_ms: ms(entry.at),
                         kind: entry.event.kind(),
-                        detail: json(entry)?,
+                        detail: to_json(entry)?,
                     });
                 }
             }
@@ -237,7 +229,7 @@ async fn over_rows<T: Serialize>(
         Backend::Sqlite => sql[0],
         Backend::Postgres => sql[1],
     };
-    sqlx::query(sql).bind(json(&rows)?).execute(&mut *conn).await?;
+    sqlx::query(sql).bind(to_json(&rows)?).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -429,15 +421,15 @@ impl<'a> CallJson<'a> {
                 called: call.called.clone(),
                 company_id: call.company_id.map(|id| id.to_string()),
                 campaign_id: call.campaign_id.map(|id| id.to_string()),
-                visited_campaigns: json(&call.visited)?,
+                visited_campaigns: to_json(&call.visited)?,
                 state: enum_text(&call.state)?,
                 outcome: call.outcome.as_ref().map(enum_text).transpose()?,
                 drop_reason: call.drop_reason.as_ref().map(enum_text).transpose()?,
-                duplicate_buyers: json(&call.duplicate_buyers)?,
+                duplicate_buyers: to_json(&call.duplicate_buyers)?,
                 timeline_len: i64::from(call.timeline_len),
-                status_callbacks: json(&call.status_callbacks)?,
+                status_callbacks: to_json(&call.status_callbacks)?,
                 caller_state: call.caller_state.map(String::from),
-                recordings: json(&call.recordings)?,
+                recordings: to_json(&call.recordings)?,
                 publisher_id: call.publisher_id.map(|id| id.to_string()),
                 publisher_duplicate: call.publisher_duplicate.map(i64::from),
                 publisher_payout_cents: call.publisher_payout.map(Money::cents),

@@ -451,6 +451,16 @@ async fn delete_in<T: SqlEntity>(conn: &mut AnyConnection, id: Id<T>) -> Result<
     bump_revision(conn).await
 }
 
+/// A value kept as JSON text.
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+}
+
+/// A JSON column read back; `column` names it when it does not read.
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
 /// Tells routing caches, in this process and others, that the plan changed.
 pub(super) async fn bump_revision(conn: &mut AnyConnection) -> Result<(), StoreError> {
     sqlx::query("UPDATE plan_revision SET revision = revision + 1 WHERE id = 1")

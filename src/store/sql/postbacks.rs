@@ -15,24 +15,33 @@ use crate::{
     store::{PostbackFilter, PostbackStore, StoreError, Tried, TryOutcome},
 };
 
-/// Leases what is due, oldest due first. On PostgreSQL, rows another node is leasing at this
-/// very moment are skipped rather than waited for.
-const LEASE_DUE: [&str; 2] = [
-    concat!(
-        "UPDATE postbacks SET lease_owner = $1, lease_until_ms = $2 WHERE id IN (",
-        "SELECT id FROM postbacks WHERE status = 'pending' AND next_attempt_at_ms <= $3
-            AND (lease_until_ms IS NULL OR lease_until_ms <= $3)
-         ORDER BY next_attempt_at_ms LIMIT $4",
-        ") RETURNING id, event, url, secret, body, attempts"
-    ),
-    concat!(
-        "UPDATE postbacks SET lease_owner = $1, lease_until_ms = $2 WHERE id IN (",
-        "SELECT id FROM postbacks WHERE status = 'pending' AND next_attempt_at_ms <= $3
-            AND (lease_until_ms IS NULL OR lease_until_ms <= $3)
-         ORDER BY next_attempt_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED",
-        ") RETURNING id, event, url, secret, body, attempts"
-    ),
-];
+/// Leases what is due, oldest due first: the statement for SQLite, then for PostgreSQL, where
+/// rows another node is leasing at this very moment are skipped rather than waited for.
+macro_rules! lease_due {
+    ($($lock:literal)?) => {
+        concat!(
+            "UPDATE postbacks SET lease_owner = $1, lease_until_ms = $2 WHERE id IN (
+                SELECT id FROM postbacks WHERE status = 'pending' AND next_attempt_at_ms <= $3
+                    AND (lease_until_ms IS NULL OR lease_until_ms <= $3)
+                ORDER BY next_attempt_at_ms LIMIT $4", $(" ", $lock,)? "
+            ) RETURNING id, event, url, secret, body, attempts"
+        )
+    };
+}
+
+const LEASE_DUE: [&str; 2] = [lease_due!(), lease_due!("FOR UPDATE SKIP LOCKED")];
+
+/// A postback as the API shows it, where `$where` narrows them.
+macro_rules! select_postbacks {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, event, call_sid, endpoint, url, status, attempts, next_attempt_at_ms,
+                last_error, last_status_code, created_at_ms, delivered_at_ms, body
+             FROM postbacks ",
+            $where
+        )
+    };
+}
 
 #[derive(sqlx::FromRow)]
 struct PostbackRow {
@@ -79,7 +88,9 @@ impl TryFrom<PostbackRow> for PostbackRecord {
             attempts: u32::try_from(row.attempts).map_err(|e| corrupt("attempts")(e.to_string()))?,
             next_attempt_at: timestamp(row.next_attempt_at_ms)?,
             last_error: row.last_error,
-            last_status_code: row.last_status_code.and_then(|code| u16::try_from(code).ok()),
+            last_status_code: (row.last_status_code)
+                .map(|code| u16::try_from(code).map_err(|e| corrupt("last_status_code")(e.to_string())))
+                .transpose()?,
             created_at: timestamp(row.created_at_ms)?,
             delivered_at: row.delivered_at_ms.map(timestamp).transpose()?,
             body: serde_json::from_str(&row.body).map_err(|e| corrupt("body")(e.to_string()))?,
@@ -124,7 +135,7 @@ impl PostbackStore for SqlStore {
         let mut tx = self.pool.begin().await?;
         let result = async {
             for tried in tries {
-                record(&mut tx, tried).await?;
+                record(&mut tx, self.newsroom.node.as_str(), tried).await?;
             }
             Ok(())
         }
@@ -133,13 +144,10 @@ impl PostbackStore for SqlStore {
     }
 
     async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError> {
-        let rows: Vec<PostbackRow> = sqlx::query_as(concat!(
-            "SELECT id, event, call_sid, endpoint, url, status, attempts, next_attempt_at_ms,
-                last_error, last_status_code, created_at_ms, delivered_at_ms, body
-             FROM postbacks",
-            " WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR call_sid = $2)
+        let rows: Vec<PostbackRow> = sqlx::query_as(select_postbacks!(
+            "WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR call_sid = $2)
                 AND ($3 IS NULL OR id < $3)
-              ORDER BY id DESC LIMIT $4"
+             ORDER BY id DESC LIMIT $4"
         ))
         .bind(filter.status.map(PostbackStatus::as_str))
         .bind(filter.call_sid.as_ref().map(CallSid::as_str))
@@ -151,15 +159,10 @@ impl PostbackStore for SqlStore {
     }
 
     async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError> {
-        let row: Option<PostbackRow> = sqlx::query_as(concat!(
-            "SELECT id, event, call_sid, endpoint, url, status, attempts, next_attempt_at_ms,
-                last_error, last_status_code, created_at_ms, delivered_at_ms, body
-             FROM postbacks",
-            " WHERE id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<PostbackRow> = sqlx::query_as(select_postbacks!("WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         row.ok_or_else(|| StoreError::NotFound {
             kind: "postback",
             id: id.to_string(),
@@ -168,20 +171,30 @@ impl PostbackStore for SqlStore {
     }
 
     async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError> {
-        sqlx::query(
+        // Not one a node is sending this moment: that try's result would undo the retry.
+        let queued = sqlx::query(
             "UPDATE postbacks SET status = 'pending', attempts = 0, next_attempt_at_ms = $2,
                 delivered_at_ms = NULL, lease_owner = NULL, lease_until_ms = NULL
-             WHERE id = $1",
+             WHERE id = $1 AND NOT (status = 'pending' AND lease_until_ms > $2)",
         )
         .bind(id.to_string())
         .bind(at.as_millisecond())
         .execute(&self.pool)
         .await?;
-        self.postback(id).await
+        let postback = self.postback(id).await?;
+        if queued.rows_affected() == 0 {
+            return Err(StoreError::conflict(
+                None,
+                "the postback is being sent now; wait for this try's result",
+            ));
+        }
+        Ok(postback)
     }
 }
 
-async fn record(conn: &mut AnyConnection, tried: &Tried) -> Result<(), StoreError> {
+/// Records one try. A failure counts only while this node still holds the lease: a node that
+/// outlived its lease has another node's try to respect. A delivery is a fact whoever made it.
+async fn record(conn: &mut AnyConnection, node: &str, tried: &Tried) -> Result<(), StoreError> {
     match &tried.outcome {
         TryOutcome::Delivered { status_code } => {
             sqlx::query(
@@ -196,18 +209,18 @@ async fn record(conn: &mut AnyConnection, tried: &Tried) -> Result<(), StoreErro
             .await?;
         }
         TryOutcome::Failed(failure) => {
-            // A postback delivered meanwhile (by a node whose lease this one outlived) stays so.
             sqlx::query(
                 "UPDATE postbacks SET attempts = attempts + 1, last_error = $2, last_status_code = $3,
                     status = CASE WHEN $4 IS NULL THEN 'failed' ELSE 'pending' END,
                     next_attempt_at_ms = COALESCE($4, next_attempt_at_ms),
                     lease_owner = NULL, lease_until_ms = NULL
-                 WHERE id = $1 AND status = 'pending'",
+                 WHERE id = $1 AND status = 'pending' AND lease_owner = $5",
             )
             .bind(tried.id.to_string())
             .bind(&failure.error)
             .bind(failure.status_code.map(i64::from))
             .bind(failure.retry_at.map(|at| at.as_millisecond()))
+            .bind(node)
             .execute(&mut *conn)
             .await?;
         }

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use sqlx::AnyConnection;
 
-use super::{Query, SqlEntity, parse_id, parse_stored, timestamp};
+use super::{Query, SqlEntity, from_json, parse_id, parse_stored, timestamp, to_json};
 use crate::{
     domain::plan::{Publisher, Record},
     store::StoreError,
@@ -30,13 +30,13 @@ impl TryFrom<PublisherRow> for Record<Publisher> {
             spec: Publisher {
                 name: parse_stored("name", row.name.into())?,
                 external_id: parse_stored("external_id", row.external_id.into())?,
-                numbers: from_json("numbers", &row.numbers)?,
+                numbers: from_json("publishers.numbers", &row.numbers)?,
                 payout: row
                     .payout
                     .as_deref()
-                    .map(|p| from_json("payout", p))
+                    .map(|p| from_json("publishers.payout", p))
                     .transpose()?,
-                postbacks: from_json("postbacks", &row.postbacks)?,
+                postbacks: from_json("publishers.postbacks", &row.postbacks)?,
             },
             created_at: timestamp(row.created_at_ms)?,
             updated_at: timestamp(row.updated_at_ms)?,
@@ -116,14 +116,6 @@ impl SqlEntity for Publisher {
     }
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("publishers.{column}: {e}")))
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
-}
-
 /// A tracking number is given to one publisher at most: a call to it has one publisher to pay.
 async fn check_numbers(conn: &mut AnyConnection, record: &Record<Publisher>) -> Result<(), StoreError> {
     if record.spec.numbers.as_slice().is_empty() {
@@ -135,7 +127,7 @@ async fn check_numbers(conn: &mut AnyConnection, record: &Record<Publisher>) -> 
             .fetch_all(&mut *conn)
             .await?;
     for (name, numbers) in others {
-        let theirs: Vec<String> = from_json("numbers", &numbers)?;
+        let theirs: Vec<String> = from_json("publishers.numbers", &numbers)?;
         if let Some(taken) =
             (record.spec.numbers.as_slice().iter()).find(|n| theirs.iter().any(|t| t == n.as_str()))
         {
