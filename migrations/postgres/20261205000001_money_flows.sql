@@ -10,6 +10,7 @@ ALTER TABLE campaigns  ADD COLUMN publisher_payout TEXT;                 -- its 
 ALTER TABLE calls ADD COLUMN publisher_id          TEXT;
 ALTER TABLE calls ADD COLUMN publisher_duplicate   BIGINT CHECK (publisher_duplicate IN (0, 1));  -- NULL: not judged (nothing earned)
 ALTER TABLE calls ADD COLUMN publisher_payout_cents BIGINT;             -- NULL: not settled yet
+ALTER TABLE calls ADD COLUMN bid_payout_cents BIGINT;                  -- what the RTB bid it claimed promised its publisher
 CREATE INDEX calls_publisher ON calls (publisher_id, started_at_ms);
 
 -- The publisher whose ping made the bid: a call claiming it is that publisher's.
@@ -46,7 +47,7 @@ CREATE INDEX postbacks_call ON postbacks (call_sid);
 CREATE FUNCTION switchboard_plan_changed() RETURNS trigger AS $$
 BEGIN
     PERFORM pg_notify(
-        left('switchboard_news:' || current_schema(), 63),
+        left('switchboard_news:' || TG_TABLE_SCHEMA, 63),
         json_build_object('from', 'database',
                           'news', json_build_object('plan', json_build_object('revision', NEW.revision)))::text);
     RETURN NEW;

@@ -10,6 +10,7 @@ ALTER TABLE campaigns  ADD COLUMN publisher_payout TEXT;                 -- its 
 ALTER TABLE calls ADD COLUMN publisher_id          TEXT;
 ALTER TABLE calls ADD COLUMN publisher_duplicate   INTEGER CHECK (publisher_duplicate IN (0, 1));  -- NULL: not judged (nothing earned)
 ALTER TABLE calls ADD COLUMN publisher_payout_cents INTEGER;             -- NULL: not settled yet
+ALTER TABLE calls ADD COLUMN bid_payout_cents INTEGER;                  -- what the RTB bid it claimed promised its publisher
 CREATE INDEX calls_publisher ON calls (publisher_id, started_at_ms);
 
 -- The publisher whose ping made the bid: a call claiming it is that publisher's.

@@ -13,7 +13,7 @@ use tokio::time::{Instant, timeout_at};
 use super::{
     CallDeps, Input, RecordingReport, Webhook, ask_within,
     capacity_actor::{Apply, Hold},
-    dedupe_actor::{Learn, MarkOf},
+    dedupe_actor::{Learn, PayOnce},
     registry::{CallRegistry, Closed},
 };
 use crate::{
@@ -27,7 +27,7 @@ use crate::{
         dialing::{DialSettings, Screen, Screening, whisper_for},
         geo::CallerPlace,
         money::Money,
-        payout::{Settlement, is_duplicate_for_publisher},
+        payout::Settlement,
         phone::E164,
         plan::{Buyer, BuyerId, Campaign, CampaignId, PublisherId, Record},
         postback::{Postback, events_of, postbacks_for},
@@ -659,6 +659,7 @@ async fn claim_reservation(
     });
     if reservation.publisher_id.is_some() {
         record.publisher_id = reservation.publisher_id;
+        record.bid_payout = Some(reservation.payout);
     }
     Some(reservation.buyer_id)
 }
@@ -921,25 +922,23 @@ async fn settle_publisher(deps: &CallDeps, turn: &mut Turn, record: &mut CallRec
         Settlement::Unearned => (Money::ZERO, None),
         Settlement::Earned(terms) => {
             let duplicate = match record.caller.number() {
-                Some(caller) if terms.dedupe_seconds.get() > 0 => {
-                    let ask = MarkOf {
+                Some(caller) => {
+                    let ask = PayOnce {
                         caller: caller.clone(),
                         scope: Scope::Publisher(publisher_id),
+                        terms,
+                        at: turn.now,
                     };
-                    match ask_within("the de-dupe index", turn.decide_by, deps.dedupe.send(ask)).await {
-                        Some(mark) => is_duplicate_for_publisher(
-                            &terms,
-                            mark.last_converted.map(|at| at.as_millisecond()),
-                            turn.now.as_millisecond(),
-                        ),
-                        None => {
-                            tracing::warn!("the de-dupe index did not answer: the publisher is paid");
-                            false
-                        }
+                    // Money, not a caller waiting: the store's budget, not the decision's. If the
+                    // index does not say, nothing is settled now (the next webhook asks again).
+                    let by = Instant::now() + deps.timings.store_budget;
+                    match ask_within("the de-dupe index", by, deps.dedupe.send(ask)).await {
+                        Some(paid) => !paid,
+                        None => return,
                     }
                 }
-                // A caller who cannot be told apart cannot be a repeat caller.
-                _ => false,
+                // A caller who cannot be told apart (a withheld number) cannot be a repeat caller.
+                None => false,
             };
             if !duplicate && let Some(caller) = record.caller.number() {
                 turn.touched.push(Touched {

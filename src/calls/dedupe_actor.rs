@@ -7,7 +7,8 @@ use jiff::Timestamp;
 
 use crate::{
     domain::{
-        dedupe::{DedupeIndex, Mark, Rule, Scope, Touched},
+        dedupe::{DedupeIndex, Rule, Scope, Touch, Touched},
+        payout::{PublisherPayout, is_duplicate_for_publisher},
         phone::E164,
         plan::BuyerId,
     },
@@ -61,20 +62,33 @@ impl Handler<Duplicates> for DedupeActor {
     }
 }
 
-/// The caller's latest touches in one scope (a publisher's: when the caller last earned it a
-/// payout).
+/// May the caller earn this publisher a payout now? Yes unless its last one is inside the
+/// window; a yes is marked at once, in the same step, so that two calls from one caller never
+/// both earn it (the caller and publisher's de-dupe, as a conversion is a buyer's).
 #[derive(Message)]
-#[rtype(result = "Mark")]
-pub struct MarkOf {
+#[rtype(result = "bool")]
+pub struct PayOnce {
     pub caller: E164,
     pub scope: Scope,
+    pub terms: PublisherPayout,
+    pub at: Timestamp,
 }
 
-impl Handler<MarkOf> for DedupeActor {
-    type Result = MessageResult<MarkOf>;
+impl Handler<PayOnce> for DedupeActor {
+    type Result = bool;
 
-    fn handle(&mut self, msg: MarkOf, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.index.mark(&msg.caller, &msg.scope))
+    fn handle(&mut self, msg: PayOnce, _: &mut Self::Context) -> bool {
+        let last_paid = self.index.mark(&msg.caller, &msg.scope).last_converted;
+        let duplicate = is_duplicate_for_publisher(
+            &msg.terms,
+            last_paid.map(Timestamp::as_millisecond),
+            msg.at.as_millisecond(),
+        );
+        if !duplicate {
+            self.index
+                .record(&msg.caller, &msg.scope, Touch::Converted, msg.at);
+        }
+        !duplicate
     }
 }
 

@@ -303,6 +303,8 @@ pub struct CallRecord {
     pub publisher_duplicate: Option<bool>,
     /// What the call earned its publisher: `None` until settled.
     pub publisher_payout: Option<Money>,
+    /// What the RTB bid the call claimed promised its publisher for a conversion.
+    pub bid_payout: Option<Money>,
 }
 
 /// A status callback as the provider numbers it: the leg it reports on (0 for the call itself,
@@ -337,6 +339,7 @@ impl CallRecord {
             publisher_id: None,
             publisher_duplicate: None,
             publisher_payout: None,
+            bid_payout: None,
         }
     }
 

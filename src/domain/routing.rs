@@ -113,11 +113,14 @@ impl RoutingPlan {
         self.publisher_numbers.get(number).copied()
     }
 
-    /// What the call earns its publisher: the publisher's own terms, else those of the campaign
-    /// it was sent to; without either, per conversion, the payout of the buyer it converted
-    /// with (what an RTB bid promises the publisher).
+    /// What the call earns its publisher: what the RTB bid it claimed promised (per
+    /// conversion), else the publisher's own terms, else those of the campaign it was sent to;
+    /// without any, per conversion, the payout of the buyer it converted with.
     pub fn publisher_terms_for(&self, call: &CallRecord) -> Option<PublisherPayout> {
         let publisher = self.publisher_record(call.publisher_id?)?;
+        if let Some(promised) = call.bid_payout {
+            return Some(PublisherPayout::per_conversion(promised));
+        }
         let campaign = call.visited.first().and_then(|id| self.campaign(*id));
         let explicit = (publisher.spec.payout.as_ref())
             .or_else(|| campaign.and_then(|c| c.spec.publisher_payout.as_ref()));

@@ -558,11 +558,18 @@ on_both_engines! {
         let ping = serde_json::json!({"key": key["key"], "publisher_id": "pub-9", "caller_number": CALLER});
         let bid = expect_json(app.client.post(app.url("/rtbs.json")).json(&ping).send().await.unwrap(), StatusCode::OK).await;
         assert_eq!(bid["status"], "reserved", "{bid}");
+        assert_eq!(bid["payout"].as_f64(), Some(10.0), "Acme Auto's bid: {bid}");
         // The number dialed is Search's, but the call claims Pinger's bid: it is Pinger's call.
-        connected_call(app, 1, CALLER, 120).await;
+        // Acme Auto does not answer and Budget Cover (payout 8) converts it: Pinger earns what
+        // the bid promised.
+        let call = sid(1);
+        let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, CALLER, MAIN)).await).await;
+        let (budget, action) = dialed(app.webhook(&action, &dial_ended(&call, "no-answer", 0)).await).await;
+        assert_eq!(budget, "+14155550102");
+        assert_eq!(app.webhook(&action, &dial_ended(&call, "completed", 120)).await.status(), StatusCode::OK);
         let call = call_json(app, 1).await;
         assert_eq!(call["publisher_id"], pinger.as_str(), "{call}");
-        assert_eq!(call["publisher_payout"].as_f64(), Some(10.0), "without terms: the converting buyer's payout");
+        assert_eq!(call["publisher_payout"].as_f64(), Some(10.0), "the bid's promise, not the converting buyer's payout: {call}");
         // Another caller, no bid: the number's publisher, on its own terms.
         connected_call(app, 2, OTHER_CALLER, 120).await;
         let search = app.id_of("/publishers", "Search").await;

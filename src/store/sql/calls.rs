@@ -261,7 +261,8 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         visited_campaigns, state, outcome, drop_reason, buyer_id, duplicate, converted, attempts,
         duplicate_buyers, used_fallback, redirects, timeline_len, started_at_ms,
         state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided, status_callbacks,
-        caller_state, recordings, publisher_id, publisher_duplicate, publisher_payout_cents)
+        caller_state, recordings, publisher_id, publisher_duplicate, publisher_payout_cents,
+        bid_payout_cents)
      SELECT j.value ->> 'call_sid', j.value ->> 'caller', j.value ->> 'caller_number',
         j.value ->> 'called', j.value ->> 'company_id', j.value ->> 'campaign_id',
         j.value ->> 'visited_campaigns', j.value ->> 'state', j.value ->> 'outcome',
@@ -274,7 +275,7 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         CAST(j.value ->> 'duplicates_avoided' AS BIGINT), j.value ->> 'status_callbacks',
         j.value ->> 'caller_state', j.value ->> 'recordings', j.value ->> 'publisher_id',
         CAST(j.value ->> 'publisher_duplicate' AS BIGINT),
-        CAST(j.value ->> 'publisher_payout_cents' AS BIGINT)",
+        CAST(j.value ->> 'publisher_payout_cents' AS BIGINT), CAST(j.value ->> 'bid_payout_cents' AS BIGINT)",
     "ON CONFLICT (call_sid) DO UPDATE SET
         company_id = excluded.company_id, campaign_id = excluded.campaign_id,
         visited_campaigns = excluded.visited_campaigns, state = excluded.state,
@@ -288,7 +289,7 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         duplicates_avoided = excluded.duplicates_avoided,
         status_callbacks = excluded.status_callbacks, recordings = excluded.recordings,
         publisher_id = excluded.publisher_id, publisher_duplicate = excluded.publisher_duplicate,
-        publisher_payout_cents = excluded.publisher_payout_cents"
+        publisher_payout_cents = excluded.publisher_payout_cents, bid_payout_cents = excluded.bid_payout_cents"
 );
 
 // The outbox: a retried save queues nothing twice.
@@ -433,6 +434,7 @@ impl<'a> CallJson<'a> {
                 publisher_id: call.publisher_id.map(|id| id.to_string()),
                 publisher_duplicate: call.publisher_duplicate.map(i64::from),
                 publisher_payout_cents: call.publisher_payout.map(Money::cents),
+                bid_payout_cents: call.bid_payout.map(Money::cents),
                 started_at_ms: ms(call.started_at),
                 state_changed_at_ms: ms(call.state_changed_at),
                 ended_at_ms: call.ended_at.map(ms),
@@ -565,6 +567,7 @@ struct CallRow {
     publisher_id: Option<String>,
     publisher_duplicate: Option<i64>,
     publisher_payout_cents: Option<i64>,
+    bid_payout_cents: Option<i64>,
     started_at_ms: i64,
     state_changed_at_ms: i64,
     ended_at_ms: Option<i64>,
@@ -625,7 +628,7 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
         "SELECT call_sid, caller, called, company_id, campaign_id, visited_campaigns, state, outcome,
                 drop_reason, duplicate_buyers, timeline_len, status_callbacks, caller_state,
                 recordings, publisher_id, publisher_duplicate, publisher_payout_cents,
-                started_at_ms, state_changed_at_ms, ended_at_ms
+                bid_payout_cents, started_at_ms, state_changed_at_ms, ended_at_ms
          FROM calls WHERE call_sid = $1",
     )
     .bind(sid.as_str())
@@ -671,6 +674,9 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
         publisher_id: row.publisher_id.as_deref().map(parse_id).transpose()?,
         publisher_duplicate: row.publisher_duplicate.map(|d| d != 0),
         publisher_payout: (row.publisher_payout_cents)
+            .map(|cents| Money::from_cents(cents).map_err(StoreError::Corrupt))
+            .transpose()?,
+        bid_payout: (row.bid_payout_cents)
             .map(|cents| Money::from_cents(cents).map_err(StoreError::Corrupt))
             .transpose()?,
     }))
