@@ -13,6 +13,9 @@ use std::{
 /// How long a call waits for the plan to be reloaded before routing on the one in hand.
 const RELOAD_BUDGET: Duration = Duration::from_millis(500);
 
+/// Calls to numbers the plan does not know look in the store at most this often.
+const REREAD_AT_MOST_EVERY: Duration = Duration::from_millis(50);
+
 use crate::{
     domain::{
         plan::{Buyer, Campaign, Company, PlanEntity, Publisher, Record},
@@ -33,6 +36,8 @@ struct Cached {
     plan: Arc<RoutingPlan>,
     revision: i64,
     checked: Option<Instant>,
+    /// The last look in the store for a number the plan did not know.
+    reread: Option<Instant>,
 }
 
 impl PlanCache {
@@ -46,6 +51,7 @@ impl PlanCache {
                 plan,
                 revision,
                 checked: Some(Instant::now()),
+                reread: None,
             }),
             reloading: tokio::sync::Mutex::new(()),
         })
@@ -79,6 +85,16 @@ impl PlanCache {
     /// small query), and the plan reloaded only if it changed. Within the reload budget;
     /// past it, the plan in hand.
     pub async fn reread(&self) -> Arc<RoutingPlan> {
+        // A flood of calls to numbers nobody has must not become a flood of reads: one look
+        // serves them all for a moment.
+        if self
+            .read()
+            .reread
+            .is_some_and(|at| at.elapsed() < REREAD_AT_MOST_EVERY)
+        {
+            return self.read().plan.clone();
+        }
+        self.write().reread = Some(Instant::now());
         let reread = async {
             let _reloading = self.reloading.lock().await;
             self.refresh().await

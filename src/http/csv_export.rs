@@ -55,6 +55,18 @@ where
         .streaming(body)
 }
 
+/// Text from outside (a caller ID, a number dialed) as a cell a spreadsheet shows and never
+/// runs: one that would read as a formula (`=`, `@`, or `+`/`-` not followed by digits alone)
+/// gets a leading `'`. A phone number such as `+14155550123` stays as it is.
+pub fn cell(text: String) -> String {
+    let formula = match text.as_bytes().first() {
+        Some(b'=' | b'@' | b'\t' | b'\r') => true,
+        Some(b'+' | b'-') => !text[1..].bytes().all(|b| b.is_ascii_digit()) || text.len() == 1,
+        _ => false,
+    };
+    if formula { format!("'{text}") } else { text }
+}
+
 fn encode<R: Serialize>(rows: &[R]) -> Result<Bytes, ApiError> {
     let failed = |error: &dyn std::fmt::Display| {
         tracing::error!(%error, "cannot write CSV");
@@ -68,4 +80,24 @@ fn encode<R: Serialize>(rows: &[R]) -> Result<Bytes, ApiError> {
     }
     let bytes = writer.into_inner().map_err(|e| failed(&e))?;
     Ok(Bytes::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_that_would_run_as_formulas_are_kept_as_text() {
+        for (raw, shown) in [
+            ("+14155550123", "+14155550123"),
+            ("anonymous", "anonymous"),
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("+", "'+"),
+        ] {
+            assert_eq!(cell(raw.to_owned()), shown, "{raw}");
+        }
+    }
 }
