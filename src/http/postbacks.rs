@@ -17,6 +17,7 @@ use super::{
     error::ApiError,
 };
 use crate::{
+    calls::PlanCache,
     clock::Clock,
     domain::{
         call::CallSid,
@@ -97,9 +98,15 @@ async fn retry(
     store: StoreData,
     clock: web::Data<dyn Clock>,
     outbox: web::Data<Outbox>,
+    plan: web::Data<PlanCache>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let queued = store.retry_postback(id_of(&id)?, clock.now()).await?;
+    let id = id_of(&id)?;
+    // To the endpoint as it is now: retrying after fixing its URL (or rotating its secret) must
+    // reach the fixed one. An endpoint since removed keeps what the postback had.
+    let plan = plan.current().await;
+    let endpoint = plan.postback_endpoint(&store.postback(id).await?.endpoint);
+    let queued = store.retry_postback(id, clock.now(), endpoint).await?;
     outbox.queued();
     Ok(HttpResponse::Ok().json(queued))
 }

@@ -22,7 +22,7 @@ use crate::{
             Buyer, BuyerId, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, PublisherId,
             Record,
         },
-        postback::{Due, Postback, PostbackRecord, PostbackStatus},
+        postback::{Due, Postback, PostbackEndpoint, PostbackRecord, PostbackStatus},
         rtb::{LoggedPing, PingStatus, Reservation, RtbWrite},
         supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats},
         timeline::TimelineEntry,
@@ -241,10 +241,16 @@ pub trait PostbackStore: Send + Sync {
     /// Newest first, narrowed by `filter`.
     async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError>;
     async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError>;
-    /// Queues the postback again, due at `at`, its tries counted afresh (whatever it came to);
+    /// Queues the postback again, due at `at`, its tries counted afresh (whatever it came to),
+    /// to `endpoint` as it is now if given (its URL fixed, its secret rotated);
     /// [`StoreError::NotFound`] if there is none, [`StoreError::Conflict`] while a node is
     /// sending it.
-    async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError>;
+    async fn retry_postback(
+        &self,
+        id: Uuid,
+        at: Timestamp,
+        endpoint: Option<&PostbackEndpoint>,
+    ) -> Result<PostbackRecord, StoreError>;
 }
 
 /// What one try of one postback came to.

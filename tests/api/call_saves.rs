@@ -10,7 +10,7 @@ use switchboard::{
         dedupe::{Scope, Touch, Touched},
         ids::Id,
         phone::E164,
-        postback::{Postback, PostbackEvent, PostbackSecret, PostbackStatus},
+        postback::{Postback, PostbackEndpoint, PostbackEvent, PostbackSecret, PostbackStatus},
         timeline::{Event, TimelineEntry},
     },
     store::{CallChange, CallStore, PostbackFilter, PostbackStore, StoreError, Tried, TryFailed, TryOutcome},
@@ -213,9 +213,9 @@ on_both_engines! {
         assert_eq!((first.len(), second.len()), (2, 1), "a leased postback is nobody else's");
         assert!(store.lease_due_postbacks(now, lease, 2).await.unwrap().is_empty());
         assert!(second.iter().all(|due| !first.iter().any(|f| f.id == due.id)));
-        let in_flight = store.retry_postback(first[0].id, now).await.unwrap_err();
+        let in_flight = store.retry_postback(first[0].id, now, None).await.unwrap_err();
         assert!(matches!(in_flight, StoreError::Conflict { .. }), "a postback being sent is not queued again: {in_flight}");
-        let none = store.retry_postback(uuid::Uuid::now_v7(), now).await.unwrap_err();
+        let none = store.retry_postback(uuid::Uuid::now_v7(), now, None).await.unwrap_err();
         assert!(matches!(none, StoreError::NotFound { .. }), "{none}");
 
         // One delivered, one to retry later, one whose taker died holding it.
@@ -246,8 +246,15 @@ on_both_engines! {
         assert_eq!((failed.len(), failed[0].attempts, failed[0].last_error.as_deref()), (1, 2, Some("timeout")));
         let far = retry_at + SignedDuration::from_hours(10);
         assert!(store.lease_due_postbacks(far, far, 10).await.unwrap().iter().all(|d| d.id != first[1].id));
-        let requeued = store.retry_postback(first[1].id, far).await.unwrap();
-        assert_eq!((requeued.status, requeued.attempts), (PostbackStatus::Pending, 0));
-        assert!(store.lease_due_postbacks(far, far, 10).await.unwrap().iter().any(|d| d.id == first[1].id));
+        // Sent again to the endpoint as it is now: its URL fixed, its secret rotated.
+        let fixed: PostbackEndpoint = serde_json::from_value(serde_json::json!({
+            "url": "https://buyer.example/fixed", "secret": "whsec_rotated_0123456789"
+        }))
+        .unwrap();
+        let requeued = store.retry_postback(first[1].id, far, Some(&fixed)).await.unwrap();
+        assert_eq!((requeued.status, requeued.attempts, requeued.url.as_str()), (PostbackStatus::Pending, 0, "https://buyer.example/fixed"));
+        let due = store.lease_due_postbacks(far, far, 10).await.unwrap();
+        let again = due.iter().find(|d| d.id == first[1].id).expect("queued again");
+        assert_eq!(again.secret.expose(), "whsec_rotated_0123456789");
     }
 }

@@ -545,7 +545,7 @@ mod flaky {
             dedupe::StoredMark,
             ids::Id,
             plan::{BuyerId, CampaignId, CompanyId, PlanEntity, Record},
-            postback::{Due, PostbackRecord},
+            postback::{Due, PostbackEndpoint, PostbackRecord},
             supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats},
             timeline::TimelineEntry,
         },
@@ -695,9 +695,14 @@ mod flaky {
             self.check()?;
             self.inner.postback(id).await
         }
-        async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError> {
+        async fn retry_postback(
+            &self,
+            id: Uuid,
+            at: Timestamp,
+            endpoint: Option<&PostbackEndpoint>,
+        ) -> Result<PostbackRecord, StoreError> {
             self.check()?;
-            self.inner.retry_postback(id, at).await
+            self.inner.retry_postback(id, at, endpoint).await
         }
     }
 

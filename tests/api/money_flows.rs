@@ -336,11 +336,17 @@ on_both_engines! {
         let nothing = app.post("/postbacks/0190c1a2-0000-7000-8000-000000000000/retry", Value::Null).await;
         assert_eq!(nothing.status(), StatusCode::NOT_FOUND);
 
-        receiver.behave("/buyer", Behaviour::default());
+        // The operator points the buyer's endpoint at a working URL, then sends the postback
+        // again: it goes to the endpoint as it is now, same postback, same key.
+        let acme = app.id_of("/buyers", "Acme Auto").await;
+        let fixed = serde_json::json!({"postbacks": [{"url": receiver.url("/fixed"), "secret": BUYER_SECRET, "events": ["call.converted"]}]});
+        expect_json(app.patch(&format!("/buyers/{acme}"), fixed).await, StatusCode::OK).await;
         let queued = expect_json(app.post(&format!("/postbacks/{id}/retry"), Value::Null).await, StatusCode::OK).await;
         assert_eq!((queued["status"].as_str(), queued["attempts"].as_u64()), (Some("pending"), Some(0)));
-        let received = receiver.wait_until("the retried postback delivered", |all| all.iter().any(|r| r.path == "/buyer" && r.acknowledged)).await;
-        assert!(received.iter().filter(|r| r.path == "/buyer").all(|r| r.key == id), "the same postback, the same key");
+        assert_eq!(queued["url"], receiver.url("/fixed").as_str());
+        let received = receiver.wait_until("the retried postback delivered", |all| all.iter().any(|r| r.path == "/fixed" && r.acknowledged)).await;
+        assert!(received.iter().filter(|r| r.path == "/fixed").all(|r| r.key == id), "the same postback, the same key");
+        assert_eq!(receiver.at("/buyer").len(), 5, "nothing more to the broken URL");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let now = expect_json(app.read(&format!("/postbacks/{id}")).await, StatusCode::OK).await;

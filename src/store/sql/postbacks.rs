@@ -10,7 +10,7 @@ use super::{Backend, SqlStore, finish, timestamp};
 use crate::{
     domain::{
         call::CallSid,
-        postback::{Due, PostbackEvent, PostbackRecord, PostbackSecret, PostbackStatus},
+        postback::{Due, PostbackEndpoint, PostbackEvent, PostbackRecord, PostbackSecret, PostbackStatus},
     },
     store::{PostbackFilter, PostbackStore, StoreError, Tried, TryOutcome},
 };
@@ -170,15 +170,23 @@ impl PostbackStore for SqlStore {
         .try_into()
     }
 
-    async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError> {
+    async fn retry_postback(
+        &self,
+        id: Uuid,
+        at: Timestamp,
+        endpoint: Option<&PostbackEndpoint>,
+    ) -> Result<PostbackRecord, StoreError> {
         // Not one a node is sending this moment: that try's result would undo the retry.
         let queued = sqlx::query(
             "UPDATE postbacks SET status = 'pending', attempts = 0, next_attempt_at_ms = $2,
-                delivered_at_ms = NULL, lease_owner = NULL, lease_until_ms = NULL
+                delivered_at_ms = NULL, lease_owner = NULL, lease_until_ms = NULL,
+                url = COALESCE($3, url), secret = COALESCE($4, secret)
              WHERE id = $1 AND NOT (status = 'pending' AND lease_until_ms > $2)",
         )
         .bind(id.to_string())
         .bind(at.as_millisecond())
+        .bind(endpoint.map(|e| e.url.as_str().to_owned()))
+        .bind(endpoint.map(|e| e.secret.expose().to_owned()))
         .execute(&self.pool)
         .await?;
         let postback = self.postback(id).await?;
