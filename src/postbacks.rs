@@ -10,7 +10,7 @@
 //! outbox heard of it sends it again (once its lease runs out), with the same
 //! `Idempotency-Key`, which receivers use to take it once.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use tokio::{sync::mpsc, task::JoinSet};
@@ -53,6 +53,13 @@ impl Delivery {
 
 /// Postbacks in flight at once, per node.
 const IN_FLIGHT: usize = 64;
+
+/// Postbacks in flight at once to one endpoint (URL), so that a receiver that hangs, with a
+/// backlog, holds only these few of the node's slots and everyone else's postbacks go on.
+const PER_ENDPOINT: usize = 8;
+
+/// When a postback given back for its endpoint's turn is due again.
+const NEXT_TURN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the outbox is read when nobody said anything was queued (other nodes' retries,
 /// backed-off tries coming due).
@@ -124,6 +131,7 @@ impl Worker {
         let (tried, results) = mpsc::channel(IN_FLIGHT * 4);
         tokio::spawn(record(self.store.clone(), results));
         let mut in_flight = JoinSet::new();
+        let mut per_endpoint: HashMap<String, usize> = HashMap::new();
         // Whether the outbox may hold postbacks due: after a wake-up or a poll, or when the
         // last lease took all the room there was. (A lease is a write: not made for nothing.)
         let mut look = true;
@@ -139,11 +147,26 @@ impl Worker {
                 match self.store.lease_due_postbacks(now, until, room as u32).await {
                     Ok(due) => {
                         look = due.len() == room;
+                        let mut later = Vec::new();
                         for postback in due {
+                            let busy = per_endpoint.entry(postback.url.clone()).or_default();
+                            if *busy >= PER_ENDPOINT {
+                                later.push(postback.id);
+                                continue;
+                            }
+                            *busy += 1;
                             let span =
                                 tracing::info_span!("postback", id = %postback.id, event = %postback.event);
                             let tried = tried.clone();
                             in_flight.spawn(self.clone().deliver(postback, tried).instrument(span));
+                        }
+                        if !later.is_empty() {
+                            // Their endpoint has its share in flight: they wait their turn (and
+                            // the lease is not looked at again for them before it comes).
+                            look = false;
+                            if let Err(error) = self.store.release_postbacks(&later, now + NEXT_TURN).await {
+                                tracing::warn!(%error, "could not give back postbacks; their lease will run out");
+                            }
                         }
                     }
                     Err(error) => {
@@ -153,7 +176,16 @@ impl Worker {
                 }
             }
             tokio::select! {
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(ended) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(url) = ended
+                        && let Some(busy) = per_endpoint.get_mut(&url)
+                    {
+                        *busy = busy.saturating_sub(1);
+                        if *busy == 0 {
+                            per_endpoint.remove(&url);
+                        }
+                    }
+                }
                 wake = woken.recv() => {
                     if wake.is_none() {
                         // Nobody can queue postbacks any more: the service stopped.
@@ -166,8 +198,8 @@ impl Worker {
         }
     }
 
-    /// One try: its outcome goes to the recorder.
-    async fn deliver(self, postback: Due, tried: mpsc::Sender<Tried>) {
+    /// One try: its outcome goes to the recorder. Returns the endpoint it was for.
+    async fn deliver(self, postback: Due, tried: mpsc::Sender<Tried>) -> String {
         let outcome = self.try_once(&postback).await;
         let tried = tried.send(Tried {
             id: postback.id,
@@ -179,6 +211,7 @@ impl Worker {
             // again by whichever node takes it.
             tracing::warn!("a postback's try could not be recorded; it will be tried again");
         }
+        postback.url
     }
 
     async fn try_once(&self, postback: &Due) -> TryOutcome {

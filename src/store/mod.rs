@@ -238,6 +238,8 @@ pub trait PostbackStore: Send + Sync {
     ) -> Result<Vec<Due>, StoreError>;
     /// Records what tries came to, all in one transaction; each postback's lease is released.
     async fn record_tries(&self, tries: &[Tried]) -> Result<(), StoreError>;
+    /// Gives back postbacks this node leased but will not send now, due again at `due_at`.
+    async fn release_postbacks(&self, ids: &[Uuid], due_at: Timestamp) -> Result<(), StoreError>;
     /// Newest first, narrowed by `filter`.
     async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError>;
     async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError>;

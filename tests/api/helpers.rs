@@ -687,6 +687,10 @@ mod flaky {
             self.check()?;
             self.inner.record_tries(tries).await
         }
+        async fn release_postbacks(&self, ids: &[Uuid], due_at: Timestamp) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.release_postbacks(ids, due_at).await
+        }
         async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError> {
             self.check()?;
             self.inner.postbacks(filter).await

@@ -58,6 +58,29 @@ impl Received {
 struct Log {
     behaviour: HashMap<String, Behaviour>,
     received: Vec<Received>,
+    /// Requests held unanswered now, and the most at once.
+    hanging: usize,
+    most_hanging: usize,
+}
+
+/// A request held unanswered, until its sender gives up (its handler is then dropped).
+struct Hanging(web::Data<Mutex<Log>>);
+
+impl Hanging {
+    fn new(log: web::Data<Mutex<Log>>) -> Self {
+        {
+            let mut held = log.lock().unwrap();
+            held.hanging += 1;
+            held.most_hanging = held.most_hanging.max(held.hanging);
+        }
+        Self(log)
+    }
+}
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().hanging -= 1;
+    }
 }
 
 /// A postback receiver on loopback: it records every request and answers as told per path.
@@ -146,6 +169,7 @@ async fn receive(request: HttpRequest, body: web::Bytes, log: web::Data<Mutex<Lo
     };
     if hang {
         log.lock().unwrap().received.push(received);
+        let _held = Hanging::new(log.clone());
         actix_web::rt::time::sleep(Duration::from_secs(120)).await;
         return HttpResponse::Ok().finish();
     }
@@ -637,4 +661,46 @@ async fn two_nodes_never_deliver_one_postback_twice() {
         (expected, expected),
         "each postback sent once"
     );
+}
+
+on_both_engines! {
+    async fn a_receiver_that_hangs_holds_few_slots_and_other_postbacks_go_on(m: HungBuyer) {
+        let (app, receiver) = (&m.0.app, &m.0.receiver);
+        // More conversions than a node has slots: each a postback to the hung buyer endpoint,
+        // and three to the publisher's, which answers at once.
+        const CALLS: u32 = 70;
+        for n in 1..=CALLS {
+            let call = sid(n);
+            let caller = format!("+1415558{n:04}");
+            let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, &caller, MAIN)).await).await;
+            assert_eq!(app.webhook(&action, &dial_ended(&call, "completed", 120)).await.status(), StatusCode::OK);
+        }
+        let done = Instant::now();
+        receiver.wait_until("every publisher postback delivered", |all| {
+            all.iter().filter(|r| r.path == "/publisher" && r.acknowledged).count() == 3 * CALLS as usize
+        }).await;
+        // Well within one try's timeout (5 s): no publisher postback waited on a hung slot.
+        assert!(done.elapsed() < Duration::from_secs(4), "the publisher's postbacks took {:?}", done.elapsed());
+        let at_once = receiver.log.lock().unwrap().most_hanging;
+        assert!((1..=8).contains(&at_once), "at most 8 tries at once to one endpoint, {at_once} seen");
+    }
+}
+
+/// The money plan, its buyer endpoint hanging, each try given 5 s.
+struct HungBuyer(Money);
+
+impl HungBuyer {
+    async fn start(engine: Engine) -> Option<Self> {
+        let receiver = Receiver::start().await;
+        receiver.behave(
+            "/buyer",
+            Behaviour {
+                hang: true,
+                ..Behaviour::default()
+            },
+        );
+        let settings = [("POSTBACK_TIMEOUT_MS", "5000"), ("POSTBACK_RETRY_BASE_MS", "50")];
+        let app = TestApp::start_with_plan_and(engine, &plan_with(&receiver), &settings).await?;
+        Some(Self(Money { app, receiver }))
+    }
 }

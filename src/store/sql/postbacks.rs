@@ -143,6 +143,26 @@ impl PostbackStore for SqlStore {
         finish(tx, result).await
     }
 
+    async fn release_postbacks(&self, ids: &[Uuid], due_at: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let result = async {
+            for id in ids {
+                sqlx::query(
+                    "UPDATE postbacks SET lease_owner = NULL, lease_until_ms = NULL, next_attempt_at_ms = $2
+                     WHERE id = $1 AND status = 'pending' AND lease_owner = $3",
+                )
+                .bind(id.to_string())
+                .bind(due_at.as_millisecond())
+                .bind(self.newsroom.node.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
+    }
+
     async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError> {
         let rows: Vec<PostbackRow> = sqlx::query_as(select_postbacks!(
             "WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR call_sid = $2)
