@@ -3,10 +3,10 @@
 //!
 //! - Delivery: `QUEUED` postbacks put in the outbox at once; the postbacks delivered per second
 //!   (leased, signed, POSTed, recorded), from the first the receiver takes to the last.
-//! - Webhooks beside deliveries: the same calls (arrival, a converted dial, the end: three
-//!   webhooks each) paced at `CALLS_PER_SECOND`, against the demo plan as it is (postbacks off),
-//!   then with postbacks on every buyer and publisher (about five a call): each webhook's p50
-//!   and p99.
+//! - Webhooks beside deliveries: the same calls (arrival, a dial's end, the call's end: three
+//!   webhooks each) paced at `CALLS_PER_SECOND`, against the demo plan with a publisher given
+//!   the number called (postbacks off), then with postbacks on every buyer and publisher too:
+//!   each webhook's p50 and p99.
 
 mod common;
 
@@ -75,18 +75,21 @@ fn start_receiver(taken: Arc<Taken>) -> String {
     )
 }
 
-/// The demo plan with postbacks to `url` on every buyer and publisher, and the first tracking
-/// number given to a publisher.
-fn plan_with_postbacks(url: &str) -> String {
-    let postbacks = format!("postbacks = [{{ url = \"{url}\", secret = \"bench-secret-0123456789\" }}]");
+/// The demo plan with the first tracking number given to a publisher (so that its calls are
+/// settled for it, with or without postbacks), and with postbacks to `url`, if given, on every
+/// buyer and publisher.
+fn plan_with_postbacks(url: Option<&str>) -> String {
+    let postbacks = url
+        .map(|url| format!("postbacks = [{{ url = \"{url}\", secret = \"bench-secret-0123456789\" }}]\n"))
+        .unwrap_or_default();
     DEMO_PLAN
         .replace(
             "[[companies.buyers]]\n",
-            &format!("[[companies.buyers]]\n{postbacks}\n"),
+            &format!("[[companies.buyers]]\n{postbacks}"),
         )
         .replace(
             "name = \"Social Leads\"\n",
-            &format!("name = \"Social Leads\"\nnumbers = [\"+1 800 555 0100\"]\n{postbacks}\n"),
+            &format!("name = \"Social Leads\"\nnumbers = [\"+1 800 555 0100\"]\n{postbacks}"),
         )
 }
 
@@ -234,8 +237,8 @@ fn main() {
     let delivered_per_second = (QUEUED - 1) as f64 / (last - first).as_secs_f64();
 
     // Webhooks beside deliveries, off then on.
-    let (off, _, _dir_off) = common::start_server_with_plan(DEMO_PLAN.to_owned(), &settings);
-    let (on, _, _dir_on) = common::start_server_with_plan(plan_with_postbacks(&url), &settings);
+    let (off, _, _dir_off) = common::start_server_with_plan(plan_with_postbacks(None), &settings);
+    let (on, _, _dir_on) = common::start_server_with_plan(plan_with_postbacks(Some(&url)), &settings);
     let before = taken.count.load(Ordering::Relaxed);
     let (off, on) = runtime.block_on(async {
         let off = paced_calls(&format!("http://{off}"), 0).await;

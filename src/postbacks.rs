@@ -10,11 +10,16 @@
 //! outbox heard of it sends it again (once its lease runs out), with the same
 //! `Idempotency-Key`, which receivers use to take it once.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use jiff::Timestamp;
 use tokio::{sync::mpsc, task::JoinSet};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::{
     domain::postback::{Due, SIGNATURE_HEADER, retry_delay, signature},
@@ -58,8 +63,12 @@ const IN_FLIGHT: usize = 64;
 /// backlog, holds only these few of the node's slots and everyone else's postbacks go on.
 const PER_ENDPOINT: usize = 8;
 
-/// When a postback given back for its endpoint's turn is due again.
-const NEXT_TURN: std::time::Duration = std::time::Duration::from_secs(1);
+/// An endpoint is slow once one of its tries has gone on this long: its postbacks beyond those
+/// in flight then go back to the outbox rather than wait on this node.
+const SLOW_AFTER: Duration = Duration::from_secs(1);
+
+/// When a postback given back for a slow endpoint's turn is due again.
+const NEXT_TURN: Duration = Duration::from_secs(1);
 
 /// How often the outbox is read when nobody said anything was queued (other nodes' retries,
 /// backed-off tries coming due).
@@ -123,6 +132,25 @@ struct Worker {
 /// Results recorded per transaction, at most.
 const RECORDED_TOGETHER: usize = 256;
 
+/// A try that ended: its endpoint, and when it started.
+type Ended = (String, std::time::Instant);
+
+/// One endpoint's postbacks on this node: those in flight, when the oldest of them started,
+/// and those leased and waiting their turn.
+#[derive(Default)]
+struct Lane {
+    started: VecDeque<std::time::Instant>,
+    waiting: VecDeque<Due>,
+}
+
+impl Lane {
+    /// An endpoint answers promptly while none of its tries has been going for long: its
+    /// postbacks may then wait here for a moment rather than go back to the outbox.
+    fn is_prompt(&self) -> bool {
+        self.started.front().is_none_or(|at| at.elapsed() < SLOW_AFTER)
+    }
+}
+
 impl Worker {
     async fn run(self, mut woken: mpsc::Receiver<()>) {
         // Tries end one by one, but are recorded together: one commit for all that ended
@@ -131,7 +159,7 @@ impl Worker {
         let (tried, results) = mpsc::channel(IN_FLIGHT * 4);
         tokio::spawn(record(self.store.clone(), results));
         let mut in_flight = JoinSet::new();
-        let mut per_endpoint: HashMap<String, usize> = HashMap::new();
+        let mut lanes: HashMap<String, Lane> = HashMap::new();
         // Whether the outbox may hold postbacks due: after a wake-up or a poll, or when the
         // last lease took all the room there was. (A lease is a write: not made for nothing.)
         let mut look = true;
@@ -140,7 +168,20 @@ impl Worker {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let room = IN_FLIGHT - in_flight.len();
+            // An endpoint that turned slow gives back what waits for it: those postbacks must
+            // not hold slots while its tries hang.
+            let stuck: Vec<Uuid> = (lanes.values_mut())
+                .filter(|lane| !lane.is_prompt())
+                .flat_map(|lane| lane.waiting.drain(..).map(|due| due.id))
+                .collect();
+            if !stuck.is_empty() {
+                let due_at = Timestamp::now() + NEXT_TURN;
+                if let Err(error) = self.store.release_postbacks(&stuck, due_at).await {
+                    tracing::warn!(%error, "could not give back postbacks; their lease will run out");
+                }
+            }
+            let waiting: usize = lanes.values().map(|lane| lane.waiting.len()).sum();
+            let room = IN_FLIGHT.saturating_sub(in_flight.len() + waiting);
             if room > 0 && look {
                 let now = Timestamp::now();
                 let until = now + self.delivery.lease();
@@ -149,20 +190,18 @@ impl Worker {
                         look = due.len() == room;
                         let mut later = Vec::new();
                         for postback in due {
-                            let busy = per_endpoint.entry(postback.url.clone()).or_default();
-                            if *busy >= PER_ENDPOINT {
+                            let lane = lanes.entry(postback.url.clone()).or_default();
+                            if lane.started.len() < PER_ENDPOINT {
+                                self.start(&mut in_flight, lane, postback, &tried);
+                            } else if lane.is_prompt() {
+                                lane.waiting.push_back(postback);
+                            } else {
                                 later.push(postback.id);
-                                continue;
                             }
-                            *busy += 1;
-                            let span =
-                                tracing::info_span!("postback", id = %postback.id, event = %postback.event);
-                            let tried = tried.clone();
-                            in_flight.spawn(self.clone().deliver(postback, tried).instrument(span));
                         }
                         if !later.is_empty() {
-                            // Their endpoint has its share in flight: they wait their turn (and
-                            // the lease is not looked at again for them before it comes).
+                            // Their endpoint is slow and has its share in flight: back to the
+                            // outbox for a while, so that they hold no slot meanwhile.
                             look = false;
                             if let Err(error) = self.store.release_postbacks(&later, now + NEXT_TURN).await {
                                 tracing::warn!(%error, "could not give back postbacks; their lease will run out");
@@ -177,12 +216,17 @@ impl Worker {
             }
             tokio::select! {
                 Some(ended) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok(url) = ended
-                        && let Some(busy) = per_endpoint.get_mut(&url)
+                    if let Ok((url, started)) = ended
+                        && let Some(lane) = lanes.get_mut(&url)
                     {
-                        *busy = busy.saturating_sub(1);
-                        if *busy == 0 {
-                            per_endpoint.remove(&url);
+                        if let Some(i) = lane.started.iter().position(|at| *at == started) {
+                            lane.started.remove(i);
+                        }
+                        if let Some(next) = lane.waiting.pop_front() {
+                            self.start(&mut in_flight, lane, next, &tried);
+                        }
+                        if lane.started.is_empty() && lane.waiting.is_empty() {
+                            lanes.remove(&url);
                         }
                     }
                 }
@@ -196,6 +240,20 @@ impl Worker {
                 _ = poll.tick() => look = true,
             }
         }
+    }
+
+    fn start(
+        &self,
+        in_flight: &mut JoinSet<Ended>,
+        lane: &mut Lane,
+        postback: Due,
+        tried: &mpsc::Sender<Tried>,
+    ) {
+        let started = std::time::Instant::now();
+        lane.started.push_back(started);
+        let span = tracing::info_span!("postback", id = %postback.id, event = %postback.event);
+        let delivered = self.clone().deliver(postback, tried.clone());
+        in_flight.spawn(async move { (delivered.await, started) }.instrument(span));
     }
 
     /// One try: its outcome goes to the recorder. Returns the endpoint it was for.

@@ -922,6 +922,9 @@ async fn settle_publisher(deps: &CallDeps, turn: &mut Turn, record: &mut CallRec
         Settlement::Unearned => (Money::ZERO, None),
         Settlement::Earned(terms) => {
             let duplicate = match record.caller.number() {
+                // Without a window nothing is a repeat: no need to ask (the payout is still
+                // marked, below, for the history).
+                Some(_) if terms.dedupe_seconds.get() == 0 => false,
                 Some(caller) => {
                     let ask = PayOnce {
                         caller: caller.clone(),
