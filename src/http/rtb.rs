@@ -221,23 +221,24 @@ const PING_COLUMNS: &[&str] = &[
     "request",
 ];
 
-impl PingLine {
-    fn new(logged: LoggedPing, at: Timestamp) -> Self {
-        let LoggedPing { ping, held } = logged;
+/// A line is the log's view of the ping, flattened.
+impl From<PingView> for PingLine {
+    fn from(view: PingView) -> Self {
+        let held = view.reservation;
         Self {
-            status: PingStatus::of(ping.outcome, held.as_ref(), at),
-            id: ping.id,
-            received_at: ping.received_at,
-            campaign_id: ping.campaign_id,
-            publisher_id: ping.publisher_id,
-            caller_number: ping.caller_number,
-            cached: ping.cached,
-            reason: ping.reason,
+            id: view.id,
+            received_at: view.received_at,
+            campaign_id: view.campaign_id,
+            publisher_id: view.publisher_id,
+            caller_number: view.caller_number,
+            status: view.status,
+            cached: view.cached,
+            reason: view.reason,
             reservation: held.as_ref().map(|h| h.uuid),
             buyer_id: held.as_ref().map(|h| h.buyer_id.to_string()),
             claimed_at: held.as_ref().and_then(|h| h.claimed_at),
             call_sid: held.and_then(|h| h.call_sid).map(String::from),
-            request: serde_json::to_string(&ping.request).unwrap_or_default(),
+            request: serde_json::to_string(&view.request).unwrap_or_default(),
         }
     }
 }
@@ -271,7 +272,9 @@ async fn export(
                 let next = (page.len() == filter.limit as usize)
                     .then(|| page.last().map(|p| p.ping.id))
                     .flatten();
-                let lines = page.into_iter().map(|p| PingLine::new(p, at)).collect::<Vec<_>>();
+                let lines = (page.into_iter())
+                    .map(|ping| PingLine::from(PingView::new(ping, at)))
+                    .collect::<Vec<_>>();
                 Ok((lines, next))
             }
         },

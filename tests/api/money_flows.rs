@@ -464,6 +464,18 @@ on_both_engines! {
         let pings = app.read("/rtb.csv").await.text().await.unwrap();
         assert!(pings.starts_with("id,received_at,campaign_id,publisher_id"), "{pings}");
         assert_eq!(pings.lines().count(), 1, "no pings yet: the header alone");
+        let main = app.id_of("/campaigns", "Main").await;
+        let key = expect_json(app.put(&format!("/campaigns/{main}/rtb_key"), serde_json::json!({})).await, StatusCode::OK).await;
+        let ping = serde_json::json!({"key": key["key"], "caller_number": "+14155559999", "publisher_id": "nobody"});
+        app.client.post(app.url("/rtbs.json")).json(&ping).send().await.unwrap();
+        let pings = app.read("/rtb.csv").await.text().await.unwrap();
+        let mut lines = csv::Reader::from_reader(pings.as_bytes());
+        let header = lines.headers().unwrap().clone();
+        let rows: Vec<csv::StringRecord> = lines.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 1, "{pings}");
+        let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+        assert_eq!((&rows[0][column("status")], &rows[0][column("campaign_id")]), ("rejected", main.as_str()), "{pings}");
+        assert!(rows[0][column("request")].contains("nobody"), "{pings}");
     }
 }
 
