@@ -135,7 +135,12 @@ impl Settlement {
         if call.publisher_id.is_none() || call.publisher_payout.is_some() {
             return Self::Later;
         }
-        let settled = |call: &CallRecord| call.is_ended() && call.attempts.iter().all(|a| a.status.is_some());
+        // A call taken for over (no end ever came) will hear nothing more either.
+        let settled = |call: &CallRecord| {
+            call.is_ended()
+                && (call.attempts.iter().all(|a| a.status.is_some())
+                    || call.outcome == Some(Outcome::TimedOut))
+        };
         match terms {
             Some(terms) if terms.is_met_by(call) => Self::Earned(*terms),
             _ if settled(call) => Self::Unearned,
@@ -227,6 +232,12 @@ mod tests {
         pending.begin_attempt(BuyerId::generate(), campaign, AttemptKind::Buyer, Some(false), t0);
         pending.hung_up(t0);
         assert_eq!(Settlement::of(&pending, Some(&per_conversion)), Settlement::Later);
+        let mut timed_out = pending.clone();
+        timed_out.outcome = Some(Outcome::TimedOut);
+        assert_eq!(
+            Settlement::of(&timed_out, Some(&per_conversion)),
+            Settlement::Unearned
+        );
         pending.attempt_ended(1, DialStatus::Completed, 120, Some(false), 90, t0);
         assert_eq!(
             Settlement::of(&pending, Some(&per_conversion)),
