@@ -203,7 +203,12 @@ async fn an_rtb_reservation_made_on_one_node_is_honoured_on_another() {
         .await
         .unwrap();
     let repeat = expect_json(repeat, StatusCode::OK).await;
-    assert_eq!(repeat["bid_id"], bid["bid_id"], "{repeat}");
+    assert!(bid["uuid"].is_string(), "{bid}");
+    assert_eq!(
+        (&repeat["uuid"], &repeat["cached"]),
+        (&bid["uuid"], &json!(true)),
+        "{repeat}"
+    );
     // The call lands on the second node, which claims it.
     let provider = TestApp::signing_client();
     let call = provider
