@@ -158,6 +158,7 @@ impl Worker {
         // for it less.
         let (tried, results) = mpsc::channel(IN_FLIGHT * 4);
         tokio::spawn(record(self.store.clone(), results));
+        tokio::spawn(count(self.store.clone(), self.metrics.clone()));
         let mut in_flight = JoinSet::new();
         let mut lanes: HashMap<String, Lane> = HashMap::new();
         // Whether the outbox may hold postbacks due: after a wake-up or a poll, or when the
@@ -316,6 +317,22 @@ impl Worker {
             status_code,
             retry_at,
         })
+    }
+}
+
+/// How often the outbox is counted for the metrics.
+const COUNT_EVERY: Duration = Duration::from_secs(2);
+
+/// Counts the outbox for `postback_outbox{status}`, now and then (a pending backlog or failed
+/// postbacks are worth an alert).
+async fn count(store: Arc<dyn Store>, metrics: Arc<Metrics>) {
+    let mut every = tokio::time::interval(COUNT_EVERY);
+    loop {
+        every.tick().await;
+        match store.outbox_counts().await {
+            Ok((pending, failed)) => metrics.outbox(pending, failed),
+            Err(error) => tracing::warn!(%error, "could not count the postback outbox"),
+        }
     }
 }
 

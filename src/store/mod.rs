@@ -238,6 +238,8 @@ pub trait PostbackStore: Send + Sync {
     ) -> Result<Vec<Due>, StoreError>;
     /// Records what tries came to, all in one transaction; each postback's lease is released.
     async fn record_tries(&self, tries: &[Tried]) -> Result<(), StoreError>;
+    /// How many postbacks are pending, and how many failed for good.
+    async fn outbox_counts(&self) -> Result<(u64, u64), StoreError>;
     /// Gives back postbacks this node leased but will not send now, due again at `due_at`.
     async fn release_postbacks(&self, ids: &[Uuid], due_at: Timestamp) -> Result<(), StoreError>;
     /// Newest first, narrowed by `filter`.

@@ -43,6 +43,12 @@ struct PostbackLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboxLabels {
+    /// `pending` or `failed`.
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PingLabels {
     status: &'static str,
     reason: String,
@@ -84,6 +90,7 @@ pub struct Metrics {
     drops: Family<DropLabels, Counter>,
     rtb_pings: Family<PingLabels, Counter>,
     postbacks: Family<PostbackLabels, Counter>,
+    outbox: Family<OutboxLabels, Gauge>,
 }
 
 /// From half a millisecond to about four seconds: decisions are budgeted well under a second,
@@ -106,6 +113,7 @@ impl Metrics {
             drops: Family::default(),
             rtb_pings: Family::default(),
             postbacks: Family::default(),
+            outbox: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -153,6 +161,11 @@ impl Metrics {
             "postback_tries",
             "Postback deliveries tried, by result",
             metrics.postbacks.clone(),
+        );
+        registry.register(
+            "postback_outbox",
+            "Postbacks in the outbox, every node's, by status: pending (queued or retrying) and failed (out of tries)",
+            metrics.outbox.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -204,6 +217,17 @@ impl Metrics {
     /// A postback delivery was tried: `delivered`, `retrying` or `failed` (for good).
     pub fn postback_try(&self, result: &'static str) {
         self.postbacks.get_or_create(&PostbackLabels { result }).inc();
+    }
+
+    /// The outbox as last counted.
+    pub fn outbox(&self, pending: u64, failed: u64) {
+        let set = |status, n: u64| {
+            self.outbox
+                .get_or_create(&OutboxLabels { status })
+                .set(i64::try_from(n).unwrap_or(i64::MAX))
+        };
+        set("pending", pending);
+        set("failed", failed);
     }
 
     /// Every metric, as Prometheus scrapes it.

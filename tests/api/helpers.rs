@@ -687,6 +687,10 @@ mod flaky {
             self.check()?;
             self.inner.record_tries(tries).await
         }
+        async fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
+            self.check()?;
+            self.inner.outbox_counts().await
+        }
         async fn release_postbacks(&self, ids: &[Uuid], due_at: Timestamp) -> Result<(), StoreError> {
             self.check()?;
             self.inner.release_postbacks(ids, due_at).await

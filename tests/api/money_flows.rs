@@ -366,6 +366,17 @@ on_both_engines! {
             actix_web::rt::time::sleep(Duration::from_millis(50)).await;
         };
         let row = &failed["data"][0];
+        // Worth an alert: the metrics count it (every 2 s).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = app.client.get(app.url("/metrics")).bearer_auth(crate::helpers::SUPERVISOR_TOKEN).send().await.unwrap().text().await.unwrap();
+            if metrics.contains("switchboard_postback_outbox{status=\"failed\"} 1") {
+                assert!(metrics.contains("switchboard_postback_tries_total{result=\"failed\"} 1"), "{metrics}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{metrics}");
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
         assert_eq!((row["event"].as_str(), row["attempts"].as_u64(), row["last_status_code"].as_u64()), (Some("call.converted"), Some(5), Some(500)), "{failed}");
         assert!(row["last_error"].as_str().unwrap().contains("500"), "{row}");
         let id = row["id"].as_str().unwrap().to_owned();

@@ -143,6 +143,17 @@ impl PostbackStore for SqlStore {
         finish(tx, result).await
     }
 
+    async fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
+        let (pending, failed): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT)
+             FROM postbacks WHERE status <> 'delivered'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((pending.unsigned_abs(), failed.unsigned_abs()))
+    }
+
     async fn release_postbacks(&self, ids: &[Uuid], due_at: Timestamp) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let result = async {
