@@ -588,7 +588,7 @@ async fn arrive(
         return (Some(record), Answer::Reject);
     };
     let entered = turn.plan.campaign(campaign);
-    record.publisher_id = publisher_of_number(&turn.plan, arrival.to, entered);
+    record.publisher_id = publisher_of_number(&turn.plan, dialed.as_ref(), entered);
     let blocked = (entered.zip(record.caller.number()))
         .is_some_and(|(campaign, caller)| turn.plan.blocks(campaign, caller));
     if blocked && !turn.answered_elsewhere {
@@ -621,10 +621,10 @@ async fn enter_and_route(
 /// The publisher given the tracking number dialed, if it belongs to the campaign's company.
 fn publisher_of_number(
     plan: &RoutingPlan,
-    to: &str,
+    dialed: Option<&E164>,
     campaign: Option<&Record<Campaign>>,
 ) -> Option<PublisherId> {
-    let publisher = plan.publisher_for_number(&E164::of_called(to)?)?;
+    let publisher = plan.publisher_for_number(dialed?)?;
     let company = plan.publisher_record(publisher)?.company_id;
     (company == campaign?.company_id).then_some(publisher)
 }
