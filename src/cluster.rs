@@ -10,13 +10,12 @@ use std::{
     time::Duration,
 };
 
-use actix::Addr;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::{
     calls::{
-        CapacityActor, DedupeActor, PlanCache,
+        Capacity, Dedupe, PlanCache,
         capacity_actor::{Apply, Hold},
         dedupe_actor::Learn,
     },
@@ -25,7 +24,7 @@ use crate::{
         cluster::News,
         dedupe::{StoredMark, Touch, Touched},
     },
-    rtb::{Learned, ReservationActor},
+    rtb::{Learned, Reservations},
     store::{Heard, Store, StoreError},
 };
 
@@ -38,9 +37,9 @@ const REMEMBERED: SignedDuration = SignedDuration::from_hours(5);
 
 /// The indexes that learn other nodes' news, and the routing plan they change.
 pub struct Indexes {
-    pub dedupe: Addr<DedupeActor>,
-    pub capacity: Addr<CapacityActor>,
-    pub reservations: Addr<ReservationActor>,
+    pub dedupe: Dedupe,
+    pub capacity: Capacity,
+    pub reservations: Reservations,
     pub plan: Arc<PlanCache>,
 }
 
@@ -131,19 +130,19 @@ async fn follow(
 ) {
     while let Some(heard) = heard.recv().await {
         match heard {
-            Heard::News(News::Touched(touched)) => indexes.dedupe.do_send(Learn(touched)),
-            Heard::News(News::Load(changes)) => indexes.capacity.do_send(Apply(changes)),
-            Heard::News(News::Held { buyer, leg, at }) => indexes.capacity.do_send(Hold {
+            Heard::News(News::Touched(touched)) => indexes.dedupe.tell(Learn(touched)),
+            Heard::News(News::Load(changes)) => indexes.capacity.tell(Apply(changes)),
+            Heard::News(News::Held { buyer, leg, at }) => indexes.capacity.tell(Hold {
                 buyer,
                 leg,
                 limit: None,
                 at,
             }),
-            Heard::News(News::Reserved(reservation)) => indexes.reservations.do_send(Learned {
+            Heard::News(News::Reserved(reservation)) => indexes.reservations.tell(Learned {
                 reservation,
                 claimed: false,
             }),
-            Heard::News(News::Claimed(reservation)) => indexes.reservations.do_send(Learned {
+            Heard::News(News::Claimed(reservation)) => indexes.reservations.tell(Learned {
                 reservation,
                 claimed: true,
             }),
@@ -162,13 +161,13 @@ async fn follow(
 
 async fn catch_up(store: &dyn Store, indexes: &Indexes) {
     match store.dedupe_marks().await {
-        Ok(marks) => indexes.dedupe.do_send(Learn(touches(marks))),
+        Ok(marks) => indexes.dedupe.tell(Learn(touches(marks))),
         Err(error) => tracing::error!(%error, "could not read the de-dupe marks again after a gap"),
     }
     match store.held_reservations(Timestamp::now()).await {
         Ok(held) => {
             for (reservation, claimed) in held {
-                indexes.reservations.do_send(Learned { reservation, claimed });
+                indexes.reservations.tell(Learned { reservation, claimed });
             }
         }
         Err(error) => tracing::error!(%error, "could not read the reservations again after a gap"),

@@ -3,12 +3,12 @@
 
 use std::{collections::HashMap, io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use actix::{Actor, Addr, Arbiter, ArbiterHandle};
+use actix::{Addr, Arbiter, ArbiterHandle};
 use actix_web::{App, HttpServer, dev::Server, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::{
-    calls::{CallDeps, CallTimings, Calls, CapacityActor, DedupeActor, PlanCache},
+    calls::{CallDeps, CallTimings, Calls, Capacity, CapacityActor, Dedupe, DedupeActor, PlanCache},
     clock::{Clock, SystemClock},
     cluster,
     config::{ConfigError, PublicUrl, Settings},
@@ -45,6 +45,9 @@ pub struct Runtime {
     pub timings: CallTimings,
     /// Fixes the draws between buyers of equal priority; random by default.
     pub routing_seed: u64,
+    /// Where call actors run; unset (the default), on the worker that received the call's
+    /// first webhook. (Tests hold a thread of their own up.)
+    pub call_actors: Option<ArbiterHandle>,
 }
 
 impl Default for Runtime {
@@ -53,6 +56,7 @@ impl Default for Runtime {
             clock: Arc::new(SystemClock),
             timings: CallTimings::default(),
             routing_seed: rand::random(),
+            call_actors: None,
         }
     }
 }
@@ -67,7 +71,9 @@ pub struct Application {
     hub: Addr<EventHub>,
     readiness: Arc<Readiness>,
     drain: Duration,
-    indexes: ArbiterHandle,
+    /// The de-dupe and capacity indexes (tests hold them up).
+    dedupe: Dedupe,
+    capacity: Capacity,
 }
 
 impl Application {
@@ -86,6 +92,7 @@ impl Application {
             clock,
             mut timings,
             routing_seed,
+            call_actors,
         } = runtime;
         timings.stuck_after = settings.stuck_call_after;
         timings.decision_budget = settings.decision_budget;
@@ -96,17 +103,18 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| PublicUrl::derived_from(address));
-        // Every decision asks the de-dupe and capacity indexes: they get a thread of their own.
-        let indexes = Arbiter::new().handle();
+        // The indexes' owners take the steps callers could not take in place (see
+        // `calls::owned`): on threads of their own, so that one held up holds no other.
+        let index_threads = [(); 3].map(|_| Arbiter::new().handle());
         // Both read the whole call history: side by side, each on a connection of its own.
         let (dedupe, capacity) = tokio::try_join!(
             DedupeActor::load(store.as_ref()),
             CapacityActor::load(store.as_ref(), clock.clone())
         )?;
-        let dedupe = DedupeActor::start_in_arbiter(&indexes, |_| dedupe);
-        let capacity = CapacityActor::start_in_arbiter(&indexes, |_| capacity);
+        let dedupe = dedupe.start(&index_threads[0]);
+        let capacity = capacity.start(&index_threads[1]);
         let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
-        let rtb_actors = rtb::start(store.clone(), clock.clone()).await?;
+        let rtb_actors = rtb::start(store.clone(), clock.clone(), &index_threads[2]).await?;
         let learning = cluster::Indexes {
             dedupe: dedupe.clone(),
             capacity: capacity.clone(),
@@ -118,7 +126,7 @@ impl Application {
         let outbox = postbacks::start(store.clone(), settings.postbacks, supervision.metrics.clone())?;
         let deps = CallDeps {
             store: store.clone(),
-            dedupe,
+            dedupe: dedupe.clone(),
             capacity: capacity.clone(),
             reservations: rtb_actors.reservations,
             plan: plan.clone(),
@@ -128,9 +136,10 @@ impl Application {
             routing_seed,
             outbox: outbox.clone(),
         };
+        let (deps_dedupe, deps_capacity) = (deps.dedupe.clone(), deps.capacity.clone());
         let rtb = Rtb::new(deps.clone(), rtb_actors.log);
         let rtb_for_http = web::Data::new(rtb.clone());
-        let calls = Calls::start(deps);
+        let calls = Calls::start_placed(deps, call_actors);
         let voice = web::Data::new(Voice {
             calls: calls.clone(),
             templates,
@@ -187,7 +196,8 @@ impl Application {
             hub: supervision.hub,
             readiness,
             drain: settings.drain,
-            indexes,
+            dedupe: deps_dedupe,
+            capacity: deps_capacity,
         })
     }
 
@@ -200,10 +210,10 @@ impl Application {
         &self.public_url
     }
 
-    /// The thread the de-dupe and capacity indexes run on. (Tests stall it, to see calls
-    /// answered within the decision budget without them.)
-    pub fn index_thread(&self) -> ArbiterHandle {
-        self.indexes.clone()
+    /// The de-dupe and capacity indexes. (Tests hold them up, to see calls answered within the
+    /// decision budget without them.)
+    pub fn indexes(&self) -> (Dedupe, Capacity) {
+        (self.dedupe.clone(), self.capacity.clone())
     }
 
     /// The live calls (tests and supervisors look at them).

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, Message,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message,
     SpawnHandle, WrapFuture,
 };
 use jiff::Timestamp;
@@ -14,7 +14,7 @@ use super::{
     CallDeps, Input, RecordingReport, Webhook, ask_within,
     capacity_actor::{Apply, Hold},
     dedupe_actor::{Learn, PayOnce},
-    registry::{CallRegistry, Closed},
+    registry::CallRegistry,
 };
 use crate::{
     domain::{
@@ -36,13 +36,13 @@ use crate::{
         timeline::{Event, TimelineEntry},
     },
     rtb::Claim,
-    store::{CallChange, SlotHold},
+    store::{CallChange, Saved, SlotHold},
 };
 
 pub struct CallActor {
     sid: CallSid,
     deps: CallDeps,
-    registry: Addr<CallRegistry>,
+    registry: Arc<CallRegistry>,
     /// `None` until the first webhook, which creates the call or resumes it from the store.
     record: Option<CallRecord>,
     /// What the store has not taken yet; retried until it does.
@@ -52,7 +52,7 @@ pub struct CallActor {
 }
 
 impl CallActor {
-    pub fn new(sid: CallSid, deps: CallDeps, registry: Addr<CallRegistry>) -> Self {
+    pub fn new(sid: CallSid, deps: CallDeps, registry: Arc<CallRegistry>) -> Self {
         Self {
             sid,
             deps,
@@ -96,10 +96,7 @@ impl Actor for CallActor {
         if !self.unsaved.is_empty() {
             tracing::error!(call_sid = %self.sid, "a call actor stopped with changes the store never took");
         }
-        self.registry.do_send(Closed {
-            sid: self.sid.clone(),
-            actor: ctx.address(),
-        });
+        self.registry.closed(&self.sid, &ctx.address());
     }
 }
 
@@ -138,7 +135,7 @@ impl Handler<Flush> for CallActor {
             async move {
                 if let Some(record) = &record {
                     let by = Instant::now() + deps.timings.store_budget;
-                    save(&deps, record, &mut unsaved, by).await;
+                    save(&deps, record, &mut unsaved, by, false).await;
                 }
                 (record, unsaved)
             }
@@ -211,9 +208,67 @@ const STORE_FLOOR: Duration = Duration::from_millis(50);
 async fn process(
     deps: &CallDeps,
     record: Option<CallRecord>,
-    mut unsaved: Unsaved,
+    unsaved: Unsaved,
     webhook: Webhook,
 ) -> (Option<CallRecord>, Unsaved, Answer) {
+    // A call's first webhook on a tracking number is nearly always a new call. Where this
+    // process is the store's only writer, it is taken for new without a read of the store
+    // before routing: its save inserts it only if the store holds no such call (see
+    // `CallChange::fresh`). Otherwise (the provider retried the first webhook across a
+    // restart) the turn is undone and taken again on the stored call.
+    let fresh =
+        record.is_none() && matches!(webhook.input, Input::Incoming { .. }) && !deps.store.is_shared();
+    let record = match record {
+        Some(record) => Some(record),
+        None if fresh => None,
+        None => resume(deps, &webhook.sid).await,
+    };
+    let (record, unsaved, answer, saved) = take_turn(deps, record, unsaved, &webhook, fresh).await;
+    if saved != Some(Saved::Existed) {
+        return (record, unsaved, answer);
+    }
+    tracing::info!("the call was in the store already: its first webhook is taken again on it");
+    let stored = resume(deps, &webhook.sid).await;
+    if let Some(untaken) = &record {
+        give_back_slots(deps, untaken, stored.as_ref());
+    }
+    let (record, unsaved, answer, _) = take_turn(deps, stored, Unsaved::default(), &webhook, false).await;
+    (record, unsaved, answer)
+}
+
+/// A turn taken on a call the store held already never happened: the slots it took are given
+/// back, and the stored call's open legs (one may have the same key) are held again. (Such a
+/// call's dial was never placed: the provider retried because it got no answer.)
+fn give_back_slots(deps: &CallDeps, untaken: &CallRecord, stored: Option<&CallRecord>) {
+    let leg = |attempt: &Attempt| Leg {
+        call: untaken.sid.clone(),
+        attempt: attempt.number,
+    };
+    let taken = untaken.attempts.iter().map(|a| LoadChange::Released(leg(a)));
+    deps.capacity.tell(Apply(taken.collect()));
+    let open = (stored.into_iter())
+        .filter(|call| !call.is_ended())
+        .flat_map(|call| &call.attempts)
+        .filter(|a| a.status.is_none() && a.ended_at.is_none());
+    for attempt in open {
+        deps.capacity.tell(Hold {
+            buyer: attempt.buyer_id,
+            leg: leg(attempt),
+            limit: None,
+            at: attempt.answered_at.unwrap_or(attempt.started_at),
+        });
+    }
+}
+
+/// One webhook applied to the call (`record`: `None` for a call nobody knows, or one `fresh`):
+/// the call after it, what is left unsaved, the answer, and what became of the save.
+async fn take_turn(
+    deps: &CallDeps,
+    record: Option<CallRecord>,
+    mut unsaved: Unsaved,
+    webhook: &Webhook,
+    fresh: bool,
+) -> (Option<CallRecord>, Unsaved, Answer, Option<Saved>) {
     let budget = deps.timings.decision_budget;
     let answer_by = webhook.received + budget;
     let mut turn = Turn {
@@ -227,10 +282,7 @@ async fn process(
         answer_by,
         answered_elsewhere: !webhook.actor_takes(),
     };
-    let mut record = match record {
-        Some(record) => Some(record),
-        None => resume(deps, &webhook.sid).await,
-    };
+    let mut record = record;
     let seen_before = match (&mut record, webhook.callback_key()) {
         (Some(record), Some(key)) => !record.status_callbacks.insert(key),
         _ => false,
@@ -245,7 +297,7 @@ async fn process(
         // A status callback the provider retried (or sent twice), or older news than what was
         // applied: nothing changes.
         tracing::debug!("a status callback seen before: nothing changes");
-        return (record, unsaved, Answer::Acknowledge);
+        return (record, unsaved, Answer::Acknowledge, None);
     }
     if webhook.input != Input::TimedOut {
         turn.note(Event::Webhook {
@@ -254,14 +306,14 @@ async fn process(
         });
     }
     if record.is_none()
-        && let Some(ended) = ended_without_record(&webhook)
+        && let Some(ended) = ended_without_record(webhook)
     {
         // Nothing is known here of a call whose leg or whole ended (its record could not be
         // read): its slots are freed all the same, before any routing afresh takes new ones.
-        deps.capacity.do_send(Apply(vec![ended]));
+        deps.capacity.tell(Apply(vec![ended]));
     }
     let before = record.clone();
-    let (mut record, answer) = apply(deps, &mut turn, record, &webhook).await;
+    let (mut record, answer) = apply(deps, &mut turn, record, webhook).await;
     if let Some(record) = &mut record {
         settle_publisher(deps, &mut turn, record).await;
         let events = events_of(before.as_ref(), record);
@@ -271,29 +323,32 @@ async fn process(
     }
     // The indexes learn at once, whatever the store does: the next decision must see it.
     if !turn.touched.is_empty() {
-        deps.dedupe.do_send(Learn(turn.touched.clone()));
+        deps.dedupe.tell(Learn(turn.touched.clone()));
     }
     if let Some(after) = &record {
         let changes = load_changes(before.as_ref(), after, turn.now);
         if !changes.is_empty() {
             unsaved.load.extend(changes.iter().cloned());
-            deps.capacity.do_send(Apply(changes));
+            deps.capacity.tell(Apply(changes));
         }
     }
+    let mut saved = None;
     if let Some(record) = &mut record {
         record.timeline_len += turn.timeline.len() as u32;
         unsaved.timeline.append(&mut turn.timeline);
         unsaved.conversions.extend(turn.conversion.take());
         unsaved.touched.append(&mut turn.touched);
         let by = turn.store_deadline(deps, turn.answer_by);
-        save(deps, record, &mut unsaved, by).await;
-        // After the save: a supervisor who reads the call on hearing of the change sees it.
-        (deps.supervision).call_changed(
-            before.as_ref().map(CallSummary::of).as_ref(),
-            CallSummary::of(record),
-        );
+        saved = save(deps, record, &mut unsaved, by, fresh).await;
+        if saved != Some(Saved::Existed) {
+            // After the save: a supervisor who reads the call on hearing of the change sees it.
+            (deps.supervision).call_changed(
+                before.as_ref().map(CallSummary::of).as_ref(),
+                CallSummary::of(record),
+            );
+        }
     }
-    (record, unsaved, answer)
+    (record, unsaved, answer, saved)
 }
 
 /// The call as stored, for a call this process holds no actor for (after a restart, or an
@@ -314,10 +369,17 @@ async fn resume(deps: &CallDeps, sid: &CallSid) -> Option<CallRecord> {
     }
 }
 
-/// Saves the call and everything unsaved, by `by`. What the store does not take stays in
+/// Saves the call and everything unsaved, by `by` (`fresh`: see [`CallChange::fresh`]); what
+/// became of it, or `None` if the store did not take it. What the store does not take stays in
 /// `unsaved`, retried on the next webhook or the next timer: the answer to the provider never
-/// waits longer than the budgets.
-async fn save(deps: &CallDeps, record: &CallRecord, unsaved: &mut Unsaved, by: Instant) {
+/// waits longer than the budgets. (A retry is not fresh: the first try may have been taken.)
+async fn save(
+    deps: &CallDeps,
+    record: &CallRecord,
+    unsaved: &mut Unsaved,
+    by: Instant,
+    fresh: bool,
+) -> Option<Saved> {
     let change = CallChange {
         call: record,
         timeline: &unsaved.timeline,
@@ -325,16 +387,25 @@ async fn save(deps: &CallDeps, record: &CallRecord, unsaved: &mut Unsaved, by: I
         touched: &unsaved.touched,
         load: &unsaved.load,
         postbacks: &unsaved.postbacks,
+        fresh,
     };
     match tokio::time::timeout_at(by, deps.store.save_call(&change)).await {
-        Ok(Ok(())) => {
+        Ok(Ok(Saved::Saved)) => {
             if !unsaved.postbacks.is_empty() {
                 deps.outbox.queued();
             }
             *unsaved = Unsaved::default();
+            Some(Saved::Saved)
         }
-        Ok(Err(error)) => tracing::error!(%error, "the call could not be saved yet; it will be retried"),
-        Err(_) => tracing::error!("the store did not save the call in time; it will be retried"),
+        Ok(Ok(Saved::Existed)) => Some(Saved::Existed),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "the call could not be saved yet; it will be retried");
+            None
+        }
+        Err(_) => {
+            tracing::error!("the store did not save the call in time; it will be retried");
+            None
+        }
     }
 }
 
@@ -650,7 +721,7 @@ async fn claim_reservation(
     let reservation = ask_within(
         "the reservation book",
         turn.decide_by,
-        deps.reservations.send(claim),
+        deps.reservations.ask(claim),
     )
     .await??;
     turn.note(Event::ReservationClaimed {
@@ -935,7 +1006,7 @@ async fn settle_publisher(deps: &CallDeps, turn: &mut Turn, record: &mut CallRec
                     // Money, not a caller waiting: the store's budget, not the decision's. If the
                     // index does not say, nothing is settled now (the next webhook asks again).
                     let by = Instant::now() + deps.timings.store_budget;
-                    match ask_within("the de-dupe index", by, deps.dedupe.send(ask)).await {
+                    match ask_within("the de-dupe index", by, deps.dedupe.ask(ask)).await {
                         Some(paid) => !paid,
                         None => return,
                     }
@@ -990,7 +1061,7 @@ async fn hold(deps: &CallDeps, turn: &Turn, buyer: &Record<Buyer>, leg: Leg) -> 
         at: turn.now,
     };
     if !deps.store.is_shared() && hold.limit.is_some() {
-        let held = ask_within("the capacity index", turn.decide_by, deps.capacity.send(hold)).await?;
+        let held = ask_within("the capacity index", turn.decide_by, deps.capacity.ask(hold)).await?;
         return Some(if held { Ok(()) } else { Err(Block::Concurrency) });
     }
     if deps.store.is_shared() && buyer.spec.caps.is_limited() {
@@ -1005,7 +1076,7 @@ async fn hold(deps: &CallDeps, turn: &Turn, buyer: &Record<Buyer>, leg: Leg) -> 
     }
     // Taken, or nothing to refuse (period caps were checked with the counts): this node's index
     // counts the leg (its views, and its first reading of the caps), and nobody waits for that.
-    deps.capacity.do_send(Hold { limit: None, ..hold });
+    deps.capacity.tell(Hold { limit: None, ..hold });
     Some(Ok(()))
 }
 

@@ -1,10 +1,12 @@
-//! The capacity index as an actor: one owner of every buyer's live legs and cap counts.
+//! The capacity index: every buyer's live legs and cap counts, owned by an actor and asked by
+//! every routing decision (in place when it is free: see [`owned`](super::owned)).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::ArbiterHandle;
 use jiff::Timestamp;
 
+use super::owned::{Owned, Step};
 use crate::{
     clock::Clock,
     domain::{
@@ -41,49 +43,43 @@ impl CapacityActor {
         index.load(history);
         Ok(Self { index, clock })
     }
-}
 
-impl Actor for CapacityActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Every routing decision asks it; a burst must queue, not fail.
-        ctx.set_mailbox_capacity(4096);
+    /// Its actor, on `arbiter`, and the handle calls ask it through.
+    pub fn start(self, arbiter: &ArbiterHandle) -> Capacity {
+        let clock = self.clock;
         // Lapsed legs hold nothing already; this only returns their memory.
-        ctx.run_interval(std::time::Duration::from_secs(60), |actor, _| {
-            actor.index.forget_lapsed(actor.clock.now());
-        });
+        let forget: Box<dyn Fn(&mut CapacityIndex) + Send> =
+            Box::new(move |index| index.forget_lapsed(clock.now()));
+        Owned::start(self.index, arbiter, Some((Duration::from_secs(60), forget)))
     }
 }
 
+/// The capacity index, as calls, pings, supervisors and other nodes' news reach it.
+pub type Capacity = Owned<CapacityIndex>;
+
 /// Which of these buyers of `plan` are at a cap at `at`, and which cap. (The plan travels as a
 /// shared pointer: nothing is copied per decision.)
-#[derive(Message)]
-#[rtype(result = "HashMap<BuyerId, Block>")]
 pub struct Blocked {
     pub plan: Arc<RoutingPlan>,
     pub buyers: Vec<BuyerId>,
     pub at: Timestamp,
 }
 
-impl Handler<Blocked> for CapacityActor {
-    type Result = MessageResult<Blocked>;
+impl Step for Blocked {
+    type Index = CapacityIndex;
+    type Output = HashMap<BuyerId, Block>;
 
-    fn handle(&mut self, msg: Blocked, _: &mut Self::Context) -> Self::Result {
-        MessageResult(
-            (msg.buyers.iter())
-                .filter_map(|id| {
-                    let buyer = msg.plan.buyer(*id)?;
-                    Some((buyer.id, self.index.blocked(buyer.id, &buyer.spec, msg.at)?))
-                })
-                .collect(),
-        )
+    fn take(self, index: &mut CapacityIndex) -> Self::Output {
+        (self.buyers.iter())
+            .filter_map(|id| {
+                let buyer = self.plan.buyer(*id)?;
+                Some((buyer.id, index.blocked(buyer.id, &buyer.spec, self.at)?))
+            })
+            .collect()
     }
 }
 
 /// Takes a concurrency slot for a leg about to be dialed; `false` when the buyer is full.
-#[derive(Message)]
-#[rtype(result = "bool")]
 pub struct Hold {
     pub buyer: BuyerId,
     pub leg: Leg,
@@ -91,85 +87,81 @@ pub struct Hold {
     pub at: Timestamp,
 }
 
-impl Handler<Hold> for CapacityActor {
-    type Result = bool;
+impl Step for Hold {
+    type Index = CapacityIndex;
+    type Output = bool;
 
-    fn handle(&mut self, msg: Hold, _: &mut Self::Context) -> bool {
-        self.index.hold(msg.buyer, msg.leg, msg.limit, msg.at)
+    fn take(self, index: &mut CapacityIndex) -> bool {
+        index.hold(self.buyer, self.leg, self.limit, self.at)
     }
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct Apply(pub Vec<LoadChange>);
 
-impl Handler<Apply> for CapacityActor {
-    type Result = ();
+impl Step for Apply {
+    type Index = CapacityIndex;
+    type Output = ();
 
-    fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
-        for change in msg.0 {
+    fn take(self, index: &mut CapacityIndex) {
+        for change in self.0 {
             match change {
-                LoadChange::Released(leg) => self.index.release(&leg),
-                LoadChange::CallEnded(call) => self.index.release_call(&call),
+                LoadChange::Released(leg) => index.release(&leg),
+                LoadChange::CallEnded(call) => index.release_call(&call),
                 LoadChange::Counted {
                     buyer,
                     leg,
                     counting,
                     at,
-                } => self.index.count(buyer, &leg, counting, at),
+                } => index.count(buyer, &leg, counting, at),
             }
         }
     }
 }
 
 /// An operator reset a cap (already stored).
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct Reset {
     pub buyer: BuyerId,
     pub period: CapPeriod,
     pub at: Timestamp,
 }
 
-impl Handler<Reset> for CapacityActor {
-    type Result = ();
+impl Step for Reset {
+    type Index = CapacityIndex;
+    type Output = ();
 
-    fn handle(&mut self, msg: Reset, _: &mut Self::Context) {
-        self.index.reset(msg.buyer, msg.period, msg.at);
+    fn take(self, index: &mut CapacityIndex) {
+        index.reset(self.buyer, self.period, self.at);
     }
 }
 
 /// Where a buyer stands against its caps.
-#[derive(Message)]
-#[rtype(result = "CapacityView")]
 pub struct View {
     pub buyer: Record<Buyer>,
     pub at: Timestamp,
 }
 
 /// Where each of several buyers stands, as of one moment.
-#[derive(Message)]
-#[rtype(result = "Vec<CapacityView>")]
 pub struct Views {
     pub buyers: Vec<Record<Buyer>>,
     pub at: Timestamp,
 }
 
-impl Handler<Views> for CapacityActor {
-    type Result = MessageResult<Views>;
+impl Step for Views {
+    type Index = CapacityIndex;
+    type Output = Vec<CapacityView>;
 
-    fn handle(&mut self, msg: Views, _: &mut Self::Context) -> Self::Result {
-        let views = (msg.buyers.iter())
-            .map(|buyer| self.index.view(buyer.id, &buyer.spec, msg.at))
-            .collect();
-        MessageResult(views)
+    fn take(self, index: &mut CapacityIndex) -> Self::Output {
+        (self.buyers.iter())
+            .map(|buyer| index.view(buyer.id, &buyer.spec, self.at))
+            .collect()
     }
 }
 
-impl Handler<View> for CapacityActor {
-    type Result = MessageResult<View>;
+impl Step for View {
+    type Index = CapacityIndex;
+    type Output = CapacityView;
 
-    fn handle(&mut self, msg: View, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.index.view(msg.buyer.id, &msg.buyer.spec, msg.at))
+    fn take(self, index: &mut CapacityIndex) -> CapacityView {
+        index.view(self.buyer.id, &self.buyer.spec, self.at)
     }
 }

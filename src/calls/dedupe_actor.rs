@@ -1,10 +1,12 @@
-//! The de-dupe index as an actor: one owner of the in-memory marks, asked by every call.
+//! The de-dupe index, owned by an actor and asked by every call (in place when it is free: see
+//! [`owned`](super::owned)).
 
 use std::collections::HashSet;
 
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::ArbiterHandle;
 use jiff::Timestamp;
 
+use super::owned::{Owned, Step};
 use crate::{
     domain::{
         dedupe::{DedupeIndex, Rule, Scope, Touch, Touched},
@@ -29,44 +31,38 @@ impl DedupeActor {
         tracing::info!(marks = index.len(), "de-dupe index loaded");
         Ok(Self { index })
     }
-}
 
-impl Actor for DedupeActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Every call asks it; a burst must queue, not fail.
-        ctx.set_mailbox_capacity(4096);
+    /// Its actor, on `arbiter`, and the handle calls ask it through.
+    pub fn start(self, arbiter: &ArbiterHandle) -> Dedupe {
+        Owned::start(self.index, arbiter, None)
     }
 }
 
+/// The de-dupe index, as calls, pings and other nodes' news reach it.
+pub type Dedupe = Owned<DedupeIndex>;
+
 /// Which of these buyers would consider a call from `caller` at `at` a duplicate?
-#[derive(Message)]
-#[rtype(result = "HashSet<BuyerId>")]
 pub struct Duplicates {
     pub caller: E164,
     pub rules: Vec<Rule>,
     pub at: Timestamp,
 }
 
-impl Handler<Duplicates> for DedupeActor {
-    type Result = MessageResult<Duplicates>;
+impl Step for Duplicates {
+    type Index = DedupeIndex;
+    type Output = HashSet<BuyerId>;
 
-    fn handle(&mut self, msg: Duplicates, _: &mut Self::Context) -> Self::Result {
-        MessageResult(
-            self.index
-                .duplicates(&msg.caller, &msg.rules, msg.at)
-                .into_iter()
-                .collect(),
-        )
+    fn take(self, index: &mut DedupeIndex) -> HashSet<BuyerId> {
+        index
+            .duplicates(&self.caller, &self.rules, self.at)
+            .into_iter()
+            .collect()
     }
 }
 
 /// May the caller earn this publisher a payout now? Yes unless its last one is inside the
 /// window; a yes is marked at once, in the same step, so that two calls from one caller never
 /// both earn it (the caller and publisher's de-dupe, as a conversion is a buyer's).
-#[derive(Message)]
-#[rtype(result = "bool")]
 pub struct PayOnce {
     pub caller: E164,
     pub scope: Scope,
@@ -74,36 +70,35 @@ pub struct PayOnce {
     pub at: Timestamp,
 }
 
-impl Handler<PayOnce> for DedupeActor {
-    type Result = bool;
+impl Step for PayOnce {
+    type Index = DedupeIndex;
+    type Output = bool;
 
-    fn handle(&mut self, msg: PayOnce, _: &mut Self::Context) -> bool {
-        let last_paid = self.index.mark(&msg.caller, &msg.scope).last_converted;
+    fn take(self, index: &mut DedupeIndex) -> bool {
+        let msg = self;
+        let last_paid = index.mark(&msg.caller, &msg.scope).last_converted;
         let duplicate = is_duplicate_for_publisher(
             &msg.terms,
             last_paid.map(Timestamp::as_millisecond),
             msg.at.as_millisecond(),
         );
         if !duplicate {
-            self.index
-                .record(&msg.caller, &msg.scope, Touch::Converted, msg.at);
+            index.record(&msg.caller, &msg.scope, Touch::Converted, msg.at);
         }
         !duplicate
     }
 }
 
 /// Touches already stored: the index learns them now, before the next decision.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct Learn(pub Vec<Touched>);
 
-impl Handler<Learn> for DedupeActor {
-    type Result = ();
+impl Step for Learn {
+    type Index = DedupeIndex;
+    type Output = ();
 
-    fn handle(&mut self, msg: Learn, _: &mut Self::Context) {
-        for touched in msg.0 {
-            self.index
-                .record(&touched.caller, &touched.scope, touched.touch, touched.at);
+    fn take(self, index: &mut DedupeIndex) {
+        for touched in self.0 {
+            index.record(&touched.caller, &touched.scope, touched.touch, touched.at);
         }
     }
 }

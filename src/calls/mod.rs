@@ -5,6 +5,7 @@
 mod call_actor;
 pub mod capacity_actor;
 pub mod dedupe_actor;
+pub mod owned;
 pub mod plan_cache;
 pub mod reaper;
 mod registry;
@@ -21,17 +22,16 @@ use std::{
 
 use tokio::time::{Instant, timeout, timeout_at};
 
-use actix::{Actor, Addr, Arbiter, MailboxError, Message};
+use actix::{Actor, ArbiterHandle, MailboxError, Message};
 use jiff::Timestamp;
 use rand::{SeedableRng, rngs::StdRng};
 
-use self::{
-    call_actor::Flush,
-    reaper::CallReaper,
-    registry::{Actors, CallRegistry, Closed, LiveCount, Open},
-};
+use self::{call_actor::Flush, reaper::CallReaper, registry::CallRegistry};
 pub use self::{
-    call_actor::is_final, capacity_actor::CapacityActor, dedupe_actor::DedupeActor, plan_cache::PlanCache,
+    call_actor::is_final,
+    capacity_actor::{Capacity, CapacityActor},
+    dedupe_actor::{Dedupe, DedupeActor},
+    plan_cache::PlanCache,
 };
 use self::{capacity_actor::Blocked, dedupe_actor::Duplicates};
 use crate::{
@@ -45,7 +45,7 @@ use crate::{
         routing::RoutingPlan,
     },
     postbacks::Outbox,
-    rtb::ReservationActor,
+    rtb::Reservations,
     store::Store,
     supervision::Supervision,
 };
@@ -54,10 +54,10 @@ use crate::{
 #[derive(Clone)]
 pub struct CallDeps {
     pub store: Arc<dyn Store>,
-    pub dedupe: Addr<DedupeActor>,
-    pub capacity: Addr<CapacityActor>,
+    pub dedupe: Dedupe,
+    pub capacity: Capacity,
     /// RTB reservations, which a call claims when it reaches their campaign.
-    pub reservations: Addr<ReservationActor>,
+    pub reservations: Reservations,
     pub plan: Arc<PlanCache>,
     /// Told of every change to a call: live events and metrics.
     pub supervision: Supervision,
@@ -97,7 +97,7 @@ impl CallDeps {
             rules: buyers.iter().map(|b| Rule::of(b)).collect(),
             at,
         };
-        ask_within("the de-dupe index", by, self.dedupe.send(check)).await
+        ask_within("the de-dupe index", by, self.dedupe.ask(check)).await
     }
 
     /// Which of `buyers` are at a cap now, or `None` if the index does not answer by `by`.
@@ -120,7 +120,7 @@ impl CallDeps {
             buyers: capped,
             at,
         };
-        ask_within("the capacity index", by, self.capacity.send(blocked)).await
+        ask_within("the capacity index", by, self.capacity.ask(blocked)).await
     }
 }
 
@@ -345,7 +345,7 @@ pub struct RecordingReport {
 /// The live calls, as the HTTP layer sees them.
 #[derive(Clone)]
 pub struct Calls {
-    registry: Addr<CallRegistry>,
+    registry: Arc<CallRegistry>,
     decision_budget: Duration,
 }
 
@@ -357,8 +357,14 @@ const ACTOR_LIMIT: Duration = Duration::from_secs(8);
 impl Calls {
     /// The registry of live calls, and the reaper of calls whose end never came.
     pub fn start(deps: CallDeps) -> Self {
+        Self::start_placed(deps, None)
+    }
+
+    /// As [`Calls::start`], with every call's actor on `place` rather than on the worker that
+    /// received its first webhook (tests hold that thread up).
+    pub fn start_placed(deps: CallDeps, place: Option<ArbiterHandle>) -> Self {
         let calls = Self {
-            registry: CallRegistry::new(deps.clone()).start(),
+            registry: Arc::new(CallRegistry::new(deps.clone(), place)),
             decision_budget: deps.timings.decision_budget,
         };
         CallReaper::new(calls.clone(), deps).start();
@@ -396,19 +402,10 @@ impl Calls {
     /// gets TwiML rather than an error.
     async fn deliver(&self, webhook: Webhook) -> Answer {
         for _ in 0..3 {
-            let open = Open {
-                sid: webhook.sid.clone(),
-                arbiter: Arbiter::current(),
-            };
-            let Ok(actor) = self.registry.send(open).await else {
-                break;
-            };
+            let actor = self.registry.open(&webhook.sid);
             match actor.send(webhook.clone()).await {
                 Ok(answer) => return answer,
-                Err(MailboxError::Closed) => self.registry.do_send(Closed {
-                    sid: webhook.sid.clone(),
-                    actor,
-                }),
+                Err(MailboxError::Closed) => self.registry.closed(&webhook.sid, &actor),
                 Err(MailboxError::Timeout) => break,
             }
         }
@@ -438,15 +435,14 @@ impl Calls {
 
     /// Saves what any call's actor holds that the store has not taken yet (before a stop).
     pub async fn flush(&self) {
-        let actors = self.registry.send(Actors).await.unwrap_or_default();
-        for actor in actors {
+        for actor in self.registry.actors() {
             // An actor that stopped meanwhile has nothing left to save.
             let _ = actor.send(Flush).await;
         }
     }
 
     /// How many calls have a live actor.
-    pub async fn live(&self) -> usize {
-        self.registry.send(LiveCount).await.unwrap_or_default()
+    pub fn live(&self) -> usize {
+        self.registry.live_count()
     }
 }

@@ -1,107 +1,73 @@
 //! The call registry: which actor holds which call, shared by every HTTP worker.
 //!
 //! A call's webhooks land on any worker, so the map from call to actor cannot live in a
-//! worker. The registry is one actor; it starts a call's actor on the arbiter (worker thread)
-//! that received the call's first webhook, which spreads calls over the workers.
+//! worker. It is a concurrent map every worker reads in place: finding a call's actor costs a
+//! shard lock, not a message to a central actor and a wake-up of its thread (which, under load,
+//! was two context switches per webhook). A call's actor is started on the worker (arbiter)
+//! that received its first webhook, which spreads calls over the workers and keeps a new call's
+//! first webhook on one thread.
 
-use std::collections::HashMap;
-
-use actix::{Actor, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message};
+use actix::{Actor, Addr, ArbiterHandle};
+use dashmap::DashMap;
 
 use super::{CallDeps, call_actor::CallActor};
 use crate::domain::call::CallSid;
 
 pub struct CallRegistry {
     deps: CallDeps,
-    live: HashMap<CallSid, Addr<CallActor>>,
+    live: DashMap<CallSid, Addr<CallActor>>,
+    /// Where new call actors run, when not on the worker asking (tests hold that thread up).
+    place: Option<ArbiterHandle>,
 }
 
 impl CallRegistry {
-    pub fn new(deps: CallDeps) -> Self {
+    pub fn new(deps: CallDeps, place: Option<ArbiterHandle>) -> Self {
         Self {
             deps,
-            live: HashMap::new(),
+            live: DashMap::new(),
+            place,
         }
     }
-}
 
-impl Actor for CallRegistry {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(4096);
-    }
-}
-
-/// The actor of a call, started if the call has none.
-#[derive(Message)]
-#[rtype(result = "Addr<CallActor>")]
-pub struct Open {
-    pub sid: CallSid,
-    /// Where a new actor runs: the arbiter of the worker asking.
-    pub arbiter: ArbiterHandle,
-}
-
-impl Handler<Open> for CallRegistry {
-    type Result = Addr<CallActor>;
-
-    fn handle(&mut self, msg: Open, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(actor) = self.live.get(&msg.sid)
+    /// The actor of a call, started if the call has none. Must be called on an actix arbiter
+    /// (an HTTP worker, or the system's thread): that is where a new actor runs.
+    pub fn open(self: &std::sync::Arc<Self>, sid: &CallSid) -> Addr<CallActor> {
+        if let Some(actor) = self.live.get(sid)
             && actor.connected()
         {
             return actor.clone();
         }
-        let (sid, deps, registry) = (msg.sid.clone(), self.deps.clone(), ctx.address());
-        let actor = CallActor::start_in_arbiter(&msg.arbiter, move |_| CallActor::new(sid, deps, registry));
-        self.live.insert(msg.sid, actor.clone());
-        actor
+        // Under the shard's lock, so that two webhooks of a new call arriving together on two
+        // workers get one actor.
+        let mut entry = self.live.entry(sid.clone()).or_insert_with(|| self.start(sid));
+        if !entry.connected() {
+            *entry = self.start(sid);
+        }
+        entry.clone()
     }
-}
 
-/// A call's actor stopped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Closed {
-    pub sid: CallSid,
-    pub actor: Addr<CallActor>,
-}
-
-impl Handler<Closed> for CallRegistry {
-    type Result = ();
-
-    fn handle(&mut self, msg: Closed, _: &mut Self::Context) {
-        // Only if it is still the one registered: a newer actor may hold the call already.
-        if self.live.get(&msg.sid) == Some(&msg.actor) {
-            self.live.remove(&msg.sid);
+    fn start(self: &std::sync::Arc<Self>, sid: &CallSid) -> Addr<CallActor> {
+        let actor = CallActor::new(sid.clone(), self.deps.clone(), self.clone());
+        match &self.place {
+            Some(arbiter) => CallActor::start_in_arbiter(arbiter, move |_| actor),
+            None => actor.start(),
         }
     }
-}
 
-/// Every call actor still running.
-#[derive(Message)]
-#[rtype(result = "Vec<Addr<CallActor>>")]
-pub struct Actors;
+    /// A call's actor stopped: forgotten, unless a newer actor holds the call already.
+    pub fn closed(&self, sid: &CallSid, actor: &Addr<CallActor>) {
+        self.live.remove_if(sid, |_, registered| registered == actor);
+    }
 
-impl Handler<Actors> for CallRegistry {
-    type Result = Vec<Addr<CallActor>>;
-
-    fn handle(&mut self, _: Actors, _: &mut Self::Context) -> Self::Result {
-        self.live
-            .values()
-            .filter(|actor| actor.connected())
-            .cloned()
+    /// Every call actor still running.
+    pub fn actors(&self) -> Vec<Addr<CallActor>> {
+        (self.live.iter())
+            .filter(|entry| entry.connected())
+            .map(|entry| entry.value().clone())
             .collect()
     }
-}
 
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct LiveCount;
-
-impl Handler<LiveCount> for CallRegistry {
-    type Result = usize;
-
-    fn handle(&mut self, _: LiveCount, _: &mut Self::Context) -> usize {
-        self.live.values().filter(|actor| actor.connected()).count()
+    pub fn live_count(&self) -> usize {
+        self.live.iter().filter(|entry| entry.connected()).count()
     }
 }

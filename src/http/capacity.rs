@@ -6,7 +6,6 @@
 //! period with when it started and when it restarts; `POST /buyers/{id}/caps/{cap}/reset`
 //! (`hourly`, `daily`, `monthly` or `lifetime`) restarts that count now.
 
-use actix::Addr;
 use actix_web::{HttpResponse, http::Method, web};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,7 @@ use super::{
 };
 use crate::{
     calls::{
-        CapacityActor, PlanCache,
+        self, PlanCache,
         capacity_actor::{Reset, View, Views},
     },
     clock::Clock,
@@ -39,7 +38,7 @@ pub fn routes() -> [ApiRoute; 3] {
     ]
 }
 
-type Capacity = web::Data<Addr<CapacityActor>>;
+type Capacity = web::Data<calls::Capacity>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +74,7 @@ async fn load(
         .cloned()
         .collect();
     let views = capacity
-        .send(Views {
+        .ask(Views {
             buyers: buyers.clone(),
             at: clock.now(),
         })
@@ -110,7 +109,7 @@ async fn show(
 /// The buyer's standing as the capacity index sees it at `at`.
 async fn view(capacity: &Capacity, buyer: Record<Buyer>, at: Timestamp) -> Result<HttpResponse, ApiError> {
     let view = capacity
-        .send(View { buyer, at })
+        .ask(View { buyer, at })
         .await
         .map_err(|_| ApiError::Internal)?;
     Ok(HttpResponse::Ok().json(view))
@@ -135,7 +134,7 @@ async fn reset(
     // Stored first: a reset the store did not take would be undone by the next restart.
     store.reset_cap(buyer, period, at).await?;
     // Queued before the view, so the view shows the reset.
-    capacity.do_send(Reset { buyer, period, at });
+    capacity.tell(Reset { buyer, period, at });
     tracing::info!(buyer_id = %buyer, cap = %period, "cap reset by an operator");
     view(&capacity, record, at).await
 }

@@ -17,7 +17,7 @@ use self::{
 };
 pub use self::{
     log::{Flush, RtbLog},
-    reservations::{Claim, Learned, ReservationActor},
+    reservations::{Claim, Learned, ReservationActor, Reservations},
 };
 use crate::{
     calls::CallDeps,
@@ -39,18 +39,19 @@ use crate::{
 pub async fn start(
     store: Arc<dyn Store>,
     clock: Arc<dyn crate::clock::Clock>,
+    arbiter: &actix::ArbiterHandle,
 ) -> Result<RtbActors, StoreError> {
     let log = RtbLog::new(store.clone()).start();
     let reservations = ReservationActor::load(store.as_ref(), clock, log.clone())
         .await?
-        .start();
+        .start(arbiter);
     Ok(RtbActors { log, reservations })
 }
 
 #[derive(Clone)]
 pub struct RtbActors {
     pub log: Addr<RtbLog>,
-    pub reservations: Addr<ReservationActor>,
+    pub reservations: Reservations,
 }
 
 /// Answers pings. Cheap to clone.
@@ -183,7 +184,7 @@ impl Rtb {
                 caller: caller.clone(),
                 at: ping.at,
             };
-            if let Ok(Some(held)) = self.deps.reservations.send(find).await {
+            if let Ok(Some(held)) = self.deps.reservations.ask(find).await {
                 return (held.bid(true), Some(held));
             }
         }
@@ -247,19 +248,14 @@ impl Rtb {
             reservation: reservation.clone(),
             at: ping.at,
         };
-        let (kept, cached) = self
-            .deps
-            .reservations
-            .send(reserve)
-            .await
-            .unwrap_or_else(|error| {
-                // The bid stands (the publisher may still send the call; it routes as usual), but
-                // nothing holds the buyer for it. The log still shows what was bid, until when.
-                tracing::error!(%error, "the reservation book did not answer; the bid is not held");
-                let bid = Box::new(reservation.clone());
-                self.log.do_send(Write(RtbWrite::Reserved(bid)));
-                (reservation, false)
-            });
+        let (kept, cached) = self.deps.reservations.ask(reserve).await.unwrap_or_else(|error| {
+            // The bid stands (the publisher may still send the call; it routes as usual), but
+            // nothing holds the buyer for it. The log still shows what was bid, until when.
+            tracing::error!(%error, "the reservation book did not answer; the bid is not held");
+            let bid = Box::new(reservation.clone());
+            self.log.do_send(Write(RtbWrite::Reserved(bid)));
+            (reservation, false)
+        });
         (kept.bid(cached), Some(kept))
     }
 

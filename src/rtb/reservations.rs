@@ -1,13 +1,15 @@
-//! The reservation book as an actor: one owner of the live reservations, asked by pings (is
-//! there one already? keep this one) and by calls arriving (claim it).
+//! The reservation book: the live reservations, owned by an actor and asked by pings (is there
+//! one already? keep this one) and by calls arriving (claim it), in place when it is free (see
+//! [`owned`](crate::calls::owned)).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{Addr, ArbiterHandle};
 use jiff::Timestamp;
 
 use super::log::{RtbLog, Write};
 use crate::{
+    calls::owned::{Owned, Step},
     clock::Clock,
     domain::{
         call::CallSid,
@@ -39,79 +41,82 @@ impl ReservationActor {
         tracing::info!(reservations = book.len(), "RTB reservations loaded");
         Ok(Self { book, log, clock })
     }
-}
 
-impl Actor for ReservationActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Every ping and every arriving call asks it; a burst must queue, not fail.
-        ctx.set_mailbox_capacity(4096);
+    /// Its actor, on `arbiter`, and the handle pings and calls ask it through.
+    pub fn start(self, arbiter: &ArbiterHandle) -> Reservations {
+        let clock = self.clock;
         // Expired reservations hold nothing already; this only returns their memory.
-        ctx.run_interval(std::time::Duration::from_secs(60), |actor, _| {
-            actor.book.forget_expired(actor.clock.now());
-        });
+        let forget: Box<dyn Fn(&mut Booked) + Send> =
+            Box::new(move |booked| booked.book.forget_expired(clock.now()));
+        let booked = Booked {
+            book: self.book,
+            log: self.log,
+        };
+        Owned::start(booked, arbiter, Some((Duration::from_secs(60), forget)))
     }
 }
 
+/// The book, and the log that hears of every reservation kept and claimed.
+pub struct Booked {
+    book: ReservationBook,
+    log: Addr<RtbLog>,
+}
+
+/// The reservation book, as pings, calls and other nodes' news reach it.
+pub type Reservations = Owned<Booked>;
+
 /// The caller's live reservation in the campaign, if it has one.
-#[derive(Message)]
-#[rtype(result = "Option<Reservation>")]
 pub struct Find {
     pub campaign: CampaignId,
     pub caller: E164,
     pub at: Timestamp,
 }
 
-impl Handler<Find> for ReservationActor {
-    type Result = Option<Reservation>;
+impl Step for Find {
+    type Index = Booked;
+    type Output = Option<Reservation>;
 
-    fn handle(&mut self, msg: Find, _: &mut Self::Context) -> Self::Result {
-        self.book.find(msg.campaign, &msg.caller, msg.at).cloned()
+    fn take(self, booked: &mut Booked) -> Self::Output {
+        booked.book.find(self.campaign, &self.caller, self.at).cloned()
     }
 }
 
 /// Keep a bid's reservation, unless the caller got one meanwhile: the one kept, and whether it
 /// was there already.
-#[derive(Message)]
-#[rtype(result = "(Reservation, bool)")]
 pub struct Reserve {
     pub reservation: Reservation,
     pub at: Timestamp,
 }
 
-impl Handler<Reserve> for ReservationActor {
-    type Result = MessageResult<Reserve>;
+impl Step for Reserve {
+    type Index = Booked;
+    type Output = (Reservation, bool);
 
-    fn handle(&mut self, msg: Reserve, _: &mut Self::Context) -> Self::Result {
-        let (kept, cached) = self.book.reserve(msg.reservation, msg.at);
+    fn take(self, booked: &mut Booked) -> Self::Output {
+        let (kept, cached) = booked.book.reserve(self.reservation, self.at);
         if !cached {
-            self.log
-                .do_send(Write(RtbWrite::Reserved(Box::new(kept.clone()))));
+            (booked.log).do_send(Write(RtbWrite::Reserved(Box::new(kept.clone()))));
         }
-        MessageResult((kept, cached))
+        (kept, cached)
     }
 }
 
 /// A reservation another node made or claimed (or the store holds): the book learns it.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct Learned {
     pub reservation: Reservation,
     pub claimed: bool,
 }
 
-impl Handler<Learned> for ReservationActor {
-    type Result = ();
+impl Step for Learned {
+    type Index = Booked;
+    type Output = ();
 
-    fn handle(&mut self, msg: Learned, _: &mut Self::Context) {
-        self.book.load(msg.reservation, msg.claimed);
+    fn take(self, booked: &mut Booked) {
+        booked.book.load(self.reservation, self.claimed);
     }
 }
 
 /// The caller's call reached the campaign: its live reservation there, now claimed (once).
-#[derive(Message)]
-#[rtype(result = "Option<Reservation>")]
 pub struct Claim {
     pub campaign: CampaignId,
     pub caller: E164,
@@ -119,15 +124,16 @@ pub struct Claim {
     pub at: Timestamp,
 }
 
-impl Handler<Claim> for ReservationActor {
-    type Result = Option<Reservation>;
+impl Step for Claim {
+    type Index = Booked;
+    type Output = Option<Reservation>;
 
-    fn handle(&mut self, msg: Claim, _: &mut Self::Context) -> Self::Result {
-        let claimed = self.book.claim(msg.campaign, &msg.caller, msg.at)?;
-        self.log.do_send(Write(RtbWrite::Claimed {
+    fn take(self, booked: &mut Booked) -> Self::Output {
+        let claimed = booked.book.claim(self.campaign, &self.caller, self.at)?;
+        booked.log.do_send(Write(RtbWrite::Claimed {
             reservation: Box::new(claimed.clone()),
-            call_sid: msg.call_sid,
-            at: msg.at,
+            call_sid: self.call_sid,
+            at: self.at,
         }));
         Some(claimed)
     }

@@ -53,7 +53,7 @@ pub trait CallStore: Send + Sync {
     /// timeline entries, and the conversions and de-dupe marks not stored yet. The new entries
     /// are the last `timeline.len()` of the call's `timeline_len`. Saving the same change twice
     /// changes nothing more, so a failed save can simply be retried.
-    async fn save_call(&self, change: &CallChange<'_>) -> Result<(), StoreError>;
+    async fn save_call(&self, change: &CallChange<'_>) -> Result<Saved, StoreError>;
     async fn call(&self, sid: &CallSid) -> Result<Option<CallRecord>, StoreError>;
     async fn timeline(&self, sid: &CallSid) -> Result<Vec<TimelineEntry>, StoreError>;
     /// Every de-dupe mark, to rebuild the index at start-up.
@@ -205,6 +205,17 @@ pub struct CallChange<'a> {
     pub load: &'a [LoadChange],
     /// Postbacks to queue in the outbox (delivered once the save commits).
     pub postbacks: &'a [Postback],
+    /// The call was taken for new without reading the store: it is saved only if the store
+    /// holds no call by its sid (else nothing is, and the save says [`Saved::Existed`]).
+    pub fresh: bool,
+}
+
+/// What became of a call's save.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Saved,
+    /// The change was fresh and the store held the call already: nothing was saved.
+    Existed,
 }
 
 /// Companies' block lists.

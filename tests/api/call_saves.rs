@@ -13,7 +13,9 @@ use switchboard::{
         postback::{Postback, PostbackEndpoint, PostbackEvent, PostbackSecret, PostbackStatus},
         timeline::{Event, TimelineEntry},
     },
-    store::{CallChange, CallStore, PostbackFilter, PostbackStore, StoreError, Tried, TryFailed, TryOutcome},
+    store::{
+        CallChange, CallStore, PostbackFilter, PostbackStore, Saved, StoreError, Tried, TryFailed, TryOutcome,
+    },
 };
 
 use crate::helpers::{TestStore, on_both_engines};
@@ -57,8 +59,10 @@ async fn save(
             touched,
             load: &[],
             postbacks: &[],
+            fresh: false,
         })
         .await
+        .map(|_| ())
 }
 
 fn reasons(timeline: &[TimelineEntry]) -> Vec<String> {
@@ -83,6 +87,33 @@ on_both_engines! {
             assert_eq!(stored.caller.raw(), format!("+1415555{n:04}"));
             assert_eq!(stored.timeline_len, 2);
             assert_eq!(reasons(&s.store.timeline(&sid(n)).await.unwrap()), ["first", "second"]);
+        }
+    }
+
+    async fn fresh_saves_insert_new_calls_and_leave_a_stored_one_untouched(s: TestStore) {
+        let mut stored = new_call(1, "+14155550100");
+        save(&s.store, &mut stored, &["stored"], &[]).await.unwrap();
+        // Taken for new, all at once (so that they share commits): one of them is stored.
+        let mut calls: Vec<_> = (1..40).map(|n| new_call(n, &format!("+1415555{n:04}"))).collect();
+        for call in &mut calls {
+            call.state = CallState::Dialing;
+            call.timeline_len = 1;
+        }
+        let (timeline, store) = ([entry("fresh")], &s.store);
+        let saves = calls.iter().map(|call| {
+            let change = CallChange { call, timeline: &timeline, conversions: &[], touched: &[], load: &[], postbacks: &[], fresh: true };
+            async move { store.save_call(&change).await }
+        });
+        let outcomes: Vec<Saved> = join_all(saves).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(outcomes[0], Saved::Existed, "call 1 was stored already");
+        assert!(outcomes[1..].iter().all(|o| *o == Saved::Saved), "{outcomes:?}");
+        let one = s.store.call(&sid(1)).await.unwrap().unwrap();
+        assert_eq!((one.state, one.caller.raw()), (CallState::Routing, "+14155550100"), "untouched");
+        assert_eq!(reasons(&s.store.timeline(&sid(1)).await.unwrap()), ["stored"]);
+        for n in 2..40 {
+            let call = s.store.call(&sid(n)).await.unwrap().expect("a fresh call is stored");
+            assert_eq!(call.state, CallState::Dialing);
+            assert_eq!(reasons(&s.store.timeline(&sid(n)).await.unwrap()), ["fresh"]);
         }
     }
 
@@ -197,7 +228,7 @@ on_both_engines! {
         let store = &s.store;
         let call = new_call(1, "+14155550123");
         let queued: Vec<Postback> = (0..3).map(|n| postback(&call, PostbackEvent::Converted, n)).collect();
-        let change = CallChange { call: &call, timeline: &[], conversions: &[], touched: &[], load: &[], postbacks: &queued };
+        let change = CallChange { call: &call, timeline: &[], conversions: &[], touched: &[], load: &[], postbacks: &queued, fresh: false };
         store.save_call(&change).await.unwrap();
         // The same change saved again (a retry): nothing is queued twice, even under new ids.
         let again: Vec<Postback> = queued.iter().map(|p| Postback { id: uuid::Uuid::now_v7(), ..p.clone() }).collect();

@@ -53,6 +53,7 @@ pub fn test_runtime() -> Runtime {
         clock: Arc::new(SystemClock),
         timings: test_timings(),
         routing_seed: 1,
+        call_actors: None,
     }
 }
 
@@ -169,7 +170,8 @@ pub struct TestApp {
     pub store: Arc<SqlStore>,
     pub calls: switchboard::calls::Calls,
     /// Where the de-dupe and capacity indexes run: a test may hold it up.
-    pub index_thread: actix::ArbiterHandle,
+    /// The de-dupe and capacity indexes, which tests hold up.
+    pub indexes: (switchboard::calls::Dedupe, switchboard::calls::Capacity),
     pub db: TestDb,
     /// Kept across a restart: the same clock goes on.
     pub runtime: Runtime,
@@ -247,14 +249,14 @@ impl TestApp {
             .expect("start the service");
         let address = format!("http://{}", app.address());
         let calls = app.calls();
-        let index_thread = app.index_thread();
+        let indexes = app.indexes();
         actix_web::rt::spawn(app.run_until_stopped());
         Some(Self {
             address,
             client: reqwest::Client::new(),
             store,
             calls,
-            index_thread,
+            indexes,
             db,
             runtime,
         })
@@ -584,7 +586,7 @@ mod flaky {
 
     #[async_trait]
     impl CallStore for FlakyStore {
-        async fn save_call(&self, change: &CallChange<'_>) -> Result<(), StoreError> {
+        async fn save_call(&self, change: &CallChange<'_>) -> Result<switchboard::store::Saved, StoreError> {
             self.check()?;
             self.inner.save_call(change).await
         }

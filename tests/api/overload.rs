@@ -67,6 +67,10 @@ struct Budgeted(TestApp);
 
 impl Budgeted {
     async fn start(engine: Engine) -> Option<Self> {
+        Self::start_with(engine, test_runtime()).await
+    }
+
+    async fn start_with(engine: Engine, runtime: switchboard::startup::Runtime) -> Option<Self> {
         let db = TestDb::create(engine).await?;
         let store = switchboard::store::SqlStore::connect_and_migrate(&db.url)
             .await
@@ -79,9 +83,7 @@ impl Budgeted {
         let budget = BUDGET.as_millis().to_string();
         let mut settings = TEST_SETTINGS.to_vec();
         settings.push(("DECISION_BUDGET_MS", &budget));
-        TestApp::start_on_with(db, &settings, test_runtime())
-            .await
-            .map(Self)
+        TestApp::start_on_with(db, &settings, runtime).await.map(Self)
     }
 
     /// A call arrives on `number`: the answer, and how long it took.
@@ -109,7 +111,8 @@ on_both_engines! {
     async fn held_up_indexes_get_the_fallback_buyer_or_the_explicit_end_within_the_budget(app: Budgeted) {
         // The de-dupe and capacity indexes stop answering for a while (long enough for every
         // request below, however slow the machine).
-        app.0.index_thread.spawn_fn(|| std::thread::sleep(Duration::from_secs(6)));
+        app.0.indexes.0.hold_for(Duration::from_secs(6));
+        app.0.indexes.1.hold_for(Duration::from_secs(6));
         let stalled_until = Instant::now() + Duration::from_secs(6);
 
         let (response, took) = app.arrive(1, MAIN).await;
@@ -148,12 +151,16 @@ on_both_engines! {
     }
 }
 
-/// The call's actor cannot even be reached (the registry's thread, this test's, is held up):
-/// the provider still gets the explicit end within the budget, and once the actor gets the
+/// The call's actor cannot take the webhook up (the thread it runs on, this test's, is held
+/// up): the provider still gets the explicit end within the budget, and once the actor gets the
 /// webhook it records that end rather than route the call.
 #[actix_web::test]
 async fn a_call_no_actor_takes_up_in_time_gets_the_explicit_end_and_it_is_recorded() {
-    let Some(app) = Budgeted::start(Engine::Sqlite).await else {
+    let runtime = switchboard::startup::Runtime {
+        call_actors: Some(actix::Arbiter::current()),
+        ..test_runtime()
+    };
+    let Some(app) = Budgeted::start_with(Engine::Sqlite, runtime).await else {
         return;
     };
     // The server starts serving on this thread's first await.

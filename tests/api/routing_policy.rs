@@ -7,7 +7,11 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use serde_json::Value;
-use switchboard::clock::ManualClock;
+use switchboard::{
+    clock::ManualClock,
+    domain::{call::CallSid, timeline::Event},
+    store::CallStore,
+};
 
 use crate::{
     helpers::{Engine, TestApp, expect_error, expect_json, on_both_engines},
@@ -224,6 +228,26 @@ on_both_engines! {
         policy.set_time("2026-11-23T22:00:00Z");
         assert_eq!(policy.whole_call(4, 10).await, SPARE, "17:00: closed");
         assert_eq!(policy.first_verdicts(4).await[0], pair("Capped", "closed"));
+    }
+
+    async fn a_first_webhook_retried_across_a_restart_dials_once_and_keeps_one_slot(policy: Policy) {
+        let (first, _) = policy.arrive(1).await;
+        assert_eq!(first, CAPPED);
+        let Policy { app, clock } = policy;
+        let policy = Policy { app: app.restart().await, clock };
+        // The provider never got that answer and asks again, of the restarted service (which
+        // takes a first webhook for a new call unless its save finds the call stored).
+        let (again, _) = policy.arrive(1).await;
+        assert_eq!(again, CAPPED, "the same dial again");
+        let sid_1 = CallSid::parse(&sid(1)).unwrap();
+        let call = policy.app.store.call(&sid_1).await.unwrap().unwrap();
+        assert_eq!(call.attempts.len(), 1, "no second attempt");
+        let timeline = policy.app.store.timeline(&sid_1).await.unwrap();
+        let decisions = timeline.iter().filter(|e| matches!(e.event, Event::Decision(_))).count();
+        assert_eq!(decisions, 1, "routed once: {timeline:?}");
+        let capped = policy.buyer_id("Capped").await;
+        assert_eq!(policy.caps(&capped).await["concurrency"]["live"], 1, "one slot, the stored call's");
+        assert_eq!(policy.arrive(2).await.0, SPARE, "Capped is still full");
     }
 
     async fn a_leg_in_progress_keeps_its_slot_across_a_restart(policy: Policy) {

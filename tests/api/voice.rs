@@ -43,7 +43,7 @@ impl std::ops::Deref for Acme {
 async fn live_calls_once_settled(app: &TestApp) -> usize {
     let mut live = usize::MAX;
     for _ in 0..50 {
-        live = app.calls.live().await;
+        live = app.calls.live();
         if live == 0 {
             break;
         }
@@ -245,7 +245,7 @@ on_both_engines! {
     async fn a_call_finds_its_actor_gone_once_it_ends(app: Acme) {
         let url = app.url("/voice/incoming");
         let (_, action) = dialed(app.webhook(&url, &incoming(&sid(7), CALLER, MAIN)).await).await;
-        assert_eq!(app.calls.live().await, 1);
+        assert_eq!(app.calls.live(), 1);
         app.webhook(&action, &dial_ended(&sid(7), "completed", 100)).await;
         app.webhook(&app.url("/voice/status"), &call_over(&sid(7))).await;
         let live = live_calls_once_settled(&app).await;

@@ -11,6 +11,7 @@
 //! matters because a later save of the call row replaces an earlier one.
 
 use std::{
+    collections::HashSet,
     hash::{BuildHasher, RandomState},
     time::Duration,
 };
@@ -21,13 +22,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Backend, calls::save_all, cluster::Newsroom, finish};
 use crate::{
     domain::{
-        call::{CallRecord, Conversion},
+        call::{CallRecord, CallSid, Conversion},
         capacity::LoadChange,
         dedupe::Touched,
         postback::Postback,
         timeline::TimelineEntry,
     },
-    store::{CallChange, StoreError},
+    store::{CallChange, Saved, StoreError},
 };
 
 /// The most saves one commit takes: enough to absorb any burst a server sees, few enough that
@@ -51,7 +52,7 @@ pub(super) struct CallWriters {
 
 struct Queued {
     change: OwnedChange,
-    saved: oneshot::Sender<Result<(), StoreError>>,
+    saved: oneshot::Sender<Result<Saved, StoreError>>,
 }
 
 /// A [`CallChange`] the writer can hold after the caller stopped waiting: a save whose caller
@@ -63,6 +64,7 @@ struct OwnedChange {
     touched: Vec<Touched>,
     load: Vec<LoadChange>,
     postbacks: Vec<Postback>,
+    fresh: bool,
 }
 
 impl OwnedChange {
@@ -74,6 +76,7 @@ impl OwnedChange {
             touched: change.touched.to_vec(),
             load: change.load.to_vec(),
             postbacks: change.postbacks.to_vec(),
+            fresh: change.fresh,
         }
     }
 
@@ -85,6 +88,7 @@ impl OwnedChange {
             touched: &self.touched,
             load: &self.load,
             postbacks: &self.postbacks,
+            fresh: self.fresh,
         }
     }
 }
@@ -135,7 +139,7 @@ impl CallWriters {
     }
 
     /// Queues the change and waits until it is committed, or failed.
-    pub(super) async fn save(&self, change: &CallChange<'_>) -> Result<(), StoreError> {
+    pub(super) async fn save(&self, change: &CallChange<'_>) -> Result<Saved, StoreError> {
         let writer = self.hasher.hash_one(change.call.sid.as_str()) as usize % self.queues.len();
         let (saved, outcome) = oneshot::channel();
         let queued = Queued {
@@ -174,7 +178,8 @@ impl Db {
         })
     }
 
-    async fn commit(&self, changes: &[CallChange<'_>]) -> Result<(), StoreError> {
+    /// Commits `changes`; the fresh calls the store held already (nothing of theirs saved).
+    async fn commit(&self, changes: &[CallChange<'_>]) -> Result<HashSet<CallSid>, StoreError> {
         let commit = async {
             let mut tx = self.begin().await?;
             let result = save_all(&mut tx, self.backend, &self.newsroom, changes).await;
@@ -194,9 +199,9 @@ async fn commit(db: &Db, batch: &mut Vec<Queued>) {
     if batch.len() > 1 {
         let changes: Vec<_> = batch.iter().map(|queued| queued.change.as_change()).collect();
         match db.commit(&changes).await {
-            Ok(()) => {
+            Ok(existed) => {
                 for queued in batch.drain(..) {
-                    let _ = queued.saved.send(Ok(()));
+                    let _ = queued.saved.send(Ok(outcome(&queued.change, &existed)));
                 }
                 return;
             }
@@ -215,6 +220,14 @@ async fn commit(db: &Db, batch: &mut Vec<Queued>) {
     }
     for queued in batch.drain(..) {
         let result = db.commit(&[queued.change.as_change()]).await;
-        let _ = queued.saved.send(result);
+        let _ = (queued.saved).send(result.map(|existed| outcome(&queued.change, &existed)));
+    }
+}
+
+fn outcome(change: &OwnedChange, existed: &HashSet<CallSid>) -> Saved {
+    if change.fresh && existed.contains(&change.call.sid) {
+        Saved::Existed
+    } else {
+        Saved::Saved
     }
 }

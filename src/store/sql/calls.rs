@@ -22,7 +22,7 @@ use crate::{
         postback::Postback,
         timeline::TimelineEntry,
     },
-    store::{CallChange, CallStore, StoreError},
+    store::{CallChange, CallStore, Saved, StoreError},
 };
 
 fn ms(at: Timestamp) -> i64 {
@@ -35,7 +35,7 @@ fn optional_timestamp(ms: Option<i64>) -> Result<Option<Timestamp>, StoreError> 
 
 #[async_trait]
 impl CallStore for SqlStore {
-    async fn save_call(&self, change: &CallChange<'_>) -> Result<(), StoreError> {
+    async fn save_call(&self, change: &CallChange<'_>) -> Result<Saved, StoreError> {
         self.call_writers.save(change).await
     }
 
@@ -110,7 +110,13 @@ pub(super) async fn save_all(
     backend: Backend,
     newsroom: &Newsroom,
     changes: &[CallChange<'_>],
-) -> Result<(), StoreError> {
+) -> Result<HashSet<CallSid>, StoreError> {
+    let existed = insert_fresh(conn, backend, changes).await?;
+    let kept: Vec<CallChange<'_>> = (changes.iter())
+        .filter(|change| !existed.contains(&change.call.sid))
+        .copied()
+        .collect();
+    let changes = kept.as_slice();
     let rows = Rows::of(changes)?;
     // Parents first: attempts and entries refer to their call.
     over_rows(conn, backend, &UPSERT_CALLS, &rows.calls).await?;
@@ -133,7 +139,39 @@ pub(super) async fn save_all(
         });
         publish(conn, newsroom, news).await?;
     }
-    Ok(())
+    Ok(existed)
+}
+
+/// Inserts the calls taken for new (see [`CallChange::fresh`]), in one statement whatever
+/// their number; the ones the store held already are returned, and nothing of their changes
+/// is saved. This is how a call's first webhook learns whether the call is new without a read
+/// of its own before routing: the question rides on the commit the answer waits for anyway.
+async fn insert_fresh(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    changes: &[CallChange<'_>],
+) -> Result<HashSet<CallSid>, StoreError> {
+    let fresh: Vec<CallJson<'_>> = (changes.iter())
+        .filter(|change| change.fresh)
+        .map(|change| CallJson::of(change.call))
+        .collect::<Result<_, _>>()?;
+    if fresh.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let sql = match backend {
+        Backend::Sqlite => INSERT_FRESH_CALLS[0],
+        Backend::Postgres => INSERT_FRESH_CALLS[1],
+    };
+    let inserted: HashSet<String> = sqlx::query_scalar(sql)
+        .bind(to_json(&fresh)?)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    Ok((changes.iter())
+        .filter(|change| change.fresh && !inserted.contains(change.call.sid.as_str()))
+        .map(|change| change.call.sid.clone())
+        .collect())
 }
 
 /// The rows that saving `changes` writes, each table's merged.
@@ -154,7 +192,10 @@ impl<'a> Rows<'a> {
         for change in changes.iter().rev() {
             let call = change.call;
             if seen_calls.insert(call.sid.as_str()) {
-                calls.push(CallJson::of(call)?);
+                // A fresh call's row was inserted already (see `insert_fresh`).
+                if !change.fresh {
+                    calls.push(CallJson::of(call)?);
+                }
                 for attempt in &call.attempts {
                     attempts.push(AttemptJson::of(&call.sid, attempt)?);
                 }
@@ -251,13 +292,15 @@ macro_rules! over_json_rows {
 /// An `INSERT … SELECT` over the JSON array bound to `$1`. (`WHERE true` tells SQLite's
 /// parser that `ON CONFLICT` belongs to the insert, not the select.)
 macro_rules! from_json_rows {
-    ($insert:literal, $conflict:literal) => {
+    ($insert:expr, $conflict:expr) => {
         over_json_rows!(concat!($insert, " FROM"), concat!("WHERE true ", $conflict))
     };
 }
 
-static UPSERT_CALLS: [&str; 2] = from_json_rows!(
-    "INSERT INTO calls (call_sid, caller, caller_number, called, company_id, campaign_id,
+/// A call row from the JSON array's element `j.value`.
+macro_rules! insert_calls {
+    () => {
+        "INSERT INTO calls (call_sid, caller, caller_number, called, company_id, campaign_id,
         visited_campaigns, state, outcome, drop_reason, buyer_id, duplicate, converted, attempts,
         duplicate_buyers, used_fallback, redirects, timeline_len, started_at_ms,
         state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided, status_callbacks,
@@ -275,7 +318,12 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         CAST(j.value ->> 'duplicates_avoided' AS BIGINT), j.value ->> 'status_callbacks',
         j.value ->> 'caller_state', j.value ->> 'recordings', j.value ->> 'publisher_id',
         CAST(j.value ->> 'publisher_duplicate' AS BIGINT),
-        CAST(j.value ->> 'publisher_payout_cents' AS BIGINT), CAST(j.value ->> 'bid_payout_cents' AS BIGINT)",
+        CAST(j.value ->> 'publisher_payout_cents' AS BIGINT), CAST(j.value ->> 'bid_payout_cents' AS BIGINT)"
+    };
+}
+
+static UPSERT_CALLS: [&str; 2] = from_json_rows!(
+    insert_calls!(),
     "ON CONFLICT (call_sid) DO UPDATE SET
         company_id = excluded.company_id, campaign_id = excluded.campaign_id,
         visited_campaigns = excluded.visited_campaigns, state = excluded.state,
@@ -290,6 +338,13 @@ static UPSERT_CALLS: [&str; 2] = from_json_rows!(
         status_callbacks = excluded.status_callbacks, recordings = excluded.recordings,
         publisher_id = excluded.publisher_id, publisher_duplicate = excluded.publisher_duplicate,
         publisher_payout_cents = excluded.publisher_payout_cents, bid_payout_cents = excluded.bid_payout_cents"
+);
+
+// Calls taken for new without reading the store: each is inserted unless the store holds it
+// already, and the ones inserted are returned.
+static INSERT_FRESH_CALLS: [&str; 2] = from_json_rows!(
+    insert_calls!(),
+    "ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid"
 );
 
 // The outbox: a retried save queues nothing twice.
@@ -722,6 +777,7 @@ mod tests {
             touched,
             load: &[],
             postbacks: &[],
+            fresh: false,
         }
     }
 
