@@ -19,7 +19,12 @@ use std::{
 use sqlx::{AnyPool, Transaction, any::Any};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, calls::save_all, cluster::Newsroom, finish};
+use super::{
+    Backend,
+    calls::{Written, save_all},
+    cluster::Newsroom,
+    finish,
+};
 use crate::{
     domain::{
         call::{CallRecord, CallSid, Conversion},
@@ -181,9 +186,28 @@ impl Db {
     /// Commits `changes`; the fresh calls the store held already (nothing of theirs saved).
     async fn commit(&self, changes: &[CallChange<'_>]) -> Result<HashSet<CallSid>, StoreError> {
         let commit = async {
-            let mut tx = self.begin().await?;
-            let result = save_all(&mut tx, self.backend, &self.newsroom, changes).await;
-            finish(tx, result).await
+            let mut existed = HashSet::new();
+            // Twice at most: the second time, the calls found stored are left out, and no other
+            // writer can store one meanwhile (SQLite's write lock is held from `BEGIN`).
+            loop {
+                let kept: Vec<CallChange<'_>> = (changes.iter())
+                    .filter(|change| !existed.contains(&change.call.sid))
+                    .copied()
+                    .collect();
+                let mut tx = self.begin().await?;
+                match save_all(&mut tx, self.backend, &self.newsroom, &kept).await {
+                    Ok(Written::Done(more)) => {
+                        finish(tx, Ok(())).await?;
+                        existed.extend(more);
+                        return Ok(existed);
+                    }
+                    Ok(Written::Undo(more)) => {
+                        tx.rollback().await?;
+                        existed.extend(more);
+                    }
+                    Err(error) => return finish(tx, Err(error)).await,
+                }
+            }
         };
         tokio::time::timeout(COMMIT_LIMIT, commit)
             .await

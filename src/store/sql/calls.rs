@@ -110,8 +110,86 @@ pub(super) async fn save_all(
     backend: Backend,
     newsroom: &Newsroom,
     changes: &[CallChange<'_>],
+) -> Result<Written, StoreError> {
+    match backend {
+        Backend::Sqlite => save_on_sqlite(conn, changes).await,
+        Backend::Postgres => save_on_postgres(conn, newsroom, changes).await.map(Written::Done),
+    }
+}
+
+/// What a save wrote.
+pub(super) enum Written {
+    /// Everything but the fresh calls the store held already, which are named.
+    Done(HashSet<CallSid>),
+    /// The fresh calls named were stored already, and changes of theirs were written: the
+    /// transaction must be rolled back and the save made again without them.
+    Undo(HashSet<CallSid>),
+}
+
+/// Every table's rows for one save on SQLite, read by [`SAVE_ON_SQLITE`].
+#[derive(Serialize)]
+struct Document<'a> {
+    fresh: Vec<CallJson<'a>>,
+    calls: Vec<CallJson<'a>>,
+    attempts: Vec<AttemptJson<'a>>,
+    events: Vec<EventJson<'a>>,
+    conversions: Vec<ConversionJson<'a>>,
+    marks: Vec<MarkRow<'a>>,
+    postbacks: Vec<PostbackJson<'a>>,
+    saved: Vec<SidJson<'a>>,
+}
+
+/// On SQLite, in one statement: a fresh call the store held already is only found out once
+/// its changes are written with the others' (rarely: a first webhook retried across a restart),
+/// and then the whole is written again without it.
+async fn save_on_sqlite(conn: &mut AnyConnection, changes: &[CallChange<'_>]) -> Result<Written, StoreError> {
+    let Rows {
+        calls,
+        attempts,
+        events,
+        conversions,
+        marks,
+        postbacks,
+    } = Rows::of(changes)?;
+    let document = Document {
+        fresh: fresh_rows(changes)?,
+        calls,
+        attempts,
+        events,
+        conversions,
+        marks,
+        postbacks,
+        saved: saved_sids(changes),
+    };
+    let inserted: Vec<String> = sqlx::query_scalar(SAVE_ON_SQLITE)
+        .bind(to_json(&document)?)
+        .fetch_all(&mut *conn)
+        .await?;
+    let existed = not_inserted(changes, &inserted);
+    Ok(if existed.is_empty() {
+        Written::Done(existed)
+    } else {
+        Written::Undo(existed)
+    })
+}
+
+/// On PostgreSQL, a statement per table: the fresh calls first, so that what the store held
+/// already is left out of the rest.
+async fn save_on_postgres(
+    conn: &mut AnyConnection,
+    newsroom: &Newsroom,
+    changes: &[CallChange<'_>],
 ) -> Result<HashSet<CallSid>, StoreError> {
-    let existed = insert_fresh(conn, backend, changes).await?;
+    let fresh = fresh_rows(changes)?;
+    let inserted: Vec<String> = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(INSERT_FRESH_CALLS)
+            .bind(to_json(&fresh)?)
+            .fetch_all(&mut *conn)
+            .await?
+    };
+    let existed = not_inserted(changes, &inserted);
     let kept: Vec<CallChange<'_>> = (changes.iter())
         .filter(|change| !existed.contains(&change.call.sid))
         .copied()
@@ -119,59 +197,51 @@ pub(super) async fn save_all(
     let changes = kept.as_slice();
     let rows = Rows::of(changes)?;
     // Parents first: attempts and entries refer to their call.
-    over_rows(conn, backend, &UPSERT_CALLS, &rows.calls).await?;
-    over_rows(conn, backend, &UPSERT_ATTEMPTS, &rows.attempts).await?;
-    over_rows(conn, backend, &INSERT_EVENTS, &rows.events).await?;
-    over_rows(conn, backend, &INSERT_CONVERSIONS, &rows.conversions).await?;
-    over_rows(conn, backend, &UPSERT_MARKS, &rows.marks).await?;
-    over_rows(conn, backend, &INSERT_POSTBACKS, &rows.postbacks).await?;
-    let saved: Vec<SidJson> = (rows.calls.iter())
-        .map(|call| SidJson {
-            call_sid: &call.row.call_sid,
-        })
-        .collect();
-    over_rows(conn, backend, &FREE_SLOTS, &saved).await?;
-    if backend == Backend::Postgres {
-        let news = changes.iter().flat_map(|change| {
-            let touched = (!change.touched.is_empty()).then(|| News::Touched(change.touched.to_vec()));
-            let load = (!change.load.is_empty()).then(|| News::Load(change.load.to_vec()));
-            touched.into_iter().chain(load)
-        });
-        publish(conn, newsroom, news).await?;
-    }
+    over_rows(conn, UPSERT_CALLS, &rows.calls).await?;
+    over_rows(conn, UPSERT_ATTEMPTS, &rows.attempts).await?;
+    over_rows(conn, INSERT_EVENTS, &rows.events).await?;
+    over_rows(conn, INSERT_CONVERSIONS, &rows.conversions).await?;
+    over_rows(conn, UPSERT_MARKS, &rows.marks).await?;
+    over_rows(conn, INSERT_POSTBACKS, &rows.postbacks).await?;
+    over_rows(conn, FREE_SLOTS, &saved_sids(changes)).await?;
+    let news = changes.iter().flat_map(|change| {
+        let touched = (!change.touched.is_empty()).then(|| News::Touched(change.touched.to_vec()));
+        let load = (!change.load.is_empty()).then(|| News::Load(change.load.to_vec()));
+        touched.into_iter().chain(load)
+    });
+    publish(conn, newsroom, news).await?;
     Ok(existed)
 }
 
-/// Inserts the calls taken for new (see [`CallChange::fresh`]), in one statement whatever
-/// their number; the ones the store held already are returned, and nothing of their changes
-/// is saved. This is how a call's first webhook learns whether the call is new without a read
-/// of its own before routing: the question rides on the commit the answer waits for anyway.
-async fn insert_fresh(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    changes: &[CallChange<'_>],
-) -> Result<HashSet<CallSid>, StoreError> {
-    let fresh: Vec<CallJson<'_>> = (changes.iter())
+/// The rows of the calls taken for new (see [`CallChange::fresh`]), inserted only where the
+/// store has no such call: that is how a call's first webhook learns whether the call is new
+/// without a read of its own before routing. The question rides on the commit the answer
+/// waits for anyway.
+fn fresh_rows<'a>(changes: &[CallChange<'a>]) -> Result<Vec<CallJson<'a>>, StoreError> {
+    (changes.iter())
         .filter(|change| change.fresh)
         .map(|change| CallJson::of(change.call))
-        .collect::<Result<_, _>>()?;
-    if fresh.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let sql = match backend {
-        Backend::Sqlite => INSERT_FRESH_CALLS[0],
-        Backend::Postgres => INSERT_FRESH_CALLS[1],
-    };
-    let inserted: HashSet<String> = sqlx::query_scalar(sql)
-        .bind(to_json(&fresh)?)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-    Ok((changes.iter())
+        .collect()
+}
+
+/// The fresh calls not among those `inserted`: the store held them already.
+fn not_inserted(changes: &[CallChange<'_>], inserted: &[String]) -> HashSet<CallSid> {
+    let inserted: HashSet<&str> = inserted.iter().map(String::as_str).collect();
+    (changes.iter())
         .filter(|change| change.fresh && !inserted.contains(change.call.sid.as_str()))
         .map(|change| change.call.sid.clone())
-        .collect())
+        .collect()
+}
+
+/// Every call saved, whose ended legs' slots are freed.
+fn saved_sids<'a>(changes: &[CallChange<'a>]) -> Vec<SidJson<'a>> {
+    let mut seen = HashSet::new();
+    (changes.iter())
+        .filter(|change| seen.insert(change.call.sid.as_str()))
+        .map(|change| SidJson {
+            call_sid: change.call.sid.as_str(),
+        })
+        .collect()
 }
 
 /// The rows that saving `changes` writes, each table's merged.
@@ -256,44 +326,46 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Runs one of the statements below over `rows`, as a JSON array.
+/// Runs one of the PostgreSQL statements below over `rows`, as a JSON array.
 async fn over_rows<T: Serialize>(
     conn: &mut AnyConnection,
-    backend: Backend,
-    sql: &[&'static str; 2],
+    sql: &'static str,
     rows: &[T],
 ) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let sql = match backend {
-        Backend::Sqlite => sql[0],
-        Backend::Postgres => sql[1],
-    };
     sqlx::query(sql).bind(to_json(&rows)?).execute(&mut *conn).await?;
     Ok(())
 }
 
-/// A statement that reads the JSON array bound to `$1` as rows, each element as `j.value`,
-/// for SQLite and for PostgreSQL: the array goes between `$before` and `$after`.
+/// A statement that reads rows from JSON, each element as `j.value`: on SQLite, the array at
+/// `$key` of the document bound to `$1` (every statement of a save reads the same document,
+/// so that they run as one); on PostgreSQL, the array bound to `$1`. The rows go between
+/// `$before` and `$after`.
 macro_rules! over_json_rows {
-    ($before:expr, $after:expr) => {
-        [
-            concat!($before, " jsonb_each($1) AS j ", $after),
-            concat!(
-                $before,
-                " json_array_elements(CAST($1 AS json)) AS j(value) ",
-                $after
-            ),
-        ]
+    (sqlite, $key:literal, $before:expr, $after:expr) => {
+        concat!($before, " jsonb_each($1, '$.", $key, "') AS j ", $after)
+    };
+    (postgres, $key:literal, $before:expr, $after:expr) => {
+        concat!(
+            $before,
+            " json_array_elements(CAST($1 AS json)) AS j(value) ",
+            $after
+        )
     };
 }
 
-/// An `INSERT … SELECT` over the JSON array bound to `$1`. (`WHERE true` tells SQLite's
-/// parser that `ON CONFLICT` belongs to the insert, not the select.)
+/// An `INSERT … SELECT` over rows from JSON (see `over_json_rows`). (`WHERE true` tells
+/// SQLite's parser that `ON CONFLICT` belongs to the insert, not the select.)
 macro_rules! from_json_rows {
-    ($insert:expr, $conflict:expr) => {
-        over_json_rows!(concat!($insert, " FROM"), concat!("WHERE true ", $conflict))
+    ($engine:ident, $key:literal, $insert:expr, $conflict:expr) => {
+        over_json_rows!(
+            $engine,
+            $key,
+            concat!($insert, " FROM"),
+            concat!("WHERE true ", $conflict)
+        )
     };
 }
 
@@ -322,99 +394,178 @@ macro_rules! insert_calls {
     };
 }
 
-static UPSERT_CALLS: [&str; 2] = from_json_rows!(
-    insert_calls!(),
-    "ON CONFLICT (call_sid) DO UPDATE SET
-        company_id = excluded.company_id, campaign_id = excluded.campaign_id,
-        visited_campaigns = excluded.visited_campaigns, state = excluded.state,
-        outcome = excluded.outcome, drop_reason = excluded.drop_reason,
-        buyer_id = excluded.buyer_id, duplicate = excluded.duplicate,
-        converted = excluded.converted, attempts = excluded.attempts,
-        duplicate_buyers = excluded.duplicate_buyers, used_fallback = excluded.used_fallback,
-        redirects = excluded.redirects, timeline_len = excluded.timeline_len,
-        state_changed_at_ms = excluded.state_changed_at_ms, ended_at_ms = excluded.ended_at_ms,
-        entry_campaign_id = excluded.entry_campaign_id,
-        duplicates_avoided = excluded.duplicates_avoided,
-        status_callbacks = excluded.status_callbacks, recordings = excluded.recordings,
-        publisher_id = excluded.publisher_id, publisher_duplicate = excluded.publisher_duplicate,
-        publisher_payout_cents = excluded.publisher_payout_cents, bid_payout_cents = excluded.bid_payout_cents"
-);
+macro_rules! upsert_calls {
+    ($engine:ident) => {
+        from_json_rows!(
+            $engine,
+            "calls",
+            insert_calls!(),
+            "ON CONFLICT (call_sid) DO UPDATE SET
+                company_id = excluded.company_id, campaign_id = excluded.campaign_id,
+                visited_campaigns = excluded.visited_campaigns, state = excluded.state,
+                outcome = excluded.outcome, drop_reason = excluded.drop_reason,
+                buyer_id = excluded.buyer_id, duplicate = excluded.duplicate,
+                converted = excluded.converted, attempts = excluded.attempts,
+                duplicate_buyers = excluded.duplicate_buyers, used_fallback = excluded.used_fallback,
+                redirects = excluded.redirects, timeline_len = excluded.timeline_len,
+                state_changed_at_ms = excluded.state_changed_at_ms, ended_at_ms = excluded.ended_at_ms,
+                entry_campaign_id = excluded.entry_campaign_id,
+                duplicates_avoided = excluded.duplicates_avoided,
+                status_callbacks = excluded.status_callbacks, recordings = excluded.recordings,
+                publisher_id = excluded.publisher_id, publisher_duplicate = excluded.publisher_duplicate,
+                publisher_payout_cents = excluded.publisher_payout_cents, bid_payout_cents = excluded.bid_payout_cents"
+        )
+    };
+}
 
 // Calls taken for new without reading the store: each is inserted unless the store holds it
 // already, and the ones inserted are returned.
-static INSERT_FRESH_CALLS: [&str; 2] = from_json_rows!(
-    insert_calls!(),
-    "ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid"
-);
+macro_rules! insert_fresh_calls {
+    ($engine:ident) => {
+        from_json_rows!(
+            $engine,
+            "fresh",
+            insert_calls!(),
+            "ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid"
+        )
+    };
+}
 
 // The outbox: a retried save queues nothing twice.
-static INSERT_POSTBACKS: [&str; 2] = from_json_rows!(
-    "INSERT INTO postbacks (id, event_key, endpoint, event, call_sid, url, secret, body, status,
-        attempts, next_attempt_at_ms, created_at_ms)
-     SELECT j.value ->> 'id', j.value ->> 'event_key', j.value ->> 'endpoint', j.value ->> 'event',
-        j.value ->> 'call_sid', j.value ->> 'url', j.value ->> 'secret', j.value ->> 'body', 'pending',
-        0, CAST(j.value ->> 'created_at_ms' AS BIGINT), CAST(j.value ->> 'created_at_ms' AS BIGINT)",
-    "ON CONFLICT (event_key, endpoint) DO NOTHING"
-);
+macro_rules! insert_postbacks {
+    ($engine:ident) => {
+        from_json_rows!(
+            $engine,
+            "postbacks",
+            "INSERT INTO postbacks (id, event_key, endpoint, event, call_sid, url, secret, body, status,
+                attempts, next_attempt_at_ms, created_at_ms)
+             SELECT j.value ->> 'id', j.value ->> 'event_key', j.value ->> 'endpoint', j.value ->> 'event',
+                j.value ->> 'call_sid', j.value ->> 'url', j.value ->> 'secret', j.value ->> 'body', 'pending',
+                0, CAST(j.value ->> 'created_at_ms' AS BIGINT), CAST(j.value ->> 'created_at_ms' AS BIGINT)",
+            "ON CONFLICT (event_key, endpoint) DO NOTHING"
+        )
+    };
+}
 
-static UPSERT_ATTEMPTS: [&str; 2] = from_json_rows!(
-    "INSERT INTO call_attempts (call_sid, number, buyer_id, campaign_id, kind, duplicate,
-        dial_status, connected_seconds, converted, started_at_ms, answered_at_ms, ended_at_ms,
-        screening, leg_seconds)
-     SELECT j.value ->> 'call_sid', CAST(j.value ->> 'number' AS BIGINT), j.value ->> 'buyer_id',
-        j.value ->> 'campaign_id', j.value ->> 'kind', CAST(j.value ->> 'duplicate' AS BIGINT),
-        j.value ->> 'dial_status', CAST(j.value ->> 'connected_seconds' AS BIGINT),
-        CAST(j.value ->> 'converted' AS BIGINT), CAST(j.value ->> 'started_at_ms' AS BIGINT),
-        CAST(j.value ->> 'answered_at_ms' AS BIGINT), CAST(j.value ->> 'ended_at_ms' AS BIGINT),
-        j.value ->> 'screening', CAST(j.value ->> 'leg_seconds' AS BIGINT)",
-    "ON CONFLICT (call_sid, number) DO UPDATE SET
-        duplicate = excluded.duplicate, dial_status = excluded.dial_status,
-        connected_seconds = excluded.connected_seconds, converted = excluded.converted,
-        answered_at_ms = excluded.answered_at_ms, ended_at_ms = excluded.ended_at_ms,
-        screening = excluded.screening, leg_seconds = excluded.leg_seconds"
-);
+macro_rules! upsert_attempts {
+    ($engine:ident) => {
+        from_json_rows!(
+            $engine,
+            "attempts",
+            "INSERT INTO call_attempts (call_sid, number, buyer_id, campaign_id, kind, duplicate,
+                dial_status, connected_seconds, converted, started_at_ms, answered_at_ms, ended_at_ms,
+                screening, leg_seconds)
+             SELECT j.value ->> 'call_sid', CAST(j.value ->> 'number' AS BIGINT), j.value ->> 'buyer_id',
+                j.value ->> 'campaign_id', j.value ->> 'kind', CAST(j.value ->> 'duplicate' AS BIGINT),
+                j.value ->> 'dial_status', CAST(j.value ->> 'connected_seconds' AS BIGINT),
+                CAST(j.value ->> 'converted' AS BIGINT), CAST(j.value ->> 'started_at_ms' AS BIGINT),
+                CAST(j.value ->> 'answered_at_ms' AS BIGINT), CAST(j.value ->> 'ended_at_ms' AS BIGINT),
+                j.value ->> 'screening', CAST(j.value ->> 'leg_seconds' AS BIGINT)",
+            "ON CONFLICT (call_sid, number) DO UPDATE SET
+                duplicate = excluded.duplicate, dial_status = excluded.dial_status,
+                connected_seconds = excluded.connected_seconds, converted = excluded.converted,
+                answered_at_ms = excluded.answered_at_ms, ended_at_ms = excluded.ended_at_ms,
+                screening = excluded.screening, leg_seconds = excluded.leg_seconds"
+        )
+    };
+}
 
 // A retried save must not duplicate entries.
-static INSERT_EVENTS: [&str; 2] = from_json_rows!(
-    "INSERT INTO call_events (call_sid, seq, at_ms, kind, detail)
-     SELECT j.value ->> 'call_sid', CAST(j.value ->> 'seq' AS BIGINT),
-        CAST(j.value ->> 'at_ms' AS BIGINT), j.value ->> 'kind', j.value ->> 'detail'",
-    "ON CONFLICT (call_sid, seq) DO NOTHING"
-);
+macro_rules! insert_events {
+    ($engine:ident) => {
+        from_json_rows!(
+            $engine,
+            "events",
+            "INSERT INTO call_events (call_sid, seq, at_ms, kind, detail)
+             SELECT j.value ->> 'call_sid', CAST(j.value ->> 'seq' AS BIGINT),
+                CAST(j.value ->> 'at_ms' AS BIGINT), j.value ->> 'kind', j.value ->> 'detail'",
+            "ON CONFLICT (call_sid, seq) DO NOTHING"
+        )
+    };
+}
 
-static INSERT_CONVERSIONS: [&str; 2] = from_json_rows!(
-    "INSERT INTO conversions (call_sid, attempt, buyer_id, campaign_id, caller_number,
-        connected_seconds, payout_cents, revenue_cents, converted_at_ms)
-     SELECT j.value ->> 'call_sid', CAST(j.value ->> 'attempt' AS BIGINT), j.value ->> 'buyer_id',
-        j.value ->> 'campaign_id', j.value ->> 'caller_number',
-        CAST(j.value ->> 'connected_seconds' AS BIGINT), CAST(j.value ->> 'payout_cents' AS BIGINT),
-        CAST(j.value ->> 'revenue_cents' AS BIGINT), CAST(j.value ->> 'converted_at_ms' AS BIGINT)",
-    "ON CONFLICT (call_sid, attempt) DO NOTHING"
-);
+macro_rules! insert_conversions {
+    ($engine:ident) => {
+        from_json_rows!(
+            $engine,
+            "conversions",
+            "INSERT INTO conversions (call_sid, attempt, buyer_id, campaign_id, caller_number,
+                connected_seconds, payout_cents, revenue_cents, converted_at_ms)
+             SELECT j.value ->> 'call_sid', CAST(j.value ->> 'attempt' AS BIGINT), j.value ->> 'buyer_id',
+                j.value ->> 'campaign_id', j.value ->> 'caller_number',
+                CAST(j.value ->> 'connected_seconds' AS BIGINT), CAST(j.value ->> 'payout_cents' AS BIGINT),
+                CAST(j.value ->> 'revenue_cents' AS BIGINT), CAST(j.value ->> 'converted_at_ms' AS BIGINT)",
+            "ON CONFLICT (call_sid, attempt) DO NOTHING"
+        )
+    };
+}
 
 // Keeps the latest of each touch: older news (a retried or reordered save) never wins.
-static UPSERT_MARKS: [&str; 2] = from_json_rows!(
-    "INSERT INTO dedupe_marks (caller_number, scope, last_connected_ms, last_converted_ms)
-     SELECT j.value ->> 'caller_number', j.value ->> 'scope',
-        CAST(j.value ->> 'last_connected_ms' AS BIGINT), CAST(j.value ->> 'last_converted_ms' AS BIGINT)",
-    "ON CONFLICT (caller_number, scope) DO UPDATE SET
-        last_connected_ms = CASE
-            WHEN COALESCE(excluded.last_connected_ms, -1) > COALESCE(dedupe_marks.last_connected_ms, -1)
-            THEN excluded.last_connected_ms ELSE dedupe_marks.last_connected_ms END,
-        last_converted_ms = CASE
-            WHEN COALESCE(excluded.last_converted_ms, -1) > COALESCE(dedupe_marks.last_converted_ms, -1)
-            THEN excluded.last_converted_ms ELSE dedupe_marks.last_converted_ms END"
-);
+macro_rules! upsert_marks {
+    ($engine:ident) => {
+        from_json_rows!(
+            $engine,
+            "marks",
+            "INSERT INTO dedupe_marks (caller_number, scope, last_connected_ms, last_converted_ms)
+             SELECT j.value ->> 'caller_number', j.value ->> 'scope',
+                CAST(j.value ->> 'last_connected_ms' AS BIGINT), CAST(j.value ->> 'last_converted_ms' AS BIGINT)",
+            "ON CONFLICT (caller_number, scope) DO UPDATE SET
+                last_connected_ms = CASE
+                    WHEN COALESCE(excluded.last_connected_ms, -1) > COALESCE(dedupe_marks.last_connected_ms, -1)
+                    THEN excluded.last_connected_ms ELSE dedupe_marks.last_connected_ms END,
+                last_converted_ms = CASE
+                    WHEN COALESCE(excluded.last_converted_ms, -1) > COALESCE(dedupe_marks.last_converted_ms, -1)
+                    THEN excluded.last_converted_ms ELSE dedupe_marks.last_converted_ms END"
+        )
+    };
+}
 
 // The slots of the saved calls' legs that ended, or of calls that ended: free.
-static FREE_SLOTS: [&str; 2] = over_json_rows!(
-    "DELETE FROM capacity_slots WHERE call_sid IN (SELECT j.value ->> 'call_sid' FROM",
-    ") AND (EXISTS (SELECT 1 FROM calls c
-                WHERE c.call_sid = capacity_slots.call_sid AND c.state = 'ended')
-        OR EXISTS (SELECT 1 FROM call_attempts a
-                WHERE a.call_sid = capacity_slots.call_sid AND a.number = capacity_slots.attempt
-                  AND (a.dial_status IS NOT NULL OR a.ended_at_ms IS NOT NULL)))"
+macro_rules! free_slots {
+    ($engine:ident) => {
+        over_json_rows!(
+            $engine,
+            "saved",
+            "DELETE FROM capacity_slots WHERE call_sid IN (SELECT j.value ->> 'call_sid' FROM",
+            ") AND (EXISTS (SELECT 1 FROM calls c
+                        WHERE c.call_sid = capacity_slots.call_sid AND c.state = 'ended')
+                OR EXISTS (SELECT 1 FROM call_attempts a
+                        WHERE a.call_sid = capacity_slots.call_sid AND a.number = capacity_slots.attempt
+                          AND (a.dial_status IS NOT NULL OR a.ended_at_ms IS NOT NULL)))"
+        )
+    };
+}
+
+/// Every statement of a save on SQLite, run as one: one round trip to the connection's thread
+/// rather than one per statement. Each reads its table's rows from the document bound to
+/// `$1` (see [`Document`]); the rows that come back are the fresh calls inserted.
+static SAVE_ON_SQLITE: &str = concat!(
+    insert_fresh_calls!(sqlite),
+    ";\n",
+    upsert_calls!(sqlite),
+    ";\n",
+    upsert_attempts!(sqlite),
+    ";\n",
+    insert_events!(sqlite),
+    ";\n",
+    insert_conversions!(sqlite),
+    ";\n",
+    upsert_marks!(sqlite),
+    ";\n",
+    insert_postbacks!(sqlite),
+    ";\n",
+    free_slots!(sqlite),
 );
+
+// On PostgreSQL, one statement each (a prepared statement holds one), each over its own array.
+static INSERT_FRESH_CALLS: &str = insert_fresh_calls!(postgres);
+static UPSERT_CALLS: &str = upsert_calls!(postgres);
+static UPSERT_ATTEMPTS: &str = upsert_attempts!(postgres);
+static INSERT_EVENTS: &str = insert_events!(postgres);
+static INSERT_CONVERSIONS: &str = insert_conversions!(postgres);
+static UPSERT_MARKS: &str = upsert_marks!(postgres);
+static INSERT_POSTBACKS: &str = insert_postbacks!(postgres);
+static FREE_SLOTS: &str = free_slots!(postgres);
 
 #[derive(Serialize)]
 struct PostbackJson<'a> {
