@@ -190,7 +190,8 @@ pub struct Webhook {
     pub input: Input,
     /// The endpoint it arrived on and every parameter, for the call's timeline.
     pub endpoint: &'static str,
-    pub params: Vec<(String, String)>,
+    /// Shared: a webhook handed to a replaced actor again is not copied.
+    pub params: Arc<[(String, String)]>,
     /// When it arrived: its decision budget runs from here.
     pub received: Instant,
     answering: Answering,
@@ -236,7 +237,7 @@ impl Webhook {
             sid,
             input,
             endpoint,
-            params,
+            params: params.into(),
             received: Instant::now(),
             answering: Answering::default(),
         }

@@ -128,8 +128,10 @@ impl Handler<Changed> for EventHub {
         if known.is_some_and(|version| version > call.version) {
             return;
         }
-        // Encoded once, however many streams hear of it.
-        if let Some(event) = event(&call) {
+        // Encoded once, however many streams hear of it (and not at all if none does).
+        if !self.streams.is_empty()
+            && let Some(event) = event(&call)
+        {
             self.streams.retain(|stream| stream.send(&call, &event));
         }
         if call.is_live() {

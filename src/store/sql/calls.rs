@@ -127,7 +127,6 @@ pub(super) enum Written {
 }
 
 /// Every table's rows for one save on SQLite, read by [`SAVE_ON_SQLITE`].
-#[derive(Serialize)]
 struct Document<'a> {
     fresh: Vec<CallJson<'a>>,
     calls: Vec<CallJson<'a>>,
@@ -162,7 +161,14 @@ async fn save_on_sqlite(conn: &mut AnyConnection, changes: &[CallChange<'_>]) ->
         saved: saved_sids(changes),
     };
     let inserted: Vec<String> = sqlx::query_scalar(SAVE_ON_SQLITE)
-        .bind(to_json(&document)?)
+        .bind(to_json(&document.fresh)?)
+        .bind(to_json(&document.calls)?)
+        .bind(to_json(&document.attempts)?)
+        .bind(to_json(&document.events)?)
+        .bind(to_json(&document.conversions)?)
+        .bind(to_json(&document.marks)?)
+        .bind(to_json(&document.postbacks)?)
+        .bind(to_json(&document.saved)?)
         .fetch_all(&mut *conn)
         .await?;
     let existed = not_inserted(changes, &inserted);
@@ -339,15 +345,14 @@ async fn over_rows<T: Serialize>(
     Ok(())
 }
 
-/// A statement that reads rows from JSON, each element as `j.value`: on SQLite, the array at
-/// `$key` of the document bound to `$1` (every statement of a save reads the same document,
-/// so that they run as one); on PostgreSQL, the array bound to `$1`. The rows go between
-/// `$before` and `$after`.
+/// A statement that reads rows from a JSON array, each element as `j.value`: on SQLite, the
+/// array bound to `$param` (the statements of a save run as one, each with its own array); on
+/// PostgreSQL, the array bound to `$1`. The rows go between `$before` and `$after`.
 macro_rules! over_json_rows {
-    (sqlite, $key:literal, $before:expr, $after:expr) => {
-        concat!($before, " jsonb_each($1, '$.", $key, "') AS j ", $after)
+    (sqlite, $param:literal, $before:expr, $after:expr) => {
+        concat!($before, " jsonb_each(", $param, ") AS j ", $after)
     };
-    (postgres, $key:literal, $before:expr, $after:expr) => {
+    (postgres, $param:literal, $before:expr, $after:expr) => {
         concat!(
             $before,
             " json_array_elements(CAST($1 AS json)) AS j(value) ",
@@ -398,7 +403,7 @@ macro_rules! upsert_calls {
     ($engine:ident) => {
         from_json_rows!(
             $engine,
-            "calls",
+            "$2",
             insert_calls!(),
             "ON CONFLICT (call_sid) DO UPDATE SET
                 company_id = excluded.company_id, campaign_id = excluded.campaign_id,
@@ -424,7 +429,7 @@ macro_rules! insert_fresh_calls {
     ($engine:ident) => {
         from_json_rows!(
             $engine,
-            "fresh",
+            "$1",
             insert_calls!(),
             "ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid"
         )
@@ -436,7 +441,7 @@ macro_rules! insert_postbacks {
     ($engine:ident) => {
         from_json_rows!(
             $engine,
-            "postbacks",
+            "$7",
             "INSERT INTO postbacks (id, event_key, endpoint, event, call_sid, url, secret, body, status,
                 attempts, next_attempt_at_ms, created_at_ms)
              SELECT j.value ->> 'id', j.value ->> 'event_key', j.value ->> 'endpoint', j.value ->> 'event',
@@ -451,7 +456,7 @@ macro_rules! upsert_attempts {
     ($engine:ident) => {
         from_json_rows!(
             $engine,
-            "attempts",
+            "$3",
             "INSERT INTO call_attempts (call_sid, number, buyer_id, campaign_id, kind, duplicate,
                 dial_status, connected_seconds, converted, started_at_ms, answered_at_ms, ended_at_ms,
                 screening, leg_seconds)
@@ -475,7 +480,7 @@ macro_rules! insert_events {
     ($engine:ident) => {
         from_json_rows!(
             $engine,
-            "events",
+            "$4",
             "INSERT INTO call_events (call_sid, seq, at_ms, kind, detail)
              SELECT j.value ->> 'call_sid', CAST(j.value ->> 'seq' AS BIGINT),
                 CAST(j.value ->> 'at_ms' AS BIGINT), j.value ->> 'kind', j.value ->> 'detail'",
@@ -488,7 +493,7 @@ macro_rules! insert_conversions {
     ($engine:ident) => {
         from_json_rows!(
             $engine,
-            "conversions",
+            "$5",
             "INSERT INTO conversions (call_sid, attempt, buyer_id, campaign_id, caller_number,
                 connected_seconds, payout_cents, revenue_cents, converted_at_ms)
              SELECT j.value ->> 'call_sid', CAST(j.value ->> 'attempt' AS BIGINT), j.value ->> 'buyer_id',
@@ -505,7 +510,7 @@ macro_rules! upsert_marks {
     ($engine:ident) => {
         from_json_rows!(
             $engine,
-            "marks",
+            "$6",
             "INSERT INTO dedupe_marks (caller_number, scope, last_connected_ms, last_converted_ms)
              SELECT j.value ->> 'caller_number', j.value ->> 'scope',
                 CAST(j.value ->> 'last_connected_ms' AS BIGINT), CAST(j.value ->> 'last_converted_ms' AS BIGINT)",
@@ -525,7 +530,7 @@ macro_rules! free_slots {
     ($engine:ident) => {
         over_json_rows!(
             $engine,
-            "saved",
+            "$8",
             "DELETE FROM capacity_slots WHERE call_sid IN (SELECT j.value ->> 'call_sid' FROM",
             ") AND (EXISTS (SELECT 1 FROM calls c
                         WHERE c.call_sid = capacity_slots.call_sid AND c.state = 'ended')
@@ -537,8 +542,8 @@ macro_rules! free_slots {
 }
 
 /// Every statement of a save on SQLite, run as one: one round trip to the connection's thread
-/// rather than one per statement. Each reads its table's rows from the document bound to
-/// `$1` (see [`Document`]); the rows that come back are the fresh calls inserted.
+/// rather than one per statement. Each reads its table's rows from its own array, `$1` to `$8`
+/// in the order of [`Document`]; the rows that come back are the fresh calls inserted.
 static SAVE_ON_SQLITE: &str = concat!(
     insert_fresh_calls!(sqlite),
     ";\n",
