@@ -17,13 +17,10 @@ use crate::{
     calls::{
         Capacity, Dedupe, PlanCache,
         capacity_actor::{Apply, Hold},
-        dedupe_actor::Learn,
+        dedupe_actor::{Learn, LearnMarks},
     },
     config::PublicUrl,
-    domain::{
-        cluster::News,
-        dedupe::{StoredMark, Touch, Touched},
-    },
+    domain::cluster::News,
     rtb::{Learned, Reservations},
     store::{Heard, Store, StoreError},
 };
@@ -160,9 +157,11 @@ async fn follow(
 }
 
 async fn catch_up(store: &dyn Store, indexes: &Indexes) {
-    match store.dedupe_marks().await {
-        Ok(marks) => indexes.dedupe.tell(Learn(touches(marks))),
-        Err(error) => tracing::error!(%error, "could not read the de-dupe marks again after a gap"),
+    let read = store
+        .dedupe_marks(&mut |batch| indexes.dedupe.tell(LearnMarks(batch)))
+        .await;
+    if let Err(error) = read {
+        tracing::error!(%error, "could not read the de-dupe marks again after a gap");
     }
     match store.held_reservations(Timestamp::now()).await {
         Ok(held) => {
@@ -172,26 +171,4 @@ async fn catch_up(store: &dyn Store, indexes: &Indexes) {
         }
         Err(error) => tracing::error!(%error, "could not read the reservations again after a gap"),
     }
-}
-
-/// The touches that leave these marks.
-fn touches(marks: Vec<StoredMark>) -> Vec<Touched> {
-    let mut touches = Vec::with_capacity(marks.len());
-    for stored in marks {
-        let kinds = [
-            (Touch::Connected, stored.mark.last_connected),
-            (Touch::Converted, stored.mark.last_converted),
-        ];
-        for (touch, at) in kinds {
-            if let Some(at) = at {
-                touches.push(Touched {
-                    caller: stored.caller.clone(),
-                    scope: stored.scope.clone(),
-                    touch,
-                    at,
-                });
-            }
-        }
-    }
-    touches
 }

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::owned::{Owned, Step};
 use crate::{
     domain::{
-        dedupe::{DedupeIndex, Rule, Scope, Touch, Touched},
+        dedupe::{DedupeIndex, MarkBatch, Rule, Scope, Touch, Touched},
         payout::{PublisherPayout, is_duplicate_for_publisher},
         phone::E164,
         plan::BuyerId,
@@ -24,11 +24,14 @@ pub struct DedupeActor {
 impl DedupeActor {
     /// Rebuilds the index from the store (start-up).
     pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
         let mut index = DedupeIndex::default();
-        for stored in store.dedupe_marks().await? {
-            index.load(&stored.caller, &stored.scope, stored.mark);
-        }
-        tracing::info!(marks = index.len(), "de-dupe index loaded");
+        store.dedupe_marks(&mut |batch| index.load(&batch)).await?;
+        tracing::info!(
+            marks = index.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "de-dupe index loaded"
+        );
         Ok(Self { index })
     }
 
@@ -100,5 +103,17 @@ impl Step for Learn {
         for touched in self.0 {
             index.record(&touched.caller, &touched.scope, touched.touch, touched.at);
         }
+    }
+}
+
+/// Stored marks read again (after news was missed): learnt as touches are.
+pub struct LearnMarks(pub MarkBatch);
+
+impl Step for LearnMarks {
+    type Index = DedupeIndex;
+    type Output = ();
+
+    fn take(self, index: &mut DedupeIndex) {
+        index.load(&self.0);
     }
 }

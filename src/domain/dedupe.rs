@@ -131,11 +131,23 @@ impl Touched {
     }
 }
 
-/// A stored mark, as loaded at start-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMark {
-    pub caller: E164,
-    pub scope: Scope,
+/// Stored marks, as read a batch at a time to (re)build the index: millions at start-up. Each
+/// scope is named once per batch and each caller kept as its digits, so that a mark holds no
+/// string of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MarkBatch {
+    /// The scopes of this batch's marks.
+    pub scopes: Vec<Scope>,
+    pub marks: Vec<BatchMark>,
+}
+
+/// One stored mark in a [`MarkBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMark {
+    /// The caller's [`E164::digits`].
+    pub caller: u64,
+    /// Where its scope is in the batch's `scopes`.
+    pub scope: u32,
     pub mark: Mark,
 }
 
@@ -237,7 +249,7 @@ pub struct DedupeIndex {
 
 /// E.164 is at most 15 digits, so a number fits a `u64`: a cheap key.
 fn caller_key(caller: &E164) -> u64 {
-    caller.as_str()[1..].parse().unwrap_or_default()
+    caller.digits()
 }
 
 fn to_timestamp(ms: i64) -> Option<Timestamp> {
@@ -249,9 +261,43 @@ fn to_timestamp(ms: i64) -> Option<Timestamp> {
 impl DedupeIndex {
     /// Records a touch; older news never overwrites newer.
     pub fn record(&mut self, caller: &E164, scope: &Scope, touch: Touch, at: Timestamp) {
-        let next_id = self.scope_ids.len() as u32;
-        let scope = *self.scope_ids.entry(scope.clone()).or_insert(next_id);
-        let (entry, new) = match self.callers.entry(caller_key(caller)) {
+        let scope = self.scope_id(scope);
+        let ms = at.as_millisecond();
+        let converted = if touch == Touch::Converted { ms } else { NEVER };
+        self.merge(caller_key(caller), scope, ms, converted);
+    }
+
+    /// Loads stored marks (start-up, or after news was missed); older news never overwrites
+    /// newer, whether it is in the index already or comes later.
+    pub fn load(&mut self, batch: &MarkBatch) {
+        let ids: Vec<u32> = batch.scopes.iter().map(|scope| self.scope_id(scope)).collect();
+        for stored in &batch.marks {
+            // A batch's marks name its scopes (see the store); one that did not is skipped.
+            let Some(&scope) = ids.get(stored.scope as usize) else {
+                continue;
+            };
+            let ms = |at: Option<Timestamp>| at.map_or(NEVER, Timestamp::as_millisecond);
+            let converted = ms(stored.mark.last_converted);
+            // A conversion is also a connection.
+            let connected = ms(stored.mark.last_connected).max(converted);
+            if connected != NEVER {
+                self.merge(stored.caller, scope, connected, converted);
+            }
+        }
+    }
+
+    fn scope_id(&mut self, scope: &Scope) -> u32 {
+        if let Some(&id) = self.scope_ids.get(scope) {
+            return id;
+        }
+        let id = self.scope_ids.len() as u32;
+        self.scope_ids.insert(scope.clone(), id);
+        id
+    }
+
+    /// Keeps the later of each touch: one lookup for both.
+    fn merge(&mut self, caller: u64, scope: u32, connected_ms: i64, converted_ms: i64) {
+        let (entry, new) = match self.callers.entry(caller) {
             hash_map::Entry::Occupied(held) => held.into_mut().entry(scope),
             hash_map::Entry::Vacant(vacant) => {
                 let fresh = Entry {
@@ -265,21 +311,8 @@ impl DedupeIndex {
         if new {
             self.entries += 1;
         }
-        let ms = at.as_millisecond();
-        entry.connected_ms = entry.connected_ms.max(ms);
-        if touch == Touch::Converted {
-            entry.converted_ms = entry.converted_ms.max(ms);
-        }
-    }
-
-    /// Loads a stored mark (start-up).
-    pub fn load(&mut self, caller: &E164, scope: &Scope, mark: Mark) {
-        if let Some(at) = mark.last_connected {
-            self.record(caller, scope, Touch::Connected, at);
-        }
-        if let Some(at) = mark.last_converted {
-            self.record(caller, scope, Touch::Converted, at);
-        }
+        entry.connected_ms = entry.connected_ms.max(connected_ms);
+        entry.converted_ms = entry.converted_ms.max(converted_ms);
     }
 
     pub fn mark(&self, caller: &E164, scope: &Scope) -> Mark {
@@ -479,6 +512,51 @@ mod tests {
             assert_eq!(mark.last_converted, Some(at(n as i64 * 10)));
             assert_eq!(mark.last_connected, Some(at(n as i64 * 10 + 1)));
         }
+    }
+
+    #[test]
+    fn loaded_marks_merge_with_what_the_index_holds() {
+        let (one, two) = (Scope::Buyer(Id::generate()), Scope::Buyer(Id::generate()));
+        let other = E164::from_provider("+14155550999").unwrap();
+        let mut index = DedupeIndex::default();
+        index.record(&caller(), &one, Touch::Connected, at(100));
+        let mark = |connected: Option<i64>, converted: Option<i64>| Mark {
+            last_connected: connected.map(at),
+            last_converted: converted.map(at),
+        };
+        index.load(&MarkBatch {
+            scopes: vec![two.clone(), one.clone()],
+            marks: vec![
+                // Older than what the index holds: only the conversion is news.
+                BatchMark {
+                    caller: caller().digits(),
+                    scope: 1,
+                    mark: mark(Some(50), Some(60)),
+                },
+                // A conversion alone is also a connection.
+                BatchMark {
+                    caller: caller().digits(),
+                    scope: 0,
+                    mark: mark(None, Some(70)),
+                },
+                BatchMark {
+                    caller: other.digits(),
+                    scope: 0,
+                    mark: mark(Some(80), None),
+                },
+                // Touched never: nothing to hold.
+                BatchMark {
+                    caller: other.digits(),
+                    scope: 1,
+                    mark: mark(None, None),
+                },
+            ],
+        });
+        assert_eq!(index.mark(&caller(), &one), mark(Some(100), Some(60)));
+        assert_eq!(index.mark(&caller(), &two), mark(Some(70), Some(70)));
+        assert_eq!(index.mark(&other, &two), mark(Some(80), None));
+        assert_eq!(index.mark(&other, &one), Mark::default());
+        assert_eq!(index.len(), 3);
     }
 
     #[test]

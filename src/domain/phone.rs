@@ -48,17 +48,28 @@ impl E164 {
 
     /// Accepts exactly `+` followed by 2 to 15 digits, the first not zero.
     pub fn from_provider(text: &str) -> Result<Self, PhoneError> {
-        let digits = text
-            .strip_prefix('+')
-            .ok_or_else(|| PhoneError::NotANumber(text.to_owned()))?;
+        Self::digits_of(text).map(|_| Self(text.to_owned()))
+    }
+
+    /// What [`E164::from_provider`] accepts, as [`E164::digits`], without making a number of
+    /// it: millions of stored numbers are read so at start-up.
+    pub fn digits_of(text: &str) -> Result<u64, PhoneError> {
+        let not_a_number = || PhoneError::NotANumber(text.to_owned());
+        let digits = text.strip_prefix('+').ok_or_else(not_a_number)?;
         let well_formed = (2..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !digits.starts_with('0');
-        if well_formed {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(PhoneError::NotANumber(text.to_owned()))
+        if !well_formed {
+            return Err(not_a_number());
         }
+        digits.parse().map_err(|_| not_a_number())
+    }
+
+    /// The digits as one integer. At most 15 digits, the first not zero: no two numbers share
+    /// it, and it fits a `u64` (the de-dupe index's key).
+    pub fn digits(&self) -> u64 {
+        // Checked on the way in.
+        self.0[1..].parse().unwrap_or_default()
     }
 
     pub fn as_str(&self) -> &str {

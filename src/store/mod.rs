@@ -15,7 +15,7 @@ use crate::{
         call::{CallRecord, CallSid, CallState, Conversion, Outcome},
         capacity::{Block, CapPeriod, Leg, LoadChange, LoadHistory},
         cluster::{News, NodeId, NodeInfo},
-        dedupe::{StoredMark, Touched},
+        dedupe::{MarkBatch, Touched},
         ids::Id,
         phone::E164,
         plan::{
@@ -56,8 +56,9 @@ pub trait CallStore: Send + Sync {
     async fn save_call(&self, change: &CallChange<'_>) -> Result<Saved, StoreError>;
     async fn call(&self, sid: &CallSid) -> Result<Option<CallRecord>, StoreError>;
     async fn timeline(&self, sid: &CallSid) -> Result<Vec<TimelineEntry>, StoreError>;
-    /// Every de-dupe mark, to rebuild the index at start-up.
-    async fn dedupe_marks(&self) -> Result<Vec<StoredMark>, StoreError>;
+    /// Every de-dupe mark, handed to `each` a batch at a time as they are read, all as of one
+    /// moment: to rebuild the index at start-up, where there may be tens of millions.
+    async fn dedupe_marks(&self, each: &mut (dyn FnMut(MarkBatch) + Send)) -> Result<(), StoreError>;
     /// A number that changes whenever the routing plan does, by any process.
     async fn plan_revision(&self) -> Result<i64, StoreError>;
 }

@@ -7,7 +7,7 @@ use sqlx::Executor;
 use switchboard::{
     domain::{
         call::{CallRecord, CallSid, CallState, Caller, Outcome},
-        dedupe::{Scope, Touch, Touched},
+        dedupe::{DedupeIndex, Scope, Touch, Touched},
         ids::Id,
         phone::E164,
         postback::{Postback, PostbackEndpoint, PostbackEvent, PostbackSecret, PostbackStatus},
@@ -18,7 +18,7 @@ use switchboard::{
     },
 };
 
-use crate::helpers::{TestStore, on_both_engines};
+use crate::helpers::{TestStore, on_both_engines, stored_marks, stored_marks_by};
 
 fn sid(n: usize) -> CallSid {
     CallSid::parse(&format!("CA{n:032x}")).unwrap()
@@ -156,7 +156,7 @@ on_both_engines! {
         ])
         .await;
         assert!(saved.iter().all(Result::is_ok), "{saved:?}");
-        let marks = s.store.dedupe_marks().await.unwrap();
+        let marks = stored_marks(&s.store).await;
         assert_eq!(marks.len(), 1, "{marks:?}");
         let ms = |at: Timestamp| Some(Timestamp::from_millisecond(at.as_millisecond()).unwrap());
         assert_eq!(marks[0].mark.last_connected, ms(later));
@@ -165,7 +165,69 @@ on_both_engines! {
         // And news older than what is stored never wins.
         let mut three = new_call(3, caller.as_str());
         save(&s.store, &mut three, &[], &[touch(Touch::Connected, earlier)]).await.unwrap();
-        assert_eq!(s.store.dedupe_marks().await.unwrap()[0].mark.last_connected, ms(later));
+        assert_eq!(stored_marks(&s.store).await[0].mark.last_connected, ms(later));
+    }
+
+    async fn marks_are_read_back_whole_a_batch_at_a_time(s: TestStore) {
+        let scopes = [
+            Scope::Buyer(Id::generate()),
+            // Text that JSON must escape, and that sorts among the others.
+            Scope::Group { company: Id::generate(), name: "Parent \"Co\", \\ été\n".into() },
+            Scope::Publisher(Id::generate()),
+        ];
+        let base = Timestamp::from_millisecond(1_700_000_000_000).unwrap();
+        let mut touched = Vec::new();
+        // 19 marks: callers with one, two or three scopes; half of them converted.
+        for n in 0..10_i64 {
+            let caller = E164::from_provider(&format!("+1415555{n:04}")).unwrap();
+            for (k, scope) in (0..).zip(scopes.iter().take(1 + n as usize % 3)) {
+                let at = base + SignedDuration::from_millis(1000 * n + k);
+                let touch = if (n + k) % 2 == 0 { Touch::Converted } else { Touch::Connected };
+                touched.push(Touched { caller: caller.clone(), scope: scope.clone(), touch, at });
+                let earlier = at - SignedDuration::from_mins(5);
+                touched.push(Touched { caller: caller.clone(), scope: scope.clone(), touch: Touch::Connected, at: earlier });
+            }
+        }
+        save(&s.store, &mut new_call(1, "+14155550000"), &[], &touched).await.unwrap();
+        let mut expected = DedupeIndex::default();
+        for touch in &touched {
+            expected.record(&touch.caller, &touch.scope, touch.touch, touch.at);
+        }
+        assert_eq!(expected.len(), 19);
+
+        // Batches of one, short ones, ones that end exactly with the table, and a single one.
+        for size in [1, 3, 19, 1000] {
+            let (batches, marks) = stored_marks_by(&s.store, size).await;
+            assert_eq!(batches.len(), 19_usize.div_ceil(size as usize), "batches of {size}");
+            assert!(batches.iter().all(|batch| batch.marks.len() <= size as usize));
+            let mut index = DedupeIndex::default();
+            for batch in &batches {
+                index.load(batch);
+            }
+            assert_eq!(marks.len(), 19, "batches of {size}");
+            assert_eq!(index.len(), 19, "batches of {size}");
+            for stored in &marks {
+                let mark = expected.mark(&stored.caller, &stored.scope);
+                assert_eq!(stored.mark, mark, "{stored:?}, batches of {size}");
+                assert_eq!(index.mark(&stored.caller, &stored.scope), mark);
+            }
+        }
+    }
+
+    async fn a_corrupt_mark_is_reported_by_its_column(s: TestStore) {
+        let mut db = s.db.connect().await;
+        db.execute(
+            "INSERT INTO dedupe_marks (caller_number, scope, last_connected_ms, last_converted_ms)
+             VALUES ('+14155550100', 'buyer:0192f3a4-5b6c-7d8e-9f00-000000000001', 1, NULL),
+                    ('anonymous', 'buyer:0192f3a4-5b6c-7d8e-9f00-000000000001', 1, NULL)",
+        )
+        .await
+        .unwrap();
+        let error = s.store.dedupe_marks(&mut |_| {}).await.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Corrupt(message) if message.starts_with("dedupe_marks.caller_number")),
+            "{error:?}"
+        );
     }
 
     async fn a_save_the_database_refuses_fails_alone(s: TestStore) {

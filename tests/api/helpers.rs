@@ -13,6 +13,10 @@ use switchboard::{
     calls::CallTimings,
     clock::SystemClock,
     config::Settings,
+    domain::{
+        dedupe::{Mark, MarkBatch, Scope},
+        phone::E164,
+    },
     startup::{Application, Runtime},
     store::SqlStore,
 };
@@ -145,6 +149,38 @@ impl TestDb {
             }
         }
     }
+}
+
+/// A stored de-dupe mark, as tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMark {
+    pub caller: E164,
+    pub scope: Scope,
+    pub mark: Mark,
+}
+
+/// Every stored de-dupe mark, read `size` at a time.
+pub async fn stored_marks_by(store: &SqlStore, size: u32) -> (Vec<MarkBatch>, Vec<StoredMark>) {
+    let mut batches = Vec::new();
+    store
+        .dedupe_marks_by(size, &mut |batch| batches.push(batch))
+        .await
+        .unwrap();
+    let marks = (batches.iter())
+        .flat_map(|batch| {
+            batch.marks.iter().map(|stored| StoredMark {
+                caller: E164::from_provider(&format!("+{}", stored.caller)).unwrap(),
+                scope: batch.scopes[stored.scope as usize].clone(),
+                mark: stored.mark,
+            })
+        })
+        .collect();
+    (batches, marks)
+}
+
+/// Every stored de-dupe mark.
+pub async fn stored_marks(store: &SqlStore) -> Vec<StoredMark> {
+    stored_marks_by(store, 1000).await.1
 }
 
 /// A migrated store on a fresh database.
@@ -544,7 +580,7 @@ mod flaky {
             block::{BlockEntry, BlockedCaller},
             call::{CallRecord, CallSid},
             capacity::{CapPeriod, LoadHistory},
-            dedupe::StoredMark,
+            dedupe::MarkBatch,
             ids::Id,
             plan::{BuyerId, CampaignId, CompanyId, PlanEntity, Record},
             postback::{Due, PostbackEndpoint, PostbackRecord},
@@ -597,8 +633,8 @@ mod flaky {
         async fn timeline(&self, sid: &CallSid) -> Result<Vec<TimelineEntry>, StoreError> {
             self.inner.timeline(sid).await
         }
-        async fn dedupe_marks(&self) -> Result<Vec<StoredMark>, StoreError> {
-            self.inner.dedupe_marks().await
+        async fn dedupe_marks(&self, each: &mut (dyn FnMut(MarkBatch) + Send)) -> Result<(), StoreError> {
+            self.inner.dedupe_marks(each).await
         }
         async fn plan_revision(&self) -> Result<i64, StoreError> {
             self.inner.plan_revision().await

@@ -493,7 +493,7 @@ async fn a_call_handled_while_the_database_is_down_is_saved_once_it_returns() {
         "webhook, decision, webhook, dial ended, ended: {timeline:?}"
     );
     assert_eq!(
-        store.inner.dedupe_marks().await.unwrap().len(),
+        crate::helpers::stored_marks(&store.inner).await.len(),
         1,
         "the conversion's de-dupe mark too"
     );

@@ -16,7 +16,7 @@ use crate::{
     domain::{
         call::{Attempt, CallRecord, CallSid, Caller, Conversion},
         cluster::News,
-        dedupe::{Mark, Scope, StoredMark, Touch, Touched},
+        dedupe::{MarkBatch, Touch, Touched},
         money::Money,
         phone::E164,
         postback::Postback,
@@ -65,25 +65,8 @@ impl CallStore for SqlStore {
             .collect()
     }
 
-    async fn dedupe_marks(&self) -> Result<Vec<StoredMark>, StoreError> {
-        let rows: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT caller_number, scope, last_connected_ms, last_converted_ms FROM dedupe_marks",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(caller, scope, connected, converted)| {
-                Ok(StoredMark {
-                    caller: E164::from_provider(&caller)
-                        .map_err(|e| StoreError::Corrupt(format!("dedupe_marks.caller_number: {e}")))?,
-                    scope: Scope::parse_key(&scope).map_err(StoreError::Corrupt)?,
-                    mark: Mark {
-                        last_connected: optional_timestamp(connected)?,
-                        last_converted: optional_timestamp(converted)?,
-                    },
-                })
-            })
-            .collect()
+    async fn dedupe_marks(&self, each: &mut (dyn FnMut(MarkBatch) + Send)) -> Result<(), StoreError> {
+        self.dedupe_marks_by(super::marks::MARK_BATCH, each).await
     }
 
     async fn plan_revision(&self) -> Result<i64, StoreError> {
@@ -898,7 +881,7 @@ mod tests {
     use jiff::SignedDuration;
 
     use super::*;
-    use crate::domain::{call::Outcome, ids::Id, timeline::Event};
+    use crate::domain::{call::Outcome, dedupe::Scope, ids::Id, timeline::Event};
 
     fn call(at: Timestamp) -> CallRecord {
         let sid = CallSid::parse("CA00000000000000000000000000000001").unwrap();

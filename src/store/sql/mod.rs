@@ -13,6 +13,7 @@ mod capacity;
 mod cluster;
 mod companies;
 mod import;
+mod marks;
 mod postbacks;
 mod publishers;
 mod rtb;
