@@ -191,7 +191,7 @@ impl Db {
             // writer can store one meanwhile (SQLite's write lock is held from `BEGIN`).
             loop {
                 let kept: Vec<CallChange<'_>> = (changes.iter())
-                    .filter(|change| !existed.contains(&change.call.sid))
+                    .filter(|change| !(change.fresh && existed.contains(&change.call.sid)))
                     .copied()
                     .collect();
                 let mut tx = self.begin().await?;

@@ -180,7 +180,7 @@ async fn save_on_postgres(
     };
     let existed = not_inserted(changes, &inserted);
     let kept: Vec<CallChange<'_>> = (changes.iter())
-        .filter(|change| !existed.contains(&change.call.sid))
+        .filter(|change| !(change.fresh && existed.contains(&change.call.sid)))
         .copied()
         .collect();
     let changes = kept.as_slice();
