@@ -264,7 +264,7 @@ fn give_back_slots(deps: &CallDeps, untaken: &CallRecord, stored: Option<&CallRe
 /// the call after it, what is left unsaved, the answer, and what became of the save.
 async fn take_turn(
     deps: &CallDeps,
-    record: Option<CallRecord>,
+    mut record: Option<CallRecord>,
     mut unsaved: Unsaved,
     webhook: &Webhook,
     fresh: bool,
@@ -282,7 +282,6 @@ async fn take_turn(
         answer_by,
         answered_elsewhere: !webhook.actor_takes(),
     };
-    let mut record = record;
     let seen_before = match (&mut record, webhook.callback_key()) {
         (Some(record), Some(key)) => !record.status_callbacks.insert(key),
         _ => false,

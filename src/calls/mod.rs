@@ -374,7 +374,7 @@ impl Calls {
 
     /// Hands a webhook to its call's actor and returns the answer, within the decision budget.
     /// If the actor has not taken the webhook up by then (its mailbox is backed up, or the
-    /// registry is), the call is answered without it, as if no buyer were left (the explicit
+    /// thread it runs on is held up), the call is answered without it, as if no buyer were left (the explicit
     /// end); the webhook still reaches the actor, which records that end.
     pub async fn handle(&self, webhook: Webhook) -> Answer {
         let (answering, input) = (webhook.answering.clone(), webhook.input.clone());
