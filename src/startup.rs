@@ -136,7 +136,6 @@ impl Application {
             routing_seed,
             outbox: outbox.clone(),
         };
-        let (deps_dedupe, deps_capacity) = (deps.dedupe.clone(), deps.capacity.clone());
         let rtb = Rtb::new(deps.clone(), rtb_actors.log);
         let rtb_for_http = web::Data::new(rtb.clone());
         let calls = Calls::start_placed(deps, call_actors);
@@ -157,7 +156,7 @@ impl Application {
         ));
         tokens.reload(store.as_ref()).await?;
         keep_reloading(tokens.clone().into_inner(), store.clone().into_inner());
-        let capacity = web::Data::new(capacity);
+        let capacity_for_http = web::Data::new(capacity.clone());
         let clock: web::Data<dyn Clock> = web::Data::from(clock);
         let metrics = web::Data::from(supervision.metrics.clone());
         let hub = web::Data::new(supervision.hub.clone());
@@ -171,7 +170,7 @@ impl Application {
                 .app_data(store.clone())
                 .app_data(plan.clone())
                 .app_data(tokens.clone())
-                .app_data(capacity.clone())
+                .app_data(capacity_for_http.clone())
                 .app_data(clock.clone())
                 .app_data(metrics.clone())
                 .app_data(hub.clone())
@@ -196,8 +195,8 @@ impl Application {
             hub: supervision.hub,
             readiness,
             drain: settings.drain,
-            dedupe: deps_dedupe,
-            capacity: deps_capacity,
+            dedupe,
+            capacity,
         })
     }
 

@@ -109,49 +109,21 @@ pub(super) enum Written {
     Undo(HashSet<CallSid>),
 }
 
-/// Every table's rows for one save on SQLite, read by [`SAVE_ON_SQLITE`].
-struct Document<'a> {
-    fresh: Vec<CallJson<'a>>,
-    calls: Vec<CallJson<'a>>,
-    attempts: Vec<AttemptJson<'a>>,
-    events: Vec<EventJson<'a>>,
-    conversions: Vec<ConversionJson<'a>>,
-    marks: Vec<MarkRow<'a>>,
-    postbacks: Vec<PostbackJson<'a>>,
-    saved: Vec<SidJson<'a>>,
-}
-
 /// On SQLite, in one statement: a fresh call the store held already is only found out once
 /// its changes are written with the others' (rarely: a first webhook retried across a restart),
 /// and then the whole is written again without it.
 async fn save_on_sqlite(conn: &mut AnyConnection, changes: &[CallChange<'_>]) -> Result<Written, StoreError> {
-    let Rows {
-        calls,
-        attempts,
-        events,
-        conversions,
-        marks,
-        postbacks,
-    } = Rows::of(changes)?;
-    let document = Document {
-        fresh: fresh_rows(changes)?,
-        calls,
-        attempts,
-        events,
-        conversions,
-        marks,
-        postbacks,
-        saved: saved_sids(changes),
-    };
+    let rows = Rows::of(changes)?;
+    // Bound in the order the statement reads them (`$1` to `$8`).
     let inserted: Vec<String> = sqlx::query_scalar(SAVE_ON_SQLITE)
-        .bind(to_json(&document.fresh)?)
-        .bind(to_json(&document.calls)?)
-        .bind(to_json(&document.attempts)?)
-        .bind(to_json(&document.events)?)
-        .bind(to_json(&document.conversions)?)
-        .bind(to_json(&document.marks)?)
-        .bind(to_json(&document.postbacks)?)
-        .bind(to_json(&document.saved)?)
+        .bind(to_json(&fresh_rows(changes)?)?)
+        .bind(to_json(&rows.calls)?)
+        .bind(to_json(&rows.attempts)?)
+        .bind(to_json(&rows.events)?)
+        .bind(to_json(&rows.conversions)?)
+        .bind(to_json(&rows.marks)?)
+        .bind(to_json(&rows.postbacks)?)
+        .bind(to_json(&saved_sids(changes))?)
         .fetch_all(&mut *conn)
         .await?;
     let existed = not_inserted(changes, &inserted);
@@ -525,8 +497,10 @@ macro_rules! free_slots {
 }
 
 /// Every statement of a save on SQLite, run as one: one round trip to the connection's thread
-/// rather than one per statement. Each reads its table's rows from its own array, `$1` to `$8`
-/// in the order of [`Document`]; the rows that come back are the fresh calls inserted.
+/// rather than one per statement. Each reads its table's rows from its own array: `$1` the
+/// fresh calls, `$2` calls, `$3` attempts, `$4` entries, `$5` conversions, `$6` marks, `$7`
+/// postbacks, `$8` the calls saved (their ended legs' slots freed). The rows that come back are
+/// the fresh calls inserted.
 static SAVE_ON_SQLITE: &str = concat!(
     insert_fresh_calls!(sqlite),
     ";\n",
