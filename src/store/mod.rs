@@ -24,6 +24,7 @@ use crate::{
         },
         postback::{Due, Postback, PostbackEndpoint, PostbackRecord, PostbackStatus},
         rtb::{LoggedPing, PingStatus, Reservation, RtbWrite},
+        series::{BucketCounts, Window},
         supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats},
         timeline::TimelineEntry,
     },
@@ -146,6 +147,9 @@ pub trait SupervisionStore: Send + Sync {
     /// Per buyer, over the calls that started in `[from, to)`; only buyers dialed or skipped
     /// as duplicates are listed.
     async fn buyer_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<BuyerStats>, StoreError>;
+    /// Per campaign of the number dialed and bucket of the window, the calls that started in
+    /// it; only buckets with calls are listed.
+    async fn campaign_series(&self, window: &Window) -> Result<Vec<BucketCounts>, StoreError>;
     /// Per publisher, over the calls it sent that started in `[from, to)`.
     async fn publisher_stats(
         &self,

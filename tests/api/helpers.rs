@@ -584,6 +584,7 @@ mod flaky {
             ids::Id,
             plan::{BuyerId, CampaignId, CompanyId, PlanEntity, Record},
             postback::{Due, PostbackEndpoint, PostbackRecord},
+            series::{BucketCounts, Window},
             supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats},
             timeline::TimelineEntry,
         },
@@ -699,6 +700,10 @@ mod flaky {
         async fn buyer_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<BuyerStats>, StoreError> {
             self.check()?;
             self.inner.buyer_stats(from, to).await
+        }
+        async fn campaign_series(&self, window: &Window) -> Result<Vec<BucketCounts>, StoreError> {
+            self.check()?;
+            self.inner.campaign_series(window).await
         }
         async fn publisher_stats(
             &self,

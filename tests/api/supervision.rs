@@ -380,6 +380,59 @@ on_both_engines! {
         expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("from")).await;
     }
 
+    async fn the_timeline_counts_each_campaigns_calls_per_minute_and_per_hour(floor: Floor) {
+        let empty = floor.read("/stats/timeline").await;
+        assert!(data(&empty).is_empty(), "{empty}");
+        floor.a_day().await;
+        let main = floor.id("/campaigns", "Main").await;
+
+        // Now is 20:03:08: the last hour by minute, rounded out to whole minutes.
+        let timeline = floor.read("/stats/timeline").await;
+        assert_eq!(
+            (&timeline["bucket"], &timeline["from"], &timeline["to"]),
+            (&json!("minute"), &json!("2026-11-24T19:03:00Z"), &json!("2026-11-24T20:04:00Z"))
+        );
+        let series = &data(&timeline)[0];
+        assert_eq!(series["campaign_id"], main.as_str());
+        let last = |name: &str| {
+            let values = series[name].as_array().unwrap();
+            assert_eq!(values.len(), 61, "{name}: one value per minute");
+            assert!(values[..57].iter().all(|v| v == 0), "{name}: nothing before 20:00");
+            values[57..].to_vec()
+        };
+        // 20:00 Anna converts; 20:01 Anna again, kept from Acme and dropped; 20:02 Boris hangs
+        // up while Acme rings; 20:03 Carla is talking to Acme.
+        assert_eq!(last("calls"), [json!(1), json!(1), json!(1), json!(1)]);
+        assert_eq!(last("connected"), [json!(1), json!(0), json!(0), json!(1)]);
+        assert_eq!(last("converted"), [json!(1), json!(0), json!(0), json!(0)]);
+        assert_eq!(last("duplicates_avoided"), [json!(0), json!(1), json!(0), json!(0)]);
+        assert_eq!(last("dropped"), [json!(0), json!(1), json!(0), json!(0)]);
+
+        // The same calls as the campaign statistics over the same range.
+        let stats = floor.read("/stats/campaigns?from=2026-11-24T19:03:00Z&to=2026-11-24T20:04:00Z").await;
+        let total = |name: &str| series[name].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>();
+        let stats = &data(&stats)[0];
+        for name in ["calls", "connected", "converted", "duplicates_avoided"] {
+            assert_eq!(json!(total(name)), stats[name], "{name}");
+        }
+        assert_eq!(json!(total("dropped")), stats["dropped"]["duplicate"]);
+
+        // By hour, the last day: all four in the 20:00 hour.
+        let hours = floor.read("/stats/timeline?bucket=hour").await;
+        assert_eq!((&hours["from"], &hours["to"]), (&json!("2026-11-23T20:00:00Z"), &json!("2026-11-24T21:00:00Z")));
+        let calls = data(&hours)[0]["calls"].as_array().unwrap().clone();
+        assert_eq!(calls.len(), 25);
+        assert_eq!(calls.last(), Some(&json!(4)));
+        // A range of its own.
+        let range = floor.read("/stats/timeline?bucket=minute&from=2026-11-24T20:01:30Z&to=2026-11-24T20:02:30Z").await;
+        assert_eq!(data(&range)[0]["calls"], json!([1, 1]), "20:01 and 20:02: {range}");
+
+        let refused = floor.app.read("/stats/timeline?from=2026-11-24T00:00:00Z&to=2026-11-26T00:00:00Z").await;
+        expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("from")).await;
+        let refused = floor.app.read("/stats/timeline?bucket=week").await;
+        expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("query")).await;
+    }
+
     async fn buyer_load_shows_live_calls_against_caps(floor: Floor) {
         floor.arrive(1, ANNA, MAIN).await;
         floor.arrive(2, BORIS, MAIN).await;

@@ -11,6 +11,7 @@ use crate::{
         call::CallSid,
         money::{Money, Total},
         plan::{BuyerId, CampaignId},
+        series::{BucketCounts, Counts, Window},
         supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats, mean_ms},
     },
     store::{CallFilter, StoreError, SupervisionStore},
@@ -254,6 +255,44 @@ impl SupervisionStore for SqlStore {
         }
         .await;
         finish(tx, result).await
+    }
+
+    async fn campaign_series(&self, window: &Window) -> Result<Vec<BucketCounts>, StoreError> {
+        // Integer division floors for the non-negative epoch milliseconds calls start at, on
+        // both engines, so a bucket's start is computed where the rows are.
+        type Row = (String, i64, i64, i64, i64, i64, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT entry_campaign_id, (started_at_ms / $3) * $3, COUNT(*),
+                CAST(SUM(CASE WHEN EXISTS (SELECT 1 FROM call_attempts a
+                                          WHERE a.call_sid = calls.call_sid AND a.answered_at_ms IS NOT NULL)
+                              THEN 1 ELSE 0 END) AS BIGINT),
+                CAST(SUM(converted) AS BIGINT),
+                CAST(SUM(duplicates_avoided) AS BIGINT),
+                CAST(SUM(CASE WHEN outcome = 'dropped' THEN 1 ELSE 0 END) AS BIGINT)
+             FROM calls
+             WHERE entry_campaign_id IS NOT NULL AND started_at_ms >= $1 AND started_at_ms < $2
+             GROUP BY 1, 2",
+        )
+        .bind(window.from().as_millisecond())
+        .bind(window.to().as_millisecond())
+        .bind(window.bucket().millis())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, start, calls, connected, converted, duplicates, dropped)| {
+                Ok(BucketCounts {
+                    campaign_id: parse_id(&id)?,
+                    start: timestamp(start)?,
+                    counts: Counts {
+                        calls: count(calls),
+                        connected: count(connected),
+                        converted: count(converted),
+                        duplicates_avoided: count(duplicates),
+                        dropped: count(dropped),
+                    },
+                })
+            })
+            .collect()
     }
 
     async fn publisher_stats(
