@@ -23,7 +23,7 @@ use switchboard::plan::Plan;
 use tempfile::TempDir;
 
 use crate::{
-    helpers::{Engine, SUPERVISOR_TOKEN, TestApp},
+    helpers::{Engine, SUPERVISOR_TOKEN, TestApp, expect_json},
     provider::{CALLER, MAIN, call_over, dial_ended, dialed, incoming, leg_status, sid},
 };
 
@@ -742,4 +742,380 @@ async fn refuse_a_wrong_token(app: &TestApp, browser: Client) {
     let expected = json!({"caller": CALLER, "state": "dialing"});
     until(&browser, "the live call", ROW, &[json!(call), expected]).await;
     assert!(!form.is_displayed().await.unwrap(), "the form is gone");
+}
+
+/// The charts of campaign `arguments[0]` (an id) once each metric's line carries the values of
+/// `arguments[1]` (`{metric: [values]}`, as `/stats/timeline` answers): per metric, its values,
+/// its legend's total, and whether its highest point is drawn above the baseline.
+const CHART: &str = r##"
+const [campaign, expected] = arguments;
+const figure = document.querySelector(`#charts figure[data-campaign-id="${CSS.escape(campaign)}"]`);
+if (!figure) return null;
+const found = {};
+for (const metric of Object.keys(expected)) {
+  const line = figure.querySelector(`polyline[data-metric="${metric}"]`);
+  if (!line) return null;
+  const values = line.dataset.values.split(",").map(Number);
+  if (JSON.stringify(values) !== JSON.stringify(expected[metric])) return null;
+  const ys = line.getAttribute("points").split(" ").map((point) => Number(point.split(",")[1]));
+  const peak = values.indexOf(Math.max(...values));
+  found[metric] = {
+    values,
+    points: ys.length,
+    raised: ys[peak] < Math.max(...ys),
+    total: figure.querySelector(`.legend li[data-metric="${metric}"] .total`).textContent,
+  };
+}
+return found;
+"##;
+
+/// Each buyer's gauges, by buyer id, once `arguments[0]` buyers are shown.
+const GAUGES: &str = r##"
+const cards = [...document.querySelectorAll("#buyers article[data-buyer-id]")];
+if (cards.length !== arguments[0]) return null;
+return Object.fromEntries(cards.map((card) => [card.dataset.buyerId, Object.fromEntries(
+  [...card.querySelectorAll(".gauge")].map((gauge) => [gauge.dataset.gauge, {
+    text: gauge.querySelector(".value").textContent,
+    now: gauge.querySelector("[role=meter]").getAttribute("aria-valuenow"),
+  }]))]));
+"##;
+
+/// The call panel once it shows the story of the call from `arguments[0]` with its verdicts
+/// and its RTB ping: the buyers considered, the caller name and the ping's tags, as text.
+const STORY: &str = r##"
+const panel = document.getElementById("call-panel");
+if (panel.hidden || document.getElementById("panel-title").textContent !== `Call from ${arguments[0]}`) return null;
+const verdicts = [...document.querySelectorAll('#timeline li[data-kind="decision"] .verdicts li')].map((li) => li.textContent);
+const tag = document.querySelector('#panel-ping dd[data-tag="sub_id"]');
+if (verdicts.length === 0 || !tag) return null;
+const summary = [...document.querySelectorAll("#panel-summary dt")]
+  .map((dt) => [dt.textContent, dt.nextElementSibling.textContent]);
+return { verdicts, summary: Object.fromEntries(summary), tag: tag.textContent };
+"##;
+
+/// The live calls table's visible rows (their call sids) and what the filters say, once the
+/// address carries `arguments[0]` in its query.
+const FILTERED: &str = r##"
+if (!location.search.includes(arguments[0])) return null;
+const rows = [...document.querySelectorAll("#calls-body tr[data-call-sid]")].filter((tr) => !tr.hidden);
+return {
+  shown: rows.map((tr) => tr.dataset.callSid),
+  summary: document.getElementById("filter-summary").textContent,
+  empty: document.getElementById("no-calls").hidden ? null : document.getElementById("no-calls").textContent,
+  charts: [...document.querySelectorAll("#charts figure")].map((figure) => figure.dataset.campaignId),
+};
+"##;
+
+/// Where the test writes its screenshot of the page, when asked (the README's picture).
+const SCREENSHOT: &str = "SWITCHBOARD_SCREENSHOT";
+
+#[actix_web::test]
+async fn a_supervisor_reads_the_charts_and_the_caps_filters_calls_and_opens_a_calls_story() {
+    let Some((browser, app)) = start_on(switchboard::plan::DEMO_PLAN).await else {
+        return;
+    };
+    let client = browser.client.clone();
+    browser.run(read_charts_and_a_story(&app, client)).await;
+}
+
+async fn read_charts_and_a_story(app: &TestApp, browser: Client) {
+    browser.set_window_size(1440, 1500).await.unwrap();
+    browser
+        .goto(&app.url(&format!("/dashboard#token={SUPERVISOR_TOKEN}")))
+        .await
+        .expect("open the dashboard");
+    until(
+        &browser,
+        "the event stream to be live",
+        r##"return document.getElementById("connection").dataset.state === "live""##,
+        &[],
+    )
+    .await;
+
+    // A morning's traffic, as the provider would send it: repeat callers, busy and unanswered
+    // buyers, RTB pings before each call.
+    let scenario = switchboard::simulate::Scenario {
+        urls: vec![app.url("")],
+        public_urls: Vec::new(),
+        auth_token: Some(secrecy::SecretString::from(crate::helpers::AUTH_TOKEN)),
+        calls: 40,
+        concurrency: 4,
+        numbers: vec![
+            "+18005550100".into(),
+            "+18885550100".into(),
+            "+18775550100".into(),
+        ],
+        repeat_share: 0.5,
+        outcomes: "60,20,15,5".parse().unwrap(),
+        buyers: Vec::new(),
+        press_1: 0.8,
+        machines: 0.1,
+        talk_seconds: 150.0,
+        reorder: false,
+        hold_ms: 0,
+        rtb_key: None,
+        publisher: "pub-001".into(),
+        token: None,
+        seed: Some(21),
+        quiet: true,
+    };
+    let report = switchboard::simulate::run(scenario).await.unwrap();
+    assert!(report.succeeded(), "{report}");
+
+    // The charts draw what the status API says, campaign by campaign. (Choosing the range asks
+    // again at once rather than at the next refresh.)
+    let timeline = expect_json(app.read("/stats/timeline?bucket=minute").await, StatusCode::OK).await;
+    let series = timeline["data"].as_array().unwrap().clone();
+    assert!(series.len() >= 2, "calls on more than one campaign: {timeline}");
+    (browser
+        .find(Locator::Id("range-hour"))
+        .await
+        .unwrap()
+        .click()
+        .await)
+        .unwrap();
+    let metrics = ["calls", "connected", "converted", "duplicates_avoided", "dropped"];
+    let total = |s: &Value, metric: &str| {
+        s[metric]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    for s in &series {
+        let expected: serde_json::Map<String, Value> =
+            metrics.iter().map(|m| (m.to_string(), s[*m].clone())).collect();
+        let campaign = s["campaign_id"].as_str().unwrap();
+        let drawn = until(
+            &browser,
+            "a campaign's chart",
+            CHART,
+            &[json!(campaign), Value::Object(expected)],
+        )
+        .await;
+        for metric in metrics {
+            let line = &drawn[metric];
+            assert_eq!(
+                line["points"],
+                s[metric].as_array().unwrap().len(),
+                "{metric}: a point per minute"
+            );
+            assert_eq!(line["total"], total(s, metric).to_string(), "{metric}'s legend");
+            if total(s, metric) > 0 {
+                assert_eq!(line["raised"], true, "{metric}: its peak stands above zero");
+            }
+        }
+    }
+    let all = |metric: &str| series.iter().map(|s| total(s, metric)).sum::<u64>();
+    assert_eq!(all("calls"), 40, "{timeline}");
+    for metric in ["connected", "converted", "duplicates_avoided"] {
+        assert!(all(metric) > 0, "{metric}: a series with calls in it: {timeline}");
+    }
+    // With more than one campaign, their sum comes first.
+    let first = browser
+        .execute(
+            r##"return document.querySelector("#charts figure").dataset.campaignId"##,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, "all");
+
+    // Each buyer's live calls against its concurrency cap and today's count against its cap.
+    let load = expect_json(app.read("/load").await, StatusCode::OK).await;
+    let buyers = load["data"].as_array().unwrap();
+    let gauges = until(&browser, "the buyers' gauges", GAUGES, &[json!(buyers.len())]).await;
+    let shown = |limit: &Value, count: &Value| match limit.as_u64() {
+        Some(limit) => format!("{count} / {limit}"),
+        None => format!("{count} · no cap"),
+    };
+    for buyer in buyers {
+        let gauge = &gauges[buyer["buyer_id"].as_str().unwrap()];
+        assert_eq!(
+            gauge["live"]["text"],
+            shown(&buyer["concurrency"]["limit"], &buyer["concurrency"]["live"])
+        );
+        assert_eq!(
+            gauge["daily"]["text"],
+            shown(&buyer["daily"]["limit"], &buyer["daily"]["count"])
+        );
+        for period in ["hourly", "monthly", "lifetime"] {
+            let view = &buyer[period];
+            let expected = if view["limit"].is_null() {
+                Value::Null
+            } else {
+                json!(shown(&view["limit"], &view["count"]))
+            };
+            assert_eq!(
+                gauge[period]["text"], expected,
+                "{period}: shown where it is capped"
+            );
+        }
+    }
+    let budget = buyers.iter().find(|b| b["name"] == "Budget Cover").unwrap();
+    assert_eq!(
+        budget["hourly"]["limit"], 20,
+        "a buyer capped by the hour: {budget}"
+    );
+    let acme = buyers
+        .iter()
+        .find(|b| b["name"] == "Acme Auto Insurance")
+        .unwrap();
+    assert!(
+        acme["daily"]["count"].as_u64().unwrap() > 0,
+        "Acme converted callers today: {acme}"
+    );
+
+    // A caller converts with Acme, then calls again through a publisher's RTB ping: the
+    // caller's name (from the provider's lookup) and the publisher's tags are theirs to choose.
+    let hostile = "<img src=x onerror=window.__injected=1>";
+    let caller = "+14155550177";
+    let first_call = sid(900);
+    let dialed_acme = app
+        .webhook(&app.url("/voice/incoming"), &incoming(&first_call, caller, MAIN))
+        .await;
+    let (number, action) = dialed(dialed_acme).await;
+    assert_eq!(number, "+14155550101", "Acme first");
+    app.webhook(&action, &dial_ended(&first_call, "completed", 300))
+        .await;
+    app.webhook(&app.url("/voice/status"), &call_over(&first_call))
+        .await;
+    let ping = json!({"key": "demo-rtb-key-auto-insurance-0001", "publisher_id": "pub-001",
+        "caller_number": caller, "sub_id": hostile});
+    let bid = app
+        .client
+        .post(app.url("/rtbs.json"))
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_json(bid, StatusCode::OK).await["status"], "reserved");
+    let again = sid(901);
+    let body = format!(
+        "{}&CallerName={}",
+        incoming(&again, caller, MAIN),
+        url_encoded(hostile)
+    );
+    let (number, _) = dialed(app.webhook(&app.url("/voice/incoming"), &body).await).await;
+    assert_eq!(number, "+14155550102", "not Acme again: Budget Cover");
+    until(
+        &browser,
+        "the repeat caller's row",
+        ROW,
+        &[json!(again), json!({"caller": caller, "state": "dialing"})],
+    )
+    .await;
+
+    // Filters: by caller number (digits, as typed), by state, by campaign; kept in the address.
+    let search = browser.find(Locator::Id("filter-caller")).await.unwrap();
+    search.send_keys("555-0177").await.unwrap();
+    let filtered = until(
+        &browser,
+        "the caller filter",
+        FILTERED,
+        &[json!("caller=555-0177")],
+    )
+    .await;
+    // The repeat call, and its first call while it stays listed, ended.
+    let shown: Vec<&str> = filtered["shown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(shown.contains(&again.as_str()), "{filtered}");
+    assert!(
+        shown
+            .iter()
+            .all(|sid| [again.as_str(), first_call.as_str()].contains(sid)),
+        "{filtered}"
+    );
+    let listed = browser
+        .execute(
+            r##"return document.querySelectorAll("#calls-body tr").length"##,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        filtered["summary"],
+        format!("{} of {listed} calls shown", shown.len()),
+        "{filtered}"
+    );
+    let state = browser.find(Locator::Id("filter-state")).await.unwrap();
+    state.select_by_value("connected").await.unwrap();
+    let filtered = until(
+        &browser,
+        "the state filter",
+        FILTERED,
+        &[json!("state=connected")],
+    )
+    .await;
+    assert_eq!(filtered["shown"], json!([]), "dialing, not connected: {filtered}");
+    assert_eq!(filtered["empty"], "No live calls match the filters.");
+    let overflow = app.id_of("/campaigns", "Overflow").await;
+    let campaign = browser.find(Locator::Id("filter-campaign")).await.unwrap();
+    campaign.select_by_value(&overflow).await.unwrap();
+    let filtered = until(
+        &browser,
+        "the campaign filter",
+        FILTERED,
+        &[json!(format!("campaign={overflow}"))],
+    )
+    .await;
+    assert_eq!(
+        filtered["charts"],
+        json!([overflow]),
+        "only that campaign's chart: {filtered}"
+    );
+    (browser
+        .find(Locator::Id("filter-clear"))
+        .await
+        .unwrap()
+        .click()
+        .await)
+        .unwrap();
+    let cleared = until(
+        &browser,
+        "the filters cleared",
+        r##"return location.search === "" && [...document.querySelectorAll("#calls-body tr")].every((tr) => !tr.hidden)"##,
+        &[],
+    )
+    .await;
+    assert_eq!(cleared, true, "every call shown again");
+
+    // The call's story: why Acme was kept out, in plain words; its name and tags as text.
+    let row = format!(r##"#calls-body tr[data-call-sid="{again}"]"##);
+    (browser.find(Locator::Css(&row)).await.unwrap().click().await).unwrap();
+    let story = until(&browser, "the repeat call's story", STORY, &[json!(caller)]).await;
+    let verdicts: Vec<&str> = story["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        verdicts
+            .iter()
+            .any(|v| v.starts_with("Acme Auto Insurance: duplicate")),
+        "{verdicts:?}"
+    );
+    assert!(verdicts.contains(&"Budget Cover: chosen"), "{verdicts:?}");
+    assert_eq!(story["summary"]["Caller name"], hostile, "{story}");
+    assert_eq!(story["tag"], hostile, "{story}");
+    let clean = browser.execute_async(NO_MARKUP, vec![]).await.unwrap();
+    assert_eq!(clean, true, "caller names and tags are never read as HTML");
+
+    if let Some(path) = std::env::var_os(SCREENSHOT) {
+        // The README's picture: the page as a supervisor finds it, a call's story open.
+        browser.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+        let png = browser.screenshot().await.unwrap();
+        std::fs::write(&path, png).unwrap();
+        eprintln!("wrote {}", Path::new(&path).display());
+    }
+}
+
+fn url_encoded(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
