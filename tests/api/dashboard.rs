@@ -873,64 +873,13 @@ async fn read_charts_and_a_story(app: &TestApp, browser: Client) {
     let report = switchboard::simulate::run(scenario).await.unwrap();
     assert!(report.succeeded(), "{report}");
 
-    // The charts draw what the status API says, campaign by campaign. (Choosing the range asks
-    // again at once rather than at the next refresh.)
-    let timeline = expect_json(app.read("/stats/timeline?bucket=minute").await, StatusCode::OK).await;
-    let series = timeline["data"].as_array().unwrap().clone();
-    assert!(series.len() >= 2, "calls on more than one campaign: {timeline}");
-    (browser
-        .find(Locator::Id("range-hour"))
-        .await
-        .unwrap()
-        .click()
-        .await)
-        .unwrap();
-    let metrics = ["calls", "connected", "converted", "duplicates_avoided", "dropped"];
-    let total = |s: &Value, metric: &str| {
-        s[metric]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .sum::<u64>()
-    };
-    let from = timeline["from"]
-        .as_str()
-        .unwrap()
-        .parse::<jiff::Timestamp>()
-        .unwrap()
-        .as_millisecond();
-    let counted = |values: &Value| -> Value {
-        let counts = (values.as_array().unwrap().iter().enumerate())
-            .filter(|(_, n)| n.as_u64() != Some(0))
-            .map(|(i, n)| ((from + i as i64 * 60_000).to_string(), n.clone()));
-        Value::Object(counts.collect())
-    };
-    for s in &series {
-        let expected: serde_json::Map<String, Value> =
-            metrics.iter().map(|m| (m.to_string(), counted(&s[*m]))).collect();
-        let campaign = s["campaign_id"].as_str().unwrap();
-        let drawn = until(
-            &browser,
-            "a campaign's chart",
-            CHART,
-            &[json!(campaign), Value::Object(expected)],
-        )
-        .await;
-        for metric in metrics {
-            let line = &drawn[metric];
-            let points = line["points"].as_u64().unwrap();
-            assert!(
-                (60..=61).contains(&points),
-                "{metric}: a point per minute of the hour, {points}"
-            );
-            assert_eq!(line["total"], total(s, metric).to_string(), "{metric}'s legend");
-            if total(s, metric) > 0 {
-                assert_eq!(line["raised"], true, "{metric}: its peak stands above zero");
-            }
-        }
-    }
-    let all = |metric: &str| series.iter().map(|s| total(s, metric)).sum::<u64>();
+    // The charts draw what the status API says, campaign by campaign: by minute over the last
+    // hour, then by hour over the last day.
+    let series = charts_match_the_status_api(app, &browser, "minute").await;
+    let day = charts_match_the_status_api(app, &browser, "hour").await;
+    assert_eq!(day.len(), series.len(), "the same campaigns by the hour");
+    let timeline = json!(series);
+    let all = |metric: &str| series.iter().map(|s| total(&s[metric])).sum::<u64>();
     assert_eq!(all("calls"), 40, "{timeline}");
     for metric in ["connected", "converted", "duplicates_avoided"] {
         assert!(all(metric) > 0, "{metric}: a series with calls in it: {timeline}");
@@ -1137,6 +1086,77 @@ async fn read_charts_and_a_story(app: &TestApp, browser: Client) {
         std::fs::write(&path, png).unwrap();
         eprintln!("wrote {}", Path::new(&path).display());
     }
+}
+
+const METRICS: [&str; 5] = ["calls", "connected", "converted", "duplicates_avoided", "dropped"];
+
+fn total(values: &Value) -> u64 {
+    values
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+/// Chooses the page's range of `bucket` and waits until each campaign's chart shows the counts
+/// `/stats/timeline` gives: the series read.
+async fn charts_match_the_status_api(app: &TestApp, browser: &Client, bucket: &str) -> Vec<Value> {
+    let timeline = expect_json(
+        app.read(&format!("/stats/timeline?bucket={bucket}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    let series = timeline["data"].as_array().unwrap().clone();
+    assert!(series.len() >= 2, "calls on more than one campaign: {timeline}");
+    // Choosing the range asks again at once rather than at the next refresh.
+    let button = if bucket == "hour" {
+        "range-day"
+    } else {
+        "range-hour"
+    };
+    (browser.find(Locator::Id(button)).await.unwrap().click().await).unwrap();
+    let (size, points) = if bucket == "hour" {
+        (3_600_000, 24..=25)
+    } else {
+        (60_000, 60..=61)
+    };
+    let from = timeline["from"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_millisecond();
+    let counted = |values: &Value| -> Value {
+        let counts = (values.as_array().unwrap().iter().enumerate())
+            .filter(|(_, n)| n.as_u64() != Some(0))
+            .map(|(i, n)| ((from + i as i64 * size).to_string(), n.clone()));
+        Value::Object(counts.collect())
+    };
+    for s in &series {
+        let expected = METRICS.iter().map(|m| (m.to_string(), counted(&s[*m]))).collect();
+        let campaign = s["campaign_id"].as_str().unwrap();
+        let drawn = until(
+            browser,
+            "a campaign's chart",
+            CHART,
+            &[json!(campaign), Value::Object(expected)],
+        )
+        .await;
+        for metric in METRICS {
+            let line = &drawn[metric];
+            let drawn_points = line["points"].as_u64().unwrap();
+            assert!(
+                points.contains(&drawn_points),
+                "{metric}: a point per {bucket}, {drawn_points}"
+            );
+            assert_eq!(line["total"], total(&s[metric]).to_string(), "{metric}'s legend");
+            if total(&s[metric]) > 0 {
+                assert_eq!(line["raised"], true, "{metric}: its peak stands above zero");
+            }
+        }
+    }
+    series
 }
 
 fn url_encoded(text: &str) -> String {
