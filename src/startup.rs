@@ -74,6 +74,19 @@ pub struct Application {
     /// The de-dupe and capacity indexes (tests hold them up).
     dedupe: Dedupe,
     capacity: Capacity,
+    stopper: Stopper,
+}
+
+/// Stops a running [`Application`] as SIGTERM does, drain included (tests restart a server
+/// this way; a process has only one SIGTERM).
+#[derive(Clone, Default)]
+pub struct Stopper(Arc<tokio::sync::Notify>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        // A permit is kept if the server is not waiting yet: a stop is never missed.
+        self.0.notify_one();
+    }
 }
 
 impl Application {
@@ -197,6 +210,7 @@ impl Application {
             drain: settings.drain,
             dedupe,
             capacity,
+            stopper: Stopper::default(),
         })
     }
 
@@ -215,20 +229,28 @@ impl Application {
         (self.dedupe.clone(), self.capacity.clone())
     }
 
+    /// What stops this server without a signal.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
     /// The live calls (tests and supervisors look at them).
     pub fn calls(&self) -> Calls {
         self.calls.clone()
     }
 
-    /// Serves until SIGINT or SIGTERM. Then `/readyz` fails while the server goes on serving for
+    /// Serves until SIGINT, SIGTERM or its [`Stopper`]. Then `/readyz` fails while the server goes on serving for
     /// the drain time (load balancers send new calls elsewhere, calls in progress go on); what
     /// the store has not taken yet (call changes a database hiccup held back, RTB log lines) is
     /// written; and the requests in flight finish.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let (server, hub, readiness, drain) = (self.server.handle(), self.hub, self.readiness, self.drain);
-        let calls = self.calls.clone();
+        let (calls, stopper) = (self.calls.clone(), self.stopper.clone());
         actix_web::rt::spawn(async move {
-            stop_signal().await;
+            tokio::select! {
+                () = stop_signal() => {}
+                () = stopper.0.notified() => {}
+            }
             readiness.stopping();
             tracing::info!(
                 drain_seconds = drain.as_secs(),

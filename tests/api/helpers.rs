@@ -29,10 +29,12 @@ pub const SUPERVISOR_TOKEN: &str = "test-supervisor-token-0123456789";
 /// The provider account's auth token in tests: every webhook is signed with it.
 pub const AUTH_TOKEN: &str = "test-auth-token-5f4dcc3b5aa765d6";
 /// What every test service is started with.
-pub const TEST_SETTINGS: [(&str, &str); 3] = [
+pub const TEST_SETTINGS: [(&str, &str); 4] = [
     ("ADMIN_TOKEN", ADMIN_TOKEN),
     ("SUPERVISOR_TOKENS", SUPERVISOR_TOKEN),
     ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+    // A restart stops the first server at once (the drain has a test of its own).
+    ("DRAIN_SECONDS", "0"),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +213,8 @@ pub struct TestApp {
     pub db: TestDb,
     /// Kept across a restart: the same clock goes on.
     pub runtime: Runtime,
+    stopper: switchboard::startup::Stopper,
+    served: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl TestApp {
@@ -286,7 +290,8 @@ impl TestApp {
         let address = format!("http://{}", app.address());
         let calls = app.calls();
         let indexes = app.indexes();
-        actix_web::rt::spawn(app.run_until_stopped());
+        let stopper = app.stopper();
+        let served = actix_web::rt::spawn(app.run_until_stopped());
         Some(Self {
             address,
             client: reqwest::Client::new(),
@@ -295,6 +300,8 @@ impl TestApp {
             indexes,
             db,
             runtime,
+            stopper,
+            served,
         })
     }
 
@@ -327,8 +334,17 @@ impl TestApp {
     }
 
     /// A second service on this one's database, as after a restart: everything it knows comes
-    /// from the store. (The first keeps serving on its own port until the test ends.)
+    /// from the store. The first is stopped first, as SIGTERM stops it (what it held back is
+    /// written on the way out).
     pub async fn restart(self) -> Self {
+        self.stopper.stop();
+        let stopped = actix_web::rt::time::timeout(std::time::Duration::from_secs(30), self.served).await;
+        let served = stopped.expect("the first server stops within 30 s");
+        served
+            .expect("the first server's task")
+            .expect("the first server stops cleanly");
+        let refused = self.client.get(format!("{}/healthz", self.address)).send().await;
+        assert!(refused.is_err(), "the first server no longer answers");
         Self::start_on_with(self.db, &TEST_SETTINGS, self.runtime)
             .await
             .expect("the database is still there")
