@@ -5,7 +5,7 @@ use std::{
     path::Path,
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use reqwest::StatusCode;
@@ -13,6 +13,8 @@ use reqwest::StatusCode;
 use crate::helpers::{ADMIN_TOKEN, AUTH_TOKEN, SUPERVISOR_TOKEN, expect_json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+/// How long a server may take to log what a test waits for (start-up, a drain, an exit).
+const LOG_PATIENCE: Duration = Duration::from_secs(60);
 
 /// The binary in `dir`, with none of the developer's own settings leaking in.
 pub(crate) fn switchboard(dir: &Path) -> Command {
@@ -63,20 +65,38 @@ impl Server {
         Self { child, lines }
     }
 
-    /// Waits for a log line containing `needle` and returns it.
+    /// Waits for a log line containing `needle` and returns it; fails after [`LOG_PATIENCE`],
+    /// however much else is logged meanwhile.
     fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + LOG_PATIENCE;
         loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => continue,
-                Err(e) => panic!("no log line with {needle:?}: {e}"),
+                Err(e) => panic!("no log line with {needle:?} in {LOG_PATIENCE:?}: {e}"),
             }
         }
     }
 
-    /// Every line logged from here until the process exits.
+    /// Every line logged from here until the process exits; fails if it has not exited after
+    /// [`LOG_PATIENCE`].
     fn remaining_lines(&self) -> Vec<String> {
-        self.lines.iter().collect()
+        let deadline = Instant::now() + LOG_PATIENCE;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "still running after {LOG_PATIENCE:?}; it logged:\n{}",
+                        lines.join("\n")
+                    )
+                }
+            }
+        }
     }
 
     /// Sends SIGTERM, as a process supervisor stopping the service does.
@@ -138,9 +158,14 @@ async fn serve_demo_starts_on_a_fresh_machine_and_says_where_it_listens() {
 
 #[actix_web::test]
 async fn sigterm_fails_readiness_serves_on_for_the_drain_then_stops_cleanly() {
+    use crate::{
+        helpers::TestApp,
+        provider::{CALLER, MAIN, dialed, incoming, sid},
+    };
+
     let dir = tempfile::tempdir().unwrap();
     let settings = [("TWILIO_AUTH_TOKEN", AUTH_TOKEN), ("DRAIN_SECONDS", "2")];
-    let mut server = Server::start_with(dir.path(), &["serve"], &settings);
+    let mut server = Server::start_with(dir.path(), &["serve", "--demo"], &settings);
     let address = server.address();
     let client = reqwest::Client::new();
     let status_of = |path: &str| client.get(format!("{address}{path}")).send();
@@ -154,7 +179,9 @@ async fn sigterm_fails_readiness_serves_on_for_the_drain_then_stops_cleanly() {
 
     server.terminate();
     server.wait_for("/readyz fails");
-    // Load balancers are told to send new calls elsewhere; everything else is still served.
+    let draining = Instant::now();
+    // Load balancers are told to send new calls elsewhere; everything else is still served,
+    // a call that reaches this node all the same included.
     let readyz = status_of("/readyz").await.unwrap();
     assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -162,6 +189,10 @@ async fn sigterm_fails_readiness_serves_on_for_the_drain_then_stops_cleanly() {
         "stopping"
     );
     assert_eq!(status_of("/healthz").await.unwrap().status(), StatusCode::OK);
+    let provider = TestApp::signing_client();
+    let url = format!("{address}/voice/incoming");
+    let (number, _) = dialed(provider.webhook(&url, &incoming(&sid(1), CALLER, MAIN)).await).await;
+    assert_eq!(number, "+14155550101", "dialed during the drain");
 
     // Then the stream ends, rather than holding the stop up: well within the drain and the
     // 10 s the server would otherwise wait for it.
@@ -170,6 +201,14 @@ async fn sigterm_fails_readiness_serves_on_for_the_drain_then_stops_cleanly() {
     })
     .await;
     assert!(ended.is_ok(), "the event stream was not closed");
+    // The drain lasts as configured: the requests in flight are finished 2 s after /readyz
+    // began failing, not before.
+    server.wait_for("finishing the requests in flight");
+    let drained = draining.elapsed();
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(8)).contains(&drained),
+        "drained for {drained:?}, not 2 s"
+    );
     // …and the server stops, successfully.
     server.wait_for("stopped");
     let status = server.child.wait().unwrap();
