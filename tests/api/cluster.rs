@@ -180,6 +180,119 @@ async fn a_conversion_on_one_node_is_seen_by_the_de_dupe_of_another() {
     assert_eq!(dialed(again).await.0, BUDGET);
 }
 
+/// A node whose connection to the other nodes' news drops reads again what it may have missed:
+/// a conversion stored without news (written straight into the database here, as if sent
+/// while the connection was down) is known to its de-dupe once it has reconnected, and news
+/// are heard again after it.
+#[actix_web::test]
+async fn a_node_catches_up_on_what_it_missed_while_its_listener_was_down() {
+    let Some((first, second)) = two_nodes().await else {
+        return;
+    };
+    let provider = TestApp::signing_client();
+    let action = acme_dialed(&first, &provider).await;
+    provider
+        .webhook(&action, &dial_ended(&sid(1), "completed", 200))
+        .await;
+    provider
+        .webhook(&first.url("/voice/status"), &call_over(&sid(1)))
+        .await;
+
+    // Another caller converted with Acme, and no node heard of it.
+    let missed = "+14155550188";
+    let mut db = first.db.connect().await;
+    sqlx::query(
+        "INSERT INTO dedupe_marks (caller_number, scope, last_connected_ms, last_converted_ms)
+         SELECT $1, scope, last_connected_ms, last_converted_ms FROM dedupe_marks WHERE caller_number = $2",
+    )
+    .bind(missed)
+    .bind(CALLER)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    // Both nodes' listening connections are cut, as a database failover or a network blip would.
+    let listeners = "SELECT COUNT(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND query ILIKE 'LISTEN%'";
+    let listening = count(&mut db, listeners).await;
+    assert!(listening >= 2, "each node listens: {listening}");
+    let cut = "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE datname = current_database() AND query ILIKE 'LISTEN%') AS cut";
+    assert_eq!(count(&mut db, cut).await, listening);
+    // They reconnect.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count(&mut db, listeners).await < listening {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes did not listen again in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    news_travel().await;
+    let call = incoming(&sid(2), missed, MAIN);
+    let (number, _) = dialed(provider.webhook(&format!("{second}/voice/incoming"), &call).await).await;
+    assert_eq!(
+        number, BUDGET,
+        "the conversion read again after the gap: Acme is a duplicate"
+    );
+
+    // And news flow again: a conversion on the first node reaches the second.
+    let caller = "+14155550189";
+    let call = incoming(&sid(3), caller, MAIN);
+    let (number, action) = dialed(provider.webhook(&first.url("/voice/incoming"), &call).await).await;
+    assert_eq!(number, ACME);
+    provider
+        .webhook(&action, &dial_ended(&sid(3), "completed", 200))
+        .await;
+    provider
+        .webhook(&first.url("/voice/status"), &call_over(&sid(3)))
+        .await;
+    news_travel().await;
+    let call = incoming(&sid(4), caller, MAIN);
+    let (number, _) = dialed(provider.webhook(&format!("{second}/voice/incoming"), &call).await).await;
+    assert_eq!(number, BUDGET, "heard as news");
+}
+
+/// An API token issued on one node opens the API on another, and its revocation closes it
+/// there, within the tokens' reload interval.
+#[actix_web::test]
+async fn a_token_issued_or_revoked_on_one_node_is_honoured_on_another() {
+    let Some((first, second)) = two_nodes().await else {
+        return;
+    };
+    let issued = first
+        .post("/tokens", json!({ "name": "wallboard", "role": "supervisor" }))
+        .await;
+    let issued = expect_json(issued, StatusCode::CREATED).await;
+    let (id, token) = (issued["id"].as_str().unwrap(), issued["token"].as_str().unwrap());
+    let client = reqwest::Client::new();
+    let read_on_second = || {
+        client
+            .get(format!("{second}/api/v1/calls/live"))
+            .bearer_auth(token)
+            .send()
+    };
+    // Within the reload interval, and a little more.
+    let patience = switchboard::http::auth::AccessTokens::RELOAD_EVERY + Duration::from_secs(5);
+    let until = |wanted: StatusCode| async move {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let status = read_on_second().await.unwrap().status();
+            if status == wanted {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {status} after {patience:?}, not {wanted}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    until(StatusCode::OK).await;
+    let revoked = first.delete(&format!("/tokens/{id}")).await;
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    until(StatusCode::UNAUTHORIZED).await;
+}
+
 #[actix_web::test]
 async fn an_rtb_reservation_made_on_one_node_is_honoured_on_another() {
     let Some((first, second)) = two_nodes().await else {
@@ -275,6 +388,7 @@ async fn three_nodes_one_killed_mid_run_exceed_no_cap_dial_no_duplicate_and_lose
     };
     let run = tokio::spawn(simulate::run(scenario));
     let mut db_conn = db.connect().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM calls")
             .fetch_one(&mut db_conn)
@@ -283,6 +397,10 @@ async fn three_nodes_one_killed_mid_run_exceed_no_cap_dial_no_duplicate_and_lose
         if stored >= i64::from(CALLS / 4) {
             break;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a quarter of the calls not stored in 60 s: {stored}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     nodes[1].child.kill().unwrap(); // SIGKILL: no shutdown of any kind
