@@ -226,6 +226,27 @@ on_both_engines! {
         assert_eq!(number, "+14155550101");
     }
 
+    async fn a_retried_unanswered_dial_action_while_the_next_buyer_rings_dials_no_one_else(app: Acme) {
+        for (n, status) in [(60, "no-answer"), (61, "busy")] {
+            let (first, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&sid(n), CALLER, MAIN)).await).await;
+            assert_eq!(first, "+14155550101", "Acme first");
+            // Acme does not answer: the next buyer rings. The provider, not having heard the
+            // answer in time, sends the same action again while it rings.
+            let next = app.webhook(&action, &dial_ended(&sid(n), status, 0)).await.text().await.unwrap();
+            assert!(next.contains("+14155550102"), "{status}: the next buyer: {next}");
+            let again = app.webhook(&action, &dial_ended(&sid(n), status, 0)).await.text().await.unwrap();
+            assert_eq!(again, next, "{status}: the same TwiML, the same attempt");
+            let call = expect_json(app.get(&format!("/calls/{}", sid(n))).await, StatusCode::OK).await;
+            let dials: Vec<(&str, &str)> = (call["dials"].as_array().unwrap().iter())
+                .map(|d| (d["buyer_id"].as_str().unwrap(), d["status"].as_str().unwrap_or("ringing")))
+                .collect();
+            assert_eq!(dials.len(), 2, "{status}: no third dial: {call}");
+            assert_eq!(dials[0].1, status);
+            assert_eq!(dials[1].1, "ringing", "{status}: the next buyer still rings: {call}");
+            assert_eq!(call["attempts"], 2);
+        }
+    }
+
     async fn a_retried_first_webhook_gets_the_same_twiml_and_dials_once(app: Acme) {
         let url = app.url("/voice/incoming");
         let body = incoming(&sid(4), CALLER, MAIN);
