@@ -5,9 +5,19 @@
 use actix_web::{HttpResponse, http::Method, web};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiRoute, auth::Reader, error::ApiError};
-use crate::{clock::Clock, store::Store};
+use super::{
+    ApiRoute,
+    auth::Reader,
+    error::ApiError,
+    openapi::{Invalid, Unauthorized, Unavailable},
+};
+use crate::{
+    clock::Clock,
+    domain::supervision::{BuyerStats, CampaignStats, PublisherStats},
+    store::Store,
+};
 
 pub fn routes() -> [ApiRoute; 3] {
     [
@@ -17,10 +27,15 @@ pub fn routes() -> [ApiRoute; 3] {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Range {
+    /// Calls that started at or after (RFC 3339); default: 24 hours before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<Timestamp>,
+    /// Calls that started before (RFC 3339); default: now.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<Timestamp>,
 }
 
@@ -40,13 +55,29 @@ impl Range {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Stats<T> {
+    #[schema(value_type = String, format = DateTime)]
     from: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     to: Timestamp,
     data: Vec<T>,
 }
 
+/// Statistics per campaign
+#[utoipa::path(
+    get,
+    path = "/stats/campaigns",
+    tag = "Supervision",
+    security(("supervisor" = []), ("admin" = [])),
+    params(Range),
+    responses(
+        (status = 200, description = "Only campaigns with calls in the range are listed.", body = Stats<CampaignStats>),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn campaigns(
     _: Reader,
     store: web::Data<dyn Store>,
@@ -58,6 +89,20 @@ async fn campaigns(
     Ok(HttpResponse::Ok().json(Stats { from, to, data }))
 }
 
+/// Statistics per buyer
+#[utoipa::path(
+    get,
+    path = "/stats/buyers",
+    tag = "Supervision",
+    security(("supervisor" = []), ("admin" = [])),
+    params(Range),
+    responses(
+        (status = 200, description = "Only buyers with calls in the range are listed.", body = Stats<BuyerStats>),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn buyers(
     _: Reader,
     store: web::Data<dyn Store>,
@@ -69,6 +114,20 @@ async fn buyers(
     Ok(HttpResponse::Ok().json(Stats { from, to, data }))
 }
 
+/// Statistics per publisher
+#[utoipa::path(
+    get,
+    path = "/stats/publishers",
+    tag = "Supervision",
+    security(("supervisor" = []), ("admin" = [])),
+    params(Range),
+    responses(
+        (status = 200, description = "Only publishers with calls in the range are listed.", body = Stats<PublisherStats>),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn publishers(
     _: Reader,
     store: web::Data<dyn Store>,
