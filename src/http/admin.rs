@@ -344,7 +344,7 @@ async fn rtb_key_status(_: Admin, store: StoreData, id: web::Path<String>) -> Re
     tag = "RTB",
     security(("admin" = [])),
     params(("id" = Uuid, Path, description = "The campaign's id.")),
-    request_body(content = inline(RtbKeyRequest), description = "Required, if only `{}`."),
+    request_body(content = inline(RtbKeyRequest), description = "An object: `{}` for a random key."),
     responses(
         (status = 200, description = "The key, shown this once (not to be cached).", body = inline(ShownKey)),
         (status = 401, response = Unauthorized),
