@@ -10,10 +10,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything, including changing the plan and issuing tokens.
@@ -85,14 +86,19 @@ impl fmt::Debug for KeyDigest {
 }
 
 /// A token issued through the API, as stored and listed: everything but its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = ApiToken)]
 pub struct IssuedToken {
     pub id: Uuid,
+    #[schema(value_type = String, min_length = 1, max_length = 100)]
     pub name: TokenName,
     pub role: Role,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// After this it opens nothing (a rotated token's grace ends here).
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Timestamp>,
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<Timestamp>,
 }
 

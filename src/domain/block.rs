@@ -9,6 +9,7 @@ use std::{
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{phone::E164, plan::CompanyId, values::Name};
@@ -79,7 +80,7 @@ impl fmt::Display for CallerPattern {
 }
 
 /// An entry as an operator writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockedCaller {
     pub pattern: CallerPattern,

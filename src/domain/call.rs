@@ -11,6 +11,7 @@ use std::{
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
     dialing::Screening,
@@ -97,7 +98,7 @@ impl Caller {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
     /// Arrived; no buyer dialed yet.
@@ -110,7 +111,7 @@ pub enum CallState {
 }
 
 /// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// It reached a buyer (possibly the fallback buyer, possibly after a redirect).
@@ -129,7 +130,7 @@ pub enum Outcome {
 }
 
 /// Why a call was dropped: the reason that kept the most buyers out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// Every buyer left would have considered the call a duplicate.
@@ -152,7 +153,7 @@ pub enum DropReason {
 }
 
 /// `DialCallStatus`: how a `<Dial>` ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DialStatus {
     /// Answered and connected (the buyer or the caller then hung up).
@@ -176,7 +177,7 @@ impl DialStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptKind {
     /// A buyer of the campaign's list.
@@ -186,7 +187,8 @@ pub enum AttemptKind {
 }
 
 /// One buyer dialed for this call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Dial)]
 pub struct Attempt {
     /// 1, 2, …: part of the callback URLs, so late callbacks of an earlier attempt are told apart.
     pub number: u32,
@@ -194,20 +196,29 @@ pub struct Attempt {
     pub campaign_id: CampaignId,
     pub kind: AttemptKind,
     /// Whether the call is a duplicate for this buyer: predicted when dialed, settled when the
-    /// leg ends. `None` for an unknown caller.
+    /// leg ends; null for an unknown caller.
+    #[schema(required = true)]
     pub duplicate: Option<bool>,
+    #[schema(required = true)]
     pub status: Option<DialStatus>,
+    #[schema(required = true)]
     pub connected_seconds: Option<u32>,
     pub converted: bool,
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub answered_at: Option<Timestamp>,
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<Timestamp>,
-    /// For a buyer that must press 1: where that stands (`None`: not screened).
+    /// For a buyer that must press 1 (or be screened for a machine): where that stands; absent:
+    /// not screened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Screening)]
     pub screening: Option<Screening>,
     /// How long the buyer's leg lasted, as its own `completed` callback says (`CallDuration`):
-    /// what settles the dial if its action never comes.
+    /// what settles the dial if its action never comes. Absent until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
     pub leg_seconds: Option<u32>,
 }
 
@@ -228,7 +239,7 @@ impl Attempt {
 }
 
 /// A recording the provider made of the call, as its recording status callback told it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Recording {
     /// The attempt whose `<Dial>` recorded it.
     pub attempt: u32,
@@ -236,16 +247,20 @@ pub struct Recording {
     pub sid: String,
     /// `RecordingUrl`: the media (add `.mp3` or `.wav`; the provider may ask for the account's
     /// credentials).
+    #[schema(format = "uri")]
     pub url: String,
     pub status: RecordingStatus,
+    #[schema(required = true)]
     pub duration_seconds: Option<u32>,
+    #[schema(required = true)]
     pub channels: Option<u32>,
-    /// When the callback arrived.
+    /// When the provider reported it.
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
 }
 
 /// `RecordingStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecordingStatus {
     InProgress,

@@ -9,6 +9,7 @@ use std::{
 
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
     call::{Attempt, CallRecord, CallSid},
@@ -30,8 +31,9 @@ pub const RING_LEASE: SignedDuration = SignedDuration::from_secs(RingTimeoutSeco
 pub const EVENT_HORIZON: SignedDuration = SignedDuration::from_hours(32 * 24);
 
 /// The caps counted over a period.
-/// Its text form (API paths, stored resets, verdicts) is [`CapPeriod::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+// Its text form (API paths, stored resets, verdicts) is [`CapPeriod::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum CapPeriod {
     Hourly,
     Daily,
@@ -512,11 +514,13 @@ pub struct OpenLeg {
     pub answered_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct CapacityView {
+    /// The buyer's time zone, whose hours, days and months the caps count in.
     pub time_zone: String,
     pub counted_on: CapCounting,
     /// Why the buyer takes no call now (`concurrency`, `cap:daily`…), if it takes none.
+    #[schema(required = true)]
     pub blocked: Option<String>,
     pub concurrency: ConcurrencyView,
     /// Live legs whose result may still count against the caps below (and is reckoned in).
@@ -527,19 +531,23 @@ pub struct CapacityView {
     pub lifetime: PeriodView,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ConcurrencyView {
+    #[schema(required = true)]
     pub limit: Option<u32>,
     pub live: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PeriodView {
+    #[schema(required = true)]
     pub limit: Option<u32>,
     pub count: u64,
     /// The period's start, or the cap's reset if later; for all time, the last reset.
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub counting_since: Option<Timestamp>,
     /// When the count starts again by itself.
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub next_period_at: Option<Timestamp>,
 }
 

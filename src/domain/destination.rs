@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::phone::{E164, PhoneError};
 
@@ -15,10 +16,11 @@ pub enum Destination {
 
 /// What a SIP buyer's endpoint asks a caller for (digest authentication), as `<Sip username
 /// password>` sends it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SipAuth {
     pub username: SipCredential,
+    /// Shown only to admin tokens (others read `********`).
     pub password: SipCredential,
 }
 

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
     call::Caller,
@@ -79,7 +80,7 @@ impl fmt::Display for CallerId {
 
 /// Whether a call is recorded, and from when. Recordings are dual channel (caller and buyer on
 /// a channel each), which is what quality reviews and disputes need.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecordingMode {
     #[default]
@@ -216,7 +217,7 @@ impl From<AudioUrl> for String {
 }
 
 /// Whether a buyer must accept each call before it is put through.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum Screen {
     /// Put through as soon as the buyer answers (after the whisper, if any).
     #[default]
@@ -237,7 +238,7 @@ pub enum Screen {
 
 /// Where a screened attempt stands: the buyer's leg answers, hears the whisper, and presses a
 /// key or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Screening {
     /// Dialed (or picked up and listening): no key yet.

@@ -5,6 +5,7 @@
 use std::{collections::BTreeSet, fmt};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{call::Caller, phone::E164};
 
@@ -172,7 +173,7 @@ impl From<StateList> for Vec<UsState> {
 
 /// Area codes a buyer takes callers from (`allow`, when any are listed) and never takes them
 /// from (`deny`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AreaCodeRule {
     pub allow: BTreeSet<AreaCode>,

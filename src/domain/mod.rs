@@ -18,6 +18,7 @@ pub mod postback;
 pub mod routing;
 pub mod rtb;
 pub mod schedule;
+pub mod schema;
 pub mod series;
 pub mod signature;
 pub mod supervision;

@@ -8,6 +8,7 @@
 //! that would have earned nothing anyway is not held against the publisher.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
     call::{CallRecord, Outcome},
@@ -16,7 +17,7 @@ use super::{
 };
 
 /// When a call earns its publisher the payout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PayoutRule {
     /// Every call the publisher sends that reaches the campaign (a blocked caller does not).
@@ -42,15 +43,40 @@ pub struct PublisherPayout {
     pub dedupe_seconds: DedupeSeconds,
 }
 
-#[derive(Serialize, Deserialize)]
+/// What a publisher's calls earn it. `per_call`: every call that reaches the campaign;
+/// `per_connected_seconds`: a call connected to a buyer for at least `seconds`;
+/// `per_conversion`: a call that converted. A caller who earned the publisher a payout less
+/// than `dedupe_seconds` ago is a duplicate for it and earns nothing.
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PublisherPayout)]
 struct RawPayout {
     rule: PayoutRule,
     amount: Money,
+    /// `per_connected_seconds` only (and required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = ConversionSeconds, inline)]
     seconds: Option<ConversionSeconds>,
     #[serde(default)]
+    #[schema(inline)]
     dedupe_seconds: DedupeSeconds,
+}
+
+// The written form is the schema: the type's own fields are that form, checked.
+impl utoipa::PartialSchema for PublisherPayout {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        RawPayout::schema()
+    }
+}
+
+impl ToSchema for PublisherPayout {
+    fn name() -> std::borrow::Cow<'static, str> {
+        RawPayout::name()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        RawPayout::schemas(schemas);
+    }
 }
 
 impl TryFrom<RawPayout> for PublisherPayout {

@@ -8,6 +8,7 @@ use std::{collections::HashSet, hash::Hash};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use utoipa::ToSchema;
 
 use super::{
     destination::{Destination, SipAuth},
@@ -32,7 +33,7 @@ pub type PublisherId = Id<Publisher>;
 
 /// What every kind of plan entity shares, so the store and the API treat them alike.
 pub trait PlanEntity:
-    Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
+    Serialize + DeserializeOwned + ToSchema + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
 {
     /// Singular, for messages: "buyer".
     const KIND: &'static str;
@@ -62,12 +63,13 @@ pub struct Record<T: PlanEntity> {
     pub updated_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A company: the owner of buyers, campaigns and publishers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Company {
     pub name: Name,
-    /// Lets the company's campaigns route by duplicate status. Off unless turned on: with it, a
-    /// campaign can run out of buyers for a caller, so a company opts in deliberately.
+    /// Lets the company's campaigns route only to buyers the caller would not be a duplicate
+    /// for. Off unless turned on: with it, a campaign can run out of buyers for a caller.
     #[serde(default)]
     pub duplicate_caller_handling: bool,
 }
@@ -82,16 +84,23 @@ impl PlanEntity for Company {
 }
 
 /// A buyer (target, handler): who pays for converted calls, and their rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Buyer {
     pub name: Name,
     pub destination: Destination,
+    /// How long the buyer's phone rings before routing goes on.
     #[serde(default)]
+    #[schema(inline)]
     pub ring_timeout_seconds: RingTimeoutSeconds,
+    /// How long a connected call must last to convert (and be paid for).
     #[serde(default)]
+    #[schema(inline)]
     pub conversion_seconds: ConversionSeconds,
+    /// How long after a caller's conversion (or connection, see `duplicate_after`) a new call
+    /// from the caller is a duplicate for the buyer.
     #[serde(default)]
+    #[schema(inline)]
     pub dedupe_seconds: DedupeSeconds,
     #[serde(default)]
     pub duplicate_after: DuplicateAfter,
@@ -113,10 +122,12 @@ pub struct Buyer {
     /// Absent: always open.
     #[serde(default)]
     pub business_hours: Option<BusinessHours>,
-    /// DTMF sent when a phone number answers (a SIP destination takes none).
+    /// DTMF sent when a phone number answers; refused on a SIP destination and with
+    /// `machine-detection`.
     #[serde(default)]
     pub send_digits: Option<SendDigits>,
-    /// The credentials a SIP destination asks for, if it does.
+    /// Credentials a SIP destination asks for (`<Sip username password>`); SIP destinations
+    /// only.
     #[serde(default)]
     pub sip_auth: Option<SipAuth>,
     #[serde(default)]
@@ -129,13 +140,15 @@ pub struct Buyer {
     /// campaign's.
     #[serde(default)]
     pub whisper: Option<Whisper>,
-    /// Whether the buyer must press 1 to take each call.
+    /// `press-1`: the buyer must press 1 to take each call; `machine-detection`: the
+    /// provider's answering machine detection runs first, and a machine or fax is hung up on.
+    /// Either way a leg turned away counts as unanswered and routing goes on.
     #[serde(default)]
     pub screen: Screen,
-    /// Whether its calls are recorded; without it, as the campaign says.
+    /// Whether its calls are recorded (dual channel); absent: as the campaign says.
     #[serde(default)]
     pub record: Option<RecordingMode>,
-    /// The US states the buyer takes callers from (licensed in); absent: every caller.
+    /// The US states the buyer takes callers from (licensed in); absent: anywhere.
     #[serde(default)]
     pub states: Option<StateList>,
     /// Area codes it takes callers from (`allow`) or refuses (`deny`).
@@ -183,7 +196,7 @@ impl PlanEntity for Buyer {
 }
 
 /// What makes a later call from the same caller a duplicate for a buyer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DuplicateAfter {
     /// The caller converted with the buyer (Retreaver's rule, Ringba's "Converted").
@@ -194,14 +207,19 @@ pub enum DuplicateAfter {
 }
 
 /// Per-buyer limits. Absent limits do not apply.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Caps {
     /// Calls ringing or connected to the buyer at once.
+    #[schema(inline)]
     pub concurrency: Option<CapLimit>,
+    #[schema(inline)]
     pub hourly: Option<CapLimit>,
+    #[schema(inline)]
     pub daily: Option<CapLimit>,
+    #[schema(inline)]
     pub monthly: Option<CapLimit>,
+    #[schema(inline)]
     pub lifetime: Option<CapLimit>,
     /// What the hourly to lifetime caps count.
     pub counted_on: CapCounting,
@@ -222,7 +240,7 @@ impl Caps {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CapCounting {
     Connected,
@@ -232,7 +250,7 @@ pub enum CapCounting {
 }
 
 /// A campaign: the tracking numbers callers dial and the plan for routing them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Campaign {
     pub name: Name,
@@ -249,6 +267,7 @@ pub struct Campaign {
     #[serde(default)]
     pub redirect_campaign_id: Option<CampaignId>,
     #[serde(default)]
+    #[schema(inline)]
     pub rtb_reservation_seconds: ReservationSeconds,
     /// Whether RTB pings without a caller number get a bid (for a caller who cannot be checked
     /// for duplicates, and whose call cannot claim the reservation). Off: such pings are refused.
@@ -258,6 +277,7 @@ pub struct Campaign {
     /// buyer picks up. Off: the call is answered at once and the caller hears the provider's
     /// ringing tone.
     #[serde(default = "answer_on_bridge")]
+    #[schema(default = true)]
     pub answer_on_bridge: bool,
     /// Whether calls are recorded (a buyer's own setting wins).
     #[serde(default)]
@@ -284,7 +304,7 @@ impl PlanEntity for Campaign {
 }
 
 /// The campaign's duplicate caller handling, effective only while its company has the feature on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DuplicateHandling {
     /// Route as if duplicate status did not exist (calls are still marked duplicate or not).
@@ -295,13 +315,18 @@ pub enum DuplicateHandling {
     NewConvertibleBuyer,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A buyer on a campaign's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignBuyer {
     pub buyer_id: BuyerId,
+    /// Lower is tried first.
     #[serde(default)]
+    #[schema(inline)]
     pub priority: Priority,
     #[serde(default)]
+    #[schema(inline)]
+    /// Among buyers of one priority, how often this one is drawn first.
     pub weight: Weight,
 }
 
@@ -374,7 +399,7 @@ fn ensure_unique<T, K: Eq + Hash>(
 }
 
 /// A publisher (affiliate, source): who brings callers; named on RTB pings by `external_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Publisher {
     pub name: Name,

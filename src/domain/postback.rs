@@ -12,6 +12,7 @@ use hmac::Hmac;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -25,7 +26,7 @@ use super::{
 pub const SIGNATURE_HEADER: &str = "Switchboard-Signature";
 
 /// What happened to a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 pub enum PostbackEvent {
     /// A buyer answered (for a buyer that must press 1: accepted).
     #[serde(rename = "call.connected")]
@@ -66,7 +67,7 @@ impl fmt::Display for PostbackEvent {
 }
 
 /// Where a buyer or publisher wants to hear of its calls, and the secret it checks them with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostbackEndpoint {
     pub url: PostbackUrl,
@@ -433,7 +434,7 @@ pub fn retry_delay(base: std::time::Duration, tries: u32) -> std::time::Duration
 }
 
 /// Where a postback stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PostbackStatus {
     /// Not delivered yet: due at `next_attempt_at`.
@@ -460,21 +461,31 @@ impl PostbackStatus {
 }
 
 /// A postback as the outbox holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = Postback)]
 pub struct PostbackRecord {
+    /// Also the `Idempotency-Key` header of every try.
     pub id: Uuid,
     pub event: PostbackEvent,
     pub call_sid: CallSid,
+    /// `buyer:<id>:<n>` or `publisher:<id>:<n>`: the owner's n-th endpoint.
     pub endpoint: String,
     pub url: String,
     pub status: PostbackStatus,
-    /// Tries made.
+    /// Tries since it was (last) queued.
     pub attempts: u32,
+    #[schema(value_type = String, format = DateTime)]
     pub next_attempt_at: Timestamp,
+    #[schema(required = true)]
     pub last_error: Option<String>,
+    #[schema(required = true)]
     pub last_status_code: Option<u16>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub delivered_at: Option<Timestamp>,
+    /// The JSON sent.
+    #[schema(value_type = Object)]
     pub body: serde_json::Value,
 }
 

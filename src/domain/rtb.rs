@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
@@ -385,8 +386,9 @@ pub enum RtbWrite {
     },
 }
 
-/// Where a ping's reservation stands, as the log shows it (written as [`PingStatus::as_str`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a ping's reservation stands, as the log shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "kebab-case")]
 pub enum PingStatus {
     /// Bid, and still held.
     Reserved,
@@ -447,13 +449,16 @@ pub struct LoggedPing {
 }
 
 /// A reservation as the log shows it with its pings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Held {
     pub uuid: Uuid,
     pub buyer_id: BuyerId,
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub claimed_at: Option<Timestamp>,
     /// The call that claimed it.
+    #[schema(required = true)]
     pub call_sid: Option<CallSid>,
 }
 

@@ -4,12 +4,13 @@ use std::fmt;
 
 use jiff::{Timestamp, civil::Weekday, tz::TimeZone};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Days without a shift are closed. A shift whose close is earlier than its open runs past
 /// midnight into the next day (an overnight shift); `00:00`–`24:00` is the whole day. Times
 /// are wall-clock times in the buyer's time zone, so a 09:00 opening stays at 09:00 local
 /// across a daylight-saving change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessHours {
     #[serde(default)]

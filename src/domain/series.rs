@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::plan::CampaignId;
 
 /// How long each point of a series lasts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Bucket {
     #[default]
@@ -150,13 +150,17 @@ pub struct BucketCounts {
 
 /// A campaign's calls over a window, one value per bucket (calls counted in the campaign of the
 /// number dialed, as in the campaign statistics).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CampaignSeries {
     pub campaign_id: CampaignId,
+    /// Calls that started in each bucket.
     pub calls: Vec<u64>,
+    /// Of those, the calls a buyer answered.
     pub connected: Vec<u64>,
     pub converted: Vec<u64>,
+    /// Buyers skipped because the call would have been a duplicate for them.
     pub duplicates_avoided: Vec<u64>,
+    /// Calls ended by Switchboard with nobody left to take them.
     pub dropped: Vec<u64>,
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{
     call::{CallRecord, CallSid, CallState, DropReason, Outcome},
@@ -15,44 +16,58 @@ use super::{
 
 /// A call at a glance: what live and recent call lists show, and what the live event stream
 /// sends when it changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct CallSummary {
     pub call_sid: CallSid,
     /// `From` as the provider sent it.
     pub caller: String,
     pub called: String,
+    #[schema(required = true)]
     pub company_id: Option<CompanyId>,
     /// The campaign of the number dialed, where the call's statistics count.
+    #[schema(required = true)]
     pub entry_campaign_id: Option<CampaignId>,
     /// The campaign routing it now (another one after a redirect).
+    #[schema(required = true)]
     pub campaign_id: Option<CampaignId>,
     /// The buyer reached, else the last one dialed.
+    #[schema(required = true)]
     pub buyer_id: Option<BuyerId>,
     pub state: CallState,
+    #[schema(required = true)]
     pub outcome: Option<Outcome>,
+    #[schema(required = true)]
     pub drop_reason: Option<DropReason>,
     /// Buyers dialed so far.
     pub attempts: u32,
     pub converted: bool,
     /// Whether the call was a duplicate for the buyer it reached.
+    #[schema(required = true)]
     pub duplicate: Option<bool>,
     pub used_fallback: bool,
     pub redirects: u32,
     /// Buyers skipped because the call would have been a duplicate for them.
     pub duplicates_avoided: u32,
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub state_changed_at: Timestamp,
+    #[schema(required = true, value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<Timestamp>,
     /// Grows with every change to the call (it counts the timeline's entries): of two
     /// summaries of one call, the one with the higher version is the newer.
     pub version: u32,
     /// The caller's US state (the provider's `FromState`, else the area code's), if known.
+    #[schema(required = true)]
     pub caller_state: Option<UsState>,
     /// The publisher that sent the call.
+    #[schema(required = true)]
     pub publisher_id: Option<PublisherId>,
     /// What the call earned its publisher (absent until settled).
+    #[schema(required = true)]
     pub publisher_payout: Option<Money>,
     /// Whether it was a duplicate for its publisher (absent until judged).
+    #[schema(required = true)]
     pub publisher_duplicate: Option<bool>,
 }
 
@@ -119,7 +134,7 @@ pub struct CallNews {
 
 /// A campaign's calls that started in a time range. Calls count in the campaign of the number
 /// dialed, also when a redirect took them elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct CampaignStats {
     pub campaign_id: CampaignId,
     pub calls: u64,
@@ -142,6 +157,7 @@ pub struct CampaignStats {
     /// Calls Switchboard ended because nobody was left to take them, by reason.
     pub dropped: BTreeMap<DropReason, u64>,
     /// From the call's arrival to a buyer's answer, over the calls that connected.
+    #[schema(required = true)]
     pub average_time_to_connect_ms: Option<u64>,
     /// Paid by buyers for the conversions.
     pub revenue: Total,
@@ -171,7 +187,7 @@ impl CampaignStats {
 }
 
 /// What a publisher's calls that started in a time range came to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PublisherStats {
     pub publisher_id: PublisherId,
     pub calls: u64,
@@ -188,7 +204,7 @@ pub struct PublisherStats {
 }
 
 /// A buyer's share of the calls that started in a time range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct BuyerStats {
     pub buyer_id: BuyerId,
     /// Times the buyer was dialed.
@@ -203,6 +219,7 @@ pub struct BuyerStats {
     /// Dials made to the buyer as a campaign's fallback.
     pub as_fallback: u64,
     /// From the dial to the answer, over the dials answered.
+    #[schema(required = true)]
     pub average_time_to_answer_ms: Option<u64>,
     pub revenue: Total,
     pub payout: Total,

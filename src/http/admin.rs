@@ -11,20 +11,32 @@ use actix_web::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::{
+    IntoParams, ToSchema,
+    openapi::{
+        ContentBuilder, HttpMethod, ObjectBuilder, OpenApi, Ref, Required,
+        path::{ParameterBuilder, ParameterIn},
+        request_body::RequestBodyBuilder,
+        schema::{ArrayBuilder, KnownFormat, SchemaFormat, Type},
+    },
+};
 use uuid::Uuid;
 
 use super::{
     ApiRoute,
     auth::{Admin, Reader},
     error::ApiError,
+    error::Body as ErrorBody,
     json,
+    openapi::{self, Forbidden, Invalid, NotFound, Unauthorized, Unavailable, Who},
 };
 use crate::{
     domain::{
         ids::Id,
         phone::E164,
-        plan::{Campaign, CampaignId, CompanyId, PlanEntity, Record},
+        plan::{Buyer, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, Record},
         rtb::caller_number,
+        schema::extended,
         values::RtbKey,
     },
     store::{ListFilter, PlanTable, Store, StoreError},
@@ -52,6 +64,23 @@ pub(super) fn page_limit(asked: Option<u32>) -> Result<u32, ApiError> {
             format!("must be between 1 and {MAX_PAGE}"),
         ))
     }
+}
+
+/// Something done for each kind of plan entity, under its path: serving its routes, and
+/// documenting them.
+pub trait PlanKinds {
+    fn kind<T: PlanEntity>(&mut self, path: &str)
+    where
+        dyn Store: PlanTable<T>;
+}
+
+/// The plan's kinds of entity, in the order their routes are matched: the one list that both
+/// the server and the OpenAPI document read.
+pub fn each_plan_kind(kinds: &mut impl PlanKinds) {
+    kinds.kind::<Company>("/companies");
+    kinds.kind::<Buyer>("/buyers");
+    kinds.kind::<Campaign>("/campaigns");
+    kinds.kind::<Publisher>("/publishers");
 }
 
 /// The routes of one kind of entity, under `path`.
@@ -88,11 +117,16 @@ pub(super) fn parse_id<T: PlanEntity>(text: &str) -> Result<Id<T>, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no {} with id {text}", T::KIND)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only records of this company.
     company_id: Option<CompanyId>,
+    /// Only records after this id (the last of the previous page).
     after: Option<Uuid>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
 }
 
@@ -262,23 +296,65 @@ fn remove_read_only<T: PlanEntity>(
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RtbKeyRequest {
+    /// 16 to 200 printable characters without spaces; omit for a random key.
+    #[schema(value_type = String, min_length = 16, max_length = 200)]
     key: Option<RtbKey>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RtbKeyStatus {
     configured: bool,
 }
 
+/// An RTB key, shown the once it is set.
+#[derive(Serialize, ToSchema)]
+struct ShownKey<'a> {
+    key: &'a str,
+}
+
+/// Whether the campaign has an RTB key
+#[utoipa::path(
+    get,
+    path = "/campaigns/{id}/rtb_key",
+    tag = "RTB",
+    security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The campaign's id.")),
+    responses(
+        (status = 200, description = "Configured or not; the key itself is never shown again.", body = inline(RtbKeyStatus)),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn rtb_key_status(_: Admin, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let configured = store.has_rtb_key(parse_id::<Campaign>(&id)?).await?;
     Ok(HttpResponse::Ok().json(RtbKeyStatus { configured }))
 }
 
+/// Set or generate the campaign's RTB key
+///
 /// Sets the key given, or a new random one, and shows it this once: only its digest is kept.
+#[utoipa::path(
+    put,
+    path = "/campaigns/{id}/rtb_key",
+    tag = "RTB",
+    security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The campaign's id.")),
+    request_body(content = inline(RtbKeyRequest), description = "An object: `{}` for a random key."),
+    responses(
+        (status = 200, description = "The key, shown this once (not to be cached).", body = inline(ShownKey)),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "Another campaign uses this key.", body = ErrorBody),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn set_rtb_key(
     _: Admin,
     store: StoreData,
@@ -292,10 +368,197 @@ async fn set_rtb_key(
     // Shown this once: no cache may keep it.
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "key": key.expose() })))
+        .json(ShownKey { key: key.expose() }))
 }
 
+/// Remove the campaign's RTB key
+#[utoipa::path(
+    delete,
+    path = "/campaigns/{id}/rtb_key",
+    tag = "RTB",
+    security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The campaign's id.")),
+    responses(
+        (status = 204, description = "Removed: pings with it are refused."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn delete_rtb_key(_: Admin, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     store.set_rtb_key(parse_id::<Campaign>(&id)?, None).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The operations of each kind of entity, added to the OpenAPI document as [`resource`] serves
+/// them (its handlers are generic, so no `#[utoipa::path]` can describe them).
+pub struct Documented<'a>(pub &'a mut OpenApi);
+
+impl PlanKinds for Documented<'_> {
+    fn kind<T: PlanEntity>(&mut self, path: &str)
+    where
+        dyn Store: PlanTable<T>,
+    {
+        const COLLISION: &str = "It collides with another record: a name, a tracking number or an `external_id` taken \
+             (`error.field` names it).";
+        let (kind, kinds) = (T::KIND, path.trim_start_matches('/'));
+        let record = || Ref::from_schema_name(<Record<T> as ToSchema>::name());
+        let fields = || Ref::from_schema_name(<T as ToSchema>::name());
+        let op = |id: String, summary: String, who| {
+            openapi::operation("Plan", summary, who).operation_id(Some(id))
+        };
+        let id_param = ParameterBuilder::new()
+            .name("id")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("The record's id."))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            ))
+            .build();
+        let body = |schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(schema)).build(),
+                )
+                .build()
+        };
+
+        let list_params = ListParams::into_params(|| Some(ParameterIn::Query))
+            .into_iter()
+            .filter(|param| T::OWNED_BY_COMPANY || param.name != "company_id");
+        let page = ObjectBuilder::new()
+            .property("data", ArrayBuilder::new().items(record()))
+            .required("data")
+            .property(
+                "next_after",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                    .description(Some(
+                        "Pass as `after` for the next page; absent on the last page.",
+                    )),
+            );
+        let list = op(format!("list_{kinds}"), format!("List {kinds}"), Who::Readers)
+            .parameters(Some(list_params))
+            .response("200", openapi::json("A page of records, oldest first.", page))
+            .response("401", openapi::shared::<Unauthorized>())
+            .response("422", openapi::shared::<Invalid>())
+            .response("503", openapi::shared::<Unavailable>());
+
+        // The owner is named in the body of a new record, and is its for good.
+        let (new_fields, create_note) = if T::OWNED_BY_COMPANY {
+            let owner = ObjectBuilder::new()
+                .property(
+                    "company_id",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                        .description(Some("The company it belongs to.")),
+                )
+                .required("company_id");
+            (
+                extended::<T>(owner),
+                Some("Give the owner as `company_id` in the body."),
+            )
+        } else {
+            (fields().into(), None)
+        };
+        let create = op(format!("create_{kind}"), format!("Create a {kind}"), Who::Admins)
+            .description(create_note)
+            .request_body(Some(body(new_fields)))
+            .response("201", openapi::json("Created; `Location` names it.", record()))
+            .response("401", openapi::shared::<Unauthorized>())
+            .response("403", openapi::shared::<Forbidden>())
+            .response("409", openapi::json(COLLISION, Ref::from_schema_name("Error")))
+            .response("422", openapi::shared::<Invalid>())
+            .response("503", openapi::shared::<Unavailable>());
+
+        let get = op(format!("get_{kind}"), format!("Read a {kind}"), Who::Readers)
+            .parameter(id_param.clone())
+            .response("200", openapi::json("The record.", record()))
+            .response("401", openapi::shared::<Unauthorized>())
+            .response("404", openapi::shared::<NotFound>())
+            .response("503", openapi::shared::<Unavailable>());
+
+        let changed = |operation: utoipa::openapi::path::OperationBuilder, conflict: &str| {
+            operation
+                .parameter(id_param.clone())
+                .response("200", openapi::json("The record as stored.", record()))
+                .response("401", openapi::shared::<Unauthorized>())
+                .response("403", openapi::shared::<Forbidden>())
+                .response("404", openapi::shared::<NotFound>())
+                .response("409", openapi::json(conflict, Ref::from_schema_name("Error")))
+                .response("422", openapi::shared::<Invalid>())
+                .response("503", openapi::shared::<Unavailable>())
+        };
+        let replace = changed(
+            op(
+                format!("replace_{kind}"),
+                format!("Replace a {kind}"),
+                Who::Admins,
+            ),
+            COLLISION,
+        )
+        .description(Some(
+            "Every field as it is to be: one left out takes its default. A record read may be \
+                 sent back as it is: `id`, `company_id`, `created_at` and `updated_at` are ignored \
+                 (`id` and `company_id` cannot change).",
+        ))
+        .request_body(Some(body(fields().into())));
+        let merge_patch = ObjectBuilder::new().description(Some(
+            "The fields to change: `null` removes an optional one, an object is merged into the \
+             field's.",
+        ));
+        let patch = changed(
+            op(
+                format!("patch_{kind}"),
+                format!("Change some fields of a {kind}"),
+                Who::Admins,
+            ),
+            &format!("{COLLISION} Or it kept changing while the patch was merged: read it and try again."),
+        )
+        .description(Some("An RFC 7396 JSON merge patch."))
+        .request_body(Some(body(merge_patch.into())));
+
+        let delete = op(format!("delete_{kind}"), format!("Remove a {kind}"), Who::Admins)
+            .description(Some("Refused (409) while other records refer to it."))
+            .parameter(id_param)
+            .response(
+                "204",
+                utoipa::openapi::ResponseBuilder::new()
+                    .description("Removed.")
+                    .build(),
+            )
+            .response("401", openapi::shared::<Unauthorized>())
+            .response("403", openapi::shared::<Forbidden>())
+            .response("404", openapi::shared::<NotFound>())
+            .response(
+                "409",
+                openapi::json("Other records still refer to it.", Ref::from_schema_name("Error")),
+            )
+            .response("503", openapi::shared::<Unavailable>());
+
+        let one = format!("{path}/{{id}}");
+        let paths = &mut self.0.paths;
+        paths.add_path_operation(path, vec![HttpMethod::Get], list);
+        paths.add_path_operation(path, vec![HttpMethod::Post], create);
+        paths.add_path_operation(&one, vec![HttpMethod::Get], get);
+        paths.add_path_operation(&one, vec![HttpMethod::Put], replace);
+        paths.add_path_operation(&one, vec![HttpMethod::Patch], patch);
+        paths.add_path_operation(&one, vec![HttpMethod::Delete], delete);
+
+        let mut schemas = vec![(
+            <Record<T> as ToSchema>::name().into_owned(),
+            <Record<T> as utoipa::PartialSchema>::schema(),
+        )];
+        <Record<T> as ToSchema>::schemas(&mut schemas);
+        let components = self.0.components.get_or_insert_with(Default::default);
+        components.schemas.extend(schemas);
+    }
 }

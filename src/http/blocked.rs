@@ -12,19 +12,28 @@ use actix_web::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{
+        ObjectBuilder, RefOr,
+        schema::{KnownFormat, Schema, SchemaFormat, Type},
+    },
+};
 use uuid::Uuid;
 
 use super::{
     ApiRoute,
     admin::page_limit,
     auth::{Admin, Reader},
-    error::ApiError,
+    error::{ApiError, Body as ErrorBody},
     json,
+    openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
 };
 use crate::{
     domain::{
         block::{BlockEntry, BlockedCaller},
         plan::CompanyId,
+        schema::extended,
     },
     store::{ListFilter, Store},
 };
@@ -41,22 +50,67 @@ pub fn routes() -> [ApiRoute; 4] {
 
 type StoreData = web::Data<dyn Store>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only entries of this company.
     company_id: Option<CompanyId>,
+    /// Only entries after this id (the last of the previous page).
     after: Option<Uuid>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Page {
     data: Vec<BlockEntry>,
     /// Pass as `after` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Uuid)]
     next_after: Option<Uuid>,
 }
 
+/// A new entry's body: the company's, and whom it blocks (the handler reads the owner, then
+/// the entry).
+struct NewEntry;
+
+impl PartialSchema for NewEntry {
+    fn schema() -> RefOr<Schema> {
+        let owner = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+            .description(Some("The company whose list it goes on."));
+        extended::<BlockedCaller>(
+            ObjectBuilder::new()
+                .property("company_id", owner)
+                .required("company_id"),
+        )
+    }
+}
+
+impl ToSchema for NewEntry {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        BlockedCaller::schemas(schemas);
+    }
+}
+
+/// List blocked callers
+#[utoipa::path(
+    get,
+    path = "/blocked_callers",
+    tag = "Plan",
+    operation_id = "list_blocked_callers",
+    security(("supervisor" = []), ("admin" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of entries, oldest first.", body = inline(Page)),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(params.limit)?;
     let filter = ListFilter {
@@ -72,6 +126,27 @@ async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Re
     Ok(HttpResponse::Ok().json(Page { data, next_after }))
 }
 
+/// Block a caller
+///
+/// A number, or every number starting with a prefix, of one company. Its calls are answered
+/// with `<Reject>` and recorded as `blocked`; its RTB pings get `no-target` with reason
+/// `blocked`.
+#[utoipa::path(
+    post,
+    path = "/blocked_callers",
+    tag = "Plan",
+    operation_id = "block_caller",
+    security(("admin" = [])),
+    request_body = inline(NewEntry),
+    responses(
+        (status = 201, description = "Blocked; `Location` names the entry.", body = BlockEntry),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "The company blocks that pattern already.", body = ErrorBody),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn create(
     _: Admin,
     store: StoreData,
@@ -97,10 +172,41 @@ fn entry_id(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no blocked caller with id {text}")))
 }
 
+/// Read a blocked caller
+#[utoipa::path(
+    get,
+    path = "/blocked_callers/{id}",
+    tag = "Plan",
+    operation_id = "get_blocked_caller",
+    security(("supervisor" = []), ("admin" = [])),
+    params(("id" = Uuid, Path, description = "The entry's id.")),
+    responses(
+        (status = 200, description = "The entry.", body = BlockEntry),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get(_: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store.blocked_caller(entry_id(&id)?).await?))
 }
 
+/// Stop blocking a caller
+#[utoipa::path(
+    delete,
+    path = "/blocked_callers/{id}",
+    tag = "Plan",
+    operation_id = "unblock_caller",
+    security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The entry's id.")),
+    responses(
+        (status = 204, description = "No longer blocked."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn delete(_: Admin, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     store.unblock_caller(entry_id(&id)?).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -11,6 +11,7 @@
 use actix_web::{HttpResponse, http::Method, web};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiRoute,
@@ -18,6 +19,7 @@ use super::{
     auth::Reader,
     csv_export,
     error::ApiError,
+    openapi::{Invalid, NotFound, Unauthorized, Unavailable},
 };
 use crate::{
     clock::Clock,
@@ -46,22 +48,51 @@ pub fn routes() -> [ApiRoute; 4] {
 
 type StoreData = web::Data<dyn Store>;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LiveCall {
     #[serde(flatten)]
     call: CallSummary,
     /// How long the call has been in its current state.
+    #[schema(minimum = 0)]
     in_state_ms: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+struct LiveCalls {
+    /// Oldest first.
+    data: Vec<LiveCall>,
+    #[schema(value_type = String, format = DateTime)]
+    at: Timestamp,
+    /// More than 5000 calls are live: the oldest are left out; narrow by campaign or buyer.
+    truncated: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LiveParams {
+    /// Only calls that arrived in or are routed in this campaign.
     campaign_id: Option<CampaignId>,
+    /// Only calls whose buyer (reached, else last dialed) is this one.
     buyer_id: Option<BuyerId>,
+    /// Only calls in this state (`ended` is refused: no live call is).
     state: Option<CallState>,
 }
 
+/// Calls in progress
+#[utoipa::path(
+    get,
+    path = "/calls/live",
+    tag = "Calls",
+    security(("supervisor" = []), ("admin" = [])),
+    params(LiveParams),
+    responses(
+        (status = 200, description = "Oldest first, with each call's time in its state.", body = inline(LiveCalls)),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn live(
     _: Reader,
     store: StoreData,
@@ -93,31 +124,49 @@ async fn live(
     data.reverse();
     // The oldest calls are the ones left out: narrow by campaign or buyer to see them.
     let truncated = data.len() == LIVE_LIMIT as usize;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data, "at": now, "truncated": truncated })))
+    Ok(HttpResponse::Ok().json(LiveCalls {
+        data,
+        at: now,
+        truncated,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SearchParams {
+    /// The caller's number (E.164; a leading `+` may arrive as a space).
     caller: Option<String>,
+    /// Only calls that arrived in or are routed in this campaign.
     campaign_id: Option<CampaignId>,
+    /// Only calls whose buyer (reached, else last dialed) is this one.
     buyer_id: Option<BuyerId>,
+    /// Only calls this publisher sent.
     publisher_id: Option<PublisherId>,
+    /// Only calls in this state.
     state: Option<CallState>,
+    /// Only calls that ended so.
     outcome: Option<Outcome>,
-    /// Started at or after.
+    /// Started at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<Timestamp>,
-    /// Started before.
+    /// Started before (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<Timestamp>,
+    /// Only calls older than this one (`next_before` of the previous page); an unknown call is
+    /// refused (422).
     before: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Page {
     data: Vec<CallSummary>,
     /// Pass as `before` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = CallSid)]
     next_before: Option<CallSid>,
 }
 
@@ -157,6 +206,20 @@ impl SearchParams {
     }
 }
 
+/// Search calls
+#[utoipa::path(
+    get,
+    path = "/calls",
+    tag = "Calls",
+    security(("supervisor" = []), ("admin" = [])),
+    params(SearchParams),
+    responses(
+        (status = 200, description = "Newest first.", body = inline(Page)),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn search(
     _: Reader,
     store: StoreData,
@@ -255,7 +318,24 @@ impl From<CallSummary> for CallLine {
     }
 }
 
-/// Every call the filters select, newest first, as CSV (`limit` is not taken: it is all).
+/// Every call the filters select, as CSV
+///
+/// The filters of `GET /calls`, without `limit`: every call, newest first, streamed a page at a
+/// time. A store failure mid-way cuts the response short.
+#[utoipa::path(
+    get,
+    path = "/calls.csv",
+    tag = "Calls",
+    operation_id = "export_calls",
+    security(("supervisor" = []), ("admin" = [])),
+    params(SearchParams),
+    responses(
+        (status = 200, description = "Newest first; the first line names the columns.", content_type = "text/csv", body = String),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn export(
     _: Reader,
     store: StoreData,
@@ -286,20 +366,40 @@ async fn export(
     ))
 }
 
-#[derive(Serialize)]
+/// One call, every buyer dialed and every webhook and decision.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CallDetail)]
 struct CallView<'a> {
     #[serde(flatten)]
     summary: CallSummary,
     /// Whether the caller id is a phone number (only then can the call be de-duplicated).
     caller_known: bool,
+    /// Every campaign the call was routed in, in order.
+    #[schema(value_type = Vec<CampaignId>)]
     campaigns_visited: &'a [CampaignId],
     /// Every buyer dialed, in order.
+    #[schema(value_type = Vec<Attempt>)]
     dials: &'a [Attempt],
     /// Every recording the provider made of the call's dials.
+    #[schema(value_type = Vec<Recording>)]
     recordings: &'a [Recording],
     timeline: Vec<TimelineEntry>,
 }
 
+/// One call with its timeline
+#[utoipa::path(
+    get,
+    path = "/calls/{sid}",
+    tag = "Calls",
+    security(("supervisor" = []), ("admin" = [])),
+    params(("sid" = String, Path, description = "The provider's call id (`CallSid`).")),
+    responses(
+        (status = 200, description = "The call, every buyer dialed and every webhook and decision.", body = CallView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn call(_: Reader, store: StoreData, sid: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::NotFound(format!("no call {sid}"));
     let sid = CallSid::parse(&sid).map_err(|_| not_found())?;

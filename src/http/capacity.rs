@@ -9,12 +9,14 @@
 use actix_web::{HttpResponse, http::Method, web};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiRoute,
     admin::parse_id,
     auth::{Admin, Reader},
     error::ApiError,
+    openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
 };
 use crate::{
     calls::{
@@ -40,15 +42,19 @@ pub fn routes() -> [ApiRoute; 3] {
 
 type Capacity = web::Data<calls::Capacity>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LoadParams {
+    /// Only this company's buyers.
     company_id: Option<CompanyId>,
 }
 
-#[derive(Serialize)]
+/// A buyer's live calls against its caps.
+#[derive(Serialize, ToSchema)]
 struct BuyerLoad {
     buyer_id: BuyerId,
+    #[schema(required = true)]
     company_id: Option<CompanyId>,
     name: String,
     paused: bool,
@@ -56,7 +62,27 @@ struct BuyerLoad {
     caps: CapacityView,
 }
 
+#[derive(Serialize, ToSchema)]
+struct Load {
+    /// Busiest first.
+    data: Vec<BuyerLoad>,
+}
+
+/// Every buyer's live calls against its caps
+///
 /// Every buyer of the routing plan as live calls see it.
+#[utoipa::path(
+    get,
+    path = "/load",
+    tag = "Supervision",
+    security(("supervisor" = []), ("admin" = [])),
+    params(LoadParams),
+    responses(
+        (status = 200, description = "Busiest first.", body = inline(Load)),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+    ),
+)]
 async fn load(
     _: Reader,
     plan: web::Data<PlanCache>,
@@ -92,9 +118,23 @@ async fn load(
     data.sort_by(|a, b| {
         (b.caps.concurrency.live.cmp(&a.caps.concurrency.live)).then_with(|| a.name.cmp(&b.name))
     });
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(Load { data }))
 }
 
+/// A buyer's standing against its caps
+#[utoipa::path(
+    get,
+    path = "/buyers/{id}/caps",
+    tag = "Supervision",
+    security(("supervisor" = []), ("admin" = [])),
+    params(("id" = Uuid, Path, description = "The buyer's id.")),
+    responses(
+        (status = 200, description = "The standing.", body = CapacityView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn show(
     _: Reader,
     store: web::Data<dyn Store>,
@@ -115,6 +155,24 @@ async fn view(capacity: &Capacity, buyer: Record<Buyer>, at: Timestamp) -> Resul
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// Restart a cap's count now
+#[utoipa::path(
+    post,
+    path = "/buyers/{id}/caps/{cap}/reset",
+    tag = "Supervision",
+    security(("admin" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The buyer's id."),
+        ("cap" = CapPeriod, Path, description = "The cap."),
+    ),
+    responses(
+        (status = 200, description = "The standing after the reset.", body = CapacityView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn reset(
     _: Admin,
     store: web::Data<dyn Store>,

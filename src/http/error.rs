@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode, http::header};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{domain::rtb::PingError, store::StoreError};
 
@@ -90,16 +91,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// An error, as every operation answers one.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(super) struct Body<'a> {
     error: Detail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorDetail)]
 struct Detail<'a> {
+    /// A stable code: `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `validation_failed`, `malformed_body`, `unavailable`, `internal`…
+    #[schema(value_type = String)]
     code: &'static str,
+    /// For a person to read.
     message: String,
+    /// The parameter or field at fault, if one is.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     field: Option<&'a str>,
 }
 

@@ -8,8 +8,14 @@ use actix::Addr;
 use actix_web::{Responder, http::Method, web};
 use actix_web_lab::sse::Sse;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
-use super::{ApiRoute, auth::Reader, error::ApiError};
+use super::{
+    ApiRoute,
+    auth::Reader,
+    error::ApiError,
+    openapi::{Invalid, Unauthorized},
+};
 use crate::{
     domain::plan::CampaignId,
     supervision::{EventHub, Subscribe},
@@ -24,12 +30,33 @@ pub fn routes() -> [ApiRoute; 1] {
     [ApiRoute::new(Method::GET, "/events", |r| r.to(events))]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Params {
+    /// Only calls that arrived in or are routed in this campaign.
     campaign_id: Option<CampaignId>,
 }
 
+/// Live call changes (server-sent events)
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "Calls",
+    security(("supervisor" = []), ("admin" = [])),
+    params(Params),
+    responses(
+        (
+            status = 200,
+            description = "A stream: first every call in progress this process handles, then each \
+                change. Each event is `event: call`, `id: <sid>:<version>`, its data a `CallSummary`.",
+            content_type = "text/event-stream",
+            body = String,
+        ),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+    ),
+)]
 async fn events(
     _: Reader,
     hub: web::Data<Addr<EventHub>>,

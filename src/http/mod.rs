@@ -28,10 +28,11 @@ use actix_web::{
     web,
 };
 
-use self::error::ApiError;
+use self::{admin::PlanKinds, error::ApiError};
 use crate::{
     calls::PlanCache,
-    domain::plan::{Buyer, Campaign, Company, Publisher},
+    domain::plan::PlanEntity,
+    store::{PlanTable, Store},
 };
 
 /// Live calls route on an in-memory plan: a successful change through the API makes the next
@@ -103,6 +104,8 @@ impl ApiRoute {
 /// Every route of `/api/v1`, in the order they are matched. The one list both the server and
 /// the check of the OpenAPI document read.
 pub fn api_routes() -> Vec<ApiRoute> {
+    let mut plan = PlanRoutes(Vec::new());
+    admin::each_plan_kind(&mut plan);
     [
         admin::rtb_key_routes().as_slice(),
         &capacity::routes(),
@@ -114,12 +117,21 @@ pub fn api_routes() -> Vec<ApiRoute> {
         &tokens::routes(),
         &blocked::routes(),
         &postbacks::routes(),
-        &admin::resource::<Company>("/companies"),
-        &admin::resource::<Buyer>("/buyers"),
-        &admin::resource::<Campaign>("/campaigns"),
-        &admin::resource::<Publisher>("/publishers"),
+        &plan.0,
     ]
     .concat()
+}
+
+/// The routes of every kind of plan entity.
+struct PlanRoutes(Vec<ApiRoute>);
+
+impl PlanKinds for PlanRoutes {
+    fn kind<T: PlanEntity>(&mut self, path: &str)
+    where
+        dyn Store: PlanTable<T>,
+    {
+        self.0.extend(admin::resource::<T>(path));
+    }
 }
 
 /// API clients get JSON errors, including for a path or method that does not exist.

@@ -8,13 +8,15 @@
 
 use actix_web::{HttpResponse, http::Method, web};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
     ApiRoute,
     admin::page_limit,
     auth::{Admin, Reader},
-    error::ApiError,
+    error::{ApiError, Body as ErrorBody},
+    openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
 };
 use crate::{
     calls::PlanCache,
@@ -37,23 +39,46 @@ pub fn routes() -> [ApiRoute; 3] {
 
 type StoreData = web::Data<dyn Store>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only postbacks in this state.
+    #[param(value_type = Option<PostbackStatus>)]
     status: Option<String>,
+    /// Only this call's postbacks.
     call_sid: Option<String>,
+    /// Only postbacks older than this one (`next_before`).
     before: Option<Uuid>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Page {
     data: Vec<PostbackRecord>,
     /// Pass as `before` for the next (older) page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Uuid)]
     next_before: Option<Uuid>,
 }
 
+/// The postback outbox
+#[utoipa::path(
+    get,
+    path = "/postbacks",
+    tag = "Postbacks",
+    operation_id = "list_postbacks",
+    security(("supervisor" = []), ("admin" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "Newest first.", body = inline(Page)),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(params.limit)?;
     let status = (params.status.as_deref())
@@ -89,10 +114,45 @@ fn id_of(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no postback with id {text}")))
 }
 
+/// One postback, with the body it sends
+#[utoipa::path(
+    get,
+    path = "/postbacks/{id}",
+    tag = "Postbacks",
+    operation_id = "get_postback",
+    security(("supervisor" = []), ("admin" = [])),
+    params(("id" = Uuid, Path, description = "The postback's id.")),
+    responses(
+        (status = 200, description = "The postback.", body = PostbackRecord),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn get(_: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(store.postback(id_of(&id)?).await?))
 }
 
+/// Send a postback again
+///
+/// Queues a failed postback (or a delivered one the receiver lost) again now, to its endpoint
+/// as the plan has it now (a fixed URL, a rotated secret); its tries are counted afresh.
+#[utoipa::path(
+    post,
+    path = "/postbacks/{id}/retry",
+    tag = "Postbacks",
+    operation_id = "retry_postback",
+    security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The postback's id.")),
+    responses(
+        (status = 200, description = "Queued again, due now; same id (and `Idempotency-Key`).", body = PostbackRecord),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "A node is sending it now.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn retry(
     _: Admin,
     store: StoreData,

@@ -8,6 +8,7 @@ use actix_web::{
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
@@ -16,6 +17,7 @@ use super::{
     auth::Reader,
     csv_export,
     error::ApiError,
+    openapi::{Invalid, Unauthorized, Unavailable},
 };
 use crate::{
     clock::Clock,
@@ -80,42 +82,65 @@ fn body_params(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, 
         .collect())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogParams {
+    /// Only pings of this campaign.
     campaign_id: Option<CampaignId>,
+    /// Only pings of this publisher.
     publisher_id: Option<PublisherId>,
+    /// The caller's number (E.164; a leading `+` may arrive as a space).
     caller: Option<String>,
+    /// Only pings with this status now.
+    #[param(value_type = Option<PingStatus>)]
     status: Option<String>,
-    /// Received at or after.
+    /// Received at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<Timestamp>,
-    /// Received before.
+    /// Received before (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<Timestamp>,
+    /// Only pings older than this one (`next_before`).
     before: Option<Uuid>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Page {
     data: Vec<PingView>,
     /// Pass as `before` for the next (older) page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Uuid)]
     next_before: Option<Uuid>,
 }
 
-#[derive(Serialize)]
+/// A ping as the log shows it, with its reservation if it made one.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LoggedPing)]
 struct PingView {
     id: Uuid,
+    #[schema(value_type = String, format = DateTime)]
     received_at: Timestamp,
     campaign_id: CampaignId,
+    #[schema(required = true)]
     publisher_id: Option<PublisherId>,
+    #[schema(required = true)]
     caller_number: Option<E164>,
     /// Every parameter but the key.
     request: std::collections::BTreeMap<String, String>,
     status: PingStatus,
+    /// A bid with the caller's live reservation rather than a new one.
     cached: bool,
+    /// The no-target reason or the error code.
+    #[schema(required = true)]
     reason: Option<String>,
+    /// The body returned, as returned.
+    #[schema(value_type = Object)]
     answer: serde_json::Value,
+    #[schema(required = true)]
     reservation: Option<Held>,
 }
 
@@ -163,7 +188,23 @@ impl LogParams {
     }
 }
 
+/// The RTB ping log
+///
 /// Newest first, with filters; the pings answered so far are all in it.
+#[utoipa::path(
+    get,
+    path = "/rtb",
+    tag = "RTB",
+    operation_id = "rtb_log",
+    security(("supervisor" = []), ("admin" = [])),
+    params(LogParams),
+    responses(
+        (status = 200, description = "Newest first.", body = inline(Page)),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn log(
     _: Reader,
     rtb: web::Data<Rtb>,
@@ -243,7 +284,23 @@ impl From<PingView> for PingLine {
     }
 }
 
-/// Every ping the filters select, newest first, as CSV.
+/// The RTB ping log, as CSV
+///
+/// The filters of `GET /rtb`, without `limit`: every ping, newest first, streamed.
+#[utoipa::path(
+    get,
+    path = "/rtb.csv",
+    tag = "RTB",
+    operation_id = "export_rtb_log",
+    security(("supervisor" = []), ("admin" = [])),
+    params(LogParams),
+    responses(
+        (status = 200, description = "Newest first; the first line names the columns.", content_type = "text/csv", body = String),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn export(
     _: Reader,
     rtb: web::Data<Rtb>,

@@ -9,11 +9,20 @@
 use actix_web::{HttpResponse, http::Method, web};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiRoute, auth::Reader, error::ApiError};
+use super::{
+    ApiRoute,
+    auth::Reader,
+    error::ApiError,
+    openapi::{Invalid, Unauthorized, Unavailable},
+};
 use crate::{
     clock::Clock,
-    domain::series::{Bucket, CampaignSeries, Window},
+    domain::{
+        series::{Bucket, CampaignSeries, Window},
+        supervision::{BuyerStats, CampaignStats, PublisherStats},
+    },
     store::Store,
 };
 
@@ -26,10 +35,15 @@ pub fn routes() -> [ApiRoute; 4] {
     ]
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Range {
+    /// Calls that started at or after (RFC 3339); default: 24 hours before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<Timestamp>,
+    /// Calls that started before (RFC 3339); default: now.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<Timestamp>,
 }
 
@@ -49,13 +63,29 @@ impl Range {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Stats<T> {
+    #[schema(value_type = String, format = DateTime)]
     from: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     to: Timestamp,
     data: Vec<T>,
 }
 
+/// Statistics per campaign
+#[utoipa::path(
+    get,
+    path = "/stats/campaigns",
+    tag = "Supervision",
+    security(("supervisor" = []), ("admin" = [])),
+    params(Range),
+    responses(
+        (status = 200, description = "Only campaigns with calls in the range are listed.", body = Stats<CampaignStats>),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn campaigns(
     _: Reader,
     store: web::Data<dyn Store>,
@@ -67,6 +97,20 @@ async fn campaigns(
     Ok(HttpResponse::Ok().json(Stats { from, to, data }))
 }
 
+/// Statistics per buyer
+#[utoipa::path(
+    get,
+    path = "/stats/buyers",
+    tag = "Supervision",
+    security(("supervisor" = []), ("admin" = [])),
+    params(Range),
+    responses(
+        (status = 200, description = "Only buyers with calls in the range are listed.", body = Stats<BuyerStats>),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn buyers(
     _: Reader,
     store: web::Data<dyn Store>,
@@ -78,6 +122,20 @@ async fn buyers(
     Ok(HttpResponse::Ok().json(Stats { from, to, data }))
 }
 
+/// Statistics per publisher
+#[utoipa::path(
+    get,
+    path = "/stats/publishers",
+    tag = "Supervision",
+    security(("supervisor" = []), ("admin" = [])),
+    params(Range),
+    responses(
+        (status = 200, description = "Only publishers with calls in the range are listed.", body = Stats<PublisherStats>),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn publishers(
     _: Reader,
     store: web::Data<dyn Store>,
@@ -89,25 +147,50 @@ async fn publishers(
     Ok(HttpResponse::Ok().json(Stats { from, to, data }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct TimelineParams {
+    /// How long each point lasts (whole UTC minutes or hours).
     #[serde(default)]
+    #[param(inline)]
     bucket: Bucket,
+    /// Calls that started at or after (RFC 3339), rounded down to a whole bucket; default: an
+    /// hour (by minute) or a day (by hour) before `to`.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<Timestamp>,
+    /// Calls that started before (RFC 3339), rounded up to a whole bucket; default: now.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<Timestamp>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Timeline {
     bucket: Bucket,
     /// The start of the first bucket (`from` rounded down to a whole bucket).
+    #[schema(value_type = String, format = DateTime)]
     from: Timestamp,
     /// The end of the last bucket (`to` rounded up).
+    #[schema(value_type = String, format = DateTime)]
     to: Timestamp,
+    /// One series per campaign with calls in the range, by campaign id.
     data: Vec<CampaignSeries>,
 }
 
+/// Calls over time, per campaign
+#[utoipa::path(
+    get,
+    path = "/stats/timeline",
+    tag = "Supervision",
+    security(("supervisor" = []), ("admin" = [])),
+    params(TimelineParams),
+    responses(
+        (status = 200, description = "Each series has one value per bucket from `from`: value `i` counts the calls that started in the bucket beginning `i` buckets after it. At most 1,440 buckets.", body = Timeline),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn timeline(
     _: Reader,
     store: web::Data<dyn Store>,

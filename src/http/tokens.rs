@@ -15,13 +15,15 @@ use actix_web::{
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
     ApiRoute,
     auth::{AccessTokens, Admin, HeldTokens},
-    error::ApiError,
+    error::{ApiError, Body as ErrorBody},
     json,
+    openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
 };
 use crate::{
     clock::{Clock, to_millisecond},
@@ -45,36 +47,60 @@ type StoreData = web::Data<dyn Store>;
 type TokensData = web::Data<AccessTokens>;
 type ClockData = web::Data<dyn Clock>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 100)]
     name: TokenName,
     role: Role,
+    /// Omit for a token that lasts until revoked.
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Timestamp>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateRequest {
+    /// How long the old token keeps working (default 0: it stops at once).
+    #[schema(minimum = 0, maximum = 604800)]
     grace_seconds: Option<u32>,
 }
 
 /// A token just issued: the one answer that carries its secret.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = IssuedToken)]
 struct Issued<'a> {
     #[serde(flatten)]
+    #[schema(value_type = IssuedToken)]
     record: &'a IssuedToken,
-    /// Send as `Authorization: Bearer <token>`. Shown this once.
+    /// The secret: send as `Authorization: Bearer <token>`. Shown this once.
+    #[schema(value_type = String, pattern = "^sbt_[A-Za-z0-9_-]{43}$")]
     token: &'a str,
+    /// After a rotation: the token this one replaces.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Uuid)]
     replaces: Option<Uuid>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenList {
     data: Vec<IssuedToken>,
 }
 
+/// List the tokens issued through the API, newest first (never their secrets)
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "Access",
+    operation_id = "list_tokens",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Every token, revoked and expired ones too.", body = inline(TokenList)),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn list(_: Admin, store: StoreData) -> Result<HttpResponse, ApiError> {
     let data = store
         .api_tokens()
@@ -85,6 +111,22 @@ async fn list(_: Admin, store: StoreData) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(TokenList { data }))
 }
 
+/// Issue a token
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "Access",
+    operation_id = "issue_token",
+    security(("admin" = [])),
+    request_body = inline(IssueRequest),
+    responses(
+        (status = 201, description = "Issued; the answer is not to be cached.", body = Issued),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn issue(
     _: Admin,
     store: StoreData,
@@ -113,6 +155,25 @@ async fn issue(
     Ok(shown_once(&token, &secret, None))
 }
 
+/// Replace a token with a new secret of the same name and role
+#[utoipa::path(
+    post,
+    path = "/tokens/{id}/rotate",
+    tag = "Access",
+    operation_id = "rotate_token",
+    security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The token's id.")),
+    request_body(content = Option<RotateRequest>, description = "Optional: no body is no grace."),
+    responses(
+        (status = 201, description = "Issued; the answer is not to be cached.", body = Issued),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The token is revoked or expired.", body = ErrorBody),
+        (status = 422, response = Invalid),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn rotate(
     _: Admin,
     store: StoreData,
@@ -173,6 +234,22 @@ async fn rotate(
     Ok(shown_once(&token, &secret, Some(id)))
 }
 
+/// Revoke a token at once
+#[utoipa::path(
+    delete,
+    path = "/tokens/{id}",
+    tag = "Access",
+    operation_id = "revoke_token",
+    security(("admin" = [])),
+    params(("id" = Uuid, Path, description = "The token's id.")),
+    responses(
+        (status = 204, description = "Revoked (again: no change)."),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
 async fn revoke(
     _: Admin,
     store: StoreData,

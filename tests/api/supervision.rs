@@ -588,6 +588,17 @@ async fn the_openapi_document_describes_exactly_the_routes_that_exist() {
     );
     assert!(unserved.is_empty(), "documented but not served: {unserved:?}");
 
+    // Clients generated from the document name their methods by operation id.
+    let ids: Vec<&str> = (documented.iter())
+        .filter_map(|(method, path)| document["paths"][path][method.to_lowercase()]["operationId"].as_str())
+        .collect();
+    assert_eq!(ids.len(), documented.len(), "every operation has an id");
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "ids repeated: {ids:?}"
+    );
+
     let schemes = document["components"]["securitySchemes"].as_object().unwrap();
     for (method, path) in &documented {
         let operation = &document["paths"][path][method.to_lowercase()];
@@ -713,14 +724,14 @@ async fn while_the_database_is_down_the_status_api_says_so_and_the_stream_goes_o
     assert_eq!(listed, [sid(1)], "saved once the database returned");
 }
 
-/// What the API answers is what the document says: each read, on a day's worth of calls, is
-/// validated against the schema of its documented 200 answer.
+/// What the API answers is what the document says: each read, on a day's worth of calls (with
+/// a postback to send, an RTB ping and a blocked caller), is validated against the schema of its
+/// documented 200 answer, and so are the answers to changes.
 #[actix_web::test]
 async fn answers_match_the_schemas_of_the_openapi_document() {
     let Some(floor) = Floor::start(crate::helpers::Engine::Sqlite).await else {
         return;
     };
-    floor.a_day().await;
     let document = floor.read("/openapi.json").await;
     let (acme, main) = (
         floor.id("/buyers", "Acme").await,
@@ -728,24 +739,6 @@ async fn answers_match_the_schemas_of_the_openapi_document() {
     );
     let company = floor.id("/companies", "Acme Leads").await;
     let publisher = floor.id("/publishers", "Search Partners").await;
-    let reads = [
-        ("/calls/live", "/calls/live".to_owned()),
-        ("/calls", "/calls".to_owned()),
-        ("/calls/{sid}", format!("/calls/{}", sid(2))),
-        ("/stats/campaigns", "/stats/campaigns".to_owned()),
-        ("/stats/buyers", "/stats/buyers".to_owned()),
-        ("/load", "/load".to_owned()),
-        ("/buyers/{id}/caps", format!("/buyers/{acme}/caps")),
-        ("/rtb", "/rtb".to_owned()),
-        ("/companies", "/companies".to_owned()),
-        ("/companies/{id}", format!("/companies/{company}")),
-        ("/buyers", "/buyers".to_owned()),
-        ("/buyers/{id}", format!("/buyers/{acme}")),
-        ("/campaigns", "/campaigns".to_owned()),
-        ("/campaigns/{id}", format!("/campaigns/{main}")),
-        ("/publishers", "/publishers".to_owned()),
-        ("/publishers/{id}", format!("/publishers/{publisher}")),
-    ];
     let matches = |documented: &str, operation: &str, answer: &Value| {
         // A JSON pointer (RFC 6901) in a URI fragment (RFC 3986).
         let escaped = (documented.replace('~', "~0").replace('/', "~1"))
@@ -761,9 +754,106 @@ async fn answers_match_the_schemas_of_the_openapi_document() {
             "{operation} {documented} does not match its schema: {errors:?}\n{answer}"
         );
     };
+
+    // Acme is told of its conversions, at an address where nothing listens: the postback waits
+    // in the outbox to be read.
+    let endpoint = json!({"postbacks": [{"url": "http://127.0.0.1:9/postbacks", "secret": "0123456789abcdef", "events": ["call.converted"]}]});
+    let patched = floor.app.patch(&format!("/buyers/{acme}"), endpoint).await;
+    matches(
+        "/buyers/{id}",
+        "patch/responses/200",
+        &expect_json(patched, StatusCode::OK).await,
+    );
+    floor.a_day().await;
+    let ping = (floor.app.client.post(floor.app.url("/rtbs.json")))
+        .json(&json!({"key": "second-campaign-rtb-key-02", "publisher_id": "pub-1", "caller_number": "+14155550144"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), StatusCode::OK, "the ping is answered and logged");
+    let blocked = floor
+        .app
+        .post(
+            "/blocked_callers",
+            json!({"company_id": company, "pattern": "+1900*", "reason": "premium rate"}),
+        )
+        .await;
+    let blocked = expect_json(blocked, StatusCode::CREATED).await;
+    matches("/blocked_callers", "post/responses/201", &blocked);
+    let deadline = std::time::Instant::now() + WAIT;
+    let postback = loop {
+        let page = floor.read("/postbacks").await;
+        if let Some(first) = data(&page).first() {
+            matches("/postbacks", "get/responses/200", &page);
+            break first["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Anna's conversion queued no postback"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!data(&floor.read("/rtb").await).is_empty(), "the ping is logged");
+
+    let reads = [
+        ("/calls/live", "/calls/live".to_owned()),
+        ("/calls", "/calls".to_owned()),
+        ("/calls/{sid}", format!("/calls/{}", sid(2))),
+        ("/stats/campaigns", "/stats/campaigns".to_owned()),
+        ("/stats/timeline", "/stats/timeline".to_owned()),
+        ("/stats/timeline", "/stats/timeline?bucket=hour".to_owned()),
+        ("/stats/buyers", "/stats/buyers".to_owned()),
+        ("/stats/publishers", "/stats/publishers".to_owned()),
+        ("/load", "/load".to_owned()),
+        ("/buyers/{id}/caps", format!("/buyers/{acme}/caps")),
+        ("/rtb", "/rtb".to_owned()),
+        ("/companies", "/companies".to_owned()),
+        ("/companies/{id}", format!("/companies/{company}")),
+        ("/buyers", "/buyers".to_owned()),
+        ("/buyers/{id}", format!("/buyers/{acme}")),
+        ("/campaigns", "/campaigns".to_owned()),
+        ("/campaigns/{id}", format!("/campaigns/{main}")),
+        ("/publishers", "/publishers".to_owned()),
+        ("/publishers/{id}", format!("/publishers/{publisher}")),
+        ("/blocked_callers", "/blocked_callers".to_owned()),
+        (
+            "/blocked_callers/{id}",
+            format!("/blocked_callers/{}", blocked["id"].as_str().unwrap()),
+        ),
+        ("/postbacks/{id}", format!("/postbacks/{postback}")),
+    ];
+    // `/events` is a stream of server-sent events, not JSON: the event stream's own test reads it.
     for (documented, path) in reads {
         matches(documented, "get/responses/200", &floor.read(&path).await);
     }
+    // What only admins read, and the answers to changes.
+    let key = expect_json(
+        floor.app.get(&format!("/campaigns/{main}/rtb_key")).await,
+        StatusCode::OK,
+    )
+    .await;
+    matches("/campaigns/{id}/rtb_key", "get/responses/200", &key);
+    let reset = floor
+        .app
+        .post(&format!("/buyers/{acme}/caps/daily/reset"), json!({}))
+        .await;
+    matches(
+        "/buyers/{id}/caps/{cap}/reset",
+        "post/responses/200",
+        &expect_json(reset, StatusCode::OK).await,
+    );
+    let created = floor
+        .app
+        .post(
+            "/publishers",
+            json!({"company_id": company, "name": "Mail Partners", "numbers": ["+18005550300"]}),
+        )
+        .await;
+    matches(
+        "/publishers",
+        "post/responses/201",
+        &expect_json(created, StatusCode::CREATED).await,
+    );
     // Tokens are the admin's to see.
     let issued = floor
         .app
