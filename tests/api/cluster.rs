@@ -92,6 +92,10 @@ async fn news_travel() {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn a_buyer_full_on_one_node_is_full_on_every_node_until_its_leg_ends() {
     let Some((first, second)) = two_nodes().await else {
         return;
@@ -120,6 +124,10 @@ async fn a_buyer_full_on_one_node_is_full_on_every_node_until_its_leg_ends() {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn a_callback_meant_for_a_node_that_is_gone_is_taken_by_another_from_the_store() {
     let Some((first, second)) = two_nodes().await else {
         return;
@@ -157,6 +165,10 @@ async fn a_callback_meant_for_a_node_that_is_gone_is_taken_by_another_from_the_s
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn a_conversion_on_one_node_is_seen_by_the_de_dupe_of_another() {
     let Some((first, second)) = two_nodes().await else {
         return;
@@ -185,6 +197,10 @@ async fn a_conversion_on_one_node_is_seen_by_the_de_dupe_of_another() {
 /// while the connection was down) is known to its de-dupe once it has reconnected, and news
 /// are heard again after it.
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn a_node_catches_up_on_what_it_missed_while_its_listener_was_down() {
     let Some((first, second)) = two_nodes().await else {
         return;
@@ -255,6 +271,10 @@ async fn a_node_catches_up_on_what_it_missed_while_its_listener_was_down() {
 /// An API token issued on one node opens the API on another, and its revocation closes it
 /// there, within the tokens' reload interval.
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn a_token_issued_or_revoked_on_one_node_is_honoured_on_another() {
     let Some((first, second)) = two_nodes().await else {
         return;
@@ -294,6 +314,10 @@ async fn a_token_issued_or_revoked_on_one_node_is_honoured_on_another() {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn an_rtb_reservation_made_on_one_node_is_honoured_on_another() {
     let Some((first, second)) = two_nodes().await else {
         return;
@@ -348,6 +372,10 @@ async fn an_rtb_reservation_made_on_one_node_is_honoured_on_another() {
 /// them with legs held up long enough to meet the caps, the second node killed (`kill -9`)
 /// once a quarter of the calls are in.
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn three_nodes_one_killed_mid_run_exceed_no_cap_dial_no_duplicate_and_lose_nothing() {
     let Some(db) = TestDb::create(Engine::Postgres).await else {
         return;
@@ -486,6 +514,10 @@ async fn three_nodes_one_killed_mid_run_exceed_no_cap_dial_no_duplicate_and_lose
 /// A campaign created through one node is routed by another at once: the other node does not
 /// refuse a number it does not know before reading the plan again.
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn a_campaign_created_on_one_node_is_routed_by_another_at_once() {
     let Some((first, second)) = two_nodes().await else {
         return;
@@ -526,6 +558,10 @@ async fn a_campaign_created_on_one_node_is_routed_by_another_at_once() {
 /// Every change to the plan, whoever makes it, is sent by the database to every node listening,
 /// when it commits.
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn every_plan_change_is_news_from_the_database() {
     use switchboard::{
         domain::cluster::News,

@@ -137,7 +137,7 @@ impl Browser {
                 std::env::var_os("CI").is_none(),
                 "CI must run the browser test: install chromium and chromium-driver"
             );
-            eprintln!("skipped: install chromium and chromium-driver to run the browser tests");
+            crate::helpers::skipped("install chromium and chromium-driver to run the browser tests");
             return None;
         }
         let dir = tempfile::tempdir().expect("temporary directory");

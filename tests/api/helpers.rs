@@ -127,7 +127,7 @@ impl TestDb {
                         std::env::var_os("CI").is_none(),
                         "CI must run the PostgreSQL tests: set TEST_POSTGRES_URL"
                     );
-                    eprintln!("skipped: set TEST_POSTGRES_URL to run the PostgreSQL variant");
+                    skipped("set TEST_POSTGRES_URL to run the PostgreSQL variant");
                     return None;
                 };
                 sqlx::any::install_default_drivers();
@@ -495,6 +495,14 @@ pub async fn expect_error(response: Response, status: StatusCode, code: &str, fi
 
 /// Runs each test once per database engine: `name::sqlite` and `name::postgres`.
 /// The fixture type provides `start(Engine) -> Option<Self>`; `None` skips.
+/// Says in the test run's output (not captured with the passing test's) that a test did not
+/// run, and why.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("a test").to_owned();
+    writeln!(std::io::stderr(), "SKIPPED {name}: {why}").ok();
+}
+
 macro_rules! on_both_engines {
     ($(async fn $name:ident($fixture:ident: $ty:ty) $body:block)*) => {$(
         mod $name {
@@ -511,6 +519,7 @@ macro_rules! on_both_engines {
             }
 
             #[actix_web::test]
+            #[cfg_attr(not(test_postgres), ignore = "set TEST_POSTGRES_URL to run the PostgreSQL variant")]
             async fn postgres() {
                 if let Some(fixture) = <$ty>::start($crate::helpers::Engine::Postgres).await {
                     run(fixture).await

@@ -575,6 +575,10 @@ async fn a_postback_survives_kill_9_on_sqlite() {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL to run the PostgreSQL variant"
+)]
 async fn a_postback_survives_kill_9_on_postgres() {
     survives_a_kill_9_between_save_and_delivery(Engine::Postgres).await;
 }
@@ -651,6 +655,10 @@ on_both_engines! {
 /// Two nodes on one PostgreSQL deliver one outbox: every postback once, none twice at once, the
 /// receiver taking its time so that both nodes' workers are at it together.
 #[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL to run the PostgreSQL variant"
+)]
 async fn two_nodes_never_deliver_one_postback_twice() {
     let receiver = Receiver::start().await;
     let Some(first) = TestApp::start_with_plan(Engine::Postgres, &plan_with(&receiver)).await else {

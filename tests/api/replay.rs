@@ -50,6 +50,7 @@ macro_rules! replays {
             }
 
             #[actix_web::test]
+            #[cfg_attr(not(test_postgres), ignore = "set TEST_POSTGRES_URL to run the PostgreSQL variant")]
             async fn postgres() {
                 super::replay(super::Engine::Postgres, concat!(stringify!($name), ".calls")).await
             }
