@@ -8,7 +8,7 @@ use actix_web::{App, HttpServer, dev::Server, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::{
-    calls::{CallDeps, CallTimings, Calls, Capacity, CapacityActor, Dedupe, DedupeActor, PlanCache},
+    calls::{CallDeps, CallTimings, Calls, Capacity, CapacityActor, Dedupe, DedupeActor, PlanCache, slots},
     clock::{Clock, SystemClock},
     cluster,
     config::{ConfigError, PublicUrl, Settings},
@@ -141,6 +141,7 @@ impl Application {
             store: store.clone(),
             dedupe: dedupe.clone(),
             capacity: capacity.clone(),
+            slots: slots::gate_for(store.clone(), capacity.clone()),
             reservations: rtb_actors.reservations,
             plan: plan.clone(),
             supervision: supervision.clone(),

@@ -8,7 +8,7 @@ use actix::{
     SpawnHandle, WrapFuture,
 };
 use jiff::Timestamp;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use super::{
     CallDeps, Input, RecordingReport, Webhook, ask_within,
@@ -19,8 +19,8 @@ use super::{
 use crate::{
     domain::{
         call::{
-            Answer, Attempt, CallRecord, CallSid, CallState, Caller, Conversion, DialStatus, DropReason,
-            Outcome, Recording,
+            Answer, Attempt, CallRecord, CallSid, CallState, CallStatus, Caller, Conversion, DialStatus,
+            DropReason, Outcome, Recording,
         },
         capacity::{Block, Leg, LoadChange, load_changes},
         dedupe::{Scope, Touch, Touched},
@@ -36,7 +36,7 @@ use crate::{
         timeline::{Event, TimelineEntry},
     },
     rtb::Claim,
-    store::{CallChange, Saved, SlotHold},
+    store::{CallChange, Saved},
 };
 
 pub struct CallActor {
@@ -217,7 +217,7 @@ async fn process(
     // `CallChange::fresh`). Otherwise (the provider retried the first webhook across a
     // restart) the turn is undone and taken again on the stored call.
     let fresh =
-        record.is_none() && matches!(webhook.input, Input::Incoming { .. }) && !deps.store.is_shared();
+        record.is_none() && matches!(webhook.input, Input::Incoming { .. }) && deps.slots.sole_writer();
     let record = match record {
         Some(record) => Some(record),
         None if fresh => None,
@@ -416,10 +416,10 @@ fn ended_without_record(webhook: &Webhook) -> Option<LoadChange> {
     };
     match &webhook.input {
         Input::DialEnded { attempt, .. } => Some(LoadChange::Released(leg(*attempt))),
-        Input::LegStatus { attempt, status, .. } if is_final(status) => {
+        Input::LegStatus { attempt, status, .. } if status.is_some_and(CallStatus::is_final) => {
             Some(LoadChange::Released(leg(*attempt)))
         }
-        Input::CallStatus { status, .. } if is_final(status) => {
+        Input::CallStatus { status, .. } if status.is_some_and(CallStatus::is_final) => {
             Some(LoadChange::CallEnded(webhook.sid.clone()))
         }
         _ => None,
@@ -430,9 +430,9 @@ fn ended_without_record(webhook: &Webhook) -> Option<LoadChange> {
 /// `From`, `To`, and the caller's state (`FromState`) if it said.
 fn caller_of(webhook: &Webhook) -> Arrival<'_> {
     Arrival {
-        from: webhook.param("From").unwrap_or(""),
-        to: webhook.param("To").unwrap_or(""),
-        from_state: webhook.param("FromState"),
+        from: webhook.params.text("From"),
+        to: webhook.params.text("To"),
+        from_state: webhook.params.get("FromState"),
     }
 }
 
@@ -527,11 +527,11 @@ async fn apply(
             let believable =
                 |at: &Timestamp| (turn.now.as_millisecond() - at.as_millisecond()).abs() <= 3_600_000;
             let at = at.filter(believable).unwrap_or(turn.now);
-            if is_final(status) {
+            if status.is_some_and(CallStatus::is_final) {
                 record.leg_ended(*attempt, *leg_seconds, at);
             }
             let outcome = record.outcome;
-            if matches!(status.as_str(), "in-progress" | "answered")
+            if status.is_some_and(CallStatus::answered)
                 && record.leg_answered(*attempt, at)
                 && let Some(buyer_id) = record.attempt(*attempt).map(|a| a.buyer_id)
             {
@@ -547,7 +547,7 @@ async fn apply(
             (Some(record), Answer::Acknowledge)
         }
         (Input::CallStatus { status, .. }, Some(mut record)) => {
-            if is_final(status) && !record.is_ended() {
+            if status.is_some_and(CallStatus::is_final) && !record.is_ended() {
                 record.hung_up(turn.now);
                 note_end(turn, &record);
             }
@@ -618,11 +618,6 @@ async fn settle_from_leg(deps: &CallDeps, turn: &mut Turn, record: &mut CallReco
         call_over: true,
     };
     dial_ended(deps, turn, record, ended).await;
-}
-
-/// A call status after which there is no call any more.
-pub fn is_final(status: &str) -> bool {
-    matches!(status, "completed" | "busy" | "failed" | "no-answer" | "canceled")
 }
 
 /// A new call: find its campaign by the number dialed (or the redirect's target) and route it.
@@ -787,7 +782,11 @@ async fn route(
         let Some(buyer) = plan.buyer(buyer) else {
             break decision;
         };
-        match hold(deps, turn, buyer, leg.clone()).await {
+        match deps
+            .slots
+            .hold(buyer, leg.clone(), turn.now, turn.decide_by)
+            .await
+        {
             Some(Ok(())) => break decision,
             // Another call took the buyer's last slot (or its cap's last room) since the counts
             // were read, perhaps on another node: decide again without it (each round rules one
@@ -1046,52 +1045,6 @@ fn note_end(turn: &mut Turn, record: &CallRecord) {
             outcome,
             drop_reason: record.drop_reason,
         });
-    }
-}
-
-/// Takes the buyer's concurrency slot for the leg about to be dialed: taken, or the cap that
-/// refused it, or `None` if nobody said in time. When nodes share the store, the store takes
-/// it, counting every node's calls; otherwise this node's capacity index does.
-async fn hold(deps: &CallDeps, turn: &Turn, buyer: &Record<Buyer>, leg: Leg) -> Option<Result<(), Block>> {
-    let hold = Hold {
-        buyer: buyer.id,
-        leg,
-        limit: buyer.spec.caps.concurrency,
-        at: turn.now,
-    };
-    if !deps.store.is_shared() && hold.limit.is_some() {
-        let held = ask_within("the capacity index", turn.decide_by, deps.capacity.ask(hold)).await?;
-        return Some(if held { Ok(()) } else { Err(Block::Concurrency) });
-    }
-    if deps.store.is_shared() && buyer.spec.caps.is_limited() {
-        let slot = SlotHold {
-            buyer,
-            leg: &hold.leg,
-            at: turn.now,
-        };
-        if let Some(block) = hold_in_store(deps, turn, &slot).await? {
-            return Some(Err(block));
-        }
-    }
-    // Taken, or nothing to refuse (period caps were checked with the counts): this node's index
-    // counts the leg (its views, and its first reading of the caps), and nobody waits for that.
-    deps.capacity.tell(Hold { limit: None, ..hold });
-    Some(Ok(()))
-}
-
-/// The slot taken in the shared store (`None` inside), the cap that refused it, or `None` if
-/// the store did not say by the decision's deadline.
-async fn hold_in_store(deps: &CallDeps, turn: &Turn, slot: &SlotHold<'_>) -> Option<Option<Block>> {
-    match timeout_at(turn.decide_by, deps.store.hold_slot(slot)).await {
-        Ok(Ok(refused)) => Some(refused),
-        Ok(Err(error)) => {
-            tracing::error!(%error, "could not take the buyer's slot in the store");
-            None
-        }
-        Err(_) => {
-            tracing::warn!("the store did not take the buyer's slot within the decision budget");
-            None
-        }
     }
 }
 

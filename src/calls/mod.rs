@@ -9,6 +9,7 @@ pub mod owned;
 pub mod plan_cache;
 pub mod reaper;
 mod registry;
+pub mod slots;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,19 +28,19 @@ use jiff::Timestamp;
 use rand::{SeedableRng, rngs::StdRng};
 
 use self::{call_actor::Flush, reaper::CallReaper, registry::CallRegistry};
+use self::{capacity_actor::Blocked, dedupe_actor::Duplicates, slots::SlotGate};
 pub use self::{
-    call_actor::is_final,
     capacity_actor::{Capacity, CapacityActor},
     dedupe_actor::{Dedupe, DedupeActor},
     plan_cache::PlanCache,
 };
-use self::{capacity_actor::Blocked, dedupe_actor::Duplicates};
 use crate::{
     clock::Clock,
     domain::{
-        call::{Answer, CallSid, CallbackKey, DialStatus, RecordingStatus},
+        call::{Answer, CallSid, CallStatus, CallbackKey, DialStatus, RecordingStatus},
         capacity::Block,
         dedupe::Rule,
+        form::FormParams,
         phone::E164,
         plan::{Buyer, BuyerId, CampaignId, Record},
         routing::RoutingPlan,
@@ -56,6 +57,8 @@ pub struct CallDeps {
     pub store: Arc<dyn Store>,
     pub dedupe: Dedupe,
     pub capacity: Capacity,
+    /// Where a leg takes its buyer's slot: this node's index, or the store nodes share.
+    pub slots: Arc<dyn SlotGate>,
     /// RTB reservations, which a call claims when it reaches their campaign.
     pub reservations: Reservations,
     pub plan: Arc<PlanCache>,
@@ -191,7 +194,7 @@ pub struct Webhook {
     /// The endpoint it arrived on and every parameter, for the call's timeline.
     pub endpoint: &'static str,
     /// Shared: a webhook handed to a replaced actor again is not copied.
-    pub params: Arc<[(String, String)]>,
+    pub params: FormParams,
     /// When it arrived: its decision budget runs from here.
     pub received: Instant,
     answering: Answering,
@@ -232,12 +235,12 @@ impl Answering {
 
 impl Webhook {
     /// A webhook arriving now.
-    pub fn new(sid: CallSid, input: Input, endpoint: &'static str, params: Vec<(String, String)>) -> Self {
+    pub fn new(sid: CallSid, input: Input, endpoint: &'static str, params: FormParams) -> Self {
         Self {
             sid,
             input,
             endpoint,
-            params: params.into(),
+            params,
             received: Instant::now(),
             answering: Answering::default(),
         }
@@ -247,11 +250,6 @@ impl Webhook {
     /// actor then records what the caller was told: the explicit end).
     pub(crate) fn actor_takes(&self) -> bool {
         self.answering.actor_takes()
-    }
-
-    /// A parameter the provider sent, if it did.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        param(&self.params, name)
     }
 
     /// What tells this status callback from a retry of it, if the provider numbered it.
@@ -270,14 +268,6 @@ impl Webhook {
             _ => None,
         }
     }
-}
-
-/// The first value of a form parameter.
-pub fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
-    params
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.as_str())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,7 +307,8 @@ pub enum Input {
     /// A buyer's leg changed state: its status callback.
     LegStatus {
         attempt: u32,
-        status: String,
+        /// `None` if the provider sent none it documents.
+        status: Option<CallStatus>,
         /// `SequenceNumber`, when the provider sends it.
         sequence: Option<u32>,
         /// `CallDuration` of a leg that ended, when the provider sends it.
@@ -328,7 +319,11 @@ pub enum Input {
     /// The provider followed a `<Redirect>` into another campaign.
     Redirected { campaign: CampaignId },
     /// The parent call's status callback.
-    CallStatus { status: String, sequence: Option<u32> },
+    CallStatus {
+        /// `None` if the provider sent none it documents.
+        status: Option<CallStatus>,
+        sequence: Option<u32>,
+    },
     /// Not a webhook: the reaper found the call past the longest a call can last.
     TimedOut,
 }

@@ -7,6 +7,7 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use jiff::SignedDuration;
 
 use super::{CallDeps, Calls, Input, Webhook};
+use crate::domain::form::FormParams;
 use crate::store::CallFilter;
 
 /// Calls ended per sweep at most: the next sweep takes the rest.
@@ -55,7 +56,8 @@ impl CallReaper {
                 }
             };
             for call in stuck {
-                let timed_out = Webhook::new(call.call_sid, Input::TimedOut, "timeout", Vec::new());
+                let timed_out =
+                    Webhook::new(call.call_sid, Input::TimedOut, "timeout", FormParams::default());
                 calls.handle(timed_out).await;
             }
         };

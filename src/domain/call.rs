@@ -177,6 +177,43 @@ impl DialStatus {
     }
 }
 
+/// `CallStatus`: where a call, or a buyer's leg, stands as the provider reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallStatus {
+    Queued,
+    Initiated,
+    Ringing,
+    /// Answered: talking (also a leg's `answered` event, which some providers report as the
+    /// status itself).
+    #[serde(alias = "answered")]
+    InProgress,
+    Completed,
+    Busy,
+    NoAnswer,
+    Canceled,
+    Failed,
+}
+
+impl CallStatus {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(text.trim().to_owned()))
+            .map_err(|_| format!("`{text}` is not a CallStatus"))
+    }
+
+    /// After it there is no call (or leg) any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Busy | Self::NoAnswer | Self::Canceled | Self::Failed
+        )
+    }
+
+    pub fn answered(self) -> bool {
+        self == Self::InProgress
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptKind {
@@ -960,5 +997,24 @@ mod tests {
         assert_eq!(call.outcome, Some(Outcome::Abandoned));
         call.end(Outcome::Dropped, Some(DropReason::Unanswered), t0);
         assert_eq!(call.outcome, Some(Outcome::Abandoned), "an end is final");
+    }
+
+    #[test]
+    fn a_call_status_reads_the_providers_words_and_says_whether_the_call_is_over() {
+        let read = |text: &str| CallStatus::parse(text).unwrap();
+        assert_eq!(read("in-progress"), CallStatus::InProgress);
+        assert_eq!(
+            read(" answered "),
+            CallStatus::InProgress,
+            "a leg's answered event"
+        );
+        assert_eq!(read("no-answer"), CallStatus::NoAnswer);
+        let over = ["completed", "busy", "no-answer", "canceled", "failed"];
+        let going = ["queued", "initiated", "ringing", "in-progress"];
+        assert!(over.iter().all(|s| read(s).is_final()));
+        assert!(going.iter().all(|s| !read(s).is_final()));
+        assert!(read("in-progress").answered() && !read("ringing").answered());
+        assert!(CallStatus::parse("hung-up").is_err());
+        assert!(CallStatus::parse("").is_err());
     }
 }

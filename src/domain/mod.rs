@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod dedupe;
 pub mod destination;
 pub mod dialing;
+pub mod form;
 pub mod geo;
 pub mod ids;
 pub mod money;

@@ -24,13 +24,14 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing_actix_web::RootSpan;
 
 use crate::{
-    calls::{Calls, Input, RecordingReport, Webhook, is_final, param},
+    calls::{Calls, Input, RecordingReport, Webhook},
     cluster::Peers,
     config::{PublicUrl, WebhookKeys},
     domain::{
-        call::{Answer, CallSid, DialStatus, RecordingStatus},
+        call::{Answer, CallSid, CallStatus, DialStatus, RecordingStatus},
         destination::Destination,
         dialing::Announcement,
+        form::FormParams,
         plan::CampaignId,
         signature::{self, Algorithm, Signing},
         twiml::{TemplateName, Templates, Values},
@@ -335,7 +336,7 @@ impl Voice {
         sid: CallSid,
         input: Input,
         endpoint: &'static str,
-        params: Vec<(String, String)>,
+        params: FormParams,
     ) -> HttpResponse {
         root.record("call_sid", tracing::field::display(&sid));
         let webhook = Webhook::new(sid.clone(), input, endpoint, params);
@@ -390,7 +391,7 @@ type Data = web::Data<Voice>;
 
 /// A webhook whose signature checked out: its parameters, and what answering it needs.
 pub struct Hook {
-    params: Vec<(String, String)>,
+    params: FormParams,
     voice: Data,
     root: RootSpan,
 }
@@ -409,7 +410,7 @@ impl FromRequest for Hook {
                 .cloned()
                 .ok_or_else(|| actix_web::error::ErrorInternalServerError("voice webhooks are not set up"))?;
             let root = RootSpan::extract(&req).await?;
-            let params = voice.verify(&req, &body)?;
+            let params = FormParams::from(voice.verify(&req, &body)?);
             Ok(Self { params, voice, root })
         })
     }
@@ -424,7 +425,7 @@ impl Hook {
             attempt,
             status,
             connected_seconds: self.text("DialCallDuration").trim().parse().unwrap_or(0),
-            call_over: is_final(&self.text("CallStatus")),
+            call_over: self.call_status().is_some_and(CallStatus::is_final),
             bridged: match self.text("DialBridged").trim() {
                 "true" => Some(true),
                 "false" => Some(false),
@@ -435,18 +436,29 @@ impl Hook {
 
     /// A parameter's value, empty if the provider did not send it.
     fn text(&self, name: &str) -> String {
-        param(&self.params, name).unwrap_or_default().to_owned()
+        self.params.text(name).to_owned()
+    }
+
+    /// `CallStatus`, read at the edge: a value the provider does not document is logged and
+    /// taken as no status (the webhook is still recorded and acknowledged).
+    fn call_status(&self) -> Option<CallStatus> {
+        let text = self.params.get("CallStatus")?;
+        CallStatus::parse(text)
+            .inspect_err(|error| tracing::warn!(%error, "an unknown call status; taken as none"))
+            .ok()
     }
 
     /// A status callback's `SequenceNumber`. Without one, a retry cannot be told apart and is
     /// applied again, which only adds to the timeline: a call's state never moves back.
     fn sequence(&self) -> Option<u32> {
-        param(&self.params, "SequenceNumber").and_then(|n| n.trim().parse().ok())
+        self.params
+            .get("SequenceNumber")
+            .and_then(|n| n.trim().parse().ok())
     }
 
     /// The call named by the `CallSid` parameter.
     fn call_sid(&self) -> Result<CallSid, WebhookError> {
-        let text = param(&self.params, "CallSid")
+        let text = (self.params.get("CallSid"))
             .ok_or_else(|| WebhookError::BadRequest("CallSid is missing".into()))?;
         CallSid::parse(text).map_err(WebhookError::BadRequest)
     }
@@ -475,7 +487,7 @@ async fn incoming(hook: Hook) -> Result<HttpResponse, WebhookError> {
 async fn call_status(hook: Hook) -> Result<HttpResponse, WebhookError> {
     let sid = hook.call_sid()?;
     let input = Input::CallStatus {
-        status: hook.text("CallStatus"),
+        status: hook.call_status(),
         sequence: hook.sequence(),
     };
     Ok(hook.answer(sid, input, "status").await)
@@ -525,7 +537,7 @@ async fn leg_status(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpRe
     let (sid, attempt) = path.into_inner();
     let input = Input::LegStatus {
         attempt,
-        status: hook.text("CallStatus"),
+        status: hook.call_status(),
         sequence: hook.sequence(),
         leg_seconds: hook.text("CallDuration").trim().parse().ok(),
         at: provider_time(&hook.text("Timestamp")),
@@ -568,7 +580,7 @@ async fn screen(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpRespon
 async fn recording(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {
     let (sid, attempt) = path.into_inner();
     let required = |name: &str| {
-        param(&hook.params, name)
+        (hook.params.get(name))
             .map(str::trim)
             .filter(|value| !value.is_empty())
             .ok_or_else(|| WebhookError::BadRequest(format!("{name} is missing")))
@@ -590,7 +602,7 @@ async fn recording(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpRes
         }
     };
     let status = RecordingStatus::parse(required("RecordingStatus")?).map_err(WebhookError::BadRequest)?;
-    let number = |name: &str| param(&hook.params, name).and_then(|n| n.trim().parse().ok());
+    let number = |name: &str| hook.params.get(name).and_then(|n| n.trim().parse().ok());
     let recording = RecordingReport {
         sid: recording_sid.to_owned(),
         url,

@@ -247,6 +247,22 @@ on_both_engines! {
         }
     }
 
+    async fn a_call_status_the_provider_does_not_document_is_recorded_and_changes_nothing(app: Acme) {
+        dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&sid(62), CALLER, MAIN)).await).await;
+        let status = app.url("/voice/status");
+        let odd = form(&[("CallSid", &sid(62)), ("CallStatus", "hung-up-maybe"), ("SequenceNumber", "0")]);
+        assert_eq!(app.webhook(&status, &odd).await.status(), StatusCode::NO_CONTENT, "acknowledged");
+        let call = expect_json(app.get(&format!("/calls/{}", sid(62))).await, StatusCode::OK).await;
+        assert_eq!(call["state"], "dialing", "not taken for an end: {call}");
+        let recorded = (call["timeline"].as_array().unwrap().iter())
+            .any(|e| e["kind"] == "webhook" && e["params"]["CallStatus"] == "hung-up-maybe");
+        assert!(recorded, "the webhook is in the call's timeline: {call}");
+        let over = form(&[("CallSid", &sid(62)), ("CallStatus", "completed"), ("SequenceNumber", "1")]);
+        assert_eq!(app.webhook(&status, &over).await.status(), StatusCode::NO_CONTENT);
+        let call = expect_json(app.get(&format!("/calls/{}", sid(62))).await, StatusCode::OK).await;
+        assert_eq!((call["state"].as_str(), call["outcome"].as_str()), (Some("ended"), Some("abandoned")), "{call}");
+    }
+
     async fn a_retried_first_webhook_gets_the_same_twiml_and_dials_once(app: Acme) {
         let url = app.url("/voice/incoming");
         let body = incoming(&sid(4), CALLER, MAIN);
