@@ -14,14 +14,13 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::{
-    calls::{
-        Capacity, Dedupe, PlanCache,
-        capacity_actor::{Apply, Hold},
-        dedupe_actor::{Learn, LearnMarks},
-    },
     config::PublicUrl,
+    decide::{
+        Capacity, Dedupe, Learned, PlanCache, Reservations,
+        capacity::{Apply, Hold},
+        dedupe::{Learn, LearnMarks},
+    },
     domain::cluster::News,
-    rtb::{Learned, Reservations},
     store::{Heard, Store, StoreError},
 };
 

@@ -84,7 +84,7 @@ pub struct Settings {
     /// A call started this long ago whose end was never reported is ended as timed out.
     pub stuck_call_after: std::time::Duration,
     /// A routing webhook is answered this long after it arrived at the latest (see
-    /// [`crate::calls::CallTimings::decision_budget`]).
+    /// [`crate::decide::Decider::decision_budget`]).
     pub decision_budget: std::time::Duration,
     /// Serves `POST /voice/floor`, fixed TwiML without routing, for the load benchmark to
     /// measure the server's floor against.

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod decide;
 pub mod domain;
 pub mod http;
 pub mod plan;

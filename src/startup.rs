@@ -8,10 +8,11 @@ use actix_web::{App, HttpServer, dev::Server, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::{
-    calls::{CallDeps, CallTimings, Calls, Capacity, CapacityActor, Dedupe, DedupeActor, PlanCache, slots},
+    calls::{CallDeps, CallTimings, Calls},
     clock::{Clock, SystemClock},
     cluster,
     config::{ConfigError, PublicUrl, Settings},
+    decide::{Capacity, CapacityActor, Decider, Dedupe, DedupeActor, PlanCache, slots},
     domain::twiml::{TemplateError, TemplateName, Templates},
     http::{self, auth::AccessTokens, health::Readiness, voice::Voice},
     postbacks,
@@ -108,7 +109,6 @@ impl Application {
             call_actors,
         } = runtime;
         timings.stuck_after = settings.stuck_call_after;
-        timings.decision_budget = settings.decision_budget;
         let templates = load_templates(settings.twiml_templates_dir.as_deref())?;
         let listener = std::net::TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;
@@ -117,7 +117,7 @@ impl Application {
             .clone()
             .unwrap_or_else(|| PublicUrl::derived_from(address));
         // The indexes' owners take the steps callers could not take in place (see
-        // `calls::owned`): on threads of their own, so that one held up holds no other.
+        // `decide::owned`): on threads of their own, so that one held up holds no other.
         let index_threads = [(); 3].map(|_| Arbiter::new().handle());
         // Both read the whole call history: side by side, each on a connection of its own.
         let (dedupe, capacity) = tokio::try_join!(
@@ -137,20 +137,24 @@ impl Application {
         let peers = cluster::join(store.clone(), &public_url, learning).await?;
         let supervision = Supervision::start(clock.clone());
         let outbox = postbacks::start(store.clone(), settings.postbacks, supervision.metrics.clone())?;
-        let deps = CallDeps {
-            store: store.clone(),
+        let decider = Decider {
+            plan: plan.clone(),
             dedupe: dedupe.clone(),
             capacity: capacity.clone(),
             slots: slots::gate_for(store.clone(), capacity.clone()),
             reservations: rtb_actors.reservations,
-            plan: plan.clone(),
-            supervision: supervision.clone(),
             clock: clock.clone(),
-            timings,
             routing_seed,
+            decision_budget: settings.decision_budget,
+        };
+        let deps = CallDeps {
+            decider: decider.clone(),
+            store: store.clone(),
+            supervision: supervision.clone(),
+            timings,
             outbox: outbox.clone(),
         };
-        let rtb = Rtb::new(deps.clone(), rtb_actors.log);
+        let rtb = Rtb::new(decider, supervision.clone(), rtb_actors.log);
         let rtb_for_http = web::Data::new(rtb.clone());
         let calls = Calls::start_placed(deps, call_actors);
         let voice = web::Data::new(Voice {

@@ -10,13 +10,13 @@ use actix::{
 use jiff::Timestamp;
 use tokio::time::Instant;
 
-use super::{
-    CallDeps, Input, RecordingReport, Webhook, ask_within,
-    capacity_actor::{Apply, Hold},
-    dedupe_actor::{Learn, PayOnce},
-    registry::CallRegistry,
-};
+use super::{CallDeps, Input, RecordingReport, Webhook, registry::CallRegistry};
 use crate::{
+    decide::{
+        Claim, ask_within,
+        capacity::{Apply, Hold},
+        dedupe::{Learn, PayOnce},
+    },
     domain::{
         call::{
             Answer, Attempt, CallRecord, CallSid, CallState, CallStatus, Caller, Conversion, DialStatus,
@@ -35,7 +35,6 @@ use crate::{
         supervision::CallSummary,
         timeline::{Event, TimelineEntry},
     },
-    rtb::Claim,
     store::{CallChange, Saved},
 };
 
@@ -216,8 +215,9 @@ async fn process(
     // before routing: its save inserts it only if the store holds no such call (see
     // `CallChange::fresh`). Otherwise (the provider retried the first webhook across a
     // restart) the turn is undone and taken again on the stored call.
-    let fresh =
-        record.is_none() && matches!(webhook.input, Input::Incoming { .. }) && deps.slots.sole_writer();
+    let fresh = record.is_none()
+        && matches!(webhook.input, Input::Incoming { .. })
+        && deps.decider.slots.sole_writer();
     let record = match record {
         Some(record) => Some(record),
         None if fresh => None,
@@ -245,13 +245,13 @@ fn give_back_slots(deps: &CallDeps, untaken: &CallRecord, stored: Option<&CallRe
         attempt: attempt.number,
     };
     let taken = untaken.attempts.iter().map(|a| LoadChange::Released(leg(a)));
-    deps.capacity.tell(Apply(taken.collect()));
+    deps.decider.capacity.tell(Apply(taken.collect()));
     let open = (stored.into_iter())
         .filter(|call| !call.is_ended())
         .flat_map(|call| &call.attempts)
         .filter(|a| a.status.is_none() && a.ended_at.is_none());
     for attempt in open {
-        deps.capacity.tell(Hold {
+        deps.decider.capacity.tell(Hold {
             buyer: attempt.buyer_id,
             leg: leg(attempt),
             limit: None,
@@ -269,11 +269,11 @@ async fn take_turn(
     webhook: &Webhook,
     fresh: bool,
 ) -> (Option<CallRecord>, Unsaved, Answer, Option<Saved>) {
-    let budget = deps.timings.decision_budget;
+    let budget = deps.decider.decision_budget;
     let answer_by = webhook.received + budget;
     let mut turn = Turn {
-        now: deps.clock.now(),
-        plan: deps.plan.current().await,
+        now: deps.decider.clock.now(),
+        plan: deps.decider.plan.current().await,
         timeline: Vec::new(),
         conversion: None,
         touched: Vec::new(),
@@ -309,7 +309,7 @@ async fn take_turn(
     {
         // Nothing is known here of a call whose leg or whole ended (its record could not be
         // read): its slots are freed all the same, before any routing afresh takes new ones.
-        deps.capacity.tell(Apply(vec![ended]));
+        deps.decider.capacity.tell(Apply(vec![ended]));
     }
     let before = record.clone();
     let (mut record, answer) = apply(deps, &mut turn, record, webhook).await;
@@ -322,13 +322,13 @@ async fn take_turn(
     }
     // The indexes learn at once, whatever the store does: the next decision must see it.
     if !turn.touched.is_empty() {
-        deps.dedupe.tell(Learn(turn.touched.clone()));
+        deps.decider.dedupe.tell(Learn(turn.touched.clone()));
     }
     if let Some(after) = &record {
         let changes = load_changes(before.as_ref(), after, turn.now);
         if !changes.is_empty() {
             unsaved.load.extend(changes.iter().cloned());
-            deps.capacity.tell(Apply(changes));
+            deps.decider.capacity.tell(Apply(changes));
         }
     }
     let mut saved = None;
@@ -639,7 +639,7 @@ async fn arrive(
     {
         // Unknown here, perhaps only for now: a campaign created on another node a moment ago.
         // Before refusing the call, the plan is checked against the store.
-        turn.plan = deps.plan.reread().await;
+        turn.plan = deps.decider.plan.reread().await;
         campaign = turn.plan.campaign_for_number(dialed).map(|c| c.id);
     }
     let Some(campaign) = campaign else {
@@ -715,7 +715,7 @@ async fn claim_reservation(
     let reservation = ask_within(
         "the reservation book",
         turn.decide_by,
-        deps.reservations.ask(claim),
+        deps.decider.reservations.ask(claim),
     )
     .await??;
     turn.note(Event::ReservationClaimed {
@@ -744,8 +744,11 @@ async fn route(
     let plan = turn.plan.clone();
     let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
     let caller = record.caller.number();
-    let duplicates = (deps.duplicates_among(caller, &candidates, turn.now, turn.decide_by)).await;
-    let blocked = deps
+    let duplicates = (deps
+        .decider
+        .duplicates_among(caller, &candidates, turn.now, turn.decide_by))
+    .await;
+    let blocked = (deps.decider)
         .blocked_among(&plan, &candidates, turn.now, turn.decide_by)
         .await;
     let known = Known {
@@ -760,7 +763,7 @@ async fn route(
         call: record.sid.clone(),
         attempt: record.next_attempt_number(),
     };
-    let mut random = deps.random_for((&leg.call, leg.attempt));
+    let mut random = deps.decider.random_for((&leg.call, leg.attempt));
     let decision = loop {
         let situation = CallSituation {
             at: turn.now,
@@ -782,8 +785,7 @@ async fn route(
         let Some(buyer) = plan.buyer(buyer) else {
             break decision;
         };
-        match deps
-            .slots
+        match (deps.decider.slots)
             .hold(buyer, leg.clone(), turn.now, turn.decide_by)
             .await
         {
@@ -1004,7 +1006,7 @@ async fn settle_publisher(deps: &CallDeps, turn: &mut Turn, record: &mut CallRec
                     // Money, not a caller waiting: the store's budget, not the decision's. If the
                     // index does not say, nothing is settled now (the next webhook asks again).
                     let by = Instant::now() + deps.timings.store_budget;
-                    match ask_within("the de-dupe index", by, deps.dedupe.ask(ask)).await {
+                    match ask_within("the de-dupe index", by, deps.decider.dedupe.ask(ask)).await {
                         Some(paid) => !paid,
                         None => return,
                     }
@@ -1074,7 +1076,11 @@ async fn dial_ended(deps: &CallDeps, turn: &mut Turn, record: &mut CallRecord, e
     // Settled now, at the end of the leg: a conversion by another call in the meantime counts.
     let duplicate = match (connected, buyer, record.caller.number()) {
         (true, Some(buyer), Some(caller)) => {
-            match (deps.duplicates_among(Some(caller), &[buyer], turn.now, turn.decide_by)).await {
+            match (deps
+                .decider
+                .duplicates_among(Some(caller), &[buyer], turn.now, turn.decide_by))
+            .await
+            {
                 Some(duplicates) => Some(duplicates.contains(&buyer.id)),
                 // Not known now: as it was known when dialed.
                 None => dialed.duplicate,

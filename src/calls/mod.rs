@@ -1,19 +1,12 @@
 //! Live calls as actors: one [`CallActor`](call_actor::CallActor) per call, found through the
-//! [`CallRegistry`](registry::CallRegistry), asking the [`DedupeActor`] which buyers have
-//! converted the caller.
+//! [`CallRegistry`](registry::CallRegistry), asking the decision layer ([`crate::decide`])
+//! which buyers would take the caller.
 
 mod call_actor;
-pub mod capacity_actor;
-pub mod dedupe_actor;
-pub mod owned;
-pub mod plan_cache;
 pub mod reaper;
 mod registry;
-pub mod slots;
 
 use std::{
-    collections::{HashMap, HashSet},
-    hash::{DefaultHasher, Hash, Hasher},
     sync::{
         Arc,
         atomic::{AtomicU8, Ordering},
@@ -21,130 +14,32 @@ use std::{
     time::Duration,
 };
 
+use actix::{Actor, ArbiterHandle, MailboxError, Message};
 use tokio::time::{Instant, timeout, timeout_at};
 
-use actix::{Actor, ArbiterHandle, MailboxError, Message};
-use jiff::Timestamp;
-use rand::{SeedableRng, rngs::StdRng};
-
 use self::{call_actor::Flush, reaper::CallReaper, registry::CallRegistry};
-use self::{capacity_actor::Blocked, dedupe_actor::Duplicates, slots::SlotGate};
-pub use self::{
-    capacity_actor::{Capacity, CapacityActor},
-    dedupe_actor::{Dedupe, DedupeActor},
-    plan_cache::PlanCache,
-};
 use crate::{
-    clock::Clock,
+    decide::Decider,
     domain::{
         call::{Answer, CallSid, CallStatus, CallbackKey, DialStatus, RecordingStatus},
-        capacity::Block,
-        dedupe::Rule,
         form::FormParams,
-        phone::E164,
-        plan::{Buyer, BuyerId, CampaignId, Record},
-        routing::RoutingPlan,
+        plan::CampaignId,
     },
     postbacks::Outbox,
-    rtb::Reservations,
     store::Store,
     supervision::Supervision,
 };
 
-/// What every call actor needs.
+/// What every call actor needs: the decisions' context, and where calls are kept and told.
 #[derive(Clone)]
 pub struct CallDeps {
+    pub decider: Decider,
     pub store: Arc<dyn Store>,
-    pub dedupe: Dedupe,
-    pub capacity: Capacity,
-    /// Where a leg takes its buyer's slot: this node's index, or the store nodes share.
-    pub slots: Arc<dyn SlotGate>,
-    /// RTB reservations, which a call claims when it reaches their campaign.
-    pub reservations: Reservations,
-    pub plan: Arc<PlanCache>,
     /// Told of every change to a call: live events and metrics.
     pub supervision: Supervision,
-    pub clock: Arc<dyn Clock>,
     pub timings: CallTimings,
-    /// Where the draws between buyers of equal priority come from (see [`CallDeps::random_for`]).
-    pub routing_seed: u64,
     /// Told when a save queued postbacks.
     pub outbox: Outbox,
-}
-
-impl CallDeps {
-    /// The random source for one routing decision: a function of the seed and what is decided
-    /// (a call's attempt, a ping), so a decision does not depend on which other calls happened
-    /// to draw first, and a test with a fixed seed is exact.
-    pub fn random_for(&self, decision: impl Hash) -> StdRng {
-        let mut hasher = DefaultHasher::new();
-        (self.routing_seed, decision).hash(&mut hasher);
-        StdRng::seed_from_u64(hasher.finish())
-    }
-
-    /// Which of `buyers` would consider a call from `caller` a duplicate now (an unknown caller
-    /// cannot be one), or `None` if the index does not answer by `by`: then nobody knows, and
-    /// routing decides in haste (see [`RoutingPlan::decide_in_haste`]).
-    pub async fn duplicates_among(
-        &self,
-        caller: Option<&E164>,
-        buyers: &[&Record<Buyer>],
-        at: Timestamp,
-        by: Instant,
-    ) -> Option<HashSet<BuyerId>> {
-        let Some(caller) = caller else {
-            return Some(HashSet::new());
-        };
-        let check = Duplicates {
-            caller: caller.clone(),
-            rules: buyers.iter().map(|b| Rule::of(b)).collect(),
-            at,
-        };
-        ask_within("the de-dupe index", by, self.dedupe.ask(check)).await
-    }
-
-    /// Which of `buyers` are at a cap now, or `None` if the index does not answer by `by`.
-    pub async fn blocked_among(
-        &self,
-        plan: &Arc<RoutingPlan>,
-        buyers: &[&Record<Buyer>],
-        at: Timestamp,
-        by: Instant,
-    ) -> Option<HashMap<BuyerId, Block>> {
-        let capped: Vec<BuyerId> = (buyers.iter())
-            .filter(|b| b.spec.caps.is_limited())
-            .map(|b| b.id)
-            .collect();
-        if capped.is_empty() {
-            return Some(HashMap::new());
-        }
-        let blocked = Blocked {
-            plan: plan.clone(),
-            buyers: capped,
-            at,
-        };
-        ask_within("the capacity index", by, self.capacity.ask(blocked)).await
-    }
-}
-
-/// An actor's answer, if it comes by `by`. (Its mailbox is bounded: a send waits for room, and
-/// that wait counts too.)
-pub async fn ask_within<T>(
-    actor: &str,
-    by: Instant,
-    request: impl Future<Output = Result<T, MailboxError>>,
-) -> Option<T> {
-    match timeout_at(by, request).await {
-        Ok(Ok(answer)) => Some(answer),
-        Ok(Err(error)) => {
-            tracing::error!(%error, "{actor} did not answer");
-            None
-        }
-        Err(_) => {
-            tracing::warn!("{actor} did not answer within the decision budget");
-            None
-        }
-    }
 }
 
 /// How long call actors wait, and on what.
@@ -160,10 +55,6 @@ pub struct CallTimings {
     pub save_retry: Duration,
     /// How long a webhook waits on the store before answering without it.
     pub store_budget: Duration,
-    /// From a webhook's arrival to its answer, at most: past it, a call is answered with what
-    /// can be decided without the indexes (the fallback buyer, or the campaign's explicit end)
-    /// rather than keep the provider waiting.
-    pub decision_budget: Duration,
     /// A call started this long ago that never had its final callback is ended (see
     /// [`reaper`]).
     pub stuck_after: Duration,
@@ -178,7 +69,6 @@ impl Default for CallTimings {
             idle: Duration::from_secs(600),
             save_retry: Duration::from_secs(5),
             store_budget: Duration::from_secs(1),
-            decision_budget: Duration::from_millis(crate::config::DEFAULT_DECISION_BUDGET_MS),
             stuck_after: Duration::from_secs(crate::config::DEFAULT_STUCK_CALL_SECONDS),
             sweep_every: Duration::from_secs(60),
         }
@@ -361,7 +251,7 @@ impl Calls {
     pub fn start_placed(deps: CallDeps, place: Option<ArbiterHandle>) -> Self {
         let calls = Self {
             registry: Arc::new(CallRegistry::new(deps.clone(), place)),
-            decision_budget: deps.timings.decision_budget,
+            decision_budget: deps.decider.decision_budget,
         };
         CallReaper::new(calls.clone(), deps).start();
         calls

@@ -36,7 +36,7 @@ impl CallReaper {
         let Ok(limit) = SignedDuration::try_from(self.deps.timings.stuck_after) else {
             return;
         };
-        let Ok(started_before) = self.deps.clock.now().checked_sub(limit) else {
+        let Ok(started_before) = self.deps.decider.clock.now().checked_sub(limit) else {
             return;
         };
         self.sweeping = true;

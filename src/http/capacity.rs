@@ -19,11 +19,11 @@ use super::{
     openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
 };
 use crate::{
-    calls::{
-        self, PlanCache,
-        capacity_actor::{Reset, View, Views},
-    },
     clock::Clock,
+    decide::{
+        self, PlanCache,
+        capacity::{Reset, View, Views},
+    },
     domain::{
         capacity::CapPeriod,
         capacity::CapacityView,
@@ -40,7 +40,7 @@ pub fn routes() -> [ApiRoute; 3] {
     ]
 }
 
-type Capacity = web::Data<calls::Capacity>;
+type Capacity = web::Data<decide::Capacity>;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -30,7 +30,7 @@ use actix_web::{
 
 use self::{admin::PlanKinds, error::ApiError};
 use crate::{
-    calls::PlanCache,
+    decide::PlanCache,
     domain::plan::PlanEntity,
     store::{PlanTable, Store},
 };

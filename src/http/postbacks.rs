@@ -19,8 +19,8 @@ use super::{
     openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
 };
 use crate::{
-    calls::PlanCache,
     clock::Clock,
+    decide::PlanCache,
     domain::{
         call::CallSid,
         postback::{PostbackRecord, PostbackStatus},

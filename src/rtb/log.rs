@@ -76,10 +76,8 @@ impl Actor for RtbLog {
     type Context = Context<Self>;
 }
 
-/// Queue a write.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Write(pub RtbWrite);
+/// Queue a write. (The message is the decision layer's: the reservation book sends it.)
+pub use crate::decide::Write;
 
 impl Handler<Write> for RtbLog {
     type Result = ();

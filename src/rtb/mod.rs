@@ -3,7 +3,6 @@
 //! caller, and every ping logged.
 
 mod log;
-mod reservations;
 
 use std::sync::Arc;
 
@@ -11,16 +10,12 @@ use actix::{Actor, Addr};
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use self::{
-    log::Write,
-    reservations::{Find, Reserve},
-};
-pub use self::{
-    log::{Flush, RtbLog},
-    reservations::{Claim, Learned, ReservationActor, Reservations},
-};
+pub use self::log::{Flush, RtbLog};
 use crate::{
-    calls::CallDeps,
+    decide::{
+        Decider, ReservationActor, Reservations, Write,
+        reservations::{Find, Reserve},
+    },
     domain::{
         access::KeyDigest,
         geo::{AreaCode, CallerPlace, UsState},
@@ -33,6 +28,7 @@ use crate::{
         },
     },
     store::{Store, StoreError},
+    supervision::Supervision,
 };
 
 /// The RTB actors, started together: the log writer and the reservation book that feeds it.
@@ -42,7 +38,7 @@ pub async fn start(
     arbiter: &actix::ArbiterHandle,
 ) -> Result<RtbActors, StoreError> {
     let log = RtbLog::new(store.clone()).start();
-    let reservations = ReservationActor::load(store.as_ref(), clock, log.clone())
+    let reservations = ReservationActor::load(store.as_ref(), clock, log.clone().recipient())
         .await?
         .start(arbiter);
     Ok(RtbActors { log, reservations })
@@ -57,7 +53,9 @@ pub struct RtbActors {
 /// Answers pings. Cheap to clone.
 #[derive(Clone)]
 pub struct Rtb {
-    deps: CallDeps,
+    decider: Decider,
+    /// Its metrics count pings.
+    supervision: Supervision,
     log: Addr<RtbLog>,
 }
 
@@ -113,18 +111,23 @@ struct Answered {
 }
 
 impl Rtb {
-    /// Pings share the call actors' plan, de-dupe index and capacity index (`deps`).
-    pub fn new(deps: CallDeps, log: Addr<RtbLog>) -> Self {
-        Self { deps, log }
+    /// Pings share the call actors' plan, de-dupe index, capacity index and reservation
+    /// book (the `decider`).
+    pub fn new(decider: Decider, supervision: Supervision, log: Addr<RtbLog>) -> Self {
+        Self {
+            decider,
+            supervision,
+            log,
+        }
     }
 
     /// Answers a ping: a bid, `no-target`, or why the ping is refused.
     pub async fn ping(&self, request: PingRequest) -> Result<PingAnswer, PingError> {
         // To the millisecond, as stored: a bid reads the same from memory, the log and after a
         // restart.
-        let at = crate::clock::to_millisecond(self.deps.clock.now());
-        let plan = self.deps.plan.current().await;
-        let metrics = &self.deps.supervision.metrics;
+        let at = crate::clock::to_millisecond(self.decider.clock.now());
+        let plan = self.decider.plan.current().await;
+        let metrics = &self.supervision.metrics;
         let rejected = |error: PingError| {
             metrics.rtb_ping(PingOutcome::Rejected.as_str(), error.code());
             Err(error)
@@ -184,7 +187,7 @@ impl Rtb {
                 caller: caller.clone(),
                 at: ping.at,
             };
-            if let Ok(Some(held)) = self.deps.reservations.ask(find).await {
+            if let Ok(Some(held)) = self.decider.reservations.ask(find).await {
                 return (held.bid(true), Some(held));
             }
         }
@@ -205,9 +208,12 @@ impl Rtb {
         let plan = ping.plan;
         let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
         // A publisher waits on the answer as a caller would: the same budget.
-        let by = tokio::time::Instant::now() + self.deps.timings.decision_budget;
-        let duplicates = self.deps.duplicates_among(caller, &candidates, ping.at, by).await;
-        let blocked = self.deps.blocked_among(plan, &candidates, ping.at, by).await;
+        let by = tokio::time::Instant::now() + self.decider.decision_budget;
+        let duplicates = self
+            .decider
+            .duplicates_among(caller, &candidates, ping.at, by)
+            .await;
+        let blocked = self.decider.blocked_among(plan, &candidates, ping.at, by).await;
         let (Some(duplicates), Some(blocked)) = (duplicates, blocked) else {
             // No bid on a guess: a duplicate or a buyer over its cap must never be bid for.
             return no_target(NoTarget::Overloaded);
@@ -221,7 +227,7 @@ impl Rtb {
             reserved: None,
             place,
         };
-        let decision = plan.bid(campaign, &situation, &mut self.deps.random_for(ping.id));
+        let decision = plan.bid(campaign, &situation, &mut self.decider.random_for(ping.id));
         let buyer = match decision.action {
             Action::Dial { buyer, .. } => plan.buyer(buyer),
             Action::End { reason } => return no_target(reason.into()),
@@ -248,14 +254,19 @@ impl Rtb {
             reservation: reservation.clone(),
             at: ping.at,
         };
-        let (kept, cached) = self.deps.reservations.ask(reserve).await.unwrap_or_else(|error| {
-            // The bid stands (the publisher may still send the call; it routes as usual), but
-            // nothing holds the buyer for it. The log still shows what was bid, until when.
-            tracing::error!(%error, "the reservation book did not answer; the bid is not held");
-            let bid = Box::new(reservation.clone());
-            self.log.do_send(Write(RtbWrite::Reserved(bid)));
-            (reservation, false)
-        });
+        let (kept, cached) = self
+            .decider
+            .reservations
+            .ask(reserve)
+            .await
+            .unwrap_or_else(|error| {
+                // The bid stands (the publisher may still send the call; it routes as usual), but
+                // nothing holds the buyer for it. The log still shows what was bid, until when.
+                tracing::error!(%error, "the reservation book did not answer; the bid is not held");
+                let bid = Box::new(reservation.clone());
+                self.log.do_send(Write(RtbWrite::Reserved(bid)));
+                (reservation, false)
+            });
         (kept.bid(cached), Some(kept))
     }
 

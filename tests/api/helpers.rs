@@ -209,7 +209,7 @@ pub struct TestApp {
     pub calls: switchboard::calls::Calls,
     /// Where the de-dupe and capacity indexes run: a test may hold it up.
     /// The de-dupe and capacity indexes, which tests hold up.
-    pub indexes: (switchboard::calls::Dedupe, switchboard::calls::Capacity),
+    pub indexes: (switchboard::decide::Dedupe, switchboard::decide::Capacity),
     pub db: TestDb,
     /// Kept across a restart: the same clock goes on.
     pub runtime: Runtime,

@@ -1,15 +1,15 @@
 //! The reservation book: the live reservations, owned by an actor and asked by pings (is there
 //! one already? keep this one) and by calls arriving (claim it), in place when it is free (see
-//! [`owned`](crate::calls::owned)).
+//! [`owned`](super::owned)). Every reservation kept and claimed is also written to the RTB
+//! log, through [`Write`] (the log lives above this layer, in `rtb`).
 
 use std::{sync::Arc, time::Duration};
 
-use actix::{Addr, ArbiterHandle};
+use actix::{ArbiterHandle, Message, Recipient};
 use jiff::Timestamp;
 
-use super::log::{RtbLog, Write};
+use super::owned::{Owned, Step};
 use crate::{
-    calls::owned::{Owned, Step},
     clock::Clock,
     domain::{
         call::CallSid,
@@ -20,9 +20,14 @@ use crate::{
     store::{Store, StoreError},
 };
 
+/// A line for the RTB log.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Write(pub RtbWrite);
+
 pub struct ReservationActor {
     book: ReservationBook,
-    log: Addr<RtbLog>,
+    log: Recipient<Write>,
     clock: Arc<dyn Clock>,
 }
 
@@ -31,7 +36,7 @@ impl ReservationActor {
     pub async fn load(
         store: &dyn Store,
         clock: Arc<dyn Clock>,
-        log: Addr<RtbLog>,
+        log: Recipient<Write>,
     ) -> Result<Self, StoreError> {
         let now = clock.now();
         let mut book = ReservationBook::default();
@@ -59,7 +64,7 @@ impl ReservationActor {
 /// The book, and the log that hears of every reservation kept and claimed.
 pub struct Booked {
     book: ReservationBook,
-    log: Addr<RtbLog>,
+    log: Recipient<Write>,
 }
 
 /// The reservation book, as pings, calls and other nodes' news reach it.

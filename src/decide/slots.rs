@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use tokio::time::{Instant, timeout_at};
 
-use super::{Capacity, ask_within, capacity_actor::Hold};
+use super::{
+    ask_within,
+    capacity::{Capacity, Hold},
+};
 use crate::{
     domain::{
         capacity::{Block, Leg},
