@@ -6,7 +6,9 @@
 //!   buyer; the server's resident memory grows by so much;
 //! - start-up: over a database holding `STORED_CONVERSIONS` (10^7) conversions (each with its
 //!   call, its answered attempt and its caller's de-dupe mark), the time from starting the
-//!   process to its first ready answer, with the memory it then holds.
+//!   process to its first ready answer, with the memory it then holds; then how long the
+//!   live page's reads take over that history (the calls are spread over a year: some 27,000
+//!   a day): the timeline by hour over the last day and by minute over the last hour.
 //!
 //! Both sizes can be set through those environment variables: lower for a quick look, 0 to
 //! skip a measurement.
@@ -316,6 +318,34 @@ async fn start_up(http: &reqwest::Client) {
         took.as_secs_f64(),
         server.resident() as f64 / MIB
     );
+    for path in [
+        "/api/v1/stats/timeline?bucket=hour",
+        "/api/v1/stats/timeline?bucket=minute",
+    ] {
+        let (median, worst) = read_times(http, &format!("{}{path}", server.base)).await;
+        println!(
+            "GET {path}: median {:.1} ms, slowest {:.1} ms of {READS}",
+            median.as_secs_f64() * 1e3,
+            worst.as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// How many times each of the live page's reads is timed.
+const READS: usize = 11;
+
+/// The median and the slowest of [`READS`] reads of `url`, one at a time.
+async fn read_times(http: &reqwest::Client, url: &str) -> (Duration, Duration) {
+    let mut took = Vec::with_capacity(READS);
+    for _ in 0..READS {
+        let started = Instant::now();
+        let response = (http.get(url).bearer_auth(SUPERVISOR_TOKEN).send().await).expect("an answer");
+        assert!(response.status().is_success(), "{url}: {}", response.status());
+        response.bytes().await.expect("the body");
+        took.push(started.elapsed());
+    }
+    took.sort();
+    (took[READS / 2], took[READS - 1])
 }
 
 fn main() {
