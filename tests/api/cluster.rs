@@ -86,6 +86,17 @@ async fn acme_dialed(node: &TestApp, provider: &SigningClient) -> String {
     action
 }
 
+/// Call 1, from `CALLER`, converts with Acme on `node` and ends.
+async fn converted_with_acme(node: &TestApp, provider: &SigningClient) {
+    let action = acme_dialed(node, provider).await;
+    provider
+        .webhook(&action, &dial_ended(&sid(1), "completed", 200))
+        .await;
+    provider
+        .webhook(&node.url("/voice/status"), &call_over(&sid(1)))
+        .await;
+}
+
 /// News reach other nodes in milliseconds; this is ample.
 async fn news_travel() {
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -174,13 +185,7 @@ async fn a_conversion_on_one_node_is_seen_by_the_de_dupe_of_another() {
         return;
     };
     let provider = TestApp::signing_client();
-    let action = acme_dialed(&first, &provider).await;
-    provider
-        .webhook(&action, &dial_ended(&sid(1), "completed", 200))
-        .await;
-    provider
-        .webhook(&first.url("/voice/status"), &call_over(&sid(1)))
-        .await;
+    converted_with_acme(&first, &provider).await;
     news_travel().await;
     // The caller converted with Acme on the first node: on the second, Acme is a duplicate.
     let again = provider
@@ -206,13 +211,7 @@ async fn a_node_catches_up_on_what_it_missed_while_its_listener_was_down() {
         return;
     };
     let provider = TestApp::signing_client();
-    let action = acme_dialed(&first, &provider).await;
-    provider
-        .webhook(&action, &dial_ended(&sid(1), "completed", 200))
-        .await;
-    provider
-        .webhook(&first.url("/voice/status"), &call_over(&sid(1)))
-        .await;
+    converted_with_acme(&first, &provider).await;
 
     // Another caller converted with Acme, and no node heard of it.
     let missed = "+14155550188";

@@ -307,6 +307,21 @@ const cells = Object.fromEntries(names.map((name, i) => [name, row.cells[i].text
 return cells.calls === calls && cells.live === live ? cells : null;
 "##;
 
+/// The dashboard opened with a supervisor's `#token=` link, once its event stream is live.
+async fn open_signed_in(app: &TestApp, browser: &Client) {
+    browser
+        .goto(&app.url(&format!("/dashboard#token={SUPERVISOR_TOKEN}")))
+        .await
+        .expect("open the dashboard");
+    until(
+        browser,
+        "the event stream to be live",
+        r##"return document.getElementById("connection").dataset.state === "live""##,
+        &[],
+    )
+    .await;
+}
+
 /// A browser, and the service on the test plan; `None` (skip) where there is no browser.
 async fn start() -> Option<(Browser, TestApp)> {
     start_on(PLAN).await
@@ -331,17 +346,7 @@ async fn a_supervisor_watches_a_call_arrive_connect_and_end_without_reloading() 
 }
 
 async fn watch_a_call(app: &TestApp, browser: Client) {
-    browser
-        .goto(&app.url(&format!("/dashboard#token={SUPERVISOR_TOKEN}")))
-        .await
-        .expect("open the dashboard");
-    until(
-        &browser,
-        "the event stream to be live",
-        r##"return document.getElementById("connection").dataset.state === "live""##,
-        &[],
-    )
-    .await;
+    open_signed_in(app, &browser).await;
     let address = browser.current_url().await.unwrap();
     assert_eq!(
         address.fragment(),
@@ -831,17 +836,7 @@ async fn a_supervisor_reads_the_charts_and_the_caps_filters_calls_and_opens_a_ca
 
 async fn read_charts_and_a_story(app: &TestApp, browser: Client) {
     browser.set_window_size(1440, 1500).await.unwrap();
-    browser
-        .goto(&app.url(&format!("/dashboard#token={SUPERVISOR_TOKEN}")))
-        .await
-        .expect("open the dashboard");
-    until(
-        &browser,
-        "the event stream to be live",
-        r##"return document.getElementById("connection").dataset.state === "live""##,
-        &[],
-    )
-    .await;
+    open_signed_in(app, &browser).await;
 
     // A morning's traffic, as the provider would send it: repeat callers, busy and unanswered
     // buyers, RTB pings before each call.
