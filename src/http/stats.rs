@@ -47,13 +47,17 @@ struct Range {
     to: Option<Timestamp>,
 }
 
+/// What the statistics cover by default: the last 24 hours.
+const DAY: SignedDuration = SignedDuration::from_hours(24);
+
 impl Range {
-    fn resolve(&self, now: Timestamp) -> Result<(Timestamp, Timestamp), ApiError> {
+    /// `to` by default now, `from` by default `span` before it.
+    fn resolve(&self, now: Timestamp, span: SignedDuration) -> Result<(Timestamp, Timestamp), ApiError> {
         let to = self.to.unwrap_or(now);
         let from = match self.from {
             Some(from) => from,
             None => to
-                .checked_sub(SignedDuration::from_hours(24))
+                .checked_sub(span)
                 .map_err(|_| ApiError::invalid("to", "is too early"))?,
         };
         if from >= to {
@@ -92,7 +96,7 @@ async fn campaigns(
     clock: web::Data<dyn Clock>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
-    let (from, to) = range.resolve(clock.now())?;
+    let (from, to) = range.resolve(clock.now(), DAY)?;
     let data = store.campaign_stats(from, to).await?;
     Ok(HttpResponse::Ok().json(Stats { from, to, data }))
 }
@@ -117,7 +121,7 @@ async fn buyers(
     clock: web::Data<dyn Clock>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
-    let (from, to) = range.resolve(clock.now())?;
+    let (from, to) = range.resolve(clock.now(), DAY)?;
     let data = store.buyer_stats(from, to).await?;
     Ok(HttpResponse::Ok().json(Stats { from, to, data }))
 }
@@ -142,7 +146,7 @@ async fn publishers(
     clock: web::Data<dyn Clock>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
-    let (from, to) = range.resolve(clock.now())?;
+    let (from, to) = range.resolve(clock.now(), DAY)?;
     let data = store.publisher_stats(from, to).await?;
     Ok(HttpResponse::Ok().json(Stats { from, to, data }))
 }
@@ -198,13 +202,7 @@ async fn timeline(
     params: web::Query<TimelineParams>,
 ) -> Result<HttpResponse, ApiError> {
     let TimelineParams { bucket, from, to } = params.into_inner();
-    let to = to.unwrap_or_else(|| clock.now());
-    let from = match from {
-        Some(from) => from,
-        None => {
-            (to.checked_sub(bucket.default_span())).map_err(|_| ApiError::invalid("to", "is too early"))?
-        }
-    };
+    let (from, to) = Range { from, to }.resolve(clock.now(), bucket.default_span())?;
     let window = Window::new(bucket, from, to).map_err(|e| ApiError::invalid("from", e.to_string()))?;
     let data = window.series(store.campaign_series(&window).await?);
     Ok(HttpResponse::Ok().json(Timeline {
