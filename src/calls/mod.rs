@@ -21,9 +21,9 @@ use self::{call_actor::Flush, reaper::CallReaper, registry::CallRegistry};
 use crate::{
     decide::Decider,
     domain::{
-        call::{Answer, CallSid, CallStatus, CallbackKey, DialStatus, RecordingStatus},
+        call::{Answer, CallSid},
+        call_flow::{Input, Request},
         form::FormParams,
-        plan::CampaignId,
     },
     postbacks::Outbox,
     store::Store,
@@ -142,90 +142,15 @@ impl Webhook {
         self.answering.actor_takes()
     }
 
-    /// What tells this status callback from a retry of it, if the provider numbered it.
-    pub fn callback_key(&self) -> Option<CallbackKey> {
-        match self.input {
-            Input::CallStatus { sequence, .. } => Some(CallbackKey {
-                leg: 0,
-                sequence: sequence?,
-            }),
-            Input::LegStatus {
-                attempt, sequence, ..
-            } => Some(CallbackKey {
-                leg: attempt,
-                sequence: sequence?,
-            }),
-            _ => None,
+    /// The request, as the call's state machine reads it.
+    pub fn request(&self) -> Request<'_> {
+        Request {
+            sid: &self.sid,
+            input: &self.input,
+            endpoint: self.endpoint,
+            params: &self.params,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    /// The call arrived on a tracking number.
-    Incoming { from: String, to: String },
-    /// The provider could not get TwiML from Switchboard (an error, a timeout) and asks the
-    /// number's fallback URL instead: the call goes on from where it stands, or starts.
-    Fallback { error_code: Option<String> },
-    /// A `<Dial>` ended: its action URL.
-    DialEnded {
-        attempt: u32,
-        status: DialStatus,
-        connected_seconds: u32,
-        /// The caller had hung up (the request's `CallStatus` is final).
-        call_over: bool,
-        /// `DialBridged`, when the provider sends it: whether the buyer's leg was put through
-        /// to the caller.
-        bridged: Option<bool>,
-    },
-    /// The buyer of an attempt picked up, and the provider asks what to play it before the
-    /// caller is put through (the `<Number url>` whisper document). With answering machine
-    /// detection, it says who answered (`AnsweredBy`).
-    Whisper {
-        attempt: u32,
-        answered_by: Option<String>,
-    },
-    /// Answering machine detection's verdict on an attempt's leg (its `amdStatusCallback`).
-    Detected { attempt: u32, answered_by: String },
-    /// The buyer answered the press-1 prompt (`Digits`, empty when it pressed nothing).
-    Screened { attempt: u32, digits: String },
-    /// A recording of an attempt's `<Dial>` changed (its recording status callback).
-    Recorded {
-        attempt: u32,
-        recording: RecordingReport,
-    },
-    /// A buyer's leg changed state: its status callback.
-    LegStatus {
-        attempt: u32,
-        /// `None` if the provider sent none it documents.
-        status: Option<CallStatus>,
-        /// `SequenceNumber`, when the provider sends it.
-        sequence: Option<u32>,
-        /// `CallDuration` of a leg that ended, when the provider sends it.
-        leg_seconds: Option<u32>,
-        /// `Timestamp`: when it happened, as the provider stamped it.
-        at: Option<jiff::Timestamp>,
-    },
-    /// The provider followed a `<Redirect>` into another campaign.
-    Redirected { campaign: CampaignId },
-    /// The parent call's status callback.
-    CallStatus {
-        /// `None` if the provider sent none it documents.
-        status: Option<CallStatus>,
-        sequence: Option<u32>,
-    },
-    /// Not a webhook: the reaper found the call past the longest a call can last.
-    TimedOut,
-}
-
-/// A recording status callback's parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordingReport {
-    pub sid: String,
-    pub url: String,
-    pub status: RecordingStatus,
-    pub duration_seconds: Option<u32>,
-    pub channels: Option<u32>,
 }
 
 /// The live calls, as the HTTP layer sees them.
@@ -280,7 +205,7 @@ impl Calls {
                 actix_web::rt::spawn(delivered);
             }
         }
-        Self::without_actor(&input)
+        input.answer_without_a_decision()
     }
 
     /// Hands a webhook to its call's actor. An actor that stopped in the meantime is replaced
@@ -296,27 +221,7 @@ impl Calls {
             }
         }
         tracing::error!(call_sid = %webhook.sid, "no call actor could take the webhook");
-        Self::without_actor(&webhook.input)
-    }
-
-    /// The answer when the call's actor cannot give one.
-    fn without_actor(input: &Input) -> Answer {
-        match input {
-            Input::LegStatus { .. }
-            | Input::CallStatus { .. }
-            | Input::Recorded { .. }
-            | Input::Detected { .. } => Answer::Acknowledge,
-            // A buyer's leg nobody can vouch for is not put through.
-            Input::Whisper { .. } | Input::Screened { .. } => Answer::Hangup,
-            // The conversation is over, or the caller gone.
-            Input::DialEnded {
-                status, call_over, ..
-            } if status.connected() || *call_over => Answer::Hangup,
-            // A dial just ended, the caller still there: nobody can route them now.
-            Input::DialEnded { .. } => Answer::End,
-            Input::Incoming { .. } | Input::Redirected { .. } | Input::Fallback { .. } => Answer::End,
-            Input::TimedOut => Answer::Acknowledge,
-        }
+        webhook.input.answer_without_a_decision()
     }
 
     /// Saves what any call's actor holds that the store has not taken yet (before a stop).

@@ -6,8 +6,8 @@
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use jiff::SignedDuration;
 
-use super::{CallDeps, Calls, Input, Webhook};
-use crate::domain::form::FormParams;
+use super::{CallDeps, Calls, Webhook};
+use crate::domain::{call_flow::Input, form::FormParams};
 use crate::store::CallFilter;
 
 /// Calls ended per sweep at most: the next sweep takes the rest.

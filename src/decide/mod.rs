@@ -14,17 +14,21 @@ pub mod slots;
 
 use std::{
     collections::{HashMap, HashSet},
-    hash::{DefaultHasher, Hash, Hasher},
+    hash::Hash,
     sync::Arc,
     time::Duration,
 };
 
 use actix::MailboxError;
 use jiff::Timestamp;
-use rand::{SeedableRng, rngs::StdRng};
+use rand::rngs::StdRng;
 use tokio::time::{Instant, timeout_at};
 
-use self::{capacity::Blocked, dedupe::Duplicates, slots::SlotGate};
+use self::{
+    capacity::{Apply, Blocked},
+    dedupe::{Duplicates, PayOnce},
+    slots::SlotGate,
+};
 pub use self::{
     capacity::{Capacity, CapacityActor},
     dedupe::{Dedupe, DedupeActor},
@@ -34,11 +38,13 @@ pub use self::{
 use crate::{
     clock::Clock,
     domain::{
+        call::CallSid,
+        call_flow::{Question, Reply},
         capacity::Block,
-        dedupe::Rule,
+        dedupe::Scope,
         phone::E164,
         plan::{Buyer, BuyerId, Record},
-        routing::RoutingPlan,
+        routing::{RoutingPlan, random_for},
     },
 };
 
@@ -60,13 +66,9 @@ pub struct Decider {
 }
 
 impl Decider {
-    /// The random source for one routing decision: a function of the seed and what is decided
-    /// (a call's attempt, a ping), so a decision does not depend on which other calls happened
-    /// to draw first, and a test with a fixed seed is exact.
+    /// The random source for one routing decision (see [`random_for`]).
     pub fn random_for(&self, decision: impl Hash) -> StdRng {
-        let mut hasher = DefaultHasher::new();
-        (self.routing_seed, decision).hash(&mut hasher);
-        StdRng::seed_from_u64(hasher.finish())
+        random_for(self.routing_seed, decision)
     }
 
     /// Which of `buyers` would consider a call from `caller` a duplicate now (an unknown caller
@@ -79,15 +81,14 @@ impl Decider {
         at: Timestamp,
         by: Instant,
     ) -> Option<HashSet<BuyerId>> {
-        let Some(caller) = caller else {
-            return Some(HashSet::new());
+        let question = match Question::duplicates(caller, buyers) {
+            Ok(question) => question,
+            Err(known) => return Some(known),
         };
-        let check = Duplicates {
-            caller: caller.clone(),
-            rules: buyers.iter().map(|b| Rule::of(b)).collect(),
-            at,
-        };
-        ask_within("the de-dupe index", by, self.dedupe.ask(check)).await
+        match self.reply(None, question, at, by).await {
+            Reply::Duplicates(duplicates) => duplicates,
+            _ => None,
+        }
     }
 
     /// Which of `buyers` are at a cap now, or `None` if the index does not answer by `by`.
@@ -98,19 +99,66 @@ impl Decider {
         at: Timestamp,
         by: Instant,
     ) -> Option<HashMap<BuyerId, Block>> {
-        let capped: Vec<BuyerId> = (buyers.iter())
-            .filter(|b| b.spec.caps.is_limited())
-            .map(|b| b.id)
-            .collect();
-        if capped.is_empty() {
-            return Some(HashMap::new());
-        }
-        let blocked = Blocked {
-            plan: plan.clone(),
-            buyers: capped,
-            at,
+        let question = match Question::blocked(plan, buyers) {
+            Ok(question) => question,
+            Err(known) => return Some(known),
         };
-        ask_within("the capacity index", by, self.capacity.ask(blocked)).await
+        match self.reply(None, question, at, by).await {
+            Reply::Blocked(blocked) => blocked,
+            _ => None,
+        }
+    }
+
+    /// Answers a decision's question, asked at `at` for `call` (if a call asks), by `by`.
+    pub async fn reply(
+        &self,
+        call: Option<&CallSid>,
+        question: Question,
+        at: Timestamp,
+        by: Instant,
+    ) -> Reply {
+        match question {
+            Question::Free(change) => {
+                self.capacity.tell(Apply(vec![change]));
+                Reply::Freed
+            }
+            Question::Replan => Reply::Replanned(self.plan.reread().await),
+            Question::Claim { campaign, caller } => {
+                let Some(call_sid) = call.cloned() else {
+                    return Reply::Claimed(None);
+                };
+                let claim = Claim {
+                    campaign,
+                    caller,
+                    call_sid,
+                    at,
+                };
+                let claimed = ask_within("the reservation book", by, self.reservations.ask(claim)).await;
+                Reply::Claimed(claimed.flatten())
+            }
+            Question::Duplicates { caller, rules } => {
+                let check = Duplicates { caller, rules, at };
+                Reply::Duplicates(ask_within("the de-dupe index", by, self.dedupe.ask(check)).await)
+            }
+            Question::Blocked { plan, buyers } => {
+                let blocked = Blocked { plan, buyers, at };
+                Reply::Blocked(ask_within("the capacity index", by, self.capacity.ask(blocked)).await)
+            }
+            Question::Hold { buyer, leg } => Reply::Held(self.slots.hold(&buyer, leg, at, by).await),
+            Question::PayOnce {
+                caller,
+                publisher,
+                terms,
+            } => {
+                let ask = PayOnce {
+                    caller,
+                    scope: Scope::Publisher(publisher),
+                    terms,
+                    at,
+                };
+                Reply::PaidOnce(ask_within("the de-dupe index", by, self.dedupe.ask(ask)).await)
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod block;
 pub mod call;
+pub mod call_flow;
 pub mod capacity;
 pub mod cluster;
 pub mod dedupe;

@@ -9,10 +9,11 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
+    hash::{DefaultHasher, Hash, Hasher},
 };
 
 use jiff::Timestamp;
-use rand::{Rng, RngExt};
+use rand::{Rng, RngExt, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -677,6 +678,15 @@ impl TryFrom<String> for Verdict {
             .find(|verdict| verdict.to_string() == text)
             .ok_or_else(|| format!("`{text}` is not a routing verdict"))
     }
+}
+
+/// The random source for one routing decision: a function of the seed and what is decided (a
+/// call's attempt, a ping), so a decision does not depend on which other calls happened to
+/// draw first, is the same when taken again, and a test with a fixed seed is exact.
+pub fn random_for(seed: u64, decision: impl Hash) -> StdRng {
+    let mut hasher = DefaultHasher::new();
+    (seed, decision).hash(&mut hasher);
+    StdRng::seed_from_u64(hasher.finish())
 }
 
 #[cfg(test)]

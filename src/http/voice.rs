@@ -24,11 +24,12 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing_actix_web::RootSpan;
 
 use crate::{
-    calls::{Calls, Input, RecordingReport, Webhook},
+    calls::{Calls, Webhook},
     cluster::Peers,
     config::{PublicUrl, WebhookKeys},
     domain::{
         call::{Answer, CallSid, CallStatus, DialStatus, RecordingStatus},
+        call_flow::{Input, RecordingReport},
         destination::Destination,
         dialing::Announcement,
         form::FormParams,
