@@ -9,7 +9,7 @@ use crate::{
     config::Settings,
     plan::{DEMO_PLAN, Plan},
     startup::Application,
-    store::{SqlStore, Store},
+    store::{PlanStore, SqlStore},
 };
 
 #[derive(Debug, Parser)]

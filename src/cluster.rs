@@ -11,6 +11,8 @@ use std::{
 };
 
 use jiff::{SignedDuration, Timestamp};
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 
 use crate::{
@@ -20,8 +22,8 @@ use crate::{
         capacity::{Apply, Hold},
         dedupe::{Learn, LearnMarks},
     },
-    domain::cluster::News,
-    store::{Heard, Store, StoreError},
+    domain::cluster::{Bulletin, News, NodeId},
+    store::{CallStore, ClusterStore, NewsChannel, RtbStore, StoreError},
 };
 
 /// How often a node says it is up, and reads where the others are.
@@ -30,6 +32,9 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 /// A node is remembered this long after its last heartbeat: a call it held may last four
 /// hours, and its callbacks still come (to another node) until the call ends.
 const REMEMBERED: SignedDuration = SignedDuration::from_hours(5);
+
+/// How many bulletins wait for the node's dispatcher before the listener waits too.
+const HEARD_QUEUE: usize = 4096;
 
 /// The indexes that learn other nodes' news, and the routing plan they change.
 pub struct Indexes {
@@ -68,21 +73,20 @@ impl Peers {
 /// `peers` up to date, and has `indexes` learn the other nodes' news. A store not shared
 /// (SQLite) has no other node: nothing to do.
 pub async fn join(
-    store: Arc<dyn Store>,
+    store: Arc<dyn ClusterStore>,
+    rereads: Rereads,
     public_url: &PublicUrl,
     indexes: Indexes,
 ) -> Result<Arc<Peers>, StoreError> {
     let peers = Arc::new(Peers::default());
-    if !store.is_shared() {
+    let Some(channel) = store.news_channel() else {
         return Ok(peers);
-    }
+    };
     let started_at = Timestamp::now();
     // Listening before reading who is up: a node that starts meanwhile is either read or heard.
-    let heard = store.listen().await?;
+    let heard = listen(&channel, store.node().clone()).await?;
     announce(store.as_ref(), public_url, started_at, &peers).await?;
-    if let Some(heard) = heard {
-        actix_web::rt::spawn(follow(heard, store.clone(), indexes, peers.clone()));
-    }
+    actix_web::rt::spawn(follow(heard, rereads, indexes, peers.clone()));
     tracing::info!(node = %store.node(), nodes = peers.urls().len(), "joined the cluster");
     let (store, public_url, known) = (store, public_url.clone(), peers.clone());
     actix_web::rt::spawn(async move {
@@ -98,8 +102,59 @@ pub async fn join(
     Ok(peers)
 }
 
+/// Where a node reads again what news it may have missed.
+pub struct Rereads {
+    pub marks: Arc<dyn CallStore>,
+    pub reservations: Arc<dyn RtbStore>,
+}
+
+/// The news other nodes commit to `channel`, as they commit it (this node's own left out): a
+/// connection of its own listens, and when it is lost and back, [`Heard::Missed`] says so.
+pub async fn listen(channel: &NewsChannel, node: NodeId) -> Result<mpsc::Receiver<Heard>, StoreError> {
+    let mut listener = PgListener::connect(channel.database_url.expose_secret()).await?;
+    listener.listen(&channel.channel).await?;
+    let (heard, receiver) = mpsc::channel(HEARD_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let next = match listener.try_recv().await {
+                Ok(Some(notification)) => match serde_json::from_str::<Bulletin>(notification.payload()) {
+                    Ok(bulletin) if bulletin.from == node => continue,
+                    Ok(bulletin) => Heard::News(bulletin.news),
+                    Err(error) => {
+                        tracing::warn!(%error, "news from another node could not be read");
+                        continue;
+                    }
+                },
+                // The connection was lost; the next receive connects again.
+                Ok(None) => {
+                    tracing::warn!("lost the connection that hears other nodes; reconnecting");
+                    Heard::Missed
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot hear other nodes; trying again in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if heard.send(next).await.is_err() {
+                // Nobody listens any more: the node is stopping.
+                return;
+            }
+        }
+    });
+    Ok(receiver)
+}
+
+/// What a node hears from the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    News(News),
+    /// The connection that listens was lost and is back: what was sent meanwhile is lost.
+    Missed,
+}
+
 async fn announce(
-    store: &dyn Store,
+    store: &dyn ClusterStore,
     public_url: &PublicUrl,
     started_at: Timestamp,
     peers: &Peers,
@@ -118,12 +173,7 @@ async fn announce(
 /// was lost), what could have been missed is read again from the store: the de-dupe marks and
 /// the reservations. (Buyers' caps are counted in the store itself; this node's index of them
 /// only serves views and a first reading.)
-async fn follow(
-    mut heard: mpsc::Receiver<Heard>,
-    store: Arc<dyn Store>,
-    indexes: Indexes,
-    peers: Arc<Peers>,
-) {
+async fn follow(mut heard: mpsc::Receiver<Heard>, rereads: Rereads, indexes: Indexes, peers: Arc<Peers>) {
     while let Some(heard) = heard.recv().await {
         match heard {
             Heard::News(News::Touched(touched)) => indexes.dedupe.tell(Learn(touched)),
@@ -149,20 +199,20 @@ async fn follow(
             Heard::News(News::Plan { .. }) => indexes.plan.invalidate(),
             Heard::Missed => {
                 indexes.plan.invalidate();
-                catch_up(store.as_ref(), &indexes).await;
+                catch_up(&rereads, &indexes).await;
             }
         }
     }
 }
 
-async fn catch_up(store: &dyn Store, indexes: &Indexes) {
-    let read = store
+async fn catch_up(store: &Rereads, indexes: &Indexes) {
+    let read = (store.marks)
         .dedupe_marks(&mut |batch| indexes.dedupe.tell(LearnMarks(batch)))
         .await;
     if let Err(error) = read {
         tracing::error!(%error, "could not read the de-dupe marks again after a gap");
     }
-    match store.held_reservations(Timestamp::now()).await {
+    match store.reservations.held_reservations(Timestamp::now()).await {
         Ok(held) => {
             for (reservation, claimed) in held {
                 indexes.reservations.tell(Learned { reservation, claimed });

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::postback::{Due, SIGNATURE_HEADER, retry_delay, signature},
-    store::{Store, Tried, TryFailed, TryOutcome},
+    store::{PostbackStore, Tried, TryFailed, TryOutcome},
     supervision::Metrics,
 };
 
@@ -96,7 +96,11 @@ impl Outbox {
 }
 
 /// Starts delivering on a thread of its own.
-pub fn start(store: Arc<dyn Store>, delivery: Delivery, metrics: Arc<Metrics>) -> std::io::Result<Outbox> {
+pub fn start(
+    store: Arc<dyn PostbackStore>,
+    delivery: Delivery,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<Outbox> {
     let (wake, woken) = mpsc::channel(1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -123,7 +127,7 @@ pub fn start(store: Arc<dyn Store>, delivery: Delivery, metrics: Arc<Metrics>) -
 
 #[derive(Clone)]
 struct Worker {
-    store: Arc<dyn Store>,
+    store: Arc<dyn PostbackStore>,
     delivery: Delivery,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
@@ -325,7 +329,7 @@ const COUNT_EVERY: Duration = Duration::from_secs(2);
 
 /// Counts the outbox for `postback_outbox{status}`, now and then (a pending backlog or failed
 /// postbacks are worth an alert).
-async fn count(store: Arc<dyn Store>, metrics: Arc<Metrics>) {
+async fn count(store: Arc<dyn PostbackStore>, metrics: Arc<Metrics>) {
     let mut every = tokio::time::interval(COUNT_EVERY);
     loop {
         every.tick().await;
@@ -339,7 +343,7 @@ async fn count(store: Arc<dyn Store>, metrics: Arc<Metrics>) {
 /// Records tries as they end, every one waiting in one transaction. A batch the database
 /// refuses is left to the leases: those postbacks are tried again once theirs run out (at least
 /// once, never lost).
-async fn record(store: Arc<dyn Store>, mut results: mpsc::Receiver<Tried>) {
+async fn record(store: Arc<dyn PostbackStore>, mut results: mpsc::Receiver<Tried>) {
     let mut batch = Vec::with_capacity(RECORDED_TOGETHER);
     while results.recv_many(&mut batch, RECORDED_TOGETHER).await > 0 {
         if let Err(error) = store.record_tries(&batch).await {

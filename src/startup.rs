@@ -17,7 +17,7 @@ use crate::{
     http::{self, auth::AccessTokens, health::Readiness, voice::Voice},
     postbacks,
     rtb::{self, Rtb},
-    store::{Store, StoreError},
+    store::{Store, StoreError, Stores, TokenStore},
     supervision::{CloseStreams, EventHub, Supervision},
     telemetry::RequestSpans,
 };
@@ -93,13 +93,13 @@ impl Stopper {
 impl Application {
     /// Binds `settings.bind` (port 0 picks a free port, which tests use).
     pub async fn build(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StartupError> {
-        Self::build_with(settings, store, Runtime::default()).await
+        Self::build_with(settings, Stores::of(store), Runtime::default()).await
     }
 
     /// With a clock, timings and routing seed of the caller's choosing (tests, simulations).
     pub async fn build_with(
         settings: &Settings,
-        store: Arc<dyn Store>,
+        stores: Stores,
         runtime: Runtime,
     ) -> Result<Self, StartupError> {
         let Runtime {
@@ -121,27 +121,35 @@ impl Application {
         let index_threads = [(); 3].map(|_| Arbiter::new().handle());
         // Both read the whole call history: side by side, each on a connection of its own.
         let (dedupe, capacity) = tokio::try_join!(
-            DedupeActor::load(store.as_ref()),
-            CapacityActor::load(store.as_ref(), clock.clone())
+            DedupeActor::load(stores.calls.as_ref()),
+            CapacityActor::load(stores.capacity.as_ref(), clock.clone())
         )?;
         let dedupe = dedupe.start(&index_threads[0]);
         let capacity = capacity.start(&index_threads[1]);
-        let plan = Arc::new(PlanCache::load(store.clone(), PLAN_MAX_AGE).await?);
-        let rtb_actors = rtb::start(store.clone(), clock.clone(), &index_threads[2]).await?;
+        let plan = Arc::new(PlanCache::load(stores.plan.clone(), PLAN_MAX_AGE).await?);
+        let rtb_actors = rtb::start(stores.rtb.clone(), clock.clone(), &index_threads[2]).await?;
         let learning = cluster::Indexes {
             dedupe: dedupe.clone(),
             capacity: capacity.clone(),
             reservations: rtb_actors.reservations.clone(),
             plan: plan.clone(),
         };
-        let peers = cluster::join(store.clone(), &public_url, learning).await?;
+        let rereads = cluster::Rereads {
+            marks: stores.calls.clone(),
+            reservations: stores.rtb.clone(),
+        };
+        let peers = cluster::join(stores.cluster.clone(), rereads, &public_url, learning).await?;
         let supervision = Supervision::start(clock.clone());
-        let outbox = postbacks::start(store.clone(), settings.postbacks, supervision.metrics.clone())?;
+        let outbox = postbacks::start(
+            stores.postbacks.clone(),
+            settings.postbacks,
+            supervision.metrics.clone(),
+        )?;
         let decider = Decider {
             plan: plan.clone(),
             dedupe: dedupe.clone(),
             capacity: capacity.clone(),
-            slots: slots::gate_for(store.clone(), capacity.clone()),
+            slots: slots::gate_for(stores.cluster.clone(), capacity.clone()),
             reservations: rtb_actors.reservations,
             clock: clock.clone(),
             routing_seed,
@@ -149,7 +157,7 @@ impl Application {
         };
         let deps = CallDeps {
             decider: decider.clone(),
-            store: store.clone(),
+            store: stores.calls.clone(),
             supervision: supervision.clone(),
             timings,
             outbox: outbox.clone(),
@@ -166,14 +174,13 @@ impl Application {
             keys: settings.webhook_keys()?,
             floor: settings.bench_floor,
         });
-        let store: web::Data<dyn Store> = web::Data::from(store);
         let plan: web::Data<PlanCache> = web::Data::from(plan);
         let tokens = web::Data::new(AccessTokens::new(
             settings.admin_token.as_ref(),
             &settings.supervisor_tokens,
         ));
-        tokens.reload(store.as_ref()).await?;
-        keep_reloading(tokens.clone().into_inner(), store.clone().into_inner());
+        tokens.reload(stores.tokens.as_ref()).await?;
+        keep_reloading(tokens.clone().into_inner(), stores.tokens.clone());
         let capacity_for_http = web::Data::new(capacity.clone());
         let clock: web::Data<dyn Clock> = web::Data::from(clock);
         let metrics = web::Data::from(supervision.metrics.clone());
@@ -185,7 +192,14 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpans>::new())
-                .app_data(store.clone())
+                .app_data(web::Data::from(stores.plan.clone()))
+                .app_data(web::Data::from(stores.calls.clone()))
+                .app_data(web::Data::from(stores.capacity.clone()))
+                .app_data(web::Data::from(stores.rtb.clone()))
+                .app_data(web::Data::from(stores.supervision.clone()))
+                .app_data(web::Data::from(stores.tokens.clone()))
+                .app_data(web::Data::from(stores.blocked.clone()))
+                .app_data(web::Data::from(stores.postbacks.clone()))
                 .app_data(plan.clone())
                 .app_data(tokens.clone())
                 .app_data(capacity_for_http.clone())
@@ -278,7 +292,7 @@ impl Application {
 }
 
 /// Follows tokens issued or revoked on other nodes (this node's own changes apply at once).
-fn keep_reloading(tokens: Arc<AccessTokens>, store: Arc<dyn Store>) {
+fn keep_reloading(tokens: Arc<AccessTokens>, store: Arc<dyn TokenStore>) {
     actix_web::rt::spawn(async move {
         let mut every = actix_web::rt::time::interval(AccessTokens::RELOAD_EVERY);
         loop {

@@ -6,7 +6,7 @@ use switchboard::{
     config::Settings,
     plan::{DEMO_PLAN, Plan},
     startup::Application,
-    store::{SqlStore, Store},
+    store::{PlanStore, SqlStore},
 };
 
 /// The server on loopback, on its own thread and actix system, over a fresh SQLite database

@@ -26,7 +26,7 @@ use crate::{
         form::FormParams,
     },
     postbacks::Outbox,
-    store::Store,
+    store::CallStore,
     supervision::Supervision,
 };
 
@@ -34,7 +34,7 @@ use crate::{
 #[derive(Clone)]
 pub struct CallDeps {
     pub decider: Decider,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn CallStore>,
     /// Told of every change to a call: live events and metrics.
     pub supervision: Supervision,
     pub timings: CallTimings,

@@ -8,7 +8,6 @@ use jiff::SignedDuration;
 
 use super::{CallDeps, Calls, Webhook};
 use crate::domain::{call_flow::Input, form::FormParams};
-use crate::store::CallFilter;
 
 /// Calls ended per sweep at most: the next sweep takes the rest.
 const BATCH: u32 = 500;
@@ -41,23 +40,16 @@ impl CallReaper {
         };
         self.sweeping = true;
         let (calls, store) = (self.calls.clone(), self.deps.store.clone());
-        let filter = CallFilter {
-            live: true,
-            to: Some(started_before),
-            limit: BATCH,
-            ..CallFilter::default()
-        };
         let sweep = async move {
-            let stuck = match store.calls(&filter).await {
+            let stuck = match store.unended_before(started_before, BATCH).await {
                 Ok(stuck) => stuck,
                 Err(error) => {
                     tracing::warn!(%error, "could not look for calls whose end never came");
                     return;
                 }
             };
-            for call in stuck {
-                let timed_out =
-                    Webhook::new(call.call_sid, Input::TimedOut, "timeout", FormParams::default());
+            for sid in stuck {
+                let timed_out = Webhook::new(sid, Input::TimedOut, "timeout", FormParams::default());
                 calls.handle(timed_out).await;
             }
         };

@@ -18,7 +18,7 @@ use crate::{
         routing::RoutingPlan,
         values::CapLimit,
     },
-    store::{Store, StoreError},
+    store::{CapacityStore, StoreError},
 };
 
 pub struct CapacityActor {
@@ -28,7 +28,7 @@ pub struct CapacityActor {
 
 impl CapacityActor {
     /// Rebuilds the index from the store (start-up): counters and live legs survive a restart.
-    pub async fn load(store: &dyn Store, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+    pub async fn load(store: &dyn CapacityStore, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let now = clock.now();
         let since = |span| now.checked_sub(span).unwrap_or(Timestamp::MIN);
         let history = store

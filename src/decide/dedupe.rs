@@ -14,7 +14,7 @@ use crate::{
         phone::E164,
         plan::BuyerId,
     },
-    store::{Store, StoreError},
+    store::{CallStore, StoreError},
 };
 
 pub struct DedupeActor {
@@ -23,7 +23,7 @@ pub struct DedupeActor {
 
 impl DedupeActor {
     /// Rebuilds the index from the store (start-up).
-    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+    pub async fn load(store: &dyn CallStore) -> Result<Self, StoreError> {
         let started = std::time::Instant::now();
         let mut index = DedupeIndex::default();
         store.dedupe_marks(&mut |batch| index.load(&batch)).await?;

@@ -21,11 +21,11 @@ use crate::{
         plan::{Buyer, Campaign, Company, PlanEntity, Publisher, Record},
         routing::RoutingPlan,
     },
-    store::{ListFilter, PlanTable, Store, StoreError},
+    store::{ListFilter, PlanStore, PlanTable, StoreError},
 };
 
 pub struct PlanCache {
-    store: Arc<dyn Store>,
+    store: Arc<dyn PlanStore>,
     max_age: Duration,
     cached: RwLock<Cached>,
     /// One reload at a time; the others keep reading the current plan meanwhile.
@@ -41,7 +41,7 @@ struct Cached {
 }
 
 impl PlanCache {
-    pub async fn load(store: Arc<dyn Store>, max_age: Duration) -> Result<Self, StoreError> {
+    pub async fn load(store: Arc<dyn PlanStore>, max_age: Duration) -> Result<Self, StoreError> {
         let revision = store.plan_revision().await?;
         let plan = Arc::new(read_plan(store.as_ref()).await?);
         Ok(Self {
@@ -144,7 +144,7 @@ impl PlanCache {
     }
 }
 
-async fn read_plan(store: &(dyn Store + 'static)) -> Result<RoutingPlan, StoreError> {
+async fn read_plan(store: &(dyn PlanStore + 'static)) -> Result<RoutingPlan, StoreError> {
     let blocked = store.blocked_callers(&everything()).await?;
     Ok(RoutingPlan::new(
         all::<Company>(store).await?,
@@ -163,9 +163,9 @@ fn everything() -> ListFilter {
     }
 }
 
-async fn all<T: PlanEntity>(store: &(dyn Store + 'static)) -> Result<Vec<Record<T>>, StoreError>
+async fn all<T: PlanEntity>(store: &(dyn PlanStore + 'static)) -> Result<Vec<Record<T>>, StoreError>
 where
-    dyn Store: PlanTable<T>,
+    dyn PlanStore: PlanTable<T>,
 {
     PlanTable::<T>::list(store, &everything()).await
 }

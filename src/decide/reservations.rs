@@ -17,7 +17,7 @@ use crate::{
         plan::CampaignId,
         rtb::{Reservation, ReservationBook, RtbWrite},
     },
-    store::{Store, StoreError},
+    store::{RtbStore, StoreError},
 };
 
 /// A line for the RTB log.
@@ -34,7 +34,7 @@ pub struct ReservationActor {
 impl ReservationActor {
     /// Rebuilds the book from the store (start-up): a bid made before a restart still holds.
     pub async fn load(
-        store: &dyn Store,
+        store: &dyn RtbStore,
         clock: Arc<dyn Clock>,
         log: Recipient<Write>,
     ) -> Result<Self, StoreError> {

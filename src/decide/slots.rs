@@ -18,7 +18,7 @@ use crate::{
         capacity::{Block, Leg},
         plan::{Buyer, Record},
     },
-    store::{SlotHold, Store},
+    store::{ClusterStore, SlotHold},
 };
 
 #[async_trait]
@@ -39,7 +39,7 @@ pub trait SlotGate: Send + Sync {
 }
 
 /// The gate for `store`: shared if other nodes write to it too.
-pub fn gate_for(store: Arc<dyn Store>, capacity: Capacity) -> Arc<dyn SlotGate> {
+pub fn gate_for(store: Arc<dyn ClusterStore>, capacity: Capacity) -> Arc<dyn SlotGate> {
     if store.is_shared() {
         Arc::new(SharedSlots { store, capacity })
     } else {
@@ -83,7 +83,7 @@ impl SlotGate for LocalSlots {
 
 /// Several nodes: the store takes the slot, counting every node's legs against every cap.
 struct SharedSlots {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ClusterStore>,
     capacity: Capacity,
 }
 

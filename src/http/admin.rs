@@ -39,7 +39,7 @@ use crate::{
         schema::extended,
         values::RtbKey,
     },
-    store::{ListFilter, PlanTable, Store, StoreError},
+    store::{ListFilter, PlanStore, PlanTable, StoreError},
 };
 
 const DEFAULT_PAGE: u32 = 100;
@@ -71,7 +71,7 @@ pub(super) fn page_limit(asked: Option<u32>) -> Result<u32, ApiError> {
 pub trait PlanKinds {
     fn kind<T: PlanEntity>(&mut self, path: &str)
     where
-        dyn Store: PlanTable<T>;
+        dyn PlanStore: PlanTable<T>;
 }
 
 /// The plan's kinds of entity, in the order their routes are matched: the one list that both
@@ -86,7 +86,7 @@ pub fn each_plan_kind(kinds: &mut impl PlanKinds) {
 /// The routes of one kind of entity, under `path`.
 pub fn resource<T: PlanEntity>(path: &str) -> [ApiRoute; 6]
 where
-    dyn Store: PlanTable<T>,
+    dyn PlanStore: PlanTable<T>,
 {
     let one = format!("{path}/{{id}}");
     [
@@ -109,7 +109,7 @@ pub fn rtb_key_routes() -> [ApiRoute; 3] {
     ]
 }
 
-type StoreData = web::Data<dyn Store>;
+type StoreData = web::Data<dyn PlanStore>;
 
 pub(super) fn parse_id<T: PlanEntity>(text: &str) -> Result<Id<T>, ApiError> {
     // An id that cannot exist is simply not found.
@@ -144,7 +144,7 @@ async fn list<T: PlanEntity>(
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError>
 where
-    dyn Store: PlanTable<T>,
+    dyn PlanStore: PlanTable<T>,
 {
     let limit = page_limit(params.limit)?;
     let filter = ListFilter {
@@ -169,7 +169,7 @@ async fn get<T: PlanEntity>(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError>
 where
-    dyn Store: PlanTable<T>,
+    dyn PlanStore: PlanTable<T>,
 {
     let mut record = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
     if !reader.sees_secrets() {
@@ -185,7 +185,7 @@ async fn create<T: PlanEntity>(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError>
 where
-    dyn Store: PlanTable<T>,
+    dyn PlanStore: PlanTable<T>,
 {
     let mut fields = json::object(&body)?;
     let company_id = if T::OWNED_BY_COMPANY {
@@ -213,7 +213,7 @@ async fn replace<T: PlanEntity>(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError>
 where
-    dyn Store: PlanTable<T>,
+    dyn PlanStore: PlanTable<T>,
 {
     let current = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
     let mut fields = json::object(&body)?;
@@ -234,7 +234,7 @@ async fn patch<T: PlanEntity>(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError>
 where
-    dyn Store: PlanTable<T>,
+    dyn PlanStore: PlanTable<T>,
 {
     let id = parse_id(&id)?;
     let mut changes = json::object(&body)?;
@@ -264,7 +264,7 @@ async fn delete<T: PlanEntity>(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError>
 where
-    dyn Store: PlanTable<T>,
+    dyn PlanStore: PlanTable<T>,
 {
     PlanTable::<T>::delete(store.as_ref(), parse_id(&id)?).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -398,7 +398,7 @@ pub struct Documented<'a>(pub &'a mut OpenApi);
 impl PlanKinds for Documented<'_> {
     fn kind<T: PlanEntity>(&mut self, path: &str)
     where
-        dyn Store: PlanTable<T>,
+        dyn PlanStore: PlanTable<T>,
     {
         const COLLISION: &str = "It collides with another record: a name, a tracking number or an `external_id` taken \
              (`error.field` names it).";

@@ -35,7 +35,7 @@ use crate::{
         plan::CompanyId,
         schema::extended,
     },
-    store::{ListFilter, Store},
+    store::{BlockListStore, ListFilter},
 };
 
 pub fn routes() -> [ApiRoute; 4] {
@@ -48,7 +48,7 @@ pub fn routes() -> [ApiRoute; 4] {
     ]
 }
 
-type StoreData = web::Data<dyn Store>;
+type StoreData = web::Data<dyn BlockListStore>;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -29,7 +29,7 @@ use crate::{
         supervision::CallSummary,
         timeline::TimelineEntry,
     },
-    store::{CallFilter, Store},
+    store::{CallFilter, CallStore, SupervisionStore},
 };
 
 /// More live calls than this in one answer is not a page a person reads; the live list is
@@ -46,7 +46,8 @@ pub fn routes() -> [ApiRoute; 4] {
     ]
 }
 
-type StoreData = web::Data<dyn Store>;
+type StoreData = web::Data<dyn SupervisionStore>;
+type CallData = web::Data<dyn CallStore>;
 
 #[derive(Serialize, ToSchema)]
 struct LiveCall {
@@ -172,7 +173,7 @@ struct Page {
 
 impl SearchParams {
     /// The filter these parameters select, checked.
-    async fn filter(self, store: &dyn Store, limit: u32) -> Result<CallFilter, ApiError> {
+    async fn filter(self, calls: &dyn CallStore, limit: u32) -> Result<CallFilter, ApiError> {
         let caller = caller_param(self.caller.as_deref())?;
         let before = (self.before.as_deref())
             .map(CallSid::parse)
@@ -198,7 +199,7 @@ impl SearchParams {
         }
         // A page after a call that does not exist would read as the end of the list.
         if let Some(before) = &filter.before
-            && store.call(before).await?.is_none()
+            && calls.call(before).await?.is_none()
         {
             return Err(ApiError::invalid("before", format!("no call {before}")));
         }
@@ -223,11 +224,12 @@ impl SearchParams {
 async fn search(
     _: Reader,
     store: StoreData,
+    calls: CallData,
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
     let limit = page_limit(params.limit)?;
-    let filter = params.filter(store.as_ref(), limit).await?;
+    let filter = params.filter(calls.as_ref(), limit).await?;
     let data = store.calls(&filter).await?;
     let next_before = match data.last() {
         Some(last) if data.len() == limit as usize => Some(last.call_sid.clone()),
@@ -339,6 +341,7 @@ impl From<CallSummary> for CallLine {
 async fn export(
     _: Reader,
     store: StoreData,
+    calls: CallData,
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params.into_inner();
@@ -348,7 +351,7 @@ async fn export(
             "an export has every call the filters select",
         ));
     }
-    let filter = params.filter(store.as_ref(), csv_export::PAGE).await?;
+    let filter = params.filter(calls.as_ref(), csv_export::PAGE).await?;
     Ok(csv_export::streamed(
         "calls.csv",
         CALL_COLUMNS,
@@ -400,7 +403,7 @@ struct CallView<'a> {
         (status = 503, response = Unavailable),
     ),
 )]
-async fn call(_: Reader, store: StoreData, sid: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn call(_: Reader, store: CallData, sid: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::NotFound(format!("no call {sid}"));
     let sid = CallSid::parse(&sid).map_err(|_| not_found())?;
     let record: CallRecord = store.call(&sid).await?.ok_or_else(not_found)?;

@@ -29,7 +29,7 @@ use crate::{
         capacity::CapacityView,
         plan::{Buyer, BuyerId, CompanyId, Record},
     },
-    store::{PlanTable, Store},
+    store::{CapacityStore, PlanStore, PlanTable},
 };
 
 pub fn routes() -> [ApiRoute; 3] {
@@ -137,7 +137,7 @@ async fn load(
 )]
 async fn show(
     _: Reader,
-    store: web::Data<dyn Store>,
+    store: web::Data<dyn PlanStore>,
     capacity: Capacity,
     clock: web::Data<dyn Clock>,
     id: web::Path<String>,
@@ -175,7 +175,8 @@ async fn view(capacity: &Capacity, buyer: Record<Buyer>, at: Timestamp) -> Resul
 )]
 async fn reset(
     _: Admin,
-    store: web::Data<dyn Store>,
+    store: web::Data<dyn PlanStore>,
+    caps: web::Data<dyn CapacityStore>,
     capacity: Capacity,
     clock: web::Data<dyn Clock>,
     path: web::Path<(String, String)>,
@@ -190,7 +191,7 @@ async fn reset(
     let record = PlanTable::<Buyer>::get(store.as_ref(), buyer).await?;
     let at = clock.now();
     // Stored first: a reset the store did not take would be undone by the next restart.
-    store.reset_cap(buyer, period, at).await?;
+    caps.reset_cap(buyer, period, at).await?;
     // Queued before the view, so the view shows the reset.
     capacity.tell(Reset { buyer, period, at });
     tracing::info!(buyer_id = %buyer, cap = %period, "cap reset by an operator");

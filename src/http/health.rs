@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::store::Store;
+use crate::store::CallStore;
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> HttpResponse {
@@ -25,7 +25,7 @@ impl Readiness {
 }
 
 /// The service can take new calls: it is not stopping, and the database answers.
-pub async fn readyz(store: web::Data<dyn Store>, readiness: web::Data<Readiness>) -> HttpResponse {
+pub async fn readyz(store: web::Data<dyn CallStore>, readiness: web::Data<Readiness>) -> HttpResponse {
     if readiness.stopping.load(Ordering::Relaxed) {
         return HttpResponse::ServiceUnavailable().json(json!({
             "status": "stopping",

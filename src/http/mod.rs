@@ -32,7 +32,7 @@ use self::{admin::PlanKinds, error::ApiError};
 use crate::{
     decide::PlanCache,
     domain::plan::PlanEntity,
-    store::{PlanTable, Store},
+    store::{PlanStore, PlanTable},
 };
 
 /// Live calls route on an in-memory plan: a successful change through the API makes the next
@@ -128,7 +128,7 @@ struct PlanRoutes(Vec<ApiRoute>);
 impl PlanKinds for PlanRoutes {
     fn kind<T: PlanEntity>(&mut self, path: &str)
     where
-        dyn Store: PlanTable<T>,
+        dyn PlanStore: PlanTable<T>,
     {
         self.0.extend(admin::resource::<T>(path));
     }

@@ -26,7 +26,7 @@ use crate::{
         postback::{PostbackRecord, PostbackStatus},
     },
     postbacks::Outbox,
-    store::{PostbackFilter, Store},
+    store::{PostbackFilter, PostbackStore},
 };
 
 pub fn routes() -> [ApiRoute; 3] {
@@ -37,7 +37,7 @@ pub fn routes() -> [ApiRoute; 3] {
     ]
 }
 
-type StoreData = web::Data<dyn Store>;
+type StoreData = web::Data<dyn PostbackStore>;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

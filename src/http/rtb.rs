@@ -27,7 +27,7 @@ use crate::{
         rtb::{Held, LoggedPing, PingError, PingRequest, PingStatus},
     },
     rtb::Rtb,
-    store::{PingFilter, Store},
+    store::{PingFilter, RtbStore},
 };
 
 /// Pings are a handful of parameters; anything much larger is not one.
@@ -208,7 +208,7 @@ impl LogParams {
 async fn log(
     _: Reader,
     rtb: web::Data<Rtb>,
-    store: web::Data<dyn Store>,
+    store: web::Data<dyn RtbStore>,
     clock: web::Data<dyn Clock>,
     params: web::Query<LogParams>,
 ) -> Result<HttpResponse, ApiError> {
@@ -304,7 +304,7 @@ impl From<PingView> for PingLine {
 async fn export(
     _: Reader,
     rtb: web::Data<Rtb>,
-    store: web::Data<dyn Store>,
+    store: web::Data<dyn RtbStore>,
     clock: web::Data<dyn Clock>,
     params: web::Query<LogParams>,
 ) -> Result<HttpResponse, ApiError> {

@@ -23,7 +23,7 @@ use crate::{
         series::{Bucket, CampaignSeries, Window},
         supervision::{BuyerStats, CampaignStats, PublisherStats},
     },
-    store::Store,
+    store::SupervisionStore,
 };
 
 pub fn routes() -> [ApiRoute; 4] {
@@ -92,7 +92,7 @@ struct Stats<T> {
 )]
 async fn campaigns(
     _: Reader,
-    store: web::Data<dyn Store>,
+    store: web::Data<dyn SupervisionStore>,
     clock: web::Data<dyn Clock>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
@@ -117,7 +117,7 @@ async fn campaigns(
 )]
 async fn buyers(
     _: Reader,
-    store: web::Data<dyn Store>,
+    store: web::Data<dyn SupervisionStore>,
     clock: web::Data<dyn Clock>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
@@ -142,7 +142,7 @@ async fn buyers(
 )]
 async fn publishers(
     _: Reader,
-    store: web::Data<dyn Store>,
+    store: web::Data<dyn SupervisionStore>,
     clock: web::Data<dyn Clock>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
@@ -197,7 +197,7 @@ struct Timeline {
 )]
 async fn timeline(
     _: Reader,
-    store: web::Data<dyn Store>,
+    store: web::Data<dyn SupervisionStore>,
     clock: web::Data<dyn Clock>,
     params: web::Query<TimelineParams>,
 ) -> Result<HttpResponse, ApiError> {

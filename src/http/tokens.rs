@@ -28,7 +28,7 @@ use super::{
 use crate::{
     clock::{Clock, to_millisecond},
     domain::access::{IssuedToken, Role, TokenName, TokenSecret},
-    store::{Store, StoreError},
+    store::{StoreError, TokenStore},
 };
 
 /// The longest a rotated token may keep working beside its replacement: a week.
@@ -43,7 +43,7 @@ pub fn routes() -> [ApiRoute; 4] {
     ]
 }
 
-type StoreData = web::Data<dyn Store>;
+type StoreData = web::Data<dyn TokenStore>;
 type TokensData = web::Data<AccessTokens>;
 type ClockData = web::Data<dyn Clock>;
 

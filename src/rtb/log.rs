@@ -12,7 +12,7 @@ use actix::{
     Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message, SpawnHandle, WrapFuture,
 };
 
-use crate::{domain::rtb::RtbWrite, store::Store};
+use crate::{domain::rtb::RtbWrite, store::RtbStore};
 
 /// How long a write waits for others to share its transaction.
 pub const GROUP_COMMIT: Duration = Duration::from_millis(10);
@@ -28,7 +28,7 @@ const WRITE_BUDGET: Duration = Duration::from_secs(5);
 pub const MAX_QUEUED: usize = 100_000;
 
 pub struct RtbLog {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RtbStore>,
     queued: Vec<RtbWrite>,
     /// The next flush, once one is due.
     flush: Option<SpawnHandle>,
@@ -37,7 +37,7 @@ pub struct RtbLog {
 }
 
 impl RtbLog {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn RtbStore>) -> Self {
         Self {
             store,
             queued: Vec::new(),

@@ -27,13 +27,13 @@ use crate::{
             caller_number,
         },
     },
-    store::{Store, StoreError},
+    store::{RtbStore, StoreError},
     supervision::Supervision,
 };
 
 /// The RTB actors, started together: the log writer and the reservation book that feeds it.
 pub async fn start(
-    store: Arc<dyn Store>,
+    store: Arc<dyn RtbStore>,
     clock: Arc<dyn crate::clock::Clock>,
     arbiter: &actix::ArbiterHandle,
 ) -> Result<RtbActors, StoreError> {

@@ -2,8 +2,11 @@
 
 mod sql;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
+use secrecy::SecretString;
 use uuid::Uuid;
 
 pub use sql::{Backend, SqlStore};
@@ -14,7 +17,7 @@ use crate::{
         block::{BlockEntry, BlockedCaller},
         call::{CallRecord, CallSid, CallState, Conversion, Outcome},
         capacity::{Block, CapPeriod, Leg, LoadChange, LoadHistory},
-        cluster::{News, NodeId, NodeInfo},
+        cluster::{NodeId, NodeInfo},
         dedupe::{MarkBatch, Touched},
         ids::Id,
         phone::E164,
@@ -47,6 +50,24 @@ pub trait PlanTable<T: PlanEntity>: Send + Sync {
     async fn delete(&self, id: Id<T>) -> Result<(), StoreError>;
 }
 
+/// The routing plan: its entities, the companies' block lists, the campaigns' RTB keys, and
+/// what changes it as a whole.
+#[async_trait]
+pub trait PlanStore:
+    PlanTable<Company> + PlanTable<Buyer> + PlanTable<Campaign> + PlanTable<Publisher> + BlockListStore
+{
+    /// A number that changes whenever the routing plan does, by any process.
+    async fn plan_revision(&self) -> Result<i64, StoreError>;
+    /// Every campaign's RTB key digest.
+    async fn rtb_keys(&self) -> Result<Vec<(CampaignId, KeyDigest)>, StoreError>;
+    /// Sets (or, with `None`, removes) the campaign's RTB key, kept only as a SHA-256 digest.
+    async fn set_rtb_key(&self, campaign: CampaignId, key_sha256: Option<&str>) -> Result<(), StoreError>;
+    /// Whether the campaign has an RTB key.
+    async fn has_rtb_key(&self, campaign: CampaignId) -> Result<bool, StoreError>;
+    /// Applies a plan in one transaction: all of it or nothing.
+    async fn import_plan(&self, plan: &Plan) -> Result<ImportReport, StoreError>;
+}
+
 /// Live calls and what they leave behind.
 #[async_trait]
 pub trait CallStore: Send + Sync {
@@ -60,8 +81,11 @@ pub trait CallStore: Send + Sync {
     /// Every de-dupe mark, handed to `each` a batch at a time as they are read, all as of one
     /// moment: to rebuild the index at start-up, where there may be tens of millions.
     async fn dedupe_marks(&self, each: &mut (dyn FnMut(MarkBatch) + Send)) -> Result<(), StoreError>;
-    /// A number that changes whenever the routing plan does, by any process.
-    async fn plan_revision(&self) -> Result<i64, StoreError>;
+    /// Calls not ended that started before `before`, at most `limit`: those whose end never
+    /// came, if they are old.
+    async fn unended_before(&self, before: Timestamp, limit: u32) -> Result<Vec<CallSid>, StoreError>;
+    /// Succeeds when the database answers (it can take calls).
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// What buyers' caps count.
@@ -87,7 +111,7 @@ pub trait ClusterStore: Send + Sync {
     /// This process, as the other nodes know it.
     fn node(&self) -> &NodeId;
     /// Whether other nodes may use this database too (PostgreSQL). Then buyers' caps are held
-    /// in it, and each change a node's indexes learn is sent to the others as [`News`].
+    /// in it, and each change a node's indexes learn is sent to the others as [`News`](crate::domain::cluster::News).
     fn is_shared(&self) -> bool;
     /// Takes a slot of `hold.buyer` for `hold.leg`, unless the buyer is at a cap, as counted
     /// in the database by every node (one buyer's holds run one at a time): the block if so. A
@@ -101,8 +125,9 @@ pub trait ClusterStore: Send + Sync {
         started_at: Timestamp,
         seen_since: Timestamp,
     ) -> Result<Vec<NodeInfo>, StoreError>;
-    /// The other nodes' news as they commit it, or `None` when nothing else shares the store.
-    async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError>;
+    /// Where the news of changes committed in this store is sent, for other nodes to hear
+    /// (see [`crate::cluster`]); `None` when nothing else shares the store.
+    fn news_channel(&self) -> Option<NewsChannel>;
 }
 
 /// A leg about to be dialed, asking for its buyer's slot.
@@ -113,19 +138,18 @@ pub struct SlotHold<'a> {
     pub at: Timestamp,
 }
 
-/// What a node hears from the others.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Heard {
-    News(News),
-    /// The connection that listens was lost and is back: what was sent meanwhile is lost.
-    Missed,
+/// Where a shared store's news goes: a PostgreSQL `NOTIFY` channel on its database. Each
+/// change is announced in the transaction that commits it.
+#[derive(Debug, Clone)]
+pub struct NewsChannel {
+    /// The database, for a connection that listens (it may hold a password).
+    pub database_url: SecretString,
+    pub channel: String,
 }
 
 /// RTB: the keys pings present, the reservations bids hold, and the log of every ping.
 #[async_trait]
 pub trait RtbStore: Send + Sync {
-    /// Every campaign's RTB key digest.
-    async fn rtb_keys(&self) -> Result<Vec<(CampaignId, KeyDigest)>, StoreError>;
     /// Writes pings, reservations and claims in one transaction. Writing the same twice changes
     /// nothing more, so a failed batch can simply be retried.
     async fn save_rtb(&self, writes: &[RtbWrite]) -> Result<(), StoreError>;
@@ -326,13 +350,10 @@ pub trait TokenStore: Send + Sync {
     async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<IssuedToken, StoreError>;
 }
 
-/// Everything Switchboard keeps.
-#[async_trait]
+/// Everything Switchboard keeps (what the database implements; each part of Switchboard is
+/// handed the narrow interface it uses, through [`Stores`]).
 pub trait Store:
-    PlanTable<Company>
-    + PlanTable<Buyer>
-    + PlanTable<Campaign>
-    + PlanTable<Publisher>
+    PlanStore
     + CallStore
     + CapacityStore
     + RtbStore
@@ -342,14 +363,52 @@ pub trait Store:
     + PostbackStore
     + ClusterStore
 {
-    /// Succeeds when the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-    /// Sets (or, with `None`, removes) the campaign's RTB key, kept only as a SHA-256 digest.
-    async fn set_rtb_key(&self, campaign: CampaignId, key_sha256: Option<&str>) -> Result<(), StoreError>;
-    /// Whether the campaign has an RTB key.
-    async fn has_rtb_key(&self, campaign: CampaignId) -> Result<bool, StoreError>;
-    /// Applies a plan in one transaction: all of it or nothing.
-    async fn import_plan(&self, plan: &Plan) -> Result<ImportReport, StoreError>;
+}
+
+impl<T> Store for T where
+    T: PlanStore
+        + CallStore
+        + CapacityStore
+        + RtbStore
+        + SupervisionStore
+        + TokenStore
+        + BlockListStore
+        + PostbackStore
+        + ClusterStore
+        + ?Sized
+{
+}
+
+/// The store as each part of Switchboard sees it. One database serves them all; a test puts a
+/// failing one in a single place.
+#[derive(Clone)]
+pub struct Stores {
+    pub plan: Arc<dyn PlanStore>,
+    pub calls: Arc<dyn CallStore>,
+    pub capacity: Arc<dyn CapacityStore>,
+    pub cluster: Arc<dyn ClusterStore>,
+    pub rtb: Arc<dyn RtbStore>,
+    pub supervision: Arc<dyn SupervisionStore>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub blocked: Arc<dyn BlockListStore>,
+    pub postbacks: Arc<dyn PostbackStore>,
+}
+
+impl Stores {
+    /// Every part served by `store`.
+    pub fn of(store: Arc<dyn Store>) -> Self {
+        Self {
+            plan: store.clone(),
+            calls: store.clone(),
+            capacity: store.clone(),
+            cluster: store.clone(),
+            rtb: store.clone(),
+            supervision: store.clone(),
+            tokens: store.clone(),
+            blocked: store.clone(),
+            postbacks: store,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -12,7 +12,7 @@ use sqlx::Connection;
 use switchboard::{
     plan::Plan,
     simulate::{self, Scenario},
-    store::{SqlStore, Store},
+    store::{PlanStore, SqlStore},
 };
 
 use crate::{
@@ -565,8 +565,9 @@ async fn a_campaign_created_on_one_node_is_routed_by_another_at_once() {
 )]
 async fn every_plan_change_is_news_from_the_database() {
     use switchboard::{
-        domain::cluster::News,
-        store::{CallStore, ClusterStore, Heard},
+        cluster::{Heard, listen},
+        domain::cluster::{News, NodeId},
+        store::{ClusterStore, PlanStore},
     };
 
     let Some(db) = TestDb::create(Engine::Postgres).await else {
@@ -574,7 +575,8 @@ async fn every_plan_change_is_news_from_the_database() {
     };
     let changing = SqlStore::connect_and_migrate(&db.url).await.unwrap();
     let listening = SqlStore::connect(&db.url).await.unwrap();
-    let mut heard = listening.listen().await.unwrap().expect("PostgreSQL is shared");
+    let channel = listening.news_channel().expect("PostgreSQL is shared");
+    let mut heard = listen(&channel, NodeId::generate()).await.unwrap();
     let before = changing.plan_revision().await.unwrap();
     changing.import_plan(&Plan::parse(PLAN).unwrap()).await.unwrap();
     let after = changing.plan_revision().await.unwrap();

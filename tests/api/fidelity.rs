@@ -132,7 +132,7 @@ on_both_engines! {
         }
         // The same through a plan file, with the entry named.
         let plan = PLAN.replace("destination = \"sip:intake@pbx.overflow.example\"", "destination = \"sip:intake@pbx.overflow.example\"\nsend_digits = \"1\"");
-        let refused = switchboard::store::Store::import_plan(app.store.as_ref(), &Plan::parse(&plan).unwrap()).await.unwrap_err();
+        let refused = switchboard::store::PlanStore::import_plan(app.store.as_ref(), &Plan::parse(&plan).unwrap()).await.unwrap_err();
         assert!(refused.to_string().contains("companies[0].buyers[3].send_digits"), "{refused}");
         let accepted = buyer(serde_json::json!({"screen": "machine-detection", "sip_auth": {"username": "sb", "password": "pbx-secret"}}));
         expect_json(app.post("/buyers", accepted).await, StatusCode::CREATED).await;

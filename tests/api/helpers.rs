@@ -18,7 +18,7 @@ use switchboard::{
         phone::E164,
     },
     startup::{Application, Runtime},
-    store::SqlStore,
+    store::{SqlStore, Stores},
 };
 use tempfile::TempDir;
 use url::Url;
@@ -237,7 +237,7 @@ impl TestApp {
         let store = SqlStore::connect_and_migrate(&db.url)
             .await
             .expect("connect and migrate");
-        switchboard::store::Store::import_plan(&store, plan)
+        switchboard::store::PlanStore::import_plan(&store, plan)
             .await
             .expect("import the plan");
         store.close().await;
@@ -255,7 +255,7 @@ impl TestApp {
         let store = SqlStore::connect_and_migrate(&db.url)
             .await
             .expect("connect and migrate");
-        switchboard::store::Store::import_plan(&store, plan)
+        switchboard::store::PlanStore::import_plan(&store, plan)
             .await
             .expect("import the plan");
         store.close().await;
@@ -284,7 +284,7 @@ impl TestApp {
                 .await
                 .expect("connect and migrate"),
         );
-        let app = Application::build_with(&settings, store.clone(), runtime.clone())
+        let app = Application::build_with(&settings, Stores::of(store.clone()), runtime.clone())
             .await
             .expect("start the service");
         let address = format!("http://{}", app.address());
@@ -325,7 +325,7 @@ impl TestApp {
                 .await
                 .expect("connect and migrate"),
         );
-        let app = Application::build_with(&settings, store, self.runtime.clone())
+        let app = Application::build_with(&settings, Stores::of(store), self.runtime.clone())
             .await
             .expect("start another node");
         let address = format!("http://{}", app.address());
@@ -548,15 +548,22 @@ impl FlakyApp {
             .await
             .expect("connect and migrate");
         let plan = switchboard::plan::Plan::parse(plan).expect("a valid plan");
-        switchboard::store::Store::import_plan(&sql, &plan)
+        switchboard::store::PlanStore::import_plan(&sql, &plan)
             .await
             .expect("import the plan");
-        let store = Arc::new(FlakyStore::new(sql));
+        let store = Arc::new(FlakyStore::new(sql.clone()));
+        // Only the parts an outage shows in go through the switch.
+        let stores = Stores {
+            calls: store.clone(),
+            rtb: store.clone(),
+            supervision: store.clone(),
+            ..Stores::of(Arc::new(sql))
+        };
         let environment = (TEST_SETTINGS.iter())
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .chain([("BIND".to_owned(), "127.0.0.1:0".to_owned())]);
         let settings = Settings::from_sources(None, environment).expect("test settings");
-        let app = Application::build_with(&settings, store.clone(), test_runtime())
+        let app = Application::build_with(&settings, stores, test_runtime())
             .await
             .expect("start the service");
         let base = format!("http://{}", app.address());
@@ -596,59 +603,29 @@ impl FlakyStore {
 }
 
 mod flaky {
+    //! The store parts a database outage shows in: calls, the RTB log, supervisors' reads.
+    //! (The plan is cached in memory and everything else goes to the database as is.)
     use async_trait::async_trait;
     use jiff::Timestamp;
     use switchboard::{
-        domain::rtb::{LoggedPing, Reservation, RtbWrite},
         domain::{
-            access::{IssuedToken, KeyDigest},
-            block::{BlockEntry, BlockedCaller},
             call::{CallRecord, CallSid},
-            capacity::{CapPeriod, LoadHistory},
             dedupe::MarkBatch,
-            ids::Id,
-            plan::{BuyerId, CampaignId, CompanyId, PlanEntity, Record},
-            postback::{Due, PostbackEndpoint, PostbackRecord},
+            rtb::{LoggedPing, Reservation, RtbWrite},
             series::{BucketCounts, Window},
             supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats},
             timeline::TimelineEntry,
         },
-        plan::{ImportReport, Plan},
         store::{
-            BlockListStore, CallChange, CallFilter, CallStore, CapacityStore, ClusterStore, Heard,
-            ListFilter, PingFilter, PlanTable, PostbackFilter, PostbackStore, RtbStore, SlotHold, SqlStore,
-            Store, StoreError, SupervisionStore, TokenStore, Tried,
+            CallChange, CallFilter, CallStore, PingFilter, RtbStore, Saved, StoreError, SupervisionStore,
         },
     };
-    use uuid::Uuid;
 
     use super::FlakyStore;
 
     #[async_trait]
-    impl<T: PlanEntity> PlanTable<T> for FlakyStore
-    where
-        SqlStore: PlanTable<T>,
-    {
-        async fn list(&self, filter: &ListFilter) -> Result<Vec<Record<T>>, StoreError> {
-            self.inner.list(filter).await
-        }
-        async fn get(&self, id: Id<T>) -> Result<Record<T>, StoreError> {
-            self.inner.get(id).await
-        }
-        async fn insert(&self, company: Option<CompanyId>, spec: &T) -> Result<Record<T>, StoreError> {
-            self.inner.insert(company, spec).await
-        }
-        async fn update(&self, id: Id<T>, spec: &T, expected: Option<&T>) -> Result<Record<T>, StoreError> {
-            self.inner.update(id, spec, expected).await
-        }
-        async fn delete(&self, id: Id<T>) -> Result<(), StoreError> {
-            PlanTable::<T>::delete(&self.inner, id).await
-        }
-    }
-
-    #[async_trait]
     impl CallStore for FlakyStore {
-        async fn save_call(&self, change: &CallChange<'_>) -> Result<switchboard::store::Saved, StoreError> {
+        async fn save_call(&self, change: &CallChange<'_>) -> Result<Saved, StoreError> {
             self.check()?;
             self.inner.save_call(change).await
         }
@@ -657,49 +634,31 @@ mod flaky {
             self.inner.call(sid).await
         }
         async fn timeline(&self, sid: &CallSid) -> Result<Vec<TimelineEntry>, StoreError> {
+            self.check()?;
             self.inner.timeline(sid).await
         }
         async fn dedupe_marks(&self, each: &mut (dyn FnMut(MarkBatch) + Send)) -> Result<(), StoreError> {
+            self.check()?;
             self.inner.dedupe_marks(each).await
         }
-        async fn plan_revision(&self) -> Result<i64, StoreError> {
-            self.inner.plan_revision().await
-        }
-    }
-
-    #[async_trait]
-    impl CapacityStore for FlakyStore {
-        async fn load_history(
-            &self,
-            ringing_since: Timestamp,
-            talking_since: Timestamp,
-            counted_since: Timestamp,
-        ) -> Result<LoadHistory, StoreError> {
-            self.inner
-                .load_history(ringing_since, talking_since, counted_since)
-                .await
-        }
-        async fn reset_cap(
-            &self,
-            buyer: BuyerId,
-            period: CapPeriod,
-            at: Timestamp,
-        ) -> Result<(), StoreError> {
+        async fn unended_before(&self, before: Timestamp, limit: u32) -> Result<Vec<CallSid>, StoreError> {
             self.check()?;
-            self.inner.reset_cap(buyer, period, at).await
+            self.inner.unended_before(before, limit).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.check()?;
+            self.inner.ping().await
         }
     }
 
     #[async_trait]
     impl RtbStore for FlakyStore {
-        async fn rtb_keys(&self) -> Result<Vec<(CampaignId, KeyDigest)>, StoreError> {
-            self.inner.rtb_keys().await
-        }
         async fn save_rtb(&self, writes: &[RtbWrite]) -> Result<(), StoreError> {
             self.check()?;
             self.inner.save_rtb(writes).await
         }
         async fn held_reservations(&self, at: Timestamp) -> Result<Vec<(Reservation, bool)>, StoreError> {
+            self.check()?;
             self.inner.held_reservations(at).await
         }
         async fn rtb_pings(&self, filter: &PingFilter) -> Result<Vec<LoggedPing>, StoreError> {
@@ -737,143 +696,6 @@ mod flaky {
         ) -> Result<Vec<PublisherStats>, StoreError> {
             self.check()?;
             self.inner.publisher_stats(from, to).await
-        }
-    }
-
-    #[async_trait]
-    impl PostbackStore for FlakyStore {
-        async fn lease_due_postbacks(
-            &self,
-            now: Timestamp,
-            lease_until: Timestamp,
-            limit: u32,
-        ) -> Result<Vec<Due>, StoreError> {
-            self.check()?;
-            self.inner.lease_due_postbacks(now, lease_until, limit).await
-        }
-        async fn record_tries(&self, tries: &[Tried]) -> Result<(), StoreError> {
-            self.check()?;
-            self.inner.record_tries(tries).await
-        }
-        async fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
-            self.check()?;
-            self.inner.outbox_counts().await
-        }
-        async fn release_postbacks(&self, ids: &[Uuid], due_at: Timestamp) -> Result<(), StoreError> {
-            self.check()?;
-            self.inner.release_postbacks(ids, due_at).await
-        }
-        async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError> {
-            self.check()?;
-            self.inner.postbacks(filter).await
-        }
-        async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError> {
-            self.check()?;
-            self.inner.postback(id).await
-        }
-        async fn retry_postback(
-            &self,
-            id: Uuid,
-            at: Timestamp,
-            endpoint: Option<&PostbackEndpoint>,
-        ) -> Result<PostbackRecord, StoreError> {
-            self.check()?;
-            self.inner.retry_postback(id, at, endpoint).await
-        }
-    }
-
-    #[async_trait]
-    impl TokenStore for FlakyStore {
-        async fn api_tokens(&self) -> Result<Vec<(IssuedToken, KeyDigest)>, StoreError> {
-            self.check()?;
-            self.inner.api_tokens().await
-        }
-        async fn issue_token(
-            &self,
-            token: &IssuedToken,
-            digest: &KeyDigest,
-            replacing: Option<(Uuid, Timestamp)>,
-        ) -> Result<(), StoreError> {
-            self.check()?;
-            self.inner.issue_token(token, digest, replacing).await
-        }
-        async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<IssuedToken, StoreError> {
-            self.check()?;
-            self.inner.revoke_token(id, at).await
-        }
-    }
-
-    #[async_trait]
-    impl BlockListStore for FlakyStore {
-        async fn blocked_callers(&self, filter: &ListFilter) -> Result<Vec<BlockEntry>, StoreError> {
-            self.check()?;
-            self.inner.blocked_callers(filter).await
-        }
-        async fn blocked_caller(&self, id: Uuid) -> Result<BlockEntry, StoreError> {
-            self.check()?;
-            self.inner.blocked_caller(id).await
-        }
-        async fn block_caller(
-            &self,
-            company: CompanyId,
-            blocked: &BlockedCaller,
-        ) -> Result<BlockEntry, StoreError> {
-            self.check()?;
-            self.inner.block_caller(company, blocked).await
-        }
-        async fn unblock_caller(&self, id: Uuid) -> Result<(), StoreError> {
-            self.check()?;
-            self.inner.unblock_caller(id).await
-        }
-    }
-
-    #[async_trait]
-    impl ClusterStore for FlakyStore {
-        fn node(&self) -> &switchboard::domain::cluster::NodeId {
-            self.inner.node()
-        }
-        fn is_shared(&self) -> bool {
-            self.inner.is_shared()
-        }
-        async fn hold_slot(
-            &self,
-            hold: &SlotHold<'_>,
-        ) -> Result<Option<switchboard::domain::capacity::Block>, StoreError> {
-            self.check()?;
-            self.inner.hold_slot(hold).await
-        }
-        async fn announce(
-            &self,
-            public_url: &str,
-            started_at: Timestamp,
-            seen_since: Timestamp,
-        ) -> Result<Vec<switchboard::domain::cluster::NodeInfo>, StoreError> {
-            self.check()?;
-            self.inner.announce(public_url, started_at, seen_since).await
-        }
-        async fn listen(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Heard>>, StoreError> {
-            self.inner.listen().await
-        }
-    }
-
-    #[async_trait]
-    impl Store for FlakyStore {
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.check()?;
-            self.inner.ping().await
-        }
-        async fn set_rtb_key(
-            &self,
-            campaign: CampaignId,
-            key_sha256: Option<&str>,
-        ) -> Result<(), StoreError> {
-            self.inner.set_rtb_key(campaign, key_sha256).await
-        }
-        async fn has_rtb_key(&self, campaign: CampaignId) -> Result<bool, StoreError> {
-            self.inner.has_rtb_key(campaign).await
-        }
-        async fn import_plan(&self, plan: &Plan) -> Result<ImportReport, StoreError> {
-            self.inner.import_plan(plan).await
         }
     }
 }

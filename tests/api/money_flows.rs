@@ -502,7 +502,7 @@ async fn survives_a_kill_9_between_save_and_delivery(engine: Engine) {
     let store = switchboard::store::SqlStore::connect_and_migrate(&db.url)
         .await
         .unwrap();
-    switchboard::store::Store::import_plan(&store, &plan_with(&receiver))
+    switchboard::store::PlanStore::import_plan(&store, &plan_with(&receiver))
         .await
         .unwrap();
     store.close().await;

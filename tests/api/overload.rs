@@ -76,7 +76,7 @@ impl Budgeted {
             .await
             .unwrap();
         let plan = switchboard::plan::Plan::parse(PLAN).unwrap();
-        switchboard::store::Store::import_plan(&store, &plan)
+        switchboard::store::PlanStore::import_plan(&store, &plan)
             .await
             .unwrap();
         store.close().await;

@@ -3,7 +3,7 @@
 use switchboard::{
     domain::plan::{Buyer, Campaign, Company, Publisher, Record},
     plan::{DEMO_PLAN, ImportReport, Plan, Tally},
-    store::{ListFilter, PlanTable, Store, StoreError},
+    store::{ListFilter, PlanStore, PlanTable, StoreError},
 };
 
 use crate::helpers::{TestStore, on_both_engines};

@@ -12,7 +12,7 @@ use switchboard::{
         plan::{Buyer, Campaign, Company, Publisher, Record},
         rtb::{PingOutcome, PingRecord, PingStatus, Reservation, RtbWrite},
     },
-    store::{ListFilter, PingFilter, PlanTable, RtbStore, Store, StoreError, TokenStore},
+    store::{CallStore, ListFilter, PingFilter, PlanStore, PlanTable, RtbStore, StoreError, TokenStore},
 };
 use uuid::Uuid;
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::Serialize;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Executor};
 
 use super::{
     Backend, SqlStore,
@@ -22,7 +22,7 @@ use crate::{
         postback::Postback,
         timeline::TimelineEntry,
     },
-    store::{CallChange, CallStore, Saved, StoreError},
+    store::{CallChange, CallFilter, CallStore, Saved, StoreError, SupervisionStore},
 };
 
 fn ms(at: Timestamp) -> i64 {
@@ -69,11 +69,20 @@ impl CallStore for SqlStore {
         self.dedupe_marks_by(super::marks::MARK_BATCH, each).await
     }
 
-    async fn plan_revision(&self) -> Result<i64, StoreError> {
-        let (revision,): (i64,) = sqlx::query_as("SELECT revision FROM plan_revision WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(revision)
+    async fn unended_before(&self, before: Timestamp, limit: u32) -> Result<Vec<CallSid>, StoreError> {
+        let filter = CallFilter {
+            live: true,
+            to: Some(before),
+            limit,
+            ..CallFilter::default()
+        };
+        let calls = SupervisionStore::calls(self, &filter).await?;
+        Ok(calls.into_iter().map(|call| call.call_sid).collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.execute("SELECT 1").await?;
+        Ok(())
     }
 }
 

@@ -1,13 +1,9 @@
 //! Several nodes on one database: buyers' concurrency slots held in it, the nodes, and the
 //! news they send each other (PostgreSQL's `NOTIFY`, sent in the transaction of the change).
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use jiff::Timestamp;
-use secrecy::ExposeSecret;
-use sqlx::{AnyConnection, postgres::PgListener};
-use tokio::sync::mpsc;
+use sqlx::AnyConnection;
 
 use super::{Backend, SqlStore, finish, timestamp};
 use crate::{
@@ -16,7 +12,7 @@ use crate::{
         cluster::{Bulletin, News, NodeId, NodeInfo},
         plan::CapCounting,
     },
-    store::{ClusterStore, Heard, SlotHold, StoreError},
+    store::{ClusterStore, NewsChannel, SlotHold, StoreError},
 };
 
 /// Who sends news, and on which channel: one per schema, so that clusters (or test runs)
@@ -56,9 +52,6 @@ const MOST_NEWS_BYTES: usize = 7900;
 /// The first key of the advisory locks that make one buyer's holds run one at a time (the
 /// second is the buyer's hash).
 const SLOT_LOCK_CLASS: i32 = 0x534C_4F54; // "SLOT"
-
-/// How many bulletins wait for the node's dispatcher before the listener waits too.
-const HEARD_QUEUE: usize = 4096;
 
 #[async_trait]
 impl ClusterStore for SqlStore {
@@ -182,45 +175,11 @@ impl ClusterStore for SqlStore {
             .collect()
     }
 
-    async fn listen(&self) -> Result<Option<mpsc::Receiver<Heard>>, StoreError> {
-        if self.backend != Backend::Postgres {
-            return Ok(None);
-        }
-        let mut listener = PgListener::connect(self.url.expose_secret()).await?;
-        listener.listen(&self.newsroom.channel).await?;
-        let (heard, receiver) = mpsc::channel(HEARD_QUEUE);
-        let node = self.newsroom.node.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = match listener.try_recv().await {
-                    Ok(Some(notification)) => {
-                        match serde_json::from_str::<Bulletin>(notification.payload()) {
-                            Ok(bulletin) if bulletin.from == node => continue,
-                            Ok(bulletin) => Heard::News(bulletin.news),
-                            Err(error) => {
-                                tracing::warn!(%error, "news from another node could not be read");
-                                continue;
-                            }
-                        }
-                    }
-                    // The connection was lost; the next receive connects again.
-                    Ok(None) => {
-                        tracing::warn!("lost the connection that hears other nodes; reconnecting");
-                        Heard::Missed
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot hear other nodes; trying again in a second");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                if heard.send(next).await.is_err() {
-                    // Nobody listens any more: the node is stopping.
-                    return;
-                }
-            }
-        });
-        Ok(Some(receiver))
+    fn news_channel(&self) -> Option<NewsChannel> {
+        (self.backend == Backend::Postgres).then(|| NewsChannel {
+            database_url: self.url.clone(),
+            channel: self.newsroom.channel.clone(),
+        })
     }
 }
 

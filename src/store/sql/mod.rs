@@ -32,9 +32,10 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{ListFilter, PlanTable, Store, StoreError};
+use super::{ListFilter, PlanStore, PlanTable, StoreError};
 use crate::{
     domain::{
+        access::KeyDigest,
         ids::Id,
         plan::{CampaignId, CompanyId, PlanEntity, Record},
         values::Name,
@@ -471,10 +472,26 @@ pub(super) async fn bump_revision(conn: &mut AnyConnection) -> Result<(), StoreE
 }
 
 #[async_trait]
-impl Store for SqlStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.pool.execute("SELECT 1").await?;
-        Ok(())
+impl PlanStore for SqlStore {
+    async fn plan_revision(&self) -> Result<i64, StoreError> {
+        let (revision,): (i64,) = sqlx::query_as("SELECT revision FROM plan_revision WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(revision)
+    }
+
+    async fn rtb_keys(&self) -> Result<Vec<(CampaignId, KeyDigest)>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, rtb_key_sha256 FROM campaigns WHERE rtb_key_sha256 IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(id, digest)| {
+                let digest = KeyDigest::from_hex(&digest)
+                    .ok_or_else(|| StoreError::Corrupt(format!("campaign {id}: rtb_key_sha256")))?;
+                Ok((parse_id(&id)?, digest))
+            })
+            .collect()
     }
 
     async fn set_rtb_key(&self, campaign: CampaignId, key_sha256: Option<&str>) -> Result<(), StoreError> {

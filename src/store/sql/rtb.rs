@@ -9,7 +9,6 @@ use uuid::Uuid;
 use super::{Backend, SqlStore, cluster::publish, finish, parse_id, parse_stored, timestamp};
 use crate::{
     domain::{
-        access::KeyDigest,
         call::CallSid,
         cluster::News,
         money::Money,
@@ -126,20 +125,6 @@ fn number(text: &str) -> Result<E164, StoreError> {
 
 #[async_trait]
 impl RtbStore for SqlStore {
-    async fn rtb_keys(&self) -> Result<Vec<(crate::domain::plan::CampaignId, KeyDigest)>, StoreError> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, rtb_key_sha256 FROM campaigns WHERE rtb_key_sha256 IS NOT NULL")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter()
-            .map(|(id, digest)| {
-                let digest = KeyDigest::from_hex(&digest)
-                    .ok_or_else(|| StoreError::Corrupt(format!("campaign {id}: rtb_key_sha256")))?;
-                Ok((parse_id(&id)?, digest))
-            })
-            .collect()
-    }
-
     async fn save_rtb(&self, writes: &[RtbWrite]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let result = async {
