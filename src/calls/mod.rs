@@ -3,6 +3,7 @@
 //! which buyers would take the caller.
 
 mod call_actor;
+mod persist;
 pub mod reaper;
 mod registry;
 
