@@ -1725,6 +1725,18 @@ mod tests {
             );
             assert_eq!(again.answer, answer, "retried after {digits:?}");
         }
+        // The caller hangs up while the buyer listens to the prompt: its 1 puts nobody through.
+        let gone = world.apply(Some(&record), call_status(CallStatus::Completed, 1));
+        let gone = gone.record.unwrap();
+        let late = world.apply(
+            Some(&gone),
+            Input::Screened {
+                attempt: 1,
+                digits: "1".to_owned(),
+            },
+        );
+        assert_eq!(late.answer, Answer::Hangup);
+        assert_eq!(late.record.unwrap().outcome, gone.outcome);
     }
 
     #[test]
