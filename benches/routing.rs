@@ -1,9 +1,11 @@
 //! What one routing decision costs over campaigns of 5, 50 and 500 buyers: the pure decision,
-//! and the capacity check the capacity actor runs for it. `cargo bench --bench routing`.
+//! the capacity check the capacity actor runs for it, and a new call's whole turn through the
+//! call's state machine (`call_flow`), question by question. `cargo bench --bench routing`.
 
 use std::{
     collections::{HashMap, HashSet},
     hint::black_box,
+    sync::Arc,
 };
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -12,13 +14,16 @@ use rand::{SeedableRng, rngs::StdRng};
 use serde_json::json;
 use switchboard::domain::{
     call::CallSid,
+    call_flow::{Facts, Input, Question, Reply, Request, Step, step},
     capacity::{Block, CapPeriod, CapacityIndex, Leg},
+    form::FormParams,
     ids::Id,
     plan::{Buyer, BuyerId, Campaign, CampaignId, CapCounting, Company, PlanEntity, Record},
     routing::{CallSituation, RoutingPlan},
 };
 
 const SIZES: [usize; 3] = [5, 50, 500];
+const TRACKING_NUMBER: &str = "+14155550100";
 const ZONES: [&str; 4] = [
     "America/New_York",
     "America/Chicago",
@@ -59,6 +64,7 @@ fn plan(n: usize) -> (RoutingPlan, CampaignId, Vec<BuyerId>) {
         .collect();
     let campaign: Record<Campaign> = record(json!({
         "name": "Main", "duplicate_caller_handling": "new_convertible_buyer", "buyers": list,
+        "numbers": [TRACKING_NUMBER],
     }));
     let (id, ids) = (campaign.id, buyers.iter().map(|b| b.id).collect());
     (RoutingPlan::new(vec![company], buyers, vec![campaign]), id, ids)
@@ -140,5 +146,70 @@ fn decisions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decisions);
+/// A new call's first webhook through the state machine: as the call actor takes it, stepping
+/// again from the start after each reply (the reservation book, the de-dupe index, the capacity
+/// index, the slot, the publisher's payout answering at once), and as one step with every
+/// reply in hand. The difference is what replaying costs.
+fn call_turns(c: &mut Criterion) {
+    let at: Timestamp = "2026-11-24T18:00:00Z".parse().expect("a time");
+    let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").expect("a call sid");
+    let input = Input::Incoming {
+        from: "+14155550177".to_owned(),
+        to: TRACKING_NUMBER.to_owned(),
+    };
+    let params = FormParams::from(vec![
+        ("From".to_owned(), "+14155550177".to_owned()),
+        ("To".to_owned(), TRACKING_NUMBER.to_owned()),
+    ]);
+    let request = Request {
+        sid: &sid,
+        input: &input,
+        endpoint: "voice",
+        params: &params,
+    };
+    let mut group = c.benchmark_group("call_flow");
+    for n in SIZES {
+        let plan = Arc::new(plan(n).0);
+        let reply = |question: &Question| match question {
+            Question::Free(_) => Reply::Freed,
+            Question::Replan => Reply::Replanned(plan.clone()),
+            Question::Claim { .. } => Reply::Claimed(None),
+            Question::Duplicates { .. } => Reply::Duplicates(Some(HashSet::new())),
+            Question::Blocked { .. } => Reply::Blocked(Some(HashMap::new())),
+            Question::Hold { .. } => Reply::Held(Some(Ok(()))),
+            Question::PayOnce { .. } => Reply::PaidOnce(Some(true)),
+        };
+        let facts = || Facts {
+            now: at,
+            plan: plan.clone(),
+            answered_elsewhere: false,
+            routing_seed: 1,
+            replies: Vec::new(),
+        };
+        let turn = || {
+            let mut facts = facts();
+            loop {
+                match step(None, request, &facts) {
+                    Step::Done(applied) => return (applied, facts),
+                    Step::Ask(question) => facts.replies.push(reply(&question)),
+                }
+            }
+        };
+        let (applied, answered) = turn();
+        assert_eq!(applied.answer.kind(), "dial", "the new call is dialed");
+        group.bench_with_input(
+            BenchmarkId::new("a new call, question by question", n),
+            &n,
+            |b, _| b.iter(|| black_box(turn())),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("a new call, every reply in hand", n),
+            &n,
+            |b, _| b.iter(|| black_box(step(None, request, black_box(&answered)))),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decisions, call_turns);
 criterion_main!(benches);

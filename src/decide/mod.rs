@@ -81,11 +81,13 @@ impl Decider {
         at: Timestamp,
         by: Instant,
     ) -> Option<HashSet<BuyerId>> {
-        let question = match Question::duplicates(caller, buyers) {
-            Ok(question) => question,
-            Err(known) => return Some(known),
+        let Some(caller) = caller else {
+            return Some(HashSet::new());
         };
-        match self.reply(None, question, at, by).await {
+        match self
+            .reply(None, Question::duplicates(caller, buyers), at, by)
+            .await
+        {
             Reply::Duplicates(duplicates) => duplicates,
             _ => None,
         }
@@ -99,9 +101,8 @@ impl Decider {
         at: Timestamp,
         by: Instant,
     ) -> Option<HashMap<BuyerId, Block>> {
-        let question = match Question::blocked(plan, buyers) {
-            Ok(question) => question,
-            Err(known) => return Some(known),
+        let Some(question) = Question::blocked(plan, buyers) else {
+            return Some(HashMap::new());
         };
         match self.reply(None, question, at, by).await {
             Reply::Blocked(blocked) => blocked,

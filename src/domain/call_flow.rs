@@ -212,33 +212,31 @@ pub enum Reply {
 }
 
 impl Question {
-    /// Whom a call from `caller` would be a duplicate for among `buyers`: `Err` with the
-    /// answer where nothing needs asking (an unknown caller is nobody's duplicate).
-    pub fn duplicates(caller: Option<&E164>, buyers: &[&Record<Buyer>]) -> Result<Self, HashSet<BuyerId>> {
-        let caller = caller.ok_or_else(HashSet::new)?;
-        Ok(Self::Duplicates {
+    /// Whom a call from `caller` would be a duplicate for among `buyers`. (An unknown caller is
+    /// nobody's duplicate: nothing to ask.)
+    pub fn duplicates(caller: &E164, buyers: &[&Record<Buyer>]) -> Self {
+        Self::Duplicates {
             caller: caller.clone(),
             rules: buyers.iter().map(|b| Rule::of(b)).collect(),
-        })
+        }
     }
 
-    /// Which of `buyers` are at a cap: `Err` with the answer where none has a cap.
-    pub fn blocked(
-        plan: &Arc<RoutingPlan>,
-        buyers: &[&Record<Buyer>],
-    ) -> Result<Self, HashMap<BuyerId, Block>> {
-        let capped: Vec<BuyerId> = (buyers.iter())
-            .filter(|b| b.spec.caps.is_limited())
-            .map(|b| b.id)
-            .collect();
-        if capped.is_empty() {
-            return Err(HashMap::new());
-        }
-        Ok(Self::Blocked {
+    /// Which of `buyers` are at a cap, or `None` where none has a cap (nothing to ask).
+    pub fn blocked(plan: &Arc<RoutingPlan>, buyers: &[&Record<Buyer>]) -> Option<Self> {
+        let capped = capped_among(buyers);
+        (!capped.is_empty()).then(|| Self::Blocked {
             plan: plan.clone(),
             buyers: capped,
         })
     }
+}
+
+/// Those of `buyers` with a cap.
+fn capped_among(buyers: &[&Record<Buyer>]) -> Vec<BuyerId> {
+    (buyers.iter())
+        .filter(|b| b.spec.caps.is_limited())
+        .map(|b| b.id)
+        .collect()
 }
 
 /// Where a step got to.
@@ -312,7 +310,7 @@ struct Turn<'f> {
     effects: Effects,
 }
 
-impl Turn<'_> {
+impl<'f> Turn<'f> {
     fn note(&mut self, event: Event) {
         (self.effects.timeline).push(TimelineEntry { at: self.now, event });
     }
@@ -321,9 +319,10 @@ impl Turn<'_> {
         self.effects.warnings.push(warning.into());
     }
 
-    /// The reply to `question`, or the question itself to be asked.
-    fn ask(&mut self, question: Question) -> Asked<&Reply> {
-        self.replies.next().ok_or(Unanswered(question))
+    /// The reply to the question, or the question to be asked. (Built only then: a step taken
+    /// again replays its replies without building their questions.)
+    fn ask(&mut self, question: impl FnOnce() -> Question) -> Asked<&'f Reply> {
+        self.replies.next().ok_or_else(|| Unanswered(question()))
     }
 
     fn duplicates(
@@ -331,22 +330,27 @@ impl Turn<'_> {
         caller: Option<&E164>,
         buyers: &[&Record<Buyer>],
     ) -> Asked<Option<HashSet<BuyerId>>> {
-        match Question::duplicates(caller, buyers) {
-            Err(known) => Ok(Some(known)),
-            Ok(question) => match self.ask(question)? {
-                Reply::Duplicates(duplicates) => Ok(duplicates.clone()),
-                _ => Ok(None),
-            },
+        let Some(caller) = caller else {
+            return Ok(Some(HashSet::new()));
+        };
+        match self.ask(|| Question::duplicates(caller, buyers))? {
+            Reply::Duplicates(duplicates) => Ok(duplicates.clone()),
+            _ => Ok(None),
         }
     }
 
     fn blocked(&mut self, buyers: &[&Record<Buyer>]) -> Asked<Option<HashMap<BuyerId, Block>>> {
-        match Question::blocked(&self.plan, buyers) {
-            Err(known) => Ok(Some(known)),
-            Ok(question) => match self.ask(question)? {
-                Reply::Blocked(blocked) => Ok(blocked.clone()),
-                _ => Ok(None),
-            },
+        if !buyers.iter().any(|b| b.spec.caps.is_limited()) {
+            return Ok(Some(HashMap::new()));
+        }
+        let plan = self.plan.clone();
+        let question = || Question::Blocked {
+            plan,
+            buyers: capped_among(buyers),
+        };
+        match self.ask(question)? {
+            Reply::Blocked(blocked) => Ok(blocked.clone()),
+            _ => Ok(None),
         }
     }
 }
@@ -371,23 +375,29 @@ fn take(
         // applied: nothing changes.
         return Ok((record, Answer::Acknowledge, true));
     }
-    if *request.input != Input::TimedOut {
-        turn.note(Event::Webhook {
-            endpoint: request.endpoint.to_owned(),
-            params: request.params.iter().cloned().collect(),
-        });
-    }
     if record.is_none()
         && let Some(ended) = ended_without_record(request)
     {
         // Nothing is known here of a call whose leg or whole ended (its record could not be
         // read): its slots are freed all the same, before any routing afresh takes new ones.
-        turn.ask(Question::Free(ended))?;
+        turn.ask(|| Question::Free(ended))?;
     }
     let before = record.clone();
     let (mut record, answer) = apply(turn, record, request)?;
     if let Some(record) = &mut record {
         settle_publisher(turn, record)?;
+        if *request.input != Input::TimedOut {
+            // The request itself first in the timeline (written once the step is done, not on
+            // every replay).
+            let entry = TimelineEntry {
+                at: turn.now,
+                event: Event::Webhook {
+                    endpoint: request.endpoint.to_owned(),
+                    params: request.params.iter().cloned().collect(),
+                },
+            };
+            turn.effects.timeline.insert(0, entry);
+        }
         let events = events_of(before.as_ref(), record);
         if !events.is_empty() {
             let postbacks = postbacks_for(&turn.plan, record, &events, turn.now);
@@ -603,7 +613,7 @@ fn arrive(
     {
         // Unknown here, perhaps only for now: a campaign created on another node a moment ago.
         // Before refusing the call, the plan is checked against the store.
-        if let Reply::Replanned(plan) = turn.ask(Question::Replan)? {
+        if let Reply::Replanned(plan) = turn.ask(|| Question::Replan)? {
             turn.plan = plan.clone();
         }
         campaign = turn.plan.campaign_for_number(dialed).map(|c| c.id);
@@ -666,14 +676,13 @@ fn claim_reservation(
     let Some(caller) = record.caller.number().filter(|_| !turn.answered_elsewhere) else {
         return Ok(None);
     };
-    let claim = Question::Claim {
+    let claim = || Question::Claim {
         campaign,
         caller: caller.clone(),
     };
     let Reply::Claimed(Some(reservation)) = turn.ask(claim)? else {
         return Ok(None);
     };
-    let reservation = reservation.clone();
     turn.note(Event::ReservationClaimed {
         reservation: reservation.uuid,
         buyer_id: reservation.buyer_id,
@@ -734,7 +743,7 @@ fn route(
         let Some(buyer) = plan.buyer(buyer) else {
             break decision;
         };
-        let hold = Question::Hold {
+        let hold = || Question::Hold {
             buyer: Box::new(buyer.clone()),
             leg: leg.clone(),
         };
@@ -955,7 +964,7 @@ fn settle_publisher(turn: &mut Turn<'_>, record: &mut CallRecord) -> Asked<()> {
                 // marked, below, for the history).
                 Some(_) if terms.dedupe_seconds.get() == 0 => false,
                 Some(caller) => {
-                    let ask = Question::PayOnce {
+                    let ask = || Question::PayOnce {
                         caller: caller.clone(),
                         publisher: publisher_id,
                         terms,
