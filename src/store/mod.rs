@@ -111,7 +111,8 @@ pub trait ClusterStore: Send + Sync {
     /// This process, as the other nodes know it.
     fn node(&self) -> &NodeId;
     /// Whether other nodes may use this database too (PostgreSQL). Then buyers' caps are held
-    /// in it, and each change a node's indexes learn is sent to the others as [`News`](crate::domain::cluster::News).
+    /// in it, and each change a node's indexes learn is sent to the others as
+    /// [`News`](crate::domain::cluster::News).
     fn is_shared(&self) -> bool;
     /// Takes a slot of `hold.buyer` for `hold.leg`, unless the buyer is at a cap, as counted
     /// in the database by every node (one buyer's holds run one at a time): the block if so. A
