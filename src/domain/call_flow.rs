@@ -1166,22 +1166,12 @@ mod tests {
         block::{BlockEntry, BlockedCaller},
         call::AttemptKind,
         ids::Id,
-        plan::{Company, PlanEntity, Publisher},
+        plan::{Company, Publisher, record_of as record},
     };
 
     const MAIN_NUMBER: &str = "+14155550100";
     const OVERFLOW_NUMBER: &str = "+14155550200";
     const CALLER: &str = "+14155550177";
-
-    fn record<T: PlanEntity>(company: Option<Id<Company>>, spec: serde_json::Value) -> Record<T> {
-        Record {
-            id: Id::generate(),
-            company_id: company,
-            spec: serde_json::from_value(spec).unwrap(),
-            created_at: Timestamp::UNIX_EPOCH,
-            updated_at: Timestamp::UNIX_EPOCH,
-        }
-    }
 
     type Parts = (
         Vec<Record<Company>>,

@@ -420,13 +420,7 @@ mod tests {
     }
 
     fn record<T: crate::domain::plan::PlanEntity>(spec: serde_json::Value) -> Record<T> {
-        Record {
-            id: crate::domain::ids::Id::generate(),
-            company_id: None,
-            spec: serde_json::from_value(spec).unwrap(),
-            created_at: jiff::Timestamp::UNIX_EPOCH,
-            updated_at: jiff::Timestamp::UNIX_EPOCH,
-        }
+        crate::domain::plan::record_of(None, spec)
     }
 
     #[test]

@@ -429,6 +429,19 @@ impl PlanEntity for Publisher {
     }
 }
 
+/// A new record of `spec`, written as the API takes it, owned by `company` (tests build plans
+/// this way).
+#[cfg(test)]
+pub(crate) fn record_of<T: PlanEntity>(company: Option<CompanyId>, spec: serde_json::Value) -> Record<T> {
+    Record {
+        id: Id::generate(),
+        company_id: company,
+        spec: serde_json::from_value(spec).expect("a valid spec"),
+        created_at: Timestamp::UNIX_EPOCH,
+        updated_at: Timestamp::UNIX_EPOCH,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

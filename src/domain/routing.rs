@@ -695,7 +695,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::ids::Id;
+    use crate::domain::{ids::Id, plan::record_of as record};
 
     /// A company with the feature on, a campaign with buyers A (priority 1), B (priority 3) and
     /// C (priority 2, listed last), fallback F, redirect to Overflow (buyer O).
@@ -708,19 +708,6 @@ mod tests {
         c: BuyerId,
         f: BuyerId,
         o: BuyerId,
-    }
-
-    fn record<T: crate::domain::plan::PlanEntity>(
-        company: Option<CompanyId>,
-        spec: serde_json::Value,
-    ) -> Record<T> {
-        Record {
-            id: Id::generate(),
-            company_id: company,
-            spec: serde_json::from_value(spec).unwrap(),
-            created_at: Timestamp::UNIX_EPOCH,
-            updated_at: Timestamp::UNIX_EPOCH,
-        }
     }
 
     fn fixture(company_on: bool, mode: &str, fallback: bool, redirect: bool) -> Fixture {
