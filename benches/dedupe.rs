@@ -3,6 +3,7 @@
 //! (the largest index takes about 1.5 GB and a few seconds to build).
 
 use std::hint::black_box;
+use switchboard::fresh::Generate;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use jiff::{SignedDuration, Timestamp};

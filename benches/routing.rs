@@ -7,6 +7,7 @@ use std::{
     hint::black_box,
     sync::Arc,
 };
+use switchboard::fresh::Generate;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
@@ -17,7 +18,7 @@ use switchboard::domain::{
     call_flow::{Facts, Input, Question, Reply, Request, Step, step},
     capacity::{Block, CapPeriod, CapacityIndex, Leg},
     form::FormParams,
-    ids::Id,
+    ids::{Id, IdSeed},
     plan::{Buyer, BuyerId, Campaign, CampaignId, CapCounting, Company, PlanEntity, Record},
     routing::{CallSituation, RoutingPlan},
 };
@@ -181,6 +182,7 @@ fn call_turns(c: &mut Criterion) {
         };
         let facts = || Facts {
             now: at,
+            ids: IdSeed::generate(),
             plan: plan.clone(),
             answered_elsewhere: false,
             routing_seed: 1,

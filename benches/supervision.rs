@@ -2,6 +2,7 @@
 //! for the metrics, and the event sent to supervisors' streams. `cargo bench --bench supervision`.
 
 use std::hint::black_box;
+use switchboard::fresh::Generate;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::{SignedDuration, Timestamp};

@@ -1,6 +1,7 @@
 //! Switchboard: a call controller for pay-per-call networks.
 //!
-//! - [`domain`]: the pure core (types and rules, no I/O).
+//! - [`domain`]: the pure core (types and rules, no I/O, no clock, nothing random).
+//! - [`fresh`]: new ids and secrets, drawn here only.
 //! - [`store`]: persistence behind a small trait, on SQLite or PostgreSQL.
 //! - [`http`]: webhooks and the API, translating requests to calls into the core.
 //! - [`calls`], [`rtb`]: live calls and RTB pings, as actors over the core.
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod decide;
 pub mod domain;
+pub mod fresh;
 pub mod http;
 pub mod plan;
 pub mod postbacks;

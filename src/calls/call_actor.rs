@@ -23,8 +23,10 @@ use crate::{
         call::{Answer, Attempt, CallRecord, CallSid},
         call_flow::{self, Applied, Facts, Input, Question, Step},
         capacity::{Leg, LoadChange},
+        ids::IdSeed,
         supervision::CallSummary,
     },
+    fresh::Generate,
     store::Saved,
 };
 
@@ -211,6 +213,7 @@ async fn take_turn(
     let decide_by = answer_by - budget / 4;
     let mut facts = Facts {
         now: deps.decider.clock.now(),
+        ids: IdSeed::generate(),
         plan: deps.decider.plan.current().await,
         answered_elsewhere: !webhook.actor_takes(),
         routing_seed: deps.decider.routing_seed,

@@ -5,7 +5,6 @@ use std::fmt;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jiff::Timestamp;
-use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -140,9 +139,8 @@ pub struct TokenSecret(SecretString);
 impl TokenSecret {
     pub const PREFIX: &'static str = "sbt_";
 
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
+    /// The secret made of 256 random bits (see [`crate::fresh`]).
+    pub fn of_random(bytes: [u8; 32]) -> Self {
         Self(format!("{}{}", Self::PREFIX, URL_SAFE_NO_PAD.encode(bytes)).into())
     }
 
@@ -164,6 +162,7 @@ impl fmt::Debug for TokenSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fresh::Generate;
 
     #[test]
     fn key_digests_match_the_stored_hex_form() {

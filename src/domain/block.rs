@@ -160,6 +160,7 @@ impl BlockLists {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fresh::Generate;
 
     fn pattern(text: &str) -> Result<CallerPattern, String> {
         CallerPattern::try_from(text.to_owned())

@@ -740,6 +740,7 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fresh::Generate;
 
     fn sid() -> CallSid {
         CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap()

@@ -557,6 +557,7 @@ mod tests {
 
     use super::*;
     use crate::domain::ids::Id;
+    use crate::fresh::Generate;
 
     fn buyer(caps: serde_json::Value, zone: &str) -> (BuyerId, Buyer) {
         let spec = serde_json::from_value(json!({

@@ -23,8 +23,9 @@ use super::{
 pub struct NodeId(String);
 
 impl NodeId {
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string()[..12].to_owned())
+    /// The id a random UUID's first 12 hex digits spell (see [`crate::fresh`]).
+    pub fn of_random(uuid: uuid::Uuid) -> Self {
+        Self(uuid.simple().to_string()[..12].to_owned())
     }
 
     pub fn as_str(&self) -> &str {
@@ -94,6 +95,7 @@ mod tests {
         phone::E164,
         plan::CapCounting,
     };
+    use crate::fresh::Generate;
 
     #[test]
     fn news_reads_back_as_sent() {

@@ -370,6 +370,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{ids::Id, values::DedupeSeconds};
+    use crate::fresh::Generate;
 
     fn caller() -> E164 {
         E164::from_provider("+14155550123").unwrap()

@@ -13,10 +13,6 @@ pub struct Id<K> {
 }
 
 impl<K> Id<K> {
-    pub fn generate() -> Self {
-        Self::from_uuid(Uuid::now_v7())
-    }
-
     pub fn from_uuid(uuid: Uuid) -> Self {
         Self {
             uuid,
@@ -26,6 +22,27 @@ impl<K> Id<K> {
 
     pub fn as_uuid(&self) -> Uuid {
         self.uuid
+    }
+}
+
+/// Where the ids a pure step hands out come from: a UUIDv7 drawn by its caller (see
+/// [`crate::fresh`]), from which the step derives its ids in order. A step taken again on the same
+/// seed hands out the same ids, so a replayed step changes nothing it did not change before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdSeed(Uuid);
+
+impl IdSeed {
+    pub fn new(seed: Uuid) -> Self {
+        Self(seed)
+    }
+
+    /// The `n`th id: the seed with its 62 random low bits moved on by `n` (its time, version and
+    /// variant kept, so ids still sort by when their seed was drawn).
+    pub fn nth(self, n: u64) -> Uuid {
+        const RANDOM: u128 = (1 << 62) - 1;
+        let bits = self.0.as_u128();
+        let low = (bits & RANDOM).wrapping_add(u128::from(n)) & RANDOM;
+        Uuid::from_u128((bits & !RANDOM) | low)
     }
 }
 
@@ -93,6 +110,7 @@ impl<'de, K> Deserialize<'de> for Id<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fresh::Generate;
 
     struct Thing;
 
@@ -109,5 +127,19 @@ mod tests {
     fn a_malformed_id_is_rejected_with_its_text() {
         let err = serde_json::from_str::<Id<Thing>>("\"buyer-1\"").unwrap_err();
         assert!(err.to_string().contains("`buyer-1` is not a valid id"), "{err}");
+    }
+
+    #[test]
+    fn a_seed_hands_out_distinct_ids_of_its_time_and_version_the_same_each_time() {
+        let seed = IdSeed::new(Uuid::from_u128(0x0193_0000_0000_7000_bfff_ffff_ffff_fffe));
+        let ids: Vec<Uuid> = (0..4).map(|n| seed.nth(n)).collect();
+        assert_eq!(ids, (0..4).map(|n| seed.nth(n)).collect::<Vec<_>>());
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), 4);
+        for id in &ids {
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            assert_eq!(id.as_u128() >> 80, 0x0193_0000_0000);
+        }
     }
 }

@@ -192,6 +192,7 @@ mod tests {
         call::{AttemptKind, CallSid, Caller, DialStatus},
         plan::{BuyerId, CampaignId, PublisherId},
     };
+    use crate::fresh::Generate;
 
     fn terms(value: serde_json::Value) -> PublisherPayout {
         serde_json::from_value(value).unwrap()

@@ -434,7 +434,7 @@ impl PlanEntity for Publisher {
 #[cfg(test)]
 pub(crate) fn record_of<T: PlanEntity>(company: Option<CompanyId>, spec: serde_json::Value) -> Record<T> {
     Record {
-        id: Id::generate(),
+        id: crate::fresh::Generate::generate(),
         company_id: company,
         spec: serde_json::from_value(spec).expect("a valid spec"),
         created_at: Timestamp::UNIX_EPOCH,
@@ -447,6 +447,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::fresh::Generate;
 
     fn error_of<T: DeserializeOwned + std::fmt::Debug>(value: serde_json::Value) -> (String, String) {
         let err = serde_path_to_error::deserialize::<_, T>(value).unwrap_err();

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::{
     call::{Attempt, CallRecord, CallSid, Outcome},
+    ids::IdSeed,
     money::Money,
     plan::{Buyer, Publisher, Record},
     routing::RoutingPlan,
@@ -319,8 +320,10 @@ pub fn postbacks_for<'c>(
     call: &'c CallRecord,
     events: &[CallEvent],
     now: Timestamp,
+    ids: IdSeed,
 ) -> Vec<Postback> {
     let mut postbacks = Vec::new();
+    let mut handed_out = 0;
     let publisher = call.publisher_id.and_then(|id| plan.publisher_record(id));
     for happened in events {
         let attempt = match happened.attempt {
@@ -339,7 +342,8 @@ pub fn postbacks_for<'c>(
                 if !endpoint.events.contains(&happened.event) {
                     continue;
                 }
-                let id = Uuid::now_v7();
+                let id = ids.nth(handed_out);
+                handed_out += 1;
                 let body = body(call, happened.event, id, now, side());
                 postbacks.push(Postback {
                     id,
@@ -510,6 +514,7 @@ mod tests {
         call::{AttemptKind, Caller, DialStatus},
         plan::{BuyerId, CampaignId},
     };
+    use crate::fresh::Generate;
 
     fn secret() -> PostbackSecret {
         PostbackSecret::try_from("whsec_0123456789abcdef".to_owned()).unwrap()

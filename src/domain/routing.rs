@@ -696,6 +696,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{ids::Id, plan::record_of as record};
+    use crate::fresh::Generate;
 
     /// A company with the feature on, a campaign with buyers A (priority 1), B (priority 3) and
     /// C (priority 2, listed last), fallback F, redirect to Overflow (buyer O).

@@ -465,6 +465,7 @@ pub struct Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fresh::Generate;
 
     fn number(text: &str) -> E164 {
         E164::from_provider(text).unwrap()

@@ -253,6 +253,7 @@ mod tests {
 
     use super::*;
     use crate::domain::call::{AttemptKind, Caller, DialStatus};
+    use crate::fresh::Generate;
 
     fn call(campaign: CampaignId) -> CallRecord {
         let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap();

@@ -149,9 +149,9 @@ impl From<SendDigits> for String {
 pub struct RtbKey(SecretString);
 
 impl RtbKey {
-    /// A new random key, in the UUID form peer products hand out (122 random bits).
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().to_string().into())
+    /// The key a random UUID spells (see [`crate::fresh`]).
+    pub fn of_random(uuid: uuid::Uuid) -> Self {
+        Self(uuid.to_string().into())
     }
 
     pub fn expose(&self) -> &str {
@@ -184,6 +184,7 @@ impl fmt::Debug for RtbKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fresh::Generate;
 
     #[test]
     fn bounded_settings_default_and_reject_out_of_range() {

@@ -4,6 +4,7 @@
 //! lists (`?company_id=&after=&limit=`), and `/{kind}/{id}` is read with `GET`, replaced with
 //! `PUT`, merged with `PATCH` (RFC 7396 JSON merge patch) and removed with `DELETE`.
 
+use crate::fresh::Generate;
 use actix_web::{
     HttpRequest, HttpResponse,
     http::{Method, header},

@@ -7,6 +7,7 @@
 //!   the old one keeps working for the grace period (default none), then expires.
 //! - `DELETE /tokens/{id}` revokes a token at once (204).
 
+use crate::fresh::Generate;
 use actix_web::{
     HttpResponse,
     http::{Method, header},

@@ -192,6 +192,7 @@ mod tests {
 
     use super::*;
     use crate::domain::call::{CallRecord, Caller};
+    use crate::fresh::Generate;
 
     fn call(n: u32, campaign: CampaignId) -> CallSummary {
         let sid = CallSid::parse(&format!("CA{n:032x}")).unwrap();

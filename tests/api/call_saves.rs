@@ -4,6 +4,7 @@
 use futures_util::future::join_all;
 use jiff::{SignedDuration, Timestamp};
 use sqlx::Executor;
+use switchboard::fresh::Generate;
 use switchboard::{
     domain::{
         call::{CallRecord, CallSid, CallState, Caller, Outcome},

@@ -4,6 +4,7 @@
 //! processes driven by the simulator lose nothing when one is killed mid-run.
 
 use std::time::Duration;
+use switchboard::fresh::Generate;
 
 use reqwest::StatusCode;
 use secrecy::SecretString;

@@ -2,6 +2,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
+use switchboard::fresh::Generate;
 use switchboard::{
     domain::{
         access::KeyDigest,

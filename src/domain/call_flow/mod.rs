@@ -29,6 +29,7 @@ use super::{
     capacity::{Block, Leg, LoadChange, load_changes},
     dedupe::{Rule, Touched},
     form::FormParams,
+    ids::IdSeed,
     payout::PublisherPayout,
     phone::E164,
     plan::{Buyer, BuyerId, CampaignId, PublisherId, Record},
@@ -64,6 +65,8 @@ pub struct Request<'a> {
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub now: Timestamp,
+    /// Where the ids the step hands out (its postbacks') come from.
+    pub ids: IdSeed,
     pub plan: Arc<RoutingPlan>,
     /// The request was answered without the call's actor (past the decision budget), with the
     /// explicit end: that end is what the call records, whatever routing would have done.
@@ -186,6 +189,7 @@ pub fn step(record: Option<&CallRecord>, request: Request<'_>, facts: &Facts) ->
         plan: facts.plan.clone(),
         answered_elsewhere: facts.answered_elsewhere,
         routing_seed: facts.routing_seed,
+        ids: facts.ids,
         replies: facts.replies.iter(),
         effects: Effects::default(),
     };
@@ -210,6 +214,7 @@ struct Turn<'f> {
     plan: Arc<RoutingPlan>,
     answered_elsewhere: bool,
     routing_seed: u64,
+    ids: IdSeed,
     replies: slice::Iter<'f, Reply>,
     effects: Effects,
 }
@@ -304,7 +309,7 @@ fn take(
         }
         let events = events_of(before.as_ref(), record);
         if !events.is_empty() {
-            let postbacks = postbacks_for(&turn.plan, record, &events, turn.now);
+            let postbacks = postbacks_for(&turn.plan, record, &events, turn.now, turn.ids);
             turn.effects.postbacks.extend(postbacks);
         }
         turn.effects.load = load_changes(before.as_ref(), record, turn.now);

@@ -865,6 +865,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{call::Outcome, dedupe::Scope, ids::Id, timeline::Event};
+    use crate::fresh::Generate;
 
     fn call(at: Timestamp) -> CallRecord {
         let sid = CallSid::parse("CA00000000000000000000000000000001").unwrap();

@@ -1,6 +1,7 @@
 //! Several nodes on one database: buyers' concurrency slots held in it, the nodes, and the
 //! news they send each other (PostgreSQL's `NOTIFY`, sent in the transaction of the change).
 
+use crate::fresh::Generate;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::AnyConnection;

@@ -20,6 +20,7 @@ mod rtb;
 mod supervision;
 mod tokens;
 
+use crate::fresh::Generate;
 use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;

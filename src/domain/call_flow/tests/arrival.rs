@@ -1,6 +1,7 @@
 //! A call's arrival: what it asks, in what order, and what it is told.
 
 use super::*;
+use crate::fresh::Generate;
 
 #[test]
 fn a_new_call_dials_the_first_buyer_once_its_slot_is_held() {
@@ -93,6 +94,7 @@ fn a_number_unknown_here_is_read_again_from_the_store_before_the_call_is_rejecte
     };
     let mut facts = Facts {
         now: world.now,
+        ids: IdSeed::new(uuid::Uuid::from_u128(7 << 76)),
         plan: world.plan.clone(),
         answered_elsewhere: false,
         routing_seed: 7,

@@ -167,6 +167,7 @@ impl World {
         };
         let mut facts = Facts {
             now: self.now,
+            ids: IdSeed::new(uuid::Uuid::from_u128(7 << 76)),
             plan: self.plan.clone(),
             answered_elsewhere: self.answered_elsewhere,
             routing_seed: 7,

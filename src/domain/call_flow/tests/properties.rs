@@ -258,7 +258,7 @@ proptest! {
             let asked = world.asked.len();
             let applied = world.apply(record.as_ref(), input.clone());
             // The same facts again: the same decision.
-            let mut facts = Facts { now: world.now, plan: world.plan.clone(), answered_elsewhere: false, routing_seed: 7, replies: vec![] };
+            let mut facts = Facts { now: world.now, ids: IdSeed::new(uuid::Uuid::from_u128(7 << 76)), plan: world.plan.clone(), answered_elsewhere: false, routing_seed: 7, replies: vec![] };
             facts.replies = world.asked[asked..].iter().map(|q| world.reply(q)).collect();
             let sid = CallSid::parse("CA00000000000000000000000000000001").unwrap();
             let params = FormParams::from(vec![("From".to_owned(), CALLER.to_owned()), ("To".to_owned(), MAIN_NUMBER.to_owned())]);
