@@ -12,6 +12,7 @@ use std::{
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::{
     dialing::Screening,
@@ -20,6 +21,15 @@ use super::{
     phone::E164,
     plan::{BuyerId, CampaignId, CompanyId, PublisherId},
 };
+
+mod merge;
+mod trail;
+
+pub use self::trail::Trail;
+
+/// Attempts decided without the stored record are numbered in thousands of their own (see
+/// [`CallRecord::next_blind_attempt_number`]).
+pub const BLIND_ATTEMPTS: u32 = 1000;
 
 /// The provider's id of a call. Twilio's are `CA` and 32 hex digits; other Twilio-compatible
 /// providers use UUIDs, so any 2–64 letters, digits, `-` and `_` are accepted (the id goes into
@@ -357,6 +367,13 @@ pub struct CallRecord {
     pub publisher_payout: Option<Money>,
     /// What the RTB bid the call claimed promised its publisher for a conversion.
     pub bid_payout: Option<Money>,
+    /// Buyers dialed on this call by attempts this record does not hold: a record rebuilt
+    /// without the stored one (see [`CallRecord::merged_with`]) knows them from its callback
+    /// URL's [`Trail`], and never dials them again.
+    pub dialed_before: Vec<BuyerId>,
+    /// The turns taken without the stored record (each keyed when it was taken) whose entries
+    /// the store has merged: a retried save merges none of them twice.
+    pub blind_turns: BTreeSet<Uuid>,
 }
 
 /// A status callback as the provider numbers it: the leg it reports on (0 for the call itself,
@@ -392,6 +409,8 @@ impl CallRecord {
             publisher_duplicate: None,
             publisher_payout: None,
             bid_payout: None,
+            dialed_before: Vec::new(),
+            blind_turns: BTreeSet::new(),
         }
     }
 
@@ -409,12 +428,22 @@ impl CallRecord {
 
     /// Buyers already dialed on this call, in any campaign.
     pub fn tried(&self) -> HashSet<BuyerId> {
-        self.attempts.iter().map(|a| a.buyer_id).collect()
+        let dialed = self.attempts.iter().map(|a| a.buyer_id);
+        self.dialed_before.iter().copied().chain(dialed).collect()
     }
 
     /// The number the next attempt will have.
     pub fn next_attempt_number(&self) -> u32 {
         self.attempts.last().map_or(1, |a| a.number + 1)
+    }
+
+    /// The number the next attempt has when it is decided without the stored record: in a
+    /// thousand of its own (1001, 2001, …), which no attempt the store holds can have, so that
+    /// merging never puts two buyers' dials under one number (the number is in the dial's
+    /// callback URLs, which the provider already has).
+    pub fn next_blind_attempt_number(&self) -> u32 {
+        let last = self.attempts.last().map_or(0, |a| a.number);
+        (last / BLIND_ATTEMPTS + 1) * BLIND_ATTEMPTS + 1
     }
 
     pub fn current_attempt(&self) -> Option<&Attempt> {
@@ -457,6 +486,20 @@ impl CallRecord {
         now: Timestamp,
     ) -> &Attempt {
         let number = self.next_attempt_number();
+        self.begin_attempt_numbered(number, buyer_id, campaign_id, kind, duplicate, now)
+    }
+
+    /// As [`CallRecord::begin_attempt`], numbered `number` (above every attempt the record has).
+    pub fn begin_attempt_numbered(
+        &mut self,
+        number: u32,
+        buyer_id: BuyerId,
+        campaign_id: CampaignId,
+        kind: AttemptKind,
+        duplicate: Option<bool>,
+        now: Timestamp,
+    ) -> &Attempt {
+        debug_assert!(number >= self.next_attempt_number());
         self.attempts.push(Attempt {
             number,
             buyer_id,
@@ -696,6 +739,8 @@ pub enum Answer {
         sip_auth: Option<super::destination::SipAuth>,
         /// Caller ID, ringback, recording, whisper and screening.
         settings: super::dialing::DialSettings,
+        /// Written into the dial's callback URLs (see [`Trail`]).
+        trail: Trail,
     },
     /// To the buyer's leg, once it picks up: the whisper, and (when it must accept) the
     /// press-1 prompt.
@@ -703,11 +748,17 @@ pub enum Answer {
         attempt: u32,
         announcement: Option<super::dialing::Announcement>,
         press_1: bool,
+        /// Written into the prompt's callback URL.
+        trail: Trail,
     },
     /// To the buyer's leg: nothing more to play, put the caller through.
     Connect,
     /// `<Redirect>` the call into another campaign.
-    Redirect { campaign: CampaignId },
+    Redirect {
+        campaign: CampaignId,
+        /// Written into the redirect's URL: where the call has been, whom it dialed.
+        trail: Trail,
+    },
     /// Nobody is left: say so and hang up.
     End,
     /// The conversation is over.

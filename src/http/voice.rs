@@ -240,8 +240,10 @@ impl Voice {
                 send_digits,
                 sip_auth,
                 settings,
+                trail,
             } => {
-                let attempt_url = |callback: &str| calls(format!("/attempts/{attempt}/{callback}"));
+                let trail = trail.query();
+                let attempt_url = |callback: &str| calls(format!("/attempts/{attempt}/{callback}?{trail}"));
                 let (action_url, status_url) = (attempt_url("action"), attempt_url("status"));
                 let timeout = ring_timeout_seconds.to_string();
                 let send_digits = send_digits.unwrap_or_default();
@@ -291,6 +293,7 @@ impl Voice {
                 attempt,
                 announcement,
                 press_1,
+                trail,
             } => {
                 let (message, audio_url) = match &announcement {
                     Some(Announcement::Say(text)) => (text.as_str(), ""),
@@ -298,7 +301,10 @@ impl Voice {
                     None => ("", ""),
                 };
                 let (template, screen_url) = if press_1 {
-                    (TemplateName::Screen, calls(format!("/attempts/{attempt}/screen")))
+                    (
+                        TemplateName::Screen,
+                        calls(format!("/attempts/{attempt}/screen?{}", trail.query())),
+                    )
                 } else {
                     (TemplateName::Whisper, String::new())
                 };
@@ -311,8 +317,8 @@ impl Voice {
             }
             Answer::Connect => self.templates.render(TemplateName::Connect, &Values(&[])),
             Answer::Blocked => self.templates.render(TemplateName::Blocked, &Values(&[])),
-            Answer::Redirect { campaign } => {
-                let redirect_url = calls(format!("/redirect/{campaign}"));
+            Answer::Redirect { campaign, trail } => {
+                let redirect_url = calls(format!("/redirect/{campaign}?{}", trail.query()));
                 self.templates.render(
                     TemplateName::Redirect,
                     &Values(&[("redirect_url", &redirect_url)]),

@@ -9,7 +9,7 @@ use super::{
     settlement::conversion,
 };
 use crate::domain::{
-    call::{Answer, CallRecord, CallStatus, DialStatus, DropReason},
+    call::{Answer, CallRecord, CallStatus, DialStatus, DropReason, Trail},
     capacity::{Block, Leg},
     dedupe::{Touch, Touched},
     dialing::{DialSettings, Screen},
@@ -140,7 +140,10 @@ pub(super) fn route(
             }
             Ok(dial(&plan, record, attempt, buyer))
         }
-        Action::Redirect { campaign } => Ok(Answer::Redirect { campaign }),
+        Action::Redirect { campaign } => Ok(Answer::Redirect {
+            campaign,
+            trail: Trail::of(record),
+        }),
         Action::End { reason } => Ok(drop_call(turn, record, reason)),
     }
 }
@@ -166,6 +169,7 @@ pub(super) fn dial(plan: &RoutingPlan, record: &CallRecord, attempt: u32, buyer:
         send_digits: buyer.spec.send_digits.as_ref().map(|d| d.as_str().to_owned()),
         sip_auth: buyer.spec.sip_auth.clone(),
         settings,
+        trail: Trail::of(record),
     }
 }
 

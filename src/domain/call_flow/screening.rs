@@ -3,7 +3,7 @@
 
 use super::{Turn, answers::note_end};
 use crate::domain::{
-    call::{Answer, CallRecord},
+    call::{Answer, CallRecord, Trail},
     dialing::{Screen, Screening, whisper_for},
     timeline::Event,
 };
@@ -59,6 +59,7 @@ pub(super) fn whisper(
         attempt,
         announcement,
         press_1,
+        trail: Trail::of(record),
     }
 }
 

@@ -346,7 +346,7 @@ macro_rules! insert_calls {
         duplicate_buyers, used_fallback, redirects, timeline_len, started_at_ms,
         state_changed_at_ms, ended_at_ms, entry_campaign_id, duplicates_avoided, status_callbacks,
         caller_state, recordings, publisher_id, publisher_duplicate, publisher_payout_cents,
-        bid_payout_cents)
+        bid_payout_cents, dialed_before, blind_turns)
      SELECT j.value ->> 'call_sid', j.value ->> 'caller', j.value ->> 'caller_number',
         j.value ->> 'called', j.value ->> 'company_id', j.value ->> 'campaign_id',
         j.value ->> 'visited_campaigns', j.value ->> 'state', j.value ->> 'outcome',
@@ -359,7 +359,8 @@ macro_rules! insert_calls {
         CAST(j.value ->> 'duplicates_avoided' AS BIGINT), j.value ->> 'status_callbacks',
         j.value ->> 'caller_state', j.value ->> 'recordings', j.value ->> 'publisher_id',
         CAST(j.value ->> 'publisher_duplicate' AS BIGINT),
-        CAST(j.value ->> 'publisher_payout_cents' AS BIGINT), CAST(j.value ->> 'bid_payout_cents' AS BIGINT)"
+        CAST(j.value ->> 'publisher_payout_cents' AS BIGINT), CAST(j.value ->> 'bid_payout_cents' AS BIGINT),
+        j.value ->> 'dialed_before', j.value ->> 'blind_turns'"
     };
 }
 
@@ -382,7 +383,8 @@ macro_rules! upsert_calls {
                 duplicates_avoided = excluded.duplicates_avoided,
                 status_callbacks = excluded.status_callbacks, recordings = excluded.recordings,
                 publisher_id = excluded.publisher_id, publisher_duplicate = excluded.publisher_duplicate,
-                publisher_payout_cents = excluded.publisher_payout_cents, bid_payout_cents = excluded.bid_payout_cents"
+                publisher_payout_cents = excluded.publisher_payout_cents, bid_payout_cents = excluded.bid_payout_cents,
+                dialed_before = excluded.dialed_before, blind_turns = excluded.blind_turns"
         )
     };
 }
@@ -612,6 +614,8 @@ impl<'a> CallJson<'a> {
                 publisher_duplicate: call.publisher_duplicate.map(i64::from),
                 publisher_payout_cents: call.publisher_payout.map(Money::cents),
                 bid_payout_cents: call.bid_payout.map(Money::cents),
+                dialed_before: to_json(&call.dialed_before)?,
+                blind_turns: to_json(&call.blind_turns)?,
                 started_at_ms: ms(call.started_at),
                 state_changed_at_ms: ms(call.state_changed_at),
                 ended_at_ms: call.ended_at.map(ms),
@@ -745,6 +749,8 @@ struct CallRow {
     publisher_duplicate: Option<i64>,
     publisher_payout_cents: Option<i64>,
     bid_payout_cents: Option<i64>,
+    dialed_before: String,
+    blind_turns: String,
     started_at_ms: i64,
     state_changed_at_ms: i64,
     ended_at_ms: Option<i64>,
@@ -805,7 +811,8 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
         "SELECT call_sid, caller, called, company_id, campaign_id, visited_campaigns, state, outcome,
                 drop_reason, duplicate_buyers, timeline_len, status_callbacks, caller_state,
                 recordings, publisher_id, publisher_duplicate, publisher_payout_cents,
-                bid_payout_cents, started_at_ms, state_changed_at_ms, ended_at_ms
+                bid_payout_cents, dialed_before, blind_turns, started_at_ms, state_changed_at_ms,
+                ended_at_ms
          FROM calls WHERE call_sid = $1",
     )
     .bind(sid.as_str())
@@ -856,6 +863,8 @@ async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallR
         bid_payout: (row.bid_payout_cents)
             .map(|cents| Money::from_cents(cents).map_err(StoreError::Corrupt))
             .transpose()?,
+        dialed_before: from_json("dialed_before", &row.dialed_before)?,
+        blind_turns: from_json("blind_turns", &row.blind_turns)?,
     }))
 }
 

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 use crate::domain::{
     block::{BlockEntry, BlockedCaller},
-    call::{AttemptKind, CallState, DialStatus, DropReason, Outcome, RecordingStatus},
+    call::{AttemptKind, CallState, DialStatus, DropReason, Outcome, RecordingStatus, Trail},
     dialing::Screening,
     ids::Id,
     money::Money,

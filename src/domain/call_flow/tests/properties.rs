@@ -21,10 +21,15 @@ fn stage(world: &mut World, stage: Stage) -> Option<CallRecord> {
             world.converted_with.extend([world.a, world.b, world.c]);
             world.full.insert(world.f);
             let (record, answer) = world.call([incoming()]);
+            let trail = Trail {
+                tried: Vec::new(),
+                visited: vec![world.main],
+            };
             assert_eq!(
                 answer,
                 Answer::Redirect {
-                    campaign: world.overflow
+                    campaign: world.overflow,
+                    trail
                 }
             );
             record
