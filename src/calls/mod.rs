@@ -22,7 +22,7 @@ use self::{call_actor::Flush, reaper::CallReaper, registry::CallRegistry};
 use crate::{
     decide::Decider,
     domain::{
-        call::{Answer, CallSid},
+        call::{Answer, CallSid, Trail},
         call_flow::{Input, Request},
         form::FormParams,
     },
@@ -86,6 +86,8 @@ pub struct Webhook {
     pub endpoint: &'static str,
     /// Shared: a webhook handed to a replaced actor again is not copied.
     pub params: FormParams,
+    /// What its URL says of the call, if Switchboard wrote one there (see [`Trail`]).
+    pub trail: Option<Trail>,
     /// When it arrived: its decision budget runs from here.
     pub received: Instant,
     answering: Answering,
@@ -126,12 +128,19 @@ impl Answering {
 
 impl Webhook {
     /// A webhook arriving now.
-    pub fn new(sid: CallSid, input: Input, endpoint: &'static str, params: FormParams) -> Self {
+    pub fn new(
+        sid: CallSid,
+        input: Input,
+        endpoint: &'static str,
+        params: FormParams,
+        trail: Option<Trail>,
+    ) -> Self {
         Self {
             sid,
             input,
             endpoint,
             params,
+            trail,
             received: Instant::now(),
             answering: Answering::default(),
         }
@@ -150,6 +159,7 @@ impl Webhook {
             input: &self.input,
             endpoint: self.endpoint,
             params: &self.params,
+            trail: self.trail.as_ref(),
         }
     }
 }

@@ -1,9 +1,15 @@
 //! A call's record in the store, as its actor keeps it: read back when the actor has none, and
 //! saved after every webhook with whatever the store has not taken yet, within the budgets.
+//!
+//! A record the actor built without reading the stored one (a turn taken while the store did
+//! not answer, or a new call whose first save failed) is never written over what the store
+//! holds: it is merged into it ([`Write::Merge`]), and from the merge on the actor holds the
+//! call as the store does.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use super::CallDeps;
 use crate::{
@@ -15,12 +21,13 @@ use crate::{
         postback::Postback,
         timeline::TimelineEntry,
     },
-    store::{CallChange, Saved},
+    store::{BlindTurn, CallChange, Saved, Write},
 };
 
-/// Changes the store has not taken yet. Saving is idempotent (the call row is replaced,
-/// entries are keyed by their sequence number, conversions by call and attempt, marks keep the
-/// latest), so whatever is here is simply saved again.
+/// Changes the store has not taken yet. Saving is idempotent (the call row is replaced, or
+/// merged by turns the store remembers; entries are keyed by their sequence number,
+/// conversions by call and attempt, marks keep the latest), so whatever is here is simply
+/// saved again.
 #[derive(Default)]
 pub(super) struct Unsaved {
     timeline: Vec<TimelineEntry>,
@@ -30,6 +37,9 @@ pub(super) struct Unsaved {
     load: Vec<LoadChange>,
     /// Queued in the outbox with the save.
     postbacks: Vec<Postback>,
+    /// Set while the record is not the store's own (see the module's documentation): the turns
+    /// to merge, each with its entries.
+    merge: Option<Vec<BlindTurn>>,
 }
 
 impl Unsaved {
@@ -39,15 +49,46 @@ impl Unsaved {
             && self.touched.is_empty()
             && self.load.is_empty()
             && self.postbacks.is_empty()
+            && self.merge.is_none()
     }
 
-    /// A turn's effects, to be saved with the call.
-    pub(super) fn absorb(&mut self, effects: Effects) {
+    /// Whether the record held is still to be merged into the store's.
+    pub(super) fn merges(&self) -> bool {
+        self.merge.is_some()
+    }
+
+    /// A turn's effects, to be saved with the call. `key` names the turn, for a record to be
+    /// merged.
+    pub(super) fn absorb(&mut self, effects: Effects, key: Uuid) {
+        if let Some(turns) = &mut self.merge {
+            turns.push(BlindTurn {
+                key,
+                entries: effects.timeline.len(),
+            });
+        }
         self.timeline.extend(effects.timeline);
         self.conversions.extend(effects.conversion);
         self.touched.extend(effects.touched);
         self.load.extend(effects.load);
         self.postbacks.extend(effects.postbacks);
+    }
+
+    /// The record is built without the store's: what is absorbed from now on is merged into
+    /// it, turn by turn.
+    pub(super) fn merging(&mut self) {
+        if self.merge.is_none() {
+            debug_assert!(self.is_empty(), "a record merged from its first turn");
+            self.merge = Some(Vec::new());
+        }
+    }
+
+    /// From now on the record is merged into the store's, not written over it: what is unsaved
+    /// is all of turn `key`'s (a new call whose first save failed).
+    fn to_merge(&mut self, key: Uuid) {
+        if self.merge.is_none() {
+            let entries = self.timeline.len();
+            self.merge = Some(vec![BlindTurn { key, entries }]);
+        }
     }
 }
 
@@ -61,35 +102,75 @@ pub(super) fn store_deadline(deps: &CallDeps, due: Instant) -> Instant {
 /// The least time a store operation is given, even past the budget.
 const STORE_FLOOR: Duration = Duration::from_millis(50);
 
-/// The call as stored, for a call this process holds no actor for (after a restart, or an
-/// actor that stopped). Bounded: a caller must not wait on a database that does not answer.
-pub(super) async fn resume(deps: &CallDeps, sid: &CallSid) -> Option<CallRecord> {
-    // The full store budget, even when the decision budget is nearly spent: a call resumed
-    // late is answered in haste, a call taken for new would be routed afresh.
-    match tokio::time::timeout(deps.timings.store_budget, deps.store.call(sid)).await {
-        Ok(Ok(found)) => found,
-        Ok(Err(error)) => {
-            tracing::error!(%error, "could not read the call from the store; treating it as new");
-            None
-        }
-        Err(_) => {
-            tracing::error!("the store did not answer in time; treating the call as new");
-            None
+/// A webhook of a call this process holds no record of waits for the store this much longer
+/// than the decision budget, at most [`BLIND_WAIT_LIMIT`]: a call that may be known must not be
+/// taken for new, nor decided on less than the store knows, while there is time to ask. (The
+/// provider waits 15 s for an answer.)
+const BLIND_WAIT: Duration = Duration::from_secs(3);
+const BLIND_WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Until when a webhook that arrived at `received` waits for the store to give its call.
+pub(super) fn patience(deps: &CallDeps, received: Instant) -> Instant {
+    received + (deps.decider.decision_budget + BLIND_WAIT).min(BLIND_WAIT_LIMIT)
+}
+
+/// Between two reads of a store that failed at once (refused, reset), so as not to hammer it.
+const READ_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
+/// What the store said of a call.
+pub(super) enum Resumed {
+    Found(CallRecord),
+    /// It holds no such call.
+    Absent,
+    /// It did not say by the deadline: it may hold the call.
+    Unreadable,
+}
+
+/// The call as stored, for a call this process holds no actor for (after a restart, on another
+/// node, or an actor that stopped), read until `until` at most.
+pub(super) async fn resume(deps: &CallDeps, sid: &CallSid, until: Instant) -> Resumed {
+    let mut failures = 0;
+    loop {
+        match tokio::time::timeout_at(until, deps.store.call(sid)).await {
+            Ok(Ok(Some(record))) => return Resumed::Found(record),
+            Ok(Ok(None)) => return Resumed::Absent,
+            Ok(Err(error)) => {
+                if failures == 0 {
+                    tracing::warn!(%error, "could not read the call from the store; trying again");
+                }
+                failures += 1;
+                if Instant::now() + READ_AGAIN_AFTER >= until {
+                    tracing::error!(%error, failures, "could not read the call from the store");
+                    return Resumed::Unreadable;
+                }
+                tokio::time::sleep(READ_AGAIN_AFTER).await;
+            }
+            Err(_) => {
+                tracing::error!("the store did not give the call in time");
+                return Resumed::Unreadable;
+            }
         }
     }
 }
 
-/// Saves the call and everything unsaved, by `by` (`fresh`: see [`CallChange::fresh`]); what
-/// became of it, or `None` if the store did not take it. What the store does not take stays in
-/// `unsaved`, retried on the next webhook or the next timer: the answer to the provider never
-/// waits longer than the budgets. (A retry is not fresh: the first try may have been taken.)
+/// Saves the call and everything unsaved, by `by`; what became of it, or `None` if the store
+/// did not take it. `new`: the call was taken for new without a read of the store, and is
+/// inserted only if the store holds none (see [`Write::InsertNew`]). What the store does not
+/// take stays in `unsaved`, retried on the next webhook or the next timer: the answer to the
+/// provider never waits longer than the budgets. (A new call's save that failed is merged when
+/// retried: its first try may have been taken, or the store may hold the call.)
 pub(super) async fn save(
     deps: &CallDeps,
     record: &CallRecord,
     unsaved: &mut Unsaved,
     by: Instant,
-    fresh: bool,
+    new: Option<Uuid>,
 ) -> Option<Saved> {
+    let write = match (&unsaved.merge, new) {
+        (Some(turns), _) => Write::Merge { turns },
+        (None, Some(_)) => Write::InsertNew,
+        (None, None) => Write::Replace,
+    };
     let change = CallChange {
         call: record,
         timeline: &unsaved.timeline,
@@ -97,17 +178,10 @@ pub(super) async fn save(
         touched: &unsaved.touched,
         load: &unsaved.load,
         postbacks: &unsaved.postbacks,
-        fresh,
+        write,
     };
-    match tokio::time::timeout_at(by, deps.store.save_call(&change)).await {
-        Ok(Ok(Saved::Saved)) => {
-            if !unsaved.postbacks.is_empty() {
-                deps.outbox.queued();
-            }
-            *unsaved = Unsaved::default();
-            Some(Saved::Saved)
-        }
-        Ok(Ok(Saved::Existed)) => Some(Saved::Existed),
+    let saved = match tokio::time::timeout_at(by, deps.store.save_call(&change)).await {
+        Ok(Ok(saved)) => Some(saved),
         Ok(Err(error)) => {
             tracing::error!(%error, "the call could not be saved yet; it will be retried");
             None
@@ -116,5 +190,18 @@ pub(super) async fn save(
             tracing::error!("the store did not save the call in time; it will be retried");
             None
         }
+    };
+    let Some(saved) = saved else {
+        if let Some(key) = new {
+            unsaved.to_merge(key);
+        }
+        return None;
+    };
+    if saved != Saved::Existed {
+        if !unsaved.postbacks.is_empty() {
+            deps.outbox.queued();
+        }
+        *unsaved = Unsaved::default();
     }
+    Some(saved)
 }

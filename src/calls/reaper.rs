@@ -49,7 +49,7 @@ impl CallReaper {
                 }
             };
             for sid in stuck {
-                let timed_out = Webhook::new(sid, Input::TimedOut, "timeout", FormParams::default());
+                let timed_out = Webhook::new(sid, Input::TimedOut, "timeout", FormParams::default(), None);
                 calls.handle(timed_out).await;
             }
         };

@@ -36,6 +36,11 @@ impl IdSeed {
         Self(seed)
     }
 
+    /// The seed itself: a key for whatever the step did, unique to it.
+    pub fn key(self) -> Uuid {
+        self.0
+    }
+
     /// The `n`th id: the seed with its 62 random low bits moved on by `n` (its time, version and
     /// variant kept, so ids still sort by when their seed was drawn).
     pub fn nth(self, n: u64) -> Uuid {

@@ -400,6 +400,34 @@ impl RoutingPlan {
         }
     }
 
+    /// The decision without the call's stored record (the store did not give it in time): as
+    /// [`RoutingPlan::decide_in_haste`] (the buyer an RTB bid reserved, or the fallback buyer,
+    /// who takes duplicates), and when neither can take the call, a redirect to the campaign's
+    /// redirect campaign before the end. Without `knows_tried` (the request did not say which
+    /// buyers were dialed) nobody is dialed and the call goes nowhere else: the explicit end.
+    pub fn decide_blind(
+        &self,
+        campaign: &Record<Campaign>,
+        call: &CallSituation<'_>,
+        known: Known,
+        knows_tried: bool,
+    ) -> Decision {
+        let mut decision = self.decide_in_haste(campaign, call, known);
+        if !knows_tried {
+            for considered in &mut decision.considered {
+                considered.verdict = Verdict::Unchecked;
+            }
+            decision.action = Action::End {
+                reason: DropReason::Overloaded,
+            };
+        } else if matches!(decision.action, Action::End { .. })
+            && let Some(target) = self.redirect_target(campaign, call.visited)
+        {
+            decision.action = Action::Redirect { campaign: target };
+        }
+        decision
+    }
+
     fn redirect_target(&self, campaign: &Record<Campaign>, visited: &[CampaignId]) -> Option<CampaignId> {
         let target = self.campaign(campaign.spec.redirect_campaign_id?)?;
         let hops_left = visited.len() <= MAX_REDIRECTS;

@@ -28,7 +28,7 @@ use crate::{
     cluster::Peers,
     config::{PublicUrl, WebhookKeys},
     domain::{
-        call::{Answer, CallSid, CallStatus, DialStatus, RecordingStatus},
+        call::{Answer, CallSid, CallStatus, DialStatus, RecordingStatus, Trail},
         call_flow::{Input, RecordingReport},
         destination::Destination,
         dialing::Announcement,
@@ -344,9 +344,10 @@ impl Voice {
         input: Input,
         endpoint: &'static str,
         params: FormParams,
+        trail: Option<Trail>,
     ) -> HttpResponse {
         root.record("call_sid", tracing::field::display(&sid));
-        let webhook = Webhook::new(sid.clone(), input, endpoint, params);
+        let webhook = Webhook::new(sid.clone(), input, endpoint, params, trail);
         let answer = self.calls.handle(webhook).await;
         self.respond(&sid, answer)
     }
@@ -399,6 +400,8 @@ type Data = web::Data<Voice>;
 /// A webhook whose signature checked out: its parameters, and what answering it needs.
 pub struct Hook {
     params: FormParams,
+    /// The trail its (signed) URL carries, if Switchboard wrote it one.
+    trail: Option<Trail>,
     voice: Data,
     root: RootSpan,
 }
@@ -418,7 +421,13 @@ impl FromRequest for Hook {
                 .ok_or_else(|| actix_web::error::ErrorInternalServerError("voice webhooks are not set up"))?;
             let root = RootSpan::extract(&req).await?;
             let params = FormParams::from(voice.verify(&req, &body)?);
-            Ok(Self { params, voice, root })
+            let trail = Trail::from_query(req.query_string());
+            Ok(Self {
+                params,
+                trail,
+                voice,
+                root,
+            })
         })
     }
 }
@@ -472,7 +481,7 @@ impl Hook {
 
     async fn answer(self, sid: CallSid, input: Input, endpoint: &'static str) -> HttpResponse {
         self.voice
-            .handle(&self.root, sid, input, endpoint, self.params)
+            .handle(&self.root, sid, input, endpoint, self.params, self.trail)
             .await
     }
 }
@@ -504,15 +513,19 @@ async fn call_status(hook: Hook) -> Result<HttpResponse, WebhookError> {
 /// failed, with `ErrorCode` and `ErrorUrl`. When what failed was a dial's action, that dial is
 /// over and routing goes on from it; otherwise the call goes on from where it stands (or, if
 /// it was never recorded, starts).
-async fn fallback(hook: Hook) -> Result<HttpResponse, WebhookError> {
+async fn fallback(mut hook: Hook) -> Result<HttpResponse, WebhookError> {
     let sid = hook.call_sid()?;
     let error_url = hook.text("ErrorUrl");
-    let input = match failed_dial(&error_url, &sid) {
-        Some(attempt) => hook.dial_ended(attempt),
+    let failed = failed_request(&error_url, &sid);
+    let input = match failed {
+        Some((Failed::Dial(attempt), _)) => hook.dial_ended(attempt),
+        Some((Failed::Redirect(campaign), _)) => Input::Redirected { campaign },
         None => Input::Fallback {
             error_code: Some(hook.text("ErrorCode")).filter(|code| !code.is_empty()),
         },
     };
+    // What the failed request's URL said of the call (the fallback request signs `ErrorUrl`).
+    hook.trail = failed.and_then(|(_, trail)| trail);
     Ok(hook.answer(sid, input, "fallback").await)
 }
 
@@ -522,16 +535,29 @@ fn provider_time(text: &str) -> Option<jiff::Timestamp> {
     PARSER.parse_timestamp(text.trim()).ok()
 }
 
-/// The attempt whose dial action `error_url` is, if it is one of this call's.
-fn failed_dial(error_url: &str, sid: &CallSid) -> Option<u32> {
+/// A request of this call's that failed, as its `ErrorUrl` names it.
+enum Failed {
+    /// Attempt `n`'s dial action: that dial is over.
+    Dial(u32),
+    /// A redirect into a campaign.
+    Redirect(CampaignId),
+}
+
+/// The dial action or the redirect of this call whose URL `error_url` is, with the trail it
+/// carries, if it is one.
+fn failed_request(error_url: &str, sid: &CallSid) -> Option<(Failed, Option<Trail>)> {
     let url = url::Url::parse(error_url).ok()?;
     let segments: Vec<&str> = url.path_segments()?.collect();
-    match segments.as_slice() {
+    let failed = match segments.as_slice() {
         [.., "voice", "calls", call, "attempts", attempt, "action"] if *call == sid.as_str() => {
-            attempt.parse().ok()
+            Failed::Dial(attempt.parse().ok()?)
         }
-        _ => None,
-    }
+        [.., "voice", "calls", call, "redirect", campaign] if *call == sid.as_str() => {
+            Failed::Redirect(campaign.parse().ok()?)
+        }
+        _ => return None,
+    };
+    Some((failed, url.query().and_then(Trail::from_query)))
 }
 
 async fn dial_action(hook: Hook, path: web::Path<(String, u32)>) -> Result<HttpResponse, WebhookError> {

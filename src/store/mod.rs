@@ -235,17 +235,55 @@ pub struct CallChange<'a> {
     pub load: &'a [LoadChange],
     /// Postbacks to queue in the outbox (delivered once the save commits).
     pub postbacks: &'a [Postback],
+    /// How the store takes the call.
+    pub write: Write<'a>,
+}
+
+impl CallChange<'_> {
+    /// Whether the call is saved only if the store holds none by its sid.
+    pub fn inserts_new(&self) -> bool {
+        self.write == Write::InsertNew
+    }
+}
+
+/// How a call's save treats what the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write<'a> {
+    /// The call as this process knows it, having read it from the store or saved it there:
+    /// it replaces the stored row.
+    Replace,
     /// The call was taken for new without reading the store: it is saved only if the store
     /// holds no call by its sid (else nothing is, and the save says [`Saved::Existed`]).
-    pub fresh: bool,
+    InsertNew,
+    /// The call's record was built without the stored one (a turn taken while the store did
+    /// not answer, or a new call whose first save failed): inserted if the store holds no
+    /// such call, else merged into the stored one ([`CallRecord::merged_with`]), never written
+    /// over it. The change's timeline entries are those of `turns`, in order; the store
+    /// appends those of the turns it has not merged yet after its own.
+    Merge { turns: &'a [BlindTurn] },
+}
+
+/// A turn taken on a record built without the stored one: its key, and how many of the
+/// change's timeline entries are its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlindTurn {
+    pub key: Uuid,
+    pub entries: usize,
 }
 
 /// What became of a call's save.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Saved {
     Saved,
-    /// The change was fresh and the store held the call already: nothing was saved.
+    /// The change was [`Write::InsertNew`] and the store held the call already: nothing was
+    /// saved.
     Existed,
+    /// The change was [`Write::Merge`]d: the call as the store held it before (`None` if it
+    /// held none) and as it holds it now.
+    Merged {
+        stored: Option<Box<CallRecord>>,
+        merged: Box<CallRecord>,
+    },
 }
 
 /// Companies' block lists.

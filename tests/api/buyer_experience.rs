@@ -14,7 +14,7 @@ use switchboard::{
 
 use crate::{
     helpers::{Engine, TestApp, expect_error, expect_json, on_both_engines},
-    provider::{CALLER, MAIN, call_over, dial_ended, form, incoming, sid},
+    provider::{CALLER, MAIN, call_over, dial_ended, form, incoming, path_of, sid},
 };
 
 const PLAN: &str = include_str!("../fixtures/plans/acme.toml");
@@ -144,7 +144,7 @@ on_both_engines! {
         assert_eq!(dial_attribute(&answer, "record"), Some("record-from-answer-dual"));
         let action = dial_attribute(&answer, "action").unwrap().to_owned();
         let url = dial_attribute(&answer, "recordingStatusCallback").unwrap().to_owned();
-        assert!(url.ends_with(&format!("/voice/calls/{call}/attempts/1/recording")), "{url}");
+        assert!(path_of(&url).ends_with(&format!("/voice/calls/{call}/attempts/1/recording")), "{url}");
         assert_eq!(app.webhook(&action, &dial_ended(&call, "completed", 140)).await.status(), StatusCode::OK);
         assert_eq!(app.webhook(&app.url("/voice/status"), &call_over(&call)).await.status(), StatusCode::NO_CONTENT);
 
@@ -250,7 +250,7 @@ on_both_engines! {
         let answer = twiml_of(app.webhook(&app.url("/voice/incoming"), &incoming(&sid(8), "+17135550100", MAIN)).await, Document::Call).await;
         assert_eq!(dial_attribute(&answer, "callerId"), Some("+14155550100"));
         assert_eq!(dial_attribute(&answer, "record"), Some("record-from-ringing-dual"));
-        assert!(dial_attribute(&answer, "url").is_some_and(|url| url.ends_with("/attempts/1/whisper")));
+        assert!(dial_attribute(&answer, "url").is_some_and(|url| path_of(url).ends_with("/attempts/1/whisper")));
     }
 
     async fn pings_bid_only_for_buyers_licensed_where_the_caller_is(app: Acme) {

@@ -15,7 +15,8 @@ use switchboard::{
         timeline::{Event, TimelineEntry},
     },
     store::{
-        CallChange, CallStore, PostbackFilter, PostbackStore, Saved, StoreError, Tried, TryFailed, TryOutcome,
+        CallChange, CallStore, PostbackFilter, PostbackStore, Saved, StoreError, Tried, TryFailed,
+        TryOutcome, Write,
     },
 };
 
@@ -60,7 +61,7 @@ async fn save(
             touched,
             load: &[],
             postbacks: &[],
-            fresh: false,
+            write: Write::Replace,
         })
         .await
         .map(|_| ())
@@ -102,7 +103,7 @@ on_both_engines! {
         }
         let (timeline, store) = ([entry("fresh")], &s.store);
         let saves = calls.iter().map(|call| {
-            let change = CallChange { call, timeline: &timeline, conversions: &[], touched: &[], load: &[], postbacks: &[], fresh: true };
+            let change = CallChange { call, timeline: &timeline, conversions: &[], touched: &[], load: &[], postbacks: &[], write: Write::InsertNew };
             async move { store.save_call(&change).await }
         });
         let outcomes: Vec<Saved> = join_all(saves).await.into_iter().map(Result::unwrap).collect();
@@ -291,7 +292,7 @@ on_both_engines! {
         let store = &s.store;
         let call = new_call(1, "+14155550123");
         let queued: Vec<Postback> = (0..3).map(|n| postback(&call, PostbackEvent::Converted, n)).collect();
-        let change = CallChange { call: &call, timeline: &[], conversions: &[], touched: &[], load: &[], postbacks: &queued, fresh: false };
+        let change = CallChange { call: &call, timeline: &[], conversions: &[], touched: &[], load: &[], postbacks: &queued, write: Write::Replace };
         store.save_call(&change).await.unwrap();
         // The same change saved again (a retry): nothing is queued twice, even under new ids.
         let again: Vec<Postback> = queued.iter().map(|p| Postback { id: uuid::Uuid::now_v7(), ..p.clone() }).collect();

@@ -24,7 +24,7 @@ use tempfile::TempDir;
 
 use crate::{
     helpers::{Engine, SUPERVISOR_TOKEN, TestApp, expect_json},
-    provider::{CALLER, MAIN, call_over, dial_ended, dialed, incoming, leg_status, sid},
+    provider::{CALLER, MAIN, call_over, dial_ended, dialed, incoming, leg_status, sibling, sid},
 };
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -549,22 +549,18 @@ async fn watch_a_screened_recorded_call(app: &TestApp, browser: Client) {
         )
         .await;
     let (_, action) = dialed(arrived).await;
-    let attempt = action.trim_end_matches("/action");
+    let attempt = |callback: &str| sibling(&action, callback);
     let leg = |extra: &str| {
         format!(
             "CallSid=CA99999999999999999999999999999999&ParentCallSid={call}&CallStatus=in-progress{extra}"
         )
     };
     assert_eq!(
-        app.webhook(&format!("{attempt}/whisper"), &leg(""))
-            .await
-            .status(),
+        app.webhook(&attempt("whisper"), &leg("")).await.status(),
         StatusCode::OK
     );
     assert_eq!(
-        app.webhook(&format!("{attempt}/screen"), &leg("&Digits=1"))
-            .await
-            .status(),
+        app.webhook(&attempt("screen"), &leg("&Digits=1")).await.status(),
         StatusCode::OK
     );
     assert_eq!(
@@ -591,9 +587,7 @@ async fn watch_a_screened_recorded_call(app: &TestApp, browser: Client) {
     ])
     .unwrap();
     assert_eq!(
-        app.webhook(&format!("{attempt}/recording"), &recording)
-            .await
-            .status(),
+        app.webhook(&attempt("recording"), &recording).await.status(),
         StatusCode::NO_CONTENT
     );
 

@@ -76,6 +76,19 @@ pub async fn dialed(response: reqwest::Response) -> (String, String) {
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap()
-        .to_owned();
+        .replace("&amp;", "&");
     (number, action)
+}
+
+/// A callback URL's path: what it names, without the trail its query carries.
+pub fn path_of(url: &str) -> String {
+    url::Url::parse(url).unwrap().path().to_owned()
+}
+
+/// The URL of another callback of the same attempt as `url` (`action`, `status`, `recording`…),
+/// with the same query.
+pub fn sibling(url: &str, callback: &str) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    url.path_segments_mut().unwrap().pop().push(callback);
+    url.into()
 }

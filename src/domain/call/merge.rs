@@ -52,7 +52,9 @@ impl CallRecord {
         }
         let in_attempts: Vec<_> = merged.attempts.iter().map(|a| a.buyer_id).collect();
         merged.dialed_before.retain(|buyer| !in_attempts.contains(buyer));
-        merged.status_callbacks.extend(blind.status_callbacks.iter().copied());
+        merged
+            .status_callbacks
+            .extend(blind.status_callbacks.iter().copied());
         merged.blind_turns.extend(blind.blind_turns.iter().copied());
         for recording in &blind.recordings {
             merged.add_recording(recording.clone());
@@ -108,9 +110,8 @@ fn fill_in(ours: &mut Attempt, theirs: &Attempt) {
     ours.answered_at = ours.answered_at.or(theirs.answered_at);
     ours.ended_at = ours.ended_at.or(theirs.ended_at);
     ours.leg_seconds = ours.leg_seconds.or(theirs.leg_seconds);
-    let settled = |screening: Option<super::Screening>| {
-        screening.is_some_and(|s| s != super::Screening::Pending)
-    };
+    let settled =
+        |screening: Option<super::Screening>| screening.is_some_and(|s| s != super::Screening::Pending);
     if !settled(ours.screening) && settled(theirs.screening) {
         ours.screening = theirs.screening;
     }
@@ -124,7 +125,7 @@ mod tests {
     use super::*;
     use crate::{
         domain::{
-            call::{AttemptKind, CallSid, Caller, CallState, CallbackKey, DropReason},
+            call::{AttemptKind, CallSid, CallState, CallbackKey, Caller, DropReason},
             plan::{BuyerId, CampaignId},
         },
         fresh::Generate,
@@ -151,8 +152,12 @@ mod tests {
 
         fn record(&self) -> CallRecord {
             let sid = CallSid::parse("CA00000000000000000000000000000001").unwrap();
-            let mut record =
-                CallRecord::new(sid, Caller::from_provider("+14155550177"), "+14155550100".into(), self.at);
+            let mut record = CallRecord::new(
+                sid,
+                Caller::from_provider("+14155550177"),
+                "+14155550100".into(),
+                self.at,
+            );
             record.enter_campaign(None, self.main);
             record
         }
@@ -164,7 +169,9 @@ mod tests {
             record.attempt_ended(1, DialStatus::NoAnswer, 0, Some(false), 60, self.at);
             record.begin_attempt(self.b, self.main, AttemptKind::Buyer, Some(false), self.at);
             record.timeline_len = 7;
-            record.status_callbacks.insert(CallbackKey { leg: 1, sequence: 3 });
+            record
+                .status_callbacks
+                .insert(CallbackKey { leg: 1, sequence: 3 });
             record
         }
 
@@ -177,7 +184,9 @@ mod tests {
             record.attempt_ended(2, DialStatus::NoAnswer, 0, None, 60, later);
             let number = record.next_blind_attempt_number();
             record.begin_attempt_numbered(number, self.f, self.main, AttemptKind::Fallback, None, later);
-            record.status_callbacks.insert(CallbackKey { leg: 2, sequence: 1 });
+            record
+                .status_callbacks
+                .insert(CallbackKey { leg: 2, sequence: 1 });
             record.blind_turns.insert(Uuid::from_u128(1));
             record
         }
@@ -188,7 +197,11 @@ mod tests {
         let call = Call::new();
         let (stored, blind) = (call.stored(), call.blind());
         let merged = stored.merged_with(&blind);
-        let dials: Vec<_> = merged.attempts.iter().map(|a| (a.number, a.buyer_id, a.status)).collect();
+        let dials: Vec<_> = merged
+            .attempts
+            .iter()
+            .map(|a| (a.number, a.buyer_id, a.status))
+            .collect();
         assert_eq!(
             dials,
             [
@@ -224,9 +237,15 @@ mod tests {
         blind.hung_up(call.at + SignedDuration::from_secs(5));
         let merged = stored.merged_with(&blind);
         let second = &merged.attempts[1];
-        assert_eq!((second.connected_seconds, second.converted, second.duplicate), (Some(120), true, Some(false)));
+        assert_eq!(
+            (second.connected_seconds, second.converted, second.duplicate),
+            (Some(120), true, Some(false))
+        );
         assert_eq!(merged.publisher_payout, stored.publisher_payout);
-        assert_eq!((merged.outcome, merged.ended_at), (stored.outcome, stored.ended_at));
+        assert_eq!(
+            (merged.outcome, merged.ended_at),
+            (stored.outcome, stored.ended_at)
+        );
     }
 
     #[test]
@@ -238,13 +257,19 @@ mod tests {
         let mut blind = call.record();
         blind.hung_up(call.at + SignedDuration::from_secs(90));
         let merged = stored.merged_with(&blind);
-        assert_eq!((merged.state, merged.outcome), (CallState::Ended, Some(Outcome::Connected)));
+        assert_eq!(
+            (merged.state, merged.outcome),
+            (CallState::Ended, Some(Outcome::Connected))
+        );
         assert_eq!(merged.ended_at, blind.ended_at);
         // An explicit end stays what it was.
         let mut dropped = call.record();
         dropped.end(Outcome::Dropped, Some(DropReason::Overloaded), call.at);
         let merged = call.stored().merged_with(&dropped);
-        assert_eq!((merged.outcome, merged.drop_reason), (Some(Outcome::Dropped), Some(DropReason::Overloaded)));
+        assert_eq!(
+            (merged.outcome, merged.drop_reason),
+            (Some(Outcome::Dropped), Some(DropReason::Overloaded))
+        );
     }
 
     #[test]
@@ -271,6 +296,9 @@ mod tests {
         assert_eq!(merged.attempts[1].screening, Some(Screening::Accepted));
         let mut refused = stored.clone();
         refused.attempts[1].screening = Some(Screening::Refused);
-        assert_eq!(refused.merged_with(&blind).attempts[1].screening, Some(Screening::Refused));
+        assert_eq!(
+            refused.merged_with(&blind).attempts[1].screening,
+            Some(Screening::Refused)
+        );
     }
 }

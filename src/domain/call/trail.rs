@@ -76,7 +76,10 @@ fn ids_of(list: &str) -> Option<Vec<Uuid>> {
     if list.is_empty() {
         return Some(Vec::new());
     }
-    let ids: Vec<Uuid> = list.split('.').map(|id| Uuid::try_parse(id).ok()).collect::<Option<_>>()?;
+    let ids: Vec<Uuid> = list
+        .split('.')
+        .map(|id| Uuid::try_parse(id).ok())
+        .collect::<Option<_>>()?;
     (ids.len() <= MOST).then_some(ids)
 }
 
@@ -92,7 +95,12 @@ mod tests {
             visited: vec![CampaignId::generate()],
         };
         let query = trail.query();
-        assert!(query.bytes().all(|b| b.is_ascii_alphanumeric() || b"=&.".contains(&b)), "{query}");
+        assert!(
+            query
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"=&.".contains(&b)),
+            "{query}"
+        );
         assert_eq!(Trail::from_query(&query), Some(trail.clone()));
         // Among other parameters, in any order.
         let (t, v) = query.split_once('&').unwrap();
@@ -103,7 +111,15 @@ mod tests {
 
     #[test]
     fn a_query_without_a_readable_trail_has_none() {
-        for query in ["", "x=1", "t=", "v=", "t=zz&v=", "t=&v=12", &format!("t={}&v=", "0".repeat(31))] {
+        for query in [
+            "",
+            "x=1",
+            "t=",
+            "v=",
+            "t=zz&v=",
+            "t=&v=12",
+            &format!("t={}&v=", "0".repeat(31)),
+        ] {
             assert_eq!(Trail::from_query(query), None, "{query}");
         }
         let too_long = vec![Uuid::nil().simple().to_string(); MOST + 1].join(".");

@@ -27,7 +27,7 @@ impl Input {
             // A dial just ended, the caller still there: nobody can route them now.
             Self::DialEnded { .. } => Answer::End,
             Self::Incoming { .. } | Self::Redirected { .. } | Self::Fallback { .. } => Answer::End,
-            Self::TimedOut => Answer::Acknowledge,
+            Self::TimedOut | Self::Settle => Answer::Acknowledge,
         }
     }
 }

@@ -57,7 +57,7 @@ pub(super) fn arrive_unknown(
             turn.warn("a dial ended for a call with no record; routing it afresh");
             arrive(turn, request, None)
         }
-        Input::TimedOut => Ok((None, Answer::Acknowledge)),
+        Input::TimedOut | Input::Settle => Ok((None, Answer::Acknowledge)),
         Input::LegStatus { .. }
         | Input::CallStatus { .. }
         | Input::Recorded { .. }

@@ -59,7 +59,11 @@ pub(super) fn route(
     }
     let plan = turn.plan.clone();
     let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
-    let duplicates = turn.duplicates(record.caller.number(), &candidates)?;
+    // Without the stored record only buyers who take duplicates are dialed: nothing to ask.
+    let duplicates = match turn.blind {
+        Some(_) => None,
+        None => turn.duplicates(record.caller.number(), &candidates)?,
+    };
     let blocked = turn.blocked(&candidates)?;
     let known = Known {
         duplicates: duplicates.is_some(),
@@ -69,9 +73,13 @@ pub(super) fn route(
     let mut in_haste = duplicates.is_none() || blocked.is_none();
     let (duplicates, mut blocked) = (duplicates.unwrap_or_default(), blocked.unwrap_or_default());
     let tried = record.tried();
+    let number = match turn.blind {
+        Some(_) => record.next_blind_attempt_number(),
+        None => record.next_attempt_number(),
+    };
     let leg = Leg {
         call: record.sid.clone(),
-        attempt: record.next_attempt_number(),
+        attempt: number,
     };
     let mut random = random_for(turn.routing_seed, (&leg.call, leg.attempt));
     let decision = loop {
@@ -84,7 +92,9 @@ pub(super) fn route(
             reserved,
             place: record.place(),
         };
-        let decision = if in_haste {
+        let decision = if let Some(blind) = turn.blind {
+            plan.decide_blind(campaign, &situation, known, blind.knows_tried)
+        } else if in_haste {
             plan.decide_in_haste(campaign, &situation, known)
         } else {
             plan.decide(campaign, &situation, &mut random)
@@ -115,7 +125,12 @@ pub(super) fn route(
             _ => in_haste = true,
         }
     };
-    if decision.in_haste {
+    if turn.blind.is_some() {
+        let action = &decision.action;
+        turn.warn(format!(
+            "decided without the stored record ({action:?}): the store did not give it in time"
+        ));
+    } else if decision.in_haste {
         let action = &decision.action;
         turn.warn(format!(
             "decided in haste ({action:?}): the indexes did not answer in time"
@@ -133,7 +148,7 @@ pub(super) fn route(
             let duplicate = (record.caller.number())
                 .and_then(|_| known.duplicates.then(|| duplicates.contains(&buyer.id)));
             let attempt = record
-                .begin_attempt(buyer.id, campaign.id, kind, duplicate, turn.now)
+                .begin_attempt_numbered(number, buyer.id, campaign.id, kind, duplicate, turn.now)
                 .number;
             if buyer.spec.screen != Screen::None {
                 record.expect_screening(attempt);

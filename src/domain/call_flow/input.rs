@@ -64,9 +64,26 @@ pub enum Input {
     },
     /// Not a webhook: the reaper found the call past the longest a call can last.
     TimedOut,
+    /// Not a webhook: settle what the call owes and has not settled (its publisher's payout,
+    /// when the index did not answer before), and tell what changed since the store's record
+    /// took in what was decided without it (see `Facts::news_since`).
+    Settle,
 }
 
 impl Input {
+    /// The attempt a request is about (its URL names it).
+    pub fn attempt(&self) -> Option<u32> {
+        match *self {
+            Self::DialEnded { attempt, .. }
+            | Self::Whisper { attempt, .. }
+            | Self::Detected { attempt, .. }
+            | Self::Screened { attempt, .. }
+            | Self::Recorded { attempt, .. }
+            | Self::LegStatus { attempt, .. } => Some(attempt),
+            _ => None,
+        }
+    }
+
     /// What tells this status callback from a retry of it, if the provider numbered it.
     pub fn callback_key(&self) -> Option<CallbackKey> {
         match *self {

@@ -20,12 +20,13 @@ use jiff::Timestamp;
 use self::{
     answers::{current_answer, note_end},
     arrival::{arrive_unknown, ended_without_record, enter_and_route},
+    blind::{Blind, skeleton},
     dialing::{DialEnd, dial_ended, leg_status},
     screening::{detected, screened, whisper},
     settlement::{recorded, settle_from_leg, settle_publisher},
 };
 use super::{
-    call::{Answer, CallRecord, CallSid, CallStatus, Conversion},
+    call::{Answer, CallRecord, CallSid, CallStatus, Conversion, Trail},
     capacity::{Block, Leg, LoadChange, load_changes},
     dedupe::{Rule, Touched},
     form::FormParams,
@@ -41,6 +42,7 @@ use super::{
 
 mod answers;
 mod arrival;
+pub mod blind;
 mod dialing;
 mod input;
 mod screening;
@@ -59,6 +61,8 @@ pub struct Request<'a> {
     /// that must start from it, `From`, `To` and `FromState`).
     pub endpoint: &'static str,
     pub params: &'a FormParams,
+    /// What the request's URL says of the call (see [`Trail`]), if Switchboard wrote one there.
+    pub trail: Option<&'a Trail>,
 }
 
 /// What a step knows besides the call and the request.
@@ -73,6 +77,12 @@ pub struct Facts {
     pub answered_elsewhere: bool,
     /// Where the draws between buyers of equal priority come from.
     pub routing_seed: u64,
+    /// The call's stored record could not be read in time: the record given (or, if none, one
+    /// built from the request and its trail) may know less than the store. See [`blind`].
+    pub blind: bool,
+    /// The call as the store held it before what was decided without it was merged in: what
+    /// changed since is still to be told (postbacks).
+    pub news_since: Option<Arc<CallRecord>>,
     /// The replies to the questions asked so far, in order.
     pub replies: Vec<Reply>,
 }
@@ -184,16 +194,26 @@ pub struct Effects {
 
 /// Applies `request` to `record` (`None`: a call nobody here knows) with what is known.
 pub fn step(record: Option<&CallRecord>, request: Request<'_>, facts: &Facts) -> Step {
+    let blind = facts.blind.then(|| Blind {
+        knows_tried: request.trail.is_some(),
+    });
     let mut turn = Turn {
         now: facts.now,
         plan: facts.plan.clone(),
         answered_elsewhere: facts.answered_elsewhere,
         routing_seed: facts.routing_seed,
         ids: facts.ids,
+        blind,
         replies: facts.replies.iter(),
         effects: Effects::default(),
     };
-    match take(&mut turn, record.cloned(), request) {
+    let record = match record {
+        Some(record) => Some(record.clone()),
+        None if facts.blind => Some(skeleton(request, &facts.plan, facts.now)),
+        None => None,
+    };
+    let told_since = facts.news_since.as_deref();
+    match take(&mut turn, record, request, told_since) {
         Ok((record, answer, repeated)) => Step::Done(Box::new(Applied {
             record,
             answer,
@@ -215,6 +235,8 @@ struct Turn<'f> {
     answered_elsewhere: bool,
     routing_seed: u64,
     ids: IdSeed,
+    /// Taken without the stored record (see [`blind`]).
+    blind: Option<Blind>,
     replies: slice::Iter<'f, Reply>,
     effects: Effects,
 }
@@ -268,6 +290,7 @@ fn take(
     turn: &mut Turn<'_>,
     mut record: Option<CallRecord>,
     request: Request<'_>,
+    told_since: Option<&CallRecord>,
 ) -> Asked<(Option<CallRecord>, Answer, bool)> {
     let seen_before = match (&mut record, request.input.callback_key()) {
         (Some(record), Some(key)) => !record.status_callbacks.insert(key),
@@ -284,18 +307,19 @@ fn take(
         // applied: nothing changes.
         return Ok((record, Answer::Acknowledge, true));
     }
-    if record.is_none()
+    if (record.is_none() || turn.blind.is_some())
         && let Some(ended) = ended_without_record(request)
     {
-        // Nothing is known here of a call whose leg or whole ended (its record could not be
-        // read): its slots are freed all the same, before any routing afresh takes new ones.
+        // Nothing (or not all) is known here of a call whose leg or whole ended (its record
+        // could not be read): its slots are freed all the same, before any routing afresh
+        // takes new ones.
         turn.ask(|| Question::Free(ended))?;
     }
     let before = record.clone();
     let (mut record, answer) = apply(turn, record, request)?;
     if let Some(record) = &mut record {
         settle_publisher(turn, record)?;
-        if *request.input != Input::TimedOut {
+        if !matches!(request.input, Input::TimedOut | Input::Settle) {
             // The request itself first in the timeline (written once the step is done, not on
             // every replay).
             let entry = TimelineEntry {
@@ -307,7 +331,12 @@ fn take(
             };
             turn.effects.timeline.insert(0, entry);
         }
-        let events = events_of(before.as_ref(), record);
+        // What a blind turn changed is told once it is merged, from the merged call (see
+        // `news_since`): a record that knows only part of the call would tell it wrong.
+        let events = match turn.blind {
+            Some(_) => Vec::new(),
+            None => events_of(told_since.or(before.as_ref()), record),
+        };
         if !events.is_empty() {
             let postbacks = postbacks_for(&turn.plan, record, &events, turn.now, turn.ids);
             turn.effects.postbacks.extend(postbacks);
@@ -379,6 +408,7 @@ fn apply(
             settle_from_leg(turn, &mut record)?;
             Answer::Acknowledge
         }
+        Input::Settle => Answer::Acknowledge,
         Input::TimedOut => {
             if !record.is_ended() {
                 record.time_out(turn.now);

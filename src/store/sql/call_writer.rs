@@ -11,17 +11,17 @@
 //! matters because a later save of the call row replaces an earlier one.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     hash::{BuildHasher, RandomState},
     time::Duration,
 };
 
-use sqlx::{AnyPool, Transaction, any::Any};
+use sqlx::{AnyConnection, AnyPool, Transaction, any::Any};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Backend,
-    calls::{Written, save_all},
+    calls::{Written, load_for_update, save_all},
     cluster::Newsroom,
     finish,
 };
@@ -33,7 +33,7 @@ use crate::{
         postback::Postback,
         timeline::TimelineEntry,
     },
-    store::{CallChange, Saved, StoreError},
+    store::{BlindTurn, CallChange, Saved, StoreError, Write},
 };
 
 /// The most saves one commit takes: enough to absorb any burst a server sees, few enough that
@@ -69,7 +69,14 @@ struct OwnedChange {
     touched: Vec<Touched>,
     load: Vec<LoadChange>,
     postbacks: Vec<Postback>,
-    fresh: bool,
+    write: OwnedWrite,
+}
+
+/// A [`Write`] the writer can hold.
+enum OwnedWrite {
+    Replace,
+    InsertNew,
+    Merge(Vec<BlindTurn>),
 }
 
 impl OwnedChange {
@@ -81,21 +88,156 @@ impl OwnedChange {
             touched: change.touched.to_vec(),
             load: change.load.to_vec(),
             postbacks: change.postbacks.to_vec(),
-            fresh: change.fresh,
+            write: match change.write {
+                Write::Replace => OwnedWrite::Replace,
+                Write::InsertNew => OwnedWrite::InsertNew,
+                Write::Merge { turns } => OwnedWrite::Merge(turns.to_vec()),
+            },
         }
     }
 
-    fn as_change(&self) -> CallChange<'_> {
+    /// The change as the save writes it, with `call` and `timeline` in place of its own (a
+    /// merge resolved).
+    fn written<'a>(
+        &'a self,
+        call: &'a CallRecord,
+        timeline: &'a [TimelineEntry],
+        write: Write<'a>,
+    ) -> CallChange<'a> {
         CallChange {
-            call: &self.call,
-            timeline: &self.timeline,
+            call,
+            timeline,
             conversions: &self.conversions,
             touched: &self.touched,
             load: &self.load,
             postbacks: &self.postbacks,
-            fresh: self.fresh,
+            write,
         }
     }
+}
+
+/// A change as the transaction writes it: as it came, or, for a merge, resolved against the
+/// call the store holds (read in the same transaction, under its lock).
+enum Resolved<'a> {
+    As(&'a OwnedChange),
+    Merged {
+        change: &'a OwnedChange,
+        stored: Option<CallRecord>,
+        call: CallRecord,
+        timeline: Vec<TimelineEntry>,
+    },
+}
+
+impl Resolved<'_> {
+    fn as_change(&self) -> CallChange<'_> {
+        match self {
+            Self::As(change) => {
+                let write = match change.write {
+                    OwnedWrite::Replace => Write::Replace,
+                    // (Merges are always resolved.)
+                    OwnedWrite::InsertNew | OwnedWrite::Merge(_) => Write::InsertNew,
+                };
+                change.written(&change.call, &change.timeline, write)
+            }
+            // A call the store did not hold is inserted only if it still holds none (else the
+            // transaction is taken again, and the merge made against the one stored meanwhile).
+            Self::Merged {
+                change,
+                stored,
+                call,
+                timeline,
+            } => {
+                let write = if stored.is_some() {
+                    Write::Replace
+                } else {
+                    Write::InsertNew
+                };
+                change.written(call, timeline, write)
+            }
+        }
+    }
+
+    /// What became of it, once committed without the calls in `existed`.
+    fn saved(self, existed: &HashSet<CallSid>) -> Saved {
+        match self {
+            Self::As(change) if change.existed_in(existed) => Saved::Existed,
+            Self::As(_) => Saved::Saved,
+            Self::Merged { stored, call, .. } => Saved::Merged {
+                stored: stored.map(Box::new),
+                merged: Box::new(call),
+            },
+        }
+    }
+}
+
+impl OwnedChange {
+    /// A new call the store turned out to hold.
+    fn existed_in(&self, existed: &HashSet<CallSid>) -> bool {
+        matches!(self.write, OwnedWrite::InsertNew) && existed.contains(&self.call.sid)
+    }
+}
+
+/// Resolves the merges among `changes` against what the store holds, in order: a call merged
+/// twice in one commit (a save retried while its first try still waited) is merged the second
+/// time into the first merge.
+async fn resolve<'a>(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    changes: &[&'a OwnedChange],
+) -> Result<Vec<Resolved<'a>>, StoreError> {
+    let mut merged_so_far: HashMap<&CallSid, CallRecord> = HashMap::new();
+    let mut resolved = Vec::with_capacity(changes.len());
+    for change in changes {
+        let OwnedWrite::Merge(turns) = &change.write else {
+            resolved.push(Resolved::As(change));
+            continue;
+        };
+        let sid = &change.call.sid;
+        let stored = match merged_so_far.get(sid) {
+            Some(merged) => Some(merged.clone()),
+            None => load_for_update(conn, backend, sid).await?,
+        };
+        let (call, timeline) = match &stored {
+            Some(stored) => merge_into(stored, change, turns),
+            None => {
+                let mut call = change.call.clone();
+                call.blind_turns.extend(turns.iter().map(|turn| turn.key));
+                call.timeline_len = change.timeline.len() as u32;
+                (call, change.timeline.clone())
+            }
+        };
+        merged_so_far.insert(sid, call.clone());
+        resolved.push(Resolved::Merged {
+            change,
+            stored,
+            call,
+            timeline,
+        });
+    }
+    Ok(resolved)
+}
+
+/// `change`'s call merged into `stored`, and the entries of its turns the store has not merged
+/// yet, numbered after the stored ones.
+fn merge_into(
+    stored: &CallRecord,
+    change: &OwnedChange,
+    turns: &[BlindTurn],
+) -> (CallRecord, Vec<TimelineEntry>) {
+    let mut merged = stored.merged_with(&change.call);
+    let mut entries = change.timeline.iter();
+    let mut timeline = Vec::new();
+    for turn in turns {
+        let its = entries.by_ref().take(turn.entries);
+        if stored.blind_turns.contains(&turn.key) {
+            its.for_each(drop);
+        } else {
+            timeline.extend(its.cloned());
+            merged.blind_turns.insert(turn.key);
+        }
+    }
+    merged.timeline_len = stored.timeline_len + timeline.len() as u32;
+    (merged, timeline)
 }
 
 impl CallWriters {
@@ -183,25 +325,34 @@ impl Db {
         })
     }
 
-    /// Commits `changes`; the fresh calls the store held already (nothing of theirs saved).
-    async fn commit(&self, changes: &[CallChange<'_>]) -> Result<HashSet<CallSid>, StoreError> {
+    /// Commits `changes`: what became of each, in order.
+    async fn commit(&self, changes: &[&OwnedChange]) -> Result<Vec<Saved>, StoreError> {
         let commit = async {
             let mut existed = HashSet::new();
-            // Twice at most: the second time, the calls found stored are left out, and no other
-            // writer can store one meanwhile (SQLite's write lock is held from `BEGIN`).
+            // Twice at most, but for merges racing another node's insert: the second time, the
+            // calls found stored are left out, and no other writer can store one meanwhile
+            // (SQLite's write lock is held from `BEGIN`).
             loop {
-                let kept: Vec<CallChange<'_>> = (changes.iter())
-                    .filter(|change| !(change.fresh && existed.contains(&change.call.sid)))
-                    .copied()
-                    .collect();
                 let mut tx = self.begin().await?;
-                match save_all(&mut tx, self.backend, &self.newsroom, &kept).await {
-                    Ok(Written::Done(more)) => {
+                let resolved = match resolve(&mut tx, self.backend, changes).await {
+                    Ok(resolved) => resolved,
+                    Err(error) => return finish(tx, Err(error)).await,
+                };
+                // New calls the store turned out to hold are left out (nothing of theirs is
+                // saved); merges are resolved afresh each time, so they never are.
+                let written: Vec<CallChange<'_>> = (resolved.iter())
+                    .filter(|r| !matches!(r, Resolved::As(change) if change.existed_in(&existed)))
+                    .map(Resolved::as_change)
+                    .collect();
+                match save_all(&mut tx, self.backend, &self.newsroom, &written).await {
+                    // A merge that meant to insert its call lost to another node's insert: it is
+                    // made again, against that call.
+                    Ok(Written::Done(more)) if !more.iter().any(|sid| merged_anew(&resolved, sid)) => {
                         finish(tx, Ok(())).await?;
                         existed.extend(more);
-                        return Ok(existed);
+                        return Ok(resolved.into_iter().map(|r| r.saved(&existed)).collect());
                     }
-                    Ok(Written::Undo(more)) => {
+                    Ok(Written::Done(more) | Written::Undo(more)) => {
                         tx.rollback().await?;
                         existed.extend(more);
                     }
@@ -221,11 +372,11 @@ impl Db {
 /// caller's deadline: all are told, and their actors retry.
 async fn commit(db: &Db, batch: &mut Vec<Queued>) {
     if batch.len() > 1 {
-        let changes: Vec<_> = batch.iter().map(|queued| queued.change.as_change()).collect();
+        let changes: Vec<&OwnedChange> = batch.iter().map(|queued| &queued.change).collect();
         match db.commit(&changes).await {
-            Ok(existed) => {
-                for queued in batch.drain(..) {
-                    let _ = queued.saved.send(Ok(outcome(&queued.change, &existed)));
+            Ok(outcomes) => {
+                for (queued, saved) in batch.drain(..).zip(outcomes) {
+                    let _ = queued.saved.send(Ok(saved));
                 }
                 return;
             }
@@ -243,15 +394,17 @@ async fn commit(db: &Db, batch: &mut Vec<Queued>) {
         }
     }
     for queued in batch.drain(..) {
-        let result = db.commit(&[queued.change.as_change()]).await;
-        let _ = (queued.saved).send(result.map(|existed| outcome(&queued.change, &existed)));
+        let result = db.commit(&[&queued.change]).await;
+        let saved = result.and_then(|mut outcomes| {
+            outcomes
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("a commit told nothing of its save".into()))
+        });
+        let _ = queued.saved.send(saved);
     }
 }
 
-fn outcome(change: &OwnedChange, existed: &HashSet<CallSid>) -> Saved {
-    if change.fresh && existed.contains(&change.call.sid) {
-        Saved::Existed
-    } else {
-        Saved::Saved
-    }
+/// Whether `sid` is a call a merge meant to insert (the store held none when it was read).
+fn merged_anew(resolved: &[Resolved<'_>], sid: &CallSid) -> bool {
+    (resolved.iter()).any(|r| matches!(r, Resolved::Merged { stored: None, call, .. } if call.sid == *sid))
 }

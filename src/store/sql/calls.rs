@@ -161,7 +161,7 @@ async fn save_on_postgres(
     };
     let existed = not_inserted(changes, &inserted);
     let kept: Vec<CallChange<'_>> = (changes.iter())
-        .filter(|change| !(change.fresh && existed.contains(&change.call.sid)))
+        .filter(|change| !(change.inserts_new() && existed.contains(&change.call.sid)))
         .copied()
         .collect();
     let changes = kept.as_slice();
@@ -183,13 +183,13 @@ async fn save_on_postgres(
     Ok(existed)
 }
 
-/// The rows of the calls taken for new (see [`CallChange::fresh`]), inserted only where the
+/// The rows of the calls taken for new (see [`Write::InsertNew`]), inserted only where the
 /// store has no such call: that is how a call's first webhook learns whether the call is new
 /// without a read of its own before routing. The question rides on the commit the answer
 /// waits for anyway.
 fn fresh_rows<'a>(changes: &[CallChange<'a>]) -> Result<Vec<CallJson<'a>>, StoreError> {
     (changes.iter())
-        .filter(|change| change.fresh)
+        .filter(|change| change.inserts_new())
         .map(|change| CallJson::of(change.call))
         .collect()
 }
@@ -198,7 +198,7 @@ fn fresh_rows<'a>(changes: &[CallChange<'a>]) -> Result<Vec<CallJson<'a>>, Store
 fn not_inserted(changes: &[CallChange<'_>], inserted: &[String]) -> HashSet<CallSid> {
     let inserted: HashSet<&str> = inserted.iter().map(String::as_str).collect();
     (changes.iter())
-        .filter(|change| change.fresh && !inserted.contains(change.call.sid.as_str()))
+        .filter(|change| change.inserts_new() && !inserted.contains(change.call.sid.as_str()))
         .map(|change| change.call.sid.clone())
         .collect()
 }
@@ -233,7 +233,7 @@ impl<'a> Rows<'a> {
             let call = change.call;
             if seen_calls.insert(call.sid.as_str()) {
                 // A fresh call's row was inserted already (see `insert_fresh`).
-                if !change.fresh {
+                if !change.inserts_new() {
                     calls.push(CallJson::of(call)?);
                 }
                 for attempt in &call.attempts {
@@ -806,18 +806,46 @@ impl TryFrom<AttemptRow> for Attempt {
     }
 }
 
-async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallRecord>, StoreError> {
-    let row: Option<CallRow> = sqlx::query_as(
+/// A call row's columns, as read back.
+macro_rules! select_call {
+    () => {
         "SELECT call_sid, caller, called, company_id, campaign_id, visited_campaigns, state, outcome,
                 drop_reason, duplicate_buyers, timeline_len, status_callbacks, caller_state,
                 recordings, publisher_id, publisher_duplicate, publisher_payout_cents,
                 bid_payout_cents, dialed_before, blind_turns, started_at_ms, state_changed_at_ms,
                 ended_at_ms
-         FROM calls WHERE call_sid = $1",
-    )
-    .bind(sid.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
+         FROM calls WHERE call_sid = $1"
+    };
+}
+
+/// The call as stored, in a transaction that is about to write it: on PostgreSQL its row is
+/// locked until the transaction ends, so that nobody changes it between the read and the write
+/// (SQLite's writer holds the whole database from `BEGIN IMMEDIATE`).
+pub(super) async fn load_for_update(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    sid: &CallSid,
+) -> Result<Option<CallRecord>, StoreError> {
+    let select = match backend {
+        Backend::Sqlite => select_call!(),
+        Backend::Postgres => concat!(select_call!(), " FOR UPDATE"),
+    };
+    load_with(conn, select, sid).await
+}
+
+async fn load_in(conn: &mut AnyConnection, sid: &CallSid) -> Result<Option<CallRecord>, StoreError> {
+    load_with(conn, select_call!(), sid).await
+}
+
+async fn load_with(
+    conn: &mut AnyConnection,
+    select: &'static str,
+    sid: &CallSid,
+) -> Result<Option<CallRecord>, StoreError> {
+    let row: Option<CallRow> = sqlx::query_as(select)
+        .bind(sid.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT number, buyer_id, campaign_id, kind, duplicate, dial_status, connected_seconds,
@@ -875,6 +903,7 @@ mod tests {
     use super::*;
     use crate::domain::{call::Outcome, dedupe::Scope, ids::Id, timeline::Event};
     use crate::fresh::Generate;
+    use crate::store::Write;
 
     fn call(at: Timestamp) -> CallRecord {
         let sid = CallSid::parse("CA00000000000000000000000000000001").unwrap();
@@ -909,7 +938,7 @@ mod tests {
             touched,
             load: &[],
             postbacks: &[],
-            fresh: false,
+            write: Write::Replace,
         }
     }
 

@@ -91,15 +91,9 @@ fn a_number_unknown_here_is_read_again_from_the_store_before_the_call_is_rejecte
         input: &input,
         endpoint: "voice",
         params: &params,
+        trail: None,
     };
-    let mut facts = Facts {
-        now: world.now,
-        ids: IdSeed::new(uuid::Uuid::from_u128(7 << 76)),
-        plan: world.plan.clone(),
-        answered_elsewhere: false,
-        routing_seed: 7,
-        replies: vec![],
-    };
+    let mut facts = world.facts();
     let Step::Ask(Question::Replan) = step(None, request, &facts) else {
         panic!("the plan is not read again")
     };

@@ -47,6 +47,10 @@ struct World {
     /// The caller earned the publisher a payout inside its window already.
     paid_before: bool,
     answered_elsewhere: bool,
+    /// The store did not give the call's record: steps are taken blind.
+    blind: bool,
+    /// What the requests' URLs carry.
+    trail: Option<Trail>,
     now: Timestamp,
     /// Every question asked, in order.
     asked: Vec<Question>,
@@ -112,6 +116,8 @@ impl World {
             reservation: None,
             paid_before: false,
             answered_elsewhere: false,
+            blind: false,
+            trail: None,
             now: "2026-12-04T12:00:00Z".parse().unwrap(),
             asked: Vec::new(),
         }
@@ -152,6 +158,20 @@ impl World {
         }
     }
 
+    /// What a step starts from in this world (no reply yet).
+    fn facts(&self) -> Facts {
+        Facts {
+            now: self.now,
+            ids: IdSeed::new(uuid::Uuid::from_u128(7 << 76)),
+            plan: self.plan.clone(),
+            answered_elsewhere: self.answered_elsewhere,
+            routing_seed: 7,
+            blind: self.blind,
+            news_since: None,
+            replies: Vec::new(),
+        }
+    }
+
     /// Steps `input` on `record` to its end, answering every question.
     fn apply(&mut self, record: Option<&CallRecord>, input: Input) -> Applied {
         let sid = CallSid::parse("CA00000000000000000000000000000001").unwrap();
@@ -164,15 +184,9 @@ impl World {
             input: &input,
             endpoint: "test",
             params: &params,
+            trail: self.trail.as_ref(),
         };
-        let mut facts = Facts {
-            now: self.now,
-            ids: IdSeed::new(uuid::Uuid::from_u128(7 << 76)),
-            plan: self.plan.clone(),
-            answered_elsewhere: self.answered_elsewhere,
-            routing_seed: 7,
-            replies: Vec::new(),
-        };
+        let mut facts = self.facts();
         loop {
             assert!(
                 facts.replies.len() < 32,

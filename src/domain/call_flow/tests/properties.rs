@@ -111,7 +111,8 @@ fn expected(stage: Stage, input: &Input) -> &'static str {
             | Input::Recorded { .. }
             | Input::LegStatus { .. }
             | Input::CallStatus { .. }
-            | Input::TimedOut,
+            | Input::TimedOut
+            | Input::Settle,
             _,
         ) => "acknowledge",
     }
@@ -180,46 +181,73 @@ fn every_input_in_every_state_gets_the_answer_that_fits_and_keeps_the_call_consi
     }
 }
 
-fn any_input() -> impl Strategy<Value = Input> {
+/// Any request of a call whose campaigns are Main and Overflow: every kind a provider sends
+/// (first webhooks and fallbacks, dial actions, whispers, machine detection, key presses,
+/// recordings, leg and call status callbacks, redirects), retried or out of order, and the
+/// reaper's timeout. Ends are rarer than the rest, as in a call.
+fn any_input(world: &World) -> impl Strategy<Value = Input> + use<> {
     let attempt = 1..4u32;
+    let (main, overflow) = (world.main, world.overflow);
     prop_oneof![
-        Just(incoming()),
-        Just(Input::Fallback { error_code: None }),
-        (
+        2 => Just(incoming()),
+        1 => Just(Input::Fallback { error_code: Some("11200".into()) }),
+        4 => (
             attempt.clone(),
             prop_oneof![
                 Just(DialStatus::NoAnswer),
                 Just(DialStatus::Busy),
                 Just(DialStatus::Completed),
-                Just(DialStatus::Failed)
+                Just(DialStatus::Failed),
+                Just(DialStatus::Canceled),
             ],
             0..200u32,
-            any::<bool>()
+            prop::bool::weighted(0.2),
+            prop::option::of(any::<bool>()),
         )
-            .prop_map(
-                |(attempt, status, connected_seconds, call_over)| Input::DialEnded {
-                    attempt,
-                    status,
-                    connected_seconds,
-                    call_over,
-                    bridged: None
-                }
-            ),
-        (
+            .prop_map(|(attempt, status, connected_seconds, call_over, bridged)| Input::DialEnded {
+                attempt,
+                status,
+                connected_seconds,
+                call_over,
+                bridged,
+            }),
+        2 => (
             attempt.clone(),
             prop::option::of(prop_oneof![
                 Just("human".to_owned()),
-                Just("machine_end_beep".to_owned())
+                Just("unknown".to_owned()),
+                Just("machine_end_beep".to_owned()),
+                Just("fax".to_owned()),
             ])
         )
             .prop_map(|(attempt, answered_by)| Input::Whisper { attempt, answered_by }),
-        (attempt.clone(), prop_oneof![Just("1"), Just("2"), Just("")]).prop_map(|(attempt, d)| {
+        1 => (
+            attempt.clone(),
+            prop_oneof![Just("human"), Just("machine_start")]
+        )
+            .prop_map(|(attempt, verdict)| Input::Detected { attempt, answered_by: verdict.to_owned() }),
+        2 => (attempt.clone(), prop_oneof![Just("1"), Just("2"), Just("")]).prop_map(|(attempt, d)| {
             Input::Screened {
                 attempt,
                 digits: d.to_owned(),
             }
         }),
-        (
+        1 => (
+            attempt.clone(),
+            prop_oneof![Just("RE1"), Just("RE2")],
+            prop_oneof![Just(RecordingStatus::InProgress), Just(RecordingStatus::Completed), Just(RecordingStatus::Absent)],
+        )
+            .prop_map(|(attempt, sid, status)| Input::Recorded {
+                attempt,
+                recording: RecordingReport {
+                    sid: sid.to_owned(),
+                    url: format!("https://example.com/{sid}"),
+                    status,
+                    duration_seconds: Some(9),
+                    channels: Some(2),
+                },
+            }),
+        3 => (
             attempt.clone(),
             prop_oneof![
                 Just(CallStatus::Ringing),
@@ -230,70 +258,252 @@ fn any_input() -> impl Strategy<Value = Input> {
             0..4u32
         )
             .prop_map(|(attempt, status, sequence)| leg(attempt, status, sequence)),
-        (
+        1 => prop_oneof![Just(overflow), Just(main)].prop_map(|campaign| Input::Redirected { campaign }),
+        1 => (
             prop_oneof![Just(CallStatus::InProgress), Just(CallStatus::Completed)],
             0..4u32
         )
             .prop_map(|(status, sequence)| call_status(status, sequence)),
-        Just(Input::TimedOut),
+        1 => Just(Input::TimedOut),
     ]
+}
+
+/// A call's requests, in half the cases starting as calls start (the first webhook, indexes
+/// answering), so that the orderings that matter most, those of a call that dials, are
+/// well represented.
+fn any_call(world: &World) -> impl Strategy<Value = (Vec<Input>, bool)> + use<> {
+    (any::<bool>(), prop::collection::vec(any_input(world), 1..14)).prop_map(|(starts, mut inputs)| {
+        if starts {
+            inputs.insert(0, incoming());
+        }
+        (inputs, starts)
+    })
+}
+
+/// What the indexes know, as a strategy: buyers the caller converted with, buyers full, and
+/// whether the indexes answer.
+fn any_knowledge() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, bool)> {
+    (
+        prop::collection::vec(0..3usize, 0..3),
+        prop::collection::vec(0..4usize, 0..2),
+        any::<bool>(),
+    )
+}
+
+/// How far a call went: whether a buyer was dialed before the call ended.
+fn run(world: &mut World, inputs: &[Input]) -> Vec<Applied> {
+    let mut record: Option<CallRecord> = None;
+    let mut applied = Vec::new();
+    for input in inputs {
+        let step = world.apply(record.as_ref(), input.clone());
+        if let Some(after) = &step.record {
+            record = Some(after.clone());
+        }
+        applied.push(step);
+    }
+    applied
+}
+
+fn dialed_before_the_end(steps: &[Applied]) -> bool {
+    for step in steps {
+        if matches!(step.answer, Answer::Dial { .. }) {
+            return true;
+        }
+        if step.record.as_ref().is_some_and(CallRecord::is_ended) {
+            return false;
+        }
+    }
+    false
+}
+
+/// The generator itself: a property whose cases mostly end before any buyer is dialed tests
+/// little of what matters. In at least half of them a buyer is dialed while the call is live.
+#[test]
+fn the_generated_calls_dial_a_buyer_before_they_end_in_half_the_cases() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = (any_call(&World::new()), any_knowledge());
+    let (mut dialing, cases) = (0, 1000);
+    for _ in 0..cases {
+        let ((inputs, starts), (converted, full, silent)) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut world = World::new().knowing(&converted, &full, silent && !starts);
+        if dialed_before_the_end(&run(&mut world, &inputs)) {
+            dialing += 1;
+        }
+    }
+    assert!(
+        dialing * 2 >= cases,
+        "only {dialing} of {cases} calls dialed a buyer before they ended"
+    );
+}
+
+impl World {
+    /// What the indexes know: the caller converted with buyers `converted` (of A, B, C), buyers
+    /// `full` (of A, B, C, F) have no slot, and the indexes may be `silent`.
+    fn knowing(mut self, converted: &[usize], full: &[usize], silent: bool) -> Self {
+        let buyers = [self.a, self.b, self.c, self.f];
+        self.converted_with = converted.iter().map(|i| buyers[*i]).collect();
+        self.full = full.iter().map(|i| buyers[*i]).collect();
+        self.silent = silent;
+        self
+    }
+
+    /// The buyers of `campaign`'s list.
+    fn listed(&self, campaign: CampaignId) -> Vec<BuyerId> {
+        let campaign = self.plan.campaign(campaign).unwrap();
+        campaign
+            .spec
+            .buyers
+            .as_slice()
+            .iter()
+            .map(|link| link.buyer_id)
+            .collect()
+    }
 }
 
 proptest! {
     /// Whatever the provider sends, in whatever order (retries and reorderings included),
-    /// with whatever the indexes know: every step ends, an ended call stays as it ended and
-    /// is never dialed on, no buyer is dialed twice in a campaign, attempts are numbered in
-    /// order, every timeline entry is counted, and a step taken again on the same facts
-    /// gives the same answer and the same call.
+    /// with whatever the indexes know:
+    ///
+    /// - a step taken again on the same facts gives the same answer and the same call;
+    /// - a known call is never lost, and an ended call stays as it ended and is never dialed
+    ///   on (only late news of a leg that connected can tell it was connected, not abandoned);
+    /// - no buyer is dialed twice on the call, attempts are numbered in order, and a dial
+    ///   answered is the call's current attempt, to a buyer whose slot was held;
+    /// - the fallback is dialed only once no listed buyer can take the call;
+    /// - a buyer is put through only on its ringing attempt, and only once it accepted (or
+    ///   needed not);
+    /// - a conversion is a connected leg that lasted the buyer's seconds and was no duplicate;
+    /// - every timeline entry is counted, and a publisher's payout, once settled, stays.
     #[test]
     fn any_webhook_ordering_keeps_the_call_consistent(
-        inputs in prop::collection::vec(any_input(), 1..14),
-        converted in prop::collection::vec(0..3usize, 0..3),
-        full in prop::collection::vec(0..4usize, 0..2),
-        silent in any::<bool>(),
+        (inputs, starts) in any_call(&World::new()),
+        (converted, full, silent) in any_knowledge(),
     ) {
-        let mut world = World::new();
-        let buyers = [world.a, world.b, world.c, world.f];
-        world.converted_with = converted.iter().map(|i| buyers[*i]).collect();
-        world.full = full.iter().map(|i| buyers[*i]).collect();
-        world.silent = silent;
+        let mut world = World::new().knowing(&converted, &full, silent && !starts);
         let mut record: Option<CallRecord> = None;
         let mut ended: Option<(Option<Outcome>, Option<Timestamp>)> = None;
         for input in inputs {
             let asked = world.asked.len();
             let applied = world.apply(record.as_ref(), input.clone());
             // The same facts again: the same decision.
-            let mut facts = Facts { now: world.now, ids: IdSeed::new(uuid::Uuid::from_u128(7 << 76)), plan: world.plan.clone(), answered_elsewhere: false, routing_seed: 7, replies: vec![] };
+            let mut facts = world.facts();
             facts.replies = world.asked[asked..].iter().map(|q| world.reply(q)).collect();
             let sid = CallSid::parse("CA00000000000000000000000000000001").unwrap();
             let params = FormParams::from(vec![("From".to_owned(), CALLER.to_owned()), ("To".to_owned(), MAIN_NUMBER.to_owned())]);
-            let request = Request { sid: &sid, input: &input, endpoint: "test", params: &params };
+            let request = Request { sid: &sid, input: &input, endpoint: "test", params: &params, trail: None };
             let Step::Done(again) = step(record.as_ref(), request, &facts) else { panic!("asked more the second time") };
             prop_assert_eq!(&again.answer, &applied.answer);
             prop_assert_eq!(&again.record, &applied.record);
+            prop_assert_eq!(&again.effects.postbacks, &applied.effects.postbacks);
 
-            if let Some(after) = &applied.record {
-                if let Some((outcome, ended_at)) = ended {
-                    prop_assert_eq!(after.ended_at, ended_at);
-                    prop_assert!(after.outcome == outcome || after.outcome == Some(Outcome::Connected));
-                    let goes_on = matches!(applied.answer, Answer::Dial { .. } | Answer::Redirect { .. } | Answer::Connect | Answer::Whisper { .. });
-                    prop_assert!(!goes_on, "an ended call went on: {:?}", applied.answer);
+            let Some(after) = &applied.record else {
+                prop_assert!(record.is_none(), "a known call was lost");
+                continue;
+            };
+            let before = record.as_ref();
+            if let Some((outcome, ended_at)) = ended {
+                prop_assert_eq!(after.ended_at, ended_at);
+                prop_assert!(after.outcome == outcome || after.outcome == Some(Outcome::Connected));
+                let goes_on = matches!(applied.answer, Answer::Dial { .. } | Answer::Redirect { .. } | Answer::Connect | Answer::Whisper { .. });
+                prop_assert!(!goes_on, "an ended call went on: {:?}", applied.answer);
+            }
+            let numbers: Vec<u32> = after.attempts.iter().map(|a| a.number).collect();
+            prop_assert_eq!(numbers, (1..=after.attempts.len() as u32).collect::<Vec<_>>());
+            let buyers: BTreeSet<_> = after.attempts.iter().map(|a| a.buyer_id.to_string()).collect();
+            prop_assert_eq!(buyers.len(), after.attempts.len(), "a buyer dialed twice");
+            if let Answer::Dial { attempt, .. } = applied.answer {
+                let current = after.current_attempt().unwrap();
+                prop_assert_eq!(current.number, attempt);
+                prop_assert!(!after.is_ended());
+                prop_assert!(!world.silent && !world.full.contains(&current.buyer_id), "dialed without its slot");
+            }
+            let new = after.attempts.iter().filter(|a| before.is_none_or(|b| b.attempt(a.number).is_none()));
+            for dialed in new {
+                if dialed.kind == AttemptKind::Fallback {
+                    // Every listed buyer was tried already, a duplicate, full, or unknown.
+                    let tried = before.map(CallRecord::tried).unwrap_or_default();
+                    for listed in world.listed(dialed.campaign_id) {
+                        let out = tried.contains(&listed) || world.converted_with.contains(&listed)
+                            || world.full.contains(&listed) || world.silent;
+                        prop_assert!(out, "the fallback was dialed while a listed buyer could take the call");
+                    }
                 }
-                let numbers: Vec<u32> = after.attempts.iter().map(|a| a.number).collect();
-                prop_assert_eq!(numbers, (1..=after.attempts.len() as u32).collect::<Vec<_>>());
-                let pairs: BTreeSet<_> = after.attempts.iter().map(|a| (a.campaign_id.to_string(), a.buyer_id.to_string())).collect();
-                prop_assert_eq!(pairs.len(), after.attempts.len());
-                let stored = record.as_ref().map_or(0, |r| r.timeline_len);
-                prop_assert_eq!(after.timeline_len, stored + applied.effects.timeline.len() as u32);
-                if after.is_ended() {
-                    ended = Some((after.outcome, after.ended_at));
-                }
-                // A fallback is dialed only once the listed buyers cannot take the call.
-                if let Some(fallback) = after.attempts.iter().find(|a| a.kind == AttemptKind::Fallback) {
-                    prop_assert_eq!(fallback.buyer_id, world.f);
-                }
-                record = Some(after.clone());
+            }
+            if matches!(applied.answer, Answer::Connect) {
+                let current = before.and_then(CallRecord::current_attempt).unwrap();
+                let number = input.attempt().unwrap();
+                prop_assert_eq!(current.number, number, "an older attempt put through");
+                let screened = after.attempt(number).unwrap().screening;
+                prop_assert!(screened.is_none_or(|s| s == Screening::Accepted), "put through unscreened: {:?}", screened);
+            }
+            if let Some(conversion) = &applied.effects.conversion {
+                let attempt = after.attempt(conversion.attempt).unwrap();
+                prop_assert!(attempt.status.is_some_and(DialStatus::connected));
+                prop_assert!(conversion.connected_seconds >= 60);
+                prop_assert!(!world.converted_with.contains(&conversion.buyer_id), "a duplicate converted");
+            }
+            let stored = before.map_or(0, |r| r.timeline_len);
+            prop_assert_eq!(after.timeline_len, stored + applied.effects.timeline.len() as u32);
+            if let Some(paid) = before.and_then(|b| b.publisher_payout) {
+                prop_assert_eq!(after.publisher_payout, Some(paid), "a settled payout changed");
+            }
+            if after.is_ended() {
+                ended = Some((after.outcome, after.ended_at));
+            }
+            record = Some(after.clone());
+        }
+    }
+
+    /// A dial's action taken without the stored record, on what its URL's trail says: the
+    /// buyers the trail names are never dialed again, the dial it answers is numbered apart
+    /// from every stored one, only the fallback is dialed, and the stored call merged with what
+    /// it decided keeps every attempt and result it had.
+    #[test]
+    fn a_blind_turn_never_dials_a_buyer_the_trail_names_and_merges_into_the_stored_call(
+        ended in prop::collection::vec((prop_oneof![Just(DialStatus::NoAnswer), Just(DialStatus::Busy)], any::<bool>()), 0..3),
+        status in prop_oneof![Just(DialStatus::NoAnswer), Just(DialStatus::Completed), Just(DialStatus::Failed)],
+        call_over in any::<bool>(),
+        (converted, full, _) in any_knowledge(),
+    ) {
+        let mut world = World::new().knowing(&converted, &full, false);
+        let (mut stored, mut answer) = world.call([incoming()]);
+        // The stored call: some dials ended unanswered (their actions taken as usual).
+        for (status, _) in &ended {
+            let Answer::Dial { attempt, .. } = answer else { break };
+            let applied = world.apply(stored.as_ref(), dial_ended(attempt, *status, 0));
+            (stored, answer) = (applied.record, applied.answer);
+        }
+        let (Some(stored), Answer::Dial { attempt, .. }) = (stored, answer) else {
+            return Ok(());
+        };
+        // The current dial's action, blind: the trail its URL carries.
+        world.blind = true;
+        world.trail = Some(Trail::of(&stored));
+        let input = Input::DialEnded { attempt, status, connected_seconds: 120, call_over, bridged: Some(true) };
+        let applied = world.apply(None, input);
+        let blind = applied.record.unwrap();
+        match &applied.answer {
+            Answer::Dial { attempt: number, .. } => {
+                let dialed = blind.attempt(*number).unwrap();
+                prop_assert!(!stored.tried().contains(&dialed.buyer_id), "a buyer dialed again");
+                prop_assert_eq!(dialed.buyer_id, world.f, "only the fallback is dialed blind");
+                prop_assert!(*number > 1000 && stored.attempt(*number).is_none());
+            }
+            Answer::Redirect { .. } | Answer::End | Answer::Hangup => {}
+            other => prop_assert!(false, "a blind dial action answered {:?}", other),
+        }
+        prop_assert!(applied.effects.postbacks.is_empty(), "told before merged");
+        let merged = stored.merged_with(&blind);
+        for attempt in &stored.attempts {
+            let kept = merged.attempt(attempt.number).unwrap();
+            prop_assert_eq!(kept.buyer_id, attempt.buyer_id);
+            if attempt.status.is_some() {
+                prop_assert_eq!(kept, attempt, "a stored result rewritten");
             }
         }
+        prop_assert_eq!(merged.attempt(attempt).unwrap().status.is_some(), true, "the dial's end was lost");
+        let buyers: BTreeSet<_> = merged.attempts.iter().map(|a| a.buyer_id.to_string()).collect();
+        prop_assert_eq!(buyers.len(), merged.attempts.len(), "a buyer dialed twice");
     }
 }
