@@ -167,6 +167,7 @@ fn call_turns(c: &mut Criterion) {
         input: &input,
         endpoint: "voice",
         params: &params,
+        trail: None,
     };
     let mut group = c.benchmark_group("call_flow");
     for n in SIZES {
@@ -186,6 +187,8 @@ fn call_turns(c: &mut Criterion) {
             plan: plan.clone(),
             answered_elsewhere: false,
             routing_seed: 1,
+            blind: false,
+            news_since: None,
             replies: Vec::new(),
         };
         let turn = || {

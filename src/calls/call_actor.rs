@@ -214,7 +214,7 @@ async fn process(deps: &CallDeps, mut held: Held, webhook: Webhook) -> (Held, An
         // Never taken for new while the store may hold it: a known call routed afresh would
         // dial again a buyer that just did not answer.
         None => match resume(deps, &webhook.sid, until).await {
-            Resumed::Found(record) => Some(record),
+            Resumed::Found(record) => Some(*record),
             Resumed::Absent => {
                 mode.new = true;
                 None
@@ -252,7 +252,7 @@ async fn retake(
         ..Mode::default()
     };
     let stored = match resume(deps, &webhook.sid, until).await {
-        Resumed::Found(record) => Some(record),
+        Resumed::Found(record) => Some(*record),
         Resumed::Absent | Resumed::Unreadable => {
             mode.blind = true;
             None

@@ -84,7 +84,7 @@ impl Unsaved {
 
     /// From now on the record is merged into the store's, not written over it: what is unsaved
     /// is all of turn `key`'s (a new call whose first save failed).
-    fn to_merge(&mut self, key: Uuid) {
+    fn merge_from_now(&mut self, key: Uuid) {
         if self.merge.is_none() {
             let entries = self.timeline.len();
             self.merge = Some(vec![BlindTurn { key, entries }]);
@@ -119,7 +119,7 @@ const READ_AGAIN_AFTER: Duration = Duration::from_millis(200);
 
 /// What the store said of a call.
 pub(super) enum Resumed {
-    Found(CallRecord),
+    Found(Box<CallRecord>),
     /// It holds no such call.
     Absent,
     /// It did not say by the deadline: it may hold the call.
@@ -132,7 +132,7 @@ pub(super) async fn resume(deps: &CallDeps, sid: &CallSid, until: Instant) -> Re
     let mut failures = 0;
     loop {
         match tokio::time::timeout_at(until, deps.store.call(sid)).await {
-            Ok(Ok(Some(record))) => return Resumed::Found(record),
+            Ok(Ok(Some(record))) => return Resumed::Found(Box::new(record)),
             Ok(Ok(None)) => return Resumed::Absent,
             Ok(Err(error)) => {
                 if failures == 0 {
@@ -193,7 +193,7 @@ pub(super) async fn save(
     };
     let Some(saved) = saved else {
         if let Some(key) = new {
-            unsaved.to_merge(key);
+            unsaved.merge_from_now(key);
         }
         return None;
     };

@@ -273,6 +273,51 @@ impl TestApp {
     }
 
     pub async fn start_on_with(db: TestDb, settings: &[(&str, &str)], runtime: Runtime) -> Option<Self> {
+        Self::start_on_through(db, settings, runtime, |store| Stores::of(store)).await
+    }
+
+    /// Starts on a database holding `plan`, with its call store behind a switch the test holds
+    /// (see [`FlakyStore`]).
+    pub async fn start_flaky(engine: Engine, plan: &str) -> Option<(Self, Arc<FlakyStore>)> {
+        let db = TestDb::create(engine).await?;
+        let store = SqlStore::connect_and_migrate(&db.url)
+            .await
+            .expect("connect and migrate");
+        let plan = switchboard::plan::Plan::parse(plan).expect("a valid plan");
+        switchboard::store::PlanStore::import_plan(&store, &plan)
+            .await
+            .expect("import the plan");
+        store.close().await;
+        Some(Self::start_flaky_on(db, test_runtime()).await)
+    }
+
+    async fn start_flaky_on(db: TestDb, runtime: Runtime) -> (Self, Arc<FlakyStore>) {
+        let mut flaky = None;
+        let app = Self::start_on_through(db, &TEST_SETTINGS, runtime, |store| {
+            let switch = Arc::new(FlakyStore::new((*store).clone()));
+            flaky = Some(switch.clone());
+            Stores {
+                calls: switch,
+                ..Stores::of(store)
+            }
+        })
+        .await
+        .expect("the database is there");
+        (app, flaky.expect("the store was switched"))
+    }
+
+    /// As [`TestApp::restart`], with the new service's call store behind a switch.
+    pub async fn restart_flaky(self) -> (Self, Arc<FlakyStore>) {
+        let (db, runtime) = self.stop().await;
+        Self::start_flaky_on(db, runtime).await
+    }
+
+    async fn start_on_through(
+        db: TestDb,
+        settings: &[(&str, &str)],
+        runtime: Runtime,
+        stores: impl FnOnce(Arc<SqlStore>) -> Stores,
+    ) -> Option<Self> {
         let mut environment = vec![
             ("DATABASE_URL".to_owned(), db.url.clone()),
             ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
@@ -284,7 +329,7 @@ impl TestApp {
                 .await
                 .expect("connect and migrate"),
         );
-        let app = Application::build_with(&settings, Stores::of(store.clone()), runtime.clone())
+        let app = Application::build_with(&settings, stores(store.clone()), runtime.clone())
             .await
             .expect("start the service");
         let address = format!("http://{}", app.address());
@@ -337,6 +382,15 @@ impl TestApp {
     /// from the store. The first is stopped first, as SIGTERM stops it (what it held back is
     /// written on the way out).
     pub async fn restart(self) -> Self {
+        let (db, runtime) = self.stop().await;
+        Self::start_on_with(db, &TEST_SETTINGS, runtime)
+            .await
+            .expect("the database is still there")
+    }
+
+    /// Stops the service as SIGTERM stops it (what it held back is written on the way out):
+    /// its database and runtime, for another to start on.
+    async fn stop(self) -> (TestDb, Runtime) {
         self.stopper.stop();
         let stopped = actix_web::rt::time::timeout(std::time::Duration::from_secs(30), self.served).await;
         let served = stopped.expect("the first server stops within 30 s");
@@ -345,9 +399,7 @@ impl TestApp {
             .expect("the first server stops cleanly");
         let refused = self.client.get(format!("{}/healthz", self.address)).send().await;
         assert!(refused.is_err(), "the first server no longer answers");
-        Self::start_on_with(self.db, &TEST_SETTINGS, self.runtime)
-            .await
-            .expect("the database is still there")
+        (self.db, self.runtime)
     }
 
     /// A client that signs webhooks, for a service started by hand.
@@ -572,33 +624,61 @@ impl FlakyApp {
     }
 }
 
-/// A store that can be switched off for calls, as a database that goes away and comes back.
-/// The plan stays readable (it is cached in memory anyway); reading and saving calls fail.
+/// What a test does to the database behind a [`FlakyStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// It answers as it does.
+    None,
+    /// It has gone away: everything fails at once.
+    Down,
+    /// It is slow: a read waits this long before the database is asked; a save is made at once
+    /// but its answer held back this long (lost, for whoever stopped waiting, after its effect).
+    Slow(std::time::Duration),
+}
+
+/// A store that can be switched off for calls, as a database that goes away and comes back, or
+/// slowed down. The plan stays readable (it is cached in memory anyway).
 pub struct FlakyStore {
     pub inner: SqlStore,
-    down: std::sync::atomic::AtomicBool,
+    fault: std::sync::Mutex<Fault>,
 }
 
 impl FlakyStore {
     pub fn new(inner: SqlStore) -> Self {
         Self {
             inner,
-            down: std::sync::atomic::AtomicBool::new(false),
+            fault: std::sync::Mutex::new(Fault::None),
         }
     }
 
     pub fn set_down(&self, down: bool) {
-        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        self.set(if down { Fault::Down } else { Fault::None });
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    fn fault(&self) -> Fault {
+        *self.fault.lock().unwrap()
     }
 
     fn check(&self) -> Result<(), switchboard::store::StoreError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.fault() == Fault::Down {
             Err(switchboard::store::StoreError::Unavailable(
                 sqlx::Error::PoolTimedOut,
             ))
         } else {
             Ok(())
         }
+    }
+
+    /// A read, as slow as the database is now.
+    async fn read_slowly(&self) -> Result<(), switchboard::store::StoreError> {
+        if let Fault::Slow(delay) = self.fault() {
+            actix_web::rt::time::sleep(delay).await;
+        }
+        self.check()
     }
 }
 
@@ -621,16 +701,20 @@ mod flaky {
         },
     };
 
-    use super::FlakyStore;
+    use super::{Fault, FlakyStore};
 
     #[async_trait]
     impl CallStore for FlakyStore {
         async fn save_call(&self, change: &CallChange<'_>) -> Result<Saved, StoreError> {
             self.check()?;
-            self.inner.save_call(change).await
+            let saved = self.inner.save_call(change).await;
+            if let Fault::Slow(delay) = self.fault() {
+                actix_web::rt::time::sleep(delay).await;
+            }
+            saved
         }
         async fn call(&self, sid: &CallSid) -> Result<Option<CallRecord>, StoreError> {
-            self.check()?;
+            self.read_slowly().await?;
             self.inner.call(sid).await
         }
         async fn timeline(&self, sid: &CallSid) -> Result<Vec<TimelineEntry>, StoreError> {

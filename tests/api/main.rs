@@ -8,6 +8,7 @@ mod call_saves;
 mod cli;
 mod cluster;
 mod dashboard;
+mod faults;
 mod fidelity;
 mod money_flows;
 mod overload;

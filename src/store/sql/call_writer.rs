@@ -122,8 +122,8 @@ enum Resolved<'a> {
     As(&'a OwnedChange),
     Merged {
         change: &'a OwnedChange,
-        stored: Option<CallRecord>,
-        call: CallRecord,
+        stored: Option<Box<CallRecord>>,
+        call: Box<CallRecord>,
         timeline: Vec<TimelineEntry>,
     },
 }
@@ -162,10 +162,7 @@ impl Resolved<'_> {
         match self {
             Self::As(change) if change.existed_in(existed) => Saved::Existed,
             Self::As(_) => Saved::Saved,
-            Self::Merged { stored, call, .. } => Saved::Merged {
-                stored: stored.map(Box::new),
-                merged: Box::new(call),
-            },
+            Self::Merged { stored, call, .. } => Saved::Merged { stored, merged: call },
         }
     }
 }
@@ -194,8 +191,8 @@ async fn resolve<'a>(
         };
         let sid = &change.call.sid;
         let stored = match merged_so_far.get(sid) {
-            Some(merged) => Some(merged.clone()),
-            None => load_for_update(conn, backend, sid).await?,
+            Some(merged) => Some(Box::new(merged.clone())),
+            None => load_for_update(conn, backend, sid).await?.map(Box::new),
         };
         let (call, timeline) = match &stored {
             Some(stored) => merge_into(stored, change, turns),
@@ -210,7 +207,7 @@ async fn resolve<'a>(
         resolved.push(Resolved::Merged {
             change,
             stored,
-            call,
+            call: Box::new(call),
             timeline,
         });
     }
