@@ -186,11 +186,11 @@ async fn follow(mut heard: mpsc::Receiver<Heard>, rereads: Rereads, indexes: Ind
             }),
             Heard::News(News::Reserved(reservation)) => indexes.reservations.tell(Learned {
                 reservation,
-                claimed: false,
+                claimed: None,
             }),
-            Heard::News(News::Claimed(reservation)) => indexes.reservations.tell(Learned {
+            Heard::News(News::Claimed { reservation, call }) => indexes.reservations.tell(Learned {
                 reservation,
-                claimed: true,
+                claimed: Some(call),
             }),
             Heard::News(News::Up { public_url }) => match PublicUrl::parse(&public_url) {
                 Ok(url) => peers.add(url),

@@ -107,6 +107,7 @@ impl Step for Apply {
             match change {
                 LoadChange::Released(leg) => index.release(&leg),
                 LoadChange::CallEnded(call) => index.release_call(&call),
+                LoadChange::Unheld { buyer, leg } => index.release_held_by(&leg, buyer),
                 LoadChange::Counted {
                     buyer,
                     leg,

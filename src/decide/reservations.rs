@@ -106,10 +106,11 @@ impl Step for Reserve {
     }
 }
 
-/// A reservation another node made or claimed (or the store holds): the book learns it.
+/// A reservation another node made or claimed (or the store holds): the book learns it, with
+/// the call that claimed it, if one did.
 pub struct Learned {
     pub reservation: Reservation,
-    pub claimed: bool,
+    pub claimed: Option<CallSid>,
 }
 
 impl Step for Learned {
@@ -121,7 +122,8 @@ impl Step for Learned {
     }
 }
 
-/// The caller's call reached the campaign: its live reservation there, now claimed (once).
+/// The caller's call reached the campaign: its live reservation there, now claimed (once, by
+/// this call: asked again, by the same call, the same reservation).
 pub struct Claim {
     pub campaign: CampaignId,
     pub caller: E164,
@@ -134,12 +136,16 @@ impl Step for Claim {
     type Output = Option<Reservation>;
 
     fn take(self, booked: &mut Booked) -> Self::Output {
-        let claimed = booked.book.claim(self.campaign, &self.caller, self.at)?;
-        booked.log.do_send(Write(RtbWrite::Claimed {
-            reservation: Box::new(claimed.clone()),
-            call_sid: self.call_sid,
-            at: self.at,
-        }));
+        let (claimed, first) = booked
+            .book
+            .claim(self.campaign, &self.caller, &self.call_sid, self.at)?;
+        if first {
+            booked.log.do_send(Write(RtbWrite::Claimed {
+                reservation: Box::new(claimed.clone()),
+                call_sid: self.call_sid,
+                at: self.at,
+            }));
+        }
         Some(claimed)
     }
 }

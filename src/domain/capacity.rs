@@ -282,6 +282,13 @@ impl CapacityIndex {
         }
     }
 
+    /// `leg`'s slot is free if `buyer` holds it (another buyer's hold for the leg stands).
+    pub fn release_held_by(&mut self, leg: &Leg, buyer: BuyerId) {
+        if self.holders.get(leg) == Some(&buyer) {
+            self.release(leg);
+        }
+    }
+
     /// The call ended: every slot its legs hold is free.
     pub fn release_call(&mut self, call: &CallSid) {
         let legs: Vec<Leg> = (self.holders.keys())
@@ -443,6 +450,10 @@ pub enum LoadChange {
     Released(Leg),
     /// The call ended: all its legs' slots are free.
     CallEnded(CallSid),
+    /// A hold asked for `leg` whose answer never came (the index or the store did not say in
+    /// time) and whose leg was not dialed to `buyer`: if it was taken for `buyer` after all, it
+    /// is given back now, not left until its lease runs out.
+    Unheld { buyer: BuyerId, leg: Leg },
     /// A leg's call connected to, or converted for, a buyer.
     Counted {
         buyer: BuyerId,

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    call::CallSid,
     capacity::{Leg, LoadChange},
     dedupe::Touched,
     plan::BuyerId,
@@ -60,7 +61,7 @@ pub enum News {
     /// An RTB bid reserved a buyer for a caller.
     Reserved(Reservation),
     /// A call claimed its caller's reservation.
-    Claimed(Reservation),
+    Claimed { reservation: Reservation, call: CallSid },
     /// A node is up, reached at this public URL (callbacks signed for it are genuine).
     Up { public_url: String },
     /// The routing plan changed (sent by the database itself, whoever changed it): every node

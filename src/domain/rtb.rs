@@ -264,9 +264,9 @@ impl From<DropReason> for NoTarget {
 /// The live reservations, by campaign and caller: at most one each.
 #[derive(Debug, Default)]
 pub struct ReservationBook {
-    /// Each with whether its call has claimed it: a claimed reservation still answers repeat
-    /// pings until it expires, but cannot be claimed again.
-    live: HashMap<(CampaignId, E164), (Reservation, bool)>,
+    /// Each with the call that claimed it, if one did: a claimed reservation still answers
+    /// repeat pings until it expires, but no other call can claim it.
+    live: HashMap<(CampaignId, E164), (Reservation, Option<CallSid>)>,
 }
 
 impl ReservationBook {
@@ -278,8 +278,9 @@ impl ReservationBook {
             .filter(|r| r.is_live(at))
     }
 
-    /// A reservation read back from the store (start-up), claimed or not.
-    pub fn load(&mut self, reservation: Reservation, claimed: bool) {
+    /// A reservation read back from the store (start-up) or heard of from another node, with the
+    /// call that claimed it, if one did.
+    pub fn load(&mut self, reservation: Reservation, claimed: Option<CallSid>) {
         if let Some(caller) = reservation.caller.clone() {
             self.live
                 .insert((reservation.campaign_id, caller), (reservation, claimed));
@@ -296,20 +297,32 @@ impl ReservationBook {
         match self.live.get(&key).filter(|(r, _)| r.is_live(at)) {
             Some((existing, _)) => (existing.clone(), true),
             None => {
-                self.live.insert(key, (reservation.clone(), false));
+                self.live.insert(key, (reservation.clone(), None));
                 (reservation, false)
             }
         }
     }
 
-    /// The caller's call reached the campaign: its live reservation, if no call claimed it yet.
-    pub fn claim(&mut self, campaign: CampaignId, caller: &E164, at: Timestamp) -> Option<Reservation> {
+    /// The caller's call `call` reached the campaign: its live reservation, if no other call
+    /// claimed it, and whether this is the first claim. The same call asking again (its first
+    /// answer lost, or its step taken again) gets the same reservation, expired since or not.
+    pub fn claim(
+        &mut self,
+        campaign: CampaignId,
+        caller: &E164,
+        call: &CallSid,
+        at: Timestamp,
+    ) -> Option<(Reservation, bool)> {
         let (reservation, claimed) = self.live.get_mut(&(campaign, caller.clone()))?;
-        if *claimed || !reservation.is_live(at) {
-            return None;
+        match claimed {
+            Some(claimer) if claimer == call => Some((reservation.clone(), false)),
+            Some(_) => None,
+            None if !reservation.is_live(at) => None,
+            None => {
+                *claimed = Some(call.clone());
+                Some((reservation.clone(), true))
+            }
         }
-        *claimed = true;
-        Some(reservation.clone())
     }
 
     /// Returns the memory of expired reservations.
@@ -563,16 +576,29 @@ mod tests {
         let held = reservation(Some("+19175470066"), t(0));
         book.reserve(held.clone(), t(0));
         let caller = number("+19175470066");
+        let (call, other) = (CallSid::parse("CA1").unwrap(), CallSid::parse("CA2").unwrap());
         assert_eq!(
-            book.claim(CampaignId::generate(), &caller, t(1)),
+            book.claim(CampaignId::generate(), &caller, &call, t(1)),
             None,
             "another campaign"
         );
-        assert_eq!(book.claim(held.campaign_id, &caller, t(1)), Some(held.clone()));
         assert_eq!(
-            book.claim(held.campaign_id, &caller, t(2)),
+            book.claim(held.campaign_id, &caller, &call, t(1)),
+            Some((held.clone(), true))
+        );
+        assert_eq!(
+            book.claim(held.campaign_id, &caller, &other, t(2)),
             None,
             "claimed already"
+        );
+        // The same call asking again (its answer lost) gets the same answer, even once expired.
+        assert_eq!(
+            book.claim(held.campaign_id, &caller, &call, t(2)),
+            Some((held.clone(), false))
+        );
+        assert_eq!(
+            book.claim(held.campaign_id, &caller, &call, t(61)),
+            Some((held.clone(), false))
         );
         // Until it expires, a repeat ping still gets it.
         assert_eq!(book.find(held.campaign_id, &caller, t(59)), Some(&held));
@@ -582,7 +608,11 @@ mod tests {
 
         let late = reservation(Some("+19175470066"), t(0));
         book.reserve(late.clone(), t(0));
-        assert_eq!(book.claim(late.campaign_id, &caller, t(60)), None, "expired");
+        assert_eq!(
+            book.claim(late.campaign_id, &caller, &call, t(60)),
+            None,
+            "expired"
+        );
         book.forget_expired(t(60));
         assert!(book.is_empty());
     }

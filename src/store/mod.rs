@@ -154,9 +154,12 @@ pub trait RtbStore: Send + Sync {
     /// Writes pings, reservations and claims in one transaction. Writing the same twice changes
     /// nothing more, so a failed batch can simply be retried.
     async fn save_rtb(&self, writes: &[RtbWrite]) -> Result<(), StoreError>;
-    /// Reservations for a caller not expired at `at`, each with whether a call claimed it
-    /// (start-up).
-    async fn held_reservations(&self, at: Timestamp) -> Result<Vec<(Reservation, bool)>, StoreError>;
+    /// Reservations for a caller not expired at `at`, each with the call that claimed it, if
+    /// one did (start-up).
+    async fn held_reservations(
+        &self,
+        at: Timestamp,
+    ) -> Result<Vec<(Reservation, Option<CallSid>)>, StoreError>;
     /// Logged pings, newest first.
     async fn rtb_pings(&self, filter: &PingFilter) -> Result<Vec<LoggedPing>, StoreError>;
 }

@@ -7,16 +7,18 @@ use sqlx::Executor;
 use switchboard::fresh::Generate;
 use switchboard::{
     domain::{
-        call::{CallRecord, CallSid, CallState, Caller, Outcome},
+        call::{AttemptKind, CallRecord, CallSid, CallState, Caller, DialStatus, Outcome},
+        capacity::{Leg, LoadChange},
         dedupe::{DedupeIndex, Scope, Touch, Touched},
         ids::Id,
         phone::E164,
+        plan::{Buyer, Company},
         postback::{Postback, PostbackEndpoint, PostbackEvent, PostbackSecret, PostbackStatus},
         timeline::{Event, TimelineEntry},
     },
     store::{
-        CallChange, CallStore, PostbackFilter, PostbackStore, Saved, StoreError, Tried, TryFailed,
-        TryOutcome, Write,
+        BlindTurn, CallChange, CallStore, ClusterStore, PlanTable, PostbackFilter, PostbackStore, Saved,
+        SlotHold, StoreError, Tried, TryFailed, TryOutcome, Write,
     },
 };
 
@@ -351,5 +353,146 @@ on_both_engines! {
         let due = store.lease_due_postbacks(far, far, 10).await.unwrap();
         let again = due.iter().find(|d| d.id == first[1].id).expect("queued again");
         assert_eq!(again.secret.expose(), "whsec_rotated_0123456789");
+    }
+}
+
+/// A record of call `n` built without the stored one: it knows attempt `number` (to `buyer`)
+/// from a callback's trail, and dials `fallback` as a blind attempt.
+fn blind_call(n: usize, buyer: Id<Buyer>, number: u32, fallback: Id<Buyer>) -> CallRecord {
+    let campaign = Id::generate();
+    let mut call = new_call(n, "+14155550100");
+    call.enter_campaign(None, campaign);
+    call.begin_attempt_numbered(
+        number,
+        buyer,
+        campaign,
+        AttemptKind::Buyer,
+        None,
+        Timestamp::now(),
+    );
+    call.attempt_ended(number, DialStatus::NoAnswer, 0, None, 90, Timestamp::now());
+    let blind = call.next_blind_attempt_number();
+    call.begin_attempt_numbered(
+        blind,
+        fallback,
+        campaign,
+        AttemptKind::Fallback,
+        None,
+        Timestamp::now(),
+    );
+    call
+}
+
+/// Saves `call` as a merge of the turns given (each a key and its entries).
+async fn merge(store: &impl CallStore, call: &CallRecord, turns: &[(u128, &[&str])]) -> Saved {
+    let timeline: Vec<_> = turns
+        .iter()
+        .flat_map(|(_, entries)| entries.iter().map(|r| entry(r)))
+        .collect();
+    let turns: Vec<BlindTurn> = (turns.iter())
+        .map(|(key, entries)| BlindTurn {
+            key: uuid::Uuid::from_u128(*key),
+            entries: entries.len(),
+        })
+        .collect();
+    let mut call = call.clone();
+    call.timeline_len = timeline.len() as u32;
+    let change = CallChange {
+        call: &call,
+        timeline: &timeline,
+        conversions: &[],
+        touched: &[],
+        load: &[],
+        postbacks: &[],
+        write: Write::Merge { turns: &turns },
+    };
+    store.save_call(&change).await.unwrap()
+}
+
+on_both_engines! {
+    async fn a_record_built_without_the_stored_one_is_merged_into_it_once(s: TestStore) {
+        let (a, f) = (Id::generate(), Id::generate());
+        // Stored: attempt 1 to A, ringing, two entries.
+        let mut stored = new_call(1, "+14155550100");
+        let campaign = Id::generate();
+        stored.enter_campaign(None, campaign);
+        stored.begin_attempt(a, campaign, AttemptKind::Buyer, Some(false), Timestamp::now());
+        save(&s.store, &mut stored, &["arrived", "dialed A"], &[]).await.unwrap();
+        let stored = s.store.call(&sid(1)).await.unwrap().unwrap();
+
+        let blind = blind_call(1, a, 1, f);
+        let saved = merge(&s.store, &blind, &[(7, &["A no answer", "fallback"])]).await;
+        let Saved::Merged { stored: before, merged } = saved else { panic!("merged: {saved:?}") };
+        assert_eq!(before.as_deref(), Some(&stored), "the call as it was stored");
+        let read = s.store.call(&sid(1)).await.unwrap().unwrap();
+        let dials_of = |call: &CallRecord| -> Vec<_> { call.attempts.iter().map(|d| (d.number, d.buyer_id, d.status, d.duplicate)).collect() };
+        assert_eq!(dials_of(&merged), dials_of(&read), "the call as it is stored now");
+        assert_eq!((merged.timeline_len, &merged.blind_turns), (read.timeline_len, &read.blind_turns));
+        let dials = dials_of(&read);
+        assert_eq!(dials, [(1, a, Some(DialStatus::NoAnswer), Some(false)), (1001, f, None, None)]);
+        assert_eq!(reasons(&s.store.timeline(&sid(1)).await.unwrap()), ["arrived", "dialed A", "A no answer", "fallback"]);
+
+        // The same merge again (its answer was lost), and with a turn more: each turn's
+        // entries once.
+        merge(&s.store, &blind, &[(7, &["A no answer", "fallback"])]).await;
+        merge(&s.store, &blind, &[(7, &["A no answer", "fallback"]), (8, &["leg ended"])]).await;
+        assert_eq!(
+            reasons(&s.store.timeline(&sid(1)).await.unwrap()),
+            ["arrived", "dialed A", "A no answer", "fallback", "leg ended"]
+        );
+        assert_eq!(s.store.call(&sid(1)).await.unwrap().unwrap().timeline_len, 5);
+    }
+
+    async fn a_record_built_without_the_store_is_inserted_when_the_store_has_none(s: TestStore) {
+        let blind = blind_call(2, Id::generate(), 3, Id::generate());
+        let saved = merge(&s.store, &blind, &[(9, &["dial ended", "fallback"])]).await;
+        assert!(matches!(&saved, Saved::Merged { stored: None, .. }), "{saved:?}");
+        let read = s.store.call(&sid(2)).await.unwrap().unwrap();
+        assert_eq!(read.attempts.iter().map(|d| d.number).collect::<Vec<_>>(), [3, 1001]);
+        assert_eq!(read.blind_turns.len(), 1);
+        // Merged again: nothing twice.
+        merge(&s.store, &blind, &[(9, &["dial ended", "fallback"])]).await;
+        assert_eq!(reasons(&s.store.timeline(&sid(2)).await.unwrap()), ["dial ended", "fallback"]);
+    }
+
+    async fn two_merges_of_one_call_in_one_commit_each_add_their_own_entries(s: TestStore) {
+        let blind = blind_call(3, Id::generate(), 1, Id::generate());
+        let (one, two) = futures_util::join!(
+            merge(&s.store, &blind, &[(1, &["first"])]),
+            merge(&s.store, &blind, &[(1, &["first"]), (2, &["second"])]),
+        );
+        assert!(matches!(one, Saved::Merged { .. }) && matches!(two, Saved::Merged { .. }));
+        assert_eq!(reasons(&s.store.timeline(&sid(3)).await.unwrap()), ["first", "second"]);
+    }
+
+    async fn a_slot_whose_hold_went_unanswered_is_given_back_to_nobody_else(s: TestStore) {
+        let acme = s.store.insert(None, &serde_json::from_value::<Company>(serde_json::json!({"name": "Acme"})).unwrap()).await.unwrap();
+        let buyer = |name: &str| serde_json::from_value::<Buyer>(serde_json::json!({"name": name, "destination": "+14155550101", "caps": {"concurrency": 5}})).unwrap();
+        let (x, y) = (s.store.insert(Some(acme.id), &buyer("X")).await.unwrap(), s.store.insert(Some(acme.id), &buyer("Y")).await.unwrap());
+        let leg = |n: usize| Leg { call: sid(n), attempt: 1 };
+        let at = Timestamp::now();
+        for (n, holder) in [(4, &x), (5, &x)] {
+            assert_eq!(s.store.hold_slot(&SlotHold { buyer: holder, leg: &leg(n), at }).await.unwrap(), None);
+        }
+        let slots = || async {
+            let rows: Vec<(String, i64)> = sqlx::query_as("SELECT call_sid, attempt FROM capacity_slots ORDER BY call_sid")
+                .fetch_all(&mut s.db.connect().await)
+                .await
+                .unwrap();
+            rows.into_iter().map(|(call, _)| call).collect::<Vec<_>>()
+        };
+        let call = new_call(4, "+14155550100");
+        let give_back = |buyer: Id<Buyer>, n: usize| vec![LoadChange::Unheld { buyer, leg: leg(n) }];
+        for (load, left) in [
+            // Another buyer's give-back frees nothing.
+            (give_back(y.id, 4), vec![sid(4).to_string(), sid(5).to_string()]),
+            (give_back(x.id, 4), vec![sid(5).to_string()]),
+        ] {
+            s.store
+                .save_call(&CallChange { call: &call, timeline: &[], conversions: &[], touched: &[], load: &load, postbacks: &[], write: Write::Replace })
+                .await
+                .unwrap();
+            assert_eq!(slots().await, left);
+        }
     }
 }

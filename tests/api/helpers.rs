@@ -741,7 +741,10 @@ mod flaky {
             self.check()?;
             self.inner.save_rtb(writes).await
         }
-        async fn held_reservations(&self, at: Timestamp) -> Result<Vec<(Reservation, bool)>, StoreError> {
+        async fn held_reservations(
+            &self,
+            at: Timestamp,
+        ) -> Result<Vec<(Reservation, Option<CallSid>)>, StoreError> {
             self.check()?;
             self.inner.held_reservations(at).await
         }

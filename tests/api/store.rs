@@ -384,8 +384,8 @@ on_both_engines! {
         let reload = s.store.held_reservations(at + SignedDuration::from_secs(10)).await.unwrap();
         assert_eq!(
             reload,
-            [(held.clone(), false), (claimed.clone(), true)],
-            "with whether they are claimed; not the expired, nor the one without a caller"
+            [(held.clone(), None), (claimed.clone(), Some(call_sid.clone()))],
+            "with the call that claimed them; not the expired, nor the one without a caller"
         );
 
         let filter = PingFilter {

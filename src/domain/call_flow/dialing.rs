@@ -10,7 +10,7 @@ use super::{
 };
 use crate::domain::{
     call::{Answer, CallRecord, CallStatus, DialStatus, DropReason, Trail},
-    capacity::{Block, Leg},
+    capacity::{Block, Leg, LoadChange},
     dedupe::{Touch, Touched},
     dialing::{DialSettings, Screen},
     phone::E164,
@@ -82,6 +82,8 @@ pub(super) fn route(
         attempt: number,
     };
     let mut random = random_for(turn.routing_seed, (&leg.call, leg.attempt));
+    // Buyers whose hold was not answered in time.
+    let mut unanswered = Vec::new();
     let decision = loop {
         let situation = CallSituation {
             at: turn.now,
@@ -120,11 +122,27 @@ pub(super) fn route(
             // The slot cannot be taken in time: the fallback, or the end (a haste decision
             // never dials this buyer again, so this ends too).
             _ if in_haste => {
+                unanswered.push(buyer.id);
                 blocked.insert(buyer.id, Block::Concurrency);
             }
-            _ => in_haste = true,
+            _ => {
+                unanswered.push(buyer.id);
+                in_haste = true;
+            }
         }
     };
+    // A hold whose answer never came may have been taken all the same: given back unless its
+    // buyer is the one dialed on this leg.
+    let dialed = match decision.action {
+        Action::Dial { buyer, .. } => Some(buyer),
+        _ => None,
+    };
+    for buyer in unanswered.into_iter().filter(|b| Some(*b) != dialed) {
+        turn.effects.load.push(LoadChange::Unheld {
+            buyer,
+            leg: leg.clone(),
+        });
+    }
     if turn.blind.is_some() {
         let action = &decision.action;
         turn.warn(format!(

@@ -341,7 +341,10 @@ fn take(
             let postbacks = postbacks_for(&turn.plan, record, &events, turn.now, turn.ids);
             turn.effects.postbacks.extend(postbacks);
         }
+        // What routing gave back (holds never answered) after what the call's change frees.
+        let given_back = std::mem::take(&mut turn.effects.load);
         turn.effects.load = load_changes(before.as_ref(), record, turn.now);
+        turn.effects.load.extend(given_back);
         record.timeline_len += turn.effects.timeline.len() as u32;
     }
     Ok((record, answer, false))

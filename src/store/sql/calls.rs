@@ -15,6 +15,7 @@ use super::{
 use crate::{
     domain::{
         call::{Attempt, CallRecord, CallSid, Caller, Conversion},
+        capacity::LoadChange,
         cluster::News,
         dedupe::{MarkBatch, Touch, Touched},
         money::Money,
@@ -133,6 +134,7 @@ async fn save_on_sqlite(conn: &mut AnyConnection, changes: &[CallChange<'_>]) ->
         .bind(to_json(&rows.marks)?)
         .bind(to_json(&rows.postbacks)?)
         .bind(to_json(&saved_sids(changes))?)
+        .bind(to_json(&unheld(changes))?)
         .fetch_all(&mut *conn)
         .await?;
     let existed = not_inserted(changes, &inserted);
@@ -174,6 +176,7 @@ async fn save_on_postgres(
     over_rows(conn, UPSERT_MARKS, &rows.marks).await?;
     over_rows(conn, INSERT_POSTBACKS, &rows.postbacks).await?;
     over_rows(conn, FREE_SLOTS, &saved_sids(changes)).await?;
+    over_rows(conn, GIVE_BACK_SLOTS, &unheld(changes)).await?;
     let news = changes.iter().flat_map(|change| {
         let touched = (!change.touched.is_empty()).then(|| News::Touched(change.touched.to_vec()));
         let load = (!change.load.is_empty()).then(|| News::Load(change.load.to_vec()));
@@ -201,6 +204,28 @@ fn not_inserted(changes: &[CallChange<'_>], inserted: &[String]) -> HashSet<Call
         .filter(|change| change.inserts_new() && !inserted.contains(change.call.sid.as_str()))
         .map(|change| change.call.sid.clone())
         .collect()
+}
+
+/// Slots held for legs that were not dialed to their buyer (see [`LoadChange::Unheld`]).
+fn unheld<'a>(changes: &[CallChange<'a>]) -> Vec<UnheldJson<'a>> {
+    (changes.iter())
+        .flat_map(|change| change.load)
+        .filter_map(|load| match load {
+            LoadChange::Unheld { buyer, leg } => Some(UnheldJson {
+                call_sid: leg.call.as_str(),
+                attempt: i64::from(leg.attempt),
+                buyer_id: buyer.to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct UnheldJson<'a> {
+    call_sid: &'a str,
+    attempt: i64,
+    buyer_id: String,
 }
 
 /// Every call saved, whose ended legs' slots are freed.
@@ -507,10 +532,24 @@ macro_rules! free_slots {
     };
 }
 
+// Slots whose hold was never answered, unless another buyer holds the leg since.
+macro_rules! give_back_slots {
+    ($engine:ident) => {
+        over_json_rows!(
+            $engine,
+            "$9",
+            "DELETE FROM capacity_slots WHERE (call_sid, attempt, buyer_id) IN
+                (SELECT j.value ->> 'call_sid', CAST(j.value ->> 'attempt' AS BIGINT), j.value ->> 'buyer_id' FROM",
+            ")"
+        )
+    };
+}
+
 /// Every statement of a save on SQLite, run as one: one round trip to the connection's thread
 /// rather than one per statement. Each reads its table's rows from its own array: `$1` the
 /// fresh calls, `$2` calls, `$3` attempts, `$4` entries, `$5` conversions, `$6` marks, `$7`
-/// postbacks, `$8` the calls saved (their ended legs' slots freed). The rows that come back are
+/// postbacks, `$8` the calls saved (their ended legs' slots freed), `$9` the legs whose slot
+/// is given back. The rows that come back are
 /// the fresh calls inserted.
 static SAVE_ON_SQLITE: &str = concat!(
     insert_fresh_calls!(sqlite),
@@ -528,6 +567,8 @@ static SAVE_ON_SQLITE: &str = concat!(
     insert_postbacks!(sqlite),
     ";\n",
     free_slots!(sqlite),
+    ";\n",
+    give_back_slots!(sqlite),
 );
 
 // On PostgreSQL, one statement each (a prepared statement holds one), each over its own array.
@@ -539,6 +580,7 @@ static INSERT_CONVERSIONS: &str = insert_conversions!(postgres);
 static UPSERT_MARKS: &str = upsert_marks!(postgres);
 static INSERT_POSTBACKS: &str = insert_postbacks!(postgres);
 static FREE_SLOTS: &str = free_slots!(postgres);
+static GIVE_BACK_SLOTS: &str = give_back_slots!(postgres);
 
 #[derive(Serialize)]
 struct PostbackJson<'a> {

@@ -31,6 +31,8 @@ struct ReservationRow {
     reserved_at_ms: i64,
     expires_at_ms: i64,
     claimed_at_ms: Option<i64>,
+    /// The call that claimed it.
+    call_sid: Option<String>,
 }
 
 impl TryFrom<ReservationRow> for Reservation {
@@ -154,7 +156,14 @@ impl RtbStore for SqlStore {
                 let news = writes.iter().filter_map(|write| match write {
                     RtbWrite::Ping(_) => None,
                     RtbWrite::Reserved(held) => Some(News::Reserved((**held).clone())),
-                    RtbWrite::Claimed { reservation, .. } => Some(News::Claimed((**reservation).clone())),
+                    RtbWrite::Claimed {
+                        reservation,
+                        call_sid,
+                        ..
+                    } => Some(News::Claimed {
+                        reservation: (**reservation).clone(),
+                        call: call_sid.clone(),
+                    }),
                 });
                 publish(&mut tx, &self.newsroom, news).await?;
             }
@@ -164,10 +173,13 @@ impl RtbStore for SqlStore {
         finish(tx, result).await
     }
 
-    async fn held_reservations(&self, at: Timestamp) -> Result<Vec<(Reservation, bool)>, StoreError> {
+    async fn held_reservations(
+        &self,
+        at: Timestamp,
+    ) -> Result<Vec<(Reservation, Option<CallSid>)>, StoreError> {
         let rows: Vec<ReservationRow> = sqlx::query_as(
             "SELECT uuid, campaign_id, caller_number, buyer_id, publisher_id, payout_cents, seconds,
-                    inbound_number, reserved_at_ms, expires_at_ms, claimed_at_ms
+                    inbound_number, reserved_at_ms, expires_at_ms, claimed_at_ms, call_sid
              FROM rtb_reservations
              WHERE expires_at_ms > $1 AND caller_number IS NOT NULL",
         )
@@ -176,7 +188,11 @@ impl RtbStore for SqlStore {
         .await?;
         rows.into_iter()
             .map(|row| {
-                let claimed = row.claimed_at_ms.is_some();
+                let claimed = (row.claimed_at_ms.is_some())
+                    .then(|| row.call_sid.as_deref().map(CallSid::parse))
+                    .flatten()
+                    .transpose()
+                    .map_err(StoreError::Corrupt)?;
                 Ok((Reservation::try_from(row)?, claimed))
             })
             .collect()

@@ -89,3 +89,31 @@ fn a_slot_a_request_frees_for_a_call_nobody_knows_is_freed_before_routing_afresh
     ));
     assert!(matches!(applied.answer, Answer::Dial { attempt: 1, .. }));
 }
+
+#[test]
+fn a_hold_never_answered_is_given_back_unless_its_buyer_is_dialed_on_the_leg() {
+    let mut world = World::new();
+    world.slow_holds.insert(world.a);
+    let applied = world.apply(None, incoming());
+    // A's slot may have been taken after all: the haste decision dials the fallback instead,
+    // and A's slot for the leg is given back.
+    assert_eq!(world.dialed(&applied.answer), Some((1, world.f)));
+    let leg = Leg {
+        call: applied.record.as_ref().unwrap().sid.clone(),
+        attempt: 1,
+    };
+    let unheld: Vec<_> = (applied.effects.load.iter())
+        .filter(|change| matches!(change, LoadChange::Unheld { .. }))
+        .collect();
+    assert_eq!(unheld, [&LoadChange::Unheld { buyer: world.a, leg }]);
+    // The buyer dialed keeps its slot.
+    let mut world = World::new();
+    let applied = world.apply(None, incoming());
+    assert!(
+        !applied
+            .effects
+            .load
+            .iter()
+            .any(|c| matches!(c, LoadChange::Unheld { .. }))
+    );
+}

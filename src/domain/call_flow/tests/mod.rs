@@ -41,6 +41,8 @@ struct World {
     converted_with: HashSet<BuyerId>,
     /// Buyers whose slot is taken by the time a hold is asked.
     full: HashSet<BuyerId>,
+    /// Buyers whose hold is not answered in time.
+    slow_holds: HashSet<BuyerId>,
     /// The indexes do not answer in time.
     silent: bool,
     reservation: Option<Reservation>,
@@ -112,6 +114,7 @@ impl World {
             ),
             converted_with: HashSet::new(),
             full: HashSet::new(),
+            slow_holds: HashSet::new(),
             silent: false,
             reservation: None,
             paid_before: false,
@@ -150,6 +153,7 @@ impl World {
                 let _ = buyer;
                 Reply::Held(None)
             }
+            Question::Hold { buyer, .. } if self.slow_holds.contains(&buyer.id) => Reply::Held(None),
             Question::Hold { buyer, .. } if self.full.contains(&buyer.id) => {
                 Reply::Held(Some(Err(Block::Concurrency)))
             }
