@@ -151,6 +151,7 @@ impl Application {
             capacity: capacity.clone(),
             slots: slots::gate_for(stores.cluster.clone(), capacity.clone()),
             reservations: rtb_actors.reservations,
+            payouts: stores.payouts.clone(),
             clock: clock.clone(),
             routing_seed,
             decision_budget: settings.decision_budget,

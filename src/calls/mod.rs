@@ -61,6 +61,9 @@ pub struct CallTimings {
     pub stuck_after: Duration,
     /// How often calls are checked for that.
     pub sweep_every: Duration,
+    /// A call ended this long ago whose publisher's payout is not settled (the store did not
+    /// answer when it ended) is settled by the reaper's next sweep.
+    pub settle_after: Duration,
 }
 
 impl Default for CallTimings {
@@ -72,6 +75,7 @@ impl Default for CallTimings {
             store_budget: Duration::from_secs(1),
             stuck_after: Duration::from_secs(crate::config::DEFAULT_STUCK_CALL_SECONDS),
             sweep_every: Duration::from_secs(60),
+            settle_after: Duration::from_secs(60),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Calls whose end never came. A provider's final callback can be lost; a call left live would
 //! hold its buyer's concurrency slot, and show on supervisors' screens, for ever. The reaper
 //! ends every call older than the longest a call can last, through the call's own actor (so the
-//! end is recorded, its slots freed and supervisors told, as any end is).
+//! end is recorded, its slots freed and supervisors told, as any end is). It also settles the
+//! publisher's payout of calls that ended while the store could not settle it: never left
+//! unsettled for good, settled within a sweep (a minute) once the store answers.
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use jiff::SignedDuration;
@@ -9,7 +11,7 @@ use jiff::SignedDuration;
 use super::{CallDeps, Calls, Webhook};
 use crate::domain::{call_flow::Input, form::FormParams};
 
-/// Calls ended per sweep at most: the next sweep takes the rest.
+/// Calls ended (or settled) per sweep at most: the next sweep takes the rest.
 const BATCH: u32 = 500;
 
 pub struct CallReaper {
@@ -35,7 +37,10 @@ impl CallReaper {
         let Ok(limit) = SignedDuration::try_from(self.deps.timings.stuck_after) else {
             return;
         };
-        let Ok(started_before) = self.deps.decider.clock.now().checked_sub(limit) else {
+        let now = self.deps.decider.clock.now();
+        let settle_after =
+            SignedDuration::try_from(self.deps.timings.settle_after).unwrap_or(SignedDuration::ZERO);
+        let Ok(started_before) = now.checked_sub(limit) else {
             return;
         };
         self.sweeping = true;
@@ -51,6 +56,21 @@ impl CallReaper {
             for sid in stuck {
                 let timed_out = Webhook::new(sid, Input::TimedOut, "timeout", FormParams::default(), None);
                 calls.handle(timed_out).await;
+            }
+            // Payouts the store did not settle when their calls did (a call's actor lingers
+            // after its end, and settles on any late callback, first). A call whose last dial's
+            // result never came at all is left as it stands once it is older than a call lasts.
+            let ended_before = now.checked_sub(settle_after).unwrap_or(now);
+            let unsettled = match store.unsettled(started_before, ended_before, BATCH).await {
+                Ok(unsettled) => unsettled,
+                Err(error) => {
+                    tracing::warn!(%error, "could not look for calls whose payout was not settled");
+                    return;
+                }
+            };
+            for sid in unsettled {
+                let settle = Webhook::new(sid, Input::Settle, "settle", FormParams::default(), None);
+                calls.handle(settle).await;
             }
         };
         ctx.spawn(

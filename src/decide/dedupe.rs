@@ -9,8 +9,7 @@ use jiff::Timestamp;
 use super::owned::{Owned, Step};
 use crate::{
     domain::{
-        dedupe::{DedupeIndex, MarkBatch, Rule, Scope, Touch, Touched},
-        payout::{PublisherPayout, is_duplicate_for_publisher},
+        dedupe::{DedupeIndex, MarkBatch, Rule, Touched},
         phone::E164,
         plan::BuyerId,
     },
@@ -60,35 +59,6 @@ impl Step for Duplicates {
             .duplicates(&self.caller, &self.rules, self.at)
             .into_iter()
             .collect()
-    }
-}
-
-/// May the caller earn this publisher a payout now? Yes unless its last one is inside the
-/// window; a yes is marked at once, in the same step, so that two calls from one caller never
-/// both earn it (the caller and publisher's de-dupe, as a conversion is a buyer's).
-pub struct PayOnce {
-    pub caller: E164,
-    pub scope: Scope,
-    pub terms: PublisherPayout,
-    pub at: Timestamp,
-}
-
-impl Step for PayOnce {
-    type Index = DedupeIndex;
-    type Output = bool;
-
-    fn take(self, index: &mut DedupeIndex) -> bool {
-        let msg = self;
-        let last_paid = index.mark(&msg.caller, &msg.scope).last_converted;
-        let duplicate = is_duplicate_for_publisher(
-            &msg.terms,
-            last_paid.map(Timestamp::as_millisecond),
-            msg.at.as_millisecond(),
-        );
-        if !duplicate {
-            index.record(&msg.caller, &msg.scope, Touch::Converted, msg.at);
-        }
-        !duplicate
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::time::{Instant, timeout_at};
 
 use self::{
     capacity::{Apply, Blocked},
-    dedupe::{Duplicates, PayOnce},
+    dedupe::Duplicates,
     slots::SlotGate,
 };
 pub use self::{
@@ -41,11 +41,11 @@ use crate::{
         call::CallSid,
         call_flow::{Question, Reply},
         capacity::Block,
-        dedupe::Scope,
         phone::E164,
         plan::{Buyer, BuyerId, Record},
         routing::{RoutingPlan, random_for},
     },
+    store::{PayoutClaim, PayoutStore},
 };
 
 /// What a routing decision (a call's, or an RTB ping's) asks.
@@ -58,6 +58,8 @@ pub struct Decider {
     pub slots: Arc<dyn SlotGate>,
     /// RTB reservations, which a call claims when it reaches their campaign.
     pub reservations: Reservations,
+    /// Publishers' payouts, each decided and written in one step where every node sees it.
+    pub payouts: Arc<dyn PayoutStore>,
     pub clock: Arc<dyn Clock>,
     /// Where the draws between buyers of equal priority come from (see [`Decider::random_for`]).
     pub routing_seed: u64,
@@ -151,13 +153,29 @@ impl Decider {
                 publisher,
                 terms,
             } => {
-                let ask = PayOnce {
-                    caller,
-                    scope: Scope::Publisher(publisher),
-                    terms,
+                let Some(call) = call else {
+                    return Reply::PaidOnce(None);
+                };
+                let claim = PayoutClaim {
+                    call,
+                    publisher,
+                    caller: caller.as_ref(),
+                    terms: &terms,
                     at,
                 };
-                Reply::PaidOnce(ask_within("the de-dupe index", by, self.dedupe.ask(ask)).await)
+                match timeout_at(by, self.payouts.pay_once(&claim)).await {
+                    Ok(Ok(first)) => Reply::PaidOnce(Some(first)),
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "could not settle the publisher's payout; it will be settled later");
+                        Reply::PaidOnce(None)
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            "the store did not settle the publisher's payout in time; it will be settled later"
+                        );
+                        Reply::PaidOnce(None)
+                    }
+                }
             }
         }
     }

@@ -20,6 +20,7 @@ use crate::{
         cluster::{NodeId, NodeInfo},
         dedupe::{MarkBatch, Touched},
         ids::Id,
+        payout::PublisherPayout,
         phone::E164,
         plan::{
             Buyer, BuyerId, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, PublisherId,
@@ -84,8 +85,38 @@ pub trait CallStore: Send + Sync {
     /// Calls not ended that started before `before`, at most `limit`: those whose end never
     /// came, if they are old.
     async fn unended_before(&self, before: Timestamp, limit: u32) -> Result<Vec<CallSid>, StoreError>;
+    /// Calls ended in `[since, before)` whose publisher's payout is not settled yet, at most
+    /// `limit`: the store did not answer when they were.
+    async fn unsettled(
+        &self,
+        since: Timestamp,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<CallSid>, StoreError>;
     /// Succeeds when the database answers (it can take calls).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Publishers' payouts, kept as a ledger (a row per payout paid, and per payout reversed).
+#[async_trait]
+pub trait PayoutStore: Send + Sync {
+    /// Whether the call may earn its publisher a payout: yes if the caller's latest payout to
+    /// the publisher not reversed is this call's own (asked again, its answer lost), or if it
+    /// has none inside the terms' window. A yes is the payout's row, written in the same step,
+    /// under a lock of the caller and publisher: two calls settling at once, on any nodes,
+    /// never both earn it.
+    async fn pay_once(&self, claim: &PayoutClaim<'_>) -> Result<bool, StoreError>;
+}
+
+/// A call's claim to its publisher's payout.
+#[derive(Debug, Clone, Copy)]
+pub struct PayoutClaim<'a> {
+    pub call: &'a CallSid,
+    pub publisher: PublisherId,
+    /// `None`: a withheld caller, who cannot be told apart and is never a repeat.
+    pub caller: Option<&'a E164>,
+    pub terms: &'a PublisherPayout,
+    pub at: Timestamp,
 }
 
 /// What buyers' caps count.
@@ -397,6 +428,7 @@ pub trait TokenStore: Send + Sync {
 pub trait Store:
     PlanStore
     + CallStore
+    + PayoutStore
     + CapacityStore
     + RtbStore
     + SupervisionStore
@@ -410,6 +442,7 @@ pub trait Store:
 impl<T> Store for T where
     T: PlanStore
         + CallStore
+        + PayoutStore
         + CapacityStore
         + RtbStore
         + SupervisionStore
@@ -427,6 +460,7 @@ impl<T> Store for T where
 pub struct Stores {
     pub plan: Arc<dyn PlanStore>,
     pub calls: Arc<dyn CallStore>,
+    pub payouts: Arc<dyn PayoutStore>,
     pub capacity: Arc<dyn CapacityStore>,
     pub cluster: Arc<dyn ClusterStore>,
     pub rtb: Arc<dyn RtbStore>,
@@ -442,6 +476,7 @@ impl Stores {
         Self {
             plan: store.clone(),
             calls: store.clone(),
+            payouts: store.clone(),
             capacity: store.clone(),
             cluster: store.clone(),
             rtb: store.clone(),

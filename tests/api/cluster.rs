@@ -595,3 +595,81 @@ async fn every_plan_change_is_news_from_the_database() {
     .expect("the plan's latest revision is heard");
     assert_eq!(revision, after);
 }
+
+/// A publisher given Main's number, paid per call once a day per caller.
+const PAYOUT_PLAN: &str = concat!(
+    r#"
+[[companies]]
+name = "Acme Leads"
+
+[[companies.publishers]]
+name = "Search Partners"
+external_id = "pub-1"
+numbers = ["+18005550100"]
+payout = { rule = "per_call", amount = 5.00, dedupe_seconds = 86400 }
+
+[[companies.buyers]]
+name = "Acme"
+destination = "+14155550101"
+
+[[companies.campaigns]]
+name = "Main"
+numbers = ["+18005550100"]
+buyers = [{ buyer = "Acme" }]
+"#
+);
+
+#[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
+async fn one_caller_settling_on_two_nodes_at_once_earns_the_publisher_one_payout_every_time() {
+    let Some(first) = TestApp::start_with_plan(Engine::Postgres, &Plan::parse(PAYOUT_PLAN).unwrap()).await
+    else {
+        return;
+    };
+    let second = first.another_node().await;
+    let provider = TestApp::signing_client();
+    for round in 0..100u32 {
+        // The same caller's two calls, one on each node, at the same moment: each reaches the
+        // campaign, which is when a per-call payout is earned.
+        let caller = format!("+1415556{round:04}");
+        let (one, two) = (sid(10_000 + 2 * round), sid(10_001 + 2 * round));
+        let (to_first, to_second) = (first.url("/voice/incoming"), format!("{second}/voice/incoming"));
+        let (body_one, body_two) = (incoming(&one, &caller, MAIN), incoming(&two, &caller, MAIN));
+        let (a, b) = futures_util::join!(
+            provider.webhook(&to_first, &body_one),
+            provider.webhook(&to_second, &body_two),
+        );
+        assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+        let mut paid = Vec::new();
+        for call in [&one, &two] {
+            let view = expect_json(first.get(&format!("/calls/{call}")).await, StatusCode::OK).await;
+            paid.push((
+                view["publisher_payout"].as_f64(),
+                view["publisher_duplicate"].as_bool(),
+            ));
+        }
+        paid.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        assert_eq!(
+            paid,
+            [(Some(0.0), Some(true)), (Some(5.0), Some(false))],
+            "round {round}: {caller}"
+        );
+    }
+    // The ledger: one payout row per caller.
+    let mut conn = first.db.connect().await;
+    assert_eq!(
+        count(&mut conn, "SELECT COUNT(*) FROM publisher_payouts").await,
+        100
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT COUNT(DISTINCT caller_number) FROM publisher_payouts"
+        )
+        .await,
+        100
+    );
+}

@@ -361,3 +361,30 @@ on_both_engines! {
         a_restart_then_a_faulty_store(fixture, Fault::Down).await;
     }
 }
+
+on_both_engines! {
+    async fn a_payout_the_store_could_not_settle_when_the_call_ended_is_settled_by_the_reaper(fixture: Faulty) {
+        let app = &fixture.app;
+        let call = sid(21);
+        let (number, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, CALLER, MAIN)).await).await;
+        assert_eq!(number, ACME);
+        // The store goes away as the call converts and ends: the caller is answered all the
+        // same, and nothing can be settled.
+        fixture.store.set(Fault::Down);
+        let (status, body, _) = timed(app, &action, &dial_ended(&call, "completed", 120)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("<Hangup"), "{body}");
+        fixture.store.set(Fault::None);
+        // Nothing more comes from the provider: the reaper settles it.
+        let settled = fixture
+            .call_once(&call, Duration::from_secs(15), |c| c["publisher_payout"].is_number())
+            .await;
+        assert_eq!(
+            (settled["converted"].as_bool(), settled["publisher_payout"].as_f64(), settled["publisher_duplicate"].as_bool()),
+            (Some(true), Some(5.0), Some(false)),
+            "{settled:#}"
+        );
+        let stats: Value = app.get("/stats/publishers").await.json().await.unwrap();
+        assert_eq!((stats["data"][0]["paid"].as_u64(), stats["data"][0]["unsettled"].as_u64()), (Some(1), Some(0)), "{stats:#}");
+    }
+}

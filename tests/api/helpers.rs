@@ -49,6 +49,7 @@ pub fn test_timings() -> CallTimings {
         ended_grace: std::time::Duration::from_millis(300),
         save_retry: std::time::Duration::from_millis(100),
         sweep_every: std::time::Duration::from_millis(100),
+        settle_after: std::time::Duration::from_millis(500),
         ..CallTimings::default()
     }
 }
@@ -297,7 +298,8 @@ impl TestApp {
             let switch = Arc::new(FlakyStore::new((*store).clone()));
             flaky = Some(switch.clone());
             Stores {
-                calls: switch,
+                calls: switch.clone(),
+                payouts: switch,
                 ..Stores::of(store)
             }
         })
@@ -697,7 +699,8 @@ mod flaky {
             timeline::TimelineEntry,
         },
         store::{
-            CallChange, CallFilter, CallStore, PingFilter, RtbStore, Saved, StoreError, SupervisionStore,
+            CallChange, CallFilter, CallStore, PayoutClaim, PayoutStore, PingFilter, RtbStore, Saved,
+            StoreError, SupervisionStore,
         },
     };
 
@@ -729,9 +732,30 @@ mod flaky {
             self.check()?;
             self.inner.unended_before(before, limit).await
         }
+        async fn unsettled(
+            &self,
+            since: Timestamp,
+            before: Timestamp,
+            limit: u32,
+        ) -> Result<Vec<CallSid>, StoreError> {
+            self.check()?;
+            self.inner.unsettled(since, before, limit).await
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             self.check()?;
             self.inner.ping().await
+        }
+    }
+
+    #[async_trait]
+    impl PayoutStore for FlakyStore {
+        async fn pay_once(&self, claim: &PayoutClaim<'_>) -> Result<bool, StoreError> {
+            self.check()?;
+            let paid = self.inner.pay_once(claim).await;
+            if let Fault::Slow(delay) = self.fault() {
+                actix_web::rt::time::sleep(delay).await;
+            }
+            paid
         }
     }
 

@@ -107,10 +107,11 @@ pub enum Question {
     },
     /// Take `buyer`'s slot for `leg`.
     Hold { buyer: Box<Record<Buyer>>, leg: Leg },
-    /// Whether this is the caller's first payout to the publisher inside the terms' window,
-    /// marking it if so.
+    /// Whether this call may earn the publisher a payout (the caller's first payout to it inside
+    /// the terms' window, or the call's own asked again), writing it if so. `caller` is `None`
+    /// for a withheld caller, never a repeat.
     PayOnce {
-        caller: E164,
+        caller: Option<E164>,
         publisher: PublisherId,
         terms: PublisherPayout,
     },
@@ -319,6 +320,10 @@ fn take(
     let (mut record, answer) = apply(turn, record, request)?;
     if let Some(record) = &mut record {
         settle_publisher(turn, record)?;
+        if *request.input == Input::Settle && told_since.is_none() && Some(&*record) == before.as_ref() {
+            // Nothing was left to settle: nothing to save either.
+            return Ok((Some(record.clone()), answer, true));
+        }
         if !matches!(request.input, Input::TimedOut | Input::Settle) {
             // The request itself first in the timeline (written once the step is done, not on
             // every replay).

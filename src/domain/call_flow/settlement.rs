@@ -9,7 +9,6 @@ use super::{
 };
 use crate::domain::{
     call::{Attempt, CallRecord, Conversion, DialStatus, Recording},
-    dedupe::{Scope, Touch, Touched},
     money::Money,
     payout::Settlement,
     plan::{Buyer, Record},
@@ -77,34 +76,19 @@ pub(super) fn settle_publisher(turn: &mut Turn<'_>, record: &mut CallRecord) -> 
         Settlement::Later => return Ok(()),
         Settlement::Unearned => (Money::ZERO, None),
         Settlement::Earned(terms) => {
-            let duplicate = match record.caller.number() {
-                // Without a window nothing is a repeat: no need to ask (the payout is still
-                // marked, below, for the history).
-                Some(_) if terms.dedupe_seconds.get() == 0 => false,
-                Some(caller) => {
-                    let ask = || Question::PayOnce {
-                        caller: caller.clone(),
-                        publisher: publisher_id,
-                        terms,
-                    };
-                    // If the index does not say, nothing is settled now (the next request asks
-                    // again).
-                    match turn.ask(ask)? {
-                        Reply::PaidOnce(Some(first)) => !first,
-                        _ => return Ok(()),
-                    }
-                }
-                // A caller who cannot be told apart (a withheld number) cannot be a repeat caller.
-                None => false,
+            // Every payout is asked for, even where nothing can be a repeat (no window, a
+            // withheld caller): the answer is the payout's row in the ledger, written once.
+            let ask = || Question::PayOnce {
+                caller: record.caller.number().cloned(),
+                publisher: publisher_id,
+                terms,
             };
-            if !duplicate && let Some(caller) = record.caller.number() {
-                turn.effects.touched.push(Touched {
-                    caller: caller.clone(),
-                    scope: Scope::Publisher(publisher_id),
-                    touch: Touch::Converted,
-                    at: turn.now,
-                });
-            }
+            // If the store does not say, nothing is settled now: the next request, or the
+            // reaper's sweep of calls left unsettled, asks again.
+            let duplicate = match turn.ask(ask)? {
+                Reply::PaidOnce(Some(first)) => !first,
+                _ => return Ok(()),
+            };
             let payout = if duplicate { Money::ZERO } else { terms.amount };
             (payout, Some(duplicate))
         }

@@ -81,6 +81,28 @@ impl CallStore for SqlStore {
         Ok(calls.into_iter().map(|call| call.call_sid).collect())
     }
 
+    async fn unsettled(
+        &self,
+        since: Timestamp,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<CallSid>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT call_sid FROM calls
+             WHERE publisher_id IS NOT NULL AND publisher_payout_cents IS NULL AND state = 'ended'
+               AND ended_at_ms >= $1 AND ended_at_ms < $2
+             ORDER BY ended_at_ms LIMIT $3",
+        )
+        .bind(since.as_millisecond())
+        .bind(before.as_millisecond())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(sid,)| CallSid::parse(&sid).map_err(StoreError::Corrupt))
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.pool.execute("SELECT 1").await?;
         Ok(())

@@ -14,6 +14,7 @@ mod cluster;
 mod companies;
 mod import;
 mod marks;
+mod payouts;
 mod postbacks;
 mod publishers;
 mod rtb;
