@@ -597,8 +597,7 @@ async fn every_plan_change_is_news_from_the_database() {
 }
 
 /// A publisher given Main's number, paid per call once a day per caller.
-const PAYOUT_PLAN: &str = concat!(
-    r#"
+const PAYOUT_PLAN: &str = r#"
 [[companies]]
 name = "Acme Leads"
 
@@ -616,8 +615,7 @@ destination = "+14155550101"
 name = "Main"
 numbers = ["+18005550100"]
 buyers = [{ buyer = "Acme" }]
-"#
-);
+"#;
 
 #[actix_web::test]
 #[cfg_attr(
