@@ -11,6 +11,7 @@ mod dashboard;
 mod fidelity;
 mod money_flows;
 mod overload;
+mod plan_changes;
 mod plan_import;
 mod provider;
 mod replay;

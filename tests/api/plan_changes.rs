@@ -92,7 +92,10 @@ impl Changing {
 
     async fn set_buyers(&self, buyers: Value) {
         let main = self.app.id_of("/campaigns", "Main").await;
-        let changed = self.app.patch(&format!("/campaigns/{main}"), json!({ "buyers": buyers })).await;
+        let changed = self
+            .app
+            .patch(&format!("/campaigns/{main}"), json!({ "buyers": buyers }))
+            .await;
         expect_json(changed, StatusCode::OK).await;
     }
 }
@@ -110,10 +113,12 @@ async fn spring_campaign_created(node: &TestApp) {
 
 /// The plan revision the node at `base` routes on, as `/metrics` shows it.
 async fn plan_revision_of(client: &reqwest::Client, base: &str) -> i64 {
-    let metrics = (client.get(format!("{base}/metrics")).bearer_auth(SUPERVISOR_TOKEN))
-        .send()
-        .await
-        .unwrap();
+    let metrics = (client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(SUPERVISOR_TOKEN))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
     let text = metrics.text().await.unwrap();
     (text.lines())
@@ -203,7 +208,9 @@ async fn a_change_on_one_node_binds_a_burst_on_another() {
     let before = plan_revision_of(&client, &second).await;
 
     let old = first.id_of("/buyers", "Old").await;
-    let paused = first.patch(&format!("/buyers/{old}"), json!({"paused": true})).await;
+    let paused = first
+        .patch(&format!("/buyers/{old}"), json!({"paused": true}))
+        .await;
     expect_json(paused, StatusCode::OK).await;
     let revision = first.store.plan_revision().await.unwrap();
     assert!(revision > before);
