@@ -196,7 +196,7 @@ async fn follow(mut heard: mpsc::Receiver<Heard>, rereads: Rereads, indexes: Ind
                 Ok(url) => peers.add(url),
                 Err(error) => tracing::warn!(%error, "a node announced an invalid public URL"),
             },
-            Heard::News(News::Plan { .. }) => indexes.plan.invalidate(),
+            Heard::News(News::Plan { revision }) => indexes.plan.heard(revision),
             Heard::Missed => {
                 indexes.plan.invalidate();
                 catch_up(&rereads, &indexes).await;

@@ -12,7 +12,7 @@ use crate::{
     clock::{Clock, SystemClock},
     cluster,
     config::{ConfigError, PublicUrl, Settings},
-    decide::{Capacity, CapacityActor, Decider, Dedupe, DedupeActor, PlanCache, slots},
+    decide::{Capacity, CapacityActor, Decider, Dedupe, DedupeActor, PlanCache, PlanTimings, slots},
     domain::twiml::{TemplateError, TemplateName, Templates},
     http::{self, auth::AccessTokens, health::Readiness, voice::Voice},
     postbacks,
@@ -126,7 +126,13 @@ impl Application {
         )?;
         let dedupe = dedupe.start(&index_threads[0]);
         let capacity = capacity.start(&index_threads[1]);
-        let plan = Arc::new(PlanCache::load(stores.plan.clone(), PLAN_MAX_AGE).await?);
+        let plan_timings = PlanTimings {
+            max_age: PLAN_MAX_AGE,
+            // Twice at most in a call's first turn (the plan, then an unknown number's second
+            // look): half the budget, the other half left for the rest of the decision.
+            wait: settings.decision_budget / 4,
+        };
+        let plan = Arc::new(PlanCache::load(stores.plan.clone(), plan_timings).await?);
         let rtb_actors = rtb::start(stores.rtb.clone(), clock.clone(), &index_threads[2]).await?;
         let learning = cluster::Indexes {
             dedupe: dedupe.clone(),
@@ -140,6 +146,7 @@ impl Application {
         };
         let peers = cluster::join(stores.cluster.clone(), rereads, &public_url, learning).await?;
         let supervision = Supervision::start(clock.clone());
+        plan.report_revision_to(supervision.metrics.plan_revision());
         let outbox = postbacks::start(
             stores.postbacks.clone(),
             settings.postbacks,

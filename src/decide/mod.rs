@@ -32,7 +32,7 @@ use self::{
 pub use self::{
     capacity::{Capacity, CapacityActor},
     dedupe::{Dedupe, DedupeActor},
-    plan_cache::PlanCache,
+    plan_cache::{PlanCache, PlanTimings},
     reservations::{Claim, Learned, ReservationActor, Reservations, Write},
 };
 use crate::{

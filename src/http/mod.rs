@@ -35,8 +35,9 @@ use crate::{
     store::{PlanStore, PlanTable},
 };
 
-/// Live calls route on an in-memory plan: a successful change through the API makes the next
-/// call read it afresh.
+/// Live calls route on an in-memory plan: after a successful change through the API, before
+/// its answer leaves, the plan is marked changed, so that every call from then on routes on a
+/// plan read after the change (see [`PlanCache::invalidate`]).
 async fn invalidate_plan_after_writes(
     request: ServiceRequest,
     next: Next<impl MessageBody>,

@@ -91,6 +91,7 @@ pub struct Metrics {
     rtb_pings: Family<PingLabels, Counter>,
     postbacks: Family<PostbackLabels, Counter>,
     outbox: Family<OutboxLabels, Gauge>,
+    plan_revision: Gauge,
 }
 
 /// From half a millisecond to about four seconds: decisions are budgeted well under a second,
@@ -114,6 +115,7 @@ impl Metrics {
             rtb_pings: Family::default(),
             postbacks: Family::default(),
             outbox: Family::default(),
+            plan_revision: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -166,6 +168,11 @@ impl Metrics {
             "postback_outbox",
             "Postbacks in the outbox, every node's, by status: pending (queued or retrying) and failed (out of tries)",
             metrics.outbox.clone(),
+        );
+        registry.register(
+            "plan_revision",
+            "The revision of the routing plan this process routes on (the store's plan_revision when it was read)",
+            metrics.plan_revision.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -228,6 +235,11 @@ impl Metrics {
         };
         set("pending", pending);
         set("failed", failed);
+    }
+
+    /// Where the routing plan in memory shows its revision.
+    pub fn plan_revision(&self) -> Gauge {
+        self.plan_revision.clone()
     }
 
     /// Every metric, as Prometheus scrapes it.

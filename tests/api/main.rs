@@ -12,6 +12,7 @@ mod faults;
 mod fidelity;
 mod money_flows;
 mod overload;
+mod plan_changes;
 mod plan_import;
 mod provider;
 mod replay;
