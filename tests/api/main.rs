@@ -12,6 +12,7 @@ mod fidelity;
 mod money_flows;
 mod overload;
 mod plan_import;
+mod postback_endpoints;
 mod provider;
 mod replay;
 mod routing_policy;
