@@ -12,7 +12,7 @@ use switchboard::{
         dedupe::{DedupeIndex, Scope, Touch, Touched},
         ids::Id,
         phone::E164,
-        plan::{Buyer, Company, Record},
+        plan::{Buyer, Company, Publisher, Record},
         postback::{EndpointRef, Postback, PostbackEvent, PostbackOwner, PostbackStatus},
         timeline::{Event, TimelineEntry},
     },
@@ -446,5 +446,118 @@ on_both_engines! {
         assert_eq!((gone.status, gone.last_error.as_deref()), (PostbackStatus::Cancelled, Some("cancelled: its buyer or publisher was removed")));
         store.record_tries(&[tried(queued[1].id, now, TryOutcome::Failed(TryFailed { error: "timeout".into(), status_code: None, retry_at: Some(now) }))]).await.unwrap();
         assert_eq!(status(queued[1].id).await.status, PostbackStatus::Cancelled);
+    }
+}
+
+/// A database whose schema stops before postback endpoints had ids.
+struct BeforeEndpointIds {
+    db: crate::helpers::TestDb,
+}
+
+impl BeforeEndpointIds {
+    const LAST_MIGRATION_WITHOUT: i64 = 20261205000002;
+
+    async fn start(engine: crate::helpers::Engine) -> Option<Self> {
+        let db = crate::helpers::TestDb::create(engine).await?;
+        let (dir, url) = match engine {
+            crate::helpers::Engine::Sqlite => ("migrations/sqlite", format!("{}?mode=rwc", db.url)),
+            crate::helpers::Engine::Postgres => ("migrations/postgres", db.url.clone()),
+        };
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(dir)).await.unwrap();
+        migrator.run_to(Self::LAST_MIGRATION_WITHOUT, &mut conn).await.unwrap();
+        Some(Self { db })
+    }
+}
+
+on_both_engines! {
+    async fn postbacks_queued_before_endpoint_ids_still_go_to_their_endpoint(old: BeforeEndpointIds) {
+        let mut db = old.db.connect().await;
+        let (company, buyer, publisher, gone) = (Id::<()>::generate(), Id::<()>::generate(), Id::<()>::generate(), Id::<()>::generate());
+        let hook = |path: &str| format!("http://127.0.0.1:9/{path}");
+        let endpoint = |path: &str, events: &[&str]| json!({"url": hook(path), "secret": format!("whsec_{path}_0123456789abcdef"), "events": events});
+        let buyers_endpoints = json!([endpoint("a", &["call.converted"]), endpoint("b", &["call.converted", "call.ended"])]);
+        sqlx::query("INSERT INTO companies (id, name, created_at_ms, updated_at_ms) VALUES ($1, 'Acme', 0, 0)")
+            .bind(company.to_string()).execute(&mut db).await.unwrap();
+        sqlx::query(
+            "INSERT INTO buyers (id, company_id, name, destination, ring_timeout_seconds, conversion_seconds,
+                dedupe_seconds, duplicate_after, payout_cents, revenue_cents, caps_counted_on, created_at_ms,
+                updated_at_ms, postbacks)
+             VALUES ($1, $2, 'Acme Auto', '+14155550101', 30, 90, 0, 'converted', 0, 0, 'converted', 0, 0, $3)",
+        )
+        .bind(buyer.to_string()).bind(company.to_string()).bind(buyers_endpoints.to_string())
+        .execute(&mut db).await.unwrap();
+        sqlx::query("INSERT INTO publishers (id, company_id, name, created_at_ms, updated_at_ms, postbacks) VALUES ($1, $2, 'Search', 0, 0, $3)")
+            .bind(publisher.to_string()).bind(company.to_string()).bind(json!([endpoint("p", &["call.converted", "call.ended"])]).to_string())
+            .execute(&mut db).await.unwrap();
+        // As the outbox held them: each names its endpoint by position, with the URL and secret
+        // it had when queued.
+        let queued = [
+            ("a at 0", format!("buyer:{buyer}:0"), "a", "pending"),
+            ("b at 1", format!("buyer:{buyer}:1"), "b", "pending"),
+            // Queued when b was first; the list was reordered since.
+            ("b at 0", format!("buyer:{buyer}:0"), "b", "pending"),
+            // Its endpoint's URL was changed since (or it was removed: nothing tells which).
+            ("edited", format!("buyer:{buyer}:1"), "old", "pending"),
+            ("publisher", format!("publisher:{publisher}:0"), "p", "pending"),
+            ("owner gone", format!("buyer:{gone}:0"), "x", "pending"),
+            ("delivered", format!("buyer:{buyer}:0"), "a", "delivered"),
+        ];
+        let mut ids = std::collections::HashMap::new();
+        for (name, endpoint, path, status) in &queued {
+            let id = uuid::Uuid::now_v7();
+            ids.insert(*name, id);
+            sqlx::query(
+                "INSERT INTO postbacks (id, event_key, endpoint, event, call_sid, url, secret, body, status,
+                    attempts, next_attempt_at_ms, created_at_ms)
+                 VALUES ($1, $2, $3, 'call.converted', 'CA00000000000000000000000000000001', $4, $5, '{}', $6, 0, 0, 0)",
+            )
+            .bind(id.to_string()).bind(format!("CA00000000000000000000000000000001:call.converted:{name}"))
+            .bind(endpoint).bind(hook(path)).bind(format!("whsec_{path}_queued_0123456789")).bind(*status)
+            .execute(&mut db).await.unwrap();
+        }
+
+        let store = SqlStore::connect_and_migrate(&old.db.url).await.unwrap();
+        let acme = PlanTable::<Buyer>::get(&store, buyer.to_string().parse().unwrap()).await.unwrap();
+        let stored = acme.spec.postbacks.as_slice();
+        assert_eq!(stored.iter().map(|e| e.url.as_str()).collect::<Vec<_>>(), [hook("a"), hook("b")], "in their order");
+        assert!(stored.iter().all(|e| e.id.is_some()) && stored[0].id != stored[1].id, "each endpoint has an id of its own");
+        let search = PlanTable::<Publisher>::get(&store, publisher.to_string().parse().unwrap()).await.unwrap();
+        assert!(search.spec.postbacks.as_slice()[0].id.is_some());
+
+        let now = Timestamp::now();
+        let due = store.lease_due_postbacks(now, now + SignedDuration::from_secs(30), 10).await.unwrap();
+        let to = |name: &str| {
+            (due.iter().find(|d| d.id == ids[name]))
+                .map(|d| (d.url.clone(), d.secret.expose().to_owned()))
+                .unwrap_or_else(|| panic!("{name} is due: {due:#?}"))
+        };
+        let now_of = |path: &str| (hook(path), format!("whsec_{path}_0123456789abcdef"));
+        assert_eq!(to("a at 0"), now_of("a"));
+        assert_eq!(to("b at 1"), now_of("b"));
+        assert_eq!(to("b at 0"), now_of("b"), "by the URL it was queued to, not its stale position");
+        assert_eq!(to("edited"), (hook("old"), "whsec_old_queued_0123456789".to_owned()), "as before ids");
+        assert_eq!(to("publisher"), now_of("p"));
+        assert_eq!(due.len(), 5, "{due:#?}");
+        let status = |name: &str| {
+            let store = &store;
+            let id = ids[name];
+            async move { store.postback(id).await.unwrap() }
+        };
+        let gone = status("owner gone").await;
+        assert_eq!((gone.status, gone.last_error.as_deref()), (PostbackStatus::Cancelled, Some("cancelled: its buyer or publisher was removed")));
+        assert_eq!(status("delivered").await.status, PostbackStatus::Delivered);
+
+        // Once given their ids, they follow their endpoint: its secret rotated, b's postbacks
+        // are signed with the new one.
+        let mut spec = serde_json::to_value(&acme.spec).unwrap();
+        spec["postbacks"][1]["secret"] = "whsec_b_rotated_0123456789".into();
+        PlanTable::<Buyer>::update(&store, acme.id, &serde_json::from_value(spec).unwrap(), None).await.unwrap();
+        let leased: Vec<uuid::Uuid> = due.iter().map(|d| d.id).collect();
+        store.release_postbacks(&leased, now).await.unwrap();
+        let due = store.lease_due_postbacks(now, now + SignedDuration::from_secs(30), 10).await.unwrap();
+        let b_at_0 = due.iter().find(|d| d.id == ids["b at 0"]).unwrap();
+        assert_eq!(b_at_0.secret.expose(), "whsec_b_rotated_0123456789");
     }
 }
