@@ -1,7 +1,7 @@
 -- Postback endpoints get stable ids, and queued postbacks name their endpoint by owner and id
 -- (no longer by its position in the owner's list, which a reorder or a removal shifted onto
--- another endpoint's URL and secret). Each try goes to the endpoint as it is then; a postback
--- whose endpoint is removed, or no longer takes its event, is `cancelled`.
+-- another endpoint's URL and secret). Each try goes to the endpoint as it is then, its secret
+-- read there; a postback whose endpoint is removed, or no longer takes its event, is `cancelled`.
 
 -- 1. Every endpoint stored so far gets an id (a random UUID), in its list's order.
 UPDATE buyers SET postbacks = (
@@ -44,6 +44,12 @@ UPDATE postbacks SET endpoint_id = (
     ORDER BY e.n - 1 <> split_part(postbacks.endpoint, ':', 3)::bigint, e.n
     LIMIT 1
 );
+
+-- The secret is read from the endpoint at each try: no copy of it is kept here (a rotated
+-- secret leaves none behind).
+ALTER TABLE postbacks ALTER COLUMN secret DROP NOT NULL;
+UPDATE postbacks SET secret = NULL WHERE endpoint_id IS NOT NULL;
+COMMENT ON COLUMN postbacks.secret IS 'only for a NULL endpoint_id: the secret when queued';
 
 ALTER TABLE postbacks ALTER COLUMN owner_kind SET NOT NULL, ALTER COLUMN owner_id SET NOT NULL;
 -- What is queued for an owner's endpoints: cancelled when they go.

@@ -1,7 +1,7 @@
 -- Postback endpoints get stable ids, and queued postbacks name their endpoint by owner and id
 -- (no longer by its position in the owner's list, which a reorder or a removal shifted onto
--- another endpoint's URL and secret). Each try goes to the endpoint as it is then; a postback
--- whose endpoint is removed, or no longer takes its event, is `cancelled`.
+-- another endpoint's URL and secret). Each try goes to the endpoint as it is then, its secret
+-- read there; a postback whose endpoint is removed, or no longer takes its event, is `cancelled`.
 
 -- 1. Every endpoint stored so far gets an id (a random UUID), in its list's order.
 UPDATE buyers SET postbacks = (
@@ -32,7 +32,7 @@ CREATE TABLE postbacks_by_id (
     event           TEXT    NOT NULL,
     call_sid        TEXT    NOT NULL,
     url             TEXT    NOT NULL,                  -- where the last try went (before any: the URL when queued)
-    secret          TEXT    NOT NULL,                  -- the secret when queued
+    secret          TEXT,                              -- only for a NULL endpoint_id: the secret when queued
     body            TEXT    NOT NULL,
     status          TEXT    NOT NULL CHECK (status IN ('pending', 'delivered', 'failed', 'cancelled')),
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -76,6 +76,9 @@ UPDATE postbacks_by_id SET endpoint_id = COALESCE(
     (SELECT endpoint_id FROM queued_endpoints e WHERE e.id = postbacks_by_id.id ORDER BY e.position LIMIT 1)
 );
 DROP VIEW queued_endpoints;
+-- The secret is read from the endpoint at each try: no copy of it is kept here (a rotated
+-- secret leaves none behind).
+UPDATE postbacks_by_id SET secret = NULL WHERE endpoint_id IS NOT NULL;
 
 DROP TABLE postbacks;
 ALTER TABLE postbacks_by_id RENAME TO postbacks;

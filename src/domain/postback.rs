@@ -377,9 +377,8 @@ pub struct Postback {
     pub endpoint: EndpointRef,
     pub event: PostbackEvent,
     pub call_sid: CallSid,
-    /// The endpoint's URL and secret when queued.
+    /// The endpoint's URL when queued (its secret is read at each try, never kept with it).
     pub url: String,
-    pub secret: PostbackSecret,
     /// The JSON sent.
     pub body: String,
     pub created_at: Timestamp,
@@ -480,7 +479,6 @@ pub fn postbacks_for<'c>(
                     event: happened.event,
                     call_sid: call.sid.clone(),
                     url: endpoint.url.as_str().to_owned(),
-                    secret: endpoint.secret.clone(),
                     body,
                     created_at: now,
                 });

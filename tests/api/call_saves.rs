@@ -306,7 +306,6 @@ fn postback(call: &CallRecord, event: PostbackEvent, buyer: &Record<Buyer>, n: u
         event,
         call_sid: call.sid.clone(),
         url: endpoint.url.as_str().to_owned(),
-        secret: endpoint.secret.clone(),
         body: format!(r#"{{"n":{n}}}"#),
         created_at: Timestamp::now(),
     }
@@ -362,6 +361,7 @@ on_both_engines! {
 
         let delivered = store.postback(first[0].id).await.unwrap();
         assert_eq!((delivered.status, delivered.attempts, delivered.last_status_code), (PostbackStatus::Delivered, 1, Some(204)));
+        assert_eq!(delivered.url, "http://127.0.0.1:9/tried", "where its last try went");
         // Out of tries: failed for good, and no longer leased; a retry queues it again.
         store.record_tries(&[tried(first[1].id, retry_at, TryOutcome::Failed(TryFailed { error: "timeout".into(), status_code: None, retry_at: None }))]).await.unwrap();
         let failed = store.postbacks(&PostbackFilter { status: Some(PostbackStatus::Failed), limit: 10, ..PostbackFilter::default() }).await.unwrap();
@@ -464,9 +464,16 @@ impl BeforeEndpointIds {
             crate::helpers::Engine::Postgres => ("migrations/postgres", db.url.clone()),
         };
         sqlx::any::install_default_drivers();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
-        let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(dir)).await.unwrap();
-        migrator.run_to(Self::LAST_MIGRATION_WITHOUT, &mut conn).await.unwrap();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(dir))
+            .await
+            .unwrap();
+        migrator
+            .run_to(Self::LAST_MIGRATION_WITHOUT, &mut conn)
+            .await
+            .unwrap();
         Some(Self { db })
     }
 }
@@ -545,6 +552,12 @@ on_both_engines! {
             let id = ids[name];
             async move { store.postback(id).await.unwrap() }
         };
+        // The endpoint holds the secret; the outbox keeps a copy only where it has no endpoint.
+        let kept: Vec<(String, Option<String>)> = sqlx::query_as("SELECT id, secret FROM postbacks").fetch_all(&mut db).await.unwrap();
+        for (id, secret) in kept {
+            let edited = id == ids["edited"].to_string() || id == ids["owner gone"].to_string();
+            assert_eq!(secret.is_some(), edited, "{id}: {secret:?}");
+        }
         let gone = status("owner gone").await;
         assert_eq!((gone.status, gone.last_error.as_deref()), (PostbackStatus::Cancelled, Some("cancelled: its buyer or publisher was removed")));
         assert_eq!(status("delivered").await.status, PostbackStatus::Delivered);

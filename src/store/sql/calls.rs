@@ -407,10 +407,10 @@ macro_rules! insert_postbacks {
             $engine,
             "$7",
             "INSERT INTO postbacks (id, event_key, endpoint, owner_kind, owner_id, endpoint_id, event, call_sid,
-                url, secret, body, status, attempts, next_attempt_at_ms, created_at_ms)
+                url, body, status, attempts, next_attempt_at_ms, created_at_ms)
              SELECT j.value ->> 'id', j.value ->> 'event_key', j.value ->> 'endpoint', j.value ->> 'owner_kind',
                 j.value ->> 'owner_id', j.value ->> 'endpoint_id', j.value ->> 'event',
-                j.value ->> 'call_sid', j.value ->> 'url', j.value ->> 'secret', j.value ->> 'body', 'pending',
+                j.value ->> 'call_sid', j.value ->> 'url', j.value ->> 'body', 'pending',
                 0, CAST(j.value ->> 'created_at_ms' AS BIGINT), CAST(j.value ->> 'created_at_ms' AS BIGINT)",
             "ON CONFLICT (event_key, endpoint) DO NOTHING"
         )
@@ -550,7 +550,6 @@ struct PostbackJson<'a> {
     event: &'static str,
     call_sid: &'a str,
     url: &'a str,
-    secret: &'a str,
     body: &'a str,
     created_at_ms: i64,
 }
@@ -567,7 +566,6 @@ impl<'a> PostbackJson<'a> {
             event: postback.event.as_str(),
             call_sid: postback.call_sid.as_str(),
             url: &postback.url,
-            secret: postback.secret.expose(),
             body: &postback.body,
             created_at_ms: ms(postback.created_at),
         }

@@ -307,9 +307,10 @@ struct LeasedRow {
     id: String,
     event: String,
     url: String,
-    secret: String,
     body: String,
     attempts: i64,
+    /// Kept only for postbacks queued before endpoints had ids.
+    secret: Option<String>,
     endpoint_id: Option<String>,
     endpoints: Option<String>,
 }
@@ -328,12 +329,14 @@ fn owners_endpoints(json: &str) -> Result<Postbacks, StoreError> {
 fn queued_before_ids(
     endpoints: Option<&Postbacks>,
     url: String,
-    secret: String,
+    secret: Option<String>,
 ) -> Result<Result<(String, PostbackSecret), Gone>, StoreError> {
     if endpoints.is_none() {
         return Ok(Err(Gone::Owner));
     }
-    let secret = PostbackSecret::try_from(secret).map_err(corrupt("secret"))?;
+    let secret = (secret.ok_or_else(|| "missing".to_owned()))
+        .and_then(PostbackSecret::try_from)
+        .map_err(corrupt("secret"))?;
     Ok(Ok((url, secret)))
 }
 
@@ -390,12 +393,14 @@ async fn record(conn: &mut AnyConnection, node: &str, tried: &Tried) -> Result<(
         TryOutcome::Delivered { status_code } => {
             sqlx::query(
                 "UPDATE postbacks SET status = 'delivered', attempts = attempts + 1, delivered_at_ms = $2,
-                    last_status_code = $3, last_error = NULL, lease_owner = NULL, lease_until_ms = NULL
+                    last_status_code = $3, last_error = NULL, lease_owner = NULL, lease_until_ms = NULL,
+                    url = $4
                  WHERE id = $1",
             )
             .bind(tried.id.to_string())
             .bind(tried.at.as_millisecond())
             .bind(i64::from(*status_code))
+            .bind(&tried.url)
             .execute(&mut *conn)
             .await?;
         }
