@@ -311,11 +311,12 @@ fn postback(call: &CallRecord, event: PostbackEvent, buyer: &Record<Buyer>, n: u
     }
 }
 
+/// A try of `id`, made to `http://127.0.0.1:9/tried`.
 fn tried(id: uuid::Uuid, at: Timestamp, outcome: TryOutcome) -> Tried {
     Tried {
         id,
         at,
-        url: "http://127.0.0.1:9/".into(),
+        url: "http://127.0.0.1:9/tried".into(),
         outcome,
     }
 }
