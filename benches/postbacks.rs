@@ -185,24 +185,36 @@ fn ms(latencies: &[Duration], q: f64) -> f64 {
     percentile(latencies, q).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// Queues `QUEUED` postbacks to `url` in the outbox of the database at `file`, all due now.
-async fn fill_outbox(file: &std::path::Path, url: &str) {
+/// Queues `QUEUED` postbacks in the outbox of the database at `file`, all due now, for the
+/// endpoint of the publisher Social Leads (whose URL is the receiver's).
+async fn fill_outbox(file: &std::path::Path) {
     sqlx::any::install_default_drivers();
     let mut db = sqlx::AnyConnection::connect(&format!("sqlite://{}", file.display()))
         .await
         .expect("the database");
+    let (publisher, endpoints): (String, String) =
+        sqlx::query_as("SELECT id, postbacks FROM publishers WHERE name = 'Social Leads'")
+            .fetch_one(&mut db)
+            .await
+            .expect("the publisher");
+    let endpoints: serde_json::Value = serde_json::from_str(&endpoints).expect("its endpoints");
+    let (endpoint, url) = (&endpoints[0]["id"], &endpoints[0]["url"]);
+    let (endpoint, url) = (endpoint.as_str().expect("an id"), url.as_str().expect("a URL"));
     let now = jiff::Timestamp::now().as_millisecond();
     let mut tx = db.begin().await.expect("a transaction");
     for n in 0..QUEUED {
         let id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
-            "INSERT INTO postbacks (id, event_key, endpoint, event, call_sid, url, secret, body, status,
-                attempts, next_attempt_at_ms, created_at_ms)
-             VALUES ($1, $2, 'publisher:bench:0', 'call.converted', $3, $4, 'bench-secret-0123456789',
-                '{\"event\":\"call.converted\"}', 'pending', 0, $5, $5)",
+            "INSERT INTO postbacks (id, event_key, endpoint, owner_kind, owner_id, endpoint_id, event, call_sid,
+                url, body, status, attempts, next_attempt_at_ms, created_at_ms)
+             VALUES ($1, $2, $3, 'publisher', $4, $5, 'call.converted', $6, $7,
+                '{\"event\":\"call.converted\"}', 'pending', 0, $8, $8)",
         )
         .bind(&id)
         .bind(format!("CA{n:032x}:call.converted:1"))
+        .bind(format!("publisher:{publisher}:{endpoint}"))
+        .bind(&publisher)
+        .bind(endpoint)
         .bind(format!("CA{n:032x}"))
         .bind(url)
         .bind(now)
@@ -225,8 +237,8 @@ fn main() {
         .expect("a client runtime");
 
     // Delivery on its own: a full outbox drained.
-    let (_, file, _dir) = common::start_server_with_plan(DEMO_PLAN.to_owned(), &settings);
-    runtime.block_on(fill_outbox(&file, &url));
+    let (_, file, _dir) = common::start_server_with_plan(plan_with_postbacks(Some(&url)), &settings);
+    runtime.block_on(fill_outbox(&file));
     let deadline = Instant::now() + Duration::from_secs(300);
     while taken.count.load(Ordering::Relaxed) < QUEUED {
         assert!(Instant::now() < deadline, "the outbox was not drained");

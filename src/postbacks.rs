@@ -1,6 +1,7 @@
 //! Delivering postbacks from the outbox.
 //!
-//! A worker on a thread of its own leases what is due, POSTs each postback signed with its
+//! A worker on a thread of its own leases what is due, POSTs each postback to its endpoint as the
+//! plan has it at that try (looked up by the endpoint's id when leased) signed with the
 //! endpoint's secret, and records what came of it: delivered, tried again later (backing off,
 //! doubling), or failed for good after the last try. A receiver that is down or slow holds up
 //! only its own postbacks, never a webhook: nothing here runs on the HTTP workers, and call
@@ -267,6 +268,7 @@ impl Worker {
         let tried = tried.send(Tried {
             id: postback.id,
             at: Timestamp::now(),
+            url: postback.url.clone(),
             outcome,
         });
         if tried.await.is_err() {

@@ -18,7 +18,7 @@ use super::{
     money::Money,
     payout::PublisherPayout,
     phone::E164,
-    postback::Postbacks,
+    postback::{EndpointId, Postbacks},
     schedule::{BusinessHours, TimeZoneName},
     values::{
         CapLimit, ConversionSeconds, DedupeSeconds, Name, Priority, ReservationSeconds, RingTimeoutSeconds,
@@ -49,6 +49,10 @@ pub trait PlanEntity:
 
     /// Hides what only an admin may read (postback secrets, SIP passwords).
     fn redact_secrets(&mut self) {}
+
+    /// Gives the parts with ids of their own (postback endpoints) theirs, before the record is
+    /// written: kept from `before`, the record as stored, else drawn from `fresh`.
+    fn keep_part_ids(&mut self, _before: Option<&Self>, _fresh: &mut dyn FnMut() -> EndpointId) {}
 }
 
 /// A stored entity: its fields plus what the store assigned.
@@ -192,6 +196,10 @@ impl PlanEntity for Buyer {
     fn redact_secrets(&mut self) {
         self.sip_auth = self.sip_auth.as_ref().map(SipAuth::redacted);
         self.postbacks = self.postbacks.redacted();
+    }
+
+    fn keep_part_ids(&mut self, before: Option<&Self>, fresh: &mut dyn FnMut() -> EndpointId) {
+        self.postbacks.keep_ids(before.map(|b| &b.postbacks), fresh);
     }
 }
 
@@ -426,6 +434,10 @@ impl PlanEntity for Publisher {
 
     fn redact_secrets(&mut self) {
         self.postbacks = self.postbacks.redacted();
+    }
+
+    fn keep_part_ids(&mut self, before: Option<&Self>, fresh: &mut dyn FnMut() -> EndpointId) {
+        self.postbacks.keep_ids(before.map(|b| &b.postbacks), fresh);
     }
 }
 

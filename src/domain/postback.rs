@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use super::{
     call::{Attempt, CallRecord, CallSid, Outcome},
-    ids::IdSeed,
+    ids::{Id, IdSeed},
     money::Money,
-    plan::{Buyer, Publisher, Record},
+    plan::{Buyer, BuyerId, Publisher, PublisherId, Record},
     routing::RoutingPlan,
 };
 
@@ -67,10 +67,19 @@ impl fmt::Display for PostbackEvent {
     }
 }
 
+/// A postback endpoint's id: drawn when the endpoint is created and kept through edits and
+/// reorders, so that what is queued for an endpoint goes to it and to no other.
+pub type EndpointId = Id<PostbackEndpoint>;
+
 /// Where a buyer or publisher wants to hear of its calls, and the secret it checks them with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostbackEndpoint {
+    /// Assigned when the endpoint is created. Sent back, it keeps the endpoint (and the
+    /// postbacks queued for it) through any change, its URL's included; an endpoint sent
+    /// without one is the stored endpoint of the same URL, else a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<EndpointId>,
     pub url: PostbackUrl,
     pub secret: PostbackSecret,
     /// The events sent; all of them unless listed.
@@ -147,7 +156,7 @@ impl fmt::Debug for PostbackSecret {
     }
 }
 
-/// A buyer's or publisher's endpoints, at most ten.
+/// A buyer's or publisher's endpoints, at most ten, each id once.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "Vec<PostbackEndpoint>", into = "Vec<PostbackEndpoint>")]
 pub struct Postbacks(Vec<PostbackEndpoint>);
@@ -158,6 +167,10 @@ impl TryFrom<Vec<PostbackEndpoint>> for Postbacks {
     fn try_from(endpoints: Vec<PostbackEndpoint>) -> Result<Self, String> {
         if endpoints.len() > 10 {
             return Err("at most 10 postback endpoints".into());
+        }
+        let mut ids = std::collections::HashSet::new();
+        if let Some(id) = endpoints.iter().filter_map(|e| e.id).find(|id| !ids.insert(*id)) {
+            return Err(format!("endpoint id {id} is listed twice"));
         }
         Ok(Self(endpoints))
     }
@@ -186,6 +199,113 @@ impl Postbacks {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The endpoint of this id.
+    pub fn endpoint(&self, id: EndpointId) -> Option<&PostbackEndpoint> {
+        self.0.iter().find(|endpoint| endpoint.id == Some(id))
+    }
+
+    /// Gives every endpoint an id: one that names its id keeps it; one without takes the id of
+    /// the endpoint of `before` (the list as stored) with the same URL that no other endpoint
+    /// kept, else a new one from `fresh`. So a list sent back as read, reordered, or written
+    /// again in a plan file keeps its ids, and an endpoint edited with its id stays itself.
+    pub fn keep_ids(&mut self, before: Option<&Postbacks>, fresh: &mut dyn FnMut() -> EndpointId) {
+        let named: std::collections::HashSet<EndpointId> = self.0.iter().filter_map(|e| e.id).collect();
+        let mut unclaimed: Vec<(EndpointId, &PostbackUrl)> = (before.map(Postbacks::as_slice))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|old| old.id.map(|id| (id, &old.url)))
+            .filter(|(id, _)| !named.contains(id))
+            .collect();
+        for endpoint in self.0.iter_mut().filter(|e| e.id.is_none()) {
+            let same_url = unclaimed.iter().position(|(_, url)| **url == endpoint.url);
+            endpoint.id = Some(match same_url {
+                Some(at) => unclaimed.remove(at).0,
+                None => fresh(),
+            });
+        }
+    }
+}
+
+/// Whose endpoint a postback goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PostbackOwner {
+    Buyer(BuyerId),
+    Publisher(PublisherId),
+}
+
+impl PostbackOwner {
+    /// `buyer` or `publisher`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Buyer(_) => "buyer",
+            Self::Publisher(_) => "publisher",
+        }
+    }
+
+    pub fn id(self) -> Uuid {
+        match self {
+            Self::Buyer(id) => id.as_uuid(),
+            Self::Publisher(id) => id.as_uuid(),
+        }
+    }
+}
+
+/// One endpoint of one owner: what a queued postback is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EndpointRef {
+    pub owner: PostbackOwner,
+    pub id: EndpointId,
+}
+
+/// `buyer:<buyer id>:<endpoint id>` or `publisher:<publisher id>:<endpoint id>`.
+impl fmt::Display for EndpointRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.owner.kind(), self.owner.id(), self.id)
+    }
+}
+
+/// Why a queued postback is no longer sent: it is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// Its buyer or publisher was removed.
+    Owner,
+    /// Its endpoint was removed.
+    Endpoint,
+    /// Its endpoint no longer takes the event.
+    Event(PostbackEvent),
+}
+
+impl fmt::Display for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Owner => f.write_str("its buyer or publisher was removed"),
+            Self::Endpoint => f.write_str("its endpoint was removed"),
+            Self::Event(event) => write!(f, "its endpoint no longer takes {event}"),
+        }
+    }
+}
+
+impl Gone {
+    /// What a cancelled postback shows as its `last_error`.
+    pub fn reason(self) -> String {
+        format!("cancelled: {self}")
+    }
+}
+
+/// Where a queued postback's next try goes: the endpoint of its id among its owner's endpoints
+/// as they are now (`None`: the owner was removed), with its URL and secret as they are now,
+/// so that a fixed URL or a rotated secret applies to the tries after the change.
+pub fn endpoint_now(
+    endpoints: Option<&Postbacks>,
+    id: EndpointId,
+    event: PostbackEvent,
+) -> Result<&PostbackEndpoint, Gone> {
+    let endpoint = endpoints.ok_or(Gone::Owner)?.endpoint(id).ok_or(Gone::Endpoint)?;
+    if !endpoint.events.contains(&event) {
+        return Err(Gone::Event(event));
+    }
+    Ok(endpoint)
 }
 
 /// One event of one call: what happened, and (for a buyer's part) which attempt.
@@ -253,12 +373,12 @@ pub struct Postback {
     /// The event: `call_sid:event:attempt`. With `endpoint`, unique: saving the same call
     /// change twice queues nothing twice.
     pub event_key: String,
-    /// `buyer:<id>:<n>` or `publisher:<id>:<n>`: the owner's `n`-th endpoint.
-    pub endpoint: String,
+    /// The endpoint it is for. Each try goes to this endpoint as it is then.
+    pub endpoint: EndpointRef,
     pub event: PostbackEvent,
     pub call_sid: CallSid,
+    /// The endpoint's URL when queued (its secret is read at each try, never kept with it).
     pub url: String,
-    pub secret: PostbackSecret,
     /// The JSON sent.
     pub body: String,
     pub created_at: Timestamp,
@@ -337,8 +457,12 @@ pub fn postbacks_for<'c>(
             happened.event,
             happened.attempt.unwrap_or(0)
         );
-        let mut add = |owner: String, endpoints: &Postbacks, side: &dyn Fn() -> Side<'c>| {
-            for (n, endpoint) in endpoints.as_slice().iter().enumerate() {
+        let mut add = |owner: PostbackOwner, endpoints: &Postbacks, side: &dyn Fn() -> Side<'c>| {
+            for endpoint in endpoints.as_slice() {
+                // Every stored endpoint has an id (the store gives it one).
+                let Some(endpoint_id) = endpoint.id else {
+                    continue;
+                };
                 if !endpoint.events.contains(&happened.event) {
                     continue;
                 }
@@ -348,11 +472,13 @@ pub fn postbacks_for<'c>(
                 postbacks.push(Postback {
                     id,
                     event_key: event_key.clone(),
-                    endpoint: format!("{owner}:{n}"),
+                    endpoint: EndpointRef {
+                        owner,
+                        id: endpoint_id,
+                    },
                     event: happened.event,
                     call_sid: call.sid.clone(),
                     url: endpoint.url.as_str().to_owned(),
-                    secret: endpoint.secret.clone(),
                     body,
                     created_at: now,
                 });
@@ -361,14 +487,14 @@ pub fn postbacks_for<'c>(
         // A buyer hears of its part of the call; the publisher of the call, but of a duplicate
         // only its own (a buyer's is the buyer's business).
         if let Some((attempt, buyer)) = attempt.and_then(|a| plan.buyer(a.buyer_id).map(|b| (a, b))) {
-            add(format!("buyer:{}", buyer.id), &buyer.spec.postbacks, &|| {
+            add(PostbackOwner::Buyer(buyer.id), &buyer.spec.postbacks, &|| {
                 buyer_side(attempt, buyer)
             });
         }
         let publishers_own = happened.event != PostbackEvent::Duplicate || happened.attempt.is_none();
         if let Some(publisher) = publisher.filter(|_| publishers_own) {
             add(
-                format!("publisher:{}", publisher.id),
+                PostbackOwner::Publisher(publisher.id),
                 &publisher.spec.postbacks,
                 &|| publisher_side(call, publisher),
             );
@@ -446,6 +572,9 @@ pub enum PostbackStatus {
     Delivered,
     /// Every try failed; it is retried only when asked (`POST /api/v1/postbacks/{id}/retry`).
     Failed,
+    /// Not sent, and never to be: its endpoint (or its buyer or publisher) was removed, or no
+    /// longer takes the event. `last_error` says which.
+    Cancelled,
 }
 
 impl PostbackStatus {
@@ -454,13 +583,14 @@ impl PostbackStatus {
             Self::Pending => "pending",
             Self::Delivered => "delivered",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Delivered, Self::Failed, Self::Cancelled];
+
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Pending, Self::Delivered, Self::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -472,8 +602,11 @@ pub struct PostbackRecord {
     pub id: Uuid,
     pub event: PostbackEvent,
     pub call_sid: CallSid,
-    /// `buyer:<id>:<n>` or `publisher:<id>:<n>`: the owner's n-th endpoint.
+    /// `buyer:<buyer id>:<endpoint id>` or `publisher:<publisher id>:<endpoint id>` (for a
+    /// postback queued before endpoints had ids, the endpoint's position instead of its id).
     pub endpoint: String,
+    /// Where its last try went; before any, its endpoint's URL when it was queued. Every try
+    /// goes to its endpoint's URL as it is then.
     pub url: String,
     pub status: PostbackStatus,
     /// Tries since it was (last) queued.
@@ -555,6 +688,94 @@ mod tests {
         assert!(
             format!("{all:?}").contains("PostbackSecret(…)"),
             "secrets stay out of logs"
+        );
+    }
+
+    fn endpoints(json: serde_json::Value) -> Postbacks {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn ids_and_urls(postbacks: &Postbacks) -> Vec<(EndpointId, &str)> {
+        (postbacks.as_slice().iter())
+            .map(|e| (e.id.unwrap(), e.url.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn endpoints_keep_their_ids_by_id_then_by_url() {
+        let secret = "whsec_0123456789abcdef";
+        let mut stored = endpoints(serde_json::json!([
+            {"url": "https://a.example/", "secret": secret},
+            {"url": "https://b.example/", "secret": secret},
+        ]));
+        stored.keep_ids(None, &mut EndpointId::generate);
+        let [(a, _), (b, _)] = ids_and_urls(&stored)[..] else {
+            panic!("two endpoints")
+        };
+        assert_ne!(a, b, "each endpoint its own id");
+
+        // Sent back reordered without ids, a third added: each keeps its id by URL.
+        let mut reordered = endpoints(serde_json::json!([
+            {"url": "https://c.example/", "secret": secret},
+            {"url": "https://b.example/", "secret": secret},
+            {"url": "https://a.example/", "secret": secret},
+        ]));
+        reordered.keep_ids(Some(&stored), &mut EndpointId::generate);
+        let kept = ids_and_urls(&reordered);
+        assert_eq!(kept[1..], [(b, "https://b.example/"), (a, "https://a.example/")]);
+        assert!(kept[0].0 != a && kept[0].0 != b, "a new URL is a new endpoint");
+
+        // Its id sent with it, an endpoint keeps it through a change of URL; an endpoint without
+        // one never takes an id another endpoint named, even at that endpoint's old URL.
+        let mut moved = endpoints(serde_json::json!([
+            {"id": a.to_string(), "url": "https://a2.example/", "secret": secret},
+            {"url": "https://a.example/", "secret": secret},
+        ]));
+        moved.keep_ids(Some(&stored), &mut EndpointId::generate);
+        let moved = ids_and_urls(&moved);
+        assert_eq!(moved[0], (a, "https://a2.example/"));
+        assert!(moved[1].0 != a && moved[1].0 != b);
+
+        // The same list again: the same ids, nothing changed.
+        let mut again = endpoints(serde_json::json!([
+            {"url": "https://a.example/", "secret": secret},
+            {"url": "https://b.example/", "secret": secret},
+        ]));
+        again.keep_ids(Some(&stored), &mut || panic!("no new id for an endpoint kept"));
+        assert_eq!(again, stored);
+
+        let twice = serde_json::from_value::<Postbacks>(serde_json::json!([
+            {"id": a.to_string(), "url": "https://a.example/", "secret": secret},
+            {"id": a.to_string(), "url": "https://b.example/", "secret": secret},
+        ]));
+        assert!(twice.unwrap_err().to_string().contains("listed twice"));
+    }
+
+    #[test]
+    fn a_queued_postback_goes_to_its_endpoint_as_it_is_now_or_nowhere() {
+        let mut stored = endpoints(serde_json::json!([
+            {"url": "https://a.example/", "secret": "whsec_0123456789abcdef", "events": ["call.converted"]},
+            {"url": "https://b.example/", "secret": "whsec_fedcba9876543210"},
+        ]));
+        stored.keep_ids(None, &mut EndpointId::generate);
+        let [(a, _), (b, _)] = ids_and_urls(&stored)[..] else {
+            panic!("two endpoints")
+        };
+        let converted = PostbackEvent::Converted;
+        let found = endpoint_now(Some(&stored), b, converted).unwrap();
+        assert_eq!(found.secret.expose(), "whsec_fedcba9876543210");
+        assert_eq!(
+            endpoint_now(Some(&stored), a, PostbackEvent::Ended).unwrap_err(),
+            Gone::Event(PostbackEvent::Ended)
+        );
+        assert_eq!(
+            endpoint_now(Some(&stored), EndpointId::generate(), converted).unwrap_err(),
+            Gone::Endpoint
+        );
+        assert_eq!(endpoint_now(None, a, converted).unwrap_err(), Gone::Owner);
+        assert_eq!(
+            Gone::Event(PostbackEvent::Ended).reason(),
+            "cancelled: its endpoint no longer takes call.ended"
         );
     }
 

@@ -28,7 +28,6 @@ use super::{
         Buyer, BuyerId, Campaign, CampaignBuyer, CampaignId, Company, CompanyId, DuplicateHandling,
         Publisher, PublisherId, Record,
     },
-    postback::PostbackEndpoint,
 };
 
 /// How many campaigns one call may pass through: its own and this many redirects.
@@ -104,19 +103,6 @@ impl RoutingPlan {
             self.publisher_records.insert(publisher.id, publisher);
         }
         self
-    }
-
-    /// The endpoint a postback's `endpoint` names (`buyer:<id>:<n>`, `publisher:<id>:<n>`), as
-    /// the plan has it now.
-    pub fn postback_endpoint(&self, endpoint: &str) -> Option<&PostbackEndpoint> {
-        let mut parts = endpoint.split(':');
-        let (owner, id, n) = (parts.next()?, parts.next()?, parts.next()?.parse::<usize>().ok()?);
-        let endpoints = match owner {
-            "buyer" => &self.buyer(id.parse().ok()?)?.spec.postbacks,
-            "publisher" => &self.publisher_record(id.parse().ok()?)?.spec.postbacks,
-            _ => return None,
-        };
-        endpoints.as_slice().get(n)
     }
 
     pub fn publisher_record(&self, id: PublisherId) -> Option<&Record<Publisher>> {

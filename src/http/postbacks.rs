@@ -1,7 +1,7 @@
 //! The postback outbox, for operators: what was sent, what failed, and sending again.
 //!
-//! - `GET /postbacks?status=&call_sid=&before=&limit=`: newest first (`pending`, `delivered` or
-//!   `failed`).
+//! - `GET /postbacks?status=&call_sid=&before=&limit=`: newest first (`pending`, `delivered`,
+//!   `failed` or `cancelled`).
 //! - `GET /postbacks/{id}`: one postback, with the body it sends.
 //! - `POST /postbacks/{id}/retry`: queue it again now (a failed one, or a delivered one the
 //!   receiver lost), its tries counted afresh; same id, so the same `Idempotency-Key`.
@@ -20,7 +20,6 @@ use super::{
 };
 use crate::{
     clock::Clock,
-    decide::PlanCache,
     domain::{
         call::CallSid,
         postback::{PostbackRecord, PostbackStatus},
@@ -86,7 +85,7 @@ async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Re
             PostbackStatus::parse(text).ok_or_else(|| {
                 ApiError::invalid(
                     "status",
-                    format!("`{text}` is not one of pending, delivered, failed"),
+                    format!("`{text}` is not one of pending, delivered, failed, cancelled"),
                 )
             })
         })
@@ -136,7 +135,8 @@ async fn get(_: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpR
 /// Send a postback again
 ///
 /// Queues a failed postback (or a delivered one the receiver lost) again now, to its endpoint
-/// as the plan has it now (a fixed URL, a rotated secret); its tries are counted afresh.
+/// as the plan has it at each try (a fixed URL, a rotated secret); its tries are counted afresh.
+/// A cancelled postback, or one whose endpoint is gone, is not sent again.
 #[utoipa::path(
     post,
     path = "/postbacks/{id}/retry",
@@ -149,7 +149,7 @@ async fn get(_: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpR
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 409, description = "A node is sending it now.", body = ErrorBody),
+        (status = 409, description = "A node is sending it now; or it was cancelled, or its endpoint was removed (the message says which).", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]
@@ -158,15 +158,9 @@ async fn retry(
     store: StoreData,
     clock: web::Data<dyn Clock>,
     outbox: web::Data<Outbox>,
-    plan: web::Data<PlanCache>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id_of(&id)?;
-    // To the endpoint as it is now: retrying after fixing its URL (or rotating its secret) must
-    // reach the fixed one. An endpoint since removed keeps what the postback had.
-    let plan = plan.current().await;
-    let endpoint = plan.postback_endpoint(&store.postback(id).await?.endpoint);
-    let queued = store.retry_postback(id, clock.now(), endpoint).await?;
+    let queued = store.retry_postback(id_of(&id)?, clock.now()).await?;
     outbox.queued();
     Ok(HttpResponse::Ok().json(queued))
 }

@@ -26,7 +26,7 @@ use crate::{
             Buyer, BuyerId, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, PublisherId,
             Record,
         },
-        postback::{Due, Postback, PostbackEndpoint, PostbackRecord, PostbackStatus},
+        postback::{Due, Postback, PostbackRecord, PostbackStatus},
         rtb::{LoggedPing, PingStatus, Reservation, RtbWrite},
         series::{BucketCounts, Window},
         supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats},
@@ -342,7 +342,8 @@ pub trait PostbackStore: Send + Sync {
     /// Leases up to `limit` postbacks due at `now` to this node until `lease_until`: a postback
     /// leased by a node (a live lease) is not leased again until it expires, so nodes never
     /// deliver one postback at the same time, and one whose node died is taken up once its
-    /// lease runs out.
+    /// lease runs out. Each comes with its endpoint's URL and secret as they are now; one whose
+    /// endpoint is gone, or no longer takes its event, is cancelled instead.
     async fn lease_due_postbacks(
         &self,
         now: Timestamp,
@@ -358,16 +359,11 @@ pub trait PostbackStore: Send + Sync {
     /// Newest first, narrowed by `filter`.
     async fn postbacks(&self, filter: &PostbackFilter) -> Result<Vec<PostbackRecord>, StoreError>;
     async fn postback(&self, id: Uuid) -> Result<PostbackRecord, StoreError>;
-    /// Queues the postback again, due at `at`, its tries counted afresh (whatever it came to),
-    /// to `endpoint` as it is now if given (its URL fixed, its secret rotated);
-    /// [`StoreError::NotFound`] if there is none, [`StoreError::Conflict`] while a node is
-    /// sending it.
-    async fn retry_postback(
-        &self,
-        id: Uuid,
-        at: Timestamp,
-        endpoint: Option<&PostbackEndpoint>,
-    ) -> Result<PostbackRecord, StoreError>;
+    /// Queues the postback again, due at `at`, its tries counted afresh (whatever it came to);
+    /// like every try, it goes to its endpoint as it is then. [`StoreError::NotFound`] if there
+    /// is none; [`StoreError::Conflict`] while a node is sending it, or when it was cancelled or
+    /// its endpoint is gone.
+    async fn retry_postback(&self, id: Uuid, at: Timestamp) -> Result<PostbackRecord, StoreError>;
 }
 
 /// What one try of one postback came to.
@@ -375,6 +371,8 @@ pub trait PostbackStore: Send + Sync {
 pub struct Tried {
     pub id: Uuid,
     pub at: Timestamp,
+    /// Where the try went.
+    pub url: String,
     pub outcome: TryOutcome,
 }
 

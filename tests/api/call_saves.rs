@@ -3,6 +3,7 @@
 
 use futures_util::future::join_all;
 use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
 use sqlx::Executor;
 use switchboard::fresh::Generate;
 use switchboard::{
@@ -12,13 +13,13 @@ use switchboard::{
         dedupe::{DedupeIndex, Scope, Touch, Touched},
         ids::Id,
         phone::E164,
-        plan::{Buyer, Company},
-        postback::{Postback, PostbackEndpoint, PostbackEvent, PostbackSecret, PostbackStatus},
+        plan::{Buyer, Company, Publisher, Record},
+        postback::{EndpointRef, Postback, PostbackEvent, PostbackOwner, PostbackStatus},
         timeline::{Event, TimelineEntry},
     },
     store::{
         BlindTurn, CallChange, CallStore, ClusterStore, PlanTable, PostbackFilter, PostbackStore, Saved,
-        SlotHold, StoreError, Tried, TryFailed, TryOutcome, Write,
+        SlotHold, SqlStore, StoreError, Tried, TryFailed, TryOutcome, Write,
     },
 };
 
@@ -274,18 +275,50 @@ on_both_engines! {
     }
 }
 
-/// A postback of `call`'s `event` to endpoint `n`.
-fn postback(call: &CallRecord, event: PostbackEvent, n: usize) -> Postback {
+/// A company and its buyer with `n` endpoints (`http://127.0.0.1:9/<i>`), as stored: with ids.
+async fn buyer_with_endpoints(store: &SqlStore, n: usize) -> Record<Buyer> {
+    let company = PlanTable::<Company>::insert(
+        store,
+        None,
+        &serde_json::from_value(json!({"name": "Acme"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let endpoints: Vec<Value> = (0..n)
+        .map(|i| json!({"url": format!("http://127.0.0.1:9/{i}"), "secret": format!("whsec_endpoint_{i}_0123456789")}))
+        .collect();
+    let buyer = json!({"name": "Acme Auto", "destination": "+14155550101", "postbacks": endpoints});
+    PlanTable::<Buyer>::insert(store, Some(company.id), &serde_json::from_value(buyer).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A postback of `call`'s `event` to the buyer's endpoint `n`, queued as the call's step
+/// queues one.
+fn postback(call: &CallRecord, event: PostbackEvent, buyer: &Record<Buyer>, n: usize) -> Postback {
+    let endpoint = &buyer.spec.postbacks.as_slice()[n];
     Postback {
         id: uuid::Uuid::now_v7(),
         event_key: format!("{}:{event}:1", call.sid),
-        endpoint: format!("buyer:{}:{n}", Id::<()>::generate()),
+        endpoint: EndpointRef {
+            owner: PostbackOwner::Buyer(buyer.id),
+            id: endpoint.id.unwrap(),
+        },
         event,
         call_sid: call.sid.clone(),
-        url: format!("http://127.0.0.1:9/{n}"),
-        secret: PostbackSecret::try_from("whsec_0123456789abcdef".to_owned()).unwrap(),
+        url: endpoint.url.as_str().to_owned(),
         body: format!(r#"{{"n":{n}}}"#),
         created_at: Timestamp::now(),
+    }
+}
+
+/// A try of `id`, made to `http://127.0.0.1:9/tried`.
+fn tried(id: uuid::Uuid, at: Timestamp, outcome: TryOutcome) -> Tried {
+    Tried {
+        id,
+        at,
+        url: "http://127.0.0.1:9/tried".into(),
+        outcome,
     }
 }
 
@@ -293,7 +326,8 @@ on_both_engines! {
     async fn postbacks_are_queued_once_and_leased_to_one_taker_at_a_time(s: TestStore) {
         let store = &s.store;
         let call = new_call(1, "+14155550123");
-        let queued: Vec<Postback> = (0..3).map(|n| postback(&call, PostbackEvent::Converted, n)).collect();
+        let buyer = buyer_with_endpoints(store, 3).await;
+        let queued: Vec<Postback> = (0..3).map(|n| postback(&call, PostbackEvent::Converted, &buyer, n)).collect();
         let change = CallChange { call: &call, timeline: &[], conversions: &[], touched: &[], load: &[], postbacks: &queued, write: Write::Replace };
         store.save_call(&change).await.unwrap();
         // The same change saved again (a retry): nothing is queued twice, even under new ids.
@@ -310,20 +344,16 @@ on_both_engines! {
         assert_eq!((first.len(), second.len()), (2, 1), "a leased postback is nobody else's");
         assert!(store.lease_due_postbacks(now, lease, 2).await.unwrap().is_empty());
         assert!(second.iter().all(|due| !first.iter().any(|f| f.id == due.id)));
-        let in_flight = store.retry_postback(first[0].id, now, None).await.unwrap_err();
+        let in_flight = store.retry_postback(first[0].id, now).await.unwrap_err();
         assert!(matches!(in_flight, StoreError::Conflict { .. }), "a postback being sent is not queued again: {in_flight}");
-        let none = store.retry_postback(uuid::Uuid::now_v7(), now, None).await.unwrap_err();
+        let none = store.retry_postback(uuid::Uuid::now_v7(), now).await.unwrap_err();
         assert!(matches!(none, StoreError::NotFound { .. }), "{none}");
 
         // One delivered, one to retry later, one whose taker died holding it.
         let retry_at = now + SignedDuration::from_secs(60);
         store.record_tries(&[
-            Tried { id: first[0].id, at: now, outcome: TryOutcome::Delivered { status_code: 204 } },
-            Tried {
-                id: first[1].id,
-                at: now,
-                outcome: TryOutcome::Failed(TryFailed { error: "the receiver answered 503".into(), status_code: Some(503), retry_at: Some(retry_at) }),
-            },
+            tried(first[0].id, now, TryOutcome::Delivered { status_code: 204 }),
+            tried(first[1].id, now, TryOutcome::Failed(TryFailed { error: "the receiver answered 503".into(), status_code: Some(503), retry_at: Some(retry_at) })),
         ]).await.unwrap();
         let later = lease + SignedDuration::from_secs(1);
         let taken_up = store.lease_due_postbacks(later, later + SignedDuration::from_secs(30), 10).await.unwrap();
@@ -333,26 +363,217 @@ on_both_engines! {
 
         let delivered = store.postback(first[0].id).await.unwrap();
         assert_eq!((delivered.status, delivered.attempts, delivered.last_status_code), (PostbackStatus::Delivered, 1, Some(204)));
+        assert_eq!(delivered.url, "http://127.0.0.1:9/tried", "where its last try went");
         // Out of tries: failed for good, and no longer leased; a retry queues it again.
-        store.record_tries(&[Tried {
-            id: first[1].id,
-            at: retry_at,
-            outcome: TryOutcome::Failed(TryFailed { error: "timeout".into(), status_code: None, retry_at: None }),
-        }]).await.unwrap();
+        store.record_tries(&[tried(first[1].id, retry_at, TryOutcome::Failed(TryFailed { error: "timeout".into(), status_code: None, retry_at: None }))]).await.unwrap();
         let failed = store.postbacks(&PostbackFilter { status: Some(PostbackStatus::Failed), limit: 10, ..PostbackFilter::default() }).await.unwrap();
         assert_eq!((failed.len(), failed[0].attempts, failed[0].last_error.as_deref()), (1, 2, Some("timeout")));
         let far = retry_at + SignedDuration::from_hours(10);
         assert!(store.lease_due_postbacks(far, far, 10).await.unwrap().iter().all(|d| d.id != first[1].id));
-        // Sent again to the endpoint as it is now: its URL fixed, its secret rotated.
-        let fixed: PostbackEndpoint = serde_json::from_value(serde_json::json!({
-            "url": "https://buyer.example/fixed", "secret": "whsec_rotated_0123456789"
-        }))
-        .unwrap();
-        let requeued = store.retry_postback(first[1].id, far, Some(&fixed)).await.unwrap();
-        assert_eq!((requeued.status, requeued.attempts, requeued.url.as_str()), (PostbackStatus::Pending, 0, "https://buyer.example/fixed"));
+        let requeued = store.retry_postback(first[1].id, far).await.unwrap();
+        assert_eq!((requeued.status, requeued.attempts), (PostbackStatus::Pending, 0));
         let due = store.lease_due_postbacks(far, far, 10).await.unwrap();
-        let again = due.iter().find(|d| d.id == first[1].id).expect("queued again");
-        assert_eq!(again.secret.expose(), "whsec_rotated_0123456789");
+        assert!(due.iter().any(|d| d.id == first[1].id), "queued again");
+    }
+
+    async fn queued_postbacks_follow_their_endpoint_by_id(s: TestStore) {
+        let store = &s.store;
+        let call = new_call(1, "+14155550123");
+        let buyer = buyer_with_endpoints(store, 2).await;
+        let (a, b) = (&buyer.spec.postbacks.as_slice()[0], &buyer.spec.postbacks.as_slice()[1]);
+        let queued = [
+            postback(&call, PostbackEvent::Converted, &buyer, 0),
+            postback(&call, PostbackEvent::Converted, &buyer, 1),
+            postback(&call, PostbackEvent::Ended, &buyer, 1),
+        ];
+        let change = CallChange { call: &call, timeline: &[], conversions: &[], touched: &[], load: &[], postbacks: &queued, write: Write::Replace };
+        store.save_call(&change).await.unwrap();
+        let rewrite = |endpoints: Value| async move {
+            let mut spec = serde_json::to_value(&PlanTable::<Buyer>::get(store, buyer.id).await.unwrap().spec).unwrap();
+            spec["postbacks"] = endpoints;
+            PlanTable::<Buyer>::update(store, buyer.id, &serde_json::from_value(spec).unwrap(), None).await.unwrap()
+        };
+        let status = |id| async move { store.postback(id).await.unwrap() };
+
+        // Reordered, A's secret rotated and B's URL moved: each postback goes to its own
+        // endpoint as it is now.
+        rewrite(json!([
+            {"id": b.id, "url": "http://127.0.0.1:9/moved", "secret": b.secret.expose()},
+            {"id": a.id, "url": a.url.as_str(), "secret": "whsec_rotated_0123456789", "events": ["call.converted"]},
+        ]))
+        .await;
+        let now = Timestamp::now();
+        let due = store.lease_due_postbacks(now, now + SignedDuration::from_secs(30), 10).await.unwrap();
+        let to = |id| due.iter().find(|d| d.id == id).map(|d| (d.url.as_str(), d.secret.expose())).unwrap();
+        assert_eq!(to(queued[0].id), (a.url.as_str(), "whsec_rotated_0123456789"));
+        assert_eq!(to(queued[1].id), ("http://127.0.0.1:9/moved", b.secret.expose()));
+        assert_eq!(to(queued[2].id), ("http://127.0.0.1:9/moved", b.secret.expose()));
+        store.release_postbacks(&due.iter().map(|d| d.id).collect::<Vec<_>>(), now).await.unwrap();
+
+        // B no longer takes the end: its end is cancelled at once, its conversion still goes.
+        rewrite(json!([
+            {"id": b.id, "url": "http://127.0.0.1:9/moved", "secret": b.secret.expose(), "events": ["call.converted"]},
+            {"id": a.id, "url": a.url.as_str(), "secret": "whsec_rotated_0123456789"},
+        ]))
+        .await;
+        let ended = status(queued[2].id).await;
+        assert_eq!((ended.status, ended.last_error.as_deref()), (PostbackStatus::Cancelled, Some("cancelled: its endpoint no longer takes call.ended")));
+        assert_eq!(status(queued[1].id).await.status, PostbackStatus::Pending);
+
+        // A removed: its postback is cancelled, B's is not; and a retry of it is refused.
+        rewrite(json!([{"id": b.id, "url": "http://127.0.0.1:9/moved", "secret": b.secret.expose(), "events": ["call.converted"]}])).await;
+        let removed = status(queued[0].id).await;
+        assert_eq!((removed.status, removed.last_error.as_deref()), (PostbackStatus::Cancelled, Some("cancelled: its endpoint was removed")));
+        assert_eq!(status(queued[1].id).await.status, PostbackStatus::Pending);
+        let refused = store.retry_postback(queued[0].id, now).await.unwrap_err();
+        assert!(matches!(&refused, StoreError::Conflict { message, .. } if message.contains("its endpoint was removed")), "{refused}");
+
+        // A save that still read the plan from before A's removal queues one more for it: its
+        // lease cancels it, and nothing is sent.
+        let late = Postback { event_key: format!("{}:call.converted:2", call.sid), ..postback(&call, PostbackEvent::Converted, &buyer, 0) };
+        store.save_call(&CallChange { postbacks: std::slice::from_ref(&late), ..change }).await.unwrap();
+        let now = Timestamp::now();
+        let due = store.lease_due_postbacks(now, now + SignedDuration::from_secs(30), 10).await.unwrap();
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), [queued[1].id], "only B's conversion goes");
+        assert_eq!(status(late.id).await.status, PostbackStatus::Cancelled);
+        let cancelled = store.postbacks(&PostbackFilter { status: Some(PostbackStatus::Cancelled), limit: 10, ..PostbackFilter::default() }).await.unwrap();
+        assert_eq!(cancelled.len(), 3);
+        let (pending, failed) = store.outbox_counts().await.unwrap();
+        assert_eq!((pending, failed), (1, 0), "a cancelled postback is neither pending nor failed");
+
+        // The buyer removed: what it still had queued is cancelled. A try in flight meanwhile
+        // that fails counts for nothing; it stays cancelled.
+        PlanTable::<Buyer>::delete(store, buyer.id).await.unwrap();
+        let gone = status(queued[1].id).await;
+        assert_eq!((gone.status, gone.last_error.as_deref()), (PostbackStatus::Cancelled, Some("cancelled: its buyer or publisher was removed")));
+        store.record_tries(&[tried(queued[1].id, now, TryOutcome::Failed(TryFailed { error: "timeout".into(), status_code: None, retry_at: Some(now) }))]).await.unwrap();
+        assert_eq!(status(queued[1].id).await.status, PostbackStatus::Cancelled);
+    }
+}
+
+/// A database whose schema stops before postback endpoints had ids.
+struct BeforeEndpointIds {
+    db: crate::helpers::TestDb,
+}
+
+impl BeforeEndpointIds {
+    const LAST_MIGRATION_WITHOUT: i64 = 20261205000002;
+
+    async fn start(engine: crate::helpers::Engine) -> Option<Self> {
+        let db = crate::helpers::TestDb::create(engine).await?;
+        let (dir, url) = match engine {
+            crate::helpers::Engine::Sqlite => ("migrations/sqlite", format!("{}?mode=rwc", db.url)),
+            crate::helpers::Engine::Postgres => ("migrations/postgres", db.url.clone()),
+        };
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(dir))
+            .await
+            .unwrap();
+        migrator
+            .run_to(Self::LAST_MIGRATION_WITHOUT, &mut conn)
+            .await
+            .unwrap();
+        Some(Self { db })
+    }
+}
+
+on_both_engines! {
+    async fn postbacks_queued_before_endpoint_ids_still_go_to_their_endpoint(old: BeforeEndpointIds) {
+        let mut db = old.db.connect().await;
+        let (company, buyer, publisher, gone) = (Id::<()>::generate(), Id::<()>::generate(), Id::<()>::generate(), Id::<()>::generate());
+        let hook = |path: &str| format!("http://127.0.0.1:9/{path}");
+        let endpoint = |path: &str, events: &[&str]| json!({"url": hook(path), "secret": format!("whsec_{path}_0123456789abcdef"), "events": events});
+        let buyers_endpoints = json!([endpoint("a", &["call.converted"]), endpoint("b", &["call.converted", "call.ended"])]);
+        sqlx::query("INSERT INTO companies (id, name, created_at_ms, updated_at_ms) VALUES ($1, 'Acme', 0, 0)")
+            .bind(company.to_string()).execute(&mut db).await.unwrap();
+        sqlx::query(
+            "INSERT INTO buyers (id, company_id, name, destination, ring_timeout_seconds, conversion_seconds,
+                dedupe_seconds, duplicate_after, payout_cents, revenue_cents, caps_counted_on, created_at_ms,
+                updated_at_ms, postbacks)
+             VALUES ($1, $2, 'Acme Auto', '+14155550101', 30, 90, 0, 'converted', 0, 0, 'converted', 0, 0, $3)",
+        )
+        .bind(buyer.to_string()).bind(company.to_string()).bind(buyers_endpoints.to_string())
+        .execute(&mut db).await.unwrap();
+        sqlx::query("INSERT INTO publishers (id, company_id, name, created_at_ms, updated_at_ms, postbacks) VALUES ($1, $2, 'Search', 0, 0, $3)")
+            .bind(publisher.to_string()).bind(company.to_string()).bind(json!([endpoint("p", &["call.converted", "call.ended"])]).to_string())
+            .execute(&mut db).await.unwrap();
+        // As the outbox held them: each names its endpoint by position, with the URL and secret
+        // it had when queued.
+        let queued = [
+            ("a at 0", format!("buyer:{buyer}:0"), "a", "pending"),
+            ("b at 1", format!("buyer:{buyer}:1"), "b", "pending"),
+            // Queued when b was first; the list was reordered since.
+            ("b at 0", format!("buyer:{buyer}:0"), "b", "pending"),
+            // Its endpoint's URL was changed since (or it was removed: nothing tells which).
+            ("edited", format!("buyer:{buyer}:1"), "old", "pending"),
+            ("publisher", format!("publisher:{publisher}:0"), "p", "pending"),
+            ("owner gone", format!("buyer:{gone}:0"), "x", "pending"),
+            ("delivered", format!("buyer:{buyer}:0"), "a", "delivered"),
+        ];
+        let mut ids = std::collections::HashMap::new();
+        for (name, endpoint, path, status) in &queued {
+            let id = uuid::Uuid::now_v7();
+            ids.insert(*name, id);
+            sqlx::query(
+                "INSERT INTO postbacks (id, event_key, endpoint, event, call_sid, url, secret, body, status,
+                    attempts, next_attempt_at_ms, created_at_ms)
+                 VALUES ($1, $2, $3, 'call.converted', 'CA00000000000000000000000000000001', $4, $5, '{}', $6, 0, 0, 0)",
+            )
+            .bind(id.to_string()).bind(format!("CA00000000000000000000000000000001:call.converted:{name}"))
+            .bind(endpoint).bind(hook(path)).bind(format!("whsec_{path}_queued_0123456789")).bind(*status)
+            .execute(&mut db).await.unwrap();
+        }
+
+        let store = SqlStore::connect_and_migrate(&old.db.url).await.unwrap();
+        let acme = PlanTable::<Buyer>::get(&store, buyer.to_string().parse().unwrap()).await.unwrap();
+        let stored = acme.spec.postbacks.as_slice();
+        assert_eq!(stored.iter().map(|e| e.url.as_str()).collect::<Vec<_>>(), [hook("a"), hook("b")], "in their order");
+        assert!(stored.iter().all(|e| e.id.is_some()) && stored[0].id != stored[1].id, "each endpoint has an id of its own");
+        let search = PlanTable::<Publisher>::get(&store, publisher.to_string().parse().unwrap()).await.unwrap();
+        assert!(search.spec.postbacks.as_slice()[0].id.is_some());
+
+        let now = Timestamp::now();
+        let due = store.lease_due_postbacks(now, now + SignedDuration::from_secs(30), 10).await.unwrap();
+        let to = |name: &str| {
+            (due.iter().find(|d| d.id == ids[name]))
+                .map(|d| (d.url.clone(), d.secret.expose().to_owned()))
+                .unwrap_or_else(|| panic!("{name} is due: {due:#?}"))
+        };
+        let now_of = |path: &str| (hook(path), format!("whsec_{path}_0123456789abcdef"));
+        assert_eq!(to("a at 0"), now_of("a"));
+        assert_eq!(to("b at 1"), now_of("b"));
+        assert_eq!(to("b at 0"), now_of("b"), "by the URL it was queued to, not its stale position");
+        assert_eq!(to("edited"), (hook("old"), "whsec_old_queued_0123456789".to_owned()), "as before ids");
+        assert_eq!(to("publisher"), now_of("p"));
+        assert_eq!(due.len(), 5, "{due:#?}");
+        let status = |name: &str| {
+            let store = &store;
+            let id = ids[name];
+            async move { store.postback(id).await.unwrap() }
+        };
+        // The endpoint holds the secret; the outbox keeps a copy only where it has no endpoint.
+        let kept: Vec<(String, Option<String>)> = sqlx::query_as("SELECT id, secret FROM postbacks").fetch_all(&mut db).await.unwrap();
+        for (id, secret) in kept {
+            let edited = id == ids["edited"].to_string() || id == ids["owner gone"].to_string();
+            assert_eq!(secret.is_some(), edited, "{id}: {secret:?}");
+        }
+        let gone = status("owner gone").await;
+        assert_eq!((gone.status, gone.last_error.as_deref()), (PostbackStatus::Cancelled, Some("cancelled: its buyer or publisher was removed")));
+        assert_eq!(status("delivered").await.status, PostbackStatus::Delivered);
+
+        // Once given their ids, they follow their endpoint: its secret rotated, b's postbacks
+        // are signed with the new one.
+        let mut spec = serde_json::to_value(&acme.spec).unwrap();
+        spec["postbacks"][1]["secret"] = "whsec_b_rotated_0123456789".into();
+        PlanTable::<Buyer>::update(&store, acme.id, &serde_json::from_value(spec).unwrap(), None).await.unwrap();
+        let leased: Vec<uuid::Uuid> = due.iter().map(|d| d.id).collect();
+        store.release_postbacks(&leased, now).await.unwrap();
+        let due = store.lease_due_postbacks(now, now + SignedDuration::from_secs(30), 10).await.unwrap();
+        let b_at_0 = due.iter().find(|d| d.id == ids["b at 0"]).unwrap();
+        assert_eq!(b_at_0.secret.expose(), "whsec_b_rotated_0123456789");
     }
 }
 

@@ -14,6 +14,7 @@ mod money_flows;
 mod overload;
 mod plan_changes;
 mod plan_import;
+mod postback_endpoints;
 mod provider;
 mod replay;
 mod routing_policy;

@@ -21,31 +21,31 @@ use crate::{
     provider::{CALLER, MAIN, call_over, dial_ended, dialed, incoming, sid},
 };
 
-const PLAN: &str = include_str!("../fixtures/plans/acme.toml");
-const BUYER_SECRET: &str = "whsec_buyer_0123456789abcdef";
-const PUBLISHER_SECRET: &str = "whsec_publisher_0123456789ab";
+pub(crate) const PLAN: &str = include_str!("../fixtures/plans/acme.toml");
+pub(crate) const BUYER_SECRET: &str = "whsec_buyer_0123456789abcdef";
+pub(crate) const PUBLISHER_SECRET: &str = "whsec_publisher_0123456789ab";
 const OTHER_CALLER: &str = "+14155550177";
 
 /// What a receiver does with the requests to one path.
 #[derive(Default)]
-struct Behaviour {
+pub(crate) struct Behaviour {
     /// Answer 500 to this many requests first.
-    fail_first: u32,
+    pub fail_first: u32,
     /// Never answer (until the sender gives up).
-    hang: bool,
+    pub hang: bool,
     /// Answer this late.
-    delay: Duration,
+    pub delay: Duration,
 }
 
 /// A request the receiver got, and whether it answered 2xx.
 #[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    key: String,
-    event: String,
-    signature: String,
-    body: String,
-    acknowledged: bool,
+pub(crate) struct Received {
+    pub path: String,
+    pub key: String,
+    pub event: String,
+    pub signature: String,
+    pub body: String,
+    pub acknowledged: bool,
 }
 
 impl Received {
@@ -85,13 +85,13 @@ impl Drop for Hanging {
 
 /// A postback receiver on loopback: it records every request and answers as told per path.
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     base: String,
     log: Arc<Mutex<Log>>,
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let log = Arc::new(Mutex::new(Log::default()));
         let shared = web::Data::from(log.clone());
         let server = HttpServer::new(move || {
@@ -107,11 +107,11 @@ impl Receiver {
         Self { base, log }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn behave(&self, path: &str, behaviour: Behaviour) {
+    pub fn behave(&self, path: &str, behaviour: Behaviour) {
         self.log
             .lock()
             .unwrap()
@@ -119,16 +119,16 @@ impl Receiver {
             .insert(path.to_owned(), behaviour);
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub fn received(&self) -> Vec<Received> {
         self.log.lock().unwrap().received.clone()
     }
 
-    fn at(&self, path: &str) -> Vec<Received> {
+    pub fn at(&self, path: &str) -> Vec<Received> {
         self.received().into_iter().filter(|r| r.path == path).collect()
     }
 
     /// Waits until `done` holds of what was received.
-    async fn wait_until(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let received = self.received();
@@ -207,7 +207,7 @@ fn plan_with(receiver: &Receiver) -> Plan {
 }
 
 /// Quick retries, so that a few failures take a moment; five tries at most.
-const QUICK_RETRIES: [(&str, &str); 3] = [
+pub(crate) const QUICK_RETRIES: [(&str, &str); 3] = [
     ("POSTBACK_RETRY_BASE_MS", "50"),
     ("POSTBACK_TIMEOUT_MS", "2000"),
     ("POSTBACK_MAX_TRIES", "5"),
@@ -228,7 +228,7 @@ impl Money {
 
 /// A call from `caller` to the main number, connected to the first buyer offered for `seconds`,
 /// then over. The buyer's number.
-async fn connected_call(app: &TestApp, n: u32, caller: &str, seconds: u32) -> String {
+pub(crate) async fn connected_call(app: &TestApp, n: u32, caller: &str, seconds: u32) -> String {
     let call = sid(n);
     let (buyer, action) = dialed(
         app.webhook(&app.url("/voice/incoming"), &incoming(&call, caller, MAIN))
@@ -265,7 +265,7 @@ async fn outbox_once(app: &TestApp, settled: impl Fn(&[Value]) -> bool) -> Value
     }
 }
 
-fn checks_out(received: &Received, secret: &str) -> bool {
+pub(crate) fn checks_out(received: &Received, secret: &str) -> bool {
     let secret = PostbackSecret::try_from(secret.to_owned()).unwrap();
     let t: i64 = (received.signature.split(',').next())
         .and_then(|t| t.strip_prefix("t="))
@@ -388,14 +388,15 @@ on_both_engines! {
         let nothing = app.post("/postbacks/0190c1a2-0000-7000-8000-000000000000/retry", Value::Null).await;
         assert_eq!(nothing.status(), StatusCode::NOT_FOUND);
 
-        // The operator points the buyer's endpoint at a working URL, then sends the postback
-        // again: it goes to the endpoint as it is now, same postback, same key.
+        // The operator points the buyer's endpoint at a working URL (the endpoint as read, its
+        // id kept), then sends the postback again: it goes to the endpoint as it is now, same
+        // postback, same key.
         let acme = app.id_of("/buyers", "Acme Auto").await;
-        let fixed = serde_json::json!({"postbacks": [{"url": receiver.url("/fixed"), "secret": BUYER_SECRET, "events": ["call.converted"]}]});
-        expect_json(app.patch(&format!("/buyers/{acme}"), fixed).await, StatusCode::OK).await;
+        let mut endpoint = expect_json(app.get(&format!("/buyers/{acme}")).await, StatusCode::OK).await["postbacks"][0].clone();
+        endpoint["url"] = receiver.url("/fixed").into();
+        expect_json(app.patch(&format!("/buyers/{acme}"), serde_json::json!({"postbacks": [endpoint]})).await, StatusCode::OK).await;
         let queued = expect_json(app.post(&format!("/postbacks/{id}/retry"), Value::Null).await, StatusCode::OK).await;
         assert_eq!((queued["status"].as_str(), queued["attempts"].as_u64()), (Some("pending"), Some(0)));
-        assert_eq!(queued["url"], receiver.url("/fixed").as_str());
         let received = receiver.wait_until("the retried postback delivered", |all| all.iter().any(|r| r.path == "/fixed" && r.acknowledged)).await;
         assert!(received.iter().filter(|r| r.path == "/fixed").all(|r| r.key == id), "the same postback, the same key");
         assert_eq!(receiver.at("/buyer").len(), 5, "nothing more to the broken URL");
@@ -403,6 +404,7 @@ on_both_engines! {
         loop {
             let now = expect_json(app.read(&format!("/postbacks/{id}")).await, StatusCode::OK).await;
             if now["status"] == "delivered" {
+                assert_eq!(now["url"], receiver.url("/fixed").as_str(), "where it went");
                 break;
             }
             assert!(Instant::now() < deadline, "{now}");

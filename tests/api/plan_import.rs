@@ -194,4 +194,41 @@ on_both_engines! {
         let report = s.store.import_plan(&Plan::parse(&rotated).unwrap()).await.unwrap();
         assert_eq!(report.campaigns, tally(0, 1, 1), "a new key is a change");
     }
+
+    async fn re_importing_a_plan_keeps_its_postback_endpoints_ids(s: TestStore) {
+        let with_endpoints = |endpoints: &str| {
+            TWO_CAMPAIGNS.replace("payout = 10\n", &format!("payout = 10\npostbacks = [{endpoints}]\n"))
+        };
+        let a = r#"{ url = "https://a.example/hook", secret = "whsec_a_0123456789abcdef" }"#;
+        let b = r#"{ url = "https://b.example/hook", secret = "whsec_b_0123456789abcdef" }"#;
+        let endpoints_of_a = |buyers: &[Record<Buyer>]| {
+            let a = buyers.iter().find(|b| b.spec.name.as_str() == "A").unwrap();
+            (a.spec.postbacks.as_slice().iter())
+                .map(|e| (e.url.as_str().to_owned(), e.id.expect("every stored endpoint has an id")))
+                .collect::<Vec<_>>()
+        };
+        let plan = with_endpoints(&format!("{a}, {b}"));
+        s.store.import_plan(&Plan::parse(&plan).unwrap()).await.unwrap();
+        let (_, buyers, _, _) = snapshot(&s).await;
+        let first = endpoints_of_a(&buyers);
+        assert_ne!(first[0].1, first[1].1);
+
+        // The same file again: the endpoints are the same ones, so nothing changes.
+        let before = snapshot(&s).await;
+        let again = s.store.import_plan(&Plan::parse(&plan).unwrap()).await.unwrap();
+        assert!(!again.changed_anything(), "{again}");
+        assert_eq!(snapshot(&s).await, before);
+
+        // Reordered in the file: each endpoint keeps its id (matched by URL).
+        let reordered = s.store.import_plan(&Plan::parse(&with_endpoints(&format!("{b}, {a}"))).unwrap()).await.unwrap();
+        assert_eq!(reordered.buyers, tally(0, 1, 1));
+        let (_, buyers, _, _) = snapshot(&s).await;
+        assert_eq!(endpoints_of_a(&buyers), [first[1].clone(), first[0].clone()]);
+
+        // A file may name an endpoint's id: then it stays that endpoint through a new URL.
+        let moved = format!(r#"{{ id = "{}", url = "https://a2.example/hook", secret = "whsec_a_0123456789abcdef" }}"#, first[0].1);
+        s.store.import_plan(&Plan::parse(&with_endpoints(&format!("{moved}, {b}"))).unwrap()).await.unwrap();
+        let (_, buyers, _, _) = snapshot(&s).await;
+        assert_eq!(endpoints_of_a(&buyers), [("https://a2.example/hook".to_owned(), first[0].1), first[1].clone()]);
+    }
 }

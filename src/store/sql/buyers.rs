@@ -1,12 +1,13 @@
 use async_trait::async_trait;
 use sqlx::AnyConnection;
 
-use super::{Query, SqlEntity, enum_text, parse_id, parse_stored, timestamp};
+use super::{Query, SqlEntity, enum_text, parse_id, parse_stored, postbacks, timestamp};
 use crate::{
     domain::{
         destination::Destination,
         money::Money,
         plan::{Buyer, BuyerId, Caps, Record},
+        postback::PostbackOwner,
         values::CapLimit,
     },
     store::StoreError,
@@ -205,7 +206,11 @@ impl SqlEntity for Buyer {
         .bind(record.updated_at.as_millisecond())
         .execute(&mut *conn)
         .await?;
-        Ok(())
+        postbacks::cancel_unwanted(conn, PostbackOwner::Buyer(record.id), &buyer.postbacks).await
+    }
+
+    async fn removed(conn: &mut AnyConnection, id: BuyerId) -> Result<(), StoreError> {
+        postbacks::cancel_all(conn, PostbackOwner::Buyer(id)).await
     }
 
     async fn check_unreferenced(conn: &mut AnyConnection, id: BuyerId) -> Result<(), StoreError> {

@@ -320,7 +320,7 @@ impl<'a> Rows<'a> {
                 marks.entry(key).or_default().add(touched);
             }
             for postback in change.postbacks {
-                if seen_postbacks.insert((postback.event_key.as_str(), postback.endpoint.as_str())) {
+                if seen_postbacks.insert((postback.event_key.as_str(), postback.endpoint)) {
                     postbacks.push(PostbackJson::of(postback));
                 }
             }
@@ -455,10 +455,11 @@ macro_rules! insert_postbacks {
         from_json_rows!(
             $engine,
             "$7",
-            "INSERT INTO postbacks (id, event_key, endpoint, event, call_sid, url, secret, body, status,
-                attempts, next_attempt_at_ms, created_at_ms)
-             SELECT j.value ->> 'id', j.value ->> 'event_key', j.value ->> 'endpoint', j.value ->> 'event',
-                j.value ->> 'call_sid', j.value ->> 'url', j.value ->> 'secret', j.value ->> 'body', 'pending',
+            "INSERT INTO postbacks (id, event_key, endpoint, owner_kind, owner_id, endpoint_id, event, call_sid,
+                url, body, status, attempts, next_attempt_at_ms, created_at_ms)
+             SELECT j.value ->> 'id', j.value ->> 'event_key', j.value ->> 'endpoint', j.value ->> 'owner_kind',
+                j.value ->> 'owner_id', j.value ->> 'endpoint_id', j.value ->> 'event',
+                j.value ->> 'call_sid', j.value ->> 'url', j.value ->> 'body', 'pending',
                 0, CAST(j.value ->> 'created_at_ms' AS BIGINT), CAST(j.value ->> 'created_at_ms' AS BIGINT)",
             "ON CONFLICT (event_key, endpoint) DO NOTHING"
         )
@@ -608,11 +609,13 @@ static GIVE_BACK_SLOTS: &str = give_back_slots!(postgres);
 struct PostbackJson<'a> {
     id: String,
     event_key: &'a str,
-    endpoint: &'a str,
+    endpoint: String,
+    owner_kind: &'static str,
+    owner_id: String,
+    endpoint_id: String,
     event: &'static str,
     call_sid: &'a str,
     url: &'a str,
-    secret: &'a str,
     body: &'a str,
     created_at_ms: i64,
 }
@@ -622,11 +625,13 @@ impl<'a> PostbackJson<'a> {
         Self {
             id: postback.id.to_string(),
             event_key: &postback.event_key,
-            endpoint: &postback.endpoint,
+            endpoint: postback.endpoint.to_string(),
+            owner_kind: postback.endpoint.owner.kind(),
+            owner_id: postback.endpoint.owner.id().to_string(),
+            endpoint_id: postback.endpoint.id.to_string(),
             event: postback.event.as_str(),
             call_sid: postback.call_sid.as_str(),
             url: &postback.url,
-            secret: postback.secret.expose(),
             body: &postback.body,
             created_at_ms: ms(postback.created_at),
         }

@@ -40,6 +40,7 @@ use crate::{
         access::KeyDigest,
         ids::Id,
         plan::{CampaignId, CompanyId, PlanEntity, Record},
+        postback::EndpointId,
         values::Name,
     },
     plan::{ImportReport, Plan},
@@ -258,6 +259,11 @@ pub(super) trait SqlEntity: PlanEntity {
     async fn check_unreferenced(_conn: &mut AnyConnection, _id: Id<Self>) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// What else goes with the record, in the transaction that deletes it.
+    async fn removed(_conn: &mut AnyConnection, _id: Id<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Millisecond precision, as stored, so a record returned by a write equals the one read later.
@@ -355,10 +361,12 @@ pub(super) async fn insert_in<T: SqlEntity>(
         }
     }
     let now = now();
+    let mut spec = spec.clone();
+    spec.keep_part_ids(None, &mut EndpointId::generate);
     let record = Record {
         id: Id::generate(),
         company_id,
-        spec: spec.clone(),
+        spec,
         created_at: now,
         updated_at: now,
     };
@@ -380,11 +388,14 @@ pub(super) async fn update_in<T: SqlEntity>(
     if expected.is_some_and(|expected| *expected != current.spec) {
         return Err(StoreError::Stale);
     }
-    if current.spec == *spec {
+    // Before comparing: the same parts sent without their ids are no change.
+    let mut spec = spec.clone();
+    spec.keep_part_ids(Some(&current.spec), &mut EndpointId::generate);
+    if current.spec == spec {
         return Ok((current, false));
     }
     let record = Record {
-        spec: spec.clone(),
+        spec,
         updated_at: now(),
         ..current
     };
@@ -452,6 +463,7 @@ async fn delete_in<T: SqlEntity>(conn: &mut AnyConnection, id: Id<T>) -> Result<
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
+    T::removed(conn, id).await?;
     bump_revision(conn).await
 }
 

@@ -1,9 +1,12 @@
 use async_trait::async_trait;
 use sqlx::AnyConnection;
 
-use super::{Query, SqlEntity, from_json, parse_id, parse_stored, timestamp, to_json};
+use super::{Query, SqlEntity, from_json, parse_id, parse_stored, postbacks, timestamp, to_json};
 use crate::{
-    domain::plan::{Publisher, Record},
+    domain::{
+        plan::{Publisher, PublisherId, Record},
+        postback::PostbackOwner,
+    },
     store::StoreError,
 };
 
@@ -112,7 +115,12 @@ impl SqlEntity for Publisher {
         .bind(record.updated_at.as_millisecond())
         .execute(&mut *conn)
         .await?;
-        Ok(())
+        let owner = PostbackOwner::Publisher(record.id);
+        postbacks::cancel_unwanted(conn, owner, &record.spec.postbacks).await
+    }
+
+    async fn removed(conn: &mut AnyConnection, id: PublisherId) -> Result<(), StoreError> {
+        postbacks::cancel_all(conn, PostbackOwner::Publisher(id)).await
     }
 }
 
