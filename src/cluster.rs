@@ -16,6 +16,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 
 use crate::{
+    clock::{Clock, OffsetClock},
     config::PublicUrl,
     decide::{
         Capacity, Dedupe, Learned, PlanCache, Reservations,
@@ -28,6 +29,61 @@ use crate::{
 
 /// How often a node says it is up, and reads where the others are.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How often a node measures the database's clock against its own.
+const CLOCK_CHECK: Duration = Duration::from_secs(10);
+
+/// A node's clock this far from the database's is worth a warning (it is followed anyway).
+const CLOCK_DRIFT_WORTH_A_WARNING: SignedDuration = SignedDuration::from_secs(1);
+
+/// The clock a node keeps time by. Where nodes share a database, a wall clock follows the
+/// database's (measured at start and every 10 s, to within half a round trip), so that what
+/// nodes share is timed alike by all of them whatever their machines' clocks say: postbacks'
+/// and capacity slots' leases, RTB reservations' expiries, cap periods and de-dupe windows. A
+/// node whose clock runs ahead cannot take another's lease early. A clock that moves only
+/// when told to (tests, simulations) is left as it is.
+pub async fn aligned(
+    store: Arc<dyn ClusterStore>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Clock>, StoreError> {
+    if !store.is_shared() || !clock.is_wall_clock() {
+        return Ok(clock);
+    }
+    let aligned = Arc::new(OffsetClock::new(clock));
+    keep_time(store.as_ref(), &aligned).await?;
+    let following = Arc::downgrade(&aligned);
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(CLOCK_CHECK);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            // Gone with the node that kept time by it.
+            let Some(clock) = following.upgrade() else { return };
+            if let Err(error) = keep_time(store.as_ref(), &clock).await {
+                tracing::warn!(%error, "could not read the database's clock; keeping the last offset");
+            }
+        }
+    });
+    Ok(aligned)
+}
+
+/// Sets `clock`'s offset to the database's time, read now.
+async fn keep_time(store: &dyn ClusterStore, clock: &OffsetClock) -> Result<(), StoreError> {
+    let before = clock.base_now();
+    let database = store.database_now().await?;
+    let after = clock.base_now();
+    let midway = before + after.duration_since(before) / 2;
+    let offset = database.duration_since(midway);
+    let change = offset - clock.offset();
+    if change.abs() > CLOCK_DRIFT_WORTH_A_WARNING {
+        tracing::warn!(
+            offset_ms = offset.as_millis(),
+            "this node's clock runs apart from the database's: it keeps the database's time"
+        );
+    }
+    clock.set_offset(offset);
+    Ok(())
+}
 
 /// A node is remembered this long after its last heartbeat: a call it held may last four
 /// hours, and its callbacks still come (to another node) until the call ends.

@@ -17,12 +17,12 @@ use std::{
     time::Duration,
 };
 
-use jiff::Timestamp;
 use tokio::{sync::mpsc, task::JoinSet};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
+    clock::Clock,
     domain::postback::{Due, SIGNATURE_HEADER, retry_delay, signature},
     store::{PostbackStore, Tried, TryFailed, TryOutcome},
     supervision::Metrics,
@@ -101,6 +101,7 @@ pub fn start(
     store: Arc<dyn PostbackStore>,
     delivery: Delivery,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
 ) -> std::io::Result<Outbox> {
     let (wake, woken) = mpsc::channel(1);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -119,6 +120,7 @@ pub fn start(
         delivery,
         metrics,
         client,
+        clock,
     };
     std::thread::Builder::new()
         .name("postbacks".into())
@@ -132,6 +134,9 @@ struct Worker {
     delivery: Delivery,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
+    /// Leases are timed by it (on several nodes, the database's time: see
+    /// [`crate::cluster::aligned`]).
+    clock: Arc<dyn Clock>,
 }
 
 /// Results recorded per transaction, at most.
@@ -181,7 +186,7 @@ impl Worker {
                 .flat_map(|lane| lane.waiting.drain(..).map(|due| due.id))
                 .collect();
             if !stuck.is_empty() {
-                let due_at = Timestamp::now() + NEXT_TURN;
+                let due_at = self.clock.now() + NEXT_TURN;
                 if let Err(error) = self.store.release_postbacks(&stuck, due_at).await {
                     tracing::warn!(%error, "could not give back postbacks; their lease will run out");
                 }
@@ -189,7 +194,7 @@ impl Worker {
             let waiting: usize = lanes.values().map(|lane| lane.waiting.len()).sum();
             let room = IN_FLIGHT.saturating_sub(in_flight.len() + waiting);
             if room > 0 && look {
-                let now = Timestamp::now();
+                let now = self.clock.now();
                 let until = now + self.delivery.lease();
                 match self.store.lease_due_postbacks(now, until, room as u32).await {
                     Ok(due) => {
@@ -267,7 +272,7 @@ impl Worker {
         let outcome = self.try_once(&postback).await;
         let tried = tried.send(Tried {
             id: postback.id,
-            at: Timestamp::now(),
+            at: self.clock.now(),
             url: postback.url.clone(),
             outcome,
         });
@@ -280,7 +285,7 @@ impl Worker {
     }
 
     async fn try_once(&self, postback: &Due) -> TryOutcome {
-        let sent_at = Timestamp::now();
+        let sent_at = self.clock.now();
         let result = self
             .client
             .post(&postback.url)
@@ -314,7 +319,7 @@ impl Worker {
         };
         let tries = postback.attempts + 1;
         let retry_at = (tries < self.delivery.max_tries)
-            .then(|| Timestamp::now() + retry_delay(self.delivery.retry_base, tries));
+            .then(|| self.clock.now() + retry_delay(self.delivery.retry_base, tries));
         tracing::warn!(%error, tries, retrying = retry_at.is_some(), "a postback was not delivered");
         self.metrics
             .postback_try(if retry_at.is_some() { "retrying" } else { "failed" });

@@ -109,6 +109,7 @@ impl Application {
             call_actors,
         } = runtime;
         timings.stuck_after = settings.stuck_call_after;
+        let clock = cluster::aligned(stores.cluster.clone(), clock).await?;
         let templates = load_templates(settings.twiml_templates_dir.as_deref())?;
         let listener = std::net::TcpListener::bind(settings.bind)?;
         let address = listener.local_addr()?;
@@ -151,6 +152,7 @@ impl Application {
             stores.postbacks.clone(),
             settings.postbacks,
             supervision.metrics.clone(),
+            clock.clone(),
         )?;
         let decider = Decider {
             plan: plan.clone(),

@@ -267,9 +267,43 @@ pub struct Attempt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = u32)]
     pub leg_seconds: Option<u32>,
+    /// When the buyer picked up, as first heard (its leg's answer, or the request for its
+    /// whisper): where the provider's `DialCallDuration` starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = DateTime)]
+    pub picked_up_at: Option<Timestamp>,
+    /// When the caller was put through to the buyer: Switchboard answered the leg's last
+    /// document with the connect (after press-1, or machine detection), or its whisper ends.
+    /// Absent for a buyer put through as it picked up (no whisper, no screening).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = DateTime)]
+    pub bridged_at: Option<Timestamp>,
+    /// How long the caller and the buyer talked: `connected_seconds` less what the buyer spent
+    /// before the caller was put through (its whisper, the prompt). What the buyer's
+    /// `conversion_seconds` is measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
+    pub bridged_seconds: Option<u32>,
 }
 
 impl Attempt {
+    /// The buyer picked up at `at` (the earliest word of it counts).
+    pub fn picked_up(&mut self, at: Timestamp) {
+        self.picked_up_at = Some(self.picked_up_at.map_or(at, |known| known.min(at)));
+    }
+
+    /// Whole seconds from the buyer's pick-up to the caller being put through, when both are
+    /// known (none for a buyer put through as it picked up).
+    fn seconds_before_the_bridge(&self) -> u32 {
+        match (self.picked_up_at, self.bridged_at) {
+            (Some(picked_up), Some(bridged)) => {
+                let waited = bridged.as_millisecond() - picked_up.as_millisecond();
+                u32::try_from((waited.max(0) + 500) / 1000).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        }
+    }
+
     /// What a dial's result comes to for routing: a leg that rang through to the buyer but never
     /// reached the caller did not connect, whatever `DialCallStatus` says, so routing goes on to
     /// the next buyer. The provider's `DialBridged` decides when it is sent; without it, a
@@ -514,6 +548,9 @@ impl CallRecord {
             ended_at: None,
             screening: None,
             leg_seconds: None,
+            picked_up_at: None,
+            bridged_at: None,
+            bridged_seconds: None,
         });
         self.set_state(CallState::Dialing, now);
         &self.attempts[self.attempts.len() - 1]
@@ -529,6 +566,16 @@ impl CallRecord {
     /// The buyer of attempt `number` answered the press-1 prompt (or let it time out). Returns
     /// the screening if this is news: only a pending screening of an unsettled attempt changes,
     /// so a retried or late callback changes nothing. An acceptance connects the caller.
+    /// The caller of attempt `number` is put through at `at` (see [`Attempt::bridged_at`]).
+    pub fn bridge(&mut self, number: u32, at: Timestamp) {
+        if let Some(attempt) = self.attempts.iter_mut().find(|a| a.number == number)
+            && attempt.bridged_at.is_none()
+            && attempt.status.is_none()
+        {
+            attempt.bridged_at = Some(at);
+        }
+    }
+
     pub fn screened(&mut self, number: u32, result: Screening, now: Timestamp) -> Option<Screening> {
         let is_current = self.current_attempt().is_some_and(|a| a.number == number);
         let attempt = self.attempts.iter_mut().find(|a| a.number == number)?;
@@ -578,6 +625,9 @@ impl CallRecord {
         let Some(attempt) = self.attempts.iter_mut().find(|a| a.number == number) else {
             return false;
         };
+        if attempt.status.is_none() {
+            attempt.picked_up(now);
+        }
         // A buyer that must press 1 picked up to hear the prompt: the caller is not put through
         // until it accepts (see `screened`).
         if attempt.answered_at.is_some() || attempt.status.is_some() || attempt.screening.is_some() {
@@ -646,7 +696,9 @@ impl CallRecord {
             attempt.answered_at.get_or_insert(now);
             attempt.connected_seconds = Some(connected_seconds);
             attempt.duplicate = duplicate;
-            attempt.converted = duplicate != Some(true) && connected_seconds >= conversion_seconds;
+            let bridged = connected_seconds.saturating_sub(attempt.seconds_before_the_bridge());
+            attempt.bridged_seconds = Some(bridged);
+            attempt.converted = duplicate != Some(true) && bridged >= conversion_seconds;
         }
         let settled = attempt.clone();
         if status.connected() {
@@ -662,6 +714,12 @@ impl CallRecord {
     pub fn end(&mut self, outcome: Outcome, reason: Option<DropReason>, now: Timestamp) {
         if self.is_ended() {
             return;
+        }
+        // A buyer still being screened is not put through to a caller who is gone.
+        for attempt in &mut self.attempts {
+            if attempt.screening == Some(Screening::Pending) {
+                attempt.screening = Some(Screening::CallerGone);
+            }
         }
         self.outcome = Some(outcome);
         self.drop_reason = reason;

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -155,6 +156,21 @@ pub enum Announcement {
     Play(String),
 }
 
+impl Announcement {
+    /// About how long it takes to hear, as far as Switchboard can know: spoken text at a
+    /// speaking pace (150 words a minute, and half a second to start); an audio file's length is
+    /// not known, and counts as nothing.
+    pub fn estimated_length(&self) -> SignedDuration {
+        match self {
+            Self::Say(text) => {
+                let words = text.split_whitespace().count() as i64;
+                SignedDuration::from_millis(500 + words * 400)
+            }
+            Self::Play(_) => SignedDuration::ZERO,
+        }
+    }
+}
+
 /// Text to be spoken: 1 to 1000 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -251,6 +267,9 @@ pub enum Screening {
     NoKey,
     /// Answering machine detection heard a machine or a fax.
     Machine,
+    /// The call ended (the caller hung up) while the buyer was still being screened: nobody
+    /// was put through, and nothing the buyer does after changes that.
+    CallerGone,
 }
 
 impl Screening {

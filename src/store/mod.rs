@@ -160,6 +160,9 @@ pub trait ClusterStore: Send + Sync {
     /// Where the news of changes committed in this store is sent, for other nodes to hear
     /// (see [`crate::cluster`]); `None` when nothing else shares the store.
     fn news_channel(&self) -> Option<NewsChannel>;
+    /// The database's own time now: the clock every node that shares it follows for what they
+    /// share (leases, expiries), whatever their machines' clocks say.
+    async fn database_now(&self) -> Result<Timestamp, StoreError>;
 }
 
 /// A leg about to be dialed, asking for its buyer's slot.

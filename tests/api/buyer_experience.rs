@@ -122,6 +122,14 @@ on_both_engines! {
         assert_eq!(refused.children[0].attribute("reason"), Some("rejected"));
         let view = call_view(&app, &sid(1)).await;
         assert_eq!((view["outcome"].as_str(), view["attempts"].as_u64()), (Some("blocked"), Some(0)), "{view}");
+        // Retried, or asked through the number's fallback URL: refused unanswered again, never
+        // `<Hangup/>`, which answers (and bills) the call.
+        let fallback = format!("{}&ErrorCode=11200&ErrorUrl={}", incoming(&sid(1), CALLER, MAIN), app.url("/voice/incoming"));
+        for (url, body) in [("/voice/incoming", incoming(&sid(1), CALLER, MAIN)), ("/voice/fallback", fallback)] {
+            let again = twiml_of(app.webhook(&app.url(url), &body).await, Document::Call).await;
+            let names: Vec<&str> = again.children.iter().map(|v| v.name.as_str()).collect();
+            assert_eq!(names, ["Reject"], "{url}");
+        }
         let stats = expect_json(app.read("/stats/campaigns").await, StatusCode::OK).await;
         assert_eq!(stats["data"][0]["blocked"], 1, "{stats}");
         // RTB pings for the caller get no bid.

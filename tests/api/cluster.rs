@@ -671,3 +671,40 @@ async fn one_caller_settling_on_two_nodes_at_once_earns_the_publisher_one_payout
         100
     );
 }
+
+#[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
+async fn a_node_whose_clock_runs_ahead_keeps_the_databases_time_and_takes_no_slot_another_holds() {
+    let Some(first) = TestApp::start_with_plan(Engine::Postgres, &Plan::parse(PLAN).unwrap()).await else {
+        return;
+    };
+    // The second node's machine clock is ten minutes ahead: to it, every slot the first node
+    // took (a ring lease of a minute and a half) would have run out long ago.
+    let ahead = switchboard::startup::Runtime {
+        clock: std::sync::Arc::new(crate::helpers::SkewedClock(jiff::SignedDuration::from_mins(10))),
+        ..crate::helpers::test_runtime()
+    };
+    let second = first.another_node_with(ahead).await;
+    let provider = TestApp::signing_client();
+    let arrive = |node: String, n: u32| {
+        let body = incoming(&sid(n), &format!("+1415555{n:04}"), MAIN);
+        let provider = &provider;
+        async move { dialed(provider.webhook(&format!("{node}/voice/incoming"), &body).await).await }
+    };
+    // Acme takes two calls at once, both on the first node.
+    assert_eq!(arrive(first.url(""), 1).await.0, ACME);
+    assert_eq!(arrive(first.url(""), 2).await.0, ACME);
+    // Full for the second node too: its leases are timed by the database's clock.
+    assert_eq!(arrive(second.clone(), 3).await.0, BUDGET);
+    // And what it stamps is the database's time, not its machine's.
+    let view = expect_json(first.get(&format!("/calls/{}", sid(3))).await, StatusCode::OK).await;
+    let started: jiff::Timestamp = view["started_at"].as_str().unwrap().parse().unwrap();
+    let drift = (started - jiff::Timestamp::now()).abs();
+    assert!(
+        drift < jiff::SignedDuration::from_secs(30),
+        "stamped {started}, {drift:?} from now"
+    );
+}

@@ -54,6 +54,19 @@ pub fn test_timings() -> CallTimings {
     }
 }
 
+/// A machine's clock that runs apart from the others' by `0` (ahead when positive).
+pub struct SkewedClock(pub jiff::SignedDuration);
+
+impl switchboard::clock::Clock for SkewedClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now() + self.0
+    }
+
+    fn is_wall_clock(&self) -> bool {
+        true
+    }
+}
+
 /// The system clock, test timings and a fixed routing seed.
 pub fn test_runtime() -> Runtime {
     Runtime {
@@ -359,6 +372,11 @@ impl TestApp {
     /// Another node on this one's database (several nodes on one PostgreSQL), serving until the
     /// test ends: its address.
     pub async fn another_node(&self) -> String {
+        self.another_node_with(self.runtime.clone()).await
+    }
+
+    /// As [`TestApp::another_node`], keeping time by `runtime`'s clock.
+    pub async fn another_node_with(&self, runtime: Runtime) -> String {
         let environment = [
             ("DATABASE_URL".to_owned(), self.db.url.clone()),
             ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
@@ -372,7 +390,7 @@ impl TestApp {
                 .await
                 .expect("connect and migrate"),
         );
-        let app = Application::build_with(&settings, Stores::of(store), self.runtime.clone())
+        let app = Application::build_with(&settings, Stores::of(store), runtime)
             .await
             .expect("start another node");
         let address = format!("http://{}", app.address());

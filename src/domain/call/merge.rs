@@ -110,6 +110,11 @@ fn fill_in(ours: &mut Attempt, theirs: &Attempt) {
     ours.answered_at = ours.answered_at.or(theirs.answered_at);
     ours.ended_at = ours.ended_at.or(theirs.ended_at);
     ours.leg_seconds = ours.leg_seconds.or(theirs.leg_seconds);
+    if let Some(picked_up) = theirs.picked_up_at {
+        ours.picked_up(picked_up);
+    }
+    ours.bridged_at = ours.bridged_at.or(theirs.bridged_at);
+    ours.bridged_seconds = ours.bridged_seconds.or(theirs.bridged_seconds);
     let settled =
         |screening: Option<super::Screening>| screening.is_some_and(|s| s != super::Screening::Pending);
     if !settled(ours.screening) && settled(theirs.screening) {

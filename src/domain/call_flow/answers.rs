@@ -54,6 +54,8 @@ pub(super) fn current_answer(turn: &mut Turn<'_>, record: &mut CallRecord) -> As
     }
     match (record.state, record.outcome) {
         (CallState::Ended, Some(Outcome::Rejected)) => return Ok(Answer::Reject),
+        // Refused unanswered, and so again: `<Hangup/>` would answer (and bill) the call.
+        (CallState::Ended, Some(Outcome::Blocked)) => return Ok(Answer::Blocked),
         (CallState::Ended, Some(Outcome::Dropped)) => return Ok(Answer::End),
         (CallState::Ended, _) => return Ok(Answer::Hangup),
         _ => {}

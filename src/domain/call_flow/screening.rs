@@ -27,6 +27,9 @@ pub(super) fn whisper(
         });
         return Answer::Hangup;
     };
+    if let Some(ringing) = record.attempts.iter_mut().find(|a| a.number == attempt) {
+        ringing.picked_up(turn.now);
+    }
     let plan = turn.plan.clone();
     let buyer = plan.buyer(dialed.buyer_id);
     let detects = buyer.is_some_and(|b| b.spec.screen == Screen::MachineDetection);
@@ -41,7 +44,9 @@ pub(super) fn whisper(
         Some(Screening::Accepted) if detects => false,
         // A retried request after the buyer answered the prompt: as it answered.
         Some(Screening::Accepted) => return Answer::Connect,
-        Some(Screening::Refused | Screening::NoKey | Screening::Machine) => return Answer::Hangup,
+        Some(Screening::Refused | Screening::NoKey | Screening::Machine | Screening::CallerGone) => {
+            return Answer::Hangup;
+        }
     };
     let campaign = plan.campaign(dialed.campaign_id);
     let announcement = buyer
@@ -53,7 +58,12 @@ pub(super) fn whisper(
         press_1,
     });
     if announcement.is_none() && !press_1 {
+        record.bridge(attempt, turn.now);
         return Answer::Connect;
+    }
+    if !press_1 && let Some(announcement) = &announcement {
+        // The caller is put through once the buyer has heard its whisper.
+        record.bridge(attempt, turn.now + announcement.estimated_length());
     }
     Answer::Whisper {
         attempt,
@@ -105,7 +115,10 @@ pub(super) fn screened(turn: &mut Turn<'_>, record: &mut CallRecord, attempt: u3
     }
     judge(turn, record, attempt, Screening::of_digits(digits));
     match record.attempt(attempt) {
-        Some(a) if a.screening == Some(Screening::Accepted) && a.status.is_none() => Answer::Connect,
+        Some(a) if a.screening == Some(Screening::Accepted) && a.status.is_none() => {
+            record.bridge(attempt, turn.now);
+            Answer::Connect
+        }
         Some(a) if a.screening.is_some() => Answer::Hangup,
         _ => {
             turn.note(Event::Ignored {

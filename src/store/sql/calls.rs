@@ -473,18 +473,22 @@ macro_rules! upsert_attempts {
             "$3",
             "INSERT INTO call_attempts (call_sid, number, buyer_id, campaign_id, kind, duplicate,
                 dial_status, connected_seconds, converted, started_at_ms, answered_at_ms, ended_at_ms,
-                screening, leg_seconds)
+                screening, leg_seconds, picked_up_at_ms, bridged_at_ms, bridged_seconds)
              SELECT j.value ->> 'call_sid', CAST(j.value ->> 'number' AS BIGINT), j.value ->> 'buyer_id',
                 j.value ->> 'campaign_id', j.value ->> 'kind', CAST(j.value ->> 'duplicate' AS BIGINT),
                 j.value ->> 'dial_status', CAST(j.value ->> 'connected_seconds' AS BIGINT),
                 CAST(j.value ->> 'converted' AS BIGINT), CAST(j.value ->> 'started_at_ms' AS BIGINT),
                 CAST(j.value ->> 'answered_at_ms' AS BIGINT), CAST(j.value ->> 'ended_at_ms' AS BIGINT),
-                j.value ->> 'screening', CAST(j.value ->> 'leg_seconds' AS BIGINT)",
+                j.value ->> 'screening', CAST(j.value ->> 'leg_seconds' AS BIGINT),
+                CAST(j.value ->> 'picked_up_at_ms' AS BIGINT), CAST(j.value ->> 'bridged_at_ms' AS BIGINT),
+                CAST(j.value ->> 'bridged_seconds' AS BIGINT)",
             "ON CONFLICT (call_sid, number) DO UPDATE SET
                 duplicate = excluded.duplicate, dial_status = excluded.dial_status,
                 connected_seconds = excluded.connected_seconds, converted = excluded.converted,
                 answered_at_ms = excluded.answered_at_ms, ended_at_ms = excluded.ended_at_ms,
-                screening = excluded.screening, leg_seconds = excluded.leg_seconds"
+                screening = excluded.screening, leg_seconds = excluded.leg_seconds,
+                picked_up_at_ms = excluded.picked_up_at_ms, bridged_at_ms = excluded.bridged_at_ms,
+                bridged_seconds = excluded.bridged_seconds"
         )
     };
 }
@@ -728,6 +732,9 @@ impl<'a> AttemptJson<'a> {
                 ended_at_ms: attempt.ended_at.map(ms),
                 screening: attempt.screening.as_ref().map(enum_text).transpose()?,
                 leg_seconds: attempt.leg_seconds.map(i64::from),
+                picked_up_at_ms: attempt.picked_up_at.map(ms),
+                bridged_at_ms: attempt.bridged_at.map(ms),
+                bridged_seconds: attempt.bridged_seconds.map(i64::from),
             },
         })
     }
@@ -841,6 +848,9 @@ struct AttemptRow {
     ended_at_ms: Option<i64>,
     screening: Option<String>,
     leg_seconds: Option<i64>,
+    picked_up_at_ms: Option<i64>,
+    bridged_at_ms: Option<i64>,
+    bridged_seconds: Option<i64>,
 }
 
 fn small(column: &str, value: i64) -> Result<u32, StoreError> {
@@ -871,6 +881,11 @@ impl TryFrom<AttemptRow> for Attempt {
             ended_at: optional_timestamp(row.ended_at_ms)?,
             screening: parse_stored("screening", row.screening.into())?,
             leg_seconds: row.leg_seconds.map(|s| small("leg_seconds", s)).transpose()?,
+            picked_up_at: optional_timestamp(row.picked_up_at_ms)?,
+            bridged_at: optional_timestamp(row.bridged_at_ms)?,
+            bridged_seconds: (row.bridged_seconds)
+                .map(|s| small("bridged_seconds", s))
+                .transpose()?,
         })
     }
 }
@@ -918,7 +933,8 @@ async fn load_with(
     let Some(row) = row else { return Ok(None) };
     let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT number, buyer_id, campaign_id, kind, duplicate, dial_status, connected_seconds,
-                converted, started_at_ms, answered_at_ms, ended_at_ms, screening, leg_seconds
+                converted, started_at_ms, answered_at_ms, ended_at_ms, screening, leg_seconds,
+                picked_up_at_ms, bridged_at_ms, bridged_seconds
          FROM call_attempts WHERE call_sid = $1 ORDER BY number",
     )
     .bind(sid.as_str())

@@ -121,6 +121,19 @@ impl ClusterStore for SqlStore {
         finish(tx, result).await
     }
 
+    async fn database_now(&self) -> Result<Timestamp, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(Timestamp::now()),
+            Backend::Postgres => {
+                let (micros,): (i64,) =
+                    sqlx::query_as("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
+                        .fetch_one(&self.pool)
+                        .await?;
+                timestamp_of_micros(micros)
+            }
+        }
+    }
+
     async fn announce(
         &self,
         public_url: &str,
@@ -292,4 +305,9 @@ pub(super) async fn publish(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+fn timestamp_of_micros(micros: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_microsecond(micros)
+        .map_err(|e| StoreError::Corrupt(format!("the database's time {micros}: {e}")))
 }

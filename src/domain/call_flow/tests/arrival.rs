@@ -140,12 +140,27 @@ fn a_blocked_caller_is_refused_before_any_index_is_asked() {
     let mut world = world.replanned(&[entry]);
     let applied = world.apply(None, incoming());
     assert_eq!(applied.answer, Answer::Blocked);
-    assert_eq!(applied.record.unwrap().outcome, Some(Outcome::Blocked));
+    let record = applied.record.unwrap();
+    assert_eq!(record.outcome, Some(Outcome::Blocked));
     assert!(
         world.asked.iter().all(|q| matches!(q, Question::PayOnce { .. })),
         "{:?}",
         world.asked
     );
+    // Retried, or asked through the fallback URL: refused unanswered again, never answered
+    // with a hang-up (which bills the call).
+    for again in [
+        incoming(),
+        Input::Fallback {
+            error_code: Some("11200".into()),
+        },
+    ] {
+        assert_eq!(
+            world.apply(Some(&record), again.clone()).answer,
+            Answer::Blocked,
+            "{again:?}"
+        );
+    }
 }
 
 #[test]
