@@ -25,6 +25,7 @@ use crate::{
     },
     domain::cluster::{Bulletin, News, NodeId},
     store::{CallStore, ClusterStore, NewsChannel, RtbStore, StoreError},
+    supervision::Metrics,
 };
 
 /// How often a node says it is up, and reads where the others are.
@@ -98,6 +99,8 @@ pub struct Indexes {
     pub capacity: Capacity,
     pub reservations: Reservations,
     pub plan: Arc<PlanCache>,
+    /// Counts the news heard, by kind.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Every node's public URL: a callback signed for any of them is genuine (its node is gone, or
@@ -209,6 +212,22 @@ pub enum Heard {
     Missed,
 }
 
+impl Heard {
+    /// What it is of, as metrics count it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::News(News::Touched(_)) => "touched",
+            Self::News(News::Load(_)) => "load",
+            Self::News(News::Held { .. }) => "held",
+            Self::News(News::Reserved(_)) => "reserved",
+            Self::News(News::Claimed { .. }) => "claimed",
+            Self::News(News::Up { .. }) => "up",
+            Self::News(News::Plan { .. }) => "plan",
+            Self::Missed => "missed",
+        }
+    }
+}
+
 async fn announce(
     store: &dyn ClusterStore,
     public_url: &PublicUrl,
@@ -231,6 +250,7 @@ async fn announce(
 /// only serves views and a first reading.)
 async fn follow(mut heard: mpsc::Receiver<Heard>, rereads: Rereads, indexes: Indexes, peers: Arc<Peers>) {
     while let Some(heard) = heard.recv().await {
+        let kind = heard.kind();
         match heard {
             Heard::News(News::Touched(touched)) => indexes.dedupe.tell(Learn(touched)),
             Heard::News(News::Load(changes)) => indexes.capacity.tell(Apply(changes)),
@@ -258,6 +278,8 @@ async fn follow(mut heard: mpsc::Receiver<Heard>, rereads: Rereads, indexes: Ind
                 catch_up(&rereads, &indexes).await;
             }
         }
+        // Counted once handed over: whoever reads the count may rely on it being known.
+        indexes.metrics.news_heard(kind);
     }
 }
 

@@ -135,18 +135,19 @@ impl Application {
         };
         let plan = Arc::new(PlanCache::load(stores.plan.clone(), plan_timings).await?);
         let rtb_actors = rtb::start(stores.rtb.clone(), clock.clone(), &index_threads[2]).await?;
+        let supervision = Supervision::start(clock.clone());
         let learning = cluster::Indexes {
             dedupe: dedupe.clone(),
             capacity: capacity.clone(),
             reservations: rtb_actors.reservations.clone(),
             plan: plan.clone(),
+            metrics: supervision.metrics.clone(),
         };
         let rereads = cluster::Rereads {
             marks: stores.calls.clone(),
             reservations: stores.rtb.clone(),
         };
         let peers = cluster::join(stores.cluster.clone(), rereads, &public_url, learning).await?;
-        let supervision = Supervision::start(clock.clone());
         plan.report_revision_to(supervision.metrics.plan_revision());
         let outbox = postbacks::start(
             stores.postbacks.clone(),

@@ -49,6 +49,13 @@ struct OutboxLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NewsLabels {
+    /// What the news is of: `touched`, `load`, `held`, `reserved`, `claimed`, `up`, `plan`, or
+    /// `missed` (the connection that hears it was lost and is back).
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PingLabels {
     status: &'static str,
     reason: String,
@@ -92,6 +99,7 @@ pub struct Metrics {
     postbacks: Family<PostbackLabels, Counter>,
     outbox: Family<OutboxLabels, Gauge>,
     plan_revision: Gauge,
+    news_heard: Family<NewsLabels, Counter>,
 }
 
 /// From half a millisecond to about four seconds: decisions are budgeted well under a second,
@@ -116,6 +124,7 @@ impl Metrics {
             postbacks: Family::default(),
             outbox: Family::default(),
             plan_revision: Gauge::default(),
+            news_heard: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -173,6 +182,11 @@ impl Metrics {
             "plan_revision",
             "The revision of the routing plan this process routes on (the store's plan_revision when it was read)",
             metrics.plan_revision.clone(),
+        );
+        registry.register(
+            "news_heard",
+            "News of other nodes' changes this node heard and handed to its indexes, by kind (several nodes on one PostgreSQL)",
+            metrics.news_heard.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -235,6 +249,11 @@ impl Metrics {
         };
         set("pending", pending);
         set("failed", failed);
+    }
+
+    /// A node's news heard (see [`crate::cluster`]), of `kind`.
+    pub fn news_heard(&self, kind: &'static str) {
+        self.news_heard.get_or_create(&NewsLabels { kind }).inc();
     }
 
     /// Where the routing plan in memory shows its revision.

@@ -98,9 +98,36 @@ async fn converted_with_acme(node: &TestApp, provider: &SigningClient) {
         .await;
 }
 
-/// News reach other nodes in milliseconds; this is ample.
-async fn news_travel() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// How much news of `kind` the node at `node` has heard and handed to its indexes (its
+/// `switchboard_news_heard_total`).
+async fn news_heard(node: &str, kind: &str) -> u64 {
+    let metrics = reqwest::Client::new()
+        .get(format!("{node}/metrics"))
+        .bearer_auth(crate::helpers::SUPERVISOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("switchboard_news_heard_total{{kind=\"{kind}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Waits until the node at `node` has heard more news of `kind` than `before` (news travel in
+/// milliseconds; a loaded machine may take longer, which is why this waits on the count).
+async fn news_reached(node: &str, kind: &str, before: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while news_heard(node, kind).await <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{node} heard no news of {kind} in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[actix_web::test]
@@ -186,8 +213,9 @@ async fn a_conversion_on_one_node_is_seen_by_the_de_dupe_of_another() {
         return;
     };
     let provider = TestApp::signing_client();
+    let heard = news_heard(&second, "touched").await;
     converted_with_acme(&first, &provider).await;
-    news_travel().await;
+    news_reached(&second, "touched", heard).await;
     // The caller converted with Acme on the first node: on the second, Acme is a duplicate.
     let again = provider
         .webhook(
@@ -233,6 +261,7 @@ async fn a_node_catches_up_on_what_it_missed_while_its_listener_was_down() {
     assert!(listening >= 2, "each node listens: {listening}");
     let cut = "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                WHERE datname = current_database() AND query ILIKE 'LISTEN%') AS cut";
+    let caught_up = news_heard(&second, "missed").await;
     assert_eq!(count(&mut db, cut).await, listening);
     // They reconnect.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -243,7 +272,8 @@ async fn a_node_catches_up_on_what_it_missed_while_its_listener_was_down() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    news_travel().await;
+    // The second node has read again what it may have missed.
+    news_reached(&second, "missed", caught_up).await;
     let call = incoming(&sid(2), missed, MAIN);
     let (number, _) = dialed(provider.webhook(&format!("{second}/voice/incoming"), &call).await).await;
     assert_eq!(
@@ -254,6 +284,7 @@ async fn a_node_catches_up_on_what_it_missed_while_its_listener_was_down() {
     // And news flow again: a conversion on the first node reaches the second.
     let caller = "+14155550189";
     let call = incoming(&sid(3), caller, MAIN);
+    let heard = news_heard(&second, "touched").await;
     let (number, action) = dialed(provider.webhook(&first.url("/voice/incoming"), &call).await).await;
     assert_eq!(number, ACME);
     provider
@@ -262,7 +293,7 @@ async fn a_node_catches_up_on_what_it_missed_while_its_listener_was_down() {
     provider
         .webhook(&first.url("/voice/status"), &call_over(&sid(3)))
         .await;
-    news_travel().await;
+    news_reached(&second, "touched", heard).await;
     let call = incoming(&sid(4), caller, MAIN);
     let (number, _) = dialed(provider.webhook(&format!("{second}/voice/incoming"), &call).await).await;
     assert_eq!(number, BUDGET, "heard as news");
@@ -324,6 +355,7 @@ async fn an_rtb_reservation_made_on_one_node_is_honoured_on_another() {
     };
     let ping = json!({"key": "main-campaign-rtb-key-0001", "publisher_id": "pub-1", "caller_number": CALLER});
     let client = reqwest::Client::new();
+    let heard = news_heard(&second, "reserved").await;
     let bid = client
         .post(first.url("/rtbs.json"))
         .json(&ping)
@@ -331,7 +363,7 @@ async fn an_rtb_reservation_made_on_one_node_is_honoured_on_another() {
         .await
         .unwrap();
     let bid = expect_json(bid, StatusCode::OK).await;
-    news_travel().await;
+    news_reached(&second, "reserved", heard).await;
     // A repeat ping on the second node gets the same reservation.
     let repeat = client
         .post(format!("{second}/rtbs.json"))

@@ -227,6 +227,8 @@ pub struct TestApp {
     pub db: TestDb,
     /// Kept across a restart: the same clock goes on.
     pub runtime: Runtime,
+    /// What it was started with (the test settings included): another node gets the same.
+    settings: Vec<(String, String)>,
     stopper: switchboard::startup::Stopper,
     served: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
@@ -333,11 +335,15 @@ impl TestApp {
         runtime: Runtime,
         stores: impl FnOnce(Arc<SqlStore>) -> Stores,
     ) -> Option<Self> {
+        let given: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut environment = vec![
             ("DATABASE_URL".to_owned(), db.url.clone()),
             ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
         ];
-        environment.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        environment.extend(given.iter().cloned());
         let settings = Settings::from_sources(None, environment).expect("test settings");
         let store = Arc::new(
             SqlStore::connect_and_migrate(&db.url)
@@ -360,6 +366,7 @@ impl TestApp {
             indexes,
             db,
             runtime,
+            settings: given,
             stopper,
             served,
         })
@@ -381,9 +388,7 @@ impl TestApp {
             ("DATABASE_URL".to_owned(), self.db.url.clone()),
             ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
         ];
-        let environment = environment
-            .into_iter()
-            .chain(TEST_SETTINGS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let environment = environment.into_iter().chain(self.settings.iter().cloned());
         let settings = Settings::from_sources(None, environment).expect("test settings");
         let store = Arc::new(
             SqlStore::connect_and_migrate(&self.db.url)

@@ -213,6 +213,32 @@ pub(crate) const QUICK_RETRIES: [(&str, &str); 3] = [
     ("POSTBACK_MAX_TRIES", "5"),
 ];
 
+/// Under [`QUICK_RETRIES`], long enough for whatever could still send a delivered postback
+/// again to have done so: past a lease's end (twice the timeout and 5 s: a node that leased it
+/// and died, or a node whose clock runs ahead, would take it up by then) and two of the
+/// longest retry periods (a lost record of its delivery would have it tried again).
+const ONCE_FOR_GOOD: Duration = Duration::from_millis(2 * 2000 + 5000 + 2 * 50 * 16);
+
+impl Receiver {
+    /// What the receiver holds once nothing more can come: `settled` read again after
+    /// [`ONCE_FOR_GOOD`], and found the same.
+    async fn unchanged_for_good(&self, settled: &[Received]) -> Vec<Received> {
+        actix_web::rt::time::sleep(ONCE_FOR_GOOD).await;
+        let later = self.received();
+        let keys = |all: &[Received]| {
+            all.iter()
+                .map(|r| (r.path.clone(), r.key.clone(), r.acknowledged))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(&later),
+            keys(settled),
+            "more was sent after it was delivered"
+        );
+        later
+    }
+}
+
 struct Money {
     app: TestApp,
     receiver: Receiver,
@@ -317,6 +343,8 @@ on_both_engines! {
             let acknowledged = |path: &str| all.iter().filter(|r| r.path == path && r.acknowledged).count();
             acknowledged("/buyer") == 1 && acknowledged("/publisher") == 3
         }).await;
+        // Exactly once, for good: nothing more past the retries and a lease.
+        let received = receiver.unchanged_for_good(&received).await;
 
         let buyer: Vec<&Received> = received.iter().filter(|r| r.path == "/buyer").collect();
         assert_eq!(buyer.len(), 4, "three failures, then delivered: {buyer:#?}");
@@ -663,10 +691,18 @@ on_both_engines! {
 )]
 async fn two_nodes_never_deliver_one_postback_twice() {
     let receiver = Receiver::start().await;
-    let Some(first) = TestApp::start_with_plan(Engine::Postgres, &plan_with(&receiver)).await else {
+    let Some(first) =
+        TestApp::start_with_plan_and(Engine::Postgres, &plan_with(&receiver), &QUICK_RETRIES).await
+    else {
         return;
     };
-    let second = first.another_node().await;
+    // The second node's machine clock runs ten minutes ahead: every lease the first node takes
+    // would look long run out to it, were its leases not timed by the database's clock.
+    let ahead = switchboard::startup::Runtime {
+        clock: std::sync::Arc::new(crate::helpers::SkewedClock(jiff::SignedDuration::from_mins(10))),
+        ..crate::helpers::test_runtime()
+    };
+    let second = first.another_node_with(ahead).await;
     for path in ["/buyer", "/publisher"] {
         receiver.behave(
             path,
@@ -703,11 +739,11 @@ async fn two_nodes_never_deliver_one_postback_twice() {
             all.iter().filter(|r| r.acknowledged).count() >= expected
         })
         .await;
-    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
-    let received = receiver.received().len().max(received.len());
-    let keys: std::collections::HashSet<String> = receiver.received().into_iter().map(|r| r.key).collect();
+    // And nothing more, past the retries and a lease.
+    let received = receiver.unchanged_for_good(&received).await;
+    let keys: std::collections::HashSet<&str> = received.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(
-        (keys.len(), received),
+        (keys.len(), received.len()),
         (expected, expected),
         "each postback sent once"
     );
