@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use switchboard::{
     domain::{
-        call::{CallSid, Caller, DialStatus},
+        call::{CallSid, Caller, DialStatus, Trail},
         phone::E164,
         rtb::caller_number,
         signature::{self, Algorithm},
@@ -36,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = CallSid::parse(value);
         let _ = Caller::from_provider(value);
         let _ = DialStatus::parse(value);
+        // A callback URL's query (the trail) is whatever the request says.
+        let _ = Trail::from_query(value);
         let _ = E164::from_provider(value);
         let _ = caller_number(value);
         for name in TemplateName::ALL {
