@@ -15,7 +15,7 @@ use crate::{
         postback::Postback,
         timeline::TimelineEntry,
     },
-    store::{CallChange, Saved},
+    store::{CallChange, Saved, StoreError},
 };
 
 /// Changes the store has not taken yet. Saving is idempotent (the call row is replaced,
@@ -108,6 +108,11 @@ pub(super) async fn save(
             Some(Saved::Saved)
         }
         Ok(Ok(Saved::Existed)) => Some(Saved::Existed),
+        // The store logs an outage once, with its cause; not every save it refuses.
+        Ok(Err(error @ StoreError::Unavailable(_))) => {
+            tracing::debug!(%error, "the call could not be saved yet; it will be retried");
+            None
+        }
         Ok(Err(error)) => {
             tracing::error!(%error, "the call could not be saved yet; it will be retried");
             None

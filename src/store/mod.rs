@@ -84,7 +84,8 @@ pub trait CallStore: Send + Sync {
     /// Calls not ended that started before `before`, at most `limit`: those whose end never
     /// came, if they are old.
     async fn unended_before(&self, before: Timestamp, limit: u32) -> Result<Vec<CallSid>, StoreError>;
-    /// Succeeds when the database answers (it can take calls).
+    /// Succeeds when the database answers and takes writes (it can take calls): after a write
+    /// failed, only once writes go through again.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
@@ -493,8 +494,11 @@ impl From<sqlx::Error> for StoreError {
 /// Failures that go away on their own: worth a retry, not a bug.
 fn is_transient(code: Option<&str>) -> bool {
     let Some(code) = code else { return false };
-    // SQLite: BUSY and LOCKED, with their extended codes (the low byte is the primary code).
-    let sqlite = code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+    // SQLite: BUSY and LOCKED, and IOERR and FULL (a full disk, which is freed), with their
+    // extended codes (the low byte is the primary code).
+    let sqlite = code
+        .parse::<i32>()
+        .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13));
     // PostgreSQL: connection exceptions, insufficient resources, operator intervention
     // (shutdown), serialization failure and deadlock.
     let postgres = code.len() == 5

@@ -110,13 +110,15 @@ impl PostbackStore for SqlStore {
             Backend::Sqlite => LEASE_DUE[0],
             Backend::Postgres => LEASE_DUE[1],
         };
-        let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(sql)
+        let leased = sqlx::query_as(sql)
             .bind(self.newsroom.node.as_str())
             .bind(lease_until.as_millisecond())
             .bind(now.as_millisecond())
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
-            .await?;
+            .await;
+        let rows: Vec<(String, String, String, String, String, i64)> =
+            self.noted("the postback outbox", leased.map_err(StoreError::from))?;
         rows.into_iter()
             .map(|(id, kind, url, secret, body, attempts)| {
                 Ok(Due {
@@ -140,7 +142,7 @@ impl PostbackStore for SqlStore {
             Ok(())
         }
         .await;
-        finish(tx, result).await
+        self.noted("the postback outbox", finish(tx, result).await)
     }
 
     async fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {
