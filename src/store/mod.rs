@@ -130,6 +130,24 @@ pub trait ClusterStore: Send + Sync {
     /// Where the news of changes committed in this store is sent, for other nodes to hear
     /// (see [`crate::cluster`]); `None` when nothing else shares the store.
     fn news_channel(&self) -> Option<NewsChannel>;
+    /// Makes this process the store's one server, where the store takes only one (a SQLite
+    /// file): refused with [`StoreError::WriterTaken`] while another process serves it. Held
+    /// until the last [`SoleWriter`] is dropped, or the process ends however it ends; claimed
+    /// again by the same process, the same hold. `None` where nodes share the store.
+    fn claim_sole_writer(&self) -> Result<Option<SoleWriter>, StoreError>;
+}
+
+/// This process serves a store that takes one server at a time (see
+/// [`ClusterStore::claim_sole_writer`]); dropped, it lets go.
+#[derive(Debug, Clone)]
+pub struct SoleWriter {
+    _lock: Arc<std::fs::File>,
+}
+
+impl SoleWriter {
+    pub(crate) fn holding(lock: Arc<std::fs::File>) -> Self {
+        Self { _lock: lock }
+    }
 }
 
 /// A leg about to be dialed, asking for its buyer's slot.
@@ -446,6 +464,15 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("the database failed")]
     Database(#[source] sqlx::Error),
+    /// Another process serves this database, which takes one server at a time.
+    #[error(
+        "another `switchboard serve`{} is serving the database {database}, and a SQLite database takes one server at a time (each counts caps and de-dupes callers in its own memory). Stop that server first (to restart, stop the old server, then start the new one), or move to PostgreSQL to run several nodes",
+        holder.map(|pid| format!(" (process {pid})")).unwrap_or_default()
+    )]
+    WriterTaken { database: String, holder: Option<u32> },
+    /// The lock that keeps a second server off the database could not be taken.
+    #[error("cannot lock {file}, which keeps a second server off the database: {source}")]
+    WriterLock { file: String, source: std::io::Error },
 }
 
 impl StoreError {

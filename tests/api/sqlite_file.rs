@@ -1,10 +1,11 @@
-//! The embedded database's file, as an operator's machine treats it: a disk that fills up and
-//! is freed again. (The real binary, as in [`crate::cli`], where a
-//! process is what the test is about.)
+//! The embedded database's file, as an operator's machine treats it: one server per file, and
+//! a disk that fills up and is freed again. The real binary, as in [`crate::cli`], where a
+//! process is what a test is about.
 
 use std::{
     os::unix::process::CommandExt,
     path::Path,
+    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -12,10 +13,15 @@ use std::{
 use actix_web::{App, HttpResponse, HttpServer, web};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use switchboard::{
+    config::Settings,
+    startup::Application,
+    store::{SqlStore, Stores},
+};
 
 use crate::{
     cli::{Server, switchboard},
-    helpers::{ADMIN_TOKEN, AUTH_TOKEN, TestApp},
+    helpers::{ADMIN_TOKEN, AUTH_TOKEN, TEST_SETTINGS, TestApp, on_both_engines, test_runtime},
     provider::{call_over, incoming, sid},
 };
 
@@ -41,6 +47,138 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+on_both_engines! {
+    // Second servers on one database, started in this process: on a SQLite file refused while
+    // the first serves, and welcome once it stopped; on PostgreSQL, another node.
+    async fn a_second_server_on_one_database_is_refused_on_sqlite_and_another_node_on_postgres(app: TestApp) {
+        let url = app.db.url.clone();
+        let second = || async {
+            let environment = [("DATABASE_URL", url.as_str()), ("BIND", "127.0.0.1:0")]
+                .into_iter()
+                .chain(TEST_SETTINGS)
+                .map(|(key, value)| (key.to_owned(), value.to_owned()));
+            let settings = Settings::from_sources(None, environment).unwrap();
+            let store = SqlStore::connect_and_migrate(&url).await.unwrap();
+            let sqlite = store.backend() == switchboard::store::Backend::Sqlite;
+            let built = Application::build_with(&settings, Stores::of(Arc::new(store)), test_runtime()).await;
+            (sqlite, built)
+        };
+        match second().await {
+            (true, Err(error)) => {
+                let message = error.to_string();
+                let file = url.trim_start_matches("sqlite://");
+                let file = std::fs::canonicalize(file).unwrap();
+                assert!(message.contains(&file.display().to_string()), "names the file: {message}");
+                assert!(message.contains(&format!("(process {})", std::process::id())), "{message}");
+                assert!(message.contains("Stop that server first"), "{message}");
+            }
+            (true, Ok(_)) => panic!("a second server started on the SQLite file"),
+            (false, Ok(node)) => drop(node),
+            (false, Err(error)) => panic!("PostgreSQL takes several nodes: {error}"),
+        }
+        // The first goes on serving.
+        assert_eq!(app.read("/calls?limit=1").await.status(), StatusCode::OK);
+
+        // Stopped as SIGTERM stops it, it lets go of the file: a new server starts in this
+        // same process, and holds the file in its turn.
+        let app = app.restart().await;
+        let (sqlite, again) = second().await;
+        assert_eq!(again.is_err(), sqlite, "held by the new server: {:?}", again.err().map(|e| e.to_string()));
+        assert_eq!(app.read("/calls?limit=1").await.status(), StatusCode::OK);
+    }
+}
+
+/// A second `switchboard serve` on the file another serves exits with an error naming the file,
+/// the process that holds it and what to do; `migrate` and `import` still run beside the
+/// server. Once the first is gone, stopped or killed with `kill -9`, the next one starts.
+#[actix_web::test]
+async fn a_second_serve_on_a_sqlite_file_refuses_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [("TWILIO_AUTH_TOKEN", AUTH_TOKEN), ("DRAIN_SECONDS", "0")];
+    let first = Server::start_with(dir.path(), &["serve"], &settings);
+    let address = first.address();
+    let campaigns = || async {
+        let page = api(&reqwest::Client::new(), &address, "/campaigns")
+            .await
+            .unwrap();
+        page["data"].as_array().unwrap().len()
+    };
+
+    let refused = Server::command(dir.path(), &["serve", "--demo"], &settings)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "refused");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let file = std::fs::canonicalize(dir.path().join("switchboard.db")).unwrap();
+    assert!(
+        stderr.contains(&file.display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("(process {})", first.child.id())),
+        "names the holder: {stderr}"
+    );
+    assert!(
+        stderr.contains("Stop that server first") && stderr.contains("PostgreSQL"),
+        "says what to do: {stderr}"
+    );
+
+    assert_eq!(
+        campaigns().await,
+        0,
+        "refused before it touched the database (the demo plan)"
+    );
+
+    // Beside the server, the schema is brought up to date and a plan imported as before, and
+    // the server routes by it.
+    let migrated = switchboard(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo-plan.toml");
+    let imported = switchboard(dir.path()).args(["import", demo]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&imported.stdout).contains("campaigns: 2 created"),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert_eq!(
+        campaigns().await,
+        2,
+        "the first serves on, with the plan imported"
+    );
+    let url = format!("{address}/voice/incoming");
+    let answer = TestApp::signing_client()
+        .webhook(&url, &incoming(&sid(1), "+14155550123", "+18005550100"))
+        .await;
+    let twiml = answer.text().await.unwrap();
+    assert!(twiml.contains("<Dial"), "routed by the imported plan: {twiml}");
+
+    // A restart: the old server stopped (SIGTERM), then the new one started.
+    first.terminate();
+    let mut first = first;
+    assert!(first.child.wait().unwrap().success());
+    let mut next = Server::start_with(dir.path(), &["serve"], &settings);
+    let address = next.address();
+    assert_eq!(
+        reqwest::get(format!("{address}/healthz")).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // A server killed outright leaves no lock behind.
+    next.child.kill().unwrap(); // SIGKILL
+    next.child.wait().unwrap();
+    let last = Server::start_with(dir.path(), &["serve"], &settings);
+    let address = last.address();
+    assert_eq!(
+        reqwest::get(format!("{address}/healthz")).await.unwrap().status(),
+        StatusCode::OK
+    );
 }
 
 /// Lets a process write no file past `bytes` (`None`: no limit), as a full disk would.

@@ -18,6 +18,7 @@ mod marks;
 mod postbacks;
 mod publishers;
 mod rtb;
+mod sole_writer;
 mod supervision;
 mod tokens;
 
@@ -76,6 +77,8 @@ pub struct SqlStore {
     call_writers: call_writer::CallWriters,
     /// Whether writes go through (readiness).
     health: Arc<health::WriteHealth>,
+    /// One server per SQLite file.
+    sole_writer: Arc<sole_writer::SoleWriterLock>,
     /// This process, as other nodes on the database know it, and where its news goes.
     newsroom: cluster::Newsroom,
     /// For the connection that hears other nodes (it may hold a password).
@@ -112,12 +115,14 @@ impl SqlStore {
         }
         let newsroom = cluster::Newsroom::of(&pool, backend).await?;
         let health = Arc::new(health::WriteHealth::default());
+        let sole_writer = Arc::new(sole_writer::SoleWriterLock::of(&pool, backend).await?);
         let call_writers = call_writer::CallWriters::start(&pool, backend, &newsroom, &health)?;
         Ok(Self {
             pool,
             backend,
             call_writers,
             health,
+            sole_writer,
             newsroom,
             url: SecretString::from(url),
         })
