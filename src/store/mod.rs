@@ -522,14 +522,39 @@ impl From<sqlx::Error> for StoreError {
 fn is_transient(code: Option<&str>) -> bool {
     let Some(code) = code else { return false };
     // SQLite: BUSY and LOCKED, and IOERR and FULL (a full disk, which is freed), with their
-    // extended codes (the low byte is the primary code).
-    let sqlite = code
-        .parse::<i32>()
-        .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13));
+    // extended codes (the low byte is the primary code). Its codes are numbers below 10,000;
+    // PostgreSQL's five characters, some all digits (`22026` is no I/O error).
+    let sqlite = code.len() < 5
+        && code
+            .parse::<i32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13));
     // PostgreSQL: connection exceptions, insufficient resources, operator intervention
     // (shutdown), serialization failure and deadlock.
     let postgres = code.len() == 5
         && (["08", "53", "57"].iter().any(|class| code.starts_with(class))
             || matches!(code, "40001" | "40P01"));
     sqlite || postgres
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+
+    #[test]
+    fn a_full_disk_or_a_busy_database_is_worth_a_retry_and_a_broken_rule_is_not() {
+        // SQLite: BUSY, LOCKED, IOERR_WRITE (a write past the file size limit), FULL.
+        for code in ["5", "6", "778", "13"] {
+            assert!(is_transient(Some(code)), "{code}");
+        }
+        // SQLite: a UNIQUE constraint (2067), a syntax error (1).
+        for code in ["2067", "1"] {
+            assert!(!is_transient(Some(code)), "{code}");
+        }
+        // PostgreSQL: a full disk (53100), a lost connection (08006), but not a unique
+        // violation, nor a five-digit state whose low byte happens to be IOERR's.
+        assert!(is_transient(Some("53100")) && is_transient(Some("08006")));
+        for code in ["23505", "22026"] {
+            assert!(!is_transient(Some(code)), "{code}");
+        }
+    }
 }
