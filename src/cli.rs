@@ -9,7 +9,7 @@ use crate::{
     config::Settings,
     plan::{DEMO_PLAN, Plan},
     startup::Application,
-    store::{PlanStore, SqlStore},
+    store::{ClusterStore, PlanStore, SqlStore},
 };
 
 #[derive(Debug, Parser)]
@@ -92,15 +92,32 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn connect(settings: &Settings) -> anyhow::Result<SqlStore> {
-    SqlStore::connect_and_migrate(settings.database_url.expose())
+    let store = open(settings).await?;
+    migrate(settings, &store).await?;
+    Ok(store)
+}
+
+async fn open(settings: &Settings) -> anyhow::Result<SqlStore> {
+    SqlStore::connect(settings.database_url.expose())
         .await
         .with_context(|| format!("cannot open the database at {}", settings.database_url))
+}
+
+async fn migrate(settings: &Settings, store: &SqlStore) -> anyhow::Result<()> {
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot migrate the database at {}", settings.database_url))
 }
 
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     // Before anything is touched: a server that cannot check webhooks must not start.
     let unsigned = settings.webhook_keys()?.is_none();
-    let store = connect(&settings).await?;
+    let store = open(&settings).await?;
+    // Before the schema is touched, too: a server on a SQLite file another serves leaves it
+    // as it found it. (The application holds the same claim while it serves.)
+    let sole_writer = store.claim_sole_writer()?;
+    migrate(&settings, &store).await?;
     if demo {
         let plan = Plan::parse(DEMO_PLAN).context("the built-in demo plan is invalid")?;
         let report = store
@@ -125,6 +142,7 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     let app = Application::build(&settings, Arc::new(store))
         .await
         .with_context(|| format!("cannot start on {}", settings.bind))?;
+    drop(sole_writer);
     if settings.public_url.is_none() {
         tracing::warn!(
             public_url = %app.public_url(),

@@ -17,7 +17,7 @@ use crate::{
     http::{self, auth::AccessTokens, health::Readiness, voice::Voice},
     postbacks,
     rtb::{self, Rtb},
-    store::{Store, StoreError, Stores, TokenStore},
+    store::{SoleWriter, Store, StoreError, Stores, TokenStore},
     supervision::{CloseStreams, EventHub, Supervision},
     telemetry::RequestSpans,
 };
@@ -76,6 +76,8 @@ pub struct Application {
     dedupe: Dedupe,
     capacity: Capacity,
     stopper: Stopper,
+    /// Held until the server stopped and wrote what it owed (see `store::sql::sole_writer`).
+    sole_writer: Option<SoleWriter>,
 }
 
 /// Stops a running [`Application`] as SIGTERM does, drain included (tests restart a server
@@ -108,6 +110,9 @@ impl Application {
             routing_seed,
             call_actors,
         } = runtime;
+        // Before anything is read: a second server on a SQLite file would count caps and
+        // de-dupe callers apart from the first.
+        let sole_writer = stores.cluster.claim_sole_writer()?;
         timings.stuck_after = settings.stuck_call_after;
         let clock = cluster::aligned(stores.cluster.clone(), clock).await?;
         let templates = load_templates(settings.twiml_templates_dir.as_deref())?;
@@ -241,6 +246,7 @@ impl Application {
             dedupe,
             capacity,
             stopper: Stopper::default(),
+            sole_writer,
         })
     }
 
@@ -272,7 +278,8 @@ impl Application {
     /// Serves until SIGINT, SIGTERM or its [`Stopper`]. Then `/readyz` fails while the server goes on serving for
     /// the drain time (load balancers send new calls elsewhere, calls in progress go on); what
     /// the store has not taken yet (call changes a database hiccup held back, RTB log lines) is
-    /// written; and the requests in flight finish.
+    /// written; and the requests in flight finish. Then a SQLite file is free for the next
+    /// server.
     pub async fn run_until_stopped(self) -> io::Result<()> {
         let (server, hub, readiness, drain) = (self.server.handle(), self.hub, self.readiness, self.drain);
         let (calls, stopper) = (self.calls.clone(), self.stopper.clone());
@@ -297,6 +304,7 @@ impl Application {
         });
         let served = self.server.await;
         self.rtb.flush().await;
+        drop(self.sole_writer);
         tracing::info!("stopped");
         served
     }

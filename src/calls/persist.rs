@@ -21,7 +21,7 @@ use crate::{
         postback::Postback,
         timeline::TimelineEntry,
     },
-    store::{BlindTurn, CallChange, Saved, Write},
+    store::{BlindTurn, CallChange, Saved, StoreError, Write},
 };
 
 /// Changes the store has not taken yet. Saving is idempotent (the call row is replaced, or
@@ -182,6 +182,11 @@ pub(super) async fn save(
     };
     let saved = match tokio::time::timeout_at(by, deps.store.save_call(&change)).await {
         Ok(Ok(saved)) => Some(saved),
+        // The store logs an outage once, with its cause; not every save it refuses.
+        Ok(Err(error @ StoreError::Unavailable(_))) => {
+            tracing::debug!(%error, "the call could not be saved yet; it will be retried");
+            None
+        }
         Ok(Err(error)) => {
             tracing::error!(%error, "the call could not be saved yet; it will be retried");
             None

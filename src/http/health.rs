@@ -16,6 +16,9 @@ pub async fn healthz() -> HttpResponse {
 #[derive(Default)]
 pub struct Readiness {
     stopping: AtomicBool,
+    /// The last check found the database wanting (logged when this changes, not at every
+    /// check: load balancers check every few seconds).
+    unavailable: AtomicBool,
 }
 
 impl Readiness {
@@ -24,7 +27,8 @@ impl Readiness {
     }
 }
 
-/// The service can take new calls: it is not stopping, and the database answers.
+/// The service can take new calls: it is not stopping, and the database answers and takes
+/// writes.
 pub async fn readyz(store: web::Data<dyn CallStore>, readiness: web::Data<Readiness>) -> HttpResponse {
     if readiness.stopping.load(Ordering::Relaxed) {
         return HttpResponse::ServiceUnavailable().json(json!({
@@ -33,12 +37,20 @@ pub async fn readyz(store: web::Data<dyn CallStore>, readiness: web::Data<Readin
         }));
     }
     match store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Ok(()) => {
+            if readiness.unavailable.swap(false, Ordering::Relaxed) {
+                tracing::info!("ready again: the database answers and takes writes");
+            }
+            HttpResponse::Ok().json(json!({ "status": "ready" }))
+        }
         Err(error) => {
-            tracing::warn!(%error, "readiness check failed");
+            if !readiness.unavailable.swap(true, Ordering::Relaxed) {
+                let cause = std::error::Error::source(&error).map(ToString::to_string);
+                tracing::warn!(%error, cause, "not ready: the database does not answer or does not take writes");
+            }
             HttpResponse::ServiceUnavailable().json(json!({
                 "status": "unavailable",
-                "reason": "the database does not answer",
+                "reason": "the database does not answer or does not take writes",
             }))
         }
     }

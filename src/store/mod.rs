@@ -93,7 +93,8 @@ pub trait CallStore: Send + Sync {
         before: Timestamp,
         limit: u32,
     ) -> Result<Vec<CallSid>, StoreError>;
-    /// Succeeds when the database answers (it can take calls).
+    /// Succeeds when the database answers and takes writes (it can take calls): after a write
+    /// failed, only once writes go through again.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
@@ -163,6 +164,24 @@ pub trait ClusterStore: Send + Sync {
     /// The database's own time now: the clock every node that shares it follows for what they
     /// share (leases, expiries), whatever their machines' clocks say.
     async fn database_now(&self) -> Result<Timestamp, StoreError>;
+    /// Makes this process the store's one server, where the store takes only one (a SQLite
+    /// file): refused with [`StoreError::WriterTaken`] while another process serves it. Held
+    /// until the last [`SoleWriter`] is dropped, or the process ends however it ends; claimed
+    /// again by the same process, the same hold. `None` where nodes share the store.
+    fn claim_sole_writer(&self) -> Result<Option<SoleWriter>, StoreError>;
+}
+
+/// This process serves a store that takes one server at a time (see
+/// [`ClusterStore::claim_sole_writer`]); dropped, it lets go.
+#[derive(Debug, Clone)]
+pub struct SoleWriter {
+    _lock: Arc<std::fs::File>,
+}
+
+impl SoleWriter {
+    pub(crate) fn holding(lock: Arc<std::fs::File>) -> Self {
+        Self { _lock: lock }
+    }
 }
 
 /// A leg about to be dialed, asking for its buyer's slot.
@@ -522,6 +541,15 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("the database failed")]
     Database(#[source] sqlx::Error),
+    /// Another process serves this database, which takes one server at a time.
+    #[error(
+        "another `switchboard serve`{} is serving the database {database}, and a SQLite database takes one server at a time (each counts caps and de-dupes callers in its own memory). Stop that server first (to restart, stop the old server, then start the new one), or move to PostgreSQL to run several nodes",
+        holder.map(|pid| format!(" (process {pid})")).unwrap_or_default()
+    )]
+    WriterTaken { database: String, holder: Option<u32> },
+    /// The lock that keeps a second server off the database could not be taken.
+    #[error("cannot lock {file}, which keeps a second server off the database: {source}")]
+    WriterLock { file: String, source: std::io::Error },
 }
 
 impl StoreError {
@@ -570,12 +598,40 @@ impl From<sqlx::Error> for StoreError {
 /// Failures that go away on their own: worth a retry, not a bug.
 fn is_transient(code: Option<&str>) -> bool {
     let Some(code) = code else { return false };
-    // SQLite: BUSY and LOCKED, with their extended codes (the low byte is the primary code).
-    let sqlite = code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+    // SQLite: BUSY and LOCKED, and IOERR and FULL (a full disk, which is freed), with their
+    // extended codes (the low byte is the primary code). Its codes are numbers below 10,000;
+    // PostgreSQL's five characters, some all digits (`22026` is no I/O error).
+    let sqlite = code.len() < 5
+        && code
+            .parse::<i32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13));
     // PostgreSQL: connection exceptions, insufficient resources, operator intervention
     // (shutdown), serialization failure and deadlock.
     let postgres = code.len() == 5
         && (["08", "53", "57"].iter().any(|class| code.starts_with(class))
             || matches!(code, "40001" | "40P01"));
     sqlite || postgres
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+
+    #[test]
+    fn a_full_disk_or_a_busy_database_is_worth_a_retry_and_a_broken_rule_is_not() {
+        // SQLite: BUSY, LOCKED, IOERR_WRITE (a write past the file size limit), FULL.
+        for code in ["5", "6", "778", "13"] {
+            assert!(is_transient(Some(code)), "{code}");
+        }
+        // SQLite: a UNIQUE constraint (2067), a syntax error (1).
+        for code in ["2067", "1"] {
+            assert!(!is_transient(Some(code)), "{code}");
+        }
+        // PostgreSQL: a full disk (53100), a lost connection (08006), but not a unique
+        // violation, nor a five-digit state whose low byte happens to be IOERR's.
+        assert!(is_transient(Some("53100")) && is_transient(Some("08006")));
+        for code in ["23505", "22026"] {
+            assert!(!is_transient(Some(code)), "{code}");
+        }
+    }
 }

@@ -43,16 +43,26 @@ impl Server {
     }
 
     pub(crate) fn start_with(dir: &Path, args: &[&str], settings: &[(&str, &str)]) -> Self {
-        let mut child = switchboard(dir)
+        Self::spawn(Self::command(dir, args, settings))
+    }
+
+    /// The command [`Server::start_with`] runs, for a test to add to it.
+    pub(crate) fn command(dir: &Path, args: &[&str], settings: &[(&str, &str)]) -> Command {
+        let mut command = switchboard(dir);
+        command
             .args(args)
             .envs(settings.iter().copied())
             .env("BIND", "127.0.0.1:0")
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SUPERVISOR_TOKENS", SUPERVISOR_TOKEN)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start switchboard");
+            .stderr(Stdio::inherit());
+        command
+    }
+
+    /// Starts `command`, reading its log.
+    pub(crate) fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("start switchboard");
         let stdout = child.stdout.take().expect("stdout");
         let (send, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -67,13 +77,25 @@ impl Server {
 
     /// Waits for a log line containing `needle` and returns it; fails after [`LOG_PATIENCE`],
     /// however much else is logged meanwhile.
-    fn wait_for(&self, needle: &str) -> String {
+    pub(crate) fn wait_for(&self, needle: &str) -> String {
+        self.lines_until(needle).pop().expect("the line waited for")
+    }
+
+    /// Every line logged from here until one containing `needle`, that one included; fails
+    /// after [`LOG_PATIENCE`].
+    pub(crate) fn lines_until(&self, needle: &str) -> Vec<String> {
         let deadline = Instant::now() + LOG_PATIENCE;
+        let mut lines = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    lines.push(line);
+                    if found {
+                        return lines;
+                    }
+                }
                 Err(e) => panic!("no log line with {needle:?} in {LOG_PATIENCE:?}: {e}"),
             }
         }
@@ -81,7 +103,7 @@ impl Server {
 
     /// Every line logged from here until the process exits; fails if it has not exited after
     /// [`LOG_PATIENCE`].
-    fn remaining_lines(&self) -> Vec<String> {
+    pub(crate) fn remaining_lines(&self) -> Vec<String> {
         let deadline = Instant::now() + LOG_PATIENCE;
         let mut lines = Vec::new();
         loop {
@@ -100,7 +122,7 @@ impl Server {
     }
 
     /// Sends SIGTERM, as a process supervisor stopping the service does.
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()

@@ -20,6 +20,7 @@ mod replay;
 mod routing_policy;
 mod rtb;
 mod simulate;
+mod sqlite_file;
 mod store;
 mod supervision;
 mod tokens;

@@ -13,6 +13,7 @@
 use std::{
     collections::{HashMap, HashSet},
     hash::{BuildHasher, RandomState},
+    sync::Arc,
     time::Duration,
 };
 
@@ -24,6 +25,7 @@ use super::{
     calls::{Written, load_for_update, save_all},
     cluster::Newsroom,
     finish,
+    health::WriteHealth,
 };
 use crate::{
     domain::{
@@ -241,7 +243,12 @@ impl CallWriters {
     /// Starts the writers on a thread of their own: a commit waits on no HTTP worker or
     /// actor, and the writers outlive the runtime of whoever connected. They stop when the
     /// store's last clone is dropped.
-    pub(super) fn start(pool: &AnyPool, backend: Backend, newsroom: &Newsroom) -> Result<Self, StoreError> {
+    pub(super) fn start(
+        pool: &AnyPool,
+        backend: Backend,
+        newsroom: &Newsroom,
+        health: &Arc<WriteHealth>,
+    ) -> Result<Self, StoreError> {
         let writers = match backend {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
@@ -258,6 +265,7 @@ impl CallWriters {
                 pool: pool.clone(),
                 backend,
                 newsroom: newsroom.clone(),
+                health: health.clone(),
             };
             tasks.spawn_on(write(db, saves), runtime.handle());
             queues.push(queue);
@@ -310,6 +318,8 @@ struct Db {
     backend: Backend,
     /// Where the commits' news goes.
     newsroom: Newsroom,
+    /// Told what became of each commit.
+    health: Arc<WriteHealth>,
 }
 
 impl Db {
@@ -357,9 +367,14 @@ impl Db {
                 }
             }
         };
-        tokio::time::timeout(COMMIT_LIMIT, commit)
+        let committed = tokio::time::timeout(COMMIT_LIMIT, commit)
             .await
-            .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)))
+            .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)));
+        match &committed {
+            Ok(_) => self.health.wrote(),
+            Err(error) => self.health.failed("the calls' writer", error),
+        }
+        committed
     }
 }
 
@@ -378,7 +393,8 @@ async fn commit(db: &Db, batch: &mut Vec<Queued>) {
                 return;
             }
             Err(StoreError::Unavailable(error)) => {
-                tracing::warn!(%error, saves = batch.len(), "the database is unavailable to a group commit");
+                // Logged once per outage by the store's health, not once per commit.
+                tracing::debug!(%error, saves = batch.len(), "the database is unavailable to a group commit");
                 for queued in batch.drain(..) {
                     let gone = sqlx::Error::Protocol(format!("the database is unavailable: {error}"));
                     let _ = queued.saved.send(Err(StoreError::Unavailable(gone)));

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::Serialize;
-use sqlx::{AnyConnection, Executor};
+use sqlx::AnyConnection;
 
 use super::{
     Backend, SqlStore,
@@ -104,8 +104,7 @@ impl CallStore for SqlStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.pool.execute("SELECT 1").await?;
-        Ok(())
+        self.ready().await
     }
 }
 

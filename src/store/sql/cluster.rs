@@ -13,7 +13,7 @@ use crate::{
         cluster::{Bulletin, News, NodeId, NodeInfo},
         plan::CapCounting,
     },
-    store::{ClusterStore, NewsChannel, SlotHold, StoreError},
+    store::{ClusterStore, NewsChannel, SlotHold, SoleWriter, StoreError},
 };
 
 /// Who sends news, and on which channel: one per schema, so that clusters (or test runs)
@@ -187,6 +187,10 @@ impl ClusterStore for SqlStore {
                 })
             })
             .collect()
+    }
+
+    fn claim_sole_writer(&self) -> Result<Option<SoleWriter>, StoreError> {
+        self.sole_writer.claim()
     }
 
     fn news_channel(&self) -> Option<NewsChannel> {

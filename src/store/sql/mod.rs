@@ -12,23 +12,25 @@ mod campaigns;
 mod capacity;
 mod cluster;
 mod companies;
+mod health;
 mod import;
 mod marks;
 mod payouts;
 mod postbacks;
 mod publishers;
 mod rtb;
+mod sole_writer;
 mod supervision;
 mod tokens;
 
 use crate::fresh::Generate;
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use secrecy::SecretString;
 use sqlx::{
-    AnyConnection, AnyPool, Executor, Transaction,
+    AnyConnection, AnyPool, Connection, Executor, Transaction,
     any::{Any, AnyConnectOptions, AnyPoolOptions},
     migrate::{MigrateDatabase, Migrator},
 };
@@ -75,6 +77,10 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
     call_writers: call_writer::CallWriters,
+    /// Whether writes go through (readiness).
+    health: Arc<health::WriteHealth>,
+    /// One server per SQLite file.
+    sole_writer: Arc<sole_writer::SoleWriterLock>,
     /// This process, as other nodes on the database know it, and where its news goes.
     newsroom: cluster::Newsroom,
     /// For the connection that hears other nodes (it may hold a password).
@@ -102,6 +108,7 @@ impl SqlStore {
             })
             // Fail fast into a clear "unavailable" rather than hanging a request.
             .acquire_timeout(Duration::from_secs(5))
+            .after_release(|conn, _| Box::pin(no_transaction_left(conn)))
             .connect_with(options)
             .await?;
         if backend == Backend::Sqlite {
@@ -109,11 +116,15 @@ impl SqlStore {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
         let newsroom = cluster::Newsroom::of(&pool, backend).await?;
-        let call_writers = call_writer::CallWriters::start(&pool, backend, &newsroom)?;
+        let health = Arc::new(health::WriteHealth::default());
+        let sole_writer = Arc::new(sole_writer::SoleWriterLock::of(&pool, backend).await?);
+        let call_writers = call_writer::CallWriters::start(&pool, backend, &newsroom, &health)?;
         Ok(Self {
             pool,
             backend,
             call_writers,
+            health,
+            sole_writer,
             newsroom,
             url: SecretString::from(url),
         })
@@ -175,6 +186,26 @@ impl SqlStore {
             }
         })
     }
+}
+
+/// Whether a connection given back may be used again: only with no transaction open on it.
+/// A transaction whose COMMIT or ROLLBACK failed (a full disk, an I/O error: SQLite may have
+/// rolled it back by itself, or may still hold it and its write lock) is still counted open
+/// by sqlx, and every later `BEGIN` on that connection would fail for good. Such a connection
+/// is closed instead (closing rolls back whatever SQLite still holds); the pool opens a fresh
+/// one when it needs one.
+async fn no_transaction_left(conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction's rollback may still be queued (SQLite's connection runs its
+    // commands in turn): once it has run, the count is true.
+    conn.ping().await?;
+    let open = conn.is_in_transaction();
+    if open {
+        tracing::debug!("a connection was given back with a transaction open; it is closed");
+    }
+    Ok(!open)
 }
 
 /// Which records of a kind to fetch; every field narrows the result.

@@ -127,13 +127,14 @@ impl PostbackStore for SqlStore {
             Backend::Sqlite => LEASE_DUE[0],
             Backend::Postgres => LEASE_DUE[1],
         };
-        let rows: Vec<LeasedRow> = sqlx::query_as(sql)
+        let leased = sqlx::query_as(sql)
             .bind(self.newsroom.node.as_str())
             .bind(lease_until.as_millisecond())
             .bind(now.as_millisecond())
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
-            .await?;
+            .await;
+        let rows: Vec<LeasedRow> = self.noted("the postback outbox", leased.map_err(StoreError::from))?;
         let mut due = Vec::with_capacity(rows.len());
         let mut cancelled = Vec::new();
         for row in rows {
@@ -181,7 +182,7 @@ impl PostbackStore for SqlStore {
             Ok(())
         }
         .await;
-        finish(tx, result).await
+        self.noted("the postback outbox", finish(tx, result).await)
     }
 
     async fn outbox_counts(&self) -> Result<(u64, u64), StoreError> {

@@ -170,7 +170,7 @@ impl RtbStore for SqlStore {
             Ok(())
         }
         .await;
-        finish(tx, result).await
+        self.noted("the RTB log", finish(tx, result).await)
     }
 
     async fn held_reservations(
