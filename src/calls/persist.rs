@@ -27,9 +27,13 @@ use crate::{
 /// Changes the store has not taken yet. Saving is idempotent (the call row is replaced, or
 /// merged by turns the store remembers; entries are keyed by their sequence number,
 /// conversions by call and attempt, marks keep the latest), so whatever is here is simply
-/// saved again.
+/// saved again. Nearly always nothing: held boxed, so that a live call that owes the store
+/// nothing pays a pointer for it.
 #[derive(Default)]
-pub(super) struct Unsaved {
+pub(super) struct Unsaved(Option<Box<Pending>>);
+
+#[derive(Default)]
+struct Pending {
     timeline: Vec<TimelineEntry>,
     conversions: Vec<Conversion>,
     touched: Vec<Touched>,
@@ -44,50 +48,53 @@ pub(super) struct Unsaved {
 
 impl Unsaved {
     pub(super) fn is_empty(&self) -> bool {
-        self.timeline.is_empty()
-            && self.conversions.is_empty()
-            && self.touched.is_empty()
-            && self.load.is_empty()
-            && self.postbacks.is_empty()
-            && self.merge.is_none()
+        self.0.is_none()
     }
 
     /// Whether the record held is still to be merged into the store's.
     pub(super) fn merges(&self) -> bool {
-        self.merge.is_some()
+        self.0.as_ref().is_some_and(|pending| pending.merge.is_some())
+    }
+
+    fn pending(&mut self) -> &mut Pending {
+        self.0.get_or_insert_default()
     }
 
     /// A turn's effects, to be saved with the call. `key` names the turn, for a record to be
     /// merged.
     pub(super) fn absorb(&mut self, effects: Effects, key: Uuid) {
-        if let Some(turns) = &mut self.merge {
+        let pending = self.pending();
+        if let Some(turns) = &mut pending.merge {
             turns.push(BlindTurn {
                 key,
                 entries: effects.timeline.len(),
             });
         }
-        self.timeline.extend(effects.timeline);
-        self.conversions.extend(effects.conversion);
-        self.touched.extend(effects.touched);
-        self.load.extend(effects.load);
-        self.postbacks.extend(effects.postbacks);
+        pending.timeline.extend(effects.timeline);
+        pending.conversions.extend(effects.conversion);
+        pending.touched.extend(effects.touched);
+        pending.load.extend(effects.load);
+        pending.postbacks.extend(effects.postbacks);
     }
 
     /// The record is built without the store's: what is absorbed from now on is merged into
     /// it, turn by turn.
     pub(super) fn merging(&mut self) {
-        if self.merge.is_none() {
-            debug_assert!(self.is_empty(), "a record merged from its first turn");
-            self.merge = Some(Vec::new());
-        }
+        debug_assert!(
+            self.is_empty() || self.merges(),
+            "a record merged from its first turn"
+        );
+        let pending = self.pending();
+        pending.merge.get_or_insert_with(Vec::new);
     }
 
     /// From now on the record is merged into the store's, not written over it: what is unsaved
     /// is all of turn `key`'s (a new call whose first save failed).
     fn merge_from_now(&mut self, key: Uuid) {
-        if self.merge.is_none() {
-            let entries = self.timeline.len();
-            self.merge = Some(vec![BlindTurn { key, entries }]);
+        let pending = self.pending();
+        if pending.merge.is_none() {
+            let entries = pending.timeline.len();
+            pending.merge = Some(vec![BlindTurn { key, entries }]);
         }
     }
 }
@@ -166,20 +173,23 @@ pub(super) async fn save(
     by: Instant,
     new: Option<Uuid>,
 ) -> Option<Saved> {
-    let write = match (&unsaved.merge, new) {
+    let nothing = Pending::default();
+    let pending = unsaved.0.as_deref().unwrap_or(&nothing);
+    let write = match (&pending.merge, new) {
         (Some(turns), _) => Write::Merge { turns },
         (None, Some(_)) => Write::InsertNew,
         (None, None) => Write::Replace,
     };
     let change = CallChange {
         call: record,
-        timeline: &unsaved.timeline,
-        conversions: &unsaved.conversions,
-        touched: &unsaved.touched,
-        load: &unsaved.load,
-        postbacks: &unsaved.postbacks,
+        timeline: &pending.timeline,
+        conversions: &pending.conversions,
+        touched: &pending.touched,
+        load: &pending.load,
+        postbacks: &pending.postbacks,
         write,
     };
+    let queued_postbacks = !pending.postbacks.is_empty();
     let saved = match tokio::time::timeout_at(by, deps.store.save_call(&change)).await {
         Ok(Ok(saved)) => Some(saved),
         // The store logs an outage once, with its cause; not every save it refuses.
@@ -203,7 +213,7 @@ pub(super) async fn save(
         return None;
     };
     if saved != Saved::Existed {
-        if !unsaved.postbacks.is_empty() {
+        if queued_postbacks {
             deps.outbox.queued();
         }
         *unsaved = Unsaved::default();
