@@ -1,5 +1,7 @@
 //! The postback outbox: leased to delivery workers, read and re-queued through the API.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 use uuid::Uuid;
@@ -137,13 +139,20 @@ impl PostbackStore for SqlStore {
         let rows: Vec<LeasedRow> = self.noted("the postback outbox", leased.map_err(StoreError::from))?;
         let mut due = Vec::with_capacity(rows.len());
         let mut cancelled = Vec::new();
+        // A lease takes many postbacks of few owners: each owner's endpoints are read once.
+        let mut owners: HashMap<String, Postbacks> = HashMap::new();
+        for json in rows.iter().filter_map(|row| row.endpoints.as_deref()) {
+            if !owners.contains_key(json) {
+                owners.insert(json.to_owned(), owners_endpoints(json)?);
+            }
+        }
         for row in rows {
             let event = event(&row.event)?;
-            let endpoints = row.endpoints.as_deref().map(owners_endpoints).transpose()?;
+            let endpoints = row.endpoints.as_deref().and_then(|json| owners.get(json));
             let to = match row.endpoint_id.as_deref().map(endpoint_id).transpose()? {
-                Some(id) => endpoint_now(endpoints.as_ref(), id, event)
+                Some(id) => endpoint_now(endpoints, id, event)
                     .map(|endpoint| (endpoint.url.as_str().to_owned(), endpoint.secret.clone())),
-                None => queued_before_ids(endpoints.as_ref(), row.url, row.secret)?,
+                None => queued_before_ids(endpoints, row.url, row.secret)?,
             };
             match to {
                 Ok((url, secret)) => due.push(Due {
