@@ -64,6 +64,12 @@ const IN_FLIGHT: usize = 64;
 /// backlog, holds only these few of the node's slots and everyone else's postbacks go on.
 const PER_ENDPOINT: usize = 8;
 
+/// While postbacks wait in hand, a lease takes a quarter of the slots at least: a lease is a
+/// commit (flushed to disk), and a lease per slot freed made the outbox's own writes, not the
+/// receivers, the limit of delivery. With nothing in hand (slots held by hanging receivers) any
+/// room is leased, so that others' postbacks never wait for those tries to time out.
+const LEASE_AT_LEAST: usize = IN_FLIGHT / 4;
+
 /// An endpoint is slow once one of its tries has gone on this long: its postbacks beyond those
 /// in flight then go back to the outbox rather than wait on this node.
 const SLOW_AFTER: Duration = Duration::from_secs(1);
@@ -193,7 +199,7 @@ impl Worker {
             }
             let waiting: usize = lanes.values().map(|lane| lane.waiting.len()).sum();
             let room = IN_FLIGHT.saturating_sub(in_flight.len() + waiting);
-            if room > 0 && look {
+            if room > 0 && look && (room >= LEASE_AT_LEAST || waiting == 0) {
                 let now = self.clock.now();
                 let until = now + self.delivery.lease();
                 match self.store.lease_due_postbacks(now, until, room as u32).await {

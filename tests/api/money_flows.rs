@@ -186,13 +186,23 @@ async fn receive(request: HttpRequest, body: web::Bytes, log: web::Data<Mutex<Lo
 /// once a day per caller), and postbacks: Acme Auto hears of conversions, the publisher of
 /// everything.
 fn plan_with(receiver: &Receiver) -> Plan {
+    plan_with_buyer_endpoints(receiver, &["/buyer"])
+}
+
+/// [`plan_with`], the buyer's conversions posted to each of `paths`.
+fn plan_with_buyer_endpoints(receiver: &Receiver, paths: &[&str]) -> Plan {
+    let endpoints: Vec<String> = (paths.iter())
+        .map(|path| {
+            format!(
+                "{{ url = \"{}\", secret = \"{BUYER_SECRET}\", events = [\"call.converted\"] }}",
+                receiver.url(path)
+            )
+        })
+        .collect();
     let plan = PLAN
         .replace(
             "destination = \"+14155550101\"",
-            &format!(
-                "destination = \"+14155550101\"\npostbacks = [{{ url = \"{}\", secret = \"{BUYER_SECRET}\", events = [\"call.converted\"] }}]",
-                receiver.url("/buyer")
-            ),
+            &format!("destination = \"+14155550101\"\npostbacks = [{}]", endpoints.join(", ")),
         )
         .replace(
             "duplicate_caller_handling = true\n",
@@ -768,6 +778,59 @@ on_both_engines! {
         assert!(done.elapsed() < Duration::from_secs(4), "the publisher's postbacks took {:?}", done.elapsed());
         let at_once = receiver.log.lock().unwrap().most_hanging;
         assert!((1..=8).contains(&at_once), "at most 8 tries at once to one endpoint, {at_once} seen");
+    }
+}
+
+on_both_engines! {
+    async fn receivers_hanging_on_most_slots_leave_the_last_ones_to_others(m: HungBuyerEndpoints) {
+        let (app, receiver) = (&m.0.app, &m.0.receiver);
+        // Eight conversions: eight tries hanging at each of the buyer's seven endpoints, 56 of
+        // the node's 64 slots, taken as the slots left shrink below a lease's usual size.
+        let started = Instant::now();
+        for n in 1..=8 {
+            let call = sid(n);
+            let caller = format!("+1415558{n:04}");
+            let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, &caller, MAIN)).await).await;
+            assert_eq!(app.webhook(&action, &dial_ended(&call, "completed", 120)).await.status(), StatusCode::OK);
+        }
+        receiver.wait_until("56 tries hanging", |_| receiver.log.lock().unwrap().hanging == 56).await;
+        assert!(started.elapsed() < Duration::from_secs(5), "the last tries waited {:?} for slots", started.elapsed());
+        let publishers = receiver.at("/publisher").len();
+        // One more call: the publisher's postbacks go out in the slots left, not after the hung
+        // tries give up (10 s).
+        let (call, caller) = (sid(9), "+14155580009");
+        let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, caller, MAIN)).await).await;
+        let ended = Instant::now();
+        assert_eq!(app.webhook(&action, &dial_ended(&call, "completed", 120)).await.status(), StatusCode::OK);
+        receiver.wait_until("the last call's publisher postbacks delivered", |all| {
+            all.iter().filter(|r| r.path == "/publisher" && r.acknowledged).count() >= publishers + 3
+        }).await;
+        assert!(ended.elapsed() < Duration::from_secs(5), "the publisher's postbacks took {:?}", ended.elapsed());
+    }
+}
+
+/// The money plan, the buyer's seven endpoints hanging, each try given 10 s.
+struct HungBuyerEndpoints(Money);
+
+impl HungBuyerEndpoints {
+    async fn start(engine: Engine) -> Option<Self> {
+        let receiver = Receiver::start().await;
+        let paths: Vec<String> = (1..=7).map(|n| format!("/buyer/{n}")).collect();
+        for path in &paths {
+            receiver.behave(
+                path,
+                Behaviour {
+                    hang: true,
+                    ..Behaviour::default()
+                },
+            );
+        }
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let settings = [("POSTBACK_TIMEOUT_MS", "10000"), ("POSTBACK_RETRY_BASE_MS", "50")];
+        let app =
+            TestApp::start_with_plan_and(engine, &plan_with_buyer_endpoints(&receiver, &paths), &settings)
+                .await?;
+        Some(Self(Money { app, receiver }))
     }
 }
 
