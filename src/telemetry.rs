@@ -18,7 +18,7 @@ use actix_web::{
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 
-use crate::config::LogFormat;
+use crate::{config::LogFormat, domain::rtb::names_a_secret};
 
 /// Request spans: tracing-actix-web's fields (those its end-of-request hook fills included),
 /// a `call_sid` field that webhook handlers fill, so every line logged while handling a webhook
@@ -56,17 +56,23 @@ impl RootSpanBuilder for RequestSpans {
     }
 }
 
-/// The path and query with the value of every `key` parameter replaced.
+/// The path and query with the value of every secret-named parameter replaced, its name
+/// compared as the server reads it (percent-decoded, any case: `%6Bey=` and `Key=` too).
 fn without_secrets(uri: &actix_web::http::Uri) -> String {
     let Some(query) = uri.query() else {
         return uri.path().to_owned();
     };
-    let query: Vec<&str> = (query.split('&'))
+    let query: Vec<String> = (query.split('&'))
         .map(|pair| {
-            if pair.starts_with("key=") {
-                "key=[REDACTED]"
+            let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let name = url::form_urlencoded::parse(raw_name.as_bytes())
+                .next()
+                .map(|(name, _)| name.into_owned())
+                .unwrap_or_default();
+            if names_a_secret(&name) {
+                format!("{raw_name}=[REDACTED]")
             } else {
-                pair
+                pair.to_owned()
             }
         })
         .collect();
@@ -118,6 +124,31 @@ mod tests {
         assert_eq!(
             without_secrets(&"/voice/incoming".parse().unwrap()),
             "/voice/incoming"
+        );
+        for spelling in [
+            "%6Bey",
+            "Key",
+            "KEY",
+            "ke%79",
+            "%4B%45%59",
+            "api_key",
+            "Token",
+            "key+",
+        ] {
+            let uri = format!("/rtbs.json?zip=10001&{spelling}=s3cr3t&monkey=1")
+                .parse()
+                .unwrap();
+            let logged = without_secrets(&uri);
+            assert_eq!(
+                logged,
+                format!("/rtbs.json?zip=10001&{spelling}=[REDACTED]&monkey=1"),
+                "{spelling}"
+            );
+        }
+        assert_eq!(
+            without_secrets(&"/rtbs.json?key".parse().unwrap()),
+            "/rtbs.json?key=[REDACTED]",
+            "a name without a value is still hidden"
         );
     }
 }

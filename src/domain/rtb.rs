@@ -35,14 +35,45 @@ pub struct PingRequest {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Names of parameters whose values are secrets, compared without regard to case once
+/// percent-decoded: `Key`, `KEY` and `%6Bey` are the RTB key as much as `key` is. Their values
+/// are never logged, in the server's log or in the ping log.
+const SECRET_NAMES: [&str; 8] = [
+    "key",
+    "api_key",
+    "apikey",
+    "token",
+    "access_token",
+    "auth_token",
+    "secret",
+    "password",
+];
+
+/// Whether a (decoded) parameter name carries a secret.
+pub fn names_a_secret(name: &str) -> bool {
+    let name = name.trim();
+    SECRET_NAMES
+        .iter()
+        .any(|secret| name.eq_ignore_ascii_case(secret))
+}
+
 impl PingRequest {
     /// Reads parameters in the order given: a later value of a named parameter replaces an
-    /// earlier one (so a body overrides the query string). An empty value is no value.
+    /// earlier one (so a body overrides the query string). An empty value is no value. The key
+    /// is read whatever its case; any other secret-named parameter is dropped, not kept as a tag.
     pub fn from_params(params: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut request = Self::default();
         for (name, value) in params {
+            if name.trim().eq_ignore_ascii_case("key") {
+                if !value.trim().is_empty() {
+                    request.key = Some(value);
+                }
+                continue;
+            }
+            if names_a_secret(&name) {
+                continue;
+            }
             let named = match name.as_str() {
-                "key" => &mut request.key,
                 "publisher_id" | "source_id" => &mut request.publisher,
                 "caller_number" => &mut request.caller_number,
                 "state" => &mut request.state,
@@ -529,6 +560,26 @@ mod tests {
         assert!(!request.logged().contains_key("key"));
         assert_eq!(request.logged()["zip"], "10001", "and logged with the ping");
         assert!(!format!("{request:?}").contains("k2"), "the key is never printed");
+    }
+
+    #[test]
+    fn the_key_is_read_in_any_case_and_no_secret_is_kept_as_a_tag() {
+        let request = PingRequest::from_params(
+            [
+                ("KEY", "k1"),
+                (" Key", "k2"),
+                ("Api_Key", "k3"),
+                ("TOKEN", "k4"),
+                ("monkey", "m"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        assert_eq!(request.key.as_deref(), Some("k2"));
+        assert_eq!(request.tags, BTreeMap::from([("monkey".into(), "m".into())]));
+        let logged = format!("{:?}", request.logged());
+        for secret in ["k1", "k2", "k3", "k4"] {
+            assert!(!logged.contains(secret), "{secret} in the ping log: {logged}");
+        }
     }
 
     #[test]

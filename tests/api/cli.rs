@@ -268,8 +268,12 @@ async fn simulate_runs_calls_against_the_demo_server_and_fails_loudly_without_on
     assert!(stderr.contains("2 of 2 calls failed"), "{stderr}");
 }
 
-/// Tokens' secrets, the configured ones and those the API issues, appear in no log line, even
-/// at the most verbose level, whatever is done with them.
+/// An RTB key no campaign has: pings carrying it are refused, and logged.
+const RTB_KEY: &str = "rtb-key-in-every-spelling-5c1f";
+
+/// Tokens' secrets, the configured ones and those the API issues, and RTB keys however their
+/// parameter is spelt, appear in no log line, even at the most verbose level, whatever is done
+/// with them.
 #[actix_web::test]
 async fn no_secret_reaches_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -324,6 +328,37 @@ async fn no_secret_reaches_the_log() {
         .await
         .unwrap();
     assert_eq!(key.status(), StatusCode::NOT_FOUND);
+    // An RTB key in every spelling the server reads as a key (or as another secret).
+    for spelling in [
+        "key",
+        "Key",
+        "KEY",
+        "%6Bey",
+        "ke%79",
+        "%4B%45%59",
+        "key+",
+        "api_key",
+        "Token",
+    ] {
+        let ping = client
+            .post(format!(
+                "{address}/rtbs.json?caller_number=%2B14155550123&{spelling}={RTB_KEY}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        // Refused as an unknown key (or, spelt as another secret, as no key at all).
+        assert!(
+            [
+                StatusCode::UNAUTHORIZED,
+                StatusCode::FORBIDDEN,
+                StatusCode::BAD_REQUEST
+            ]
+            .contains(&ping.status()),
+            "{spelling}: {}",
+            ping.status()
+        );
+    }
 
     server.terminate();
     let lines = server.remaining_lines();
@@ -340,6 +375,7 @@ async fn no_secret_reaches_the_log() {
         &secret[4..],
         &rotated["token"].as_str().unwrap()[4..],
         &digest,
+        RTB_KEY,
     ];
     for line in &lines {
         for secret in secrets {
