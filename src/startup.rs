@@ -216,6 +216,7 @@ impl Application {
                 .app_data(web::Data::from(stores.tokens.clone()))
                 .app_data(web::Data::from(stores.blocked.clone()))
                 .app_data(web::Data::from(stores.postbacks.clone()))
+                .app_data(web::Data::from(stores.audit.clone()))
                 .app_data(plan.clone())
                 .app_data(tokens.clone())
                 .app_data(capacity_for_http.clone())

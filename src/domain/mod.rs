@@ -1,6 +1,7 @@
 //! The pure core: domain types and rules, no I/O.
 
 pub mod access;
+pub mod audit;
 pub mod block;
 pub mod call;
 pub mod call_flow;
@@ -16,6 +17,7 @@ pub mod money;
 pub mod payout;
 pub mod phone;
 pub mod plan;
+pub mod portal;
 pub mod postback;
 pub mod routing;
 pub mod rtb;

@@ -67,6 +67,14 @@ pub struct Record<T: PlanEntity> {
     pub updated_at: Timestamp,
 }
 
+impl<T: PlanEntity> Record<T> {
+    /// Whose the record is: its company's, or (a company) its own.
+    pub fn owner(&self) -> super::access::Owner {
+        let own = (!T::OWNED_BY_COMPANY).then(|| Id::from_uuid(self.id.as_uuid()));
+        super::access::Owner::company(self.company_id.or(own))
+    }
+}
+
 /// A company: the owner of buyers, campaigns and publishers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 use super::{
     ApiRoute,
-    auth::{Admin, Reader},
+    audit::{Auditor, Change},
+    auth::Caller,
     error::ApiError,
     error::Body as ErrorBody,
     json,
@@ -33,6 +34,7 @@ use super::{
 };
 use crate::{
     domain::{
+        access::{Action, Owner},
         ids::Id,
         phone::E164,
         plan::{Buyer, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, Record},
@@ -140,47 +142,82 @@ struct Page<T: PlanEntity> {
 }
 
 async fn list<T: PlanEntity>(
-    reader: Reader,
+    caller: Caller,
     store: StoreData,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError>
 where
     dyn PlanStore: PlanTable<T>,
 {
+    caller.require(Action::ReadOperations)?;
     let limit = page_limit(params.limit)?;
+    // Companies are narrowed by their own id, which `company_id` does not filter on.
+    let company_id = match T::OWNED_BY_COMPANY {
+        true => caller.company_to_list(params.company_id)?,
+        false => params.company_id,
+    };
     let filter = ListFilter {
-        company_id: params.company_id,
+        company_id,
         after: params.after,
         limit,
     };
-    let mut data = PlanTable::<T>::list(store.as_ref(), &filter).await?;
-    if !reader.sees_secrets() {
-        data.iter_mut().for_each(|record| record.spec.redact_secrets());
-    }
-    let next_after = match data.last() {
-        Some(last) if data.len() == limit as usize => Some(last.id),
+    let page = PlanTable::<T>::list(store.as_ref(), &filter).await?;
+    // The page goes on from the last record read, whether or not this caller sees it.
+    let next_after = match page.last() {
+        Some(last) if page.len() == limit as usize => Some(last.id),
         _ => None,
     };
+    let mut data: Vec<_> = (page.into_iter())
+        .filter(|record| caller.reaches(&record.owner()))
+        .collect();
+    if !caller.sees_secrets() {
+        data.iter_mut().for_each(|record| record.spec.redact_secrets());
+    }
     Ok(HttpResponse::Ok().json(Page { data, next_after }))
 }
 
+/// The record, if the caller's scope reaches it (else 404, as for one that does not exist).
+async fn reachable<T: PlanEntity>(
+    caller: &Caller,
+    action: Action,
+    store: &(dyn PlanStore + 'static),
+    id: Id<T>,
+) -> Result<Record<T>, ApiError>
+where
+    dyn PlanStore: PlanTable<T>,
+{
+    caller.require(action)?;
+    let record = PlanTable::<T>::get(store, id).await?;
+    caller.require_on(action, &record.owner(), || {
+        ApiError::NotFound(format!("no {} with id {id}", T::KIND))
+    })?;
+    Ok(record)
+}
+
+/// A record as the audit log keeps it: without secrets.
+fn audited<T: PlanEntity>(record: &Record<T>) -> Record<T> {
+    let mut record = record.clone();
+    record.spec.redact_secrets();
+    record
+}
+
 async fn get<T: PlanEntity>(
-    reader: Reader,
+    caller: Caller,
     store: StoreData,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError>
 where
     dyn PlanStore: PlanTable<T>,
 {
-    let mut record = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
-    if !reader.sees_secrets() {
+    let mut record = reachable(&caller, Action::ReadOperations, store.as_ref(), parse_id(&id)?).await?;
+    if !caller.sees_secrets() {
         record.spec.redact_secrets();
     }
     Ok(HttpResponse::Ok().json(record))
 }
 
 async fn create<T: PlanEntity>(
-    _: Admin,
+    auditor: Auditor,
     store: StoreData,
     req: HttpRequest,
     body: web::Bytes,
@@ -188,6 +225,8 @@ async fn create<T: PlanEntity>(
 where
     dyn PlanStore: PlanTable<T>,
 {
+    let caller = auditor.caller();
+    caller.require(Action::Change)?;
     let mut fields = json::object(&body)?;
     let company_id = if T::OWNED_BY_COMPANY {
         let value = fields
@@ -199,8 +238,26 @@ where
     } else {
         None
     };
+    // A company is created by the install's administrator only; anything else in a company
+    // the caller's scope reaches.
+    let allowed = match company_id {
+        Some(company) => caller.reaches(&Owner::company(Some(company))),
+        None => caller.grant().is_install_admin(),
+    };
+    if !allowed {
+        return Err(match company_id {
+            Some(_) => ApiError::invalid("company_id", "no such company"),
+            None => ApiError::Forbidden("only the install's administrator creates companies"),
+        });
+    }
     let spec: T = json::typed(Value::Object(fields))?;
     let record = PlanTable::<T>::insert(store.as_ref(), company_id, &spec).await?;
+    auditor
+        .record(
+            Change::new(record.owner().company, format!("{}.create", T::KIND), record.id)
+                .after(audited(&record)),
+        )
+        .await;
     let location = format!("{}/{}", req.path().trim_end_matches('/'), record.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -208,7 +265,7 @@ where
 }
 
 async fn replace<T: PlanEntity>(
-    _: Admin,
+    auditor: Auditor,
     store: StoreData,
     id: web::Path<String>,
     body: web::Bytes,
@@ -216,20 +273,28 @@ async fn replace<T: PlanEntity>(
 where
     dyn PlanStore: PlanTable<T>,
 {
-    let current = PlanTable::<T>::get(store.as_ref(), parse_id(&id)?).await?;
+    let current = reachable(auditor.caller(), Action::Change, store.as_ref(), parse_id(&id)?).await?;
     let mut fields = json::object(&body)?;
     remove_read_only(&mut fields, &current)?;
     let spec: T = json::typed(Value::Object(fields))?;
     // A replacement: the last writer wins, as with any PUT.
     let record = PlanTable::<T>::update(store.as_ref(), current.id, &spec, None).await?;
+    record_update(&auditor, &current, &record).await;
     Ok(HttpResponse::Ok().json(record))
+}
+
+async fn record_update<T: PlanEntity>(auditor: &Auditor, before: &Record<T>, after: &Record<T>) {
+    let change = Change::new(after.owner().company, format!("{}.update", T::KIND), after.id);
+    auditor
+        .record(change.before(audited(before)).after(audited(after)))
+        .await;
 }
 
 /// Attempts at a merge before giving up on a record that keeps changing under it.
 const PATCH_ATTEMPTS: usize = 3;
 
 async fn patch<T: PlanEntity>(
-    _: Admin,
+    auditor: Auditor,
     store: StoreData,
     id: web::Path<String>,
     body: web::Bytes,
@@ -237,16 +302,21 @@ async fn patch<T: PlanEntity>(
 where
     dyn PlanStore: PlanTable<T>,
 {
+    auditor.caller().require(Action::Change)?;
     let id = parse_id(&id)?;
     let mut changes = json::object(&body)?;
     let mut attempt = 1;
     loop {
-        let current = PlanTable::<T>::get(store.as_ref(), id).await?;
+        let current = reachable(auditor.caller(), Action::Change, store.as_ref(), id).await?;
         let spec = merge(&mut changes, &current)?;
         // Applies only to the record as read, so a concurrent change is merged, not lost.
         match PlanTable::<T>::update(store.as_ref(), id, &spec, Some(&current.spec)).await {
             Err(StoreError::Stale) if attempt < PATCH_ATTEMPTS => attempt += 1,
-            result => return Ok(HttpResponse::Ok().json(result?)),
+            result => {
+                let record = result?;
+                record_update(&auditor, &current, &record).await;
+                return Ok(HttpResponse::Ok().json(record));
+            }
         }
     }
 }
@@ -260,14 +330,17 @@ fn merge<T: PlanEntity>(changes: &mut Map<String, Value>, current: &Record<T>) -
 }
 
 async fn delete<T: PlanEntity>(
-    _: Admin,
+    auditor: Auditor,
     store: StoreData,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError>
 where
     dyn PlanStore: PlanTable<T>,
 {
-    PlanTable::<T>::delete(store.as_ref(), parse_id(&id)?).await?;
+    let current = reachable(auditor.caller(), Action::Change, store.as_ref(), parse_id(&id)?).await?;
+    PlanTable::<T>::delete(store.as_ref(), current.id).await?;
+    let change = Change::new(current.owner().company, format!("{}.delete", T::KIND), current.id);
+    auditor.record(change.before(audited(&current))).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -331,8 +404,13 @@ struct ShownKey<'a> {
         (status = 503, response = Unavailable),
     ),
 )]
-async fn rtb_key_status(_: Admin, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let configured = store.has_rtb_key(parse_id::<Campaign>(&id)?).await?;
+async fn rtb_key_status(
+    caller: Caller,
+    store: StoreData,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let campaign = reachable::<Campaign>(&caller, Action::Change, store.as_ref(), parse_id(&id)?).await?;
+    let configured = store.has_rtb_key(campaign.id).await?;
     Ok(HttpResponse::Ok().json(RtbKeyStatus { configured }))
 }
 
@@ -357,15 +435,20 @@ async fn rtb_key_status(_: Admin, store: StoreData, id: web::Path<String>) -> Re
     ),
 )]
 async fn set_rtb_key(
-    _: Admin,
+    auditor: Auditor,
     store: StoreData,
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let campaign: CampaignId = parse_id(&id)?;
+    let campaign = reachable::<Campaign>(auditor.caller(), Action::Change, store.as_ref(), campaign).await?;
     let request: RtbKeyRequest = json::typed(Value::Object(json::object(&body)?))?;
     let key = request.key.unwrap_or_else(RtbKey::generate);
-    store.set_rtb_key(campaign, Some(&key.sha256_hex())).await?;
+    store.set_rtb_key(campaign.id, Some(&key.sha256_hex())).await?;
+    // The key itself is never recorded.
+    auditor
+        .record(Change::new(campaign.company_id, "rtb_key.set", campaign.id))
+        .await;
     // Shown this once: no cache may keep it.
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -387,8 +470,17 @@ async fn set_rtb_key(
         (status = 503, response = Unavailable),
     ),
 )]
-async fn delete_rtb_key(_: Admin, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    store.set_rtb_key(parse_id::<Campaign>(&id)?, None).await?;
+async fn delete_rtb_key(
+    auditor: Auditor,
+    store: StoreData,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let campaign =
+        reachable::<Campaign>(auditor.caller(), Action::Change, store.as_ref(), parse_id(&id)?).await?;
+    store.set_rtb_key(campaign.id, None).await?;
+    auditor
+        .record(Change::new(campaign.company_id, "rtb_key.delete", campaign.id))
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }
 

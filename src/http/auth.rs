@@ -1,9 +1,11 @@
-//! Bearer-token authentication of the API: admin tokens may do everything, supervisor tokens
-//! may only read.
+//! Bearer-token authentication of the API, and the one place a request's grant is checked:
+//! every handler takes a [`Caller`] and asks it whether it may do what it is about to, on whose
+//! data.
 //!
-//! Tokens come from two places: the settings (`ADMIN_TOKEN`, `SUPERVISOR_TOKENS`), which
-//! bootstrap a deployment, and the API (`/api/v1/tokens`), which issues, rotates and revokes
-//! tokens kept in the store. Either way only SHA-256 digests are held.
+//! Tokens come from two places: the settings (`ADMIN_TOKEN`, the install's administrator, and
+//! `SUPERVISOR_TOKENS`, install-wide supervisors), which bootstrap a deployment, and the API
+//! (`/api/v1/tokens`), which issues, rotates and revokes tokens of any role and scope, kept in the
+//! store. Either way only SHA-256 digests are held.
 
 use std::{
     future::{Ready, ready},
@@ -13,19 +15,22 @@ use std::{
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::{
     clock::Clock,
-    domain::access::{IssuedToken, KeyDigest, Role},
+    domain::{
+        access::{Action, Grant, IssuedToken, KeyDigest, Lens, Owner},
+        plan::CompanyId,
+    },
     store::{StoreError, TokenStore},
 };
 
 /// Every token that opens the API, as digests: comparing digests in constant time reveals
 /// neither a token's content nor its length.
 pub struct AccessTokens {
-    admin: Option<KeyDigest>,
-    supervisors: Vec<KeyDigest>,
+    configured: Vec<(Caller, KeyDigest)>,
     /// Issued through the API: a copy of the store's, changed with every change made here and
     /// reloaded every [`AccessTokens::RELOAD_EVERY`] (for changes made on another node).
     issued: RwLock<Vec<(IssuedToken, KeyDigest)>>,
@@ -42,12 +47,16 @@ impl AccessTokens {
     pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
     pub fn new(admin: Option<&SecretString>, supervisors: &[SecretString]) -> Self {
+        let admin = admin.map(|token| {
+            let caller = Caller::configured("ADMIN_TOKEN".into(), Grant::install_admin());
+            (caller, KeyDigest::of(token.expose_secret()))
+        });
+        let supervisors = supervisors.iter().enumerate().map(|(i, token)| {
+            let caller = Caller::configured(format!("SUPERVISOR_TOKENS[{i}]"), Grant::install_supervisor());
+            (caller, KeyDigest::of(token.expose_secret()))
+        });
         Self {
-            admin: admin.map(|t| KeyDigest::of(t.expose_secret())),
-            supervisors: supervisors
-                .iter()
-                .map(|t| KeyDigest::of(t.expose_secret()))
-                .collect(),
+            configured: admin.into_iter().chain(supervisors).collect(),
             issued: RwLock::default(),
             reloading: tokio::sync::Mutex::new(()),
         }
@@ -72,79 +81,156 @@ impl AccessTokens {
         }
     }
 
-    fn role_of(&self, presented: &str, at: Timestamp) -> Option<Role> {
+    fn caller_of(&self, presented: &str, at: Timestamp) -> Option<Caller> {
         let presented = KeyDigest::of(presented);
         let issued = self.issued.read().unwrap_or_else(PoisonError::into_inner);
-        let configured = (self.admin.iter().map(|digest| (Role::Admin, digest)))
-            .chain(self.supervisors.iter().map(|digest| (Role::Supervisor, digest)));
-        let issued = (issued.iter())
-            .filter(|(token, _)| token.is_valid_at(at))
-            .map(|(token, digest)| (token.role, digest));
         // Every token is compared, so the time taken does not tell which one matched.
-        let (admin, supervisor) =
-            configured
-                .chain(issued)
-                .fold((false, false), |(admin, supervisor), (role, digest)| {
-                    let matched = *digest == presented;
-                    (
-                        admin | (matched & (role == Role::Admin)),
-                        supervisor | (matched & (role == Role::Supervisor)),
-                    )
-                });
-        if admin {
-            Some(Role::Admin)
-        } else {
-            supervisor.then_some(Role::Supervisor)
+        let mut matched = None;
+        for (caller, digest) in &self.configured {
+            if *digest == presented {
+                matched.get_or_insert_with(|| caller.clone());
+            }
         }
+        for (token, digest) in issued.iter() {
+            if (*digest == presented) & token.is_valid_at(at) {
+                matched.get_or_insert_with(|| Caller::issued(token));
+            }
+        }
+        matched
     }
 
     fn is_empty(&self) -> bool {
         let issued = self.issued.read().unwrap_or_else(PoisonError::into_inner);
-        self.admin.is_none() && self.supervisors.is_empty() && issued.is_empty()
+        self.configured.is_empty() && issued.is_empty()
     }
 }
 
-/// Proof that the request carries the admin token: take it as a handler argument.
-pub struct Admin;
-
-/// Proof that the request may read: an admin or a supervisor token.
-pub struct Reader {
-    admin: bool,
+/// Who is asking, and what their token grants: take it as a handler argument, then ask before
+/// each thing done.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    grant: Grant,
+    /// How the audit log names them: the setting their token came from, or the issued token's
+    /// name.
+    name: String,
+    token_id: Option<Uuid>,
 }
 
-impl Reader {
-    /// Whether it may see secrets (postback secrets, SIP passwords): admins only.
+impl Caller {
+    fn configured(name: String, grant: Grant) -> Self {
+        Self {
+            grant,
+            name,
+            token_id: None,
+        }
+    }
+
+    fn issued(token: &IssuedToken) -> Self {
+        Self {
+            grant: token.grant.clone(),
+            name: format!("token {}", token.name.as_str()),
+            token_id: Some(token.id),
+        }
+    }
+
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn token_id(&self) -> Option<Uuid> {
+        self.token_id
+    }
+
+    pub fn lens(&self) -> Lens {
+        self.grant.lens()
+    }
+
+    /// Whether it may see secrets (postback secrets, SIP passwords, receivers' error bodies):
+    /// admins only.
     pub fn sees_secrets(&self) -> bool {
-        self.admin
+        self.lens().sees_secrets()
+    }
+
+    /// 403 unless the role allows the action.
+    pub fn require(&self, action: Action) -> Result<&Self, ApiError> {
+        if self.grant.may(action) {
+            Ok(self)
+        } else {
+            Err(ApiError::Forbidden(forbidden(self.grant.role().as_str(), action)))
+        }
+    }
+
+    /// Whether its scope reaches something owned so.
+    pub fn reaches(&self, owner: &Owner) -> bool {
+        self.grant.reaches(owner)
+    }
+
+    /// The action on one thing it names: 403 unless the role allows the action, and 404 (as
+    /// for a thing that does not exist) unless its scope reaches the thing, so that nobody
+    /// learns what other companies have.
+    pub fn require_on(
+        &self,
+        action: Action,
+        owner: &Owner,
+        not_found: impl FnOnce() -> ApiError,
+    ) -> Result<(), ApiError> {
+        self.require(action)?;
+        if self.reaches(owner) {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
     }
 }
 
-impl FromRequest for Admin {
+impl Caller {
+    /// The company a list of company-owned records is narrowed to in the store: the one asked
+    /// for, which the scope must reach (else 404, as for a company that does not exist), or the
+    /// scope's only company. What comes back is still filtered with [`Caller::reaches`].
+    pub fn company_to_list(&self, asked: Option<CompanyId>) -> Result<Option<CompanyId>, ApiError> {
+        let Some(mine) = self.grant.companies() else {
+            return Ok(asked);
+        };
+        match asked {
+            Some(company) if mine.contains(&company) => Ok(Some(company)),
+            Some(company) => Err(ApiError::NotFound(format!("no company {company}"))),
+            None if mine.len() == 1 => Ok(mine.first().copied()),
+            None => Ok(None),
+        }
+    }
+}
+
+fn forbidden(role: &str, action: Action) -> &'static str {
+    let _ = role;
+    match action {
+        Action::WatchCalls => "this token may not read calls",
+        Action::ReadOperations => {
+            "this token may not read the network's operations (plan, load, RTB log, outbox)"
+        }
+        Action::ReadMoney => "this token may not read revenue, payouts or exports",
+        Action::ReadAudit => "only admins and analysts read the audit log",
+        Action::Change => "this token may only read: changes need an admin token",
+        Action::ReportConversions => {
+            "only a buyer's token (or its company's admin) reports conversions and returns"
+        }
+        Action::ReadInstall => "install-wide numbers need an install-wide staff token",
+    }
+}
+
+impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).and_then(|role| match role {
-            Role::Admin => Ok(Admin),
-            Role::Supervisor => Err(ApiError::Forbidden(
-                "supervisor tokens are read-only: this needs the admin token",
-            )),
-        }))
+        ready(authenticate(req))
     }
 }
 
-impl FromRequest for Reader {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).map(|role| Reader {
-            admin: role == Role::Admin,
-        }))
-    }
-}
-
-fn authenticate(req: &HttpRequest) -> Result<Role, ApiError> {
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let (Some(tokens), Some(clock)) = (
         req.app_data::<web::Data<AccessTokens>>(),
         req.app_data::<web::Data<dyn Clock>>(),
@@ -167,7 +253,7 @@ fn authenticate(req: &HttpRequest) -> Result<Role, ApiError> {
             "send a token as `Authorization: Bearer <token>`",
         ))?;
     tokens
-        .role_of(presented.trim(), clock.now())
+        .caller_of(presented.trim(), clock.now())
         .ok_or(ApiError::Unauthorized("the token is not valid"))
 }
 
@@ -177,6 +263,10 @@ mod tests {
 
     use crate::domain::access::TokenName;
     use uuid::Uuid;
+
+    fn grant(tokens: &AccessTokens, presented: &str) -> Option<Grant> {
+        tokens.caller_of(presented, at()).map(|caller| caller.grant)
+    }
 
     fn at() -> Timestamp {
         "2026-11-24T12:00:00Z".parse().unwrap()
@@ -190,26 +280,28 @@ mod tests {
             SecretString::from("supervisor-token-0002"),
         ];
         let tokens = AccessTokens::new(Some(&admin), &supervisors);
-        assert_eq!(tokens.role_of("admin-token-0123456789", at()), Some(Role::Admin));
         assert_eq!(
-            tokens.role_of("supervisor-token-0002", at()),
-            Some(Role::Supervisor)
+            grant(&tokens, "admin-token-0123456789"),
+            Some(Grant::install_admin())
         );
-        assert_eq!(tokens.role_of("supervisor-token-000", at()), None);
-        assert_eq!(tokens.role_of("", at()), None);
+        let second = tokens.caller_of("supervisor-token-0002", at()).unwrap();
+        assert_eq!(second.grant(), &Grant::install_supervisor());
+        assert_eq!(second.name(), "SUPERVISOR_TOKENS[1]");
+        assert_eq!(grant(&tokens, "supervisor-token-000"), None);
+        assert_eq!(grant(&tokens, ""), None);
         let none = AccessTokens::new(None, &[]);
-        assert_eq!(none.role_of("", at()), None);
+        assert_eq!(grant(&none, ""), None);
         assert!(none.is_empty());
     }
 
     #[test]
     fn issued_tokens_open_the_api_until_they_expire_or_are_revoked() {
         let tokens = AccessTokens::new(None, &[]);
-        let issued = |secret: &str, role, expires_at, revoked_at| {
+        let issued = |secret: &str, grant, expires_at, revoked_at| {
             let token = IssuedToken {
                 id: Uuid::new_v4(),
                 name: TokenName::try_from(secret.to_owned()).unwrap(),
-                role,
+                grant,
                 created_at: at(),
                 expires_at,
                 revoked_at,
@@ -218,17 +310,28 @@ mod tests {
         };
         let later = at() + jiff::SignedDuration::from_secs(60);
         *tokens.issued.write().unwrap() = vec![
-            issued("issued-admin-token", Role::Admin, None, None),
-            issued("issued-grafana-token", Role::Supervisor, Some(later), None),
-            issued("issued-revoked-token", Role::Admin, None, Some(at())),
+            issued("issued-admin-token", Grant::install_admin(), None, None),
+            issued(
+                "issued-grafana-token",
+                Grant::install_supervisor(),
+                Some(later),
+                None,
+            ),
+            issued("issued-revoked-token", Grant::install_admin(), None, Some(at())),
         ];
         assert!(!tokens.is_empty());
-        assert_eq!(tokens.role_of("issued-admin-token", at()), Some(Role::Admin));
+        let admin = tokens.caller_of("issued-admin-token", at()).unwrap();
+        assert_eq!(admin.grant(), &Grant::install_admin());
+        assert_eq!(admin.name(), "token issued-admin-token");
+        assert!(admin.token_id().is_some());
         assert_eq!(
-            tokens.role_of("issued-grafana-token", at()),
-            Some(Role::Supervisor)
+            grant(&tokens, "issued-grafana-token"),
+            Some(Grant::install_supervisor())
         );
-        assert_eq!(tokens.role_of("issued-grafana-token", later), None);
-        assert_eq!(tokens.role_of("issued-revoked-token", at()), None);
+        assert_eq!(
+            tokens.caller_of("issued-grafana-token", later).map(|c| c.grant),
+            None
+        );
+        assert_eq!(grant(&tokens, "issued-revoked-token"), None);
     }
 }

@@ -24,13 +24,15 @@ use uuid::Uuid;
 use super::{
     ApiRoute,
     admin::page_limit,
-    auth::{Admin, Reader},
+    audit::{Auditor, Change},
+    auth::Caller,
     error::{ApiError, Body as ErrorBody},
     json,
     openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
 };
 use crate::{
     domain::{
+        access::{Action, Owner},
         block::{BlockEntry, BlockedCaller},
         plan::CompanyId,
         schema::extended,
@@ -111,19 +113,44 @@ impl ToSchema for NewEntry {
         (status = 503, response = Unavailable),
     ),
 )]
-async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    caller: Caller,
+    store: StoreData,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadOperations)?;
     let limit = page_limit(params.limit)?;
     let filter = ListFilter {
-        company_id: params.company_id,
+        company_id: caller.company_to_list(params.company_id)?,
         after: params.after,
         limit,
     };
-    let data = store.blocked_callers(&filter).await?;
-    let next_after = match data.last() {
-        Some(last) if data.len() == limit as usize => Some(last.id),
+    let page = store.blocked_callers(&filter).await?;
+    let next_after = match page.last() {
+        Some(last) if page.len() == limit as usize => Some(last.id),
         _ => None,
     };
+    let data = (page.into_iter())
+        .filter(|entry| caller.reaches(&Owner::company(Some(entry.company_id))))
+        .collect();
     Ok(HttpResponse::Ok().json(Page { data, next_after }))
+}
+
+/// The entry, if the caller may act on it (else 404, as for one that does not exist).
+async fn reachable(
+    caller: &Caller,
+    action: Action,
+    store: &StoreData,
+    id: &str,
+) -> Result<BlockEntry, ApiError> {
+    caller.require(action)?;
+    let id = entry_id(id)?;
+    let entry = store.blocked_caller(id).await?;
+    let owner = Owner::company(Some(entry.company_id));
+    caller.require_on(action, &owner, || {
+        ApiError::NotFound(format!("no blocked caller with id {id}"))
+    })?;
+    Ok(entry)
 }
 
 /// Block a caller
@@ -148,19 +175,27 @@ async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Re
     ),
 )]
 async fn create(
-    _: Admin,
+    auditor: Auditor,
     store: StoreData,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = auditor.caller();
+    caller.require(Action::Change)?;
     let mut fields = json::object(&body)?;
     let company = fields
         .remove("company_id")
         .ok_or_else(|| ApiError::invalid("company_id", "missing field `company_id`"))?;
     let company: CompanyId =
         serde_json::from_value(company).map_err(|e| ApiError::invalid("company_id", e.to_string()))?;
+    if !caller.reaches(&Owner::company(Some(company))) {
+        return Err(ApiError::invalid("company_id", "no such company"));
+    }
     let blocked: BlockedCaller = json::typed(Value::Object(fields))?;
     let entry = store.block_caller(company, &blocked).await?;
+    auditor
+        .record(Change::new(Some(company), "blocked_caller.create", entry.id).after(&entry))
+        .await;
     let location = format!("{}/{}", req.path().trim_end_matches('/'), entry.id);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, location))
@@ -187,8 +222,8 @@ fn entry_id(text: &str) -> Result<Uuid, ApiError> {
         (status = 503, response = Unavailable),
     ),
 )]
-async fn get(_: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(store.blocked_caller(entry_id(&id)?).await?))
+async fn get(caller: Caller, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(reachable(&caller, Action::ReadOperations, &store, &id).await?))
 }
 
 /// Stop blocking a caller
@@ -207,7 +242,10 @@ async fn get(_: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpR
         (status = 503, response = Unavailable),
     ),
 )]
-async fn delete(_: Admin, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    store.unblock_caller(entry_id(&id)?).await?;
+async fn delete(auditor: Auditor, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let entry = reachable(auditor.caller(), Action::Change, &store, &id).await?;
+    store.unblock_caller(entry.id).await?;
+    let change = Change::new(Some(entry.company_id), "blocked_caller.delete", entry.id);
+    auditor.record(change.before(&entry)).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,12 +11,13 @@
 use actix_web::{HttpResponse, http::Method, web};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiRoute,
     admin::{caller_param, page_limit},
-    auth::Reader,
+    auth::Caller,
     csv_export,
     error::ApiError,
     openapi::{Invalid, NotFound, Unauthorized, Unavailable},
@@ -24,12 +25,14 @@ use super::{
 use crate::{
     clock::Clock,
     domain::{
+        access::{Action, Lens},
         call::{Attempt, CallRecord, CallSid, CallState, DropReason, Outcome, Recording},
         plan::{BuyerId, CampaignId, PublisherId},
+        portal,
         supervision::CallSummary,
         timeline::TimelineEntry,
     },
-    store::{CallFilter, CallStore, SupervisionStore},
+    store::{CallFilter, CallStore, SupervisionStore, Within},
 };
 
 /// More live calls than this in one answer is not a page a person reads; the live list is
@@ -61,7 +64,8 @@ struct LiveCall {
 #[derive(Serialize, ToSchema)]
 struct LiveCalls {
     /// Oldest first.
-    data: Vec<LiveCall>,
+    #[schema(value_type = Vec<LiveCall>)]
+    data: Vec<Value>,
     #[schema(value_type = String, format = DateTime)]
     at: Timestamp,
     /// More than 5000 calls are live: the oldest are left out; narrow by campaign or buyer.
@@ -95,11 +99,12 @@ struct LiveParams {
     ),
 )]
 async fn live(
-    _: Reader,
+    caller: Caller,
     store: StoreData,
     clock: web::Data<dyn Clock>,
     params: web::Query<LiveParams>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::WatchCalls)?;
     if params.state == Some(CallState::Ended) {
         return Err(ApiError::invalid(
             "state",
@@ -107,6 +112,7 @@ async fn live(
         ));
     }
     let filter = CallFilter {
+        within: Within::of(caller.grant().scope()),
         live: true,
         campaign_id: params.campaign_id,
         buyer_id: params.buyer_id,
@@ -115,12 +121,13 @@ async fn live(
         ..CallFilter::default()
     };
     let now = clock.now();
-    let mut data: Vec<LiveCall> = (store.calls(&filter).await?)
+    let mut data: Vec<Value> = (store.calls(&filter).await?)
         .into_iter()
         .map(|call| LiveCall {
             in_state_ms: (now.as_millisecond() - call.state_changed_at.as_millisecond()).max(0),
             call,
         })
+        .map(|call| seen(&call, caller.lens()))
         .collect();
     data.reverse();
     // The oldest calls are the ones left out: narrow by campaign or buyer to see them.
@@ -164,22 +171,35 @@ struct SearchParams {
 
 #[derive(Serialize, ToSchema)]
 struct Page {
-    data: Vec<CallSummary>,
+    #[schema(value_type = Vec<CallSummary>)]
+    data: Vec<Value>,
     /// Pass as `before` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = CallSid)]
     next_before: Option<CallSid>,
 }
 
+/// A call's summary (with whatever goes with it) as the lens shows it: a partner's portal sees
+/// only what its allow-list names.
+fn seen(call: &impl Serialize, lens: Lens) -> Value {
+    portal::summary(serde_json::to_value(call).unwrap_or(Value::Null), lens)
+}
+
 impl SearchParams {
     /// The filter these parameters select, checked.
-    async fn filter(self, calls: &dyn CallStore, limit: u32) -> Result<CallFilter, ApiError> {
+    async fn filter(
+        self,
+        asking: &Caller,
+        calls: &dyn CallStore,
+        limit: u32,
+    ) -> Result<CallFilter, ApiError> {
         let caller = caller_param(self.caller.as_deref())?;
         let before = (self.before.as_deref())
             .map(CallSid::parse)
             .transpose()
             .map_err(|e| ApiError::invalid("before", e))?;
         let filter = CallFilter {
+            within: Within::of(asking.grant().scope()),
             live: false,
             campaign_id: self.campaign_id,
             buyer_id: self.buyer_id,
@@ -197,9 +217,11 @@ impl SearchParams {
         {
             return Err(ApiError::invalid("from", "must be before `to`"));
         }
-        // A page after a call that does not exist would read as the end of the list.
+        // A page after a call that does not exist (for this caller) would read as the end of
+        // the list.
         if let Some(before) = &filter.before
-            && calls.call(before).await?.is_none()
+            && !(calls.call(before).await?)
+                .is_some_and(|call| asking.reaches(&CallSummary::of(&call).owner()))
         {
             return Err(ApiError::invalid("before", format!("no call {before}")));
         }
@@ -222,19 +244,21 @@ impl SearchParams {
     ),
 )]
 async fn search(
-    _: Reader,
+    caller: Caller,
     store: StoreData,
     calls: CallData,
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::WatchCalls)?;
     let params = params.into_inner();
     let limit = page_limit(params.limit)?;
-    let filter = params.filter(calls.as_ref(), limit).await?;
-    let data = store.calls(&filter).await?;
-    let next_before = match data.last() {
-        Some(last) if data.len() == limit as usize => Some(last.call_sid.clone()),
+    let filter = params.filter(&caller, calls.as_ref(), limit).await?;
+    let page = store.calls(&filter).await?;
+    let next_before = match page.last() {
+        Some(last) if page.len() == limit as usize => Some(last.call_sid.clone()),
         _ => None,
     };
+    let data = page.iter().map(|call| seen(call, caller.lens())).collect();
     Ok(HttpResponse::Ok().json(Page { data, next_before }))
 }
 
@@ -339,11 +363,13 @@ impl From<CallSummary> for CallLine {
     ),
 )]
 async fn export(
-    _: Reader,
+    caller: Caller,
     store: StoreData,
     calls: CallData,
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse, ApiError> {
+    // Every column is the network's: exports are for its staff (partners read `/calls`).
+    caller.require(Action::WatchCalls)?.require(Action::ReadMoney)?;
     let params = params.into_inner();
     if params.limit.is_some() {
         return Err(ApiError::invalid(
@@ -351,7 +377,7 @@ async fn export(
             "an export has every call the filters select",
         ));
     }
-    let filter = params.filter(calls.as_ref(), csv_export::PAGE).await?;
+    let filter = params.filter(&caller, calls.as_ref(), csv_export::PAGE).await?;
     Ok(csv_export::streamed(
         "calls.csv",
         CALL_COLUMNS,
@@ -403,17 +429,21 @@ struct CallView<'a> {
         (status = 503, response = Unavailable),
     ),
 )]
-async fn call(_: Reader, store: CallData, sid: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn call(caller: Caller, store: CallData, sid: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::WatchCalls)?;
     let not_found = || ApiError::NotFound(format!("no call {sid}"));
     let sid = CallSid::parse(&sid).map_err(|_| not_found())?;
     let record: CallRecord = store.call(&sid).await?.ok_or_else(not_found)?;
+    let summary = CallSummary::of(&record);
+    caller.require_on(Action::WatchCalls, &summary.owner(), not_found)?;
     let view = CallView {
-        summary: CallSummary::of(&record),
+        summary,
         caller_known: record.caller.number().is_some(),
         campaigns_visited: &record.visited,
         dials: &record.attempts,
         recordings: &record.recordings,
         timeline: store.timeline(&sid).await?,
     };
-    Ok(HttpResponse::Ok().json(view))
+    let view = serde_json::to_value(&view).map_err(|_| ApiError::Internal)?;
+    Ok(HttpResponse::Ok().json(portal::call_detail(view, caller.grant())))
 }

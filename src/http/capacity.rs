@@ -14,7 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     ApiRoute,
     admin::parse_id,
-    auth::{Admin, Reader},
+    audit::{Auditor, Change},
+    auth::Caller,
     error::ApiError,
     openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
 };
@@ -25,6 +26,7 @@ use crate::{
         capacity::{Reset, View, Views},
     },
     domain::{
+        access::Action,
         capacity::CapPeriod,
         capacity::CapacityView,
         plan::{Buyer, BuyerId, CompanyId, Record},
@@ -84,19 +86,18 @@ struct Load {
     ),
 )]
 async fn load(
-    _: Reader,
+    caller: Caller,
     plan: web::Data<PlanCache>,
     capacity: Capacity,
     clock: web::Data<dyn Clock>,
     params: web::Query<LoadParams>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadOperations)?;
+    let company_id = caller.company_to_list(params.company_id)?;
     let plan = plan.current().await;
     let buyers: Vec<Record<Buyer>> = (plan.buyers())
-        .filter(|b| {
-            params
-                .company_id
-                .is_none_or(|company| b.company_id == Some(company))
-        })
+        .filter(|b| company_id.is_none_or(|company| b.company_id == Some(company)))
+        .filter(|b| caller.reaches(&b.owner()))
         .cloned()
         .collect();
     let views = capacity
@@ -136,14 +137,29 @@ async fn load(
     ),
 )]
 async fn show(
-    _: Reader,
+    caller: Caller,
     store: web::Data<dyn PlanStore>,
     capacity: Capacity,
     clock: web::Data<dyn Clock>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let buyer = PlanTable::<Buyer>::get(store.as_ref(), parse_id(&id)?).await?;
+    let buyer = reachable(&caller, Action::ReadOperations, &store, &id).await?;
     view(&capacity, buyer, clock.now()).await
+}
+
+/// The buyer, if the caller may act on it (else 404, as for one that does not exist).
+async fn reachable(
+    caller: &Caller,
+    action: Action,
+    store: &web::Data<dyn PlanStore>,
+    id: &str,
+) -> Result<Record<Buyer>, ApiError> {
+    caller.require(action)?;
+    let buyer = PlanTable::<Buyer>::get(store.as_ref(), parse_id(id)?).await?;
+    caller.require_on(action, &buyer.owner(), || {
+        ApiError::NotFound(format!("no buyer with id {id}"))
+    })?;
+    Ok(buyer)
 }
 
 /// The buyer's standing as the capacity index sees it at `at`.
@@ -174,13 +190,14 @@ async fn view(capacity: &Capacity, buyer: Record<Buyer>, at: Timestamp) -> Resul
     ),
 )]
 async fn reset(
-    _: Admin,
+    auditor: Auditor,
     store: web::Data<dyn PlanStore>,
     caps: web::Data<dyn CapacityStore>,
     capacity: Capacity,
     clock: web::Data<dyn Clock>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
+    auditor.caller().require(Action::Change)?;
     let (id, cap) = path.into_inner();
     let buyer: BuyerId = parse_id(&id)?;
     let period = CapPeriod::parse(&cap).ok_or_else(|| {
@@ -188,12 +205,16 @@ async fn reset(
             "no cap called `{cap}` can be reset; the caps counted over time are hourly, daily, monthly and lifetime"
         ))
     })?;
-    let record = PlanTable::<Buyer>::get(store.as_ref(), buyer).await?;
+    let record = reachable(auditor.caller(), Action::Change, &store, &id).await?;
     let at = clock.now();
     // Stored first: a reset the store did not take would be undone by the next restart.
     caps.reset_cap(buyer, period, at).await?;
     // Queued before the view, so the view shows the reset.
     capacity.tell(Reset { buyer, period, at });
     tracing::info!(buyer_id = %buyer, cap = %period, "cap reset by an operator");
+    let change = Change::new(record.company_id, "cap.reset", buyer);
+    auditor
+        .record(change.after(serde_json::json!({ "cap": period.to_string() })))
+        .await;
     view(&capacity, record, at).await
 }

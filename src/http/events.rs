@@ -12,12 +12,12 @@ use utoipa::IntoParams;
 
 use super::{
     ApiRoute,
-    auth::Reader,
+    auth::Caller,
     error::ApiError,
     openapi::{Invalid, Unauthorized},
 };
 use crate::{
-    domain::plan::CampaignId,
+    domain::{access::Action, plan::CampaignId},
     supervision::{EventHub, Subscribe},
 };
 
@@ -58,13 +58,15 @@ struct Params {
     ),
 )]
 async fn events(
-    _: Reader,
+    caller: Caller,
     hub: web::Data<Addr<EventHub>>,
     params: web::Query<Params>,
 ) -> Result<impl Responder, ApiError> {
+    caller.require(Action::WatchCalls)?;
     let receiver = hub
         .send(Subscribe {
             campaign_id: params.campaign_id,
+            grant: caller.grant().clone(),
         })
         .await
         .map_err(|_| ApiError::Internal)?;

@@ -1,6 +1,7 @@
 //! HTTP: requests in, messages to the core and the store, responses out. No rules live here.
 
 pub mod admin;
+pub(crate) mod audit;
 pub mod auth;
 mod blocked;
 mod calls;
@@ -64,6 +65,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(metrics::metrics))
     .route("/dashboard", web::get().to(dashboard::page))
+    .route("/dashboard.js", web::get().to(dashboard::script))
     .configure(voice::routes)
     // Publishers' pings: errors are JSON, as the API's are.
     .service(rtb::ping_resource().wrap(ErrorHandlers::new().default_handler(json_errors)))
@@ -116,6 +118,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         &openapi::routes(),
         &rtb::log_routes(),
         &tokens::routes(),
+        &audit::routes(),
         &blocked::routes(),
         &postbacks::routes(),
         &plan.0,

@@ -21,7 +21,8 @@ use utoipa::{
 };
 
 use super::{
-    ApiRoute, admin, blocked, calls, capacity, error, error::ApiError, events, postbacks, rtb, stats, tokens,
+    ApiRoute, admin, audit, blocked, calls, capacity, error, error::ApiError, events, postbacks, rtb, stats,
+    tokens,
 };
 use crate::domain::capacity::CapPeriod;
 
@@ -35,8 +36,10 @@ pub fn routes() -> [ApiRoute; 1] {
         title = "Switchboard API",
         version = "1",
         description = "The admin and status API of Switchboard, a call controller for pay-per-call \
-            networks. Admin tokens may do everything; supervisor tokens may only read. Send either \
-            as `Authorization: Bearer <token>`. Errors are JSON with a stable `error.code`.",
+            networks. A token has a role (admin, analyst, supervisor, publisher, buyer) and a scope \
+            (the install, companies, publishers or buyers): admins change what their scope reaches, \
+            analysts and supervisors read it, partners read their own calls. Send it as \
+            `Authorization: Bearer <token>`. Errors are JSON with a stable `error.code`.",
     ),
     servers((url = "/api/v1")),
     tags(
@@ -69,6 +72,7 @@ pub fn routes() -> [ApiRoute; 1] {
         document,
         rtb::log,
         rtb::export,
+        tokens::me,
         tokens::list,
         tokens::issue,
         tokens::rotate,
@@ -80,6 +84,7 @@ pub fn routes() -> [ApiRoute; 1] {
         postbacks::list,
         postbacks::get,
         postbacks::retry,
+        audit::list,
     ),
     components(
         // Referred to by responses and a path parameter only, so named here.
@@ -171,6 +176,18 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "supervisor",
             bearer("One of SUPERVISOR_TOKENS, or a token issued with role supervisor: read-only."),
+        );
+        components.add_security_scheme(
+            "analyst",
+            bearer("A token issued with role analyst: reads everything of its companies, the audit log too."),
+        );
+        components.add_security_scheme(
+            "publisher",
+            bearer("A publisher's token: its own calls and statistics, without revenue or buyers."),
+        );
+        components.add_security_scheme(
+            "buyer",
+            bearer("A buyer's token: the calls it took and its statistics, without publishers or payouts."),
         );
     }
 }

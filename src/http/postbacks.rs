@@ -14,15 +14,19 @@ use uuid::Uuid;
 use super::{
     ApiRoute,
     admin::page_limit,
-    auth::{Admin, Reader},
+    audit::{Auditor, Change},
+    auth::Caller,
     error::{ApiError, Body as ErrorBody},
     openapi::{Forbidden, Invalid, NotFound, Unauthorized, Unavailable},
 };
 use crate::{
     clock::Clock,
+    decide::PlanCache,
     domain::{
+        access::{Action, Owner},
         call::CallSid,
         postback::{PostbackRecord, PostbackStatus},
+        routing::RoutingPlan,
     },
     postbacks::Outbox,
     store::{PostbackFilter, PostbackStore},
@@ -78,7 +82,13 @@ struct Page {
         (status = 503, response = Unavailable),
     ),
 )]
-async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    caller: Caller,
+    store: StoreData,
+    plan: web::Data<PlanCache>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadOperations)?;
     let limit = page_limit(params.limit)?;
     let status = (params.status.as_deref())
         .map(|text| {
@@ -100,12 +110,51 @@ async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Re
         before: params.before,
         limit,
     };
-    let data = store.postbacks(&filter).await?;
-    let next_before = match data.last() {
-        Some(last) if data.len() == limit as usize => Some(last.id),
+    let page = store.postbacks(&filter).await?;
+    // The page goes on from the last postback read, whether or not this caller sees it.
+    let next_before = match page.last() {
+        Some(last) if page.len() == limit as usize => Some(last.id),
         _ => None,
     };
+    let plan = plan.current().await;
+    let data = (page.into_iter())
+        .filter(|postback| caller.reaches(&owner(&plan, postback)))
+        .collect();
     Ok(HttpResponse::Ok().json(Page { data, next_before }))
+}
+
+/// Whose a postback is: the company of the buyer or publisher it goes to (as the plan has them
+/// now; a removed one's postbacks are the install's).
+fn owner(plan: &RoutingPlan, postback: &PostbackRecord) -> Owner {
+    let mut parts = postback.endpoint.split(':');
+    let (kind, id) = (parts.next(), parts.next().and_then(|id| id.parse().ok()));
+    let company = match (kind, id) {
+        (Some("buyer"), Some(id)) => plan
+            .buyer(crate::domain::ids::Id::from_uuid(id))
+            .and_then(|b| b.company_id),
+        (Some("publisher"), Some(id)) => {
+            (plan.publisher_record(crate::domain::ids::Id::from_uuid(id))).and_then(|p| p.company_id)
+        }
+        _ => None,
+    };
+    Owner::company(company)
+}
+
+/// The postback, if the caller may act on it (else 404, as for one that does not exist).
+async fn reachable(
+    caller: &Caller,
+    action: Action,
+    store: &StoreData,
+    plan: &PlanCache,
+    id: &str,
+) -> Result<PostbackRecord, ApiError> {
+    caller.require(action)?;
+    let postback = store.postback(id_of(id)?).await?;
+    let owner = owner(&*plan.current().await, &postback);
+    caller.require_on(action, &owner, || {
+        ApiError::NotFound(format!("no postback with id {id}"))
+    })?;
+    Ok(postback)
 }
 
 fn id_of(text: &str) -> Result<Uuid, ApiError> {
@@ -128,8 +177,13 @@ fn id_of(text: &str) -> Result<Uuid, ApiError> {
         (status = 503, response = Unavailable),
     ),
 )]
-async fn get(_: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(store.postback(id_of(&id)?).await?))
+async fn get(
+    caller: Caller,
+    store: StoreData,
+    plan: web::Data<PlanCache>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(reachable(&caller, Action::ReadOperations, &store, &plan, &id).await?))
 }
 
 /// Send a postback again
@@ -154,13 +208,25 @@ async fn get(_: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpR
     ),
 )]
 async fn retry(
-    _: Admin,
+    auditor: Auditor,
     store: StoreData,
+    plan: web::Data<PlanCache>,
     clock: web::Data<dyn Clock>,
     outbox: web::Data<Outbox>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let queued = store.retry_postback(id_of(&id)?, clock.now()).await?;
+    let postback = reachable(auditor.caller(), Action::Change, &store, &plan, &id).await?;
+    let queued = store.retry_postback(postback.id, clock.now()).await?;
     outbox.queued();
+    let change = Change::new(
+        owner(&*plan.current().await, &postback).company,
+        "postback.retry",
+        postback.id,
+    );
+    auditor
+        .record(
+            change.before(serde_json::json!({ "status": postback.status, "attempts": postback.attempts })),
+        )
+        .await;
     Ok(HttpResponse::Ok().json(queued))
 }

@@ -14,14 +14,16 @@ use uuid::Uuid;
 use super::{
     ApiRoute,
     admin::{caller_param, page_limit},
-    auth::Reader,
+    auth::Caller,
     csv_export,
     error::ApiError,
     openapi::{Invalid, Unauthorized, Unavailable},
 };
 use crate::{
     clock::Clock,
+    decide::PlanCache,
     domain::{
+        access::{Action, Owner},
         phone::E164,
         plan::{CampaignId, PublisherId},
         rtb::{Held, LoggedPing, PingError, PingRequest, PingStatus},
@@ -206,25 +208,55 @@ impl LogParams {
     ),
 )]
 async fn log(
-    _: Reader,
+    caller: Caller,
     rtb: web::Data<Rtb>,
     store: web::Data<dyn RtbStore>,
+    plan: web::Data<PlanCache>,
     clock: web::Data<dyn Clock>,
     params: web::Query<LogParams>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::ReadOperations)?;
     let limit = page_limit(params.limit)?;
     let at = clock.now();
     let filter = params.filter(limit, at)?;
     rtb.flush().await;
-    let data: Vec<PingView> = (store.rtb_pings(&filter).await?)
-        .into_iter()
-        .map(|logged| PingView::new(logged, at))
-        .collect();
-    let next_before = match data.last() {
-        Some(last) if data.len() == limit as usize => Some(last.id),
+    let page = store.rtb_pings(&filter).await?;
+    // The page goes on from the last ping read, whether or not this caller sees it.
+    let next_before = match page.last() {
+        Some(last) if page.len() == limit as usize => Some(last.ping.id),
         _ => None,
     };
+    let reaches = Reaches::of(&caller, &plan).await;
+    let data: Vec<PingView> = (page.into_iter())
+        .filter(|logged| reaches.ping(logged))
+        .map(|logged| PingView::new(logged, at))
+        .collect();
     Ok(HttpResponse::Ok().json(Page { data, next_before }))
+}
+
+/// Which pings a caller's scope reaches: those of its companies' campaigns (as the plan has
+/// them now).
+struct Reaches {
+    caller: Caller,
+    plan: std::sync::Arc<crate::domain::routing::RoutingPlan>,
+}
+
+impl Reaches {
+    async fn of(caller: &Caller, plan: &PlanCache) -> Self {
+        Self {
+            caller: caller.clone(),
+            plan: plan.current().await,
+        }
+    }
+
+    fn ping(&self, logged: &LoggedPing) -> bool {
+        let company = (self.plan.campaign(logged.ping.campaign_id)).and_then(|campaign| campaign.company_id);
+        self.caller.reaches(&Owner {
+            company,
+            publisher: logged.ping.publisher_id,
+            buyer: None,
+        })
+    }
 }
 
 /// A ping as a line of `rtb.csv`.
@@ -302,12 +334,16 @@ impl From<PingView> for PingLine {
     ),
 )]
 async fn export(
-    _: Reader,
+    caller: Caller,
     rtb: web::Data<Rtb>,
     store: web::Data<dyn RtbStore>,
+    plan: web::Data<PlanCache>,
     clock: web::Data<dyn Clock>,
     params: web::Query<LogParams>,
 ) -> Result<HttpResponse, ApiError> {
+    caller
+        .require(Action::ReadOperations)?
+        .require(Action::ReadMoney)?;
     if params.limit.is_some() {
         return Err(ApiError::invalid(
             "limit",
@@ -318,11 +354,12 @@ async fn export(
     let filter = params.filter(csv_export::PAGE, at)?;
     rtb.flush().await;
     let store = store.into_inner();
+    let reaches = std::sync::Arc::new(Reaches::of(&caller, &plan).await);
     Ok(csv_export::streamed(
         "rtb.csv",
         PING_COLUMNS,
         move |before: Option<Uuid>| {
-            let (store, mut filter) = (store.clone(), filter.clone());
+            let (store, mut filter, reaches) = (store.clone(), filter.clone(), reaches.clone());
             async move {
                 filter.before = before.or(filter.before);
                 let page = store.rtb_pings(&filter).await?;
@@ -330,6 +367,7 @@ async fn export(
                     .then(|| page.last().map(|p| p.ping.id))
                     .flatten();
                 let lines = (page.into_iter())
+                    .filter(|ping| reaches.ping(ping))
                     .map(|ping| PingLine::from(PingView::new(ping, at)))
                     .collect::<Vec<_>>();
                 Ok((lines, next))

@@ -13,17 +13,19 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiRoute,
-    auth::Reader,
+    auth::Caller,
     error::ApiError,
     openapi::{Invalid, Unauthorized, Unavailable},
 };
 use crate::{
     clock::Clock,
+    decide::PlanCache,
     domain::{
+        access::{Action, Lens, Owner},
         series::{Bucket, CampaignSeries, Window},
         supervision::{BuyerStats, CampaignStats, PublisherStats},
     },
-    store::SupervisionStore,
+    store::{SupervisionStore, Within},
 };
 
 pub fn routes() -> [ApiRoute; 4] {
@@ -67,13 +69,61 @@ impl Range {
     }
 }
 
+/// A buyer's portal: what it pays, not what publishers are paid.
+const BUYER_STATS: &[&str] = &[
+    "buyer_id",
+    "dialed",
+    "live",
+    "connected",
+    "converted",
+    "average_time_to_answer_ms",
+    "revenue",
+];
+
+/// Rows as the caller may see them: those its scope reaches (owned as `owner` says), through
+/// its lens (`allowed`: the fields a partner's lens keeps).
+fn seen<T: Serialize>(
+    caller: &Caller,
+    rows: Vec<T>,
+    owner: impl Fn(&T) -> Owner,
+    allowed: Option<&[&str]>,
+) -> Vec<serde_json::Value> {
+    (rows.into_iter())
+        .filter(|row| caller.reaches(&owner(row)))
+        .filter_map(|row| serde_json::to_value(row).ok())
+        .map(|row| match (allowed, row) {
+            (Some(fields), serde_json::Value::Object(map)) => serde_json::Value::Object(
+                map.into_iter()
+                    .filter(|(key, _)| fields.contains(&key.as_str()))
+                    .collect(),
+            ),
+            (_, row) => row,
+        })
+        .collect()
+}
+
 #[derive(Serialize, ToSchema)]
 struct Stats<T> {
     #[schema(value_type = String, format = DateTime)]
     from: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     to: Timestamp,
-    data: Vec<T>,
+    #[schema(value_type = Vec<T>)]
+    data: Vec<serde_json::Value>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    rows: std::marker::PhantomData<T>,
+}
+
+impl<T> Stats<T> {
+    fn new(from: Timestamp, to: Timestamp, data: Vec<serde_json::Value>) -> Self {
+        Self {
+            from,
+            to,
+            data,
+            rows: std::marker::PhantomData,
+        }
+    }
 }
 
 /// Statistics per campaign
@@ -91,14 +141,26 @@ struct Stats<T> {
     ),
 )]
 async fn campaigns(
-    _: Reader,
+    caller: Caller,
     store: web::Data<dyn SupervisionStore>,
+    plan: web::Data<PlanCache>,
     clock: web::Data<dyn Clock>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
+    // Every publisher's and buyer's calls of a campaign together: the network's staff only.
+    caller
+        .require(Action::ReadOperations)?
+        .require(Action::ReadMoney)?;
     let (from, to) = range.resolve(clock.now(), DAY)?;
-    let data = store.campaign_stats(from, to).await?;
-    Ok(HttpResponse::Ok().json(Stats { from, to, data }))
+    let rows = store.campaign_stats(from, to).await?;
+    let plan = plan.current().await;
+    let owner =
+        |row: &CampaignStats| Owner::company(plan.campaign(row.campaign_id).and_then(|c| c.company_id));
+    Ok(HttpResponse::Ok().json(Stats::<CampaignStats>::new(
+        from,
+        to,
+        seen(&caller, rows, owner, None),
+    )))
 }
 
 /// Statistics per buyer
@@ -116,14 +178,35 @@ async fn campaigns(
     ),
 )]
 async fn buyers(
-    _: Reader,
+    caller: Caller,
     store: web::Data<dyn SupervisionStore>,
+    plan: web::Data<PlanCache>,
     clock: web::Data<dyn Clock>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
+    let allowed = match caller.lens() {
+        Lens::Staff { .. } => None,
+        Lens::Buyer => Some(BUYER_STATS),
+        Lens::Publisher => {
+            return Err(ApiError::Forbidden(
+                "a publisher's token reads its own statistics: /stats/publishers",
+            ));
+        }
+    };
+    caller.require(Action::WatchCalls)?;
     let (from, to) = range.resolve(clock.now(), DAY)?;
-    let data = store.buyer_stats(from, to).await?;
-    Ok(HttpResponse::Ok().json(Stats { from, to, data }))
+    let rows = store.buyer_stats(from, to).await?;
+    let plan = plan.current().await;
+    let owner = |row: &BuyerStats| Owner {
+        company: plan.buyer(row.buyer_id).and_then(|b| b.company_id),
+        publisher: None,
+        buyer: Some(row.buyer_id),
+    };
+    Ok(HttpResponse::Ok().json(Stats::<BuyerStats>::new(
+        from,
+        to,
+        seen(&caller, rows, owner, allowed),
+    )))
 }
 
 /// Statistics per publisher
@@ -141,14 +224,31 @@ async fn buyers(
     ),
 )]
 async fn publishers(
-    _: Reader,
+    caller: Caller,
     store: web::Data<dyn SupervisionStore>,
+    plan: web::Data<PlanCache>,
     clock: web::Data<dyn Clock>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
+    if caller.lens() == Lens::Buyer {
+        return Err(ApiError::Forbidden(
+            "a buyer's token reads its own statistics: /stats/buyers",
+        ));
+    }
+    caller.require(Action::WatchCalls)?;
     let (from, to) = range.resolve(clock.now(), DAY)?;
-    let data = store.publisher_stats(from, to).await?;
-    Ok(HttpResponse::Ok().json(Stats { from, to, data }))
+    let rows = store.publisher_stats(from, to).await?;
+    let plan = plan.current().await;
+    let owner = |row: &PublisherStats| Owner {
+        company: plan.publisher_record(row.publisher_id).and_then(|p| p.company_id),
+        publisher: Some(row.publisher_id),
+        buyer: None,
+    };
+    Ok(HttpResponse::Ok().json(Stats::<PublisherStats>::new(
+        from,
+        to,
+        seen(&caller, rows, owner, None),
+    )))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -196,15 +296,17 @@ struct Timeline {
     ),
 )]
 async fn timeline(
-    _: Reader,
+    caller: Caller,
     store: web::Data<dyn SupervisionStore>,
     clock: web::Data<dyn Clock>,
     params: web::Query<TimelineParams>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Action::WatchCalls)?;
     let TimelineParams { bucket, from, to } = params.into_inner();
     let (from, to) = Range { from, to }.resolve(clock.now(), bucket.default_span())?;
     let window = Window::new(bucket, from, to).map_err(|e| ApiError::invalid("from", e.to_string()))?;
-    let data = window.series(store.campaign_series(&window).await?);
+    let within = Within::of(caller.grant().scope());
+    let data = window.series(store.campaign_series(&window, &within).await?);
     Ok(HttpResponse::Ok().json(Timeline {
         bucket,
         from: window.from(),

@@ -13,7 +13,8 @@ pub use sql::{Backend, SqlStore};
 
 use crate::{
     domain::{
-        access::{IssuedToken, KeyDigest},
+        access::{IssuedToken, KeyDigest, Scope},
+        audit::AuditEntry,
         block::{BlockEntry, BlockedCaller},
         call::{CallRecord, CallSid, CallState, Conversion, Outcome},
         capacity::{Block, CapPeriod, Leg, LoadChange, LoadHistory},
@@ -230,7 +231,11 @@ pub trait SupervisionStore: Send + Sync {
     async fn buyer_stats(&self, from: Timestamp, to: Timestamp) -> Result<Vec<BuyerStats>, StoreError>;
     /// Per campaign of the number dialed and bucket of the window, the calls that started in
     /// it; only buckets with calls are listed.
-    async fn campaign_series(&self, window: &Window) -> Result<Vec<BucketCounts>, StoreError>;
+    async fn campaign_series(
+        &self,
+        window: &Window,
+        within: &Within,
+    ) -> Result<Vec<BucketCounts>, StoreError>;
     /// Per publisher, over the calls it sent that started in `[from, to)`.
     async fn publisher_stats(
         &self,
@@ -242,6 +247,8 @@ pub trait SupervisionStore: Send + Sync {
 /// Which calls to read; every field narrows the result.
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
+    /// Only calls a token's scope reaches.
+    pub within: Within,
     /// Only calls not ended.
     pub live: bool,
     /// Calls that arrived in this campaign or are routed in it now.
@@ -260,6 +267,35 @@ pub struct CallFilter {
     /// Only calls older than this one (the last call of the previous page).
     pub before: Option<CallSid>,
     pub limit: u32,
+}
+
+/// What a token's scope reaches, as a store filter: each list given narrows the result to rows
+/// whose company, publisher or buyer is on it; none given, the whole install.
+#[derive(Debug, Clone, Default)]
+pub struct Within {
+    pub companies: Option<Vec<CompanyId>>,
+    pub publishers: Option<Vec<PublisherId>>,
+    pub buyers: Option<Vec<BuyerId>>,
+}
+
+impl Within {
+    pub fn of(scope: &Scope) -> Self {
+        match scope {
+            Scope::Install => Self::default(),
+            Scope::Companies(ids) => Self {
+                companies: Some(ids.iter().copied().collect()),
+                ..Self::default()
+            },
+            Scope::Publishers(ids) => Self {
+                publishers: Some(ids.iter().copied().collect()),
+                ..Self::default()
+            },
+            Scope::Buyers(ids) => Self {
+                buyers: Some(ids.iter().copied().collect()),
+                ..Self::default()
+            },
+        }
+    }
 }
 
 /// Which pings to read; every field narrows the result.
@@ -443,6 +479,30 @@ pub trait TokenStore: Send + Sync {
     async fn revoke_token(&self, id: Uuid, at: Timestamp) -> Result<IssuedToken, StoreError>;
 }
 
+/// The audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Newest first, narrowed by `filter`.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Which audit entries to read; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only entries of these companies (a token's scope); `None`: any, the install's included.
+    pub within: Option<Vec<CompanyId>>,
+    pub company_id: Option<CompanyId>,
+    /// An action (`buyer.update`) or a kind of them (`buyer`).
+    pub action: Option<String>,
+    pub target_id: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// Only entries older than this one (the last of the previous page).
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
 /// Everything Switchboard keeps (what the database implements; each part of Switchboard is
 /// handed the narrow interface it uses, through [`Stores`]).
 pub trait Store:
@@ -456,6 +516,7 @@ pub trait Store:
     + BlockListStore
     + PostbackStore
     + ClusterStore
+    + AuditStore
 {
 }
 
@@ -470,6 +531,7 @@ impl<T> Store for T where
         + BlockListStore
         + PostbackStore
         + ClusterStore
+        + AuditStore
         + ?Sized
 {
 }
@@ -488,6 +550,7 @@ pub struct Stores {
     pub tokens: Arc<dyn TokenStore>,
     pub blocked: Arc<dyn BlockListStore>,
     pub postbacks: Arc<dyn PostbackStore>,
+    pub audit: Arc<dyn AuditStore>,
 }
 
 impl Stores {
@@ -503,7 +566,8 @@ impl Stores {
             supervision: store.clone(),
             tokens: store.clone(),
             blocked: store.clone(),
-            postbacks: store,
+            postbacks: store.clone(),
+            audit: store,
         }
     }
 }

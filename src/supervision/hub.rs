@@ -11,7 +11,13 @@ use tokio::sync::mpsc;
 use super::Metrics;
 use crate::{
     clock::Clock,
-    domain::{call::CallSid, plan::CampaignId, supervision::CallSummary},
+    domain::{
+        access::{Grant, Lens},
+        call::CallSid,
+        plan::CampaignId,
+        portal,
+        supervision::CallSummary,
+    },
 };
 
 /// Events a stream may fall behind by before it is cut off; the client reconnects and starts
@@ -40,28 +46,56 @@ pub struct EventHub {
 struct Stream {
     sender: mpsc::Sender<sse::Event>,
     campaign_id: Option<CampaignId>,
+    /// Whose calls it hears of, and how much of them.
+    grant: Grant,
 }
 
 impl Stream {
     fn wants(&self, call: &CallSummary) -> bool {
-        self.campaign_id
-            .is_none_or(|id| call.entry_campaign_id == Some(id) || call.campaign_id == Some(id))
+        self.grant.reaches(&call.owner())
+            && self
+                .campaign_id
+                .is_none_or(|id| call.entry_campaign_id == Some(id) || call.campaign_id == Some(id))
     }
 
-    /// Sends `event`, the change of `call`, if the stream wants it; whether the stream can still
-    /// take events.
-    fn send(&self, call: &CallSummary, event: &sse::Event) -> bool {
+    /// Sends the change of `call` (as encoded for this stream's lens by `events`) if the stream
+    /// wants it; whether the stream can still take events.
+    fn send(&self, call: &CallSummary, events: &mut Encoded) -> bool {
         if !self.wants(call) {
             return !self.sender.is_closed();
         }
-        self.sender.try_send(event.clone()).is_ok()
+        match events.for_lens(call, self.grant.lens()) {
+            Some(event) => self.sender.try_send(event.clone()).is_ok(),
+            None => true,
+        }
     }
 }
 
-/// A call's change as a server-sent event: `event: call`, the summary as data, and an id that
-/// orders changes of one call.
-fn event(call: &CallSummary) -> Option<sse::Event> {
-    match sse::Data::new_json(call) {
+/// A change encoded at most once per lens, however many streams hear of it (and not at all
+/// if none does).
+#[derive(Default)]
+struct Encoded {
+    staff: Option<Option<sse::Event>>,
+    publisher: Option<Option<sse::Event>>,
+    buyer: Option<Option<sse::Event>>,
+}
+
+impl Encoded {
+    fn for_lens(&mut self, call: &CallSummary, lens: Lens) -> Option<&sse::Event> {
+        let slot = match lens {
+            Lens::Staff { .. } => &mut self.staff,
+            Lens::Publisher => &mut self.publisher,
+            Lens::Buyer => &mut self.buyer,
+        };
+        slot.get_or_insert_with(|| event(call, lens)).as_ref()
+    }
+}
+
+/// A call's change as a server-sent event: `event: call`, the summary (as the lens shows it)
+/// as data, and an id that orders changes of one call.
+fn event(call: &CallSummary, lens: Lens) -> Option<sse::Event> {
+    let seen = serde_json::to_value(call).map(|value| portal::summary(value, lens));
+    match seen.and_then(sse::Data::new_json) {
         Ok(data) => Some(
             data.event("call")
                 .id(format!("{}:{}", call.call_sid, call.version))
@@ -128,12 +162,8 @@ impl Handler<Changed> for EventHub {
         if known.is_some_and(|version| version > call.version) {
             return;
         }
-        // Encoded once, however many streams hear of it (and not at all if none does).
-        if !self.streams.is_empty()
-            && let Some(event) = event(&call)
-        {
-            self.streams.retain(|stream| stream.send(&call, &event));
-        }
+        let mut events = Encoded::default();
+        self.streams.retain(|stream| stream.send(&call, &mut events));
         if call.is_live() {
             self.live.insert(call.call_sid.clone(), call);
         } else {
@@ -164,6 +194,8 @@ impl Handler<CloseStreams> for EventHub {
 pub struct Subscribe {
     /// Only calls that arrived in or are routed in this campaign.
     pub campaign_id: Option<CampaignId>,
+    /// Only calls it reaches, as its lens shows them.
+    pub grant: Grant,
 }
 
 impl Handler<Subscribe> for EventHub {
@@ -174,11 +206,11 @@ impl Handler<Subscribe> for EventHub {
         let stream = Stream {
             sender,
             campaign_id: msg.campaign_id,
+            grant: msg.grant,
         };
         let mut snapshot: Vec<&CallSummary> = self.live.values().collect();
         snapshot.sort_by_key(|call| call.started_at);
-        let open =
-            (snapshot.into_iter()).all(|call| event(call).is_none_or(|event| stream.send(call, &event)));
+        let open = (snapshot.into_iter()).all(|call| stream.send(call, &mut Encoded::default()));
         if open {
             self.streams.push(stream);
         }
@@ -222,6 +254,7 @@ mod tests {
         let mut stream = hub
             .send(Subscribe {
                 campaign_id: Some(main),
+                grant: Grant::install_supervisor(),
             })
             .await
             .unwrap();
@@ -249,7 +282,13 @@ mod tests {
     async fn a_stream_that_does_not_read_is_cut_off_rather_than_buffered_without_end() {
         let hub = EventHub::new(Arc::new(Metrics::new()), Arc::new(crate::clock::SystemClock)).start();
         let campaign = CampaignId::generate();
-        let mut stream = hub.send(Subscribe { campaign_id: None }).await.unwrap();
+        let mut stream = hub
+            .send(Subscribe {
+                campaign_id: None,
+                grant: Grant::install_supervisor(),
+            })
+            .await
+            .unwrap();
         for n in 0..=STREAM_BACKLOG as u32 {
             hub.send(Changed(call(n, campaign))).await.unwrap();
         }
@@ -274,7 +313,13 @@ mod tests {
         let mut late = call(1, campaign);
         late.version = 3;
         hub.send(Changed(late)).await.unwrap();
-        let mut stream = hub.send(Subscribe { campaign_id: None }).await.unwrap();
+        let mut stream = hub
+            .send(Subscribe {
+                campaign_id: None,
+                grant: Grant::install_supervisor(),
+            })
+            .await
+            .unwrap();
         assert!(stream.try_recv().is_err(), "no live call in the snapshot");
     }
 }

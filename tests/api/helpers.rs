@@ -723,7 +723,7 @@ mod flaky {
         },
         store::{
             CallChange, CallFilter, CallStore, PayoutClaim, PayoutStore, PingFilter, RtbStore, Saved,
-            StoreError, SupervisionStore,
+            StoreError, SupervisionStore, Within,
         },
     };
 
@@ -819,9 +819,13 @@ mod flaky {
             self.check()?;
             self.inner.buyer_stats(from, to).await
         }
-        async fn campaign_series(&self, window: &Window) -> Result<Vec<BucketCounts>, StoreError> {
+        async fn campaign_series(
+            &self,
+            window: &Window,
+            within: &Within,
+        ) -> Result<Vec<BucketCounts>, StoreError> {
             self.check()?;
-            self.inner.campaign_series(window).await
+            self.inner.campaign_series(window, within).await
         }
         async fn publisher_stats(
             &self,

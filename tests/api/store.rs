@@ -284,22 +284,22 @@ on_both_engines! {
     }
 
     async fn api_tokens_are_kept_as_digests_rotated_in_one_step_and_revoked(s: TestStore) {
-        use switchboard::domain::access::{IssuedToken, Role, TokenName, TokenSecret};
+        use switchboard::domain::access::{Grant, IssuedToken, Role, Scope, TokenName, TokenSecret};
         let at: Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
-        let token = |name: &str, role, created_at, expires_at| IssuedToken {
+        let token = |name: &str, grant: Grant, created_at, expires_at| IssuedToken {
             id: Uuid::now_v7(),
             name: TokenName::try_from(name.to_owned()).unwrap(),
-            role,
+            grant,
             created_at,
             expires_at,
             revoked_at: None,
         };
         let later = at + SignedDuration::from_hours(24);
-        let (grafana, secret) = (token("grafana", Role::Supervisor, at, Some(later)), TokenSecret::generate());
+        let (grafana, secret) = (token("grafana", Grant::install_supervisor(), at, Some(later)), TokenSecret::generate());
         s.store.issue_token(&grafana, &secret.digest(), None).await.unwrap();
         assert_eq!(s.store.api_tokens().await.unwrap(), [(grafana.clone(), secret.digest())]);
         let err = (s.store)
-            .issue_token(&token("again", Role::Admin, at, None), &secret.digest(), None)
+            .issue_token(&token("again", Grant::install_admin(), at, None), &secret.digest(), None)
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
@@ -307,12 +307,12 @@ on_both_engines! {
         // Rotation: the new token exists and the old one expires at the end of its grace, in
         // one transaction; a grace past the old token's own expiry leaves that expiry alone.
         let minute = at + SignedDuration::from_mins(1);
-        let (next, next_secret) = (token("grafana", Role::Supervisor, minute, Some(later)), TokenSecret::generate());
+        let (next, next_secret) = (token("grafana", Grant::install_supervisor(), minute, Some(later)), TokenSecret::generate());
         s.store.issue_token(&next, &next_secret.digest(), Some((grafana.id, minute))).await.unwrap();
         let stored = s.store.api_tokens().await.unwrap();
         assert_eq!(stored[0], (next.clone(), next_secret.digest()), "newest first");
         assert_eq!(stored[1].0.expires_at, Some(minute));
-        let third = token("grafana", Role::Supervisor, minute, None);
+        let third = token("grafana", Grant::install_supervisor(), minute, None);
         let far = later + SignedDuration::from_hours(24);
         s.store.issue_token(&third, &TokenSecret::generate().digest(), Some((next.id, far))).await.unwrap();
         assert_eq!(s.store.api_tokens().await.unwrap()[1].0.expires_at, Some(later));
@@ -322,13 +322,21 @@ on_both_engines! {
         let again = s.store.revoke_token(grafana.id, later).await.unwrap();
         assert_eq!(again.revoked_at, Some(minute), "a second revocation changes nothing");
         // A revoked token cannot be rotated, and nothing is issued in the attempt.
-        let orphan = token("orphan", Role::Admin, later, None);
+        let orphan = token("orphan", Grant::install_admin(), later, None);
         let err = (s.store)
             .issue_token(&orphan, &TokenSecret::generate().digest(), Some((grafana.id, later)))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound { kind: "token", .. }), "{err}");
-        assert_eq!(s.store.api_tokens().await.unwrap().len(), 3);
+        // A scope is kept as issued: a publisher's token reads back as that publisher's.
+        let publisher = switchboard::domain::ids::Id::generate();
+        let portal = Grant::new(Role::Publisher, Scope::Publishers([publisher].into())).unwrap();
+        let (portal, portal_secret) = (token("portal", portal, far, None), TokenSecret::generate());
+        s.store.issue_token(&portal, &portal_secret.digest(), None).await.unwrap();
+        let stored = s.store.api_tokens().await.unwrap();
+        assert_eq!(stored[0], (portal.clone(), portal_secret.digest()));
+        assert_eq!(stored[0].0.grant.scope(), &Scope::Publishers([publisher].into()));
+        assert_eq!(s.store.api_tokens().await.unwrap().len(), 4);
         let err = s.store.revoke_token(Uuid::now_v7(), at).await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound { kind: "token", .. }), "{err}");
     }

@@ -4,6 +4,7 @@
 //! flags as 0/1 integers, ids as text. Each engine has its own migrations because their DDL
 //! differs.
 
+mod audit;
 mod blocked;
 mod buyers;
 mod call_writer;
@@ -298,6 +299,48 @@ pub(super) trait SqlEntity: PlanEntity {
 }
 
 /// Millisecond precision, as stored, so a record returned by a write equals the one read later.
+/// A query written once with `IN_LIST(column, $n)` where a column is tested against a JSON array
+/// of text bound at `$n`, spelt as each engine spells it: `(sqlite_query, postgres_query)`.
+macro_rules! in_json_list {
+    (@sqlite [$($done:expr),*] IN_LIST($column:literal, $param:literal) $($rest:tt)*) => {
+        in_json_list!(@sqlite [$($done,)* $column, " IN (SELECT value FROM json_each(", $param, "))"] $($rest)*)
+    };
+    (@postgres [$($done:expr),*] IN_LIST($column:literal, $param:literal) $($rest:tt)*) => {
+        in_json_list!(@postgres [$($done,)* $column, " IN (SELECT json_array_elements_text(CAST(", $param, " AS json)))"] $($rest)*)
+    };
+    (@$engine:ident [$($done:expr),*] $text:literal $($rest:tt)*) => {
+        in_json_list!(@$engine [$($done,)* $text] $($rest)*)
+    };
+    (@$engine:ident [$($done:expr),*]) => {
+        concat!($($done),*)
+    };
+    ($($part:tt)*) => {
+        (
+            in_json_list!(@sqlite [] $($part)*),
+            in_json_list!(@postgres [] $($part)*),
+        )
+    };
+}
+pub(crate) use in_json_list;
+
+impl Backend {
+    /// The engine's spelling of a query written with [`in_json_list!`].
+    fn pick(self, (sqlite, postgres): (&'static str, &'static str)) -> &'static str {
+        match self {
+            Self::Sqlite => sqlite,
+            Self::Postgres => postgres,
+        }
+    }
+}
+
+/// A list of ids bound as one JSON array (see [`in_json_list!`]); `None` binds NULL, which the
+/// queries read as "any".
+fn json_list<T: std::fmt::Display>(ids: Option<impl IntoIterator<Item = T>>) -> Option<String> {
+    ids.map(|ids| {
+        serde_json::Value::from(ids.into_iter().map(|id| id.to_string()).collect::<Vec<_>>()).to_string()
+    })
+}
+
 fn now() -> Timestamp {
     crate::clock::to_millisecond(Timestamp::now())
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::{Backend, SqlStore, enum_text, finish, parse_id, parse_stored, timestamp};
+use super::{
+    Backend, SqlStore, enum_text, finish, in_json_list, json_list, parse_id, parse_stored, timestamp,
+};
 use crate::{
     domain::{
         call::CallSid,
@@ -14,7 +16,7 @@ use crate::{
         series::{BucketCounts, Counts, Window},
         supervision::{BuyerStats, CallSummary, CampaignStats, PublisherStats, mean_ms},
     },
-    store::{CallFilter, StoreError, SupervisionStore},
+    store::{CallFilter, StoreError, SupervisionStore, Within},
 };
 
 #[derive(sqlx::FromRow)]
@@ -114,7 +116,7 @@ fn duplicate_buyers_query(backend: Backend) -> &'static str {
 #[async_trait]
 impl SupervisionStore for SqlStore {
     async fn calls(&self, filter: &CallFilter) -> Result<Vec<CallSummary>, StoreError> {
-        let rows: Vec<SummaryRow> = sqlx::query_as(
+        const QUERY: (&str, &str) = in_json_list!(
             "SELECT c.call_sid, c.caller, c.called, c.company_id, c.entry_campaign_id, c.campaign_id,
                     c.buyer_id, c.state, c.outcome, c.drop_reason, c.attempts, c.converted, c.duplicate,
                     c.used_fallback, c.redirects, c.duplicates_avoided, c.started_at_ms,
@@ -133,21 +135,28 @@ impl SupervisionStore for SqlStore {
                         AND (c.started_at_ms < k.started_at_ms
                              OR (c.started_at_ms = k.started_at_ms AND c.call_sid < k.call_sid))))
                AND ($11 IS NULL OR c.publisher_id = $11)
-             ORDER BY c.started_at_ms DESC, c.call_sid DESC LIMIT $10",
-        )
-        .bind(i64::from(filter.live))
-        .bind(filter.campaign_id.map(|id| id.to_string()))
-        .bind(filter.buyer_id.map(|id| id.to_string()))
-        .bind(filter.state.as_ref().map(enum_text).transpose()?)
-        .bind(filter.outcome.as_ref().map(enum_text).transpose()?)
-        .bind(filter.caller.as_ref().map(|n| n.as_str().to_owned()))
-        .bind(filter.from.map(Timestamp::as_millisecond))
-        .bind(filter.to.map(Timestamp::as_millisecond))
-        .bind(filter.before.as_ref().map(|sid| sid.as_str().to_owned()))
-        .bind(i64::from(filter.limit))
-        .bind(filter.publisher_id.map(|id| id.to_string()))
-        .fetch_all(&self.pool)
-        .await?;
+               AND ($12 IS NULL OR " IN_LIST("c.company_id", "$12") ")
+               AND ($13 IS NULL OR " IN_LIST("c.publisher_id", "$13") ")
+               AND ($14 IS NULL OR " IN_LIST("c.buyer_id", "$14") ")
+             ORDER BY c.started_at_ms DESC, c.call_sid DESC LIMIT $10"
+        );
+        let rows: Vec<SummaryRow> = sqlx::query_as(self.backend.pick(QUERY))
+            .bind(i64::from(filter.live))
+            .bind(filter.campaign_id.map(|id| id.to_string()))
+            .bind(filter.buyer_id.map(|id| id.to_string()))
+            .bind(filter.state.as_ref().map(enum_text).transpose()?)
+            .bind(filter.outcome.as_ref().map(enum_text).transpose()?)
+            .bind(filter.caller.as_ref().map(|n| n.as_str().to_owned()))
+            .bind(filter.from.map(Timestamp::as_millisecond))
+            .bind(filter.to.map(Timestamp::as_millisecond))
+            .bind(filter.before.as_ref().map(|sid| sid.as_str().to_owned()))
+            .bind(i64::from(filter.limit))
+            .bind(filter.publisher_id.map(|id| id.to_string()))
+            .bind(json_list(filter.within.companies.as_ref()))
+            .bind(json_list(filter.within.publishers.as_ref()))
+            .bind(json_list(filter.within.buyers.as_ref()))
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(CallSummary::try_from).collect()
     }
 
@@ -257,11 +266,15 @@ impl SupervisionStore for SqlStore {
         finish(tx, result).await
     }
 
-    async fn campaign_series(&self, window: &Window) -> Result<Vec<BucketCounts>, StoreError> {
+    async fn campaign_series(
+        &self,
+        window: &Window,
+        within: &Within,
+    ) -> Result<Vec<BucketCounts>, StoreError> {
         // Integer division floors for the non-negative epoch milliseconds calls start at, on
         // both engines, so a bucket's start is computed where the rows are.
         type Row = (String, i64, i64, i64, i64, i64, i64);
-        let rows: Vec<Row> = sqlx::query_as(
+        const QUERY: (&str, &str) = in_json_list!(
             "SELECT entry_campaign_id, (started_at_ms / $3) * $3, COUNT(*),
                 CAST(SUM(CASE WHEN EXISTS (SELECT 1 FROM call_attempts a
                                           WHERE a.call_sid = calls.call_sid AND a.answered_at_ms IS NOT NULL)
@@ -271,13 +284,20 @@ impl SupervisionStore for SqlStore {
                 CAST(SUM(CASE WHEN outcome = 'dropped' THEN 1 ELSE 0 END) AS BIGINT)
              FROM calls
              WHERE entry_campaign_id IS NOT NULL AND started_at_ms >= $1 AND started_at_ms < $2
-             GROUP BY 1, 2",
-        )
-        .bind(window.from().as_millisecond())
-        .bind(window.to().as_millisecond())
-        .bind(window.bucket().millis())
-        .fetch_all(&self.pool)
-        .await?;
+               AND ($4 IS NULL OR " IN_LIST("company_id", "$4") ")
+               AND ($5 IS NULL OR " IN_LIST("publisher_id", "$5") ")
+               AND ($6 IS NULL OR " IN_LIST("buyer_id", "$6") ")
+             GROUP BY 1, 2"
+        );
+        let rows: Vec<Row> = sqlx::query_as(self.backend.pick(QUERY))
+            .bind(window.from().as_millisecond())
+            .bind(window.to().as_millisecond())
+            .bind(window.bucket().millis())
+            .bind(json_list(within.companies.as_ref()))
+            .bind(json_list(within.publishers.as_ref()))
+            .bind(json_list(within.buyers.as_ref()))
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|(id, start, calls, connected, converted, duplicates, dropped)| {
                 Ok(BucketCounts {
