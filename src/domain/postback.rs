@@ -446,9 +446,9 @@ enum Side<'a> {
 /// The postbacks `events` make: for each, one per endpoint of the buyer concerned (the attempt's
 /// buyer; for the end, the buyer the call connected to) and one per endpoint of the call's
 /// publisher, each subscribed to the event.
-pub fn postbacks_for<'c>(
+pub fn postbacks_for(
     plan: &RoutingPlan,
-    call: &'c CallRecord,
+    call: &CallRecord,
     events: &[CallEvent],
     now: Timestamp,
     ids: IdSeed,
@@ -458,9 +458,9 @@ pub fn postbacks_for<'c>(
 
 /// The postbacks of a buyer's report or return: as [`postbacks_for`], the buyer told
 /// `revenue` for its converted dial (what it reported, else its configured revenue).
-pub fn postbacks_for_report<'c>(
+pub fn postbacks_for_report(
     plan: &RoutingPlan,
-    call: &'c CallRecord,
+    call: &CallRecord,
     event: CallEvent,
     revenue: Option<Money>,
     now: Timestamp,
