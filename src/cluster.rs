@@ -21,7 +21,7 @@ use crate::{
     decide::{
         Capacity, Dedupe, Learned, PlanCache, Reservations,
         capacity::{Apply, Hold},
-        dedupe::{Learn, LearnMarks},
+        dedupe::{Learn, LearnMarks, Unlearn},
     },
     domain::cluster::{Bulletin, News, NodeId},
     store::{CallStore, ClusterStore, NewsChannel, RtbStore, StoreError},
@@ -217,6 +217,7 @@ impl Heard {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::News(News::Touched(_)) => "touched",
+            Self::News(News::Unconverted(_)) => "unconverted",
             Self::News(News::Load(_)) => "load",
             Self::News(News::Held { .. }) => "held",
             Self::News(News::Reserved(_)) => "reserved",
@@ -253,6 +254,7 @@ async fn follow(mut heard: mpsc::Receiver<Heard>, rereads: Rereads, indexes: Ind
         let kind = heard.kind();
         match heard {
             Heard::News(News::Touched(touched)) => indexes.dedupe.tell(Learn(touched)),
+            Heard::News(News::Unconverted(taken_back)) => indexes.dedupe.tell(Unlearn(taken_back)),
             Heard::News(News::Load(changes)) => indexes.capacity.tell(Apply(changes)),
             Heard::News(News::Held { buyer, leg, at }) => indexes.capacity.tell(Hold {
                 buyer,

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod conversions;
 pub mod decide;
 pub mod domain;
 pub mod fresh;

@@ -12,6 +12,7 @@ use crate::{
     clock::{Clock, SystemClock},
     cluster,
     config::{ConfigError, PublicUrl, Settings},
+    conversions::Conversions,
     decide::{Capacity, CapacityActor, Decider, Dedupe, DedupeActor, PlanCache, PlanTimings, slots},
     domain::twiml::{TemplateError, TemplateName, Templates},
     http::{self, auth::AccessTokens, health::Readiness, voice::Voice},
@@ -190,6 +191,13 @@ impl Application {
             keys: settings.webhook_keys()?,
             floor: settings.bench_floor,
         });
+        let conversions = web::Data::new(Conversions {
+            store: stores.conversions.clone(),
+            plan: plan.clone(),
+            dedupe: dedupe.clone(),
+            outbox: outbox.clone(),
+            clock: clock.clone(),
+        });
         let plan: web::Data<PlanCache> = web::Data::from(plan);
         let tokens = web::Data::new(AccessTokens::new(
             settings.admin_token.as_ref(),
@@ -217,6 +225,8 @@ impl Application {
                 .app_data(web::Data::from(stores.blocked.clone()))
                 .app_data(web::Data::from(stores.postbacks.clone()))
                 .app_data(web::Data::from(stores.audit.clone()))
+                .app_data(web::Data::from(stores.conversions.clone()))
+                .app_data(conversions.clone())
                 .app_data(plan.clone())
                 .app_data(tokens.clone())
                 .app_data(capacity_for_http.clone())

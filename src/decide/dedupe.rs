@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::owned::{Owned, Step};
 use crate::{
     domain::{
-        dedupe::{DedupeIndex, MarkBatch, Rule, Touched},
+        dedupe::{DedupeIndex, MarkBatch, Rule, Touched, Unconverted},
         phone::E164,
         plan::BuyerId,
     },
@@ -85,5 +85,19 @@ impl Step for LearnMarks {
 
     fn take(self, index: &mut DedupeIndex) {
         index.load(&self.0);
+    }
+}
+
+/// Returned conversions, already stored: the index takes their marks back.
+pub struct Unlearn(pub Vec<Unconverted>);
+
+impl Step for Unlearn {
+    type Index = DedupeIndex;
+    type Output = ();
+
+    fn take(self, index: &mut DedupeIndex) {
+        for taken_back in &self.0 {
+            index.unconvert(taken_back);
+        }
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     call::CallSid,
     capacity::{Leg, LoadChange},
-    dedupe::Touched,
+    dedupe::{Touched, Unconverted},
     plan::BuyerId,
     rtb::Reservation,
 };
@@ -54,6 +54,8 @@ impl fmt::Display for NodeId {
 pub enum News {
     /// A call connected or converted: de-dupe marks.
     Touched(Vec<Touched>),
+    /// Conversions returned: de-dupe marks taken back.
+    Unconverted(Vec<Unconverted>),
     /// Legs ended, calls ended, calls counted against caps.
     Load(Vec<LoadChange>),
     /// A leg took a concurrency slot.

@@ -131,6 +131,17 @@ impl Touched {
     }
 }
 
+/// A conversion taken back (returned): the caller's latest conversion in `scope` is now
+/// `last_converted` (none left: `None`), where it was the one `returned`. Connections stand: a
+/// returned call still connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unconverted {
+    pub caller: E164,
+    pub scope: Scope,
+    pub returned: Timestamp,
+    pub last_converted: Option<Timestamp>,
+}
+
 /// Stored marks, as read a batch at a time to (re)build the index: millions at start-up. Each
 /// scope is named once per batch and each caller kept as its digits, so that a mark holds no
 /// string of its own.
@@ -265,6 +276,28 @@ impl DedupeIndex {
         let ms = at.as_millisecond();
         let converted = if touch == Touch::Converted { ms } else { NEVER };
         self.merge(caller_key(caller), scope, ms, converted);
+    }
+
+    /// Takes a returned conversion back. Only a mark the returned conversion made (or an older
+    /// one) is lowered: a later conversion learnt meanwhile stands.
+    pub fn unconvert(&mut self, taken_back: &Unconverted) {
+        let Some(&scope) = self.scope_ids.get(&taken_back.scope) else {
+            return;
+        };
+        let Some(entries) = self.callers.get_mut(&caller_key(&taken_back.caller)) else {
+            return;
+        };
+        let entry = match entries {
+            Entries::One(only) if only.scope == scope => only,
+            Entries::One(_) => return,
+            Entries::Many(entries) => match entries.iter_mut().find(|e| e.scope == scope) {
+                Some(entry) => entry,
+                None => return,
+            },
+        };
+        if entry.converted_ms <= taken_back.returned.as_millisecond() {
+            entry.converted_ms = taken_back.last_converted.map_or(NEVER, Timestamp::as_millisecond);
+        }
     }
 
     /// Loads stored marks (start-up, or after news was missed); older news never overwrites
@@ -404,6 +437,29 @@ mod tests {
             rule.is_duplicate(&mark, at(-5)),
             "a touch stamped in the future counts"
         );
+    }
+
+    #[test]
+    fn a_returned_conversion_no_longer_makes_the_caller_a_duplicate_unless_a_later_one_does() {
+        let rule = rule(86_400, DuplicateAfter::Converted);
+        let mut index = DedupeIndex::default();
+        index.record(&caller(), &rule.scope, Touch::Converted, at(0));
+        let returned = |last_converted| Unconverted {
+            caller: caller(),
+            scope: rule.scope.clone(),
+            returned: at(0),
+            last_converted,
+        };
+        index.unconvert(&returned(None));
+        assert!(!rule.is_duplicate(&index.mark(&caller(), &rule.scope), at(10)));
+        // An earlier conversion still inside the window makes it one again.
+        index.record(&caller(), &rule.scope, Touch::Converted, at(0));
+        index.unconvert(&returned(Some(at(-5))));
+        assert!(rule.is_duplicate(&index.mark(&caller(), &rule.scope), at(10)));
+        // A later conversion, learnt before the return's news came, stands.
+        index.record(&caller(), &rule.scope, Touch::Converted, at(7));
+        index.unconvert(&returned(None));
+        assert_eq!(index.mark(&caller(), &rule.scope).last_converted, Some(at(7)));
     }
 
     #[test]

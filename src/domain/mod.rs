@@ -7,6 +7,7 @@ pub mod call;
 pub mod call_flow;
 pub mod capacity;
 pub mod cluster;
+pub mod conversion;
 pub mod dedupe;
 pub mod destination;
 pub mod dialing;

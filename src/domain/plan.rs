@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use utoipa::ToSchema;
 
 use super::{
+    conversion::ConversionRule,
     destination::{Destination, SipAuth},
     dialing::{CallerId, RecordingMode, Screen, Whisper},
     geo::{AreaCodeRule, StateList},
@@ -21,8 +22,8 @@ use super::{
     postback::{EndpointId, Postbacks},
     schedule::{BusinessHours, TimeZoneName},
     values::{
-        CapLimit, ConversionSeconds, DedupeSeconds, Name, Priority, ReservationSeconds, RingTimeoutSeconds,
-        SendDigits, Weight,
+        CapLimit, ConversionSeconds, DedupeSeconds, Name, Priority, ReportWindowSeconds, ReservationSeconds,
+        ReturnWindowSeconds, RingTimeoutSeconds, SendDigits, Weight,
     },
 };
 
@@ -109,6 +110,18 @@ pub struct Buyer {
     #[serde(default)]
     #[schema(inline)]
     pub conversion_seconds: ConversionSeconds,
+    /// `seconds`: a call converts when connected `conversion_seconds`; `reported`: when the
+    /// buyer reports it (`POST /calls/{sid}/conversion`); `seconds_and_reported`: both.
+    #[serde(default)]
+    pub conversion_rule: ConversionRule,
+    /// How long after a call ended the buyer may report it converted.
+    #[serde(default)]
+    #[schema(inline)]
+    pub conversion_report_window_seconds: ReportWindowSeconds,
+    /// How long after a reported conversion the buyer may return it.
+    #[serde(default)]
+    #[schema(inline)]
+    pub return_window_seconds: ReturnWindowSeconds,
     /// How long after a caller's conversion (or connection, see `duplicate_after`) a new call
     /// from the caller is a duplicate for the buyer.
     #[serde(default)]

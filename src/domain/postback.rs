@@ -42,10 +42,20 @@ pub enum PostbackEvent {
     /// The call is over.
     #[serde(rename = "call.ended")]
     Ended,
+    /// The buyer returned the call's conversion (a dispute): its revenue and the publisher's
+    /// payout for it are reversed.
+    #[serde(rename = "call.returned")]
+    Returned,
 }
 
 impl PostbackEvent {
-    pub const ALL: [Self; 4] = [Self::Connected, Self::Converted, Self::Duplicate, Self::Ended];
+    pub const ALL: [Self; 5] = [
+        Self::Connected,
+        Self::Converted,
+        Self::Duplicate,
+        Self::Ended,
+        Self::Returned,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,6 +63,7 @@ impl PostbackEvent {
             Self::Converted => "call.converted",
             Self::Duplicate => "call.duplicate",
             Self::Ended => "call.ended",
+            Self::Returned => "call.returned",
         }
     }
 
@@ -435,10 +446,34 @@ enum Side<'a> {
 /// The postbacks `events` make: for each, one per endpoint of the buyer concerned (the attempt's
 /// buyer; for the end, the buyer the call connected to) and one per endpoint of the call's
 /// publisher, each subscribed to the event.
-pub fn postbacks_for<'c>(
+pub fn postbacks_for(
+    plan: &RoutingPlan,
+    call: &CallRecord,
+    events: &[CallEvent],
+    now: Timestamp,
+    ids: IdSeed,
+) -> Vec<Postback> {
+    postbacks_paying(plan, call, events, None, now, ids)
+}
+
+/// The postbacks of a buyer's report or return: as [`postbacks_for`], the buyer told
+/// `revenue` for its converted dial (what it reported, else its configured revenue).
+pub fn postbacks_for_report(
+    plan: &RoutingPlan,
+    call: &CallRecord,
+    event: CallEvent,
+    revenue: Option<Money>,
+    now: Timestamp,
+    ids: IdSeed,
+) -> Vec<Postback> {
+    postbacks_paying(plan, call, &[event], revenue, now, ids)
+}
+
+fn postbacks_paying<'c>(
     plan: &RoutingPlan,
     call: &'c CallRecord,
     events: &[CallEvent],
+    revenue: Option<Money>,
     now: Timestamp,
     ids: IdSeed,
 ) -> Vec<Postback> {
@@ -488,7 +523,7 @@ pub fn postbacks_for<'c>(
         // only its own (a buyer's is the buyer's business).
         if let Some((attempt, buyer)) = attempt.and_then(|a| plan.buyer(a.buyer_id).map(|b| (a, b))) {
             add(PostbackOwner::Buyer(buyer.id), &buyer.spec.postbacks, &|| {
-                buyer_side(attempt, buyer)
+                buyer_side(attempt, buyer, revenue)
             });
         }
         let publishers_own = happened.event != PostbackEvent::Duplicate || happened.attempt.is_none();
@@ -503,7 +538,7 @@ pub fn postbacks_for<'c>(
     postbacks
 }
 
-fn buyer_side<'a>(attempt: &Attempt, buyer: &Record<Buyer>) -> Side<'a> {
+fn buyer_side<'a>(attempt: &Attempt, buyer: &Record<Buyer>, revenue: Option<Money>) -> Side<'a> {
     Side::Buyer {
         buyer_id: buyer.id.to_string(),
         campaign_id: attempt.campaign_id.to_string(),
@@ -512,7 +547,7 @@ fn buyer_side<'a>(attempt: &Attempt, buyer: &Record<Buyer>) -> Side<'a> {
         duplicate: attempt.duplicate,
         converted: attempt.converted,
         revenue: if attempt.converted {
-            buyer.spec.revenue
+            revenue.unwrap_or(buyer.spec.revenue)
         } else {
             Money::ZERO
         },

@@ -76,6 +76,24 @@ pub enum Event {
         /// `None`: the call never met the rule, so it was not judged.
         duplicate: Option<bool>,
     },
+    /// The buyer reported the call converted (its `conversion_rule` waits for its word).
+    ConversionReported {
+        attempt: u32,
+        buyer_id: BuyerId,
+        /// What the buyer pays: the revenue it reported, else its configured one.
+        revenue: Money,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        external_id: Option<String>,
+    },
+    /// The buyer returned the call's conversion: it and the publisher's payout are reversed.
+    ConversionReturned {
+        attempt: u32,
+        buyer_id: BuyerId,
+        reason: String,
+        /// What the publisher's payout for the conversion was, now reversed (absent: none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reversed_payout: Option<Money>,
+    },
     /// The call ended.
     Ended {
         outcome: Outcome,
@@ -98,6 +116,8 @@ impl Event {
             Self::Recorded { .. } => "recorded",
             Self::DialEnded { .. } => "dial_ended",
             Self::PublisherSettled { .. } => "publisher_settled",
+            Self::ConversionReported { .. } => "conversion_reported",
+            Self::ConversionReturned { .. } => "conversion_returned",
             Self::Ended { .. } => "ended",
             Self::Ignored { .. } => "ignored",
         }

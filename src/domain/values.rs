@@ -50,6 +50,11 @@ impl<const MIN: u32, const MAX: u32, const DEFAULT: u32> From<Bounded<MIN, MAX, 
 pub type RingTimeoutSeconds = Bounded<5, 600, 30>;
 /// Connected seconds that make a call a conversion; at most Twilio's 4-hour call limit.
 pub type ConversionSeconds = Bounded<0, 14_400, 90>;
+/// How long after a call ended its buyer may report it converted: a minute to 90 days, 72 h by
+/// default.
+pub type ReportWindowSeconds = Bounded<60, 7_776_000, 259_200>;
+/// How long after a conversion its buyer may return it: up to 30 days, 90 s by default.
+pub type ReturnWindowSeconds = Bounded<0, 2_592_000, 90>;
 /// How long a conversion makes the caller a duplicate for the buyer; 0 = accepts duplicates,
 /// up to 100 years ("forever").
 pub type DedupeSeconds = Bounded<0, 3_153_600_000, 0>;

@@ -20,7 +20,11 @@ use super::{
 };
 use crate::{
     clock::Clock,
-    domain::{access::Action, audit::AuditEntry, plan::CompanyId},
+    domain::{
+        access::{Action, Role},
+        audit::AuditEntry,
+        plan::CompanyId,
+    },
     store::{AuditFilter, AuditStore},
 };
 
@@ -77,22 +81,40 @@ impl Auditor {
     /// not in the log. An entry the store cannot take is logged as an error (the change stands,
     /// and its answer goes out: a retried request would make it twice).
     pub async fn record(&self, change: Change) {
-        let entry = AuditEntry {
-            id: Uuid::now_v7(),
-            at: self.clock.now(),
-            actor: self.caller.name().to_owned(),
+        let who = Who {
+            name: self.caller.name().to_owned(),
             token_id: self.caller.token_id(),
             role: self.caller.grant().role(),
-            company_id: change.company,
-            action: change.action,
-            target_id: change.target,
-            before: change.before,
-            after: change.after,
         };
-        if let Err(error) = self.store.record_audit(&entry).await {
-            tracing::error!(%error, action = %entry.action, target = ?entry.target_id, actor = %entry.actor,
-                "could not record a change in the audit log");
-        }
+        record(self.store.as_ref(), self.clock.as_ref(), who, change).await;
+    }
+}
+
+/// Who made a change, as the audit log names them.
+pub struct Who {
+    pub name: String,
+    pub token_id: Option<Uuid>,
+    pub role: Role,
+}
+
+/// Records a change made by `who` (see [`Auditor::record`]; this for changes made without a
+/// token, e.g. with a buyer's conversion key).
+pub async fn record(store: &dyn AuditStore, clock: &dyn Clock, who: Who, change: Change) {
+    let entry = AuditEntry {
+        id: Uuid::now_v7(),
+        at: clock.now(),
+        actor: who.name,
+        token_id: who.token_id,
+        role: who.role,
+        company_id: change.company,
+        action: change.action,
+        target_id: change.target,
+        before: change.before,
+        after: change.after,
+    };
+    if let Err(error) = store.record_audit(&entry).await {
+        tracing::error!(%error, action = %entry.action, target = ?entry.target_id, actor = %entry.actor,
+            "could not record a change in the audit log");
     }
 }
 

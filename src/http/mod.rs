@@ -6,6 +6,7 @@ pub mod auth;
 mod blocked;
 mod calls;
 mod capacity;
+mod conversions;
 mod csv_export;
 mod dashboard;
 pub mod error;
@@ -113,6 +114,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         admin::rtb_key_routes().as_slice(),
         &capacity::routes(),
         &calls::routes(),
+        &conversions::routes(),
         &stats::routes(),
         &events::routes(),
         &openapi::routes(),

@@ -21,8 +21,8 @@ use utoipa::{
 };
 
 use super::{
-    ApiRoute, admin, audit, blocked, calls, capacity, error, error::ApiError, events, postbacks, rtb, stats,
-    tokens,
+    ApiRoute, admin, audit, blocked, calls, capacity, conversions, error, error::ApiError, events, postbacks,
+    rtb, stats, tokens,
 };
 use crate::domain::capacity::CapPeriod;
 
@@ -45,6 +45,8 @@ pub fn routes() -> [ApiRoute; 1] {
     tags(
         (name = "Plan", description = "Companies, buyers, campaigns, publishers and block lists."),
         (name = "Calls", description = "Live and past calls."),
+        (name = "Conversions", description = "Buyers' reports of their calls' conversions, and \
+            returns: each made once under its `Idempotency-Key`."),
         (name = "Supervision", description = "Statistics and buyer load."),
         (name = "RTB", description = "Keys and the ping log."),
         (name = "Access", description = "API tokens: issued, rotated and revoked. A token's secret \
@@ -64,6 +66,12 @@ pub fn routes() -> [ApiRoute; 1] {
         calls::search,
         calls::export,
         calls::call,
+        conversions::report,
+        conversions::return_conversion,
+        conversions::report_by_url,
+        conversions::key_status,
+        conversions::set_key,
+        conversions::delete_key,
         stats::timeline,
         stats::campaigns,
         stats::buyers,

@@ -13,14 +13,16 @@ pub use sql::{Backend, SqlStore};
 
 use crate::{
     domain::{
-        access::{IssuedToken, KeyDigest, Scope},
+        access::{self, IssuedToken, KeyDigest},
         audit::AuditEntry,
         block::{BlockEntry, BlockedCaller},
         call::{CallRecord, CallSid, CallState, Conversion, Outcome},
         capacity::{Block, CapPeriod, Leg, LoadChange, LoadHistory},
         cluster::{NodeId, NodeInfo},
-        dedupe::{MarkBatch, Touched},
+        conversion::{Action, IdempotencyKey, Refusal, ReportAnswer, Reported},
+        dedupe::{MarkBatch, Scope, Touched, Unconverted},
         ids::Id,
+        money::Money,
         payout::PublisherPayout,
         phone::E164,
         plan::{
@@ -108,6 +110,96 @@ pub trait PayoutStore: Send + Sync {
     /// under a lock of the caller and publisher: two calls settling at once, on any nodes,
     /// never both earn it.
     async fn pay_once(&self, claim: &PayoutClaim<'_>) -> Result<bool, StoreError>;
+}
+
+/// Buyers' reports of their calls' conversions and returns, and the keys they report with.
+#[async_trait]
+pub trait ConversionStore: Send + Sync {
+    /// Makes a report (or return) in one transaction, under its idempotency key: the key is
+    /// stored with the answer in the same transaction as every change the report makes, so a
+    /// report is made once however often it is sent, and by however many nodes at once. The
+    /// same key again with the same request is answered as it was; with another request, it
+    /// is refused.
+    async fn report(&self, report: &Report<'_>) -> Result<ReportOutcome, StoreError>;
+    /// The buyer whose conversion key has this SHA-256 digest.
+    async fn conversion_key_buyer(&self, key_sha256: &str) -> Result<Option<BuyerId>, StoreError>;
+    /// Sets (or, with `None`, removes) the buyer's conversion key, kept only as a digest.
+    async fn set_conversion_key(&self, buyer: BuyerId, key_sha256: Option<&str>) -> Result<(), StoreError>;
+    async fn has_conversion_key(&self, buyer: BuyerId) -> Result<bool, StoreError>;
+    /// The latest call from `caller` connected to `buyer` that started at or before `at`.
+    async fn latest_call_to(
+        &self,
+        caller: &E164,
+        buyer: BuyerId,
+        at: Timestamp,
+    ) -> Result<Option<CallSid>, StoreError>;
+}
+
+/// A report or return of one call's conversion, by its buyer.
+pub struct Report<'a> {
+    pub call: &'a CallSid,
+    pub buyer: BuyerId,
+    pub action: Action,
+    pub key: &'a IdempotencyKey,
+    /// The request's digest: the same key with another request is refused.
+    pub request: &'a str,
+    pub at: Timestamp,
+    /// What the report does, decided on the call as stored.
+    pub steps: &'a dyn ReportSteps,
+}
+
+/// What a report does to a call, step by step, as the store's transaction reaches each.
+pub trait ReportSteps: Send + Sync {
+    /// What the report changes, from the call as stored and what was reported of it before;
+    /// or why it changes nothing.
+    fn apply(&self, call: &CallRecord, reported: &Reported) -> Result<ReportChange, Refusal>;
+    /// The publisher's payout the change asked for was judged: paid (`true`), or a duplicate.
+    fn paid(&self, change: &mut ReportChange, terms: &PublisherPayout, paid: bool);
+    /// The publisher's payout was reversed: what it was (`None`: it had none).
+    fn reversed(&self, change: &mut ReportChange, payout: Option<Money>);
+    /// The postbacks of the change, as it finally stands.
+    fn postbacks(&self, change: &ReportChange) -> Vec<Postback>;
+}
+
+/// What a report changes.
+#[derive(Debug, Clone)]
+pub struct ReportChange {
+    /// The call as it is after the report; its new timeline entries are `timeline`.
+    pub record: CallRecord,
+    pub timeline: Vec<TimelineEntry>,
+    pub answer: ReportAnswer,
+    /// The conversion the report makes, with the buyer's reference for it.
+    pub conversion: Option<(Conversion, Option<String>)>,
+    /// De-dupe marks the conversion leaves.
+    pub touched: Vec<Touched>,
+    /// The return's reason: the conversion is returned.
+    pub returned: Option<String>,
+    /// The de-dupe scopes a return takes its mark back from, each with the buyers whose
+    /// conversions count in it.
+    pub retaken: Vec<(Scope, Vec<BuyerId>)>,
+    /// The publisher's payout to judge now.
+    pub pay: Option<PublisherPayout>,
+    /// Whether the publisher's payout is reversed.
+    pub reverse_payout: bool,
+}
+
+/// What became of a report.
+#[derive(Debug, Clone)]
+pub enum ReportOutcome {
+    /// Made now. The de-dupe index learns the marks it left or took back.
+    Made {
+        answer: ReportAnswer,
+        touched: Vec<Touched>,
+        unconverted: Vec<Unconverted>,
+        /// Whether postbacks were queued.
+        postbacks: bool,
+    },
+    /// Made before under the same key: its answer, again.
+    Replayed(ReportAnswer),
+    /// Nothing changes, and why.
+    Refused(Refusal),
+    /// The key was used before for another request.
+    KeyReused,
 }
 
 /// A call's claim to its publisher's payout.
@@ -279,7 +371,8 @@ pub struct Within {
 }
 
 impl Within {
-    pub fn of(scope: &Scope) -> Self {
+    pub fn of(scope: &access::Scope) -> Self {
+        use access::Scope;
         match scope {
             Scope::Install => Self::default(),
             Scope::Companies(ids) => Self {
@@ -509,6 +602,7 @@ pub trait Store:
     PlanStore
     + CallStore
     + PayoutStore
+    + ConversionStore
     + CapacityStore
     + RtbStore
     + SupervisionStore
@@ -524,6 +618,7 @@ impl<T> Store for T where
     T: PlanStore
         + CallStore
         + PayoutStore
+        + ConversionStore
         + CapacityStore
         + RtbStore
         + SupervisionStore
@@ -543,6 +638,7 @@ pub struct Stores {
     pub plan: Arc<dyn PlanStore>,
     pub calls: Arc<dyn CallStore>,
     pub payouts: Arc<dyn PayoutStore>,
+    pub conversions: Arc<dyn ConversionStore>,
     pub capacity: Arc<dyn CapacityStore>,
     pub cluster: Arc<dyn ClusterStore>,
     pub rtb: Arc<dyn RtbStore>,
@@ -560,6 +656,7 @@ impl Stores {
             plan: store.clone(),
             calls: store.clone(),
             payouts: store.clone(),
+            conversions: store.clone(),
             capacity: store.clone(),
             cluster: store.clone(),
             rtb: store.clone(),

@@ -7,6 +7,7 @@ mod buyer_experience;
 mod call_saves;
 mod cli;
 mod cluster;
+mod conversions;
 mod dashboard;
 mod faults;
 mod fidelity;

@@ -239,7 +239,10 @@ pub(super) fn dial_ended(turn: &mut Turn<'_>, record: &mut CallRecord, ended: Di
         (true, _, None) => None,
         _ => dialed.duplicate,
     };
-    let conversion_seconds = buyer.map_or(u32::MAX, |b| b.spec.conversion_seconds.get());
+    // A buyer that reports its conversions converts none on seconds alone.
+    let conversion_seconds = buyer.map_or(u32::MAX, |b| {
+        (b.spec.conversion_rule).seconds_at_dial_end(b.spec.conversion_seconds.get())
+    });
     let outcome = record.outcome;
     let Some(settled) = record.attempt_ended(
         ended.attempt,

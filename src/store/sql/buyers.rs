@@ -21,6 +21,9 @@ struct BuyerRow {
     destination: String,
     ring_timeout_seconds: i64,
     conversion_seconds: i64,
+    conversion_rule: String,
+    conversion_report_window_seconds: i64,
+    return_window_seconds: i64,
     dedupe_seconds: i64,
     duplicate_after: String,
     dedupe_group: Option<String>,
@@ -87,6 +90,15 @@ impl TryFrom<BuyerRow> for Record<Buyer> {
                     .map_err(|e| StoreError::Corrupt(format!("destination: {e}")))?,
                 ring_timeout_seconds: parse_stored("ring_timeout_seconds", row.ring_timeout_seconds.into())?,
                 conversion_seconds: parse_stored("conversion_seconds", row.conversion_seconds.into())?,
+                conversion_rule: parse_stored("conversion_rule", row.conversion_rule.into())?,
+                conversion_report_window_seconds: parse_stored(
+                    "conversion_report_window_seconds",
+                    row.conversion_report_window_seconds.into(),
+                )?,
+                return_window_seconds: parse_stored(
+                    "return_window_seconds",
+                    row.return_window_seconds.into(),
+                )?,
                 dedupe_seconds: parse_stored("dedupe_seconds", row.dedupe_seconds.into())?,
                 duplicate_after: parse_stored("duplicate_after", row.duplicate_after.into())?,
                 dedupe_group: parse_stored("dedupe_group", row.dedupe_group.into())?,
@@ -130,7 +142,7 @@ impl SqlEntity for Buyer {
         let rows: Vec<BuyerRow> = query
             .bind(
                 "SELECT id, company_id, name, destination, ring_timeout_seconds, conversion_seconds,
-                    dedupe_seconds, duplicate_after, dedupe_group, payout_cents, revenue_cents,
+                    conversion_rule, conversion_report_window_seconds, return_window_seconds, dedupe_seconds, duplicate_after, dedupe_group, payout_cents, revenue_cents,
                     cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime, caps_counted_on,
                     time_zone, business_hours, send_digits, paused, caller_id, whisper, screen_mode,
                     record, states, area_codes, postbacks, sip_auth, created_at_ms, updated_at_ms
@@ -154,9 +166,10 @@ impl SqlEntity for Buyer {
                 conversion_seconds, dedupe_seconds, duplicate_after, dedupe_group, payout_cents,
                 revenue_cents, cap_concurrency, cap_hourly, cap_daily, cap_monthly, cap_lifetime,
                 caps_counted_on, time_zone, business_hours, send_digits, paused, caller_id, whisper,
-                screen_mode, record, states, area_codes, postbacks, sip_auth, created_at_ms, updated_at_ms)
+                screen_mode, record, states, area_codes, postbacks, sip_auth, created_at_ms, updated_at_ms,
+                conversion_rule, conversion_report_window_seconds, return_window_seconds)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)
+                $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, destination = excluded.destination,
                 ring_timeout_seconds = excluded.ring_timeout_seconds,
@@ -171,7 +184,10 @@ impl SqlEntity for Buyer {
                 send_digits = excluded.send_digits, paused = excluded.paused,
                 caller_id = excluded.caller_id, whisper = excluded.whisper, screen_mode = excluded.screen_mode,
                 record = excluded.record, states = excluded.states, area_codes = excluded.area_codes,
-                postbacks = excluded.postbacks, sip_auth = excluded.sip_auth, updated_at_ms = excluded.updated_at_ms",
+                postbacks = excluded.postbacks, sip_auth = excluded.sip_auth, updated_at_ms = excluded.updated_at_ms,
+                conversion_rule = excluded.conversion_rule,
+                conversion_report_window_seconds = excluded.conversion_report_window_seconds,
+                return_window_seconds = excluded.return_window_seconds",
         )
         .bind(record.id.to_string())
         .bind(record.company_id.map(|id| id.to_string()))
@@ -204,6 +220,9 @@ impl SqlEntity for Buyer {
         .bind(to_json("sip_auth", buyer.sip_auth.as_ref())?)
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())
+        .bind(enum_text(&buyer.conversion_rule)?)
+        .bind(i64::from(buyer.conversion_report_window_seconds.get()))
+        .bind(i64::from(buyer.return_window_seconds.get()))
         .execute(&mut *conn)
         .await?;
         postbacks::cancel_unwanted(conn, PostbackOwner::Buyer(record.id), &buyer.postbacks).await

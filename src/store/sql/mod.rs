@@ -13,6 +13,7 @@ mod campaigns;
 mod capacity;
 mod cluster;
 mod companies;
+mod conversions;
 mod health;
 mod import;
 mod marks;
