@@ -136,9 +136,16 @@ impl RoutingPlan {
         publisher: PublisherId,
     ) -> Option<&'a E164> {
         let numbers = campaign.spec.numbers.as_slice();
-        let whose = |number: &E164| self.publisher_of_number(Some(number), Some(campaign));
-        (numbers.iter().find(|n| whose(n) == Some(publisher)))
-            .or_else(|| numbers.iter().find(|n| whose(n).is_none()))
+        (numbers.iter())
+            .find(|n| self.publisher_of_number(Some(n), Some(campaign)) == Some(publisher))
+            .or_else(|| self.numbers_of_nobody(campaign).next())
+    }
+
+    /// The campaign's numbers given to no publisher (of its company): calls to them are nobody's
+    /// until they claim a bid.
+    pub fn numbers_of_nobody<'a>(&self, campaign: &'a Record<Campaign>) -> impl Iterator<Item = &'a E164> {
+        (campaign.spec.numbers.as_slice().iter())
+            .filter(move |n| self.publisher_of_number(Some(n), Some(campaign)).is_none())
     }
 
     /// What the call earns its publisher: what the RTB bid it claimed promised (per

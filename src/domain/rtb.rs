@@ -294,21 +294,22 @@ impl From<DropReason> for NoTarget {
     }
 }
 
-/// Which reservations a call may claim: those of the publisher the number it dialed is given
-/// to; on a number given to no publisher, those whose bid sent the caller to that number. A
-/// call to one publisher's number never takes another's bid.
+/// Which reservations a call may claim. A call to one publisher's number never takes another's
+/// bid, nor a call to nobody's number a bid that sent the caller to a publisher's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimant {
-    /// The publisher given the number dialed (one of the campaign's company's), if any.
-    pub publisher: Option<PublisherId>,
-    pub dialed: Option<E164>,
+pub enum Claimant {
+    /// A call to a number given to this publisher: its bids.
+    Publisher(PublisherId),
+    /// A call to a number given to no publisher: bids that sent the caller to one of these, the
+    /// campaign's numbers given to no publisher (those of publishers without numbers there).
+    Nobody { numbers: Vec<E164> },
 }
 
 impl Claimant {
     pub fn may_claim(&self, reservation: &Reservation) -> bool {
-        match self.publisher {
-            Some(publisher) => reservation.publisher_id == Some(publisher),
-            None => self.dialed.as_ref() == Some(&reservation.inbound_number),
+        match self {
+            Self::Publisher(publisher) => reservation.publisher_id == Some(*publisher),
+            Self::Nobody { numbers } => numbers.contains(&reservation.inbound_number),
         }
     }
 }
@@ -767,11 +768,10 @@ mod tests {
         assert!(book.is_empty());
     }
 
-    /// A call to the number the tests' bids send callers to, given to no publisher.
+    /// A call to a number given to no publisher, the one the tests' bids send callers to.
     fn on_main() -> Claimant {
-        Claimant {
-            publisher: None,
-            dialed: Some(number("+18005550100")),
+        Claimant::Nobody {
+            numbers: vec![number("+18005550100")],
         }
     }
 
@@ -853,31 +853,30 @@ mod tests {
             CallSid::parse("CA2").unwrap(),
             CallSid::parse("CA3").unwrap(),
         );
-        let of = |publisher, dialed| Claimant {
-            publisher,
-            dialed: Some(number(dialed)),
-        };
-        // On another of A's numbers: A's, though B's bid is the later and C's the general one.
-        let on_a = of(Some(a), "+18005550109");
+        // On A's number: A's, though B's bid is the later and C's sent the caller to nobody's.
+        let on_a = Claimant::Publisher(a);
         assert_eq!(
             book.claim(campaign, &caller, &on_a, &first, t(3)),
             Some((a_bid.clone(), true))
         );
         // A second call on A's number finds A's claimed, and takes nobody else's.
         assert_eq!(book.claim(campaign, &caller, &on_a, &second, t(4)), None);
-        // A number given to nobody: the bid that sent the caller there.
-        let unowned = of(None, "+18005550100");
+        // A number given to nobody: a bid that sent the caller to one of those, never to B's.
+        let elsewhere = Claimant::Nobody {
+            numbers: vec![number("+18005550199")],
+        };
+        assert_eq!(book.claim(campaign, &caller, &elsewhere, &second, t(4)), None);
+        let unowned = Claimant::Nobody {
+            numbers: vec![number("+18005550199"), number("+18005550100")],
+        };
         assert_eq!(
             book.claim(campaign, &caller, &unowned, &second, t(4)),
             Some((c_bid.clone(), true))
         );
-        assert_eq!(
-            book.claim(campaign, &caller, &of(None, "+18005550199"), &third, t(4)),
-            None
-        );
+        assert_eq!(book.claim(campaign, &caller, &unowned, &third, t(4)), None);
         // B's is untouched: its repeat ping still gets it, its call still claims it.
         assert_eq!(book.find(campaign, &caller, Some(b), t(5)), Some(&b_bid));
-        let on_b = of(Some(b), "+18005550102");
+        let on_b = Claimant::Publisher(b);
         assert_eq!(
             book.claim(campaign, &caller, &on_b, &third, t(5)),
             Some((b_bid.clone(), true))
@@ -906,10 +905,7 @@ mod tests {
         let call = CallSid::parse("CA1").unwrap();
         book.load(a_bid.clone(), Some(call.clone()));
         assert_eq!(book.len(), 2);
-        let on_a = Claimant {
-            publisher: Some(a),
-            dialed: None,
-        };
+        let on_a = Claimant::Publisher(a);
         let other = CallSid::parse("CA2").unwrap();
         assert_eq!(
             book.claim(campaign, &caller, &on_a, &other, t(1)),

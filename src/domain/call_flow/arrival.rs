@@ -149,10 +149,14 @@ pub(super) fn claim_reservation(
         return Ok(None);
     };
     // The call is the publisher's whose number it dialed, if any: it takes only that
-    // publisher's bid (or, on a number given to nobody, a bid that sent the caller there).
-    let claimant = Claimant {
-        publisher: record.publisher_id,
-        dialed: E164::of_called(&record.called),
+    // publisher's bid (on a number given to nobody, a bid that sent the caller to such a one).
+    let claimant = match record.publisher_id {
+        Some(publisher) => Claimant::Publisher(publisher),
+        None => Claimant::Nobody {
+            numbers: (turn.plan.campaign(campaign))
+                .map(|c| turn.plan.numbers_of_nobody(c).cloned().collect())
+                .unwrap_or_default(),
+        },
     };
     let claim = || Question::Claim {
         campaign,
