@@ -126,13 +126,18 @@ impl Decider {
                 Reply::Freed
             }
             Question::Replan => Reply::Replanned(self.plan.reread().await),
-            Question::Claim { campaign, caller } => {
+            Question::Claim {
+                campaign,
+                caller,
+                claimant,
+            } => {
                 let Some(call_sid) = call.cloned() else {
                     return Reply::Claimed(None);
                 };
                 let claim = Claim {
                     campaign,
                     caller,
+                    claimant,
                     call_sid,
                     at,
                 };

@@ -3,7 +3,7 @@
 //! [`owned`](super::owned)). Every reservation kept and claimed is also written to the RTB
 //! log, through [`Write`] (the log lives above this layer, in `rtb`).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use actix::{ArbiterHandle, Message, Recipient};
 use jiff::Timestamp;
@@ -14,8 +14,8 @@ use crate::{
     domain::{
         call::CallSid,
         phone::E164,
-        plan::CampaignId,
-        rtb::{Reservation, ReservationBook, RtbWrite},
+        plan::{BuyerId, CampaignId, PublisherId},
+        rtb::{Claimant, HeldElsewhere, Reservation, ReservationBook, RtbWrite},
     },
     store::{RtbStore, StoreError},
 };
@@ -70,24 +70,36 @@ pub struct Booked {
 /// The reservation book, as pings, calls and other nodes' news reach it.
 pub type Reservations = Owned<Booked>;
 
-/// The caller's live reservation in the campaign, if it has one.
+/// What a ping of `publisher`'s for the caller finds in the campaign: its own live reservation,
+/// if it has one, and the buyers other publishers' live reservations hold for the caller.
 pub struct Find {
     pub campaign: CampaignId,
     pub caller: E164,
+    pub publisher: Option<PublisherId>,
     pub at: Timestamp,
+}
+
+#[derive(Debug, Default)]
+pub struct Found {
+    pub own: Option<Reservation>,
+    pub held_for_others: HashSet<BuyerId>,
 }
 
 impl Step for Find {
     type Index = Booked;
-    type Output = Option<Reservation>;
+    type Output = Found;
 
     fn take(self, booked: &mut Booked) -> Self::Output {
-        booked.book.find(self.campaign, &self.caller, self.at).cloned()
+        let book = &booked.book;
+        Found {
+            own: (book.find(self.campaign, &self.caller, self.publisher, self.at)).cloned(),
+            held_for_others: book.held_for_others(self.campaign, &self.caller, self.publisher, self.at),
+        }
     }
 }
 
-/// Keep a bid's reservation, unless the caller got one meanwhile: the one kept, and whether it
-/// was there already.
+/// Keep a bid's reservation, unless its publisher got one for the caller meanwhile: the one
+/// kept, and whether it was there already; refused if another publisher's holds its buyer.
 pub struct Reserve {
     pub reservation: Reservation,
     pub at: Timestamp,
@@ -95,14 +107,14 @@ pub struct Reserve {
 
 impl Step for Reserve {
     type Index = Booked;
-    type Output = (Reservation, bool);
+    type Output = Result<(Reservation, bool), HeldElsewhere>;
 
     fn take(self, booked: &mut Booked) -> Self::Output {
-        let (kept, cached) = booked.book.reserve(self.reservation, self.at);
+        let (kept, cached) = booked.book.reserve(self.reservation, self.at)?;
         if !cached {
             (booked.log).do_send(Write(RtbWrite::Reserved(Box::new(kept.clone()))));
         }
-        (kept, cached)
+        Ok((kept, cached))
     }
 }
 
@@ -122,11 +134,13 @@ impl Step for Learned {
     }
 }
 
-/// The caller's call reached the campaign: its live reservation there, now claimed (once, by
-/// this call: asked again, by the same call, the same reservation).
+/// The caller's call reached the campaign: the live reservation there it may claim, now claimed
+/// (once, by this call: asked again, by the same call, the same reservation).
 pub struct Claim {
     pub campaign: CampaignId,
     pub caller: E164,
+    /// Whose call it is, by the number it dialed: it claims no other publisher's reservation.
+    pub claimant: Claimant,
     pub call_sid: CallSid,
     pub at: Timestamp,
 }
@@ -136,9 +150,13 @@ impl Step for Claim {
     type Output = Option<Reservation>;
 
     fn take(self, booked: &mut Booked) -> Self::Output {
-        let (claimed, first) = booked
-            .book
-            .claim(self.campaign, &self.caller, &self.call_sid, self.at)?;
+        let (claimed, first) = booked.book.claim(
+            self.campaign,
+            &self.caller,
+            &self.claimant,
+            &self.call_sid,
+            self.at,
+        )?;
         if first {
             booked.log.do_send(Write(RtbWrite::Claimed {
                 reservation: Box::new(claimed.clone()),

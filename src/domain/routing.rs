@@ -114,6 +114,40 @@ impl RoutingPlan {
         self.publisher_numbers.get(number).copied()
     }
 
+    /// Whose call a call to `dialed` in `campaign` is: the publisher given the number, if it is
+    /// one of the campaign's company's.
+    pub fn publisher_of_number(
+        &self,
+        dialed: Option<&E164>,
+        campaign: Option<&Record<Campaign>>,
+    ) -> Option<PublisherId> {
+        let publisher = self.publisher_for_number(dialed?)?;
+        let company = self.publisher_record(publisher)?.company_id;
+        (company == campaign?.company_id).then_some(publisher)
+    }
+
+    /// The number an RTB bid of `publisher`'s sends its caller to: one of the campaign's numbers
+    /// given to that publisher, else the first given to no publisher. A call to it is that
+    /// publisher's, so its reservation is claimed by nobody else's call; `None` when the
+    /// campaign has no such number (every one is another publisher's).
+    pub fn rtb_inbound_number<'a>(
+        &self,
+        campaign: &'a Record<Campaign>,
+        publisher: PublisherId,
+    ) -> Option<&'a E164> {
+        let numbers = campaign.spec.numbers.as_slice();
+        (numbers.iter())
+            .find(|n| self.publisher_of_number(Some(n), Some(campaign)) == Some(publisher))
+            .or_else(|| self.numbers_of_nobody(campaign).next())
+    }
+
+    /// The campaign's numbers given to no publisher (of its company): calls to them are nobody's
+    /// until they claim a bid.
+    pub fn numbers_of_nobody<'a>(&self, campaign: &'a Record<Campaign>) -> impl Iterator<Item = &'a E164> {
+        (campaign.spec.numbers.as_slice().iter())
+            .filter(move |n| self.publisher_of_number(Some(n), Some(campaign)).is_none())
+    }
+
     /// What the call earns its publisher: what the RTB bid it claimed promised (per
     /// conversion), else the publisher's own terms, else those of the campaign it was sent to;
     /// without any, per conversion, the payout of the buyer it converted with.
@@ -773,6 +807,47 @@ mod tests {
             ..Given::default()
         };
         given.decide(&fx.plan, campaign, &mut StdRng::seed_from_u64(7))
+    }
+
+    #[test]
+    fn a_bid_sends_its_caller_to_a_number_whose_calls_are_its_publishers() {
+        let company: Record<Company> = record(None, json!({"name": "Acme"}));
+        let other: Record<Company> = record(None, json!({"name": "Other"}));
+        let publisher = |company: &Record<Company>, name: &str, numbers: &[&str]| -> Record<Publisher> {
+            record(Some(company.id), json!({"name": name, "numbers": numbers}))
+        };
+        let a = publisher(&company, "A", &["+18005550102"]);
+        let b = publisher(&company, "B", &["+18005550100", "+18005550103"]);
+        let c = publisher(&company, "C", &[]);
+        let elsewhere = publisher(&other, "Elsewhere", &["+18005550101"]);
+        let main: Record<Campaign> = record(
+            Some(company.id),
+            json!({"name": "Main", "numbers": ["+18005550100", "+18005550101", "+18005550102", "+18005550103"]}),
+        );
+        let mut owned_by_all = main.clone();
+        owned_by_all.spec =
+            serde_json::from_value(json!({"name": "Owned", "numbers": ["+18005550100"]})).unwrap();
+        let (a_id, b_id, c_id) = (a.id, b.id, c.id);
+        let plan = RoutingPlan::new(vec![company, other], vec![], vec![main.clone()])
+            .with_publishers(vec![a, b, c, elsewhere]);
+        let inbound = |campaign, publisher| plan.rtb_inbound_number(campaign, publisher).map(E164::as_str);
+        assert_eq!(inbound(&main, a_id), Some("+18005550102"), "its own number");
+        assert_eq!(inbound(&main, b_id), Some("+18005550100"), "its first own number");
+        // Another company's publisher's number attributes no call here: it is nobody's.
+        assert_eq!(
+            inbound(&main, c_id),
+            Some("+18005550101"),
+            "the first number given to none"
+        );
+        assert_eq!(inbound(&owned_by_all, c_id), None, "every number is another's");
+        for publisher in [a_id, b_id, c_id] {
+            let number = plan.rtb_inbound_number(&main, publisher).cloned();
+            let whose = plan.publisher_of_number(number.as_ref(), Some(&main));
+            assert!(
+                whose.is_none() || whose == Some(publisher),
+                "a call to it is its publisher's"
+            );
+        }
     }
 
     /// A call's situation, owned, for tests that set more of it.

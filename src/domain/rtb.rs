@@ -6,7 +6,7 @@
 //! answer's shape and the book of live reservations. The decision itself is routing's
 //! ([`super::routing::RoutingPlan::bid`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -276,6 +276,8 @@ pub enum NoTarget {
     /// Whom the caller would be a duplicate for, or which buyers are at a cap, was not known
     /// within the decision budget.
     Overloaded,
+    /// Every buyer that would take the caller is held for it by another publisher's bid.
+    Held,
 }
 
 impl From<DropReason> for NoTarget {
@@ -292,77 +294,166 @@ impl From<DropReason> for NoTarget {
     }
 }
 
-/// The live reservations, by campaign and caller: at most one each.
+/// Which reservations a call may claim. A call to one publisher's number never takes another's
+/// bid, nor a call to nobody's number a bid that sent the caller to a publisher's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimant {
+    /// A call to a number given to this publisher: its bids.
+    Publisher(PublisherId),
+    /// A call to a number given to no publisher: bids that sent the caller to one of these, the
+    /// campaign's numbers given to no publisher (those of publishers without numbers there).
+    Nobody { numbers: Vec<E164> },
+}
+
+impl Claimant {
+    pub fn may_claim(&self, reservation: &Reservation) -> bool {
+        match self {
+            Self::Publisher(publisher) => reservation.publisher_id == Some(*publisher),
+            Self::Nobody { numbers } => numbers.contains(&reservation.inbound_number),
+        }
+    }
+}
+
+/// A bid's buyer is held for the caller by another publisher's live reservation: a buyer is
+/// promised to one publisher per caller, so this bid is not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldElsewhere(pub BuyerId);
+
+/// A reservation in the book, with the call that claimed it, if one did: a claimed reservation
+/// still answers its publisher's repeat pings until it expires, but no other call can claim it.
+#[derive(Debug)]
+struct Entry {
+    reservation: Reservation,
+    claimed: Option<CallSid>,
+}
+
+/// The live reservations, by campaign and caller: at most one each per publisher, as each
+/// publisher's ping is its own bid.
 #[derive(Debug, Default)]
 pub struct ReservationBook {
-    /// Each with the call that claimed it, if one did: a claimed reservation still answers
-    /// repeat pings until it expires, but no other call can claim it.
-    live: HashMap<(CampaignId, E164), (Reservation, Option<CallSid>)>,
+    live: HashMap<(CampaignId, E164), Vec<Entry>>,
 }
 
 impl ReservationBook {
-    /// The caller's live reservation in the campaign, claimed or not (the ping shield).
-    pub fn find(&self, campaign: CampaignId, caller: &E164, at: Timestamp) -> Option<&Reservation> {
-        self.live
-            .get(&(campaign, caller.clone()))
-            .map(|(r, _)| r)
-            .filter(|r| r.is_live(at))
+    fn entries(&self, campaign: CampaignId, caller: &E164) -> impl Iterator<Item = &Entry> {
+        self.live.get(&(campaign, caller.clone())).into_iter().flatten()
+    }
+
+    /// The caller's live reservation in the campaign made by `publisher`'s pings, claimed or
+    /// not (the ping shield). Another publisher's is never it.
+    pub fn find(
+        &self,
+        campaign: CampaignId,
+        caller: &E164,
+        publisher: Option<PublisherId>,
+        at: Timestamp,
+    ) -> Option<&Reservation> {
+        self.entries(campaign, caller)
+            .map(|e| &e.reservation)
+            .find(|r| r.publisher_id == publisher && r.is_live(at))
+    }
+
+    /// The buyers other publishers' live reservations hold for the caller in the campaign.
+    pub fn held_for_others(
+        &self,
+        campaign: CampaignId,
+        caller: &E164,
+        publisher: Option<PublisherId>,
+        at: Timestamp,
+    ) -> HashSet<BuyerId> {
+        self.entries(campaign, caller)
+            .map(|e| &e.reservation)
+            .filter(|r| r.publisher_id != publisher && r.is_live(at))
+            .map(|r| r.buyer_id)
+            .collect()
     }
 
     /// A reservation read back from the store (start-up) or heard of from another node, with the
-    /// call that claimed it, if one did.
+    /// call that claimed it, if one did. It replaces the one it is (a claim heard of), else the
+    /// one its publisher held for the caller before.
     pub fn load(&mut self, reservation: Reservation, claimed: Option<CallSid>) {
-        if let Some(caller) = reservation.caller.clone() {
-            self.live
-                .insert((reservation.campaign_id, caller), (reservation, claimed));
+        let Some(caller) = reservation.caller.clone() else {
+            return;
+        };
+        let entries = self.live.entry((reservation.campaign_id, caller)).or_default();
+        let same = (entries.iter()).position(|e| e.reservation.uuid == reservation.uuid);
+        let same = same.or_else(|| {
+            (entries.iter()).position(|e| e.reservation.publisher_id == reservation.publisher_id)
+        });
+        let entry = Entry { reservation, claimed };
+        match same {
+            Some(index) => entries[index] = entry,
+            None => entries.push(entry),
         }
     }
 
-    /// Keeps `reservation` unless the caller already has a live one in the campaign, which is
-    /// returned instead (two pings racing get one reservation). `true` when it was already there.
-    pub fn reserve(&mut self, reservation: Reservation, at: Timestamp) -> (Reservation, bool) {
+    /// Keeps `reservation` unless its publisher already has a live one for the caller in the
+    /// campaign, which is returned instead (two pings racing get one reservation); `true` when
+    /// it was already there. Refused when another publisher's live reservation holds the same
+    /// buyer for the caller.
+    pub fn reserve(
+        &mut self,
+        reservation: Reservation,
+        at: Timestamp,
+    ) -> Result<(Reservation, bool), HeldElsewhere> {
         let Some(caller) = reservation.caller.clone() else {
-            return (reservation, false);
+            return Ok((reservation, false));
         };
         let key = (reservation.campaign_id, caller);
-        match self.live.get(&key).filter(|(r, _)| r.is_live(at)) {
-            Some((existing, _)) => (existing.clone(), true),
-            None => {
-                self.live.insert(key, (reservation.clone(), None));
-                (reservation, false)
-            }
+        if let Some(existing) = self.find(key.0, &key.1, reservation.publisher_id, at) {
+            return Ok((existing.clone(), true));
         }
+        let buyer = reservation.buyer_id;
+        let entries = self.live.entry(key).or_default();
+        if entries
+            .iter()
+            .any(|e| e.reservation.buyer_id == buyer && e.reservation.is_live(at))
+        {
+            return Err(HeldElsewhere(buyer));
+        }
+        // Its publisher's expired one, if any, makes room.
+        entries.retain(|e| e.reservation.publisher_id != reservation.publisher_id);
+        entries.push(Entry {
+            reservation: reservation.clone(),
+            claimed: None,
+        });
+        Ok((reservation, false))
     }
 
-    /// The caller's call `call` reached the campaign: its live reservation, if no other call
-    /// claimed it, and whether this is the first claim. The same call asking again (its first
-    /// answer lost, or its step taken again) gets the same reservation, expired since or not.
+    /// The caller's call `call` reached the campaign: the live reservation `claimant` may claim
+    /// that no other call claimed (of several, the one made first), and whether this is the
+    /// first claim. The same call asking again (its first answer lost, or its step taken again)
+    /// gets the same reservation, expired since or not.
     pub fn claim(
         &mut self,
         campaign: CampaignId,
         caller: &E164,
+        claimant: &Claimant,
         call: &CallSid,
         at: Timestamp,
     ) -> Option<(Reservation, bool)> {
-        let (reservation, claimed) = self.live.get_mut(&(campaign, caller.clone()))?;
-        match claimed {
-            Some(claimer) if claimer == call => Some((reservation.clone(), false)),
-            Some(_) => None,
-            None if !reservation.is_live(at) => None,
-            None => {
-                *claimed = Some(call.clone());
-                Some((reservation.clone(), true))
-            }
+        let entries = self.live.get_mut(&(campaign, caller.clone()))?;
+        if let Some(mine) = entries.iter().find(|e| e.claimed.as_ref() == Some(call)) {
+            return Some((mine.reservation.clone(), false));
         }
+        let entry = (entries.iter_mut())
+            .filter(|e| e.claimed.is_none() && e.reservation.is_live(at))
+            .filter(|e| claimant.may_claim(&e.reservation))
+            .min_by_key(|e| e.reservation.reserved_at)?;
+        entry.claimed = Some(call.clone());
+        Some((entry.reservation.clone(), true))
     }
 
     /// Returns the memory of expired reservations.
     pub fn forget_expired(&mut self, at: Timestamp) {
-        self.live.retain(|_, (r, _)| r.is_live(at));
+        self.live.retain(|_, entries| {
+            entries.retain(|e| e.reservation.is_live(at));
+            !entries.is_empty()
+        });
     }
 
     pub fn len(&self) -> usize {
-        self.live.len()
+        self.live.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -601,23 +692,23 @@ mod tests {
     fn a_caller_has_one_reservation_per_campaign_until_it_expires() {
         let mut book = ReservationBook::default();
         let first = reservation(Some("+19175470066"), t(0));
-        let (kept, cached) = book.reserve(first.clone(), t(0));
+        let (kept, cached) = book.reserve(first.clone(), t(0)).unwrap();
         assert_eq!((kept.uuid, cached), (first.uuid, false));
 
         // A second bid racing the first gets the first.
         let mut second = reservation(Some("+19175470066"), t(10));
         second.campaign_id = first.campaign_id;
-        let (kept, cached) = book.reserve(second.clone(), t(10));
+        let (kept, cached) = book.reserve(second.clone(), t(10)).unwrap();
         assert_eq!((kept.uuid, cached), (first.uuid, true));
         let caller = number("+19175470066");
         assert_eq!(
-            book.find(first.campaign_id, &caller, t(59)).map(|r| r.uuid),
+            book.find(first.campaign_id, &caller, None, t(59)).map(|r| r.uuid),
             Some(first.uuid)
         );
 
         // At expiry it is gone, and a new one may be made.
-        assert_eq!(book.find(first.campaign_id, &caller, t(60)), None);
-        let (kept, cached) = book.reserve(second.clone(), t(60));
+        assert_eq!(book.find(first.campaign_id, &caller, None, t(60)), None);
+        let (kept, cached) = book.reserve(second.clone(), t(60)).unwrap();
         assert_eq!((kept.uuid, cached), (second.uuid, false));
     }
 
@@ -625,42 +716,42 @@ mod tests {
     fn a_claim_takes_a_live_reservation_once_and_the_shield_holds_until_expiry() {
         let mut book = ReservationBook::default();
         let held = reservation(Some("+19175470066"), t(0));
-        book.reserve(held.clone(), t(0));
+        book.reserve(held.clone(), t(0)).unwrap();
         let caller = number("+19175470066");
         let (call, other) = (CallSid::parse("CA1").unwrap(), CallSid::parse("CA2").unwrap());
         assert_eq!(
-            book.claim(CampaignId::generate(), &caller, &call, t(1)),
+            book.claim(CampaignId::generate(), &caller, &on_main(), &call, t(1)),
             None,
             "another campaign"
         );
         assert_eq!(
-            book.claim(held.campaign_id, &caller, &call, t(1)),
+            book.claim(held.campaign_id, &caller, &on_main(), &call, t(1)),
             Some((held.clone(), true))
         );
         assert_eq!(
-            book.claim(held.campaign_id, &caller, &other, t(2)),
+            book.claim(held.campaign_id, &caller, &on_main(), &other, t(2)),
             None,
             "claimed already"
         );
         // The same call asking again (its answer lost) gets the same answer, even once expired.
         assert_eq!(
-            book.claim(held.campaign_id, &caller, &call, t(2)),
+            book.claim(held.campaign_id, &caller, &on_main(), &call, t(2)),
             Some((held.clone(), false))
         );
         assert_eq!(
-            book.claim(held.campaign_id, &caller, &call, t(61)),
+            book.claim(held.campaign_id, &caller, &on_main(), &call, t(61)),
             Some((held.clone(), false))
         );
         // Until it expires, a repeat ping still gets it.
-        assert_eq!(book.find(held.campaign_id, &caller, t(59)), Some(&held));
+        assert_eq!(book.find(held.campaign_id, &caller, None, t(59)), Some(&held));
         let mut repeat = reservation(Some("+19175470066"), t(3));
         repeat.campaign_id = held.campaign_id;
-        assert_eq!(book.reserve(repeat, t(3)), (held.clone(), true));
+        assert_eq!(book.reserve(repeat, t(3)), Ok((held.clone(), true)));
 
         let late = reservation(Some("+19175470066"), t(0));
-        book.reserve(late.clone(), t(0));
+        book.reserve(late.clone(), t(0)).unwrap();
         assert_eq!(
-            book.claim(late.campaign_id, &caller, &call, t(60)),
+            book.claim(late.campaign_id, &caller, &on_main(), &call, t(60)),
             None,
             "expired"
         );
@@ -671,10 +762,162 @@ mod tests {
     #[test]
     fn a_bid_without_a_caller_holds_nothing() {
         let mut book = ReservationBook::default();
-        let (kept, cached) = book.reserve(reservation(None, t(0)), t(0));
+        let (kept, cached) = book.reserve(reservation(None, t(0)), t(0)).unwrap();
         assert!(!cached);
         assert_eq!(kept.caller, None);
         assert!(book.is_empty());
+    }
+
+    /// A call to a number given to no publisher, the one the tests' bids send callers to.
+    fn on_main() -> Claimant {
+        Claimant::Nobody {
+            numbers: vec![number("+18005550100")],
+        }
+    }
+
+    /// `publisher`'s bid for the caller in `campaign`, holding `buyer`, sending the caller to
+    /// `inbound`.
+    fn bid_of(
+        campaign: CampaignId,
+        publisher: PublisherId,
+        buyer: BuyerId,
+        inbound: &str,
+        reserved_at: Timestamp,
+    ) -> Reservation {
+        Reservation {
+            campaign_id: campaign,
+            publisher_id: Some(publisher),
+            buyer_id: buyer,
+            inbound_number: number(inbound),
+            ..reservation(Some("+19175470066"), reserved_at)
+        }
+    }
+
+    #[test]
+    fn each_publisher_has_its_own_reservation_and_none_holds_anothers_buyer() {
+        let mut book = ReservationBook::default();
+        let (campaign, a, b) = (
+            CampaignId::generate(),
+            PublisherId::generate(),
+            PublisherId::generate(),
+        );
+        let (x, y) = (BuyerId::generate(), BuyerId::generate());
+        let caller = number("+19175470066");
+        let a_bid = bid_of(campaign, a, x, "+18005550101", t(0));
+        assert_eq!(book.reserve(a_bid.clone(), t(0)), Ok((a_bid.clone(), false)));
+
+        // B's ping is not answered with A's reservation, and B may not hold A's buyer.
+        assert_eq!(book.find(campaign, &caller, Some(b), t(1)), None);
+        assert_eq!(
+            book.held_for_others(campaign, &caller, Some(b), t(1)),
+            HashSet::from([x])
+        );
+        assert!(book.held_for_others(campaign, &caller, Some(a), t(1)).is_empty());
+        let b_on_x = bid_of(campaign, b, x, "+18005550102", t(1));
+        assert_eq!(book.reserve(b_on_x, t(1)), Err(HeldElsewhere(x)));
+        let b_bid = bid_of(campaign, b, y, "+18005550102", t(1));
+        assert_eq!(book.reserve(b_bid.clone(), t(1)), Ok((b_bid.clone(), false)));
+        assert_eq!(book.len(), 2);
+
+        // Each repeat ping gets its own.
+        let again = bid_of(campaign, b, y, "+18005550102", t(2));
+        assert_eq!(book.reserve(again, t(2)), Ok((b_bid.clone(), true)));
+        assert_eq!(book.find(campaign, &caller, Some(a), t(2)), Some(&a_bid));
+
+        // Once A's expired, its buyer is free for B's next bid... but B's own still holds.
+        assert!(book.held_for_others(campaign, &caller, Some(b), t(60)).is_empty());
+        let b_later = bid_of(campaign, b, x, "+18005550102", t(61));
+        assert_eq!(book.reserve(b_later.clone(), t(61)), Ok((b_later, false)));
+        book.forget_expired(t(61));
+        assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn a_call_claims_only_the_reservation_of_the_publisher_whose_number_it_dialed() {
+        let mut book = ReservationBook::default();
+        let (campaign, a, b, c) = (
+            CampaignId::generate(),
+            PublisherId::generate(),
+            PublisherId::generate(),
+            PublisherId::generate(),
+        );
+        let caller = number("+19175470066");
+        let a_bid = bid_of(campaign, a, BuyerId::generate(), "+18005550101", t(0));
+        let b_bid = bid_of(campaign, b, BuyerId::generate(), "+18005550102", t(1));
+        let c_bid = bid_of(campaign, c, BuyerId::generate(), "+18005550100", t(2));
+        for bid in [&a_bid, &b_bid, &c_bid] {
+            book.reserve(bid.clone(), bid.reserved_at).unwrap();
+        }
+        let (first, second, third) = (
+            CallSid::parse("CA1").unwrap(),
+            CallSid::parse("CA2").unwrap(),
+            CallSid::parse("CA3").unwrap(),
+        );
+        // On A's number: A's, though B's bid is the later and C's sent the caller to nobody's.
+        let on_a = Claimant::Publisher(a);
+        assert_eq!(
+            book.claim(campaign, &caller, &on_a, &first, t(3)),
+            Some((a_bid.clone(), true))
+        );
+        // A second call on A's number finds A's claimed, and takes nobody else's.
+        assert_eq!(book.claim(campaign, &caller, &on_a, &second, t(4)), None);
+        // A number given to nobody: a bid that sent the caller to one of those, never to B's.
+        let elsewhere = Claimant::Nobody {
+            numbers: vec![number("+18005550199")],
+        };
+        assert_eq!(book.claim(campaign, &caller, &elsewhere, &second, t(4)), None);
+        let unowned = Claimant::Nobody {
+            numbers: vec![number("+18005550199"), number("+18005550100")],
+        };
+        assert_eq!(
+            book.claim(campaign, &caller, &unowned, &second, t(4)),
+            Some((c_bid.clone(), true))
+        );
+        assert_eq!(book.claim(campaign, &caller, &unowned, &third, t(4)), None);
+        // B's is untouched: its repeat ping still gets it, its call still claims it.
+        assert_eq!(book.find(campaign, &caller, Some(b), t(5)), Some(&b_bid));
+        let on_b = Claimant::Publisher(b);
+        assert_eq!(
+            book.claim(campaign, &caller, &on_b, &third, t(5)),
+            Some((b_bid.clone(), true))
+        );
+        // The first call asking again, on whichever number, gets its own.
+        assert_eq!(
+            book.claim(campaign, &caller, &on_b, &first, t(6)),
+            Some((a_bid, false))
+        );
+    }
+
+    #[test]
+    fn a_reservation_heard_of_replaces_its_publishers_and_keeps_the_others() {
+        let mut book = ReservationBook::default();
+        let (campaign, a, b) = (
+            CampaignId::generate(),
+            PublisherId::generate(),
+            PublisherId::generate(),
+        );
+        let caller = number("+19175470066");
+        let a_bid = bid_of(campaign, a, BuyerId::generate(), "+18005550101", t(0));
+        let b_bid = bid_of(campaign, b, BuyerId::generate(), "+18005550102", t(0));
+        book.load(a_bid.clone(), None);
+        book.load(b_bid.clone(), None);
+        // A's claimed on another node: the claim is learned; B's stays claimable.
+        let call = CallSid::parse("CA1").unwrap();
+        book.load(a_bid.clone(), Some(call.clone()));
+        assert_eq!(book.len(), 2);
+        let on_a = Claimant::Publisher(a);
+        let other = CallSid::parse("CA2").unwrap();
+        assert_eq!(
+            book.claim(campaign, &caller, &on_a, &other, t(1)),
+            None,
+            "claimed elsewhere"
+        );
+        assert_eq!(book.find(campaign, &caller, Some(b), t(1)), Some(&b_bid));
+        // A's next bid, made elsewhere after the first expired, replaces it.
+        let a_next = bid_of(campaign, a, BuyerId::generate(), "+18005550101", t(70));
+        book.load(a_next.clone(), None);
+        assert_eq!(book.len(), 2);
+        assert_eq!(book.find(campaign, &caller, Some(a), t(71)), Some(&a_next));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod log;
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use actix::{Actor, Addr};
 use jiff::Timestamp;
@@ -23,8 +23,8 @@ use crate::{
         plan::{Buyer, Campaign, PublisherId, Record},
         routing::{Action, CallSituation, RoutingPlan},
         rtb::{
-            NoTarget, PingAnswer, PingError, PingOutcome, PingRecord, PingRequest, Reservation, RtbWrite,
-            caller_number,
+            HeldElsewhere, NoTarget, PingAnswer, PingError, PingOutcome, PingRecord, PingRequest,
+            Reservation, RtbWrite, caller_number,
         },
     },
     store::{RtbStore, StoreError},
@@ -162,7 +162,9 @@ impl Rtb {
             .map_err(Clone::clone)
             .and_then(|c| ping.place(c.as_ref()));
         let result = match (&publisher, &caller, place) {
-            (Ok(_), Ok(caller), Ok(place)) => Ok(self.bid(ping, caller.as_ref(), place).await),
+            (Ok(publisher), Ok(caller), Ok(place)) => {
+                Ok(self.bid(ping, *publisher, caller.as_ref(), place).await)
+            }
             (Err(error), _, _) | (_, Err(error), _) => Err(error.clone()),
             (_, _, Err(error)) => Err(error),
         };
@@ -173,22 +175,31 @@ impl Rtb {
         }
     }
 
-    /// The caller's live reservation (the ping shield), else a new bid as routing decides it.
+    /// The publisher's live reservation for the caller (the ping shield), else a new bid as
+    /// routing decides it. Another publisher's reservation for the caller is not this one's to
+    /// answer with, and the buyer it holds is not bid again: a buyer is promised to one
+    /// publisher per caller (a second promise would be one it cannot keep for both).
     async fn bid(
         &self,
         ping: &Ping<'_>,
+        publisher: PublisherId,
         caller: Option<&E164>,
         place: CallerPlace,
     ) -> (PingAnswer, Option<Reservation>) {
         let campaign = ping.campaign;
+        let mut held = HashSet::new();
         if let Some(caller) = caller {
             let find = Find {
                 campaign: campaign.id,
                 caller: caller.clone(),
+                publisher: Some(publisher),
                 at: ping.at,
             };
-            if let Ok(Some(held)) = self.decider.reservations.ask(find).await {
-                return (held.bid(true), Some(held));
+            if let Ok(found) = self.decider.reservations.ask(find).await {
+                if let Some(own) = found.own {
+                    return (own.bid(true), Some(own));
+                }
+                held = found.held_for_others;
             }
         }
         let no_target = |reason| {
@@ -201,11 +212,11 @@ impl Rtb {
         if caller.is_some_and(|caller| ping.plan.blocks(campaign, caller)) {
             return no_target(NoTarget::Blocked);
         }
-        let Some(inbound_number) = campaign.spec.numbers.as_slice().first() else {
+        let plan = ping.plan;
+        let Some(inbound_number) = plan.rtb_inbound_number(campaign, publisher) else {
             return no_target(NoTarget::NoTrackingNumber);
         };
 
-        let plan = ping.plan;
         let candidates: Vec<&Record<Buyer>> = plan.candidates(campaign).collect();
         // A publisher waits on the answer as a caller would: the same budget.
         let by = tokio::time::Instant::now() + self.decider.decision_budget;
@@ -218,56 +229,77 @@ impl Rtb {
             // No bid on a guess: a duplicate or a buyer over its cap must never be bid for.
             return no_target(NoTarget::Overloaded);
         };
-        let situation = CallSituation {
-            at: ping.at,
-            duplicates: &duplicates,
-            blocked: &blocked,
-            tried: &Default::default(),
-            visited: &[campaign.id],
-            reserved: None,
-            place,
-        };
-        let decision = plan.bid(campaign, &situation, &mut self.decider.random_for(ping.id));
-        let buyer = match decision.action {
-            Action::Dial { buyer, .. } => plan.buyer(buyer),
-            Action::End { reason } => return no_target(reason.into()),
-            // A bid is never redirected (see `RoutingPlan::bid`).
-            Action::Redirect { .. } => None,
-        };
-        let Some(buyer) = buyer else {
-            return no_target(NoTarget::NoBuyer);
-        };
-        let seconds = campaign.spec.rtb_reservation_seconds.get();
-        let reservation = Reservation {
-            uuid: ping.id,
-            campaign_id: campaign.id,
-            caller: caller.cloned(),
-            buyer_id: buyer.id,
-            publisher_id: ping.publisher().ok(),
-            payout: buyer.spec.payout,
-            seconds: buyer.spec.conversion_seconds.get(),
-            inbound_number: inbound_number.clone(),
-            reserved_at: ping.at,
-            expires_at: Reservation::expiry(ping.at, seconds),
-        };
-        let reserve = Reserve {
-            reservation: reservation.clone(),
-            at: ping.at,
-        };
-        let (kept, cached) = self
-            .decider
-            .reservations
-            .ask(reserve)
-            .await
-            .unwrap_or_else(|error| {
-                // The bid stands (the publisher may still send the call; it routes as usual), but
-                // nothing holds the buyer for it. The log still shows what was bid, until when.
-                tracing::error!(%error, "the reservation book did not answer; the bid is not held");
-                let bid = Box::new(reservation.clone());
-                self.log.do_send(Write(RtbWrite::Reserved(bid)));
-                (reservation, false)
-            });
-        (kept.bid(cached), Some(kept))
+        let mut random = self.decider.random_for(ping.id);
+        loop {
+            // Buyers held for the caller by other publishers' bids are passed over, as buyers
+            // already tried on a call are.
+            let situation = CallSituation {
+                at: ping.at,
+                duplicates: &duplicates,
+                blocked: &blocked,
+                tried: &held,
+                visited: &[campaign.id],
+                reserved: None,
+                place,
+            };
+            let decision = plan.bid(campaign, &situation, &mut random);
+            let buyer = match decision.action {
+                Action::Dial { buyer, .. } => plan.buyer(buyer),
+                Action::End { reason } => {
+                    // When only the holds kept every buyer out, that is the reason given.
+                    let only_held = !held.is_empty() && {
+                        let unheld = CallSituation {
+                            tried: &HashSet::new(),
+                            ..situation
+                        };
+                        let unheld = plan.bid(campaign, &unheld, &mut self.decider.random_for(ping.id));
+                        matches!(unheld.action, Action::Dial { .. })
+                    };
+                    return no_target(if only_held { NoTarget::Held } else { reason.into() });
+                }
+                // A bid is never redirected (see `RoutingPlan::bid`).
+                Action::Redirect { .. } => None,
+            };
+            let Some(buyer) = buyer else {
+                return no_target(NoTarget::NoBuyer);
+            };
+            let seconds = campaign.spec.rtb_reservation_seconds.get();
+            let reservation = Reservation {
+                uuid: ping.id,
+                campaign_id: campaign.id,
+                caller: caller.cloned(),
+                buyer_id: buyer.id,
+                publisher_id: Some(publisher),
+                payout: buyer.spec.payout,
+                seconds: buyer.spec.conversion_seconds.get(),
+                inbound_number: inbound_number.clone(),
+                reserved_at: ping.at,
+                expires_at: Reservation::expiry(ping.at, seconds),
+            };
+            let reserve = Reserve {
+                reservation: reservation.clone(),
+                at: ping.at,
+            };
+            match self.decider.reservations.ask(reserve).await {
+                Ok(Ok((kept, cached))) => return (kept.bid(cached), Some(kept)),
+                // Another publisher's ping took the buyer for the caller meanwhile: decided
+                // again without it (each round passes over one more buyer, so this ends).
+                Ok(Err(HeldElsewhere(taken))) => {
+                    if !held.insert(taken) {
+                        return no_target(NoTarget::Held);
+                    }
+                }
+                Err(error) => {
+                    // The bid stands (the publisher may still send the call; it routes as
+                    // usual), but nothing holds the buyer for it. The log still shows what was
+                    // bid, until when.
+                    tracing::error!(%error, "the reservation book did not answer; the bid is not held");
+                    let bid = Box::new(reservation.clone());
+                    self.log.do_send(Write(RtbWrite::Reserved(bid)));
+                    return (reservation.bid(false), Some(reservation));
+                }
+            }
+        }
     }
 
     /// Waits until every ping answered so far is in the store (for reading the log).

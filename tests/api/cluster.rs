@@ -349,6 +349,90 @@ async fn a_token_issued_or_revoked_on_one_node_is_honoured_on_another() {
     not(test_postgres),
     ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
 )]
+async fn two_publishers_reservations_for_one_caller_stay_apart_across_nodes() {
+    // Social Leads is given a number of Main's; Search Partners has none.
+    let b_number = "+18005550109";
+    let plan = PLAN
+        .replace(
+            "external_id = \"pub-1\"\n",
+            &format!("external_id = \"pub-1\"\n\n[[companies.publishers]]\nname = \"Social Leads\"\nexternal_id = \"pub-2\"\nnumbers = [\"{b_number}\"]\n"),
+        )
+        .replace("numbers = [\"+18005550100\"]", &format!("numbers = [\"+18005550100\", \"{b_number}\"]"));
+    let Some(first) = TestApp::start_with_plan(Engine::Postgres, &Plan::parse(&plan).unwrap()).await else {
+        return;
+    };
+    let second = first.another_node().await;
+    let client = reqwest::Client::new();
+    let ping = |node: String, publisher: &str| {
+        let body =
+            json!({"key": "main-campaign-rtb-key-0001", "publisher_id": publisher, "caller_number": CALLER});
+        let request = client.post(format!("{node}/rtbs.json")).json(&body);
+        async move { expect_json(request.send().await.unwrap(), StatusCode::OK).await }
+    };
+    // A's bid on the first node; B pings on the second once it has heard of it.
+    let heard = news_heard(&second, "reserved").await;
+    let a = ping(first.url(""), "pub-1").await;
+    assert_eq!(a["inbound_number"], MAIN, "{a}");
+    news_reached(&second, "reserved", heard).await;
+    let heard = news_heard(&first.url(""), "reserved").await;
+    let b = ping(second.clone(), "pub-2").await;
+    assert_eq!(
+        (b["cached"].as_bool(), b["inbound_number"].as_str()),
+        (Some(false), Some(b_number)),
+        "{b}"
+    );
+    assert_ne!(b["uuid"], a["uuid"]);
+    news_reached(&first.url(""), "reserved", heard).await;
+    // The second node writes B's ping a moment after its reservation.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = expect_json(first.get("/rtb?status=reserved").await, StatusCode::OK).await;
+        if log["data"].as_array().unwrap().len() == 2 || tokio::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let buyers: Vec<&str> = (log["data"].as_array().unwrap().iter())
+        .map(|p| p["reservation"]["buyer_id"].as_str().unwrap_or_default())
+        .collect();
+    let (acme, budget) = (
+        first.id_of("/buyers", "Acme").await,
+        first.id_of("/buyers", "Budget").await,
+    );
+    assert_eq!(
+        buyers,
+        [budget.as_str(), acme.as_str()],
+        "the buyer A holds is not bid to B: {log}"
+    );
+
+    // B's caller lands on the first node on B's number: B's reservation, B's buyer, B's call.
+    let provider = TestApp::signing_client();
+    let call = provider
+        .webhook(
+            &first.url("/voice/incoming"),
+            &incoming(&sid(1), CALLER, b_number),
+        )
+        .await;
+    assert_eq!(dialed(call).await.0, BUDGET);
+    let call = expect_json(first.get(&format!("/calls/{}", sid(1))).await, StatusCode::OK).await;
+    assert_eq!(
+        call["publisher_id"],
+        first.id_of("/publishers", "Social Leads").await.as_str()
+    );
+    // A's is not consumed: A's repeat ping on the second node gets it, cached.
+    let again = ping(second.clone(), "pub-1").await;
+    assert_eq!(
+        (&again["uuid"], again["cached"].as_bool()),
+        (&a["uuid"], Some(true)),
+        "{again}"
+    );
+}
+
+#[actix_web::test]
+#[cfg_attr(
+    not(test_postgres),
+    ignore = "set TEST_POSTGRES_URL: several nodes share a PostgreSQL"
+)]
 async fn an_rtb_reservation_made_on_one_node_is_honoured_on_another() {
     let Some((first, second)) = two_nodes().await else {
         return;

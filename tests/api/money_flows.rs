@@ -666,17 +666,20 @@ on_both_engines! {
         let app = &m.app;
         let main = app.id_of("/campaigns", "Main").await;
         let company = app.id_of("/companies", "Acme Leads").await;
-        let pinger = app.create("/publishers", serde_json::json!({"company_id": company, "name": "Pinger", "external_id": "pub-9"})).await;
+        // Main's only number is Search's: Pinger is given one of its own there.
+        let pingers = "+18005550109";
+        let pinger = app.create("/publishers", serde_json::json!({"company_id": company, "name": "Pinger", "external_id": "pub-9", "numbers": [pingers]})).await;
+        expect_json(app.patch(&format!("/campaigns/{main}"), serde_json::json!({"numbers": [MAIN, pingers]})).await, StatusCode::OK).await;
         let key = expect_json(app.put(&format!("/campaigns/{main}/rtb_key"), serde_json::json!({})).await, StatusCode::OK).await;
         let ping = serde_json::json!({"key": key["key"], "publisher_id": "pub-9", "caller_number": CALLER});
         let bid = expect_json(app.client.post(app.url("/rtbs.json")).json(&ping).send().await.unwrap(), StatusCode::OK).await;
         assert_eq!(bid["status"], "reserved", "{bid}");
         assert_eq!(bid["payout"].as_f64(), Some(10.0), "Acme Auto's bid: {bid}");
-        // The number dialed is Search's, but the call claims Pinger's bid: it is Pinger's call.
-        // Acme Auto does not answer and Budget Cover (payout 8) converts it: Pinger earns what
-        // the bid promised.
+        assert_eq!(bid["inbound_number"], pingers, "{bid}");
+        // The call to the bid's number claims Pinger's bid: it is Pinger's call. Acme Auto does
+        // not answer and Budget Cover (payout 8) converts it: Pinger earns what the bid promised.
         let call = sid(1);
-        let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, CALLER, MAIN)).await).await;
+        let (_, action) = dialed(app.webhook(&app.url("/voice/incoming"), &incoming(&call, CALLER, pingers)).await).await;
         let (budget, action) = dialed(app.webhook(&action, &dial_ended(&call, "no-answer", 0)).await).await;
         assert_eq!(budget, "+14155550102");
         assert_eq!(app.webhook(&action, &dial_ended(&call, "completed", 120)).await.status(), StatusCode::OK);

@@ -139,6 +139,66 @@ impl Bidding {
     }
 }
 
+/// Search Partners' (`pub-1`) and Social Leads' (`pub-2`) numbers on Main, whose first number is
+/// nobody's.
+const A_NUMBER: &str = "+18005550108";
+const B_NUMBER: &str = "+18005550109";
+
+/// [`PLAN`] with two publishers of the company, each given one of Main's numbers.
+struct TwoPublishers(Bidding);
+
+impl TwoPublishers {
+    async fn start(engine: Engine) -> Option<Self> {
+        let plan = PLAN
+            .replace(
+                "external_id = \"pub-1\"\n",
+                &format!(
+                    "external_id = \"pub-1\"\nnumbers = [\"{A_NUMBER}\"]\n\n[[companies.publishers]]\n\
+                     name = \"Social Leads\"\nexternal_id = \"pub-2\"\nnumbers = [\"{B_NUMBER}\"]\n"
+                ),
+            )
+            .replace(
+                "numbers = [\"+18005550100\", \"+18005550101\"]",
+                &format!("numbers = [\"+18005550100\", \"+18005550101\", \"{A_NUMBER}\", \"{B_NUMBER}\"]"),
+            );
+        Bidding::start_on(engine, &plan).await.map(Self)
+    }
+
+    /// A ping of `publisher`'s for `caller` to Main, answered 200.
+    async fn bid_for(&self, publisher: &str, caller: &str) -> Value {
+        let params = json!({"key": KEY, "publisher_id": publisher, "caller_number": caller});
+        expect_json(self.0.ping(params).await, StatusCode::OK).await
+    }
+
+    async fn publisher_id(&self, name: &str) -> String {
+        self.0.app.id_of("/publishers", name).await
+    }
+
+    /// Call `n` as its record shows it.
+    async fn call(&self, n: u32) -> Value {
+        expect_json(
+            self.0.app.get(&format!("/calls/{}", sid(n))).await,
+            StatusCode::OK,
+        )
+        .await
+    }
+
+    /// The pings `publisher_id` made, newest first.
+    async fn pings_of(&self, publisher_id: &str) -> Vec<Value> {
+        data(&self.0.log(&format!("?publisher_id={publisher_id}")).await).clone()
+    }
+
+    async fn pause(&self, buyer: &str, paused: bool) {
+        let id = self.0.buyer_id(buyer).await;
+        let patch = json!({"paused": paused});
+        expect_json(
+            self.0.app.patch(&format!("/buyers/{id}"), patch).await,
+            StatusCode::OK,
+        )
+        .await;
+    }
+}
+
 fn ts(value: &Value) -> Timestamp {
     value.as_str().expect("a time").parse().expect("ISO 8601")
 }
@@ -423,6 +483,110 @@ on_both_engines! {
         expect_error(bidding.app.get("/rtb?limit=0").await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", Some("limit")).await;
         let anonymous = bidding.app.client.get(bidding.app.url("/api/v1/rtb")).send().await.unwrap();
         expect_error(anonymous, StatusCode::UNAUTHORIZED, "unauthorized", None).await;
+    }
+}
+
+on_both_engines! {
+    async fn two_publishers_pinging_for_one_caller_each_get_their_own_reservation(p: TwoPublishers) {
+        let (a_id, b_id) = (p.publisher_id("Search Partners").await, p.publisher_id("Social Leads").await);
+        let a = p.bid_for("pub-1", CALLER).await;
+        assert_eq!((a["status"].as_str(), a["cached"].as_bool()), (Some("reserved"), Some(false)), "{a}");
+        assert_eq!(a["payout"], 10.0, "Acme: {a}");
+        assert_eq!(a["inbound_number"], A_NUMBER, "its own number on the campaign");
+        // B's ping is its own bid, not A's as cached; A holds Acme for the caller, so Budget bids.
+        let b = p.bid_for("pub-2", CALLER).await;
+        assert_eq!((b["status"].as_str(), b["cached"].as_bool()), (Some("reserved"), Some(false)), "{b}");
+        assert_ne!(b["uuid"], a["uuid"]);
+        assert_eq!(b["payout"], 8.5, "Budget: {b}");
+        assert_eq!(b["inbound_number"], B_NUMBER, "B's own number, whose calls are B's");
+
+        // Both hold across a restart.
+        p.0.log("").await;
+        let TwoPublishers(Bidding { app, clock }) = p;
+        let p = TwoPublishers(Bidding { app: app.restart().await, clock });
+        let b_again = p.bid_for("pub-2", CALLER).await;
+        assert_eq!((&b_again["uuid"], b_again["cached"].as_bool()), (&b["uuid"], Some(true)), "{b_again}");
+
+        // The caller calls A's number: A's reservation is claimed, its buyer dialed, A's call.
+        p.0.advance(10);
+        let (number, action) = p.0.arrive(1, CALLER, A_NUMBER).await;
+        assert_eq!(number, ACME);
+        assert!(p.0.timeline_kinds(1).await.contains(&"reservation_claimed".to_owned()));
+        let call = p.call(1).await;
+        assert_eq!(call["publisher_id"], a_id.as_str(), "{call}");
+        p.0.app.webhook(&action, &dial_ended(&sid(1), "completed", 10)).await;
+        p.0.app.webhook(&p.0.app.url("/voice/status"), &call_over(&sid(1))).await;
+
+        // B's is not consumed: B re-pinging gets its own, cached.
+        let b_later = p.bid_for("pub-2", CALLER).await;
+        assert_eq!((&b_later["uuid"], b_later["cached"].as_bool()), (&b["uuid"], Some(true)), "{b_later}");
+        let a_later = p.bid_for("pub-1", CALLER).await;
+        assert_eq!((&a_later["uuid"], a_later["cached"].as_bool()), (&a["uuid"], Some(true)), "{a_later}");
+        // The log shows A's pings claimed by that call, B's still reserved.
+        let a_pings = p.pings_of(&a_id).await;
+        assert_eq!(a_pings.len(), 2);
+        for ping in &a_pings {
+            assert_eq!((ping["status"].as_str(), ping["reservation"]["call_sid"].as_str()), (Some("claimed"), Some(sid(1).as_str())), "{ping}");
+        }
+        let b_pings = p.pings_of(&b_id).await;
+        assert_eq!(b_pings.len(), 3);
+        for ping in &b_pings {
+            assert_eq!((ping["status"].as_str(), &ping["reservation"]["uuid"]), (Some("reserved"), &b["uuid"]), "{ping}");
+        }
+
+        // B's call, later, claims B's: its buyer, its call.
+        let (number, _) = p.0.arrive(2, CALLER, B_NUMBER).await;
+        assert_eq!(number, BUDGET);
+        assert_eq!(p.call(2).await["publisher_id"], b_id.as_str());
+        assert_eq!(p.pings_of(&b_id).await[0]["reservation"]["call_sid"], sid(2));
+    }
+
+    async fn a_call_on_one_publishers_number_never_claims_anothers_reservation(p: TwoPublishers) {
+        let (a_id, b_id) = (p.publisher_id("Search Partners").await, p.publisher_id("Social Leads").await);
+        // B's bid holds Budget (Acme was paused then).
+        p.pause("Acme", true).await;
+        let b = p.bid_for("pub-2", CALLER).await;
+        assert_eq!(b["payout"], 8.5, "{b}");
+        p.pause("Acme", false).await;
+
+        // The caller calls A's number: routed as usual (Acme first), A's call, B's bid untouched.
+        let (number, _) = p.0.arrive(1, CALLER, A_NUMBER).await;
+        assert_eq!(number, ACME, "not B's reserved buyer");
+        assert!(!p.0.timeline_kinds(1).await.contains(&"reservation_claimed".to_owned()));
+        let call = p.call(1).await;
+        assert_eq!(call["publisher_id"], a_id.as_str(), "{call}");
+        // Nor does a call on the number given to nobody: B's bid sent the caller to B's.
+        let (number, _) = p.0.arrive(2, CALLER, MAIN).await;
+        assert_eq!(number, ACME);
+        assert!(p.call(2).await["publisher_id"].is_null());
+        let again = p.bid_for("pub-2", CALLER).await;
+        assert_eq!((&again["uuid"], again["cached"].as_bool()), (&b["uuid"], Some(true)), "{again}");
+        assert_eq!(p.pings_of(&b_id).await[1]["status"], "reserved");
+
+        // On B's number, B's is claimed.
+        let (number, _) = p.0.arrive(3, CALLER, B_NUMBER).await;
+        assert_eq!(number, BUDGET);
+        assert_eq!(p.call(3).await["publisher_id"], b_id.as_str());
+    }
+
+    async fn a_buyer_held_for_one_publisher_is_not_bid_to_another(p: TwoPublishers) {
+        // Only Acme can bid.
+        p.pause("Budget", true).await;
+        let a = p.bid_for("pub-1", CALLER).await;
+        assert_eq!(a["payout"], 10.0, "{a}");
+        // Acme is promised to A for this caller: B is told so, each time, until A's expires.
+        for _ in 0..2 {
+            let b = p.bid_for("pub-2", CALLER).await;
+            assert_eq!((b["status"].as_str(), b["reason"].as_str()), (Some("no-target"), Some("held")), "{b}");
+        }
+        // Another caller is not held.
+        assert_eq!(p.bid_for("pub-2", "+14155550124").await["payout"], 10.0);
+        p.0.advance(60);
+        let b = p.bid_for("pub-2", CALLER).await;
+        assert_eq!((b["status"].as_str(), b["payout"].as_f64()), (Some("reserved"), Some(10.0)), "{b}");
+        let held = p.0.log("?status=no-target").await;
+        assert_eq!(data(&held).len(), 2, "{held}");
+        assert_eq!(data(&held)[0]["reason"], "held");
     }
 }
 

@@ -12,8 +12,8 @@ use crate::domain::{
     capacity::{Leg, LoadChange},
     geo::CallerPlace,
     phone::E164,
-    plan::{BuyerId, Campaign, CampaignId, PublisherId, Record},
-    routing::RoutingPlan,
+    plan::{BuyerId, CampaignId},
+    rtb::Claimant,
     timeline::Event,
 };
 
@@ -107,7 +107,7 @@ pub(super) fn arrive(
         return Ok((Some(record), Answer::Reject));
     };
     let entered = turn.plan.campaign(campaign);
-    record.publisher_id = publisher_of_number(&turn.plan, dialed.as_ref(), entered);
+    record.publisher_id = turn.plan.publisher_of_number(dialed.as_ref(), entered);
     let blocked = (entered.zip(record.caller.number()))
         .is_some_and(|(campaign, caller)| turn.plan.blocks(campaign, caller));
     if blocked && !turn.answered_elsewhere {
@@ -136,19 +136,9 @@ pub(super) fn enter_and_route(
     route(turn, record, campaign, reserved)
 }
 
-/// The publisher given the tracking number dialed, if it belongs to the campaign's company.
-pub(super) fn publisher_of_number(
-    plan: &RoutingPlan,
-    dialed: Option<&E164>,
-    campaign: Option<&Record<Campaign>>,
-) -> Option<PublisherId> {
-    let publisher = plan.publisher_for_number(dialed?)?;
-    let company = plan.publisher_record(publisher)?.company_id;
-    (company == campaign?.company_id).then_some(publisher)
-}
-
-/// The buyer an RTB bid reserved for this caller in this campaign, if the bid is still live: it
-/// is claimed now, by this call, which is from then on the publisher's that pinged.
+/// The buyer an RTB bid reserved for this caller in this campaign, if the bid is still live and
+/// the call is its publisher's (see [`Claimant`]): it is claimed now, by this call, which is
+/// from then on the publisher's that pinged.
 pub(super) fn claim_reservation(
     turn: &mut Turn<'_>,
     record: &mut CallRecord,
@@ -158,9 +148,20 @@ pub(super) fn claim_reservation(
     let Some(caller) = record.caller.number().filter(|_| !turn.answered_elsewhere) else {
         return Ok(None);
     };
+    // The call is the publisher's whose number it dialed, if any: it takes only that
+    // publisher's bid (on a number given to nobody, a bid that sent the caller to such a one).
+    let claimant = match record.publisher_id {
+        Some(publisher) => Claimant::Publisher(publisher),
+        None => Claimant::Nobody {
+            numbers: (turn.plan.campaign(campaign))
+                .map(|c| turn.plan.numbers_of_nobody(c).cloned().collect())
+                .unwrap_or_default(),
+        },
+    };
     let claim = || Question::Claim {
         campaign,
         caller: caller.clone(),
+        claimant: claimant.clone(),
     };
     let Reply::Claimed(Some(reservation)) = turn.ask(claim)? else {
         return Ok(None);

@@ -36,7 +36,7 @@ use super::{
     plan::{Buyer, BuyerId, CampaignId, PublisherId, Record},
     postback::{Postback, events_of, postbacks_for},
     routing::RoutingPlan,
-    rtb::Reservation,
+    rtb::{Claimant, Reservation},
     timeline::{Event, TimelineEntry},
 };
 
@@ -96,8 +96,13 @@ pub enum Question {
     /// The plan as the store holds it now: a number unknown here may belong to a campaign
     /// created on another node a moment ago.
     Replan,
-    /// Claim the caller's live RTB reservation in the campaign, if there is one.
-    Claim { campaign: CampaignId, caller: E164 },
+    /// Claim the caller's live RTB reservation in the campaign that `claimant` may claim, if
+    /// there is one.
+    Claim {
+        campaign: CampaignId,
+        caller: E164,
+        claimant: Claimant,
+    },
     /// Which of the buyers these rules are of would take a call from `caller` as a duplicate.
     Duplicates { caller: E164, rules: Vec<Rule> },
     /// Which of `buyers` (each with a cap) are at a cap.
