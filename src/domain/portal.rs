@@ -34,6 +34,7 @@ const PUBLISHER_SUMMARY: &[&str] = &[
     "state_changed_at",
     "ended_at",
     "version",
+    "in_state_ms",
 ];
 
 const BUYER_SUMMARY: &[&str] = &[
@@ -49,6 +50,7 @@ const BUYER_SUMMARY: &[&str] = &[
     "state_changed_at",
     "ended_at",
     "version",
+    "in_state_ms",
 ];
 
 /// A dial as a publisher sees it: how it went, not to whom.

@@ -23,6 +23,9 @@
   const validToken = (value) => typeof value === "string" && /^[\x21-\x7e]+$/.test(value);
   const INVALID_TOKEN = "A token is printable ASCII without spaces.";
   const ui = {
+    portal: $("portal"),
+    buyersSection: $("buyers-section"),
+    statsSection: $("stats-section"),
     connection: $("connection"),
     signOut: $("sign-out"),
     login: $("login"),
@@ -75,6 +78,9 @@
   let token = null;
   // Bumped at every sign-in and sign-out: work started in an earlier session is dropped.
   let session = 0;
+  /** `"publisher"` or `"buyer"` for a partner's token (its portal: its own calls, no money of
+   * others, no network-wide panels), else `null`. */
+  let portal = null;
   let timers = [];
   let streamAbort = null;
   let clockOffset = 0;             // server clock minus this browser's, in ms
@@ -312,6 +318,7 @@
 
   /** Stops the stream and the timers and forgets the calls shown. */
   function stop() {
+    portal = null;
     for (const timer of timers) clearInterval(timer);
     timers = [];
     clearTimeout(statsTimer);
@@ -336,8 +343,27 @@
     show(ui.noStats, true);
   }
 
+  /** Asks the API whose token this is, and shows a partner its portal: the panels that read the
+   * whole network (buyers' caps, today's counters) are the staff's, and stay hidden. */
+  async function whoAmI(gen) {
+    const me = await api("/me");
+    if (gen !== session) return;
+    portal = me.role === "publisher" || me.role === "buyer" ? me.role : null;
+    ui.portal.textContent = portal ? `${portal === "publisher" ? "Publisher" : "Buyer"} portal: ${me.name}` : "";
+    show(ui.portal, Boolean(portal));
+    show(ui.buyersSection, !portal);
+    show(ui.statsSection, !portal);
+  }
+
   function start(gen) {
     setConnection("connecting", "Connecting…");
+    whoAmI(gen).then(
+      () => { if (gen === session) begin(gen); },
+      (error) => failed(gen, error, "Could not read the token's role", "me"),
+    );
+  }
+
+  function begin(gen) {
     timers.push(setInterval(tick, 1000));
     timers.push(setInterval(() => once(refreshStats, gen), STATS_EVERY_MS));
     timers.push(setInterval(() => once(refreshTimeline, gen), STATS_EVERY_MS));
@@ -369,7 +395,7 @@
   }
 
   async function loadNames(gen) {
-    if (namesLoading === gen) return;
+    if (portal || namesLoading === gen) return;
     namesLoading = gen;
     namesLoadedAt = Date.now();
     try {
@@ -404,6 +430,7 @@
   // ---- today's counters -------------------------------------------------------------------
 
   async function refreshStats(gen) {
+    if (portal) return;
     const midnight = new Date();
     midnight.setHours(0, 0, 0, 0);
     const request = ++statsRequest;
@@ -665,6 +692,7 @@
   // ---- buyers against their caps ----------------------------------------------------------
 
   async function refreshLoad(gen) {
+    if (portal) return;
     const request = ++loadRequest;
     try {
       const body = await api("/load");
@@ -1080,6 +1108,7 @@
   /** The RTB ping whose reservation the call claimed, if it claimed one: read once per call
    * (a reservation, once claimed, does not change). */
   async function winningPing(call) {
+    if (portal) return null;
     const claimed = (call.timeline || []).find((entry) => entry.kind === "reservation_claimed");
     if (!claimed) return null;
     if (pingShown.sid === call.call_sid) return pingShown.ping;

@@ -24,5 +24,6 @@ mod simulate;
 mod sqlite_file;
 mod store;
 mod supervision;
+mod tenants;
 mod tokens;
 mod voice;
