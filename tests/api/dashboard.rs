@@ -955,9 +955,11 @@ async fn read_charts_and_a_story(app: &TestApp, browser: Client) {
         .unwrap();
     assert_eq!(expect_json(bid, StatusCode::OK).await["status"], "reserved");
     let again = sid(901);
+    // On the publisher's own number: a call claims only the bid of the publisher whose number
+    // it dialed.
     let body = format!(
         "{}&CallerName={}",
-        incoming(&again, caller, MAIN),
+        incoming(&again, caller, "+18885550100"),
         url_encoded(hostile)
     );
     let (number, _) = dialed(app.webhook(&app.url("/voice/incoming"), &body).await).await;
@@ -1145,4 +1147,178 @@ async fn charts_match_the_status_api(app: &TestApp, browser: &Client, bucket: &s
 
 fn url_encoded(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Two publishers on one company's campaigns.
+const PARTNERS_PLAN: &str = r#"
+[[companies]]
+name = "Acme Leads"
+
+[[companies.publishers]]
+name = "Search"
+numbers = ["+18005550100"]
+
+[[companies.publishers]]
+name = "Social"
+numbers = ["+18005550101"]
+
+[[companies.buyers]]
+name = "Acme Auto"
+destination = "+14155550101"
+revenue = 20
+
+[[companies.buyers]]
+name = "Budget Cover"
+destination = "+14155550102"
+revenue = 15
+
+[[companies.campaigns]]
+name = "Main"
+numbers = ["+18005550100"]
+buyers = [{ buyer = "Acme Auto" }]
+
+[[companies.campaigns]]
+name = "Second"
+numbers = ["+18005550101"]
+buyers = [{ buyer = "Budget Cover" }]
+"#;
+
+#[actix_web::test]
+async fn a_publishers_link_shows_only_its_calls_and_no_revenue() {
+    let Some((browser, app)) = start_on(PARTNERS_PLAN).await else {
+        return;
+    };
+    let client = browser.client.clone();
+    browser.run(open_a_publishers_link(&app, client)).await;
+}
+
+async fn open_a_publishers_link(app: &TestApp, browser: Client) {
+    let search = app.id_of("/publishers", "Search").await;
+    let acme_auto = app.id_of("/buyers", "Acme Auto").await;
+    let issued = json!({"name": "Search's portal", "role": "publisher", "publishers": [search]});
+    let issued = expect_json(app.post("/tokens", issued).await, StatusCode::CREATED).await;
+    let token = issued["token"].as_str().unwrap();
+    // One call for each publisher, both ringing their buyers.
+    let (own, other) = (sid(1), sid(2));
+    for (call, number) in [(&own, "+18005550100"), (&other, "+18005550101")] {
+        let arrived = app
+            .webhook(&app.url("/voice/incoming"), &incoming(call, CALLER, number))
+            .await;
+        dialed(arrived).await;
+    }
+
+    browser
+        .goto(&app.url(&format!("/dashboard#token={token}")))
+        .await
+        .expect("open the publisher's link");
+    until(
+        &browser,
+        "the event stream to be live",
+        r##"return document.getElementById("connection").dataset.state === "live""##,
+        &[],
+    )
+    .await;
+    let banner = until(
+        &browser,
+        "the portal's banner",
+        r##"const p = document.getElementById("portal"); return !p.hidden && p.textContent"##,
+        &[],
+    )
+    .await;
+    assert_eq!(banner, "Publisher portal: token Search's portal");
+    until(
+        &browser,
+        "its call's row",
+        ROW,
+        &[json!(own), json!({"state": "dialing"})],
+    )
+    .await;
+    // The other publisher's call came in the same snapshot: it is not there, and never comes.
+    sleep(Duration::from_millis(500)).await;
+    let rows = (browser.execute(
+        r##"return [...document.querySelectorAll("#calls-body tr")].map((tr) => tr.dataset.callSid)"##,
+        vec![],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rows, json!([own]), "only its own call");
+    let hidden = (browser.execute(
+        r##"return ["stats-section", "buyers-section"].map((id) => document.getElementById(id).hidden)"##,
+        vec![],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(hidden, json!([true, true]), "no network-wide panels");
+
+    // Its call's story: no buyer named, no revenue anywhere on the page.
+    (browser.find(Locator::Css(&format!(
+        r##"#calls-body tr[data-call-sid="{own}"]"##
+    ))))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    until(
+        &browser,
+        "the call's story",
+        r##"return !document.getElementById("call-panel").hidden && document.getElementById("panel-summary").textContent.length > 0"##,
+        &[],
+    )
+    .await;
+    let text = browser
+        .execute("return document.body.innerText", vec![])
+        .await
+        .unwrap();
+    let text = text.as_str().unwrap();
+    for unseen in [
+        "Revenue",
+        "revenue",
+        "Acme Auto",
+        "Budget Cover",
+        "20.00",
+        "Social",
+    ] {
+        assert!(
+            !text.contains(unseen),
+            "the publisher's page shows {unseen:?}:\n{text}"
+        );
+    }
+    assert!(text.contains(CALLER), "its caller: {text}");
+    // Not even the buyer's id, as the page shortens one it has no name for.
+    assert!(
+        !text.contains(&acme_auto[acme_auto.len() - 6..]),
+        "the buyer's id:\n{text}"
+    );
+}
+
+#[actix_web::test]
+async fn the_page_runs_no_inline_script_and_is_never_framed_sniffed_or_referred() {
+    let Some(app) = TestApp::start(Engine::Sqlite).await else {
+        return;
+    };
+    let page = app.client.get(app.url("/dashboard")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let headers = page.headers().clone();
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    let script_src = (policy.split(';').map(str::trim))
+        .find(|directive| directive.starts_with("script-src"))
+        .expect("a script-src");
+    assert_eq!(script_src, "script-src 'self'", "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("<script>"), "no inline script");
+    assert!(html.contains(r#"<script src="dashboard.js"></script>"#));
+    let script = app.client.get(app.url("/dashboard.js")).send().await.unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert_eq!(script.headers()["x-content-type-options"], "nosniff");
+    assert!(script.text().await.unwrap().contains("\"use strict\""));
 }
