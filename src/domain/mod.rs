@@ -13,6 +13,7 @@ pub mod form;
 pub mod geo;
 pub mod ids;
 pub mod money;
+pub mod outbound;
 pub mod payout;
 pub mod phone;
 pub mod plan;

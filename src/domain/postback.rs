@@ -613,6 +613,8 @@ pub struct PostbackRecord {
     pub attempts: u32,
     #[schema(value_type = String, format = DateTime)]
     pub next_attempt_at: Timestamp,
+    /// Why the last try failed (admin tokens only: others read that it failed), or why it was
+    /// cancelled.
     #[schema(required = true)]
     pub last_error: Option<String>,
     #[schema(required = true)]
@@ -624,6 +626,20 @@ pub struct PostbackRecord {
     /// The JSON sent.
     #[schema(value_type = Object)]
     pub body: serde_json::Value,
+}
+
+/// What readers who may not see secrets read as a failed try's error.
+pub const ERROR_FOR_ADMINS: &str = "the try failed; admin tokens see the receiver's answer";
+
+impl PostbackRecord {
+    /// As readers who may not see secrets get it: why a try failed (a receiver's answer, what
+    /// its address resolved to) is for admins; a cancellation's reason is Switchboard's own.
+    pub fn redacted(mut self) -> Self {
+        if self.status != PostbackStatus::Cancelled && self.last_error.is_some() {
+            self.last_error = Some(ERROR_FOR_ADMINS.to_owned());
+        }
+        self
+    }
 }
 
 /// A postback a worker took to deliver.

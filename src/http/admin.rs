@@ -34,6 +34,7 @@ use super::{
 use crate::{
     domain::{
         ids::Id,
+        outbound::OutboundRules,
         phone::E164,
         plan::{Buyer, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, Record},
         rtb::caller_number,
@@ -182,6 +183,7 @@ where
 async fn create<T: PlanEntity>(
     _: Admin,
     store: StoreData,
+    rules: web::Data<OutboundRules>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError>
@@ -200,6 +202,7 @@ where
         None
     };
     let spec: T = json::typed(Value::Object(fields))?;
+    outbound_allowed(&spec, &rules)?;
     let record = PlanTable::<T>::insert(store.as_ref(), company_id, &spec).await?;
     let location = format!("{}/{}", req.path().trim_end_matches('/'), record.id);
     Ok(HttpResponse::Created()
@@ -210,6 +213,7 @@ where
 async fn replace<T: PlanEntity>(
     _: Admin,
     store: StoreData,
+    rules: web::Data<OutboundRules>,
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError>
@@ -220,6 +224,7 @@ where
     let mut fields = json::object(&body)?;
     remove_read_only(&mut fields, &current)?;
     let spec: T = json::typed(Value::Object(fields))?;
+    outbound_allowed(&spec, &rules)?;
     // A replacement: the last writer wins, as with any PUT.
     let record = PlanTable::<T>::update(store.as_ref(), current.id, &spec, None).await?;
     Ok(HttpResponse::Ok().json(record))
@@ -231,6 +236,7 @@ const PATCH_ATTEMPTS: usize = 3;
 async fn patch<T: PlanEntity>(
     _: Admin,
     store: StoreData,
+    rules: web::Data<OutboundRules>,
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError>
@@ -243,11 +249,20 @@ where
     loop {
         let current = PlanTable::<T>::get(store.as_ref(), id).await?;
         let spec = merge(&mut changes, &current)?;
+        outbound_allowed(&spec, &rules)?;
         // Applies only to the record as read, so a concurrent change is merged, not lost.
         match PlanTable::<T>::update(store.as_ref(), id, &spec, Some(&current.spec)).await {
             Err(StoreError::Stale) if attempt < PATCH_ATTEMPTS => attempt += 1,
             result => return Ok(HttpResponse::Ok().json(result?)),
         }
+    }
+}
+
+/// Refuses postback URLs the server may not send to (see [`OutboundRules`]), naming the field.
+fn outbound_allowed<T: PlanEntity>(spec: &T, rules: &OutboundRules) -> Result<(), ApiError> {
+    match spec.postbacks().map(|postbacks| rules.check_postbacks(postbacks)) {
+        Some(Err((field, refused))) => Err(ApiError::invalid(field, refused.to_string())),
+        _ => Ok(()),
     }
 }
 

@@ -3,6 +3,9 @@
 //! - `GET /postbacks?status=&call_sid=&before=&limit=`: newest first (`pending`, `delivered`,
 //!   `failed` or `cancelled`).
 //! - `GET /postbacks/{id}`: one postback, with the body it sends.
+//!
+//! Why a try failed (`last_error`: the receiver's answer, or what its name resolved to) is
+//! shown to admin tokens only; supervisors read that it failed, and its status code.
 //! - `POST /postbacks/{id}/retry`: queue it again now (a failed one, or a delivered one the
 //!   receiver lost), its tries counted afresh; same id, so the same `Idempotency-Key`.
 
@@ -78,7 +81,11 @@ struct Page {
         (status = 503, response = Unavailable),
     ),
 )]
-async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    reader: Reader,
+    store: StoreData,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(params.limit)?;
     let status = (params.status.as_deref())
         .map(|text| {
@@ -100,7 +107,10 @@ async fn list(_: Reader, store: StoreData, params: web::Query<ListParams>) -> Re
         before: params.before,
         limit,
     };
-    let data = store.postbacks(&filter).await?;
+    let mut data = store.postbacks(&filter).await?;
+    if !reader.sees_secrets() {
+        data = data.into_iter().map(PostbackRecord::redacted).collect();
+    }
     let next_before = match data.last() {
         Some(last) if data.len() == limit as usize => Some(last.id),
         _ => None,
@@ -128,8 +138,12 @@ fn id_of(text: &str) -> Result<Uuid, ApiError> {
         (status = 503, response = Unavailable),
     ),
 )]
-async fn get(_: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(store.postback(id_of(&id)?).await?))
+async fn get(reader: Reader, store: StoreData, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let mut postback = store.postback(id_of(&id)?).await?;
+    if !reader.sees_secrets() {
+        postback = postback.redacted();
+    }
+    Ok(HttpResponse::Ok().json(postback))
 }
 
 /// Send a postback again

@@ -19,6 +19,7 @@ mod provider;
 mod replay;
 mod routing_policy;
 mod rtb;
+mod security;
 mod simulate;
 mod sqlite_file;
 mod store;
