@@ -349,11 +349,12 @@ impl TestApp {
         ];
         environment.extend(given.iter().cloned());
         let settings = Settings::from_sources(None, environment).expect("test settings");
-        let store = Arc::new(
-            SqlStore::connect_and_migrate(&db.url)
-                .await
-                .expect("connect and migrate"),
-        );
+        // As `serve` opens it: with SECRETS_KEY if given.
+        let store = SqlStore::connect_with_keys(&db.url, &settings.secrets_keys)
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        let store = Arc::new(store);
         let app = Application::build_with(&settings, stores(store.clone()), runtime.clone())
             .await
             .expect("start the service");

@@ -29,7 +29,7 @@ use crate::{
     helpers::{
         Engine, TEST_SETTINGS, TestApp, TestDb, expect_error, expect_json, on_both_engines, test_runtime,
     },
-    money_flows::{PLAN, QUICK_RETRIES, connected_call},
+    money_flows::{PLAN, QUICK_RETRIES, Receiver, checks_out, connected_call},
     provider::{CALLER, sid},
 };
 
@@ -448,5 +448,118 @@ on_both_engines! {
         // A refused ping is not logged as a ping: the log shows the three taken per key.
         let log = expect_json(app.read("/rtb?limit=100").await, StatusCode::OK).await;
         assert_eq!(log["data"].as_array().unwrap().len(), 6, "{log}");
+    }
+}
+
+// -- Secrets at rest ------------------------------------------------------------------------------
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const BUYER_SECRET: &str = "whsec_AtRestBuyer_0123456789";
+const PUBLISHER_SECRET: &str = "whsec_AtRestPublisher_01234";
+const SIP_PASSWORD: &str = "sip-pass-AtRest-4242";
+
+/// The service with `SECRETS_KEY` set (receivers on loopback allowed), and a receiver.
+struct AtRest {
+    app: TestApp,
+    receiver: Receiver,
+}
+
+impl AtRest {
+    async fn start(engine: Engine) -> Option<Self> {
+        let settings: Vec<(&str, &str)> = (TEST_SETTINGS.iter().copied())
+            .chain([("SECRETS_KEY", KEY)])
+            .collect();
+        let app = TestApp::start_with(engine, &settings).await?;
+        Some(Self {
+            app,
+            receiver: Receiver::start().await,
+        })
+    }
+}
+
+/// Every text column of the rows `sql` selects, run together (what someone with the database reads).
+async fn raw_rows(app: &TestApp, sql: &'static str) -> String {
+    use sqlx::Row;
+    let mut conn = app.db.connect().await;
+    let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+    let mut all = String::new();
+    for row in &rows {
+        for i in 0..row.len() {
+            if let Ok(Some(text)) = row.try_get::<Option<String>, _>(i) {
+                all.push_str(&text);
+                all.push('\n');
+            }
+        }
+    }
+    all
+}
+
+on_both_engines! {
+    async fn secrets_are_stored_encrypted_and_read_back_in_clear(a: AtRest) {
+        let (app, receiver) = (&a.app, &a.receiver);
+        let company = app.create("/companies", json!({"name": "Acme"})).await;
+        let buyer = app.create("/buyers", json!({
+            "company_id": company, "name": "Acme Auto", "destination": "+14155550101",
+            "conversion_seconds": 90,
+            "postbacks": [{"url": receiver.url("/buyer"), "secret": BUYER_SECRET}],
+        })).await;
+        let sip = app.create("/buyers", json!({
+            "company_id": company, "name": "PBX", "destination": "sip:intake@pbx.example",
+            "sip_auth": {"username": "intake", "password": SIP_PASSWORD},
+        })).await;
+        app.create("/campaigns", json!({
+            "company_id": company, "name": "Main", "numbers": [crate::provider::MAIN],
+            "buyers": [{"buyer_id": buyer, "priority": 1}, {"buyer_id": sip, "priority": 2}],
+        })).await;
+        app.create("/publishers", json!({
+            "company_id": company, "name": "Search", "numbers": [crate::provider::MAIN],
+            "postbacks": [{"url": receiver.url("/publisher"), "secret": PUBLISHER_SECRET}],
+        })).await;
+
+        // Delivered, signed with the secrets read back.
+        connected_call(app, 1, CALLER, 120).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while receiver.received().iter().filter(|r| r.acknowledged).count() < 6 {
+            assert!(Instant::now() < deadline, "{:?}", receiver.received());
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        for received in receiver.received() {
+            let secret = if received.path == "/buyer" { BUYER_SECRET } else { PUBLISHER_SECRET };
+            assert!(checks_out(&received, secret), "{received:?}");
+        }
+
+        // The database holds none of them in clear: not the plan, not the outbox.
+        let stored = [
+            raw_rows(app, "SELECT postbacks, sip_auth FROM buyers").await,
+            raw_rows(app, "SELECT postbacks FROM publishers").await,
+            raw_rows(app, "SELECT url, secret, body, last_error FROM postbacks").await,
+        ]
+        .join("\n");
+        for secret in [BUYER_SECRET, PUBLISHER_SECRET, SIP_PASSWORD] {
+            assert!(!stored.contains(secret), "{secret} stored in clear: {stored}");
+        }
+        assert_eq!(stored.matches("\"sb1:").count(), 3, "each secret stored sealed: {stored}");
+
+        // An admin reads them in clear; a supervisor, redacted.
+        let read = expect_json(app.get(&format!("/buyers/{sip}")).await, StatusCode::OK).await;
+        assert_eq!(read["sip_auth"]["password"], SIP_PASSWORD);
+        let read = expect_json(app.read(&format!("/buyers/{buyer}")).await, StatusCode::OK).await;
+        assert_eq!(read["postbacks"][0]["secret"], "********");
+
+        // A value stored before encryption is read as it is, and sealed at its next write.
+        let mut conn = app.db.connect().await;
+        sqlx::query("UPDATE buyers SET sip_auth = $1 WHERE id = $2")
+            .bind(r#"{"username":"intake","password":"stored-in-clear-1"}"#)
+            .bind(&sip)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let read = expect_json(app.get(&format!("/buyers/{sip}")).await, StatusCode::OK).await;
+        assert_eq!(read["sip_auth"]["password"], "stored-in-clear-1");
+        expect_json(app.patch(&format!("/buyers/{sip}"), json!({"paused": true})).await, StatusCode::OK).await;
+        let stored = raw_rows(app, "SELECT sip_auth FROM buyers").await;
+        assert!(!stored.contains("stored-in-clear-1"), "{stored}");
+        let read = expect_json(app.get(&format!("/buyers/{sip}")).await, StatusCode::OK).await;
+        assert_eq!(read["sip_auth"]["password"], "stored-in-clear-1");
     }
 }
