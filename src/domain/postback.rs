@@ -629,14 +629,17 @@ pub struct PostbackRecord {
 }
 
 /// What readers who may not see secrets read as a failed try's error.
-pub const ERROR_FOR_ADMINS: &str = "the try failed; admin tokens see the receiver's answer";
+pub const ERROR_FOR_ADMINS: &str = "admin tokens see why";
 
 impl PostbackRecord {
     /// As readers who may not see secrets get it: why a try failed (a receiver's answer, what
     /// its address resolved to) is for admins; a cancellation's reason is Switchboard's own.
     pub fn redacted(mut self) -> Self {
         if self.status != PostbackStatus::Cancelled && self.last_error.is_some() {
-            self.last_error = Some(ERROR_FOR_ADMINS.to_owned());
+            self.last_error = Some(match self.last_status_code {
+                Some(code) => format!("the receiver answered {code}; {ERROR_FOR_ADMINS}"),
+                None => format!("the try failed; {ERROR_FOR_ADMINS}"),
+            });
         }
         self
     }

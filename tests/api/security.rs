@@ -373,7 +373,7 @@ on_both_engines! {
             "the receiver answered 500 Internal Server Error: db password hunter2 rejected"
         );
         let supervisor = expect_json(app.read(&format!("/postbacks/{id}")).await, StatusCode::OK).await;
-        assert_eq!(supervisor["last_error"], ERROR_FOR_ADMINS);
+        assert_eq!(supervisor["last_error"], format!("the receiver answered 500; {ERROR_FOR_ADMINS}"));
         assert_eq!(supervisor["last_status_code"], 500, "the status is no secret");
         let listed = expect_json(app.read(&format!("/postbacks?call_sid={}", sid(1))).await, StatusCode::OK).await;
         let shown = listed.to_string();
