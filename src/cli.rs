@@ -9,7 +9,7 @@ use crate::{
     config::Settings,
     plan::{DEMO_PLAN, Plan},
     startup::Application,
-    store::{ClusterStore, PlanStore, SqlStore},
+    store::{Backend, ClusterStore, PlanStore, SqlStore},
 };
 
 #[derive(Debug, Parser)]
@@ -79,6 +79,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 println!("{} is a valid plan.", path.display());
                 return Ok(());
             }
+            secrets_key_for(&settings)?;
             let store = connect(&settings).await?;
             let report = store
                 .import_plan(&plan)
@@ -97,8 +98,21 @@ async fn connect(settings: &Settings) -> anyhow::Result<SqlStore> {
     Ok(store)
 }
 
+/// Serving and importing store secrets. Several nodes share a PostgreSQL database, and every
+/// one must read the secrets the others stored: a key of its own (as a SQLite file gets beside
+/// it) would not do.
+fn secrets_key_for(settings: &Settings) -> anyhow::Result<()> {
+    if settings.database_url.backend() == Backend::Postgres && settings.secrets_keys.is_empty() {
+        anyhow::bail!(
+            "SECRETS_KEY is not set: on PostgreSQL, postback secrets and SIP passwords are stored \
+             encrypted with a key every node shares; make one with `openssl rand -base64 32`"
+        );
+    }
+    Ok(())
+}
+
 async fn open(settings: &Settings) -> anyhow::Result<SqlStore> {
-    SqlStore::connect(settings.database_url.expose())
+    SqlStore::connect_with_keys(settings.database_url.expose(), &settings.secrets_keys)
         .await
         .with_context(|| format!("cannot open the database at {}", settings.database_url))
 }
@@ -113,6 +127,7 @@ async fn migrate(settings: &Settings, store: &SqlStore) -> anyhow::Result<()> {
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<()> {
     // Before anything is touched: a server that cannot check webhooks must not start.
     let unsigned = settings.webhook_keys()?.is_none();
+    secrets_key_for(&settings)?;
     let store = open(&settings).await?;
     // Before the schema is touched, too: a server on a SQLite file another serves leaves it
     // as it found it. (The application holds the same claim while it serves.)

@@ -12,13 +12,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::{postbacks::Delivery, store::Backend};
+use crate::{domain::outbound::OutboundRules, http::rate_limit::Rate, postbacks::Delivery, store::Backend};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchboard.db";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
 /// Every setting, by its environment variable; a settings file uses the same names in lower case.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 23] = [
     "DATABASE_URL",
     "BIND",
     "PUBLIC_URL",
@@ -37,6 +37,11 @@ pub const KEYS: [&str; 18] = [
     "POSTBACK_TIMEOUT_MS",
     "POSTBACK_RETRY_BASE_MS",
     "POSTBACK_MAX_TRIES",
+    "POSTBACK_ALLOW_HTTP",
+    "POSTBACK_ALLOW_PRIVATE_NETWORKS",
+    "SECRETS_KEY",
+    "RTB_RATE_PER_SECOND",
+    "RTB_RATE_BURST",
 ];
 
 /// A call this old whose end was never reported is ended: four hours, the longest a provider
@@ -91,6 +96,36 @@ pub struct Settings {
     pub bench_floor: bool,
     /// How postbacks are delivered: each try's timeout, the backoff, the tries.
     pub postbacks: Delivery,
+    /// Where postbacks may go: `https` to public addresses, unless these allow more.
+    pub outbound: OutboundRules,
+    /// The keys stored secrets are encrypted with: the first seals, any opens (the others are
+    /// former keys, kept while a rotation re-encrypts). Unset: see [`crate::store::sealing`].
+    pub secrets_keys: Vec<SecretsKey>,
+    /// RTB pings taken per RTB key.
+    pub rtb_rate: Rate,
+}
+
+/// One key of `SECRETS_KEY`: 32 bytes, given in base64.
+#[derive(Clone)]
+pub struct SecretsKey(pub [u8; 32]);
+
+impl fmt::Debug for SecretsKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretsKey(…)")
+    }
+}
+
+impl SecretsKey {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| "is not base64 (make one with `openssl rand -base64 32`)".to_owned())?;
+        let key: [u8; 32] = (bytes.try_into()).map_err(|_| {
+            "must be 32 bytes, in base64 (make one with `openssl rand -base64 32`)".to_owned()
+        })?;
+        Ok(Self(key))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +184,12 @@ struct Raw {
     postback_timeout_ms: Option<String>,
     postback_retry_base_ms: Option<String>,
     postback_max_tries: Option<String>,
+    postback_allow_http: Option<String>,
+    postback_allow_private_networks: Option<String>,
+    /// Comma-separated: the current key first, then former ones.
+    secrets_key: Option<SecretString>,
+    rtb_rate_per_second: Option<String>,
+    rtb_rate_burst: Option<String>,
 }
 
 impl Settings {
@@ -258,6 +299,29 @@ impl Settings {
                 1..=50,
             )? as u32,
         };
+        let outbound = OutboundRules {
+            allow_http: flag(raw.postback_allow_http.as_deref(), "POSTBACK_ALLOW_HTTP")?,
+            allow_private_networks: flag(
+                raw.postback_allow_private_networks.as_deref(),
+                "POSTBACK_ALLOW_PRIVATE_NETWORKS",
+            )?,
+        };
+        let secrets_keys = secrets_keys(raw.secrets_key.as_ref()).map_err(invalid("SECRETS_KEY"))?;
+        let per_second = number(
+            raw.rtb_rate_per_second.as_deref(),
+            ("RTB_RATE_PER_SECOND", "pings a second"),
+            u64::from(Rate::RTB_DEFAULT.per_second),
+            1..=1_000_000,
+        )?;
+        let rtb_rate = Rate {
+            per_second: per_second as u32,
+            burst: number(
+                raw.rtb_rate_burst.as_deref(),
+                ("RTB_RATE_BURST", "pings"),
+                u64::from(Rate::RTB_DEFAULT.burst),
+                1..=1_000_000,
+            )? as u32,
+        };
         let log_format = match raw.log_format.as_deref() {
             None | Some("human") => LogFormat::Human,
             Some("json") => LogFormat::Json,
@@ -284,8 +348,31 @@ impl Settings {
             decision_budget: std::time::Duration::from_millis(decision_budget_ms),
             bench_floor,
             postbacks,
+            outbound,
+            secrets_keys,
+            rtb_rate,
         })
     }
+}
+
+/// `true` or `false` (unset: `false`).
+fn flag(text: Option<&str>, key: &'static str) -> Result<bool, ConfigError> {
+    match text.map(str::trim) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(invalid(key)(format!("`{other}` is neither `true` nor `false`"))),
+    }
+}
+
+/// Keys are separated by commas, the current one first; messages name a key by its position.
+fn secrets_keys(list: Option<&SecretString>) -> Result<Vec<SecretsKey>, String> {
+    let Some(list) = list else { return Ok(Vec::new()) };
+    (list.expose_secret().split(','))
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .enumerate()
+        .map(|(position, key)| SecretsKey::parse(key).map_err(|e| format!("key {}: {e}", position + 1)))
+        .collect()
 }
 
 /// A number (of `unit`s) within `range`, or `default` when unset.
@@ -516,6 +603,25 @@ mod tests {
         assert_eq!(settings.public_url, None);
         assert!(settings.admin_token.is_none());
         assert_eq!(settings.log_format, LogFormat::Human);
+        assert_eq!(
+            settings.outbound,
+            OutboundRules::default(),
+            "https to public addresses only"
+        );
+        assert!(settings.secrets_keys.is_empty());
+        assert_eq!(settings.rtb_rate, Rate::RTB_DEFAULT);
+    }
+
+    #[test]
+    fn secrets_keys_are_32_bytes_in_base64_current_first() {
+        let current = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let former = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+        let settings = from_env(&[("SECRETS_KEY", &format!("{current}, {former}"))]).unwrap();
+        let keys: Vec<u8> = settings.secrets_keys.iter().map(|key| key.0[0]).collect();
+        assert_eq!(keys, [0, 32]);
+        let err = from_env(&[("SECRETS_KEY", &format!("{current},AAEC"))]).unwrap_err();
+        assert!(err.to_string().contains("key 2"), "{err}");
+        assert!(!format!("{settings:?}").contains(current), "never shown");
     }
 
     #[test]
@@ -550,6 +656,15 @@ mod tests {
             ("DECISION_BUDGET_MS", "50", "DECISION_BUDGET_MS is invalid"),
             ("DECISION_BUDGET_MS", "5001", "DECISION_BUDGET_MS is invalid"),
             ("BENCH_FLOOR", "yes", "BENCH_FLOOR is invalid"),
+            ("POSTBACK_ALLOW_HTTP", "yes", "POSTBACK_ALLOW_HTTP is invalid"),
+            (
+                "POSTBACK_ALLOW_PRIVATE_NETWORKS",
+                "1",
+                "POSTBACK_ALLOW_PRIVATE_NETWORKS is invalid",
+            ),
+            ("SECRETS_KEY", "c2hvcnQ=", "SECRETS_KEY is invalid"),
+            ("SECRETS_KEY", "not base64!", "SECRETS_KEY is invalid"),
+            ("RTB_RATE_PER_SECOND", "0", "RTB_RATE_PER_SECOND is invalid"),
         ];
         for (key, value, expected) in cases {
             let err = from_env(&[(key, value)]).unwrap_err().to_string();

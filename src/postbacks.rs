@@ -13,9 +13,12 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use tokio::{sync::mpsc, task::JoinSet};
 use tracing::Instrument;
@@ -23,7 +26,10 @@ use uuid::Uuid;
 
 use crate::{
     clock::Clock,
-    domain::postback::{Due, SIGNATURE_HEADER, retry_delay, signature},
+    domain::{
+        outbound::{OutboundRules, Refused},
+        postback::{Due, SIGNATURE_HEADER, retry_delay, signature},
+    },
     store::{PostbackStore, Tried, TryFailed, TryOutcome},
     supervision::Metrics,
 };
@@ -102,10 +108,106 @@ impl Outbox {
     }
 }
 
+/// Sees the addresses a try is about to connect to, once the rules have kept only those they
+/// allow; an error stops the try there. (Tests record them and open no socket: reqwest's own
+/// connector layers see the URL before resolution, never an address.)
+pub type BeforeConnect = Arc<dyn Fn(&[SocketAddr]) -> Result<(), String> + Send + Sync>;
+
+/// How tries reach receivers: names are resolved by `resolver` (the system's by default), and
+/// only the addresses [`OutboundRules`] allow are connected to.
+#[derive(Clone)]
+pub struct Network {
+    pub resolver: Arc<dyn Resolve>,
+    pub before_connect: Option<BeforeConnect>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self {
+            resolver: Arc::new(SystemResolver),
+            before_connect: None,
+        }
+    }
+}
+
+/// The operating system's resolver (`getaddrinfo`, on tokio's blocking threads).
+struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            Ok(Box::new(found.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Resolves through another resolver and keeps only the addresses the rules allow, so the
+/// connection goes to an address that was checked (a name cannot be checked once and then
+/// resolved again to somewhere else).
+struct Guarded {
+    rules: OutboundRules,
+    inner: Arc<dyn Resolve>,
+    before_connect: Option<BeforeConnect>,
+}
+
+/// A name whose addresses are all refused, as the resolver's error (found again in the try's
+/// error by [`refusal_in`]).
+#[derive(Debug)]
+struct Blocked(Refused);
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Blocked {}
+
+impl Resolve for Guarded {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        let resolving = self.inner.resolve(name);
+        let (rules, before_connect) = (self.rules, self.before_connect.clone());
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = resolving.await?.collect();
+            let ips: Vec<IpAddr> = found.iter().map(SocketAddr::ip).collect();
+            let allowed = rules.reachable(&host, &ips).map_err(Blocked)?;
+            let kept: Vec<SocketAddr> = (found.into_iter())
+                .filter(|at| allowed.contains(&at.ip()))
+                .collect();
+            if let Some(before_connect) = before_connect {
+                before_connect(&kept)?;
+            }
+            Ok(Box::new(kept.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The refusal behind a failed request, if the guard refused it.
+fn refusal_in(error: &reqwest::Error) -> Option<&Refused> {
+    let mut source = std::error::Error::source(error);
+    while let Some(error) = source {
+        // An `io::Error` wrapping it skips it in `source()`: it is looked for inside too.
+        let inside = (error.downcast_ref::<std::io::Error>())
+            .and_then(|io| io.get_ref())
+            .map(|inside| inside as &(dyn std::error::Error + 'static));
+        for error in [Some(error), inside].into_iter().flatten() {
+            if let Some(blocked) = error.downcast_ref::<Blocked>() {
+                return Some(&blocked.0);
+            }
+        }
+        source = error.source();
+    }
+    None
+}
+
 /// Starts delivering on a thread of its own.
 pub fn start(
     store: Arc<dyn PostbackStore>,
     delivery: Delivery,
+    (rules, network): (OutboundRules, Network),
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 ) -> std::io::Result<Outbox> {
@@ -119,6 +221,11 @@ pub fn start(
         // A postback goes where its endpoint says, and nowhere a response points to.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("Switchboard-Postbacks/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(Guarded {
+            rules,
+            inner: network.resolver,
+            before_connect: network.before_connect,
+        }))
         .build()
         .map_err(std::io::Error::other)?;
     let worker = Worker {
@@ -127,6 +234,7 @@ pub fn start(
         metrics,
         client,
         clock,
+        rules,
     };
     std::thread::Builder::new()
         .name("postbacks".into())
@@ -140,6 +248,9 @@ struct Worker {
     delivery: Delivery,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
+    /// Where tries may go: checked on the URL before each try, and on the addresses its name
+    /// resolves to by the client's resolver.
+    rules: OutboundRules,
     /// Leases are timed by it (on several nodes, the database's time: see
     /// [`crate::cluster::aligned`]).
     clock: Arc<dyn Clock>,
@@ -291,6 +402,12 @@ impl Worker {
     }
 
     async fn try_once(&self, postback: &Due) -> TryOutcome {
+        // An address written in the URL is never resolved, so never seen by the resolver.
+        let checked = (url::Url::parse(&postback.url).map_err(|_| Refused::NotAUrl))
+            .and_then(|url| self.rules.check_url(&url));
+        if let Err(refused) = checked {
+            return self.refused(&refused);
+        }
         let sent_at = self.clock.now();
         let result = self
             .client
@@ -312,16 +429,19 @@ impl Worker {
                     status_code: response.status().as_u16(),
                 };
             }
-            Ok(response) => (
-                format!("the receiver answered {}", response.status()),
-                Some(response.status().as_u16()),
-            ),
-            Err(error) if error.is_timeout() => ("the receiver did not answer in time".to_owned(), None),
-            // Without the URL: it may hold a token, and the error is shown to supervisors.
-            Err(error) => (
-                format!("could not reach the receiver: {}", error.without_url()),
-                None,
-            ),
+            Ok(response) => {
+                let status = response.status();
+                (
+                    format!("the receiver answered {status}{}", excerpt(response).await),
+                    Some(status.as_u16()),
+                )
+            }
+            Err(error) => match refusal_in(&error) {
+                Some(refused) => return self.refused(refused),
+                None if error.is_timeout() => ("the receiver did not answer in time".to_owned(), None),
+                // Without the URL: it may hold a token.
+                None => (format!("could not reach the receiver: {}", cause_of(error)), None),
+            },
         };
         let tries = postback.attempts + 1;
         let retry_at = (tries < self.delivery.max_tries)
@@ -334,6 +454,51 @@ impl Worker {
             status_code,
             retry_at,
         })
+    }
+}
+
+impl Worker {
+    /// A try the rules refused: failed for good, as trying again cannot help until the
+    /// endpoint (or its name's addresses) change; it can be retried through the API then.
+    fn refused(&self, refused: &Refused) -> TryOutcome {
+        let error = format!("refused by the outbound rules: {refused}");
+        tracing::warn!(%error, "a postback was refused by the outbound rules");
+        self.metrics.postback_try("failed");
+        TryOutcome::Failed(TryFailed {
+            error,
+            status_code: None,
+            retry_at: None,
+        })
+    }
+}
+
+/// What went wrong, with its first cause (`connection refused`), but without the URL: it may
+/// hold a token.
+fn cause_of(error: reqwest::Error) -> String {
+    let mut root = std::error::Error::source(&error);
+    while let Some(deeper) = root.and_then(std::error::Error::source) {
+        root = Some(deeper);
+    }
+    let root = root.map(|cause| format!(": {cause}")).unwrap_or_default();
+    format!("{}{root}", error.without_url())
+}
+
+/// The first characters of a receiver's error answer, for the operator to read (admins only:
+/// a receiver may put anything there).
+async fn excerpt(response: reqwest::Response) -> String {
+    const SHOWN: usize = 200;
+    let Ok(text) = response.text().await else {
+        return String::new();
+    };
+    let text: String = (text.chars())
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(SHOWN)
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
     }
 }
 

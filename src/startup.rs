@@ -15,7 +15,9 @@ use crate::{
     conversions::Conversions,
     decide::{Capacity, CapacityActor, Decider, Dedupe, DedupeActor, PlanCache, PlanTimings, slots},
     domain::twiml::{TemplateError, TemplateName, Templates},
-    http::{self, auth::AccessTokens, health::Readiness, voice::Voice},
+    http::{
+        self, auth::AccessTokens, health::Readiness, rate_limit::RateLimiter, rtb::PingLimit, voice::Voice,
+    },
     postbacks,
     rtb::{self, Rtb},
     store::{SoleWriter, Store, StoreError, Stores, TokenStore},
@@ -50,6 +52,8 @@ pub struct Runtime {
     /// Where call actors run; unset (the default), on the worker that received the call's
     /// first webhook. (Tests hold a thread of their own up.)
     pub call_actors: Option<ArbiterHandle>,
+    /// How postbacks reach receivers (tests resolve names and connect their own way).
+    pub postback_network: postbacks::Network,
 }
 
 impl Default for Runtime {
@@ -59,6 +63,7 @@ impl Default for Runtime {
             timings: CallTimings::default(),
             routing_seed: rand::random(),
             call_actors: None,
+            postback_network: postbacks::Network::default(),
         }
     }
 }
@@ -110,6 +115,7 @@ impl Application {
             mut timings,
             routing_seed,
             call_actors,
+            postback_network,
         } = runtime;
         // Before anything is read: a second server on a SQLite file would count caps and
         // de-dupe callers apart from the first.
@@ -158,6 +164,7 @@ impl Application {
         let outbox = postbacks::start(
             stores.postbacks.clone(),
             settings.postbacks,
+            (settings.outbound, postback_network),
             supervision.metrics.clone(),
             clock.clone(),
         )?;
@@ -212,6 +219,8 @@ impl Application {
         let outbox = web::Data::new(outbox);
         let readiness = Arc::new(Readiness::default());
         let readiness_for_http = web::Data::from(readiness.clone());
+        let outbound = web::Data::new(settings.outbound);
+        let ping_limit = web::Data::new(PingLimit(RateLimiter::new(settings.rtb_rate)));
 
         let server = HttpServer::new(move || {
             App::new()
@@ -237,6 +246,8 @@ impl Application {
                 .app_data(readiness_for_http.clone())
                 .app_data(voice.clone())
                 .app_data(rtb_for_http.clone())
+                .app_data(outbound.clone())
+                .app_data(ping_limit.clone())
                 .configure(http::routes)
         })
         .listen(listener)?

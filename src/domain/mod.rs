@@ -15,6 +15,7 @@ pub mod form;
 pub mod geo;
 pub mod ids;
 pub mod money;
+pub mod outbound;
 pub mod payout;
 pub mod phone;
 pub mod plan;

@@ -54,6 +54,11 @@ pub trait PlanEntity:
     /// Gives the parts with ids of their own (postback endpoints) theirs, before the record is
     /// written: kept from `before`, the record as stored, else drawn from `fresh`.
     fn keep_part_ids(&mut self, _before: Option<&Self>, _fresh: &mut dyn FnMut() -> EndpointId) {}
+
+    /// Its postback endpoints (buyers' and publishers'), whose URLs are checked when saved.
+    fn postbacks(&self) -> Option<&Postbacks> {
+        None
+    }
 }
 
 /// A stored entity: its fields plus what the store assigned.
@@ -217,6 +222,10 @@ impl PlanEntity for Buyer {
     fn redact_secrets(&mut self) {
         self.sip_auth = self.sip_auth.as_ref().map(SipAuth::redacted);
         self.postbacks = self.postbacks.redacted();
+    }
+
+    fn postbacks(&self) -> Option<&Postbacks> {
+        Some(&self.postbacks)
     }
 
     fn keep_part_ids(&mut self, before: Option<&Self>, fresh: &mut dyn FnMut() -> EndpointId) {
@@ -455,6 +464,10 @@ impl PlanEntity for Publisher {
 
     fn redact_secrets(&mut self) {
         self.postbacks = self.postbacks.redacted();
+    }
+
+    fn postbacks(&self) -> Option<&Postbacks> {
+        Some(&self.postbacks)
     }
 
     fn keep_part_ids(&mut self, before: Option<&Self>, fresh: &mut dyn FnMut() -> EndpointId) {

@@ -648,6 +648,8 @@ pub struct PostbackRecord {
     pub attempts: u32,
     #[schema(value_type = String, format = DateTime)]
     pub next_attempt_at: Timestamp,
+    /// Why the last try failed (admin tokens only: others read that it failed), or why it was
+    /// cancelled.
     #[schema(required = true)]
     pub last_error: Option<String>,
     #[schema(required = true)]
@@ -659,6 +661,23 @@ pub struct PostbackRecord {
     /// The JSON sent.
     #[schema(value_type = Object)]
     pub body: serde_json::Value,
+}
+
+/// What readers who may not see secrets read as a failed try's error.
+pub const ERROR_FOR_ADMINS: &str = "admin tokens see why";
+
+impl PostbackRecord {
+    /// As readers who may not see secrets get it: why a try failed (a receiver's answer, what
+    /// its address resolved to) is for admins; a cancellation's reason is Switchboard's own.
+    pub fn redacted(mut self) -> Self {
+        if self.status != PostbackStatus::Cancelled && self.last_error.is_some() {
+            self.last_error = Some(match self.last_status_code {
+                Some(code) => format!("the receiver answered {code}; {ERROR_FOR_ADMINS}"),
+                None => format!("the try failed; {ERROR_FOR_ADMINS}"),
+            });
+        }
+        self
+    }
 }
 
 /// A postback a worker took to deliver.

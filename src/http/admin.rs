@@ -36,6 +36,7 @@ use crate::{
     domain::{
         access::{Action, Owner},
         ids::Id,
+        outbound::OutboundRules,
         phone::E164,
         plan::{Buyer, Campaign, CampaignId, Company, CompanyId, PlanEntity, Publisher, Record},
         rtb::caller_number,
@@ -219,6 +220,7 @@ where
 async fn create<T: PlanEntity>(
     auditor: Auditor,
     store: StoreData,
+    rules: web::Data<OutboundRules>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError>
@@ -251,6 +253,7 @@ where
         });
     }
     let spec: T = json::typed(Value::Object(fields))?;
+    outbound_allowed(&spec, &rules)?;
     let record = PlanTable::<T>::insert(store.as_ref(), company_id, &spec).await?;
     auditor
         .record(
@@ -267,6 +270,7 @@ where
 async fn replace<T: PlanEntity>(
     auditor: Auditor,
     store: StoreData,
+    rules: web::Data<OutboundRules>,
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError>
@@ -277,6 +281,7 @@ where
     let mut fields = json::object(&body)?;
     remove_read_only(&mut fields, &current)?;
     let spec: T = json::typed(Value::Object(fields))?;
+    outbound_allowed(&spec, &rules)?;
     // A replacement: the last writer wins, as with any PUT.
     let record = PlanTable::<T>::update(store.as_ref(), current.id, &spec, None).await?;
     record_update(&auditor, &current, &record).await;
@@ -296,6 +301,7 @@ const PATCH_ATTEMPTS: usize = 3;
 async fn patch<T: PlanEntity>(
     auditor: Auditor,
     store: StoreData,
+    rules: web::Data<OutboundRules>,
     id: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError>
@@ -309,6 +315,7 @@ where
     loop {
         let current = reachable(auditor.caller(), Action::Change, store.as_ref(), id).await?;
         let spec = merge(&mut changes, &current)?;
+        outbound_allowed(&spec, &rules)?;
         // Applies only to the record as read, so a concurrent change is merged, not lost.
         match PlanTable::<T>::update(store.as_ref(), id, &spec, Some(&current.spec)).await {
             Err(StoreError::Stale) if attempt < PATCH_ATTEMPTS => attempt += 1,
@@ -318,6 +325,14 @@ where
                 return Ok(HttpResponse::Ok().json(record));
             }
         }
+    }
+}
+
+/// Refuses postback URLs the server may not send to (see [`OutboundRules`]), naming the field.
+fn outbound_allowed<T: PlanEntity>(spec: &T, rules: &OutboundRules) -> Result<(), ApiError> {
+    match spec.postbacks().map(|postbacks| rules.check_postbacks(postbacks)) {
+        Some(Err((field, refused))) => Err(ApiError::invalid(field, refused.to_string())),
+        _ => Ok(()),
     }
 }
 

@@ -3,6 +3,9 @@
 //! - `GET /postbacks?status=&call_sid=&before=&limit=`: newest first (`pending`, `delivered`,
 //!   `failed` or `cancelled`).
 //! - `GET /postbacks/{id}`: one postback, with the body it sends.
+//!
+//! Why a try failed (`last_error`: the receiver's answer, or what its name resolved to) is
+//! shown to admin tokens only; supervisors read that it failed, and its status code.
 //! - `POST /postbacks/{id}/retry`: queue it again now (a failed one, or a delivered one the
 //!   receiver lost), its tries counted afresh; same id, so the same `Idempotency-Key`.
 
@@ -119,8 +122,18 @@ async fn list(
     let plan = plan.current().await;
     let data = (page.into_iter())
         .filter(|postback| caller.reaches(&owner(&plan, postback)))
+        .map(|postback| seen(&caller, postback))
         .collect();
     Ok(HttpResponse::Ok().json(Page { data, next_before }))
+}
+
+/// A postback as the caller may read it: a receiver's answer is for admins only.
+fn seen(caller: &Caller, postback: PostbackRecord) -> PostbackRecord {
+    if caller.sees_secrets() {
+        postback
+    } else {
+        postback.redacted()
+    }
 }
 
 /// Whose a postback is: the company of the buyer or publisher it goes to (as the plan has them
@@ -183,7 +196,8 @@ async fn get(
     plan: web::Data<PlanCache>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(reachable(&caller, Action::ReadOperations, &store, &plan, &id).await?))
+    let postback = reachable(&caller, Action::ReadOperations, &store, &plan, &id).await?;
+    Ok(HttpResponse::Ok().json(seen(&caller, postback)))
 }
 
 /// Send a postback again

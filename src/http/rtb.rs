@@ -18,6 +18,7 @@ use super::{
     csv_export,
     error::ApiError,
     openapi::{Invalid, Unauthorized, Unavailable},
+    rate_limit::RateLimiter,
 };
 use crate::{
     clock::Clock,
@@ -48,12 +49,27 @@ pub fn log_routes() -> [ApiRoute; 2] {
     ]
 }
 
+/// The rate limit of pings, per RTB key (`RTB_RATE_PER_SECOND`, `RTB_RATE_BURST`).
+pub struct PingLimit(pub RateLimiter);
+
 /// Parameters come in the query string and in a form or JSON body, the body's last.
-async fn ping(req: HttpRequest, body: web::Bytes, rtb: web::Data<Rtb>) -> Result<HttpResponse, ApiError> {
+async fn ping(
+    req: HttpRequest,
+    body: web::Bytes,
+    rtb: web::Data<Rtb>,
+    limit: web::Data<PingLimit>,
+) -> Result<HttpResponse, ApiError> {
     let mut params: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
         .map_err(|e| PingError::Malformed(format!("the query string is not valid: {e}")))?;
     params.extend(body_params(&req, &body)?);
-    let answer = rtb.ping(PingRequest::from_params(params)).await?;
+    let request = PingRequest::from_params(params);
+    // Before anything is looked up or logged: a flood on one key costs a digest a ping.
+    if let Some(key) = &request.key
+        && let Err(limited) = limit.0.check(key.as_bytes())
+    {
+        return Ok(limited.response());
+    }
+    let answer = rtb.ping(request).await?;
     Ok(HttpResponse::Ok().json(answer))
 }
 

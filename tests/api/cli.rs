@@ -49,6 +49,15 @@ impl Server {
     /// The command [`Server::start_with`] runs, for a test to add to it.
     pub(crate) fn command(dir: &Path, args: &[&str], settings: &[(&str, &str)]) -> Command {
         let mut command = switchboard(dir);
+        // Receivers in tests listen on loopback over http; PostgreSQL needs a secrets key.
+        command
+            .env("POSTBACK_ALLOW_HTTP", "true")
+            .env("POSTBACK_ALLOW_PRIVATE_NETWORKS", "true");
+        let postgres =
+            (settings.iter()).any(|(key, url)| *key == "DATABASE_URL" && url.starts_with("postgres"));
+        if postgres {
+            command.env("SECRETS_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+        }
         command
             .args(args)
             .envs(settings.iter().copied())

@@ -29,12 +29,15 @@ pub const SUPERVISOR_TOKEN: &str = "test-supervisor-token-0123456789";
 /// The provider account's auth token in tests: every webhook is signed with it.
 pub const AUTH_TOKEN: &str = "test-auth-token-5f4dcc3b5aa765d6";
 /// What every test service is started with.
-pub const TEST_SETTINGS: [(&str, &str); 4] = [
+pub const TEST_SETTINGS: [(&str, &str); 6] = [
     ("ADMIN_TOKEN", ADMIN_TOKEN),
     ("SUPERVISOR_TOKENS", SUPERVISOR_TOKEN),
     ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
     // A restart stops the first server at once (the drain has a test of its own).
     ("DRAIN_SECONDS", "0"),
+    // Receivers in tests listen on 127.0.0.1 over plain http (the guard has tests of its own).
+    ("POSTBACK_ALLOW_HTTP", "true"),
+    ("POSTBACK_ALLOW_PRIVATE_NETWORKS", "true"),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +77,7 @@ pub fn test_runtime() -> Runtime {
         timings: test_timings(),
         routing_seed: 1,
         call_actors: None,
+        postback_network: switchboard::postbacks::Network::default(),
     }
 }
 
@@ -345,11 +349,12 @@ impl TestApp {
         ];
         environment.extend(given.iter().cloned());
         let settings = Settings::from_sources(None, environment).expect("test settings");
-        let store = Arc::new(
-            SqlStore::connect_and_migrate(&db.url)
-                .await
-                .expect("connect and migrate"),
-        );
+        // As `serve` opens it: with SECRETS_KEY if given.
+        let store = SqlStore::connect_with_keys(&db.url, &settings.secrets_keys)
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        let store = Arc::new(store);
         let app = Application::build_with(&settings, stores(store.clone()), runtime.clone())
             .await
             .expect("start the service");

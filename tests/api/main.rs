@@ -20,6 +20,7 @@ mod provider;
 mod replay;
 mod routing_policy;
 mod rtb;
+mod security;
 mod simulate;
 mod sqlite_file;
 mod store;

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use sqlx::AnyConnection;
 
-use super::{Query, SqlEntity, enum_text, parse_id, parse_stored, postbacks, timestamp};
+use super::{Query, SqlEntity, enum_text, parse_id, parse_stored, postbacks, sealing::Sealer, timestamp};
 use crate::{
     domain::{
         destination::Destination,
@@ -137,6 +137,7 @@ impl SqlEntity for Buyer {
 
     async fn fetch(
         conn: &mut AnyConnection,
+        seal: &Sealer,
         query: &Query<'_, Self>,
     ) -> Result<Vec<Record<Self>>, StoreError> {
         let rows: Vec<BuyerRow> = query
@@ -153,14 +154,25 @@ impl SqlEntity for Buyer {
             )
             .fetch_all(&mut *conn)
             .await?;
-        rows.into_iter().map(Record::try_from).collect()
+        (rows.into_iter())
+            .map(|mut row| {
+                row.postbacks = seal.open_fields_in(&row.postbacks, "secret", "a postback secret")?;
+                row.sip_auth = (row.sip_auth)
+                    .map(|json| seal.open_fields_in(&json, "password", "a SIP password"))
+                    .transpose()?;
+                Record::try_from(row)
+            })
+            .collect()
     }
 
-    async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
+    async fn write(conn: &mut AnyConnection, seal: &Sealer, record: &Record<Self>) -> Result<(), StoreError> {
         let buyer = &record.spec;
         let caps = &buyer.caps;
         let business_hours = to_json("business_hours", buyer.business_hours.as_ref())?;
         let area_codes = (!buyer.area_codes.is_empty()).then_some(&buyer.area_codes);
+        // Secrets are stored encrypted (see `sealing`).
+        let postbacks = to_json("postbacks", Some(&buyer.postbacks))?.unwrap_or_default();
+        let sip_auth = to_json("sip_auth", buyer.sip_auth.as_ref())?;
         sqlx::query(
             "INSERT INTO buyers (id, company_id, name, destination, ring_timeout_seconds,
                 conversion_seconds, dedupe_seconds, duplicate_after, dedupe_group, payout_cents,
@@ -216,8 +228,8 @@ impl SqlEntity for Buyer {
         .bind(buyer.record.as_ref().map(enum_text).transpose()?)
         .bind(to_json("states", buyer.states.as_ref())?)
         .bind(to_json("area_codes", area_codes)?)
-        .bind(to_json("postbacks", Some(&buyer.postbacks))?)
-        .bind(to_json("sip_auth", buyer.sip_auth.as_ref())?)
+        .bind(seal.seal_fields_in(&postbacks, "secret")?)
+        .bind(sip_auth.map(|json| seal.seal_fields_in(&json, "password")).transpose()?)
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())
         .bind(enum_text(&buyer.conversion_rule)?)

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::AnyConnection;
 
-use super::{Query, SqlEntity, enum_text, parse_id, parse_stored, timestamp};
+use super::{Query, SqlEntity, enum_text, parse_id, parse_stored, sealing::Sealer, timestamp};
 use crate::{
     domain::{
         ids::Id,
@@ -62,6 +62,7 @@ impl SqlEntity for Campaign {
 
     async fn fetch(
         conn: &mut AnyConnection,
+        _seal: &Sealer,
         query: &Query<'_, Self>,
     ) -> Result<Vec<Record<Self>>, StoreError> {
         let campaigns: Vec<CampaignRow> = query
@@ -198,7 +199,11 @@ impl SqlEntity for Campaign {
         Ok(())
     }
 
-    async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
+    async fn write(
+        conn: &mut AnyConnection,
+        _seal: &Sealer,
+        record: &Record<Self>,
+    ) -> Result<(), StoreError> {
         let campaign = &record.spec;
         let id = record.id.to_string();
         sqlx::query(

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use sqlx::AnyConnection;
 
-use super::{Query, SqlEntity, parse_id, parse_stored, timestamp};
+use super::{Query, SqlEntity, parse_id, parse_stored, sealing::Sealer, timestamp};
 use crate::{
     domain::plan::{Company, CompanyId, Record},
     store::StoreError,
@@ -39,6 +39,7 @@ impl SqlEntity for Company {
 
     async fn fetch(
         conn: &mut AnyConnection,
+        _seal: &Sealer,
         query: &Query<'_, Self>,
     ) -> Result<Vec<Record<Self>>, StoreError> {
         // A company filter on companies narrows to that company.
@@ -55,7 +56,11 @@ impl SqlEntity for Company {
         rows.into_iter().map(Record::try_from).collect()
     }
 
-    async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
+    async fn write(
+        conn: &mut AnyConnection,
+        _seal: &Sealer,
+        record: &Record<Self>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO companies (id, name, duplicate_caller_handling, created_at_ms, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5)

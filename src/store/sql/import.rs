@@ -8,7 +8,9 @@ use sqlx::AnyConnection;
 use super::{
     SqlEntity,
     blocked::{self, Upserted},
-    campaigns, find_by_name, insert_in, update_in,
+    campaigns, find_by_name, insert_in,
+    sealing::Sealer,
+    update_in,
 };
 use crate::{
     domain::{
@@ -65,13 +67,14 @@ impl Tally {
 
 async fn upsert<T: SqlEntity>(
     conn: &mut AnyConnection,
+    seal: &Sealer,
     company: Option<CompanyId>,
     spec: &T,
 ) -> Result<(Id<T>, Outcome), StoreError> {
-    match find_by_name::<T>(conn, company, spec.name()).await? {
-        None => Ok((insert_in(conn, company, spec).await?.id, Outcome::Created)),
+    match find_by_name::<T>(conn, seal, company, spec.name()).await? {
+        None => Ok((insert_in(conn, seal, company, spec).await?.id, Outcome::Created)),
         Some(existing) => {
-            let (record, changed) = update_in(conn, existing.id, spec, None).await?;
+            let (record, changed) = update_in(conn, seal, existing.id, spec, None).await?;
             Ok((
                 record.id,
                 if changed {
@@ -84,19 +87,23 @@ async fn upsert<T: SqlEntity>(
     }
 }
 
-pub(super) async fn apply(conn: &mut AnyConnection, plan: &Plan) -> Result<ImportReport, StoreError> {
+pub(super) async fn apply(
+    conn: &mut AnyConnection,
+    seal: &Sealer,
+    plan: &Plan,
+) -> Result<ImportReport, StoreError> {
     let mut report = ImportReport::default();
-    let mut campaign_outcomes = release_numbers(conn, plan).await?;
+    let mut campaign_outcomes = release_numbers(conn, seal, plan).await?;
     for (c, entry) in plan.companies.iter().enumerate() {
         let path = format!("companies[{c}]");
-        let (company_id, outcome) = upsert(conn, None, &entry.company())
+        let (company_id, outcome) = upsert(conn, seal, None, &entry.company())
             .await
             .map_err(at(path.clone()))?;
         report.companies.add(outcome);
         let company = Some(company_id);
 
         for (i, publisher) in entry.publishers.iter().enumerate() {
-            let (_, outcome) = upsert(conn, company, publisher)
+            let (_, outcome) = upsert(conn, seal, company, publisher)
                 .await
                 .map_err(at(format!("{path}.publishers[{i}]")))?;
             report.publishers.add(outcome);
@@ -113,7 +120,7 @@ pub(super) async fn apply(conn: &mut AnyConnection, plan: &Plan) -> Result<Impor
         }
         let mut buyer_ids = HashMap::new();
         for (i, buyer) in entry.buyers.iter().enumerate() {
-            let (id, outcome) = upsert(conn, company, buyer)
+            let (id, outcome) = upsert(conn, seal, company, buyer)
                 .await
                 .map_err(at(format!("{path}.buyers[{i}]")))?;
             buyer_ids.insert(&buyer.name, id);
@@ -130,6 +137,7 @@ pub(super) async fn apply(conn: &mut AnyConnection, plan: &Plan) -> Result<Impor
         };
         apply_campaigns(
             conn,
+            seal,
             &context,
             campaigns.collect(),
             &mut campaign_outcomes,
@@ -144,15 +152,17 @@ pub(super) async fn apply(conn: &mut AnyConnection, plan: &Plan) -> Result<Impor
 /// takes away from a stored campaign is freed before any campaign claims one.
 async fn release_numbers(
     conn: &mut AnyConnection,
+    seal: &Sealer,
     plan: &Plan,
 ) -> Result<HashMap<CampaignId, Outcome>, StoreError> {
     let mut outcomes = HashMap::new();
     for entry in &plan.companies {
-        let Some(company) = find_by_name::<Company>(conn, None, &entry.name).await? else {
+        let Some(company) = find_by_name::<Company>(conn, seal, None, &entry.name).await? else {
             continue;
         };
         for campaign in &entry.campaigns {
-            let Some(existing) = find_by_name::<Campaign>(conn, Some(company.id), &campaign.name).await?
+            let Some(existing) =
+                find_by_name::<Campaign>(conn, seal, Some(company.id), &campaign.name).await?
             else {
                 continue;
             };
@@ -167,7 +177,7 @@ async fn release_numbers(
                 .collect::<Vec<_>>()
                 .try_into()
                 .map_err(StoreError::Corrupt)?;
-            let (_, changed) = update_in(conn, existing.id, &released, None).await?;
+            let (_, changed) = update_in(conn, seal, existing.id, &released, None).await?;
             outcomes.insert(
                 existing.id,
                 if changed {
@@ -190,6 +200,7 @@ struct CampaignContext<'a> {
 /// every campaign is then brought to the plan with all references resolvable.
 async fn apply_campaigns(
     conn: &mut AnyConnection,
+    seal: &Sealer,
     context: &CampaignContext<'_>,
     entries: Vec<(String, &PlanCampaign)>,
     outcomes: &mut HashMap<CampaignId, Outcome>,
@@ -199,7 +210,7 @@ async fn apply_campaigns(
     let buyer_id = |name: &Name| context.buyer_ids.get(name).copied();
     let mut ids: HashMap<&Name, CampaignId> = HashMap::new();
     for (_, entry) in &entries {
-        if let Some(existing) = find_by_name::<Campaign>(conn, company, &entry.name).await? {
+        if let Some(existing) = find_by_name::<Campaign>(conn, seal, company, &entry.name).await? {
             ids.insert(&entry.name, existing.id);
         }
     }
@@ -208,7 +219,9 @@ async fn apply_campaigns(
             let spec = entry
                 .to_campaign(buyer_id, |name| ids.get(name).copied())
                 .map_err(StoreError::Corrupt)?;
-            let record = insert_in(conn, company, &spec).await.map_err(at(path.clone()))?;
+            let record = insert_in(conn, seal, company, &spec)
+                .await
+                .map_err(at(path.clone()))?;
             ids.insert(&entry.name, record.id);
             outcomes.insert(record.id, Outcome::Created);
         }
@@ -218,7 +231,9 @@ async fn apply_campaigns(
         let spec = entry
             .to_campaign(buyer_id, |name| ids.get(name).copied())
             .map_err(StoreError::Corrupt)?;
-        let (_, mut changed) = update_in(conn, id, &spec, None).await.map_err(at(path.clone()))?;
+        let (_, mut changed) = update_in(conn, seal, id, &spec, None)
+            .await
+            .map_err(at(path.clone()))?;
         if let Some(key) = &entry.rtb_key {
             let digest = key.sha256_hex();
             if campaigns::rtb_key_sha256(conn, id).await?.as_deref() != Some(digest.as_str()) {

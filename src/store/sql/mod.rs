@@ -21,6 +21,7 @@ mod payouts;
 mod postbacks;
 mod publishers;
 mod rtb;
+pub mod sealing;
 mod sole_writer;
 mod supervision;
 mod tokens;
@@ -40,6 +41,7 @@ use uuid::Uuid;
 
 use super::{ListFilter, PlanStore, PlanTable, StoreError};
 use crate::{
+    config::SecretsKey,
     domain::{
         access::KeyDigest,
         ids::Id,
@@ -87,11 +89,20 @@ pub struct SqlStore {
     newsroom: cluster::Newsroom,
     /// For the connection that hears other nodes (it may hold a password).
     url: SecretString,
+    /// Encrypts the secrets stored in plan records (see [`sealing`]).
+    seal: sealing::Sealer,
 }
 
 impl SqlStore {
-    /// Connects (creating a missing SQLite file) without touching the schema.
+    /// Connects (creating a missing SQLite file) without touching the schema. Secrets are
+    /// encrypted with the SQLite file's key file (see [`sealing`]); on PostgreSQL, not at all
+    /// (serving there needs [`SqlStore::connect_with_keys`]).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_keys(url, &[]).await
+    }
+
+    /// As [`SqlStore::connect`], secrets encrypted with `keys` (the first seals) when any are given.
+    pub async fn connect_with_keys(url: &str, keys: &[SecretsKey]) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url).ok_or_else(|| {
             StoreError::Database(sqlx::Error::Configuration(
@@ -121,7 +132,15 @@ impl SqlStore {
         let health = Arc::new(health::WriteHealth::default());
         let sole_writer = Arc::new(sole_writer::SoleWriterLock::of(&pool, backend).await?);
         let call_writers = call_writer::CallWriters::start(&pool, backend, &newsroom, &health)?;
+        let seal = match (keys, sealing::key_file_of(url)) {
+            ([], Some(file)) => sealing::Sealer::new(&[sealing::key_from_file(&file).map_err(|e| {
+                StoreError::Corrupt(format!("the secrets key file {}: {e}", file.display()))
+            })?]),
+            ([], None) if backend == Backend::Sqlite => sealing::Sealer::new(&[SecretsKey(rand::random())]),
+            (keys, _) => sealing::Sealer::new(keys),
+        };
         Ok(Self {
+            seal,
             pool,
             backend,
             call_writers,
@@ -150,6 +169,11 @@ impl SqlStore {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether secrets are stored encrypted.
+    pub fn seals_secrets(&self) -> bool {
+        self.seal.seals()
     }
 
     pub async fn close(&self) {
@@ -209,6 +233,8 @@ async fn no_transaction_left(conn: &mut AnyConnection) -> Result<bool, sqlx::Err
     }
     Ok(!open)
 }
+
+use sealing::Sealer;
 
 /// Which records of a kind to fetch; every field narrows the result.
 #[derive(Debug)]
@@ -277,6 +303,7 @@ pub(super) trait SqlEntity: PlanEntity {
 
     async fn fetch(
         conn: &mut AnyConnection,
+        seal: &Sealer,
         query: &Query<'_, Self>,
     ) -> Result<Vec<Record<Self>>, StoreError>;
 
@@ -286,7 +313,7 @@ pub(super) trait SqlEntity: PlanEntity {
     }
 
     /// Inserts the record, or updates it in place (keeping `created_at`).
-    async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError>;
+    async fn write(conn: &mut AnyConnection, seal: &Sealer, record: &Record<Self>) -> Result<(), StoreError>;
 
     /// Refuses deletion while other records refer to this one.
     async fn check_unreferenced(_conn: &mut AnyConnection, _id: Id<Self>) -> Result<(), StoreError> {
@@ -371,8 +398,12 @@ fn enum_text<T: serde::Serialize + std::fmt::Debug>(value: &T) -> Result<String,
     }
 }
 
-async fn fetch_one<T: SqlEntity>(conn: &mut AnyConnection, id: Id<T>) -> Result<Record<T>, StoreError> {
-    T::fetch(conn, &Query::by_id(id))
+async fn fetch_one<T: SqlEntity>(
+    conn: &mut AnyConnection,
+    seal: &Sealer,
+    id: Id<T>,
+) -> Result<Record<T>, StoreError> {
+    T::fetch(conn, seal, &Query::by_id(id))
         .await?
         .pop()
         .ok_or_else(|| StoreError::not_found(id))
@@ -380,20 +411,27 @@ async fn fetch_one<T: SqlEntity>(conn: &mut AnyConnection, id: Id<T>) -> Result<
 
 async fn find_by_name<T: SqlEntity>(
     conn: &mut AnyConnection,
+    seal: &Sealer,
     company_id: Option<CompanyId>,
     name: &Name,
 ) -> Result<Option<Record<T>>, StoreError> {
-    Ok(T::fetch(conn, &Query::by_name(company_id, name)).await?.pop())
+    Ok(T::fetch(conn, seal, &Query::by_name(company_id, name))
+        .await?
+        .pop())
 }
 
-async fn check_record<T: SqlEntity>(conn: &mut AnyConnection, record: &Record<T>) -> Result<(), StoreError> {
+async fn check_record<T: SqlEntity>(
+    conn: &mut AnyConnection,
+    seal: &Sealer,
+    record: &Record<T>,
+) -> Result<(), StoreError> {
     if let Some((field, message)) = record.spec.contradiction() {
         return Err(StoreError::Invalid {
             field: field.to_owned(),
             message,
         });
     }
-    let holder = find_by_name::<T>(conn, record.company_id, record.spec.name()).await?;
+    let holder = find_by_name::<T>(conn, seal, record.company_id, record.spec.name()).await?;
     if holder.is_some_and(|other| other.id != record.id) {
         let scope = if T::OWNED_BY_COMPANY {
             " in this company"
@@ -414,11 +452,12 @@ async fn check_record<T: SqlEntity>(conn: &mut AnyConnection, record: &Record<T>
 
 pub(super) async fn insert_in<T: SqlEntity>(
     conn: &mut AnyConnection,
+    seal: &Sealer,
     company_id: Option<CompanyId>,
     spec: &T,
 ) -> Result<Record<T>, StoreError> {
     match (T::OWNED_BY_COMPANY, company_id) {
-        (true, Some(company)) => match fetch_one(conn, company).await {
+        (true, Some(company)) => match fetch_one(conn, seal, company).await {
             Ok(_) => {}
             Err(StoreError::NotFound { .. }) => {
                 let message = format!("no company with id {company}");
@@ -445,8 +484,8 @@ pub(super) async fn insert_in<T: SqlEntity>(
         created_at: now,
         updated_at: now,
     };
-    check_record(conn, &record).await?;
-    T::write(conn, &record).await?;
+    check_record(conn, seal, &record).await?;
+    T::write(conn, seal, &record).await?;
     bump_revision(conn).await?;
     Ok(record)
 }
@@ -455,11 +494,12 @@ pub(super) async fn insert_in<T: SqlEntity>(
 /// only if the record still has those fields (optimistic concurrency for read-modify-write).
 pub(super) async fn update_in<T: SqlEntity>(
     conn: &mut AnyConnection,
+    seal: &Sealer,
     id: Id<T>,
     spec: &T,
     expected: Option<&T>,
 ) -> Result<(Record<T>, bool), StoreError> {
-    let current = fetch_one(conn, id).await?;
+    let current = fetch_one(conn, seal, id).await?;
     if expected.is_some_and(|expected| *expected != current.spec) {
         return Err(StoreError::Stale);
     }
@@ -474,8 +514,8 @@ pub(super) async fn update_in<T: SqlEntity>(
         updated_at: now(),
         ..current
     };
-    check_record(conn, &record).await?;
-    T::write(conn, &record).await?;
+    check_record(conn, seal, &record).await?;
+    T::write(conn, seal, &record).await?;
     bump_revision(conn).await?;
     Ok((record, true))
 }
@@ -502,37 +542,41 @@ async fn finish<R>(tx: Transaction<'static, Any>, result: Result<R, StoreError>)
 impl<T: SqlEntity> PlanTable<T> for SqlStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record<T>>, StoreError> {
         let mut tx = self.read_tx().await?;
-        let result = T::fetch(&mut tx, &Query::list(filter)).await;
+        let result = T::fetch(&mut tx, &self.seal, &Query::list(filter)).await;
         finish(tx, result).await
     }
 
     async fn get(&self, id: Id<T>) -> Result<Record<T>, StoreError> {
         let mut tx = self.read_tx().await?;
-        let result = fetch_one(&mut tx, id).await;
+        let result = fetch_one(&mut tx, &self.seal, id).await;
         finish(tx, result).await
     }
 
     async fn insert(&self, company_id: Option<CompanyId>, spec: &T) -> Result<Record<T>, StoreError> {
         let mut tx = self.write_tx().await?;
-        let result = insert_in(&mut tx, company_id, spec).await;
+        let result = insert_in(&mut tx, &self.seal, company_id, spec).await;
         finish(tx, result).await
     }
 
     async fn update(&self, id: Id<T>, spec: &T, expected: Option<&T>) -> Result<Record<T>, StoreError> {
         let mut tx = self.write_tx().await?;
-        let result = update_in(&mut tx, id, spec, expected).await;
+        let result = update_in(&mut tx, &self.seal, id, spec, expected).await;
         finish(tx, result.map(|(record, _)| record)).await
     }
 
     async fn delete(&self, id: Id<T>) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        let result = delete_in(&mut tx, id).await;
+        let result = delete_in(&mut tx, &self.seal, id).await;
         finish(tx, result).await
     }
 }
 
-async fn delete_in<T: SqlEntity>(conn: &mut AnyConnection, id: Id<T>) -> Result<(), StoreError> {
-    fetch_one(conn, id).await?;
+async fn delete_in<T: SqlEntity>(
+    conn: &mut AnyConnection,
+    seal: &Sealer,
+    id: Id<T>,
+) -> Result<(), StoreError> {
+    fetch_one(conn, seal, id).await?;
     T::check_unreferenced(conn, id).await?;
     sqlx::query(T::DELETE)
         .bind(id.to_string())
@@ -596,7 +640,7 @@ impl PlanStore for SqlStore {
 
     async fn import_plan(&self, plan: &Plan) -> Result<ImportReport, StoreError> {
         let mut tx = self.write_tx().await?;
-        let result = import::apply(&mut tx, plan).await;
+        let result = import::apply(&mut tx, &self.seal, plan).await;
         finish(tx, result).await
     }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use sqlx::AnyConnection;
 
-use super::{Backend, SqlStore, finish, from_json, timestamp};
+use super::{Backend, SqlStore, finish, from_json, sealing::Sealer, timestamp};
 use crate::{
     domain::{
         call::CallSid,
@@ -143,7 +143,7 @@ impl PostbackStore for SqlStore {
         let mut owners: HashMap<String, Postbacks> = HashMap::new();
         for json in rows.iter().filter_map(|row| row.endpoints.as_deref()) {
             if !owners.contains_key(json) {
-                owners.insert(json.to_owned(), owners_endpoints(json)?);
+                owners.insert(json.to_owned(), owners_endpoints(&self.seal, json)?);
             }
         }
         for row in rows {
@@ -153,6 +153,8 @@ impl PostbackStore for SqlStore {
                 Some(id) => endpoint_now(endpoints, id, event)
                     .map(|endpoint| (endpoint.url.as_str().to_owned(), endpoint.secret.clone())),
                 None => queued_before_ids(endpoints, row.url, row.secret)?,
+                // (Such a row keeps the secret it was queued with, in clear: only rows queued
+                // before endpoints had ids, and read as they are.)
             };
             match to {
                 Ok((url, secret)) => due.push(Due {
@@ -279,7 +281,9 @@ impl PostbackStore for SqlStore {
             ));
         }
         // Refused now rather than queued to be cancelled at its next try.
-        let endpoints = endpoints.as_deref().map(owners_endpoints).transpose()?;
+        let endpoints = (endpoints.as_deref())
+            .map(|json| owners_endpoints(&self.seal, json))
+            .transpose()?;
         let gone = match endpoint.as_deref().map(endpoint_id).transpose()? {
             Some(endpoint) => endpoint_now(endpoints.as_ref(), endpoint, event(&kind)?).err(),
             None => endpoints.is_none().then_some(Gone::Owner),
@@ -330,8 +334,10 @@ fn endpoint_id(text: &str) -> Result<EndpointId, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("postbacks.endpoint_id: `{text}` is not an id")))
 }
 
-fn owners_endpoints(json: &str) -> Result<Postbacks, StoreError> {
-    from_json("postbacks (the owner's endpoints)", json)
+/// The owner's endpoints, their secrets decrypted.
+fn owners_endpoints(seal: &Sealer, json: &str) -> Result<Postbacks, StoreError> {
+    let opened = seal.open_fields_in(json, "secret", "a postback secret")?;
+    from_json("postbacks (the owner's endpoints)", &opened)
 }
 
 /// Where a postback queued before endpoints had ids goes, when the migration that gave them ids

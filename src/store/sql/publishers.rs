@@ -1,7 +1,9 @@
 use async_trait::async_trait;
 use sqlx::AnyConnection;
 
-use super::{Query, SqlEntity, from_json, parse_id, parse_stored, postbacks, timestamp, to_json};
+use super::{
+    Query, SqlEntity, from_json, parse_id, parse_stored, postbacks, sealing::Sealer, timestamp, to_json,
+};
 use crate::{
     domain::{
         plan::{Publisher, PublisherId, Record},
@@ -53,6 +55,7 @@ impl SqlEntity for Publisher {
 
     async fn fetch(
         conn: &mut AnyConnection,
+        seal: &Sealer,
         query: &Query<'_, Self>,
     ) -> Result<Vec<Record<Self>>, StoreError> {
         let rows: Vec<PublisherRow> = query
@@ -66,7 +69,12 @@ impl SqlEntity for Publisher {
             )
             .fetch_all(&mut *conn)
             .await?;
-        rows.into_iter().map(Record::try_from).collect()
+        (rows.into_iter())
+            .map(|mut row| {
+                row.postbacks = seal.open_fields_in(&row.postbacks, "secret", "a postback secret")?;
+                Record::try_from(row)
+            })
+            .collect()
     }
 
     async fn check(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
@@ -94,7 +102,7 @@ impl SqlEntity for Publisher {
         }
     }
 
-    async fn write(conn: &mut AnyConnection, record: &Record<Self>) -> Result<(), StoreError> {
+    async fn write(conn: &mut AnyConnection, seal: &Sealer, record: &Record<Self>) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO publishers (id, company_id, name, external_id, numbers, payout, postbacks,
                 created_at_ms, updated_at_ms)
@@ -110,7 +118,8 @@ impl SqlEntity for Publisher {
         .bind(record.spec.external_id.as_ref().map(|id| id.as_str().to_owned()))
         .bind(to_json(&record.spec.numbers)?)
         .bind(record.spec.payout.as_ref().map(to_json).transpose()?)
-        .bind(to_json(&record.spec.postbacks)?)
+        // Secrets are stored encrypted (see `sealing`).
+        .bind(seal.seal_fields_in(&to_json(&record.spec.postbacks)?, "secret")?)
         .bind(record.created_at.as_millisecond())
         .bind(record.updated_at.as_millisecond())
         .execute(&mut *conn)
