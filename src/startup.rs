@@ -16,7 +16,12 @@ use crate::{
     decide::{Capacity, CapacityActor, Decider, Dedupe, DedupeActor, PlanCache, PlanTimings, slots},
     domain::twiml::{TemplateError, TemplateName, Templates},
     http::{
-        self, auth::AccessTokens, health::Readiness, rate_limit::RateLimiter, rtb::PingLimit, voice::Voice,
+        self,
+        auth::{AccessTokens, AuthFailures},
+        health::Readiness,
+        rate_limit::RateLimiter,
+        rtb::PingLimit,
+        voice::Voice,
     },
     postbacks,
     rtb::{self, Rtb},
@@ -221,6 +226,7 @@ impl Application {
         let readiness_for_http = web::Data::from(readiness.clone());
         let outbound = web::Data::new(settings.outbound);
         let ping_limit = web::Data::new(PingLimit(RateLimiter::new(settings.rtb_rate)));
+        let auth_failures = web::Data::new(AuthFailures::new());
 
         let server = HttpServer::new(move || {
             App::new()
@@ -234,6 +240,7 @@ impl Application {
                 .app_data(web::Data::from(stores.blocked.clone()))
                 .app_data(web::Data::from(stores.postbacks.clone()))
                 .app_data(web::Data::from(stores.audit.clone()))
+                .app_data(auth_failures.clone())
                 .app_data(web::Data::from(stores.conversions.clone()))
                 .app_data(conversions.clone())
                 .app_data(plan.clone())

@@ -17,7 +17,10 @@ use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::{
+    error::ApiError,
+    rate_limit::{Rate, RateLimiter},
+};
 use crate::{
     clock::Clock,
     domain::{
@@ -249,12 +252,49 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .and_then(|value| value.split_once(' '))
         // Authentication schemes are case-insensitive (RFC 9110).
         .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
-        .ok_or(ApiError::Unauthorized(
-            "send a token as `Authorization: Bearer <token>`",
-        ))?;
-    tokens
-        .caller_of(presented.trim(), clock.now())
-        .ok_or(ApiError::Unauthorized("the token is not valid"))
+        .ok_or_else(|| failed(req, "send a token as `Authorization: Bearer <token>`"))?;
+    match tokens.caller_of(presented.trim(), clock.now()) {
+        Some(caller) => Ok(caller),
+        None => Err(failed(req, "the token is not valid")),
+    }
+}
+
+/// Token checks that fail from one address: a burst, then one a second. A valid token is never
+/// held back (a scanner behind the same proxy as the operators cannot lock them out), and with
+/// 256-bit tokens guessing is hopeless anyway: the limit keeps scanners from costing the server
+/// and the logs more than that.
+pub struct AuthFailures(RateLimiter);
+
+impl AuthFailures {
+    pub const RATE: Rate = Rate {
+        per_second: 1,
+        burst: 30,
+    };
+
+    pub fn new() -> Self {
+        Self(RateLimiter::new(Self::RATE))
+    }
+}
+
+impl Default for AuthFailures {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A failed token check: 401, or 429 once its address has failed too often. Keyed by the
+/// connection's address (not a forwarded one, which a client could make up).
+fn failed(req: &HttpRequest, why: &'static str) -> ApiError {
+    let (Some(failures), Some(address)) = (req.app_data::<web::Data<AuthFailures>>(), req.peer_addr()) else {
+        return ApiError::Unauthorized(why);
+    };
+    match failures.0.check(address.ip().to_string().as_bytes()) {
+        Ok(()) => ApiError::Unauthorized(why),
+        Err(limited) => {
+            tracing::warn!(client = %address.ip(), "too many failed token checks");
+            ApiError::TooManyFailures(limited.retry_after.as_secs_f64().ceil().max(1.0) as u64)
+        }
+    }
 }
 
 #[cfg(test)]

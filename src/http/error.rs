@@ -10,6 +10,9 @@ use crate::{domain::rtb::PingError, store::StoreError};
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// Too many failed token checks from one address: try again after this many seconds.
+    #[error("too many requests with tokens that are not valid; try again in {0} s")]
+    TooManyFailures(u64),
     /// A valid token that may not do this (a supervisor's, for a change).
     #[error("{0}")]
     Forbidden(&'static str),
@@ -46,6 +49,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized(_) => "unauthorized",
+            Self::TooManyFailures(_) => "rate_limited",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::Conflict { .. } => "conflict",
@@ -117,6 +121,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -142,8 +147,14 @@ impl ResponseError for ApiError {
             other => (None, other.to_string()),
         };
         let mut response = HttpResponse::build(self.status_code());
-        if let Self::Unauthorized(_) = self {
-            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        match self {
+            Self::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::TooManyFailures(seconds) => {
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+            }
+            _ => {}
         }
         response.json(Body {
             error: Detail {

@@ -390,3 +390,33 @@ on_both_engines! {
         assert!(entries.iter().any(|e| e["action"] == "token.issue"), "{audit}");
     }
 }
+
+#[actix_web::test]
+async fn failed_token_checks_are_slowed_down_and_a_valid_token_never_is() {
+    let Some(app) = TestApp::start(Engine::Sqlite).await else {
+        return;
+    };
+    let guess = |n: usize| {
+        (app.client.get(app.url("/api/v1/calls")))
+            .bearer_auth(format!("sbt_guess{n:040}"))
+            .send()
+    };
+    let burst = switchboard::http::auth::AuthFailures::RATE.burst as usize;
+    let mut statuses = Vec::new();
+    for n in 0..burst + 5 {
+        statuses.push(guess(n).await.unwrap().status());
+    }
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(
+        refused >= burst && refused < burst + 5,
+        "a burst of 401s, then 429s: {statuses:?}"
+    );
+    let limited = guess(0).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
+    // The operators' own token goes through all the while.
+    assert_eq!(app.read("/calls").await.status(), StatusCode::OK);
+}
