@@ -2,10 +2,7 @@
 //! harassment, test lines, premium-rate ranges), answered with `<Reject>` and recorded as
 //! `blocked`.
 
-use std::{
-    collections::{HashMap, HashSet},
-    fmt,
-};
+use std::{collections::HashMap, fmt};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -103,13 +100,36 @@ pub struct BlockEntry {
 /// length (a handful of lengths, however many prefixes).
 #[derive(Debug, Default)]
 pub struct BlockLists {
-    numbers: HashMap<CompanyId, HashSet<E164>>,
+    numbers: HashMap<CompanyId, HashMap<E164, BlockedBy>>,
     prefixes: HashMap<CompanyId, PrefixSet>,
+}
+
+/// The entry of a block list that refused a caller, as the call's record names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedBy {
+    pub entry_id: Uuid,
+    /// As the operator wrote it: `+14155550666`, `+1900*`.
+    pub pattern: String,
+    pub reason: Option<String>,
+}
+
+impl BlockedBy {
+    fn of(entry: &BlockEntry) -> Self {
+        let pattern = match &entry.blocked.pattern {
+            CallerPattern::Number(number) => number.as_str().to_owned(),
+            CallerPattern::Prefix(prefix) => format!("{prefix}*"),
+        };
+        Self {
+            entry_id: entry.id,
+            pattern,
+            reason: entry.blocked.reason.as_ref().map(|reason| reason.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct PrefixSet {
-    prefixes: HashSet<String>,
+    prefixes: HashMap<String, BlockedBy>,
     /// The lengths present, so a caller is looked up once per length.
     lengths: Vec<usize>,
 }
@@ -120,18 +140,15 @@ impl BlockLists {
         for entry in entries {
             match &entry.blocked.pattern {
                 CallerPattern::Number(number) => {
-                    lists
-                        .numbers
-                        .entry(entry.company_id)
-                        .or_default()
-                        .insert(number.clone());
+                    (lists.numbers.entry(entry.company_id).or_default())
+                        .insert(number.clone(), BlockedBy::of(entry));
                 }
                 CallerPattern::Prefix(prefix) => {
                     let set = lists.prefixes.entry(entry.company_id).or_default();
                     if !set.lengths.contains(&prefix.len()) {
                         set.lengths.push(prefix.len());
                     }
-                    set.prefixes.insert(prefix.clone());
+                    set.prefixes.insert(prefix.clone(), BlockedBy::of(entry));
                 }
             }
         }
@@ -140,20 +157,19 @@ impl BlockLists {
 
     /// Whether `company` blocks `caller`.
     pub fn blocks(&self, company: CompanyId, caller: &E164) -> bool {
-        if self
-            .numbers
-            .get(&company)
-            .is_some_and(|numbers| numbers.contains(caller))
-        {
-            return true;
+        self.blocker(company, caller).is_some()
+    }
+
+    /// The entry by which `company` blocks `caller`, if it does (its number before a prefix).
+    pub fn blocker(&self, company: CompanyId, caller: &E164) -> Option<&BlockedBy> {
+        if let Some(entry) = self.numbers.get(&company).and_then(|numbers| numbers.get(caller)) {
+            return Some(entry);
         }
-        let Some(set) = self.prefixes.get(&company) else {
-            return false;
-        };
+        let set = self.prefixes.get(&company)?;
         let number = caller.as_str();
         (set.lengths.iter())
             .filter_map(|&length| number.get(..length))
-            .any(|prefix| set.prefixes.contains(prefix))
+            .find_map(|prefix| set.prefixes.get(prefix))
     }
 }
 

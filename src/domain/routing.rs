@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     access::KeyDigest,
-    block::{BlockEntry, BlockLists},
+    block::{BlockEntry, BlockLists, BlockedBy},
     call::{AttemptKind, CallRecord, DropReason},
     capacity::{Block, CapPeriod},
     geo::{self, CallerPlace, UsState},
@@ -80,9 +80,12 @@ impl RoutingPlan {
 
     /// Whether the campaign's company refuses calls from `caller`.
     pub fn blocks(&self, campaign: &Record<Campaign>, caller: &E164) -> bool {
-        campaign
-            .company_id
-            .is_some_and(|company| self.blocked.blocks(company, caller))
+        self.blocker(campaign, caller).is_some()
+    }
+
+    /// The entry of the campaign's company's block list that refuses `caller`, if one does.
+    pub fn blocker(&self, campaign: &Record<Campaign>, caller: &E164) -> Option<&BlockedBy> {
+        (campaign.company_id).and_then(|company| self.blocked.blocker(company, caller))
     }
 
     /// With the publishers RTB pings may name.

@@ -94,6 +94,8 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reversed_payout: Option<Money>,
     },
+    /// The caller is on the company's block list: the call was refused by this entry.
+    Blocked(super::block::BlockedBy),
     /// The call ended.
     Ended {
         outcome: Outcome,
@@ -118,6 +120,7 @@ impl Event {
             Self::PublisherSettled { .. } => "publisher_settled",
             Self::ConversionReported { .. } => "conversion_reported",
             Self::ConversionReturned { .. } => "conversion_returned",
+            Self::Blocked(_) => "blocked",
             Self::Ended { .. } => "ended",
             Self::Ignored { .. } => "ignored",
         }

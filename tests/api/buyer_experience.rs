@@ -122,6 +122,15 @@ on_both_engines! {
         assert_eq!(refused.children[0].attribute("reason"), Some("rejected"));
         let view = call_view(&app, &sid(1)).await;
         assert_eq!((view["outcome"].as_str(), view["attempts"].as_u64()), (Some("blocked"), Some(0)), "{view}");
+        // The record names the entry that refused it: which pattern, and why.
+        let by = (view["timeline"].as_array().unwrap().iter())
+            .find(|entry| entry["kind"] == "blocked")
+            .unwrap_or_else(|| panic!("no `blocked` entry: {view}"));
+        assert_eq!(
+            (by["entry_id"].as_str(), by["pattern"].as_str(), by["reason"].as_str()),
+            (entry["id"].as_str(), Some(CALLER), Some("chargebacks")),
+            "{by}"
+        );
         // Retried, or asked through the number's fallback URL: refused unanswered again, never
         // `<Hangup/>`, which answers (and bills) the call.
         let fallback = format!("{}&ErrorCode=11200&ErrorUrl={}", incoming(&sid(1), CALLER, MAIN), app.url("/voice/incoming"));

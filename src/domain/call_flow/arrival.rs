@@ -109,10 +109,15 @@ pub(super) fn arrive(
     let entered = turn.plan.campaign(campaign);
     record.publisher_id = turn.plan.publisher_of_number(dialed.as_ref(), entered);
     let blocked = (entered.zip(record.caller.number()))
-        .is_some_and(|(campaign, caller)| turn.plan.blocks(campaign, caller));
-    if blocked && !turn.answered_elsewhere {
-        // Refused before any buyer hears of it (and before it is answered, so nobody pays).
+        .and_then(|(campaign, caller)| turn.plan.blocker(campaign, caller))
+        .cloned();
+    if let Some(blocked) = blocked
+        && !turn.answered_elsewhere
+    {
+        // Refused before any buyer hears of it (and before it is answered, so nobody pays),
+        // naming the entry that refused it.
         record.enter_campaign(entered.and_then(|c| c.company_id), campaign);
+        turn.note(Event::Blocked(blocked));
         record.end(Outcome::Blocked, None, turn.now);
         note_end(turn, &record);
         return Ok((Some(record), Answer::Blocked));
