@@ -175,7 +175,9 @@ impl Tenants {
             .app
             .client
             .request(method, url)
-            .bearer_auth(&self.tokens[who]);
+            .bearer_auth(&self.tokens[who])
+            // Conversions and returns ask for one; nothing else reads it.
+            .header("Idempotency-Key", format!("tenants-{who}-{path}"));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -363,6 +365,20 @@ on_both_engines! {
             (Method::POST, "/tokens".into(), Some(json!({"name": "acme floor 2", "role": "supervisor", "companies": [acme]})), [created, forbidden, created, forbidden, forbidden, forbidden, forbidden]),
             (Method::POST, "/tokens".into(), Some(json!({"name": "install floor", "role": "supervisor"})), [created, forbidden, forbidden, forbidden, forbidden, forbidden, forbidden]),
         ];
+        // Conversions: a buyer's token for its own calls, its company's admins; Acme Auto converts
+        // on seconds alone, so those allowed hear why the report is refused (409), others never
+        // learn that much.
+        let conflict = StatusCode::CONFLICT;
+        let report = Some(json!({"converted": true}));
+        let search_report = format!("/calls/{}/conversion", t.search_call);
+        let social_report = format!("/calls/{}/conversion", t.social_call);
+        let globex_report = format!("/calls/{}/conversion", t.globex_call);
+        let reports: Vec<(Method, String, Option<Value>, [StatusCode; 7])> = vec![
+            (Method::POST, search_report, report.clone(), [conflict, forbidden, conflict, forbidden, forbidden, forbidden, conflict]),
+            (Method::POST, social_report, report.clone(), [conflict, forbidden, conflict, forbidden, forbidden, forbidden, missing]),
+            (Method::POST, globex_report, report.clone(), [conflict, forbidden, missing, forbidden, forbidden, forbidden, missing]),
+        ];
+        let writes = writes.into_iter().chain(reports);
         for (method, path, body, expected) in writes {
             for (who, expected) in expected.iter().enumerate() {
                 // A block-list entry for Globex: the install's administrator may, Acme's may not.
