@@ -8,8 +8,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::{SignedDuration, Timestamp};
 use switchboard::{
     domain::{
+        access::Lens,
         call::{AttemptKind, CallRecord, CallSid, Caller, DialStatus},
         plan::{BuyerId, CampaignId},
+        portal,
         supervision::CallSummary,
     },
     supervision::Metrics,
@@ -66,6 +68,24 @@ fn supervision(c: &mut Criterion) {
     c.bench_function("supervision: the event's JSON, once per change", |b| {
         b.iter(|| black_box(serde_json::to_string(black_box(&summary))))
     });
+    // As the hub encodes it now: through a lens, once per lens that a stream listens with.
+    for (name, lens) in [
+        (
+            "supervision: the event's JSON for staff (through the lens)",
+            Lens::Staff { secrets: false },
+        ),
+        (
+            "supervision: the event's JSON for a publisher's portal",
+            Lens::Publisher,
+        ),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let value = serde_json::to_value(black_box(&summary)).unwrap_or_default();
+                black_box(serde_json::to_string(&portal::summary(value, lens)))
+            })
+        });
+    }
 }
 
 criterion_group!(benches, supervision);

@@ -215,11 +215,6 @@ pub fn start(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    // rustls's crypto, for https postbacks: once per process (a second call finds it there).
-    // ring builds with a C compiler alone (aws-lc-rs, with the post-quantum key exchange
-    // rustls now prefers, wants more): a webhook's body needs no post-quantum secrecy.
-    #[allow(deprecated)]
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(delivery.timeout)
         .connect_timeout(delivery.timeout)
