@@ -609,16 +609,17 @@ async fn three_nodes_one_killed_mid_run_exceed_no_cap_dial_no_duplicate_and_lose
         "no slot left held"
     );
     // No duplicate buyer dialed: no buyer was dialed for a caller who had converted with it
-    // two seconds earlier, and duplicates were there to avoid. (News take milliseconds; on
+    // five seconds earlier, and duplicates were there to avoid. (News take milliseconds; on
     // two busy cores running three servers and the simulator, a node's listener was seen to
-    // take over half a second to be scheduled. Sooner than the news, a node cannot know.)
+    // take over half a second to be scheduled, and over two seconds while the rest of the
+    // suite ran beside it. Sooner than the news, a node cannot know.)
     let duplicates_dialed = count(
         &mut db_conn,
         "SELECT COUNT(*) FROM call_attempts a JOIN calls c ON c.call_sid = a.call_sid
          WHERE a.kind = 'buyer' AND EXISTS (
             SELECT 1 FROM conversions v
             WHERE v.caller_number = c.caller_number AND v.buyer_id = a.buyer_id
-              AND v.converted_at_ms < a.started_at_ms - 2000)",
+              AND v.converted_at_ms < a.started_at_ms - 5000)",
     )
     .await;
     assert_eq!(duplicates_dialed, 0);
