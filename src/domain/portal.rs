@@ -145,7 +145,7 @@ impl CallSummary {
 }
 
 /// `value` (an object) with only the fields named.
-fn only(value: Value, fields: &[&str]) -> Value {
+pub fn only(value: Value, fields: &[&str]) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()

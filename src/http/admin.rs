@@ -177,6 +177,21 @@ where
     Ok(HttpResponse::Ok().json(Page { data, next_after }))
 }
 
+/// The record named by `id` (its text, from a path), if the caller may act on it: 403 unless
+/// the role allows the action, 404 for an id that cannot exist or a record out of its scope.
+pub(super) async fn reachable_named<T: PlanEntity>(
+    caller: &Caller,
+    action: Action,
+    store: &(dyn PlanStore + 'static),
+    id: &str,
+) -> Result<Record<T>, ApiError>
+where
+    dyn PlanStore: PlanTable<T>,
+{
+    caller.require(action)?;
+    reachable(caller, action, store, parse_id(id)?).await
+}
+
 /// The record, if the caller's scope reaches it (else 404, as for one that does not exist).
 async fn reachable<T: PlanEntity>(
     caller: &Caller,

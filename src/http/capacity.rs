@@ -31,7 +31,7 @@ use crate::{
         capacity::CapacityView,
         plan::{Buyer, BuyerId, CompanyId, Record},
     },
-    store::{CapacityStore, PlanStore, PlanTable},
+    store::{CapacityStore, PlanStore},
 };
 
 pub fn routes() -> [ApiRoute; 3] {
@@ -154,12 +154,7 @@ async fn reachable(
     store: &web::Data<dyn PlanStore>,
     id: &str,
 ) -> Result<Record<Buyer>, ApiError> {
-    caller.require(action)?;
-    let buyer = PlanTable::<Buyer>::get(store.as_ref(), parse_id(id)?).await?;
-    caller.require_on(action, &buyer.owner(), || {
-        ApiError::NotFound(format!("no buyer with id {id}"))
-    })?;
-    Ok(buyer)
+    super::admin::reachable_named(caller, action, store.as_ref(), id).await
 }
 
 /// The buyer's standing as the capacity index sees it at `at`.

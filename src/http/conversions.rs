@@ -38,7 +38,7 @@ use crate::{
         values::{Name, RtbKey},
     },
     fresh::Generate,
-    store::{AuditStore, CallStore, ConversionStore, PlanStore, PlanTable, ReportOutcome},
+    store::{AuditStore, CallStore, ConversionStore, PlanStore, ReportOutcome},
 };
 
 pub fn routes() -> [ApiRoute; 6] {
@@ -472,12 +472,7 @@ async fn reachable(
     store: &web::Data<dyn PlanStore>,
     id: &str,
 ) -> Result<Record<Buyer>, ApiError> {
-    caller.require(action)?;
-    let buyer = PlanTable::<Buyer>::get(store.as_ref(), parse_id(id)?).await?;
-    caller.require_on(action, &buyer.owner(), || {
-        ApiError::NotFound(format!("no buyer with id {id}"))
-    })?;
-    Ok(buyer)
+    super::admin::reachable_named(caller, action, store.as_ref(), id).await
 }
 
 /// Whether the buyer has a conversion key

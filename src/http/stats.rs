@@ -22,6 +22,7 @@ use crate::{
     decide::PlanCache,
     domain::{
         access::{Action, Lens, Owner},
+        portal,
         series::{Bucket, CampaignSeries, Window},
         supervision::{BuyerStats, CampaignStats, PublisherStats},
     },
@@ -91,13 +92,9 @@ fn seen<T: Serialize>(
     (rows.into_iter())
         .filter(|row| caller.reaches(&owner(row)))
         .filter_map(|row| serde_json::to_value(row).ok())
-        .map(|row| match (allowed, row) {
-            (Some(fields), serde_json::Value::Object(map)) => serde_json::Value::Object(
-                map.into_iter()
-                    .filter(|(key, _)| fields.contains(&key.as_str()))
-                    .collect(),
-            ),
-            (_, row) => row,
+        .map(|row| match allowed {
+            Some(fields) => portal::only(row, fields),
+            None => row,
         })
         .collect()
 }
